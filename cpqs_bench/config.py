@@ -1,0 +1,274 @@
+"""Typed experiment configuration: frozen dataclasses, YAML presets, ``key=value`` overrides, a stable hash.
+
+Each stage owns its section dataclass beside its code (TRL style: a Config next to its Trainer); this module
+composes them into :class:`Config` and provides the generic machinery:
+
+* ``load_config("smoke", ["finetune.lr=1e-4"])`` — a preset name (``configs/<name>.yaml``) or a path, plus overrides;
+* unknown keys are rejected with a did-you-mean; values are type-checked against the dataclass annotations;
+* ``config_hash(cfg)`` — sha256 over the resolved values (key order independent); ``to_dict``/``to_yaml`` print it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from cpqs_bench.evaluate.config import EvaluateConfig
+from cpqs_bench.finetune.config import FinetuneConfig
+from cpqs_bench.io import stable_hash
+from cpqs_bench.publish_config import PublishConfig
+from cpqs_bench.selectors.config import SelectorsConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A preset or override that does not fit the schema (unknown key, wrong type)."""
+
+
+# --------------------------------------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "smoke"
+    seeds: tuple[int, ...] = (0,)
+    output_dir: str = "runs"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    id: str = "embedded"  # "embedded" | Hub id "owner/name" | local directory
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    template: str = "chat"  # "chat" (tokenizer's chat template) | "alpaca" | "none" | "llama2"
+    system_prompt: str | None = None  # None: whatever the chat template does by default
+    train_eot: bool = True  # the end-of-turn token after the answer is part of the response span
+    max_length: int = 2048
+    overflow: Literal["truncate", "drop"] = "truncate"  # response tail truncated, or example dropped (counted)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    mirror: str | None = None  # local mirror directory for named datasets (env CPQS_DATA_MIRROR wins if unset)
+    pool: str = "alpaca_gpt4"  # named dataset, file path, or "hf:owner/name[:config][@revision][#split]"
+    pool_limit: int | None = None
+    pool_offset: int = 0
+    schema: str | None = None  # None = detect
+    field_map: dict[str, str] = field(default_factory=dict)
+    max_rejected_fraction: float = 0.05
+
+
+@dataclass(frozen=True)
+class Config:
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    selectors: SelectorsConfig = field(default_factory=SelectorsConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+
+
+# ---------------------------------------------------------------------------------------------------- conversion
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against annotation ``tp`` (after YAML parsing) and convert lists to tuples where declared."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} is not {_type_name(tp)}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}.{hint}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return build(tp, value, where)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = get_args(tp)
+        item_tp = args[0] if args else Any
+        items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        k_tp, v_tp = get_args(tp) or (Any, Any)
+        return {_coerce(k, k_tp, where): _coerce(v, v_tp, f"{where}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def build(cls: type, values: dict[str, Any], where: str = "") -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, rejecting unknown keys with a did-you-mean."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" Did you mean {(where + '.' if where else '') + close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown config key {path!r}.{hint} Valid keys here: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def to_yaml(obj: Any) -> str:
+    return yaml.safe_dump(to_dict(obj), sort_keys=False, allow_unicode=True)
+
+
+def config_hash(obj: Any) -> str:
+    """Stable hash of resolved values (dict order and list/tuple spelling do not matter)."""
+    return stable_hash(to_dict(obj))
+
+
+# ------------------------------------------------------------------------------------------------------- loading
+def preset_path(preset: str | os.PathLike) -> Path:
+    p = Path(preset)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        return p
+    candidate = CONFIG_DIR / f"{preset}.yaml"
+    if candidate.exists():
+        return candidate
+    known = sorted(x.stem for x in CONFIG_DIR.glob("*.yaml"))
+    close = difflib.get_close_matches(str(preset), known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown preset {str(preset)!r}.{hint} Presets: {', '.join(known)}")
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not key=value (e.g. finetune.lr=1e-4)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+    if isinstance(value, str) and _looks_float(value):  # YAML 1.1 reads "1e-4" as a string
+        value = float(value)
+    return key.split("."), value
+
+
+def _looks_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return any(c in text.lower() for c in ".e") and text.strip().lower() not in ("nan", "inf", "-inf")
+
+
+def _fix_floats(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _fix_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_fix_floats(v) for v in obj]
+    if isinstance(obj, str) and _looks_float(obj):
+        return float(obj)
+    return obj
+
+
+def _set(tree: dict, keys: list[str], value: Any) -> None:
+    node = tree
+    for k in keys[:-1]:
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {'.'.join(keys)}: {k!r} is not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def load_config(preset: str | os.PathLike | None = "smoke", overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Resolve a preset plus ``key=value`` overrides into a frozen :class:`Config`."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if preset is not None:
+        path = preset_path(preset)
+        source = str(path)
+        with open(path, encoding="utf-8") as fh:
+            try:
+                loaded = yaml.safe_load(fh) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        raw = _fix_floats(loaded)
+    for item in overrides:
+        keys, value = parse_override(item)
+        _set(raw, keys, value)
+    try:
+        return build(Config, raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` that accepts dotted keys: ``replace(cfg, **{"finetune.lr": 1e-4})``."""
+    tree = to_dict(cfg)
+    for dotted, value in changes.items():
+        _set(tree, dotted.split("."), value)
+    return build(type(cfg), tree)

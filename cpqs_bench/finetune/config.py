@@ -1,0 +1,28 @@
+"""The SFT recipe. Frozen and hashed: every arm of an experiment trains with the same one (only the data differs)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    lora_r: int = 16
+    lora_alpha: int = 8
+    lora_dropout: float = 0.05
+    target_modules: str = "all-linear"
+    epochs: float = 3.0
+    lr: float = 5e-5
+    batch_size: int = 16  # effective batch = micro_batch_size * grad_accum * processes
+    micro_batch_size: int = 4
+    max_length: int = 2048
+    warmup_ratio: float = 0.03
+    lr_scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    gradient_checkpointing: bool = False
+    save_steps: int = 50
+    save_total_limit: int = 2
+    logging_steps: int = 5
+    max_steps: int = -1
+    merge: bool = False  # also export merged full weights

@@ -1,0 +1,14 @@
+"""Publishing settings: Hub repos for adapters and results, W&B tracking. Tokens never live here (environment only)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    enabled: bool = False
+    dry_run: bool = True
+    hub_namespace: str | None = None  # user or org; required for a real push
+    private: bool = True
+    wandb: bool = False
+    wandb_project: str = "cpqs-bench"
