@@ -1,0 +1,205 @@
+"""Leaderboard rendering on synthetic results: coverage of arms/tasks, md ↔ JSON agreement, PNG, provenance, CLI."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cpqs_bench import leaderboard
+from cpqs_bench.stats import ArmResult, RecipeMismatch, summarize
+
+NOTE = "Smoke run of a 135M model on CPU — not a paper result"
+TASKS = {"gsm8k": 40, "humaneval": 20}
+ARMS = {"base": 0.1, "full": 0.5, "random": 0.4, "cpqs": 0.8, "my-plugin": 0.45}
+
+
+def _manifest(arm: str, seed: int | None, recipe: str | None = "rec1") -> dict:
+    return {"arm": arm, "seed": seed, "recipe_hash": None if arm == "base" else recipe,
+            "commit": "c0ffee1234567890", "config_hash": f"cfg-{arm}",
+            "data_sha256": {"pool": "ab" * 32, "gsm8k": "cd" * 32},
+            "model_id": "HuggingFaceTB/SmolLM2-135M", "model_revision": "rev-9f8e",
+            "package_versions": {"torch": "2.13.0", "transformers": "5.24.0", "peft": "0.21.0", "trl": "1.16.0",
+                                 "lm-eval": "0.4.13"},
+            "hardware": {"device": "cpu", "threads": 1}, "seeds": {"train": seed, "data": 7}}
+
+
+def _results(seed: int = 0) -> list[ArmResult]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for arm, p in ARMS.items():
+        for s in ([None] if arm == "base" else [1, 2]):
+            items = {t: {f"{t}-{i}": float(rng.random() < p) for i in range(n)} for t, n in TASKS.items()}
+            m = _manifest(arm, s)
+            out.append(ArmResult(arm, s, m["recipe_hash"], m, items, {}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    results = _results()
+    summary = summarize(results, n_boot=300)
+    out = tmp_path_factory.mktemp("lb")
+    paths = leaderboard.render(summary, results, out, "smoke", NOTE)
+    return paths, summary, results
+
+
+def _table(md: str, heading: str) -> list[list[str]]:
+    """Rows (as cell lists) of the first table after ``## heading``."""
+    section = md.split(f"## {heading}\n", 1)[1]
+    rows = []
+    for line in section.splitlines()[1:]:
+        if not line.startswith("|") and rows:
+            break
+        if line.startswith("|") and not line.startswith("|---"):
+            rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+    return rows[1:]  # drop header
+
+
+def test_files_written_atomically(rendered):
+    paths, _, _ = rendered
+    assert set(paths) == {"md", "json", "png"}
+    assert [p.name for p in paths.values()] == ["smoke.md", "smoke.json", "smoke.png"]
+    out_dir = paths["md"].parent
+    assert not [p for p in out_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_markdown_has_note_first_and_every_arm_and_task(rendered):
+    paths, summary, _ = rendered
+    md = paths["md"].read_text(encoding="utf-8")
+    head = md.splitlines()[:4]
+    assert any(NOTE in line for line in head)
+    for task in TASKS:
+        assert f"## {task}\n" in md
+        assert [r[0] for r in _table(md, task)] == ["base", "full", "random", "cpqs", "my-plugin"]
+
+
+def test_json_round_trips_and_matches_markdown_numbers(rendered):
+    paths, summary, results = rendered
+    doc = json.loads(paths["json"].read_text(encoding="utf-8"))
+    expected = leaderboard.build_document(summary, results, "smoke", NOTE)
+    assert doc == json.loads(json.dumps(expected))
+    assert doc["summary"] == summary
+    md = paths["md"].read_text(encoding="utf-8")
+    for task in TASKS:
+        md_rows = {r[0]: r for r in _table(md, task)}
+        for row in doc["tables"][task]:
+            cells = md_rows[row["arm"]]
+            std = "—" if row["std"] is None else f"{100 * row['std']:.1f}"
+            assert cells[1] == f"{100 * row['mean']:.1f} ± {std}"
+            assert cells[2] == str(row["n_seeds"])
+            for k, ref in enumerate(("random", "full")):
+                delta, p = cells[3 + 2 * k], cells[4 + 2 * k]
+                cmp = row["vs"][ref]
+                if row["arm"] == ref:
+                    assert cmp is None and delta == "(reference)"
+                    continue
+                nums = [float(x) for x in re.findall(r"[+-]\d+\.\d", delta)]
+                assert nums == pytest.approx([100 * cmp["mean_diff"], 100 * cmp["ci_low"], 100 * cmp["ci_high"]],
+                                             abs=0.051)
+                assert float(p) == pytest.approx(cmp["p_value"], rel=0.06, abs=6e-4)
+                marker = f"{ref}: " + (("▲" if cmp["direction"] == "better" else "▼") if cmp["significant"]
+                                       else "n.s.")
+                assert marker in cells[-1]
+
+
+def test_significance_markers_reflect_data(rendered):
+    paths, _, _ = rendered
+    doc = json.loads(paths["json"].read_text(encoding="utf-8"))
+    rows = {r["arm"]: r for r in doc["tables"]["gsm8k"]}
+    # p=0.8 vs 0.4 on 40 items x 2 seeds: a clear improvement; base (0.1) clearly worse than random.
+    assert rows["cpqs"]["vs"]["random"]["significant"] and rows["cpqs"]["vs"]["random"]["direction"] == "better"
+    assert rows["base"]["vs"]["random"]["direction"] == "worse"
+    md_rows = {r[0]: r for r in _table(paths["md"].read_text(encoding="utf-8"), "gsm8k")}
+    assert "random: ▲" in md_rows["cpqs"][-1] and "random: ▼" in md_rows["base"][-1]
+    assert "random: reference" in md_rows["random"][-1]
+
+
+def test_provenance_rows_carry_fields(rendered):
+    paths, _, results = rendered
+    md = paths["md"].read_text(encoding="utf-8")
+    prov = _table(md, "Provenance")
+    assert len(prov) == len(results)
+    for cells in prov:
+        text = " ".join(cells)
+        for needle in ("c0ffee1234", f"cfg-{cells[0]}", "pool:abababab", "gsm8k:cdcdcdcd", "rev-9f8e",
+                       "2.13.0", "5.24.0", "0.21.0", "1.16.0", "0.4.13", "device=cpu", "data=7"):
+            assert needle in text, (needle, cells)
+    doc = json.loads(paths["json"].read_text(encoding="utf-8"))
+    row = next(r for r in doc["provenance"] if r["arm"] == "cpqs" and r["seed"] == 2)
+    assert row["package_versions"]["lm_eval"] == "0.4.13"
+    assert row["data_sha256"]["pool"] == "ab" * 32 and row["recipe_hash"] == "rec1"
+
+
+def test_missing_provenance_is_marked_not_guessed(tmp_path):
+    results = [ArmResult("random", 1, "r", {"arm": "random"}, {"t": {"0": 1.0}}, {}),
+               ArmResult("cpqs", 1, "r", {"arm": "cpqs", "commit": "abc"}, {"t": {"0": 0.0}}, {})]
+    paths = leaderboard.render(summarize(results, n_boot=50), results, tmp_path, "x", NOTE)
+    prov = _table(paths["md"].read_text(encoding="utf-8"), "Provenance")
+    assert prov[0][0] == "random" and prov[0][2] == "missing" and prov[0][-1] == "missing"
+    assert prov[1][2] == "abc"
+
+
+def test_png_is_valid_and_readable_size(rendered):
+    paths, _, _ = rendered
+    data = paths["png"].read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(paths["png"]) as im:
+        im.verify()
+    with Image.open(paths["png"]) as im:
+        assert im.size[0] >= 800 and im.size[1] >= 500
+
+
+def test_figure_caption_says_what_error_bars_are(rendered):
+    paths, _, _ = rendered
+    md = paths["md"].read_text(encoding="utf-8")
+    assert "bootstrap CI of that mean over items" in md and "(smoke.png)" in md
+
+
+def test_render_rejects_bad_names_and_empty_note(tmp_path, rendered):
+    _, summary, results = rendered
+    with pytest.raises(ValueError, match="plain file stem"):
+        leaderboard.render(summary, results, tmp_path, "../escape", NOTE)
+    with pytest.raises(ValueError, match="title_note"):
+        leaderboard.render(summary, results, tmp_path, "ok", "  ")
+
+
+def _write_eval(d, result: ArmResult):
+    d.mkdir(parents=True)
+    (d / "manifest.json").write_text(json.dumps(result.manifest))
+    (d / "metrics.json").write_text(json.dumps({t: float(np.mean(list(v.values()))) for t, v in result.items.items()}))
+    (d / "items.jsonl").write_text("".join(json.dumps({"task": t, "doc_id": k, "correct": s}) + "\n"
+                                           for t, docs in result.items.items() for k, s in docs.items()))
+
+
+def test_main_discovers_eval_dirs_in_run_dir(tmp_path):
+    run = tmp_path / "run"
+    for r in _results(seed=1):
+        _write_eval(run / f"{r.arm}-{r.seed}" / "eval", r)
+    (run / "cpqs-1" / "train").mkdir()
+    (run / "cpqs-1" / "train" / "manifest.json").write_text("{}")  # not an eval dir: must be ignored
+    paths = leaderboard.main(run, tmp_path / "out", "cli", NOTE, n_boot=100)
+    doc = json.loads(paths["json"].read_text(encoding="utf-8"))
+    assert doc["arms"] == ["base", "full", "random", "cpqs", "my-plugin"]
+    assert len(doc["provenance"]) == 9
+    # one eval dir given directly works too, and a default note is factual
+    single = leaderboard.main([run / "random-1" / "eval"], tmp_path / "out1", "one", n_boot=50)
+    text = single["md"].read_text(encoding="utf-8")
+    assert "HuggingFaceTB/SmolLM2-135M" in text.splitlines()[2]
+
+
+def test_main_propagates_recipe_mismatch_and_missing_inputs(tmp_path):
+    run = tmp_path / "run"
+    a, b = _results()[1], _results()[3]  # full seed 1, random seed 1
+    b = ArmResult(b.arm, b.seed, "other", {**b.manifest, "recipe_hash": "other"}, b.items, b.metrics)
+    _write_eval(run / "a", a)
+    _write_eval(run / "b", b)
+    with pytest.raises(RecipeMismatch, match="other"):
+        leaderboard.main(run, tmp_path / "out", "bad", NOTE, n_boot=10)
+    assert not (tmp_path / "out").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="no evaluation directory"):
+        leaderboard.main(empty, tmp_path / "o", "x", NOTE)
