@@ -1,0 +1,547 @@
+"""Publish experiment results to the Hugging Face Hub: one model repo per arm, one results dataset repo per experiment.
+
+Why it is built this way:
+
+* **Folders first.** ``build_arm_folder`` / ``build_results_folder`` produce the exact tree that will be pushed, so a
+  ``--dry-run`` can hand you the same bytes for inspection (``publish(..., dry_run=True)`` copies them plus a
+  ``plan.json``), and the real push just mirrors a folder.
+* **One commit per repo, and none when nothing changed.** Before committing we list the remote tree and compare
+  each local file with it (git blob sha1 for regular files, sha256 for LFS files, exactly how the Hub identifies
+  them), so re-running the pipeline does not pile up empty or duplicate commits. Remote files that are not in the
+  folder are deleted only when ``delete_extra=True`` (``.gitattributes`` is never deleted).
+* **Bounded retries, not blind ones.** huggingface_hub already retries (``http_backoff``) the tree listing, the
+  ``preupload`` call and LFS transfers, but not ``create_repo`` nor the final ``/commit`` POST. We retry only
+  errors coming from routes the library did not already retry, on 408/429/5xx and transport errors, with
+  exponential backoff and a short, capped honour of ``Retry-After``. A commit is retried by re-diffing against
+  the remote first: if a previous attempt landed but its response was lost, the re-diff finds nothing to do
+  instead of committing twice.
+* **Tokens.** Credentials come only from huggingface_hub's own resolution (``HF_TOKEN``, then the token file under
+  ``HF_HOME``) or an explicit ``token=``; they are never written to the plan, the folders or the logs, and they are
+  scrubbed from the message of any error we raise.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    DatasetCard,
+    DatasetCardData,
+    EvalResult,
+    HfApi,
+    ModelCard,
+    ModelCardData,
+)
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.utils import get_token
+
+from cpqs_bench.io import atomic_open, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+REPO_TYPES = ("model", "dataset")
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# Routes huggingface_hub already wraps in ``http_backoff``: errors from them have been retried once already.
+_HUB_RETRIED_ROUTES = ("/tree/", "/preupload/", ".git/info/lfs/", "/lfs-upload/")
+_PROTECTED_REMOTE = frozenset({".gitattributes"})
+_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+# Known evaluation tasks → (dataset id on the Hub, pretty name, metric type). Anything else is still published,
+# with the task name as dataset and a generic metric type, so the card never silently drops a metric.
+_TASKS: dict[str, tuple[str, str, str]] = {
+    "gsm8k": ("openai/gsm8k", "GSM8K", "exact_match"),
+    "humaneval": ("openai/openai_humaneval", "HumanEval", "pass@1"),
+    "humaneval_plus": ("evalplus/humanevalplus", "HumanEval+", "pass@1"),
+}
+
+
+class PublishError(RuntimeError):
+    """A push failed (after retries where they apply). The message never contains the token."""
+
+
+# ============================================================================ folder builders
+def build_arm_folder(
+    arm: str,
+    adapter_dir: str | os.PathLike,
+    selection_path: str | os.PathLike,
+    manifest: dict,
+    metrics: Mapping[str, float],
+    base_model: str,
+    experiment: str,
+    out_dir: str | os.PathLike,
+) -> Path:
+    """Assemble the model repo for one arm: adapter files, ``selection.jsonl``, ``manifest.json``, ``README.md``.
+
+    The folder is built in a temporary sibling and swapped in at the end, so ``out_dir`` is either the previous
+    complete folder or the new complete one. PEFT's own auto-generated ``README.md`` is replaced by our card.
+    """
+    adapter_dir, selection_path, out_dir = Path(adapter_dir), Path(selection_path), Path(out_dir)
+    adapter_files = _adapter_files(adapter_dir)
+    n_selected = _count_jsonl(selection_path)
+    clean_metrics = _check_metrics(metrics)
+    card = build_model_card(arm, clean_metrics, base_model, experiment, manifest, n_selected)
+
+    def fill(tmp: Path) -> None:
+        for src in adapter_files:
+            _copy_file(src, tmp / src.name)
+        _copy_file(selection_path, tmp / "selection.jsonl")
+        write_json(tmp / "manifest.json", manifest)
+        write_text(tmp / "README.md", str(card))
+
+    return _build_dir(out_dir, fill)
+
+
+def build_model_card(
+    arm: str,
+    metrics: Mapping[str, float],
+    base_model: str,
+    experiment: str,
+    manifest: Mapping[str, Any],
+    n_selected: int,
+) -> ModelCard:
+    """Model card whose YAML carries a ``model-index`` (one ``EvalResult`` per task) the Hub can render."""
+    eval_results = [_eval_result(task, value) for task, value in sorted(metrics.items())]
+    datasets = _as_list(manifest.get("datasets") or manifest.get("pool"))
+    data = ModelCardData(
+        base_model=base_model,
+        library_name="peft",
+        pipeline_tag="text-generation",
+        tags=["cpqs-bench", "lora", "peft", "instruction-tuning", "data-selection", f"selector-{arm}"],
+        datasets=datasets or None,
+        model_name=f"{experiment}-{arm}",
+        eval_results=eval_results or None,
+    )
+    selector = manifest.get("selector", arm)
+    source = f" ({', '.join(datasets)})" if datasets else ""
+    lines = [
+        f"# {experiment} / {arm}",
+        "",
+        f"A LoRA adapter for `{base_model}` produced by **cpqs-bench** (experiment `{experiment}`, arm `{arm}`).",
+        f"It was fine-tuned on the {n_selected} instruction examples that the `{selector}` selector picked from",
+        f"the candidate pool{source}. The arms of an experiment are meant to differ only in their data selector,",
+        "so the metrics below compare selectors rather than models.",
+        "",
+        "`selection.jsonl` lists the selected examples; `manifest.json` records the configuration that produced",
+        "this adapter.",
+        "",
+        "## Results",
+        "",
+        "| task | metric | value |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {r.dataset_name} | {r.metric_type} | {r.metric_value:.4f} |" for r in eval_results]
+    if not eval_results:
+        lines.append("| (none) | | |")
+    lines += ["", "Single-run point estimates; see the experiment's results dataset for confidence intervals.", ""]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def build_results_folder(
+    experiment: str,
+    leaderboard_files: Sequence[str | os.PathLike],
+    summary_json: str | os.PathLike,
+    per_arm_items_files: Mapping[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+) -> Path:
+    """Assemble the results dataset repo: ``summary.json``, ``leaderboards/*``, ``items/<arm><ext>`` + card."""
+    out_dir, summary_json = Path(out_dir), Path(summary_json)
+    leaderboards = [Path(p) for p in leaderboard_files]
+    items = {arm: Path(p) for arm, p in sorted(per_arm_items_files.items())}
+    for path in [summary_json, *leaderboards, *items.values()]:
+        if not path.is_file():
+            raise FileNotFoundError(f"results file missing: {path}")
+    names = [p.name for p in leaderboards]
+    if len(set(names)) != len(names):
+        raise ValueError(f"leaderboard files must have distinct names, got {names}")
+    with open(summary_json, encoding="utf-8") as fh:
+        try:
+            json.load(fh)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{summary_json}:{e.lineno}: not valid JSON: {e.msg}") from e
+    for path in items.values():
+        if path.suffix == ".jsonl":
+            _count_jsonl(path)
+    card = build_results_card(experiment, names, list(items))
+
+    def fill(tmp: Path) -> None:
+        _copy_file(summary_json, tmp / "summary.json")
+        for path in leaderboards:
+            _copy_file(path, tmp / "leaderboards" / path.name)
+        for arm, path in items.items():
+            _copy_file(path, tmp / "items" / f"{arm}{path.suffix}")
+        write_text(tmp / "README.md", str(card))
+
+    return _build_dir(out_dir, fill)
+
+
+def build_results_card(experiment: str, leaderboard_names: Sequence[str], arms: Sequence[str]) -> DatasetCard:
+    data = DatasetCardData(
+        pretty_name=f"cpqs-bench results: {experiment}",
+        tags=["cpqs-bench", "evaluation", "data-selection"],
+        configs=[{"config_name": "items", "data_files": "items/*.jsonl"}] if arms else None,
+    )
+    text = "\n".join(
+        [
+            f"# cpqs-bench results: {experiment}",
+            "",
+            "Evaluation results of instruction-tuning data selectors compared end to end (select, LoRA fine-tune,",
+            "evaluate). Files:",
+            "",
+            "* `summary.json`: per-arm metrics with confidence intervals and paired tests.",
+            f"* `leaderboards/`: {', '.join(f'`{n}`' for n in leaderboard_names) or '(none)'}.",
+            f"* `items/`: per-item outcomes for each arm ({', '.join(f'`{a}`' for a in arms) or 'none'}),"
+            " so every statistic can be recomputed.",
+            "",
+        ]
+    )
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{text}")
+
+
+def _eval_result(task: str, value: float) -> EvalResult:
+    dataset_type, pretty, metric = _TASKS.get(task, (task, task, "score"))
+    return EvalResult(
+        task_type="text-generation",
+        task_name="Text Generation",
+        dataset_type=dataset_type,
+        dataset_name=pretty,
+        metric_type=metric,
+        metric_name=f"{pretty} {metric}",
+        metric_value=value,
+    )
+
+
+def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    clean = {}
+    for task, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"metric {task!r} must be a finite number, got {value!r}")
+        clean[str(task)] = float(value)
+    return clean
+
+
+def _adapter_files(adapter_dir: Path) -> list[Path]:
+    if not adapter_dir.is_dir():
+        raise FileNotFoundError(f"adapter directory missing: {adapter_dir}")
+    names = {p.name for p in adapter_dir.iterdir() if p.is_file()}
+    if "adapter_config.json" not in names or not any(w in names for w in _ADAPTER_WEIGHTS):
+        raise FileNotFoundError(
+            f"{adapter_dir} is not a PEFT adapter: need adapter_config.json and one of {_ADAPTER_WEIGHTS}, found {sorted(names)}"
+        )
+    # Top-level files only (checkpoints and hidden files are not part of the adapter); our card replaces PEFT's.
+    return sorted(p for p in adapter_dir.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "README.md")
+
+
+def _count_jsonl(path: Path) -> int:
+    """Validate a JSONL file line by line (error names file and line) and return the number of records."""
+    n = 0
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from e
+            n += 1
+    return n
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _copy_file(src: Path, dst: Path) -> None:
+    with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+
+
+def _build_dir(out_dir: Path, fill: Callable[[Path], None]) -> Path:
+    """Fill a temp sibling directory, then swap it onto ``out_dir`` so readers never see a half-built folder."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        fill(tmp)
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+# ============================================================================ local / remote indexes
+@dataclass(frozen=True)
+class LocalFile:
+    path: str  # posix path inside the repo
+    abspath: Path
+    size: int
+    git_sha1: str
+    sha256: str
+
+
+def local_index(folder: Path) -> dict[str, LocalFile]:
+    """Every file under ``folder`` (skipping ``.git`` and ``.cache``), with the hashes the Hub uses."""
+    index: dict[str, LocalFile] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if not path.is_file() or rel.parts[0] in (".git", ".cache"):
+            continue
+        index[rel.as_posix()] = _hash_file(rel.as_posix(), path)
+    return index
+
+
+def _hash_file(rel: str, path: Path) -> LocalFile:
+    size = path.stat().st_size
+    sha1 = hashlib.sha1(b"blob %d\0" % size)
+    sha256 = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha1.update(chunk)
+            sha256.update(chunk)
+    return LocalFile(rel, path, size, sha1.hexdigest(), sha256.hexdigest())
+
+
+def _same(local: LocalFile, remote: RepoFile) -> bool:
+    if remote.lfs is not None:
+        return remote.lfs.sha256 == local.sha256
+    return remote.blob_id == local.git_sha1
+
+
+@dataclass
+class Diff:
+    upload: list[str] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.upload or self.delete)
+
+
+def diff(local: Mapping[str, LocalFile], remote: Mapping[str, RepoFile], delete_extra: bool) -> Diff:
+    upload = [p for p, f in local.items() if p not in remote or not _same(f, remote[p])]
+    delete = [p for p in remote if delete_extra and p not in local and p not in _PROTECTED_REMOTE]
+    return Diff(sorted(upload), sorted(delete))
+
+
+# ============================================================================ retry policy
+@dataclass
+class RetryPolicy:
+    max_retries: int = 5
+    base_s: float = 1.0
+    max_wait_s: float = 30.0  # also caps how long we honour a Retry-After header
+    sleep: Callable[[float], None] = time.sleep
+    waits: list[float] = field(default_factory=list)
+
+    def wait(self, attempt: int, err: BaseException) -> None:
+        retry_after = _retry_after_s(err)
+        backoff = self.base_s * (2 ** (attempt - 1)) * (1 + 0.1 * random.random())
+        delay = min(self.max_wait_s, retry_after if retry_after is not None else backoff)
+        self.waits.append(delay)
+        self.sleep(delay)
+
+
+def _retry_after_s(err: BaseException) -> float | None:
+    response = getattr(err, "response", None)
+    value = response.headers.get("Retry-After") if response is not None else None
+    if value is None or not value.strip().isdigit():
+        return None  # HTTP-date form is not honoured; fall back to our own backoff
+    return float(value.strip())
+
+
+def _request_url(err: BaseException) -> str:
+    response = getattr(err, "response", None)
+    request = getattr(response, "request", None) if response is not None else None
+    if request is None:
+        try:
+            request = getattr(err, "request", None)
+        except RuntimeError:  # httpx raises when a request was never attached
+            request = None
+    return str(getattr(request, "url", "") or "")
+
+
+def is_transient(err: BaseException) -> bool:
+    """Worth retrying here: 408/429/5xx or a transport error, from a route the library did not retry already."""
+    if any(route in _request_url(err) for route in _HUB_RETRIED_ROUTES):
+        return False
+    if isinstance(err, HfHubHTTPError):
+        return err.response is not None and err.response.status_code in RETRY_STATUS
+    import httpx2  # huggingface_hub's HTTP client; imported lazily, only needed to classify failures
+
+    return isinstance(err, (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError))
+
+
+def with_retries(fn: Callable[[], T], what: str, policy: RetryPolicy, secrets: Sequence[str]) -> tuple[T, int]:
+    """Call ``fn`` with bounded retries on transient errors; returns (result, attempts)."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return fn(), attempt
+        except Exception as err:  # classified below: either retried (recorded in policy.waits) or re-raised
+            if not is_transient(err) or attempt > policy.max_retries:
+                raise _scrubbed(err, f"{what} failed after {attempt} attempt(s)", secrets) from None
+            log.warning("%s: transient failure (%s), retry %d/%d", what, _scrub(_short(err), secrets), attempt, policy.max_retries)
+            policy.wait(attempt, err)
+
+
+def _short(err: BaseException) -> str:
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    return f"{type(err).__name__}" + (f" HTTP {status}" if status else "") + f": {str(err).splitlines()[0] if str(err) else ''}"
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _scrubbed(err: BaseException, context: str, secrets: Sequence[str]) -> PublishError:
+    # Raised "from None": the original exception (and any request headers it references) is not chained.
+    return PublishError(_scrub(f"{context}: {type(err).__name__}: {err}", secrets))
+
+
+# ============================================================================ publishing
+def publish(
+    folders: Mapping[str, tuple[str | os.PathLike, str]],
+    dry_run: bool,
+    dry_run_dir: str | os.PathLike | None,
+    token: str | None = None,
+    endpoint: str | None = None,
+    max_retries: int = 5,
+    *,
+    delete_extra: bool = False,
+    commit_message: str = "cpqs-bench: publish results",
+    backoff_base_s: float = 1.0,
+    max_wait_s: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Push each ``repo_id -> (folder, repo_type)`` as one commit, or, with ``dry_run``, write what would be pushed.
+
+    Returns a report ``{"dry_run", "endpoint", "repos": {repo_id: {...}}}``; each repo entry has ``action``
+    (``planned`` / ``committed`` / ``unchanged``), ``uploaded``, ``deleted``, ``commit`` (oid or None),
+    ``attempts`` and ``waits`` (seconds slept between retries).
+    """
+    plan = _plan(folders, delete_extra)
+    endpoint = (endpoint or hf_constants.ENDPOINT).rstrip("/")
+    if dry_run:
+        if dry_run_dir is None:
+            raise ValueError("dry_run=True needs dry_run_dir")
+        return _dry_run(plan, Path(dry_run_dir), endpoint)
+    if hf_constants.is_offline_mode():
+        raise PublishError("HF_HUB_OFFLINE is set: refusing to push (unset it, or use dry_run=True)")
+    secrets = [s for s in (token, get_token()) if s]
+    api = HfApi(endpoint=endpoint, token=token)
+    report: dict[str, Any] = {"dry_run": False, "endpoint": endpoint, "repos": {}}
+    for repo_id, entry in plan.items():
+        policy = RetryPolicy(max_retries, backoff_base_s, max_wait_s, sleep)
+        report["repos"][repo_id] = _push_repo(api, repo_id, entry, delete_extra, commit_message, policy, secrets)
+    return report
+
+
+def _plan(folders: Mapping[str, tuple[str | os.PathLike, str]], delete_extra: bool) -> dict[str, dict[str, Any]]:
+    plan = {}
+    for repo_id, (folder, repo_type) in sorted(folders.items()):
+        if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+            raise ValueError(f"repo_id must be 'namespace/name', got {repo_id!r}")
+        if repo_type not in REPO_TYPES:
+            raise ValueError(f"{repo_id}: repo_type must be one of {REPO_TYPES}, got {repo_type!r}")
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{repo_id}: folder to publish does not exist: {folder}")
+        files = local_index(folder)
+        if not files:
+            raise ValueError(f"{repo_id}: folder {folder} is empty")
+        plan[repo_id] = {"folder": folder, "repo_type": repo_type, "files": files, "delete_extra": delete_extra}
+    return plan
+
+
+def _dry_run(plan: Mapping[str, dict[str, Any]], out: Path, endpoint: str) -> dict[str, Any]:
+    report: dict[str, Any] = {"dry_run": True, "endpoint": endpoint, "repos": {}}
+    for repo_id, entry in plan.items():
+        target = out / repo_id.replace("/", "__")
+
+        def fill(tmp: Path, files: dict[str, LocalFile] = entry["files"]) -> None:
+            for rel, f in files.items():
+                _copy_file(f.abspath, tmp / rel)
+
+        _build_dir(target, fill)
+        report["repos"][repo_id] = {
+            "action": "planned",
+            "repo_type": entry["repo_type"],
+            "folder": str(target),
+            "delete_extra": entry["delete_extra"],
+            "files": [{"path": f.path, "size": f.size, "sha256": f.sha256, "git_sha1": f.git_sha1} for f in entry["files"].values()],
+        }
+    write_json(out / "plan.json", report)
+    return report
+
+
+def _push_repo(
+    api: HfApi,
+    repo_id: str,
+    entry: Mapping[str, Any],
+    delete_extra: bool,
+    message: str,
+    policy: RetryPolicy,
+    secrets: Sequence[str],
+) -> dict[str, Any]:
+    repo_type, files = entry["repo_type"], entry["files"]
+    _, attempts = with_retries(
+        lambda: api.create_repo(repo_id, repo_type=repo_type, exist_ok=True), f"create_repo {repo_id}", policy, secrets
+    )
+    result: dict[str, Any] = {"repo_type": repo_type, "action": "unchanged", "uploaded": [], "deleted": [], "commit": None}
+    commit_attempt = 0
+    while True:
+        remote, n = with_retries(lambda: _remote_files(api, repo_id, repo_type), f"list {repo_id}", policy, secrets)
+        attempts += n
+        todo = diff(files, remote, delete_extra)
+        if not todo:
+            break  # nothing to do, or an earlier attempt whose response was lost did land
+        commit_attempt += 1
+        attempts += 1
+        ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(files[p].abspath)) for p in todo.upload]
+        ops += [CommitOperationDelete(path_in_repo=p) for p in todo.delete]
+        try:
+            info = api.create_commit(repo_id, ops, repo_type=repo_type, commit_message=message)
+        except Exception as err:  # classified: transient ones are retried after a re-diff, others re-raised scrubbed
+            if not is_transient(err) or commit_attempt > policy.max_retries:
+                raise _scrubbed(err, f"commit to {repo_id} failed after {commit_attempt} attempt(s)", secrets) from None
+            log.warning("commit to %s: transient failure (%s), retry %d/%d", repo_id, _scrub(_short(err), secrets),
+                        commit_attempt, policy.max_retries)
+            policy.wait(commit_attempt, err)
+            continue
+        result.update(action="committed", uploaded=todo.upload, deleted=todo.delete, commit=info.oid)
+        log.info("%s: committed %d upload(s), %d deletion(s) as %s", repo_id, len(todo.upload), len(todo.delete), info.oid)
+        break
+    result.update(attempts=attempts, waits=list(policy.waits))
+    return result
+
+
+def _remote_files(api: HfApi, repo_id: str, repo_type: str) -> dict[str, RepoFile]:
+    tree = api.list_repo_tree(repo_id, recursive=True, repo_type=repo_type)
+    return {item.path: item for item in tree if isinstance(item, RepoFile)}
