@@ -65,6 +65,8 @@ def test_sign_flip_exact_matches_hand_values():
     assert stats.sign_flip_pvalue([1, -1], rng)[0] == pytest.approx(1.0)
     # Zeros are dropped from the enumeration: same as [1, 1, 1, 1, 1].
     assert stats.sign_flip_pvalue([0, 1, 0, 1, 1, 1, 1], rng) == (2 / 32, "exact")
+    # Many ties (zeros) still allow exact enumeration: only the 3 non-zero differences count -> 2 / 8.
+    assert stats.sign_flip_pvalue([0.0] * 30 + [1, 1, 1], rng) == (0.25, "exact")
 
 
 @pytest.mark.parametrize("d", [[0.5, -0.25, 1, 1, 0.75], [1, 1, 1, -1, 1, 1, 0.5, 1, -0.5, 1], [2, -1, -1, 0.3]])
