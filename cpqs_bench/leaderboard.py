@@ -67,16 +67,27 @@ def _compact_inner(value: Any) -> str:
 def provenance_row(result: ArmResult) -> dict[str, Any]:
     """Provenance of one (arm, seed) from its manifest; absent fields are the string ``"missing"``, never guessed."""
     m = result.manifest
-    versions = {_norm_pkg(k): v for k, v in (m.get("package_versions") or {}).items()}
+    packages = m.get("package_versions") or m.get("packages") or {}
+    versions = {_norm_pkg(k): v for k, v in packages.items()} if isinstance(packages, dict) else {}
     data = m.get("data_sha256") or {}
     return {
         "arm": result.arm, "seed": result.seed, "recipe_hash": result.recipe_hash,
-        "commit": m.get("commit") or MISSING, "config_hash": m.get("config_hash") or MISSING,
+        "commit": _commit(m), "config_hash": m.get("config_hash") or MISSING,
         "data_sha256": dict(sorted(data.items())) if isinstance(data, dict) else {"?": str(data)},
         "model_id": m.get("model_id") or MISSING, "model_revision": m.get("model_revision") or MISSING,
-        "package_versions": {p: versions.get(p, MISSING) for p in PACKAGES},
+        "package_versions": {p: versions.get(p) or MISSING for p in PACKAGES},
         "hardware": m.get("hardware") or MISSING, "seeds": m.get("seeds") or MISSING,
     }
+
+
+def _commit(manifest: dict[str, Any]) -> str:
+    """``commit``, or ``git.sha`` as written by ``cpqs_bench.provenance``; a dirty tree is marked, not hidden."""
+    if manifest.get("commit"):
+        return str(manifest["commit"])
+    git = manifest.get("git")
+    if isinstance(git, dict) and git.get("sha"):
+        return str(git["sha"]) + ("+dirty" if git.get("dirty") else "")
+    return MISSING
 
 
 def _norm_pkg(name: str) -> str:
@@ -204,11 +215,15 @@ def _provenance_table(rows: list[dict[str, Any]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for r in rows:
         data = ", ".join(f"{k}:{str(v)[:8]}" for k, v in r["data_sha256"].items()) or MISSING
-        cells = [r["arm"], "—" if r["seed"] is None else r["seed"], str(r["commit"])[:10], r["config_hash"],
+        cells = [r["arm"], "—" if r["seed"] is None else r["seed"], _short_commit(r["commit"]), r["config_hash"],
                  r["recipe_hash"] or "— (not fine-tuned)", data, r["model_id"], r["model_revision"],
                  *(r["package_versions"][p] for p in PACKAGES), _compact(r["hardware"]), _compact(r["seeds"])]
         out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return out
+
+
+def _short_commit(commit: str) -> str:
+    return commit if commit == MISSING else commit[:10] + ("+dirty" if commit.endswith("+dirty") else "")
 
 
 # ----------------------------------------------------------------------------------------------- figure

@@ -11,9 +11,10 @@ Inputs (written by the evaluation stage), one directory per (arm, seed):
     A JSON object. Required keys: ``arm`` (non-empty str: "base", "full", "random", "longest", "ifd",
     "superfiltering", "cpqs", "cpqs-bottom", or a plugin name), ``seed`` (int, or null for "base"),
     ``recipe_hash`` (str; null only for "base", which is not fine-tuned). Provenance keys read by the leaderboard
-    (all optional, shown as "missing" when absent): ``commit``, ``config_hash``, ``data_sha256`` ({name: sha256}),
-    ``model_id``, ``model_revision``, ``package_versions`` ({package: version}), ``hardware`` (str or object),
-    ``seeds`` (object or list).
+    (all optional, shown as "missing" when absent): ``commit`` (or ``git: {sha, dirty}`` as written by
+    ``cpqs_bench.provenance``), ``config_hash``, ``data_sha256`` ({name: sha256}), ``model_id``, ``model_revision``,
+    ``package_versions`` or ``packages`` ({package: version}), ``hardware`` (str or object), ``seeds`` (object or
+    list).
 ``eval_dir/items.jsonl``
     One JSON object per line: ``{"task": str, "doc_id": str|int, "correct": bool|number in [0, 1], ...}`` — the
     per-item correctness (GSM8K exact match, HumanEval pass@1). Extra keys are ignored. ``(task, doc_id)`` must be

@@ -203,3 +203,16 @@ def test_main_propagates_recipe_mismatch_and_missing_inputs(tmp_path):
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="no evaluation directory"):
         leaderboard.main(empty, tmp_path / "o", "x", NOTE)
+
+
+def test_provenance_accepts_rundir_manifest_layout(tmp_path):
+    """Manifests written through cpqs_bench.rundir carry ``git`` and ``packages`` instead of commit/package_versions."""
+    m = {"arm": "random", "git": {"sha": "1234567890abcdef", "dirty": True},
+         "packages": {"torch": "2.13.0", "lm_eval": "0.4.13", "trl": None}}
+    row = leaderboard.provenance_row(ArmResult("random", 1, "r", m, {}, {}))
+    assert row["commit"] == "1234567890abcdef+dirty"
+    assert row["package_versions"] == {"torch": "2.13.0", "transformers": "missing", "peft": "missing",
+                                       "trl": "missing", "lm_eval": "0.4.13"}
+    results = [ArmResult("random", 1, "r", m, {"t": {"0": 1.0}}, {})]
+    paths = leaderboard.render(summarize(results, n_boot=20), results, tmp_path, "g", NOTE)
+    assert _table(paths["md"].read_text(encoding="utf-8"), "Provenance")[0][2] == "1234567890+dirty"
