@@ -176,7 +176,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     if st["missing_references"]:
         lines += [f"Reference arm(s) not in this run: {', '.join(st['missing_references'])}.", ""]
     for task in doc["tasks"]:
-        lines += [f"## {task}", "", *_task_table(doc["tables"][task], refs), ""]
+        lines += [f"## {task}", "", *_task_table(doc["tables"][task], refs, st["ci_level"]), ""]
     fig = doc["figure"]
     lines += ["## Figure", "", f"![{doc['experiment']} scores per task and arm]({fig['file']})", "",
               f"*{fig['caption']}*", ""]
@@ -186,10 +186,10 @@ def render_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _task_table(rows: list[dict[str, Any]], refs: list[str]) -> list[str]:
+def _task_table(rows: list[dict[str, Any]], refs: list[str], level: float) -> list[str]:
     header = ["Arm", "Mean ± std (%)", "n seeds"]
     for ref in refs:
-        header += [f"Δ vs {ref} (pp) [95% CI]", "p"]
+        header += [f"Δ vs {ref} (pp) [{100 * level:.0f}% CI]", "p"]
     header.append("Significance")
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 2) + ["---"]) + "|"]
     for row in rows:

@@ -1,0 +1,180 @@
+"""Prompt rendering with a token-exact response span — the one function CPQS features, IFD and SFT labels share.
+
+``render(tokenizer, example, template=...)`` returns the input ids of ``prompt + response [+ end-of-turn]`` and the
+half-open token span of the response. The span is exact by construction: the prompt prefix, the response and the
+end-of-turn token are tokenised *separately* and concatenated, so no BPE merge can straddle the boundary and
+``tokenizer.decode(ids[span])`` is the response (plus the end-of-turn token when ``train_eot``). This is also what the
+model sees at generation time: a prompt ending in the generation prefix, then its own answer tokens.
+
+Templates:
+* ``chat``   — the tokenizer's own chat template. The prefix and the template's treatment of the answer (e.g. strip)
+  are found by rendering the conversation twice (with the answer and with a sentinel); anything the template puts
+  after the end-of-turn token (ChatML's trailing newline, a next-turn header) is never part of the sequence.
+* ``llama2`` — ``<s>[INST] {system} {user} [/INST] {answer}</s>`` for base models that have no template.
+* ``alpaca`` — the Stanford Alpaca prompt; ``none`` — the instruction and a newline (Superfiltering's proxy prompt).
+  For these, end-of-turn = the tokenizer's EOS.
+
+Length policy (explicit, counted by :class:`LengthStats`): when ``prompt + response + eot`` exceeds ``max_length``,
+``overflow="truncate"`` cuts the response tail (no end-of-turn token: the answer did not end) and ``"drop"`` returns
+``None``. A prompt that leaves fewer than ``min_response_tokens`` for the answer is always dropped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+from cpqs_bench.data.example import Example
+
+PLAIN_TEMPLATES = ("alpaca", "none", "llama2")
+TEMPLATES = ("chat",) + PLAIN_TEMPLATES
+_SENTINEL = "\u2063CPQS\u2063RESPONSE\u2063"
+
+ALPACA_PROMPT = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
+                 "request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Rendered:
+    input_ids: tuple[int, ...]
+    response_start: int  # == number of prompt tokens
+    response_end: int  # exclusive; includes the end-of-turn token when has_eot
+    has_eot: bool
+    truncated: bool
+
+    @property
+    def prompt_ids(self) -> tuple[int, ...]:
+        return self.input_ids[: self.response_start]
+
+    @property
+    def response_ids(self) -> tuple[int, ...]:
+        return self.input_ids[self.response_start: self.response_end]
+
+    @property
+    def n_response(self) -> int:
+        return self.response_end - self.response_start
+
+    def labels(self, ignore_index: int = -100) -> list[int]:
+        """SFT labels: prompt tokens masked; only the response span (and its end-of-turn token) supervised."""
+        ids = list(self.input_ids)
+        return [ignore_index] * self.response_start + ids[self.response_start: self.response_end] + \
+            [ignore_index] * (len(ids) - self.response_end)
+
+
+@dataclass
+class LengthStats:
+    kept: int = 0
+    truncated: int = 0
+    dropped_too_long: int = 0
+    dropped_prompt_too_long: int = 0
+    dropped_empty: int = 0
+    lengths: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "lengths"}
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+
+def _messages(example: Example, system_prompt: str | None) -> list[dict[str, str]]:
+    msgs = [dict(m) for m in example.prompt]
+    if system_prompt is not None and not any(m["role"] == "system" for m in msgs):
+        msgs.insert(0, {"role": "system", "content": system_prompt})
+    return msgs
+
+
+def _plain_prefix(example: Example, template: str, system_prompt: str | None, bos: str | None) -> str:
+    user = "\n\n".join(m["content"] for m in example.prompt if m["role"] == "user")
+    if template == "none":
+        return f"{user}\n"
+    if template == "alpaca":
+        return ALPACA_PROMPT.format(instruction=user)
+    if template == "llama2":
+        sys = f"<<SYS>>\n{system_prompt}\n<</SYS>>\n\n" if system_prompt else ""
+        return f"{bos or ''}[INST] {sys}{user.strip()} [/INST] "
+    raise TemplateError(f"unknown template {template!r}; known: {', '.join(TEMPLATES)}")
+
+
+def _chat_parts(tokenizer: Any, example: Example, system_prompt: str | None) -> tuple[str, str, str]:
+    """(prefix, rendered answer, suffix) of the chat template rendering."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise TemplateError("template 'chat' needs a tokenizer with a chat template; use 'alpaca', 'none' or 'llama2'")
+    msgs = _messages(example, system_prompt)
+    full = tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": example.response}], tokenize=False)
+    probe = tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": _SENTINEL}], tokenize=False)
+    if probe.count(_SENTINEL) != 1:
+        raise TemplateError("chat template does not render the assistant message exactly once")
+    prefix, suffix = probe.split(_SENTINEL)
+    if not (full.startswith(prefix) and full.endswith(suffix)) or len(full) < len(prefix) + len(suffix):
+        raise TemplateError("chat template renders the answer in a way that cannot be located")
+    answer = full[len(prefix): len(full) - len(suffix)]
+    return prefix, answer, suffix
+
+
+def end_of_turn_id(tokenizer: Any, suffix_ids: Sequence[int]) -> int | None:
+    """The first special token the template writes after the answer, else the tokenizer's EOS."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for tid in suffix_ids:
+        if tid in special:
+            return tid
+    return tokenizer.eos_token_id
+
+
+def _has_word_prefix(tokenizer: Any, first_id: int, answer: str) -> bool:
+    piece = tokenizer.convert_ids_to_tokens(first_id)
+    return isinstance(piece, str) and piece.startswith("\u2581") and not answer.startswith(" ")
+
+
+def prompt_text(tokenizer: Any, example: Example, template: str = "chat", system_prompt: str | None = None) -> str:
+    """The text a model is given to generate the answer (the same prefix ``render`` uses)."""
+    if template == "chat":
+        return _chat_parts(tokenizer, Example(example.id, example.prompt, "x"), system_prompt)[0]
+    return _plain_prefix(example, template, system_prompt, getattr(tokenizer, "bos_token", None))
+
+
+def render(tokenizer: Any, example: Example, template: str = "chat", *, system_prompt: str | None = None,
+           train_eot: bool = True, max_length: int | None = None,
+           overflow: Literal["truncate", "drop"] = "truncate", min_response_tokens: int = 1,
+           stats: LengthStats | None = None) -> Rendered | None:
+    """Tokenise ``example`` under ``template``; None when the length policy drops it (counted in ``stats``)."""
+    if template == "chat":
+        prefix, answer, suffix = _chat_parts(tokenizer, example, system_prompt)
+        suffix_ids = _encode(tokenizer, suffix)
+    elif template in PLAIN_TEMPLATES:
+        prefix = _plain_prefix(example, template, system_prompt, getattr(tokenizer, "bos_token", None))
+        answer, suffix_ids = example.response, []
+    else:
+        raise TemplateError(f"unknown template {template!r}; known: {', '.join(TEMPLATES)}")
+    answer_ids = _encode(tokenizer, answer)
+    if prefix.endswith(" ") and answer_ids and _has_word_prefix(tokenizer, answer_ids[0], answer):
+        prefix = prefix[:-1]  # SentencePiece-style: the answer's first token already carries the separating space
+    prompt_ids = _encode(tokenizer, prefix)
+    if not answer_ids:
+        if stats is not None:
+            stats.dropped_empty += 1
+        return None
+    eot = end_of_turn_id(tokenizer, suffix_ids) if train_eot else None
+    tail = [eot] if eot is not None else []
+    truncated = False
+    if max_length is not None and len(prompt_ids) + len(answer_ids) + len(tail) > max_length:
+        room = max_length - len(prompt_ids)
+        if room < min_response_tokens:
+            if stats is not None:
+                stats.dropped_prompt_too_long += 1
+            return None
+        if overflow == "drop":
+            if stats is not None:
+                stats.dropped_too_long += 1
+            return None
+        answer_ids, tail, truncated = answer_ids[:room], [], True
+    ids = tuple(prompt_ids + answer_ids + tail)
+    if stats is not None:
+        stats.kept += 1
+        stats.truncated += int(truncated)
+        stats.lengths.append(len(ids))
+    return Rendered(ids, len(prompt_ids), len(ids), bool(tail), truncated)

@@ -1,0 +1,79 @@
+"""The selector contract: score a pool, one row per example id; higher score = keep.
+
+A selector is any class with a ``name``, a ``needs`` declaration and a ``score`` method (a Protocol, no base class
+to inherit). It never selects: :mod:`cpqs_bench.select` turns scores into a kept/dropped list for every selector the
+same way. A row may carry ``exclude`` (a reason such as ``"ifd>=1"``): the example is scored but not eligible.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+from cpqs_bench.data.example import Example
+
+
+class Needs(str, Enum):
+    NOTHING = "nothing"
+    TARGET_MODEL = "target_model"
+    PROXY_MODEL = "proxy_model"
+    CHECKPOINT = "checkpoint"
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    id: str
+    score: float
+    n_tokens: int
+    exclude: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        row = {"id": self.id, "score": self.score, "n_tokens": self.n_tokens}
+        if self.exclude is not None:
+            row["exclude"] = self.exclude
+        row.update(self.extra)
+        return row
+
+
+@dataclass
+class ScoringContext:
+    """What a selector may use. Models load lazily and are shared between selectors of one run."""
+
+    config: Any  # cpqs_bench.config.Config
+    workdir: Path  # resumable per-selector scratch (shards); created by the caller
+    seed: int = 0
+    checkpoint: Path | None = None  # trained selector checkpoint (Needs.CHECKPOINT)
+    loader: Callable[..., Any] | None = None  # (spec, revision) -> (model, tokenizer, info)
+    _cache: dict = field(default_factory=dict)
+
+    def model(self, spec: str | None = None, revision: str | None = None, dtype: str | None = None) -> tuple[Any, Any, Any]:
+        spec = spec or self.config.model.id
+        revision = revision if spec != self.config.model.id else (revision or self.config.model.revision)
+        key = (spec, revision, dtype)
+        if key not in self._cache:
+            load = self.loader or _default_loader(self.config)
+            self._cache[key] = load(spec, revision, dtype or self.config.model.dtype)
+        return self._cache[key]
+
+
+def _default_loader(cfg: Any) -> Callable[..., Any]:
+    from cpqs_bench import models
+
+    return functools.partial(_load, device=cfg.model.device, models=models)
+
+
+def _load(spec: str, revision: str | None, dtype: str, device: str, models: Any) -> Any:
+    return models.load(spec, revision=revision, dtype=dtype, device=device)
+
+
+@runtime_checkable
+class Selector(Protocol):
+    name: str
+    needs: Needs
+
+    def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
+        """One row per example, in the input order; deterministic given ``ctx.seed``."""
+        ...

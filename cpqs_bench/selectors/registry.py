@@ -1,0 +1,68 @@
+"""Lazy selector registry: name -> ``"module:Class"``, imported only when used, with did-you-mean on typos.
+
+Sources, later ones overriding earlier: the built-ins below, installed plugins (entry-point group
+``cpqs_bench.selectors``), and ``selectors.plugins`` in the experiment config. Adding a selector = one file + one
+line here (or one entry point in a plugin package) + passing :mod:`cpqs_bench.testing`'s contract kit.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from cpqs_bench.selectors.base import Selector
+
+ENTRY_POINT_GROUP = "cpqs_bench.selectors"
+
+BUILTIN: dict[str, str] = {
+    "random": "cpqs_bench.selectors.random:RandomSelector",
+    "longest": "cpqs_bench.selectors.longest:LongestSelector",
+    "ifd": "cpqs_bench.selectors.ifd:IFDSelector",
+    "ifd_ppl": "cpqs_bench.selectors.ifd:IFDPerplexitySelector",
+    "superfiltering": "cpqs_bench.selectors.superfiltering:SuperfilteringSelector",
+    "cpqs": "cpqs_bench.selectors.cpqs.selector:CPQSSelector",
+}
+
+
+class UnknownSelector(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+def available(extra: dict[str, str] | None = None) -> dict[str, str]:
+    names = dict(BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        names[ep.name] = ep.value
+    names.update(extra or {})
+    return names
+
+
+def resolve(name: str, extra: dict[str, str] | None = None) -> str:
+    names = available(extra)
+    if name in names:
+        return names[name]
+    close = difflib.get_close_matches(name, names, n=3)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise UnknownSelector(f"unknown selector {name!r}.{hint} Available: {', '.join(sorted(names))}")
+
+
+def load_class(target: str) -> type:
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        raise ValueError(f"selector target {target!r} must be 'module:Class'")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ImportError(f"{module_name} has no attribute {attr!r} (selector target {target!r})") from None
+
+
+def get(name: str, extra: dict[str, str] | None = None, **kwargs: Any) -> Selector:
+    """Instantiate the selector registered as ``name``."""
+    cls = load_class(resolve(name, extra))
+    selector = cls(**kwargs)
+    if not isinstance(selector, Selector):
+        raise TypeError(f"{name!r} ({cls.__module__}.{cls.__qualname__}) does not implement the Selector protocol "
+                        "(name, needs, score(examples, ctx))")
+    return selector
