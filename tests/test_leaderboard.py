@@ -216,3 +216,22 @@ def test_provenance_accepts_rundir_manifest_layout(tmp_path):
     results = [ArmResult("random", 1, "r", m, {"t": {"0": 1.0}}, {})]
     paths = leaderboard.render(summarize(results, n_boot=20), results, tmp_path, "g", NOTE)
     assert _table(paths["md"].read_text(encoding="utf-8"), "Provenance")[0][2] == "1234567890+dirty"
+
+
+def test_cli_verb_writes_files_and_reports_recipe_mismatch_cleanly(tmp_path, capsys):
+    from cpqs_bench import cli
+
+    run = tmp_path / "run"
+    for r in _results(seed=2)[:5]:  # base, full x2, random x2
+        _write_eval(run / f"{r.arm}-{r.seed}", r)
+    rc = cli.main(["leaderboard", str(run), "--experiment", "v", "--out-dir", str(tmp_path / "o"),
+                   "--note", NOTE, "--references", "random", "--n-boot", "50"])
+    assert rc == 0
+    doc = json.loads((tmp_path / "o" / "v.json").read_text(encoding="utf-8"))
+    assert doc["stats"]["references"] == ["random"] and doc["stats"]["n_boot"] == 50
+    assert "Δ vs full" not in (tmp_path / "o" / "v.md").read_text(encoding="utf-8")
+    bad = _results()[3]
+    _write_eval(run / "odd", ArmResult("ifd", 1, "zzz", {**bad.manifest, "arm": "ifd", "recipe_hash": "zzz"},
+                                       bad.items, {}))
+    rc = cli.main(["leaderboard", str(run), "--experiment", "v2", "--out-dir", str(tmp_path / "o")])
+    assert rc == 1 and "zzz" in capsys.readouterr().err
