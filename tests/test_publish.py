@@ -13,7 +13,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.repocard import metadata_load
 
 from cpqs_bench import publish as P
-from tests.hub_standin import HubStandIn
+from hub_standin import HubStandIn  # tests/ is on sys.path (pytest rootdir-relative "prepend" import mode)
 
 CANARY = "hf_CANARYtoken0123456789abcdef"
 REPO = "cpqs-test/exp1-cpqs"
