@@ -29,16 +29,17 @@ DEFAULT_MIN_TIME_LIMIT = 4.0  # EvalPlus config.DEFAULT_MIN_TIME_LIMIT
 DEFAULT_GT_TIME_LIMIT_FACTOR = 4.0  # EvalPlus config.DEFAULT_GT_TIME_LIMIT_FACTOR
 TIME_LIMIT_EXIT = 3  # runner exit code: an input exceeded its per-input time limit
 _STARTUP_SLACK_S = 10.0
+GT_FILE_LIMIT = 512 << 20
 
 # Runner executed inside the sandbox. It reads its job and deletes the files *before* running untrusted code, runs
 # the code in a separate namespace (``__name__`` is not "__main__", as in human-eval/EvalPlus exec), swallows the
 # candidate's stdout like EvalPlus' swallow_io, and prints the sentinel only after every check passed.
 _RUNNER = r'''
-import json, math, os, pickle, signal, sys, time
+import json, math, os, pickle, signal, sys, time, zlib
 job = json.load(open("job.json")); os.unlink("job.json")
 expected = None
-if os.path.exists("expected.pkl"):
-    expected = pickle.load(open("expected.pkl", "rb")); os.unlink("expected.pkl")
+if os.path.exists("expected.pkl.z"):
+    expected = pickle.loads(zlib.decompress(open("expected.pkl.z", "rb").read())); os.unlink("expected.pkl.z")
 sentinel = job.pop("sentinel")
 real_stdout = sys.stdout
 sys.stdout = open(os.devnull, "w")
@@ -99,7 +100,7 @@ try:
                 t0 = time.time()
                 outs.append(_call(fn, copy.deepcopy(inp), job["limit"]))
                 times.append(time.time() - t0)
-            pickle.dump(outs, open("expected.out.pkl", "wb"))
+            open("expected.out.pkl.z", "wb").write(zlib.compress(pickle.dumps(outs), 6))
             json.dump(times, open("times.json", "w"))
         else:
             assert len(expected) == len(job["inputs"]), "expected outputs do not match the inputs"
@@ -182,14 +183,14 @@ def sample_code(sample: dict, problem: Problem) -> str:
 
 @dataclass(frozen=True)
 class GroundTruth:
-    expected_pickle: bytes  # opaque to the parent: only ever unpickled inside the sandbox
+    expected_blob: bytes  # zlib-compressed pickle, opaque to the parent: only ever unpickled inside the sandbox
     times: list[float]
 
 
 def _gt_cache_files(cache_dir: Path, dataset_sha: str, task_id: str) -> tuple[Path, Path]:
     d = cache_dir / f"humanevalplus-expected-{dataset_sha[:16]}"
     stem = task_id.replace("/", "_")
-    return d / f"{stem}.pkl", d / f"{stem}.times.json"
+    return d / f"{stem}.pkl.z", d / f"{stem}.times.json"
 
 
 def compute_ground_truth(problem: Problem, sandbox: Sandbox, timeout_s: float = 300.0) -> GroundTruth:
@@ -197,15 +198,17 @@ def compute_ground_truth(problem: Problem, sandbox: Sandbox, timeout_s: float = 
     job = {"mode": "groundtruth", "code": problem.prompt + problem.canonical_solution,
            "entry_point": problem.entry_point, "inputs": problem.inputs, "limit": timeout_s,
            "sentinel": secrets.token_hex(16)}
+    # Some expected outputs are large (HumanEval/15: ~150 MB pickled, compressible), hence the raised file limits.
     res = sandbox.run(_RUNNER, {"job.json": json.dumps(job)}, timeout_s=timeout_s,
-                      collect=("expected.out.pkl", "times.json"))
-    if not _reached_end(res, job["sentinel"]) or "expected.out.pkl" not in res.files or "times.json" not in res.files:
+                      collect=("expected.out.pkl.z", "times.json"), fsize_bytes=GT_FILE_LIMIT,
+                      tmpfs_bytes=GT_FILE_LIMIT)
+    if not _reached_end(res, job["sentinel"]) or "expected.out.pkl.z" not in res.files or "times.json" not in res.files:
         raise RuntimeError(f"canonical solution of {problem.task_id} failed in the sandbox "
                            f"(rc={res.returncode}, timed_out={res.timed_out}): {res.stderr[-2000:]}")
     times = json.loads(res.files["times.json"])
     if len(times) != len(problem.inputs):
         raise RuntimeError(f"{problem.task_id}: {len(times)} timings for {len(problem.inputs)} inputs")
-    return GroundTruth(res.files["expected.out.pkl"], [float(t) for t in times])
+    return GroundTruth(res.files["expected.out.pkl.z"], [float(t) for t in times])
 
 
 def ground_truths(problems: Iterable[Problem], sandbox: Sandbox, cache_dir: str | Path | None,
@@ -230,7 +233,7 @@ def ground_truths(problems: Iterable[Problem], sandbox: Sandbox, cache_dir: str 
             gt = fut.result()
             if cache_dir is not None:
                 pkl, tms = _gt_cache_files(Path(cache_dir), dataset_sha, p.task_id)
-                write_bytes(pkl, gt.expected_pickle)
+                write_bytes(pkl, gt.expected_blob)
                 write_json(tms, gt.times)
             out[p.task_id] = gt
             if progress:
@@ -276,7 +279,7 @@ def check_sample(code: str, problem: Problem, sandbox: Sandbox, *, plus: bool, g
         limits = _time_limits(gt, min_time_limit, gt_time_limit_factor)
         job = {"mode": "plus", "code": code, "entry_point": problem.entry_point, "inputs": problem.inputs,
                "time_limits": limits, "atol": problem.atol, "sentinel": sentinel}
-        files = {"job.json": json.dumps(job), "expected.pkl": gt.expected_pickle}
+        files = {"job.json": json.dumps(job), "expected.pkl.z": gt.expected_blob}
         timeout = min(max_timeout_s, sum(limits) + _STARTUP_SLACK_S)
     else:
         job = {"mode": "base", "code": code, "test": problem.test, "entry_point": problem.entry_point,

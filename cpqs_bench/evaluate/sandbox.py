@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 ISOLATION_LEVELS = {"none": 0, "rlimits": 1, "namespaces": 2}
 _PR_SET_PDEATHSIG = 1
@@ -301,12 +301,20 @@ class Sandbox:
             raise SandboxUnavailable("no isolation available at all (rlimits/prctl unsupported on this platform)")
 
     def run(self, main_source: str, files: Mapping[str, str | bytes] | None = None, *,
-            timeout_s: float | None = None, collect: tuple[str, ...] = ()) -> SandboxResult:
-        """Run ``main_source`` as ``__main__.py`` in a fresh work dir holding ``files``; return files in ``collect``."""
-        limits = self.limits
+            timeout_s: float | None = None, collect: tuple[str, ...] = (), **overrides: Any) -> SandboxResult:
+        """Run ``main_source`` as ``__main__.py`` in a fresh work dir holding ``files``; return files in ``collect``.
+
+        ``timeout_s`` and keyword ``overrides`` (any :class:`SandboxLimits` field) adjust the limits for this run.
+        The work-dir tmpfs always has room for the input files plus the configured ``tmpfs_bytes``.
+        """
+        files = dict(files or {})
+        fields = dict(self.limits.__dict__)
         if timeout_s is not None:
-            limits = SandboxLimits(**{**limits.__dict__, "timeout_s": timeout_s, "cpu_s": None})
-        return _run(main_source, self.isolation, limits, files or {}, tuple(collect))
+            fields.update(timeout_s=timeout_s, cpu_s=None)
+        fields.update(overrides)
+        payload = sum(len(v) for v in files.values()) + len(main_source)
+        fields["tmpfs_bytes"] = int(fields["tmpfs_bytes"]) + payload
+        return _run(main_source, self.isolation, SandboxLimits(**fields), files, tuple(collect))
 
     def manifest(self) -> dict:
         """What the run manifest records about code execution."""
