@@ -58,7 +58,7 @@ class SandboxLimits:
     tmpfs_bytes: int = 128 << 20
     nofile: int = 256
     nproc: int = 64
-    pid_max: int = 1024  # per-pid-namespace cap on process count (kernels >= 6.14); >= 301 required by the kernel
+    pid_max: int = 512  # per-pid-namespace cap on process count (kernels >= 6.14); >= 301 required by the kernel
     output_cap_bytes: int = 1 << 20
 
 
@@ -197,35 +197,49 @@ def _parse_collected(blob: bytes) -> dict[str, bytes]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
-def probe_isolation() -> str:
-    """Strongest isolation this host provides: "namespaces" (all checks pass), "rlimits" or "none".
+_PROBE = (
+    "import os, socket\n"
+    "assert os.getppid() == 1, 'not under namespace init'\n"
+    "s = socket.socket()\n"
+    "try:\n    s.connect(('127.0.0.1', 9)); raise SystemExit('network reachable')\n"
+    "except OSError:\n    pass\n"
+    "try:\n    open('/probe_ro', 'w'); raise SystemExit('root writable')\n"
+    "except OSError:\n    pass\n"
+    "open('w.txt', 'w').write('x')\n"
+    "print('ISOLATION-OK')\n")
 
-    The probe runs the real bootstrap in namespace mode and checks from inside that it is pid 1 of its namespace,
-    that the network is unreachable, that ``/`` is read-only and that the work directory is writable.
+
+@functools.lru_cache(maxsize=None)
+def isolation_details() -> dict[str, Any]:
+    """Probe once what this host provides; {"level", "pid_max_cap", "reason"} (reason: why not stronger).
+
+    The probe runs the real bootstrap in namespace mode and checks from inside that it is pid 1's child in its
+    namespace, that the network is unreachable, that ``/`` is read-only and that the work directory is writable.
+    The per-namespace ``pid_max`` process cap needs Linux >= 6.14; without it namespaces still apply and
+    RLIMIT_NPROC (per user namespace) bounds process count for non-root users.
     """
     try:
         resource.getrlimit(resource.RLIMIT_AS)
         _libc().prctl
-    except (AttributeError, OSError):
-        return "none"
+    except (AttributeError, OSError) as exc:
+        return {"level": "none", "pid_max_cap": False, "reason": f"rlimits/prctl unavailable: {exc!r}"}
     if _unshare_cmd() is None:
-        return "rlimits"
-    probe = (
-        "import os, socket\n"
-        "assert os.getppid() == 1, 'not under namespace init'\n"
-        "s = socket.socket()\n"
-        "try:\n    s.connect(('127.0.0.1', 9)); raise SystemExit('network reachable')\n"
-        "except OSError:\n    pass\n"
-        "try:\n    open('/probe_ro', 'w'); raise SystemExit('root writable')\n"
-        "except OSError:\n    pass\n"
-        "open('w.txt', 'w').write('x')\n"
-        "print('ISOLATION-OK')\n")
-    try:
-        res = _run(probe, "namespaces", SandboxLimits(timeout_s=30.0), {}, ())
-    except OSError:
-        return "rlimits"
-    return "namespaces" if res.returncode == 0 and "ISOLATION-OK" in res.stdout else "rlimits"
+        return {"level": "rlimits", "pid_max_cap": False, "reason": "util-linux `unshare` not found"}
+    reason = ""
+    for pid_max in (SandboxLimits.pid_max, 0):
+        try:
+            res = _run(_PROBE, "namespaces", SandboxLimits(timeout_s=30.0, pid_max=pid_max), {}, ())
+        except OSError as exc:
+            return {"level": "rlimits", "pid_max_cap": False, "reason": f"namespace launch failed: {exc!r}"}
+        if res.returncode == 0 and "ISOLATION-OK" in res.stdout:
+            return {"level": "namespaces", "pid_max_cap": pid_max > 0, "reason": reason}
+        reason = f"namespace probe failed (rc={res.returncode}): {res.stderr.strip()[-300:]}"
+    return {"level": "rlimits", "pid_max_cap": False, "reason": reason}
+
+
+def probe_isolation() -> str:
+    """Strongest isolation this host provides: "namespaces", "rlimits" or "none" (probed once per process)."""
+    return isolation_details()["level"]
 
 
 def _run(main_source: str, level: str, limits: SandboxLimits, files: Mapping[str, str | bytes],
@@ -292,6 +306,8 @@ class Sandbox:
             raise ValueError(f"min_isolation must be one of {list(ISOLATION_LEVELS)}, got {min_isolation!r}")
         self.limits = limits or SandboxLimits()
         self.isolation = probe_isolation()
+        if self.isolation == "namespaces" and not isolation_details()["pid_max_cap"]:
+            self.limits = SandboxLimits(**{**self.limits.__dict__, "pid_max": 0})
         if ISOLATION_LEVELS[self.isolation] < ISOLATION_LEVELS[min_isolation] and not allow_weaker:
             raise SandboxUnavailable(
                 f"this host provides only {self.isolation!r} isolation, below the required {min_isolation!r} "
@@ -318,7 +334,9 @@ class Sandbox:
 
     def manifest(self) -> dict:
         """What the run manifest records about code execution."""
-        return {"isolation": self.isolation, "limits": dict(self.limits.__dict__), "python": sys.executable}
+        details = isolation_details() if self.isolation == "namespaces" else {}
+        return {"isolation": self.isolation, "pid_max_cap": bool(details.get("pid_max_cap")),
+                "limits": dict(self.limits.__dict__), "python": sys.executable}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -336,8 +354,9 @@ def _harden_namespace(pid_max: int, tmpfs_bytes: int) -> None:
     Each step raises on failure: a sandbox that silently lost a protection would be reported as stronger than it is.
     """
     libc = _libc()
-    with open("/proc/sys/kernel/pid_max", "w") as fh:
-        fh.write(str(pid_max))
+    if pid_max > 0:
+        with open("/proc/sys/kernel/pid_max", "w") as fh:
+            fh.write(str(pid_max))
     cwd = os.getcwd()
     saved = {n: Path(n).read_bytes() for n in os.listdir(cwd) if Path(n).is_file()}
     attr = _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0)
