@@ -1,0 +1,301 @@
+"""Contrastive training data for CPQS: the same instruction answered well (label 1) and worse (label 0).
+
+Sources (``selectors.cpqs.pairs_source``):
+
+* ``pairs`` — one file with both answers per row (e.g. ``alpaca_gpt4_vs_davinci003``: ``output_gpt4`` vs
+  ``output_davinci003``); rows whose two answers are equal carry no contrast and are dropped;
+* ``join`` — two pools (strong, weak) joined on the prompt (Alpaca instruction + input);
+* ``multi_model`` — AlpacaEval outputs of several generators on shared prompts (``alpaca_eval/<generator>``),
+  declared positive or negative; every positive answer is paired with every negative answer of its prompt;
+* ``generate`` — pool answers (positive) vs answers a weaker model produced for the same instructions
+  (``cpqs-bench make-negatives``), joined on example id.
+
+Every labelled example carries a *group* key, a hash of its prompt, so the validation split can keep each
+instruction on one side only (otherwise the classifier is scored on instructions it has seen).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from cpqs_bench.data import pool as _pool
+from cpqs_bench.data.example import Example
+from cpqs_bench.data.schemas import RecordError, normalise
+from cpqs_bench.io import stable_hash
+
+POSITIVE, NEGATIVE = 1, 0
+
+
+class PairsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Labelled:
+    example: Example
+    label: int  # 1 = strong answer, 0 = weak answer
+    group: str  # instruction group: the same prompt -> the same group
+
+
+@dataclass
+class PairSet:
+    """Labelled examples of a pair source plus what was skipped and why."""
+
+    source: str
+    items: list[Labelled]
+    skipped: Counter = field(default_factory=Counter)
+    n_pairs: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        labels = Counter(x.label for x in self.items)
+        return {"source": self.source, "pairs": self.n_pairs, "examples": len(self.items),
+                "positives": labels[POSITIVE], "negatives": labels[NEGATIVE],
+                "groups": len({x.group for x in self.items}), "skipped": dict(self.skipped)}
+
+
+def prompt_key(prompt: Sequence[Mapping[str, str]]) -> str:
+    """Join key / group key of a prompt: its messages with surrounding whitespace ignored."""
+    return stable_hash([[m["role"], m["content"].strip()] for m in prompt], 16)
+
+
+def _pair(group: str, pos: Example, neg: Example, tag_pos: str = "pos", tag_neg: str = "neg") -> list[Labelled]:
+    return [Labelled(Example(f"{group}:{tag_pos}", pos.prompt, pos.response, pos.metadata), POSITIVE, group),
+            Labelled(Example(f"{group}:{tag_neg}", neg.prompt, neg.response, neg.metadata), NEGATIVE, group)]
+
+
+def _same(a: str, b: str) -> bool:
+    return a.strip() == b.strip()
+
+
+def _subsample(pairs: list[list[Labelled]], n_pairs: int | None, seed: int) -> list[list[Labelled]]:
+    """A seeded subset of whole pairs (order-independent: shuffled after sorting by group)."""
+    pairs = sorted(pairs, key=lambda p: p[0].group + p[0].example.id)
+    if n_pairs is None or n_pairs >= len(pairs):
+        return pairs
+    rng = random.Random(seed)
+    return sorted(rng.sample(pairs, n_pairs), key=lambda p: p[0].group + p[0].example.id)
+
+
+def _finish(source: str, pairs: list[list[Labelled]], skipped: Counter, n_pairs: int | None, seed: int) -> PairSet:
+    chosen = _subsample(pairs, n_pairs, seed)
+    if not chosen:
+        raise PairsError(f"{source}: no usable pairs (skipped: {dict(skipped) or 'none'})")
+    if n_pairs is not None and len(chosen) < n_pairs:
+        skipped["short_of_n_pairs"] = n_pairs - len(chosen)
+    return PairSet(source, [x for p in chosen for x in p], skipped, len(chosen))
+
+
+# ---------------------------------------------------------------------------------------------------- sources
+def from_paired_file(source: str, positive_field: str = "output_gpt4", negative_field: str = "output_davinci003", *,
+                     drop_identical: bool = True, exclude: Mapping[str, Sequence[Any]] | None = None,
+                     n_pairs: int | None = None, seed: int = 0, mirror: str | os.PathLike | None = None) -> PairSet:
+    """Pairs from one file holding both answers per row (Alpaca fields ``instruction``/``input`` + two outputs).
+
+    ``exclude`` drops rows whose field has one of the given values (e.g. ``{"gpt4_from":
+    ["nuggets_alpaca_gpt4_bad"]}``); a bad row is skipped with its reason counted, never silently.
+    """
+    src, _ = _pool.resolve_source(source, mirror)
+    skipped: Counter = Counter()
+    pairs: list[list[Labelled]] = []
+    seen: set[str] = set()
+    for loc, rec, err in _pool.iter_raw(src):
+        if err is not None:
+            skipped[err[0]] += 1
+            continue
+        if not isinstance(rec, dict):
+            skipped["wrong_type"] += 1
+            continue
+        if exclude and any(rec.get(k) in set(v) for k, v in exclude.items()):
+            skipped["excluded"] += 1
+            continue
+        try:
+            pos = normalise(rec, "alpaca", {"output": positive_field})
+            neg = normalise(rec, "alpaca", {"output": negative_field})
+        except RecordError as exc:
+            skipped[exc.reason] += 1
+            continue
+        if drop_identical and _same(pos.response, neg.response):
+            skipped["identical"] += 1
+            continue
+        group = prompt_key(pos.prompt)
+        if group in seen:
+            skipped["duplicate_prompt"] += 1
+            continue
+        seen.add(group)
+        pairs.append(_pair(group, pos, neg))
+    if not pairs and not skipped:
+        raise PairsError(f"{src}: no records")
+    return _finish(f"{source} ({positive_field} vs {negative_field})", pairs, skipped, n_pairs, seed)
+
+
+def _by_prompt(examples: Iterable[Example], skipped: Counter, what: str) -> dict[str, Example]:
+    out: dict[str, Example] = {}
+    for ex in examples:
+        key = prompt_key(ex.prompt)
+        if key in out:
+            skipped[f"duplicate_prompt_{what}"] += 1
+            continue
+        out[key] = ex
+    return out
+
+
+def from_two_files(positives: str, negatives: str, *, drop_identical: bool = True, n_pairs: int | None = None,
+                   seed: int = 0, mirror: str | os.PathLike | None = None) -> PairSet:
+    """Pairs from a strong pool and a weak pool joined on the prompt (instruction + input)."""
+    skipped: Counter = Counter()
+    pos_pool = _pool.read_pool(positives, mirror=mirror)
+    neg_pool = _pool.read_pool(negatives, mirror=mirror)
+    skipped["rejected_positive_records"] += len(pos_pool.rejected)
+    skipped["rejected_negative_records"] += len(neg_pool.rejected)
+    pos = _by_prompt(pos_pool.examples, skipped, "positive")
+    neg = _by_prompt(neg_pool.examples, skipped, "negative")
+    pairs = []
+    for key, p in pos.items():
+        n = neg.get(key)
+        if n is None:
+            skipped["no_negative"] += 1
+        elif drop_identical and _same(p.response, n.response):
+            skipped["identical"] += 1
+        else:
+            pairs.append(_pair(key, p, n))
+    skipped["no_positive"] += sum(1 for k in neg if k not in pos)
+    return _finish(f"join({positives}, {negatives})", pairs, +skipped, n_pairs, seed)
+
+
+def from_multi_model(positive_generators: Sequence[str], negative_generators: Sequence[str], *,
+                     drop_identical: bool = True, n_pairs: int | None = None, seed: int = 0,
+                     mirror: str | os.PathLike | None = None, prefix: str = "alpaca_eval/") -> PairSet:
+    """Pairs from several generators' outputs on shared prompts (AlpacaEval: ``alpaca_eval/<generator>``)."""
+    overlap = set(positive_generators) & set(negative_generators)
+    if overlap:
+        raise PairsError(f"generators declared both positive and negative: {sorted(overlap)}")
+    if not positive_generators or not negative_generators:
+        raise PairsError("multi_model pairs need at least one positive and one negative generator")
+    skipped: Counter = Counter()
+    tables: dict[str, dict[str, Example]] = {}
+    for gen in list(positive_generators) + list(negative_generators):
+        pool = _pool.read_pool(prefix + gen if prefix and "/" not in gen else gen, mirror=mirror)
+        skipped[f"rejected_records_{gen}"] += len(pool.rejected)
+        tables[gen] = _by_prompt(pool.examples, skipped, gen)
+    pairs = []
+    for pgen in positive_generators:
+        for key, p in tables[pgen].items():
+            for ngen in negative_generators:
+                n = tables[ngen].get(key)
+                if n is None:
+                    skipped["no_negative"] += 1
+                elif drop_identical and _same(p.response, n.response):
+                    skipped["identical"] += 1
+                else:
+                    pairs.append(_pair(key, p, n, _tag(pgen), _tag(ngen)))
+    return _finish(f"multi_model(+{','.join(positive_generators)} -{','.join(negative_generators)})", pairs,
+                   +skipped, n_pairs, seed)
+
+
+def _tag(generator: str) -> str:
+    return generator.rsplit("/", 1)[-1]
+
+
+def read_negatives(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Rows written by ``cpqs-bench make-negatives`` (id -> row), with file:line on a bad row."""
+    out: dict[str, dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                out[str(row["id"])] = row
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise PairsError(f"{path}:{lineno}: not a negatives row ({exc})") from None
+    return out
+
+
+def from_generated(pool_examples: Sequence[Example], negatives_path: str | os.PathLike, *,
+                   drop_identical: bool = True, n_pairs: int | None = None, seed: int = 0) -> PairSet:
+    """Pool answers (positive) vs a weaker model's answers to the same instructions (joined on example id)."""
+    rows = read_negatives(negatives_path)
+    skipped: Counter = Counter()
+    pairs = []
+    seen: set[str] = set()
+    for ex in pool_examples:
+        row = rows.get(ex.id)
+        if row is None:
+            skipped["no_negative"] += 1
+            continue
+        answer = row.get("response")
+        if not isinstance(answer, str) or not answer.strip():
+            skipped["empty_negative"] += 1
+            continue
+        if drop_identical and _same(ex.response, answer):
+            skipped["identical"] += 1
+            continue
+        group = prompt_key(ex.prompt)
+        if group in seen:
+            skipped["duplicate_prompt"] += 1
+            continue
+        seen.add(group)
+        neg = Example(ex.id, ex.prompt, answer, {"generator": row.get("generator")})
+        pairs.append(_pair(group, ex, neg))
+    return _finish(f"generated({negatives_path})", pairs, skipped, n_pairs, seed)
+
+
+# ---------------------------------------------------------------------------------------------------- split
+def split_by_group(items: Sequence[Labelled], val_fraction: float, seed: int = 0) -> tuple[list[Labelled], list[Labelled]]:
+    """(train, validation) with every instruction group entirely on one side; seeded, order-independent."""
+    if not 0 <= val_fraction < 1:
+        raise PairsError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    groups = sorted({x.group for x in items})
+    if val_fraction == 0:
+        return list(items), []
+    rng = random.Random(seed)
+    rng.shuffle(groups)
+    n_val = max(1, round(len(groups) * val_fraction))
+    if n_val >= len(groups):
+        raise PairsError(f"only {len(groups)} instruction groups: cannot hold out {val_fraction:.0%} and still train")
+    val_groups = set(groups[:n_val])
+    train = [x for x in items if x.group not in val_groups]
+    val = [x for x in items if x.group in val_groups]
+    return train, val
+
+
+def parse_exclude(items: Sequence[str] | None) -> dict[str, list[str]]:
+    """``["gpt4_from=nuggets_alpaca_gpt4_bad", ...]`` -> ``{"gpt4_from": ["nuggets_alpaca_gpt4_bad"]}``."""
+    out: dict[str, list[str]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise PairsError(f"exclude filter {item!r} must be FIELD=VALUE")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def build(cfg: Any, *, mirror: str | os.PathLike | None = None, pool_examples: Sequence[Example] | None = None,
+          negatives_path: str | os.PathLike | None = None, exclude: Mapping[str, Sequence[Any]] | None = None,
+          seed: int | None = None) -> PairSet:
+    """Pairs as configured by a :class:`CPQSConfig` (``selectors.cpqs``)."""
+    seed = cfg.seed if seed is None else seed
+    src = cfg.pairs_source
+    if src == "pairs":
+        return from_paired_file(cfg.pairs, cfg.positive_field, cfg.negative_field, drop_identical=cfg.drop_identical,
+                                exclude=exclude, n_pairs=cfg.n_pairs, seed=seed, mirror=mirror)
+    if src == "join":
+        if not cfg.negatives:
+            raise PairsError("pairs_source=join needs selectors.cpqs.negatives (the weak-answer file)")
+        return from_two_files(cfg.pairs, cfg.negatives, drop_identical=cfg.drop_identical, n_pairs=cfg.n_pairs,
+                              seed=seed, mirror=mirror)
+    if src == "multi_model":
+        return from_multi_model(cfg.positive_generators, cfg.negative_generators, drop_identical=cfg.drop_identical,
+                                n_pairs=cfg.n_pairs, seed=seed, mirror=mirror)
+    if src == "generate":
+        path = negatives_path or cfg.negatives
+        if pool_examples is None or path is None or not Path(path).exists():
+            raise PairsError("pairs_source=generate needs the pool and the make-negatives output "
+                             f"(negatives file: {path!r})")
+        return from_generated(pool_examples, path, drop_identical=cfg.drop_identical, n_pairs=cfg.n_pairs, seed=seed)
+    raise PairsError(f"unknown pairs_source {src!r}; use pairs, join, multi_model or generate")
