@@ -48,6 +48,7 @@ class ScoringContext:
     checkpoint: Path | None = None  # trained selector checkpoint (Needs.CHECKPOINT)
     loader: Callable[..., Any] | None = None  # (spec, revision) -> (model, tokenizer, info)
     _cache: dict = field(default_factory=dict)
+    _tokenizers: dict = field(default_factory=dict)
 
     def model(self, spec: str | None = None, revision: str | None = None, dtype: str | None = None) -> tuple[Any, Any, Any]:
         spec = spec or self.config.model.id
@@ -58,6 +59,25 @@ class ScoringContext:
             self._cache[key] = load(spec, revision, dtype or self.config.model.dtype)
         return self._cache[key]
 
+    def tokenizer(self, spec: str | None = None, revision: str | None = None) -> Any:
+        """The tokenizer of ``spec`` without loading weights (unless a custom loader or a loaded model provides it).
+
+        Cheap selectors (``longest``, ``random``) count tokens with the target tokenizer but need no model.
+        """
+        spec = spec or self.config.model.id
+        for (cached_spec, _, _), (_, tok, _) in self._cache.items():
+            if cached_spec == spec:
+                return tok
+        if self.loader is not None:  # tests / custom loaders: the loader is the only source of truth
+            return self.model(spec, revision)[1]
+        key = ("tokenizer", spec, revision)
+        if key not in self._tokenizers:
+            from cpqs_bench import models
+
+            rev = revision if spec != self.config.model.id else (revision or self.config.model.revision)
+            self._tokenizers[key] = models.load_tokenizer(spec, rev)
+        return self._tokenizers[key]
+
 
 def _default_loader(cfg: Any) -> Callable[..., Any]:
     from cpqs_bench import models
@@ -67,6 +87,15 @@ def _default_loader(cfg: Any) -> Callable[..., Any]:
 
 def _load(spec: str, revision: str | None, dtype: str, device: str, models: Any) -> Any:
     return models.load(spec, revision=revision, dtype=dtype, device=device)
+
+
+EMPTY_RESPONSE = "empty_response"
+
+
+def is_empty_response(example: Example) -> bool:
+    """The data policy: an empty/whitespace response is never eligible (the pool reader quarantines such records;
+    a selector handed one anyway still returns its row, with ``exclude=EMPTY_RESPONSE``, so no id is lost)."""
+    return not example.response.strip()
 
 
 @runtime_checkable

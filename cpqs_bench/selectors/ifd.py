@@ -1,0 +1,300 @@
+"""IFD (Instruction-Following Difficulty): how much the instruction helps a model predict the response.
+
+For each example, two losses over the **same response tokens** ``r_1..r_n``:
+
+* conditioned ``L_c`` — mean cross-entropy of ``r`` given the rendered prompt (``prompts.render`` ids, i.e. the
+  token-exact span the SFT labels use; no end-of-turn token, since the answer text is what is being judged);
+* unconditioned ``L_u`` — mean cross-entropy of ``r`` given only a start token. **BOS policy:** the unconditioned
+  input is ``[start] + r`` with ``start = tokenizer.bos_token_id`` (falling back to ``eos_token_id``, GPT-2's
+  ``<|endoftext|>``), so every response token — including ``r_1`` — is predicted in both passes. (Cherry_LLM's
+  ``tokenizer.encode(output)`` adds a BOS for Llama but none for GPT-2, where ``r_1`` then silently drops out of
+  ``L_u`` only; here the token sets are identical by construction.)
+
+Two published variants, under distinct names:
+
+* ``ifd``     = ``L_c / L_u`` — ratio of mean CE losses (Cherry_LLM, "From Quantity to Quality", Li et al. 2024);
+* ``ifd_ppl`` = ``PPL_c / PPL_u = exp(L_c - L_u)`` — ratio of perplexities (Superfiltering, Li et al. 2024).
+
+Both are ``>= 1`` exactly when ``L_c >= L_u`` (the instruction does not help: often a misaligned pair), so the
+IFD >= 1 rule drops the same examples under both; the *rankings* of the rest differ (a ratio of losses vs an
+exponentiated difference weigh high-loss responses differently). By default such rows carry ``exclude="ifd>=1"``
+(config ``selectors.drop_ifd_ge_1``); they keep their score for diagnostics.
+
+**Truncation policy (one for both passes):** the conditioned sequence is rendered under ``prompt.max_length``
+(capped by the model's positions) with ``prompt.overflow``; the unconditioned pass reuses exactly the (possibly
+truncated) response ids of that rendering, so it is never longer than the conditioned one and never cut differently.
+
+**Execution:** the pool streams through in shards of ``SHARD_SIZE`` examples; each shard's per-example losses are
+written atomically to ``ctx.workdir/ifd-<fingerprint>/shard-NNNNN.jsonl`` and reused on resume (the fingerprint
+covers model, revision, dtype, template, length policy and start token; a shard is reused only if its ids match).
+Inside a shard both passes of all examples are sorted by length and run in batches of ``2 * selectors.batch_size``
+sequences, right-padded with an attention mask (causal attention makes right padding invisible to real tokens).
+The model runs in its loaded dtype (bf16 where the hardware supports it); the LM head is applied only at the
+response positions and the cross-entropy is computed in fp32.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from cpqs_bench import prompts
+from cpqs_bench.data.example import Example
+from cpqs_bench.io import read_jsonl, stable_hash, write_jsonl
+from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response
+
+SHARD_SIZE = 128
+HEAD_CHUNK = 512  # response positions per LM-head matmul: bounds the fp32 logits buffer to HEAD_CHUNK x vocab
+EXCLUDE_GE_1 = "ifd>=1"
+LENGTH_DROPPED = "dropped_by_length_policy"
+UNDEFINED = "ifd_undefined"
+
+
+@dataclass(frozen=True)
+class IFDSettings:
+    """What determines the losses (and so the resume fingerprint)."""
+
+    spec: str
+    template: str
+    system_prompt: str | None
+    max_length: int
+    overflow: str
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Losses:
+    """Per-example result of the two passes; ``skip`` says why there are no losses."""
+
+    id: str
+    n_tokens: int
+    loss_cond: float | None = None
+    loss_uncond: float | None = None
+    truncated: bool = False
+    skip: str | None = None
+
+
+# ------------------------------------------------------------------------------------------------ token layout
+def start_token_id(tokenizer: Any) -> int:
+    """The single context token of the unconditioned pass (see the module docstring's BOS policy)."""
+    for tid in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    raise ValueError("IFD needs a tokenizer with a BOS or EOS token for the unconditioned pass")
+
+
+def passes(rendered: prompts.Rendered, start_id: int) -> tuple[tuple[tuple[int, ...], int], tuple[tuple[int, ...], int]]:
+    """((conditioned ids, first response position), (unconditioned ids, first response position)).
+
+    The response occupies ``[pos, pos + n)`` in both, with the same ids; ``pos >= 1`` so every response token has
+    a predicting position.
+    """
+    ids, start = rendered.input_ids[: rendered.response_end], rendered.response_start
+    if start == 0:  # an empty prompt prefix: give the first response token a context, as in the other pass
+        ids, start = (start_id,) + ids, 1
+    response = rendered.response_ids
+    return (ids, start), ((start_id,) + response, 1)
+
+
+def model_max_length(model: Any) -> int | None:
+    cfg = getattr(model, "config", None)
+    for attr in ("max_position_embeddings", "n_positions"):
+        value = getattr(cfg, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ the forward
+def _split_head(model: Any) -> tuple[Any, Any] | None:
+    """(backbone, lm_head) when logits == lm_head(backbone hidden states) exactly; None otherwise."""
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None) not in (None, 1, 1.0):
+        return None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    backbone = getattr(model, "base_model", None)
+    if head is None or backbone is None or backbone is model:
+        return None
+    return backbone, head
+
+
+def sequence_losses(model: Any, seqs: Sequence[tuple[tuple[int, ...], int]], pad_id: int) -> list[tuple[float, int]]:
+    """(sum of CE over positions ``start..len-1``, count) per sequence, one batched forward, right padding."""
+    import torch
+    import torch.nn.functional as F
+
+    device = next(model.parameters()).device
+    width = max(len(ids) for ids, _ in seqs)
+    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    rows, positions, targets, owner = [], [], [], []
+    for b, (ids, start) in enumerate(seqs):
+        input_ids[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[b, : len(ids)] = 1
+        n = len(ids) - start
+        rows += [b] * n
+        positions += range(start - 1, len(ids) - 1)  # logits at t-1 predict token t
+        targets += ids[start:]
+        owner += [b] * n
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    rows_t = torch.tensor(rows, device=device)
+    pos_t = torch.tensor(positions, device=device)
+    tgt_t = torch.tensor(targets, device=device)
+    with torch.inference_mode():
+        split = _split_head(model)
+        if split is not None:
+            backbone, head = split
+            hidden = backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state[rows_t, pos_t]
+            ce = torch.cat([F.cross_entropy(head(hidden[i: i + HEAD_CHUNK]).float(), tgt_t[i: i + HEAD_CHUNK],
+                                            reduction="none") for i in range(0, len(targets), HEAD_CHUNK)])
+        else:
+            logits = model(input_ids=input_ids, attention_mask=mask).logits[rows_t, pos_t].float()
+            ce = F.cross_entropy(logits, tgt_t, reduction="none")
+        sums = torch.zeros(len(seqs), dtype=torch.float64, device=device)
+        sums.index_add_(0, torch.tensor(owner, device=device), ce.double())
+    return [(float(s), len(ids) - start) for s, (ids, start) in zip(sums.tolist(), seqs)]
+
+
+# ------------------------------------------------------------------------------------------------ shards
+def _render_all(tok: Any, examples: Sequence[Example], s: IFDSettings) -> list[prompts.Rendered | str]:
+    out: list[prompts.Rendered | str] = []
+    for ex in examples:
+        if is_empty_response(ex):
+            out.append(EMPTY_RESPONSE)
+            continue
+        r = prompts.render(tok, ex, s.template, system_prompt=s.system_prompt, train_eot=False,
+                           max_length=s.max_length, overflow=s.overflow)  # type: ignore[arg-type]
+        out.append(r if r is not None else LENGTH_DROPPED)
+    return out
+
+
+def score_shard(model: Any, tok: Any, examples: Sequence[Example], s: IFDSettings) -> list[Losses]:
+    """Both passes for one shard: all sequences sorted by length (longest first), batched, losses per example."""
+    start_id = start_token_id(tok)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else start_id
+    rendered = _render_all(tok, examples, s)
+    jobs: list[tuple[int, int, tuple[int, ...], int]] = []  # (example index, pass 0=cond/1=uncond, ids, start)
+    for i, r in enumerate(rendered):
+        if isinstance(r, prompts.Rendered):
+            for kind, (ids, start) in enumerate(passes(r, start_id)):
+                jobs.append((i, kind, ids, start))
+    jobs.sort(key=lambda j: (-len(j[2]), j[0], j[1]))
+    sums: dict[tuple[int, int], tuple[float, int]] = {}
+    step = max(1, 2 * s.batch_size)
+    for b in range(0, len(jobs), step):
+        batch = jobs[b: b + step]
+        for job, result in zip(batch, sequence_losses(model, [(j[2], j[3]) for j in batch], pad_id)):
+            sums[(job[0], job[1])] = result
+    out = []
+    for i, (ex, r) in enumerate(zip(examples, rendered)):
+        if isinstance(r, str):
+            out.append(Losses(ex.id, 0, skip=r))
+            continue
+        (sc, nc), (su, nu) = sums[(i, 0)], sums[(i, 1)]
+        assert nc == nu == r.n_response, "both passes must score the same response tokens"
+        out.append(Losses(ex.id, nc, sc / nc, su / nu, r.truncated))
+    return out
+
+
+def fingerprint(s: IFDSettings, info: Any, tok: Any) -> str:
+    return stable_hash({"settings": asdict(s), "model": getattr(info, "path", str(info)),
+                        "revision": getattr(info, "revision", None), "dtype": getattr(info, "dtype", None),
+                        "start": start_token_id(tok), "vocab": len(tok)})
+
+
+def _shards(examples: Sequence[Example], size: int) -> Iterator[tuple[int, Sequence[Example]]]:
+    for k, i in enumerate(range(0, len(examples), size)):
+        yield k, examples[i: i + size]
+
+
+def _progress(total: int, label: str):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), disable=not sys.stderr.isatty() or total == 0)
+
+
+def compute_losses(model: Any, tok: Any, info: Any, examples: Sequence[Example], s: IFDSettings,
+                   workdir: Path, shard_size: int = SHARD_SIZE) -> list[Losses]:
+    """Losses for every example, in input order, shard by shard; finished shards are reused on resume."""
+    root = Path(workdir) / f"ifd-{fingerprint(s, info, tok)}"
+    out: list[Losses] = []
+    with _progress(len(examples), f"IFD {s.spec}") as bar:
+        task = bar.add_task("ifd", total=len(examples))
+        for k, shard in _shards(examples, shard_size):
+            path = root / f"shard-{k:05d}.jsonl"
+            ids = [ex.id for ex in shard]
+            cached = read_jsonl(path) if path.exists() else None
+            if cached is not None and [r["id"] for r in cached] == ids:
+                losses = [Losses(**r) for r in cached]
+            else:
+                losses = score_shard(model, tok, shard, s)
+                write_jsonl(path, [asdict(x) for x in losses])
+            out.extend(losses)
+            bar.advance(task, len(shard))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ selectors
+def ifd_loss_ratio(loss_cond: float, loss_uncond: float) -> float:
+    """Cherry_LLM: ratio of mean CE losses."""
+    return loss_cond / loss_uncond
+
+
+def ifd_perplexity_ratio(loss_cond: float, loss_uncond: float) -> float:
+    """Superfiltering: ratio of perplexities, exp(L_c) / exp(L_u) = exp(L_c - L_u)."""
+    return math.exp(loss_cond - loss_uncond)
+
+
+class IFDSelector:
+    """Self-IFD with the target model, Cherry_LLM's variant: ``L_c / L_u`` (see the module docstring)."""
+
+    name = "ifd"
+    needs = Needs.TARGET_MODEL
+
+    def formula(self, loss_cond: float, loss_uncond: float) -> float:
+        return ifd_loss_ratio(loss_cond, loss_uncond)
+
+    def settings(self, ctx: ScoringContext, model: Any) -> IFDSettings:
+        cfg = ctx.config
+        return self._settings(cfg.model.id, cfg.prompt.template, cfg.prompt.system_prompt, ctx, model)
+
+    def model_spec(self, ctx: ScoringContext) -> str:
+        return ctx.config.model.id
+
+    def _settings(self, spec: str, template: str, system_prompt: str | None, ctx: ScoringContext,
+                  model: Any) -> IFDSettings:
+        limit = model_max_length(model)
+        max_length = ctx.config.prompt.max_length if limit is None else min(ctx.config.prompt.max_length, limit)
+        return IFDSettings(spec, template, system_prompt, max_length, ctx.config.prompt.overflow,
+                           ctx.config.selectors.batch_size)
+
+    def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
+        model, tok, info = ctx.model(self.model_spec(ctx))
+        settings = self.settings(ctx, model)
+        losses = compute_losses(model, tok, info, examples, settings, ctx.workdir)
+        drop = ctx.config.selectors.drop_ifd_ge_1
+        return [self.row(x, drop) for x in losses]
+
+    def row(self, x: Losses, drop_ge_1: bool) -> ScoreRow:
+        if x.skip is not None:
+            return ScoreRow(x.id, math.nan, x.n_tokens, exclude=x.skip)
+        assert x.loss_cond is not None and x.loss_uncond is not None
+        extra = {"loss_cond": x.loss_cond, "loss_uncond": x.loss_uncond, "truncated": x.truncated}
+        if x.loss_uncond <= 0.0:  # the response alone is predicted perfectly: the ratio carries no information
+            return ScoreRow(x.id, math.nan, x.n_tokens, exclude=UNDEFINED, extra=extra)
+        value = self.formula(x.loss_cond, x.loss_uncond)
+        return ScoreRow(x.id, value, x.n_tokens, exclude=EXCLUDE_GE_1 if drop_ge_1 and value >= 1.0 else None,
+                        extra=extra)
+
+
+class IFDPerplexitySelector(IFDSelector):
+    """Self-IFD with the target model, Superfiltering's variant: ``exp(L_c - L_u)`` (see the module docstring)."""
+
+    name = "ifd_ppl"
+
+    def formula(self, loss_cond: float, loss_uncond: float) -> float:
+        return ifd_perplexity_ratio(loss_cond, loss_uncond)

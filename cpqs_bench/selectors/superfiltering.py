@@ -1,0 +1,27 @@
+"""Superfiltering (Li et al., ACL 2024): IFD computed by a *small proxy* model, then drop IFD >= 1, keep the top.
+
+Weak-to-strong: a small model's IFD ranking agrees well with a large one's, so a GPT-2-sized proxy filters data for
+a much larger target. Faithful to the paper: the perplexity-ratio IFD (``ifd_ppl``), the proxy's plain ``none``
+prompt (``"{instruction}\\n"`` then the answer; no chat template, no system prompt), the IFD >= 1 rule. Config:
+``selectors.proxy_model`` (``gpt2`` on the Hub; the smoke preset uses the embedded model offline) and
+``selectors.proxy_template``. Unlike the original script, nothing here assumes the Alpaca pool size: the budget is
+applied later by :mod:`cpqs_bench.select` (a count or a fraction of whatever pool was scored).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from cpqs_bench.selectors.base import Needs, ScoringContext
+from cpqs_bench.selectors.ifd import IFDPerplexitySelector, IFDSettings
+
+
+class SuperfilteringSelector(IFDPerplexitySelector):
+    name = "superfiltering"
+    needs = Needs.PROXY_MODEL
+
+    def model_spec(self, ctx: ScoringContext) -> str:
+        return ctx.config.selectors.proxy_model
+
+    def settings(self, ctx: ScoringContext, model: Any) -> IFDSettings:
+        sel = ctx.config.selectors
+        return self._settings(sel.proxy_model, sel.proxy_template, None, ctx, model)
