@@ -259,6 +259,9 @@ def _run(main_source: str, level: str, limits: SandboxLimits, files: Mapping[str
             proc = subprocess.Popen(cmd, cwd=workdir, env=_child_env(), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                                     preexec_fn=_make_preexec(limits, level), close_fds=True, pass_fds=(result_w,))
+        except BaseException:
+            os.close(result_r)
+            raise
         finally:
             os.close(result_w)
         result_pipe = os.fdopen(result_r, "rb", buffering=0)
