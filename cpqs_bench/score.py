@@ -1,0 +1,149 @@
+"""``cpqs-bench score SELECTOR --data POOL [--selector DIR] --out scores.jsonl``: score a pool with any selector.
+
+Generic over the registry: ``registry.get(name)`` builds the selector, a :class:`ScoringContext` gives it the config,
+a resumable work directory, the seed and (for ``cpqs``) the checkpoint. The output has one JSON line per pool
+example, in pool order: ``{"id", "score", "n_tokens"[, "exclude"]}`` (a non-finite score is written as null and
+must carry an exclusion reason), written atomically, with ``<out>.summary.json`` beside it.
+
+Multi-process: under ``accelerate launch`` (or ``torchrun``) each process scores ``examples[rank::world]`` into its
+own part file; after a barrier, rank 0 merges the parts in pool order. A single process skips all of that. The
+selector's own resume state (e.g. cpqs shards) lives in a per-rank work directory, so an interrupted multi-process
+run resumes too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from cpqs_bench.data.example import Example
+from cpqs_bench.io import read_jsonl, write_json, write_jsonl
+from cpqs_bench.selectors.base import ScoreRow, ScoringContext
+
+
+class ScoreError(RuntimeError):
+    pass
+
+
+def row_dict(row: ScoreRow) -> dict[str, Any]:
+    """A JSON-safe output row; a missing/non-finite score is only allowed with an exclusion reason."""
+    out = row.to_dict()
+    score = out.get("score")
+    if score is None or (isinstance(score, float) and not math.isfinite(score)):
+        if row.exclude is None:
+            raise ScoreError(f"example {row.id!r}: score {score!r} without an exclusion reason")
+        out["score"] = None
+    return out
+
+
+def score_examples(selector: Any, examples: Sequence[Example], ctx: ScoringContext) -> list[dict[str, Any]]:
+    """Run one selector and check its contract (one row per example, same ids, same order)."""
+    rows = selector.score(list(examples), ctx)
+    if [r.id for r in rows] != [ex.id for ex in examples]:
+        raise ScoreError(f"selector {selector.name!r} returned {len(rows)} rows whose ids do not match the "
+                         f"{len(examples)} examples in order")
+    return [row_dict(r) for r in rows]
+
+
+def _dist() -> Any:
+    """accelerate's PartialState when launched with several processes, else None (no process group needed)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def parts_dir(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".parts")
+
+
+def main(selector: str, data: str, out: str | Path, *, checkpoint: str | Path | None = None, config: str = "smoke",
+         overrides: Sequence[str] = (), limit: int | None = None, workdir: str | Path | None = None,
+         loader: Any = None) -> dict[str, Any]:
+    """Score ``data`` with ``selector`` into ``out``; returns the summary (rank 0) or this rank's part info."""
+    from cpqs_bench.config import load_config
+    from cpqs_bench.data.pool import read_pool
+    from cpqs_bench.selectors import registry
+
+    cfg = load_config(config, list(overrides))
+    pool = read_pool(data, schema=cfg.data.schema, field_map=cfg.data.field_map, mirror=cfg.data.mirror,
+                     limit=limit if limit is not None else cfg.data.pool_limit,
+                     max_rejected_fraction=cfg.data.max_rejected_fraction)
+    sel = registry.get(selector, dict(cfg.selectors.plugins))
+    state = _dist()
+    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    out = Path(out)
+    work = Path(workdir) if workdir is not None else out.with_name(out.name + ".work")
+    ctx = ScoringContext(config=cfg, workdir=work / selector / f"rank{rank}-of{world}", seed=cfg.selectors.seed,
+                         checkpoint=Path(checkpoint) if checkpoint is not None else None, loader=loader)
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    mine = pool.examples[rank::world]
+    t0 = time.perf_counter()
+    rows = score_examples(sel, mine, ctx)
+    seconds = time.perf_counter() - t0
+    if world > 1:
+        part = parts_dir(out) / f"rank{rank:03d}-of{world:03d}.jsonl"
+        write_jsonl(part, rows)
+        write_json(part.with_suffix(".json"), {"seconds": seconds, "n": len(rows)})
+        state.wait_for_everyone()
+        if rank == 0:
+            rows = merge_parts(out, pool.examples, world)
+            seconds = max(read_jsonl_meta(parts_dir(out) / f"rank{r:03d}-of{world:03d}.json") for r in range(world))
+        state.wait_for_everyone()
+        if rank != 0:
+            return {"rank": rank, "world": world, "scored": len(mine)}
+    n = write_jsonl(out, rows)
+    summary = {"selector": selector, "data": pool.source, "data_sha256": pool.sha256, "n": n,
+               "excluded": sum(1 for r in rows if r.get("exclude") is not None), "rejected_records": len(pool.rejected),
+               "processes": world, "seconds": seconds, "examples_per_second": n / seconds if seconds > 0 else None,
+               "checkpoint": str(checkpoint) if checkpoint is not None else None}
+    write_json(out.with_name(out.name + ".summary.json"), summary)
+    return summary
+
+
+def read_jsonl_meta(path: Path) -> float:
+    return float(json.loads(path.read_text())["seconds"])
+
+
+def merge_parts(out: str | Path, examples: Sequence[Example], world: int) -> list[dict[str, Any]]:
+    """Rows of every rank's part, back in pool order; every example exactly once."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for r in range(world):
+        part = parts_dir(out) / f"rank{r:03d}-of{world:03d}.jsonl"
+        if not part.exists():
+            raise ScoreError(f"{part} is missing: rank {r} did not finish")
+        for row in read_jsonl(part):
+            if row["id"] in by_id:
+                raise ScoreError(f"{part}: id {row['id']!r} scored by two ranks")
+            by_id[row["id"]] = row
+    missing = [ex.id for ex in examples if ex.id not in by_id]
+    if missing or len(by_id) != len(examples):
+        raise ScoreError(f"merged parts hold {len(by_id)} rows for {len(examples)} examples "
+                         f"(first missing: {missing[:1]})")
+    return [by_id[ex.id] for ex in examples]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("selector", help="registered selector name (cpqs, ifd, superfiltering, random, longest, plugins)")
+    p.add_argument("--data", required=True, help="pool: named dataset, file or hf: spec")
+    p.add_argument("--selector", dest="checkpoint", default=None, help="trained selector directory (cpqs)")
+    p.add_argument("--out", required=True, help="scores JSONL")
+    p.add_argument("--config", default="smoke", help="preset name or YAML path")
+    p.add_argument("--limit", type=int, default=None, help="only the first N pool examples")
+    p.add_argument("--workdir", default=None, help="resume state (default: OUT.work/)")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    summary = main(args.selector, args.data, args.out, checkpoint=args.checkpoint, config=args.config,
+                   overrides=args.overrides, limit=args.limit, workdir=args.workdir)
+    if summary.get("rank", 0) == 0:
+        print(json.dumps(summary))
+    return 0

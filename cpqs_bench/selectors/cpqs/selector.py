@@ -1,0 +1,137 @@
+"""``cpqs``: score = P(good answer) of a trained CPQS TextCNN over the target model's response hidden states.
+
+Everything the features depend on (layers, template, system prompt, max length) is read from the checkpoint's
+``selector.json``, never from flags, and the target model loaded for scoring must be the backbone the selector was
+trained on (spec/revision and config digest); a mismatch is an error naming both, because hidden states of another
+model are meaningless to the CNN.
+
+Scoring is resumable: the examples are cut into fixed chunks, each scored chunk is written atomically as a shard
+under ``ctx.workdir``, and a rerun reads finished shards instead of recomputing them. Chunk boundaries and the
+bucketing inside a chunk are deterministic, so an interrupted and resumed run gives the same scores as one
+uninterrupted run.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from cpqs_bench import features as feats
+from cpqs_bench.data.example import Example
+from cpqs_bench.io import read_jsonl, stable_hash, write_jsonl
+from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response
+from cpqs_bench.selectors.cpqs.textcnn import TextCNN, collate
+from cpqs_bench.selectors.cpqs.train import load_checkpoint
+
+SHARD_SIZE = 256
+
+
+class BackboneMismatch(ValueError):
+    pass
+
+
+def check_backbone(meta: dict[str, Any], info: Any, model: Any, checkpoint: Path) -> None:
+    """Refuse to score with a model other than the one the selector was trained on."""
+    want = meta["backbone"]
+    have_digest = feats.model_identity(model, getattr(info, "revision", None))["config"]
+    same_rev = want.get("revision") == getattr(info, "revision", None)
+    same_cfg = want.get("config_digest") == have_digest
+    if not (same_rev and same_cfg):
+        raise BackboneMismatch(
+            f"CPQS selector {checkpoint} was trained on backbone {want.get('spec')!r} (revision "
+            f"{want.get('revision')!r}, config {want.get('config_digest')}), but the target model is "
+            f"{getattr(info, 'spec', '?')!r} (revision {getattr(info, 'revision', None)!r}, config {have_digest}); "
+            "score with the model the selector was trained on (model.id / model.revision) or train a new selector")
+
+
+def spec_from_meta(meta: dict[str, Any]) -> feats.FeatureSpec:
+    return feats.FeatureSpec(meta["template"], meta["layers"], int(meta["max_length"]), meta.get("system_prompt"),
+                             bool(meta.get("train_eot", True)))
+
+
+def score_chunk(cnn: TextCNN, model: Any, tokenizer: Any, examples: Sequence[Example], spec: feats.FeatureSpec,
+                batch_size: int, method: feats.Method = "hooks") -> list[dict[str, Any]]:
+    """Rows (id, score, n_tokens[, exclude]) for one chunk, in input order."""
+    device = next(cnn.parameters()).device
+    dropped: list[tuple[str, str]] = []
+    got: dict[str, dict[str, Any]] = {}
+    eligible = [ex for ex in examples if not is_empty_response(ex)]
+    for batch in feats.iter_batches(model, tokenizer, eligible, spec, batch_size, method=method, dropped=dropped):
+        x, lengths = collate(batch.features)
+        probs = cnn.score(x.to(device), lengths.to(device)).tolist()
+        for ex_id, p, feat in zip(batch.ids, probs, batch.features):
+            got[ex_id] = {"id": ex_id, "score": float(p), "n_tokens": int(feat.shape[0])}
+    reasons = dict(dropped)
+    rows = []
+    for ex in examples:
+        if ex.id in got:
+            rows.append(got[ex.id])
+        else:
+            reason = EMPTY_RESPONSE if is_empty_response(ex) else reasons.get(ex.id, "not_scored")
+            rows.append({"id": ex.id, "score": None, "n_tokens": 0, "exclude": reason})
+    return rows
+
+
+def score_resumable(cnn: TextCNN, model: Any, tokenizer: Any, examples: Sequence[Example], spec: feats.FeatureSpec,
+                    workdir: Path, batch_size: int, *, shard_size: int = SHARD_SIZE, progress: bool = False,
+                    stop_after: int | None = None) -> list[dict[str, Any]]:
+    """Score chunk by chunk into ``workdir/shard-*.jsonl``; finished shards are reused. ``stop_after`` (shards)
+    simulates an interruption in tests (raises ``KeyboardInterrupt``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    written = 0
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), disable=not progress) as bar:
+        task = bar.add_task("cpqs", total=len(examples))
+        for i, start in enumerate(range(0, len(examples), shard_size)):
+            chunk = examples[start: start + shard_size]
+            name = f"shard-{i:05d}-{stable_hash([ex.id + ':' + ex.content_key() for ex in chunk], 12)}.jsonl"
+            path = workdir / name
+            if path.exists():
+                part = read_jsonl(path)
+            else:
+                if stop_after is not None and written >= stop_after:
+                    raise KeyboardInterrupt(f"stopped after {written} shards (test hook)")
+                part = score_chunk(cnn, model, tokenizer, chunk, spec, batch_size)
+                write_jsonl(path, part)
+                written += 1
+            if [r["id"] for r in part] != [ex.id for ex in chunk]:
+                raise RuntimeError(f"{path}: shard ids do not match the examples (delete the work directory)")
+            rows.extend(part)
+            bar.advance(task, len(chunk))
+    return rows
+
+
+class CPQSSelector:
+    name = "cpqs"
+    needs = Needs.CHECKPOINT
+
+    def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
+        if ctx.checkpoint is None:
+            raise ValueError("the cpqs selector needs a trained checkpoint (--selector DIR from cpqs-bench "
+                             "train-selector)")
+        checkpoint = Path(ctx.checkpoint)
+        model, tokenizer, info = ctx.model()
+        check_backbone(_meta(checkpoint), info, model, checkpoint)
+        device = next(model.parameters()).device
+        cnn, meta = load_checkpoint(checkpoint, device)
+        spec = spec_from_meta(meta)
+        batch_size = ctx.config.selectors.cpqs.extract_batch_size
+        workdir = Path(ctx.workdir) / f"cpqs-{stable_hash({'meta': meta, 'n': len(examples)}, 12)}"
+        torch.manual_seed(ctx.seed)
+        rows = score_resumable(cnn, model, tokenizer, list(examples), spec, workdir, batch_size)
+        return [ScoreRow(r["id"], math.nan if r["score"] is None else float(r["score"]), int(r["n_tokens"]),
+                         exclude=r.get("exclude")) for r in rows]
+
+
+def _meta(checkpoint: Path) -> dict[str, Any]:
+    from cpqs_bench.io import read_json
+    from cpqs_bench.selectors.cpqs.train import META
+
+    if not (checkpoint / META).exists():
+        raise FileNotFoundError(f"{checkpoint} is not a CPQS selector checkpoint (no {META})")
+    return read_json(checkpoint / META)
