@@ -162,7 +162,8 @@ def check_selector(selector_or_name: Selector | str, *, examples: Sequence[Examp
     if selector.needs is Needs.CHECKPOINT and checkpoint is None:
         raise _fail(name, "needs", "this selector needs a trained checkpoint: pass checkpoint=DIR")
     examples = list(examples) if examples is not None else contract_examples()
-    config = config if config is not None else contract_config()
+    if config is None:  # the gpt2 family has no chat template: use the Alpaca prompt there
+        config = contract_config(**({"prompt.template": "alpaca"} if family == "gpt2" else {}))
     ckpt = Path(checkpoint) if checkpoint is not None else None
     report = ContractReport(name, [])
     with tempfile.TemporaryDirectory(prefix=f"contract-{name}-", dir=workdir) as tmp:

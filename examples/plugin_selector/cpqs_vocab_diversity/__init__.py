@@ -1,0 +1,1 @@
+"""Example cpqs-bench selector plugin: vocabulary diversity (MATTR) of the response."""
