@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -207,3 +210,34 @@ def test_root_filesystem_is_read_only(box, tmp_path):
 def test_manifest_reports_isolation():
     m = Sandbox(allow_weaker=True).manifest()
     assert m["isolation"] == LEVEL and m["limits"]["memory_bytes"] > 0
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+@pytest.mark.parametrize("level", ["namespaces", "rlimits"])
+def test_sandboxed_program_dies_with_its_parent(level):
+    if level == "namespaces" and LEVEL != "namespaces":
+        pytest.skip("namespaces unavailable")
+    comm = "pd" + secrets.token_hex(5)
+    prog = _SET_COMM.format(comm=comm) + "import time\ntime.sleep(60)\n"
+    script = ("import sys\nfrom cpqs_bench.evaluate import sandbox as s\n"
+              f"s.probe_isolation = lambda: {level!r}\n"
+              f"s.Sandbox(allow_weaker=True).run({prog!r}, timeout_s=60)\n")
+    repo = Path(__file__).resolve().parents[1]
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=repo)
+    try:
+        assert _wait_for(lambda: _procs_with_comm(comm) != [], 20), "sandboxed program never started"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        assert _wait_for(lambda: _procs_with_comm(comm) == [], 10), "sandboxed program outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()

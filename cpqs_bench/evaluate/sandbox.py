@@ -424,6 +424,7 @@ def _inner_main(argv: list[str]) -> int:
     child = os.fork()
     if child == 0:
         try:
+            _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with the bootstrap (fallback mode)
             os.execv(sys.executable, [sys.executable, "-I", main])
         finally:
             os._exit(127)
