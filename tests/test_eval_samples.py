@@ -113,3 +113,16 @@ def test_unknown_task_and_missing_file(tmp_path):
         eval_samples("mbpp", tmp_path / "x.jsonl")
     with pytest.raises(FileNotFoundError):
         eval_samples("gsm8k", tmp_path / "absent.jsonl")
+
+
+def test_cli_writes_summary_and_items(tmp_path):
+    from cpqs_bench.cli import main
+
+    golds = _gsm8k_golds()
+    gold0 = golds[0].rsplit("####", 1)[1].strip()
+    samples = _write(tmp_path / "g.jsonl", [{"idx": 0, "response": f"#### {gold0}"}])
+    assert main(["eval-samples", "gsm8k", str(samples), "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["accuracy"] == pytest.approx(1 / len(golds)) and "items" not in summary
+    items = (tmp_path / "out" / "items.jsonl").read_text().splitlines()
+    assert len(items) == len(golds) and json.loads(items[0])["correct"] is True
