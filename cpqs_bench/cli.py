@@ -25,7 +25,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "eval-samples": ("cpqs_bench.evaluate.samples", "score completions produced elsewhere"),
     "reproduce": ("cpqs_bench.reproduce", "run a whole experiment: select, fine-tune, evaluate, compare, publish"),
     "leaderboard": ("cpqs_bench.leaderboard", "regenerate leaderboard files from results"),
-    "publish": ("cpqs_bench.publish", "push adapters and results to the Hugging Face Hub (or --dry-run)"),
+    "publish": ("cpqs_bench.publish_run", "push adapters and results to the Hugging Face Hub (or --dry-run)"),
 }
 
 
