@@ -1,0 +1,150 @@
+"""CPQS training on a tiny backbone: metrics, checkpoint round trip, wrong backbone, per-epoch resume, selector."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from cpqs_bench import features as F
+from cpqs_bench import tiny
+from cpqs_bench.config import load_config
+from cpqs_bench.data.example import Example
+from cpqs_bench.io import read_json
+from cpqs_bench.selectors.base import ScoringContext
+from cpqs_bench.selectors.cpqs import pairs as P
+from cpqs_bench.selectors.cpqs import selector as S
+from cpqs_bench.selectors.cpqs import train as T
+from cpqs_bench.selectors.cpqs.config import CPQSConfig
+from cpqs_bench.selectors.cpqs.textcnn import TextCNN
+
+torch.set_num_threads(1)
+CQ = CPQSConfig(num_filters=8, mlp_hidden=16, epochs=2, grad_accum=2, batch_size=2, val_fraction=0.25,
+                extract_batch_size=4)
+
+
+@dataclass(frozen=True)
+class Info:
+    spec: str
+    revision: str | None
+
+
+def _pairset(n: int = 24) -> P.PairSet:
+    items = []
+    for i in range(n):
+        prompt = ({"role": "user", "content": f"Question {i}: write about the sea"},)
+        good = Example("g", prompt, "The quick brown fox jumps over the lazy dog. " * (1 + i % 3))
+        bad = Example("b", prompt, "Hello" if i % 2 else "ok")
+        items += P._pair(P.prompt_key(prompt), good, bad)
+    return P.PairSet("synthetic", items, n_pairs=n)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cpqs")
+    model, tok = tiny.model("chatml", num_layers=2)
+    metrics = T.train_selector(model, tok, {"spec": "tiny-a", "revision": "r1"}, _pairset(), CQ,
+                               F.FeatureSpec(max_length=128), root / "ckpt", cache_root=root / "cache", progress=False,
+                               log=lambda _msg: None)
+    return model, tok, root, metrics
+
+
+def test_binary_metrics_known_values():
+    m = T.binary_metrics([1, 1, 0, 0], [0.9, 0.4, 0.6, 0.1])
+    assert m["accuracy"] == 0.5 and m["f1"] == 0.5 and m["auc"] == 0.75
+    assert T.roc_auc([1, 0, 1, 0], [0.5, 0.5, 0.5, 0.5]) == 0.5
+    assert math.isnan(T.roc_auc([1, 1], [0.2, 0.3]))
+
+
+def test_checkpoint_has_everything_to_score(trained):
+    _, _, root, metrics = trained
+    meta = read_json(root / "ckpt" / T.META)
+    assert meta["backbone"]["spec"] == "tiny-a" and meta["backbone"]["revision"] == "r1"
+    assert meta["layer_indices"] == [0, 1, 2] and meta["template"] == "chat" and meta["max_length"] == 128
+    assert meta["textcnn"]["num_layers"] == 3 and meta["textcnn"]["hidden_size"] == 32
+    assert set(meta["train_metrics"]["val"]) >= {"accuracy", "f1", "auc"}
+    assert metrics["n_train"] + metrics["n_val"] == 48 and metrics["n_val"] == 12
+    assert len(metrics["history"]) == 2 and (root / "ckpt" / "metrics.json").exists()
+
+
+def test_checkpoint_round_trip_scores_equal(trained):
+    model, tok, root, _ = trained
+    cnn, meta = T.load_checkpoint(root / "ckpt")
+    state = torch.load(root / "ckpt" / T.STATE, weights_only=False)["model"]
+    fresh = TextCNN(cnn.cfg)
+    fresh.load_state_dict(state)
+    exs = [x.example for x in _pairset(6).items]
+    spec = S.spec_from_meta(meta)
+    a = S.score_chunk(cnn, model, tok, exs, spec, batch_size=4)
+    b = S.score_chunk(fresh, model, tok, exs, spec, batch_size=4)
+    assert [r["score"] for r in a] == [r["score"] for r in b]
+
+
+def test_batched_scores_equal_unbatched(trained):
+    model, tok, root, _ = trained
+    cnn, meta = T.load_checkpoint(root / "ckpt")
+    exs = [x.example for x in _pairset(8).items]
+    one = S.score_chunk(cnn, model, tok, exs, S.spec_from_meta(meta), batch_size=1)
+    many = S.score_chunk(cnn, model, tok, exs, S.spec_from_meta(meta), batch_size=5)
+    assert [r["id"] for r in one] == [ex.id for ex in exs] == [r["id"] for r in many]
+    for r1, r2 in zip(one, many):
+        assert r1["n_tokens"] == r2["n_tokens"] > 0
+        assert abs(r1["score"] - r2["score"]) < 1e-5
+
+
+def _ctx(tmp_path: Path, root: Path, model, tok, info: Info) -> ScoringContext:
+    cfg = load_config("smoke", ["selectors.cpqs.extract_batch_size=3"])
+    return ScoringContext(config=cfg, workdir=tmp_path / "work", checkpoint=root / "ckpt",
+                          loader=lambda spec, rev, dtype: (model, tok, info))
+
+
+def test_selector_scores_and_refuses_wrong_backbone(trained, tmp_path):
+    model, tok, root, _ = trained
+    exs = [x.example for x in _pairset(5).items] + [Example("empty", ({"role": "user", "content": "q"},), " ")]
+    rows = S.CPQSSelector().score(exs, _ctx(tmp_path, root, model, tok, Info("tiny-a", "r1")))
+    assert [r.id for r in rows] == [ex.id for ex in exs]
+    assert all(0 <= r.score <= 1 for r in rows[:-1]) and rows[-1].exclude == "empty_response"
+    with pytest.raises(S.BackboneMismatch, match="tiny-a.*r1.*tiny-b.*r2"):
+        S.CPQSSelector().score(exs, _ctx(tmp_path, root, model, tok, Info("tiny-b", "r2")))
+    other, _ = tiny.model("chatml", num_layers=3)  # same spec and revision, different architecture
+    with pytest.raises(S.BackboneMismatch, match="config"):
+        S.CPQSSelector().score(exs, _ctx(tmp_path, root, other, tok, Info("tiny-a", "r1")))
+
+
+def test_interrupted_scoring_resumes_with_identical_scores(trained, tmp_path):
+    model, tok, root, _ = trained
+    cnn, meta = T.load_checkpoint(root / "ckpt")
+    exs = [x.example for x in _pairset(7).items]
+    spec = S.spec_from_meta(meta)
+    full = S.score_resumable(cnn, model, tok, exs, spec, tmp_path / "a", 4, shard_size=4)
+    with pytest.raises(KeyboardInterrupt):
+        S.score_resumable(cnn, model, tok, exs, spec, tmp_path / "b", 4, shard_size=4, stop_after=2)
+    assert len(list((tmp_path / "b").glob("shard-*.jsonl"))) == 2
+    resumed = S.score_resumable(cnn, model, tok, exs, spec, tmp_path / "b", 4, shard_size=4)
+    assert resumed == full
+    assert len(list((tmp_path / "b").glob("shard-*.jsonl"))) == 4
+
+
+def test_training_resumes_per_epoch(trained, tmp_path):
+    model, tok, root, _ = trained
+    ps = _pairset()
+    train, val = P.split_by_group(ps.items, 0.25, 0)
+    cache = F.FeatureCache(root / "cache", F.model_identity(model, "r1"), F.FeatureSpec(max_length=128))
+    cfg = T.textcnn_config(CQ, 3, 32)
+    kw = dict(lr=1e-3, grad_accum=2, batch_size=2, seed=0, device=torch.device("cpu"), amp=None, progress=False,
+              log=lambda _msg: None)
+
+    def run(epochs, state):
+        torch.manual_seed(0)
+        cnn = TextCNN(cfg)
+        hist = T.fit(cnn, cache, train, val, epochs=epochs, state_path=state, **kw)
+        return cnn, hist
+
+    straight, h1 = run(2, tmp_path / "s1.pt")
+    run(1, tmp_path / "s2.pt")  # "interrupted" after epoch 1
+    resumed, h2 = run(2, tmp_path / "s2.pt")
+    assert [e["train_loss"] for e in h1] == [e["train_loss"] for e in h2]
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
