@@ -26,3 +26,10 @@ class FinetuneConfig:
     logging_steps: int = 5
     max_steps: int = -1
     merge: bool = False  # also export merged full weights
+    # Frozen explicitly (not left to the library default, which can change between transformers releases).
+    optim: str = "adamw_torch"
+    max_grad_norm: float = 1.0
+    # Operational (not part of the recipe hash): measure the mean response loss on the training rows with the
+    # adapter disabled and enabled after training (one extra forward pass over the data).
+    measure_train_loss: bool = True
+    keep_checkpoints: bool = False  # keep checkpoints/ after the adapter is written (else removed after DONE)

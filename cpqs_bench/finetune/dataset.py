@@ -1,0 +1,152 @@
+"""A selection + its pool → tokenised SFT rows whose labels come only from the prompt layer's response span.
+
+Why this module is small: the one place that knows where a response starts and ends is
+:func:`cpqs_bench.prompts.render`. Here we only (1) find the selected examples in the pool, (2) render each one and
+take ``Rendered.labels()`` verbatim — prompt tokens are -100, the response (+ end-of-turn when
+``prompt.train_eot``) is supervised, and whatever a chat template writes after the end-of-turn token is never in the
+sequence — and (3) right-pad batches with labels padded by -100. Nothing here re-templates or re-masks.
+
+End-of-turn policy (``prompt.train_eot``, default true): the end-of-turn token (``<|im_end|>`` for ChatML, ``</s>``
+for Llama-2 / EOS for plain templates) is supervised so the fine-tuned model learns to stop. A response truncated by
+``max_length`` has no end-of-turn token (the answer did not end there).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from cpqs_bench.data.example import Example
+from cpqs_bench.prompts import LengthStats, render
+
+IGNORE_INDEX = -100
+
+
+class SelectionFileError(ValueError):
+    """The selection file is malformed or names examples the pool does not hold."""
+
+
+@dataclass
+class SFTData:
+    """Tokenised rows plus what the manifest needs to say which data this was."""
+
+    rows: list[dict[str, list[int]]]  # {"input_ids", "labels"}; ids and labels have equal length
+    ids: list[str]  # example id per row, same order
+    stats: LengthStats
+    n_selected: int
+    dropped_ids: list[str] = field(default_factory=list)  # selected but dropped by the length policy
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(r["input_ids"]) for r in self.rows)
+
+    @property
+    def n_supervised(self) -> int:
+        return sum(sum(1 for t in r["labels"] if t != IGNORE_INDEX) for r in self.rows)
+
+    def sha256(self) -> str:
+        """Hash of exactly what the model trains on (ids, input ids, labels) — changes if the template does."""
+        h = hashlib.sha256()
+        for ex_id, row in zip(self.ids, self.rows):
+            h.update(json.dumps([ex_id, row["input_ids"], row["labels"]], separators=(",", ":")).encode())
+            h.update(b"\n")
+        return h.hexdigest()
+
+    def summary(self) -> dict[str, Any]:
+        return {"selected": self.n_selected, "rows": len(self.rows), "tokens": self.n_tokens,
+                "supervised_tokens": self.n_supervised, "dropped": len(self.dropped_ids),
+                "length_stats": self.stats.as_dict()}
+
+
+def read_selection(path: str | Path) -> list[str]:
+    """Kept ids of a ``cpqs-bench select`` file (rows ``{"id", "kept", ...}``), in file order; errors name the line."""
+    kept: list[str] = []
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SelectionFileError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("kept"), bool):
+                raise SelectionFileError(f"{path}:{lineno}: expected an object with 'id' and boolean 'kept'")
+            ex_id = str(row["id"])
+            if ex_id in seen:
+                raise SelectionFileError(f"{path}:{lineno}: duplicate id {ex_id!r}")
+            seen.add(ex_id)
+            if row["kept"]:
+                kept.append(ex_id)
+    if not kept:
+        raise SelectionFileError(f"{path}: no kept examples")
+    return kept
+
+
+def pick(examples: Sequence[Example], kept: Iterable[str], selection_name: str = "selection") -> list[Example]:
+    """The kept examples in pool order (so arm data order depends only on the seed, not on the selector's ranking)."""
+    wanted = set(kept)
+    chosen = [ex for ex in examples if ex.id in wanted]
+    missing = wanted - {ex.id for ex in chosen}
+    if missing:
+        sample = ", ".join(sorted(missing)[:5])
+        raise SelectionFileError(f"{selection_name}: {len(missing)} kept id(s) not in the pool (e.g. {sample}); "
+                                 "was the selection made on a different pool?")
+    return chosen
+
+
+def tokenize(tokenizer: Any, examples: Sequence[Example], *, template: str, system_prompt: str | None,
+             train_eot: bool, max_length: int | None, overflow: str) -> SFTData:
+    """Render every example; labels are ``Rendered.labels()`` unchanged."""
+    stats = LengthStats()
+    rows, ids, dropped = [], [], []
+    for ex in examples:
+        r = render(tokenizer, ex, template, system_prompt=system_prompt, train_eot=train_eot,
+                   max_length=max_length, overflow=overflow, stats=stats)  # type: ignore[arg-type]
+        if r is None:
+            dropped.append(ex.id)
+            continue
+        rows.append({"input_ids": list(r.input_ids), "labels": r.labels(IGNORE_INDEX)})
+        ids.append(ex.id)
+    if not rows:
+        raise ValueError(f"all {len(examples)} selected examples were dropped by the length policy "
+                         f"(max_length={max_length}, overflow={overflow}): {stats.as_dict()}")
+    return SFTData(rows=rows, ids=ids, stats=stats, n_selected=len(examples), dropped_ids=dropped)
+
+
+class RowDataset:
+    """Map-style dataset over pre-tokenised rows (a plain sequence: the Trainer has nothing to re-process)."""
+
+    def __init__(self, rows: Sequence[dict[str, list[int]]]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return self.rows[i]
+
+
+@dataclass(frozen=True)
+class PadCollator:
+    """Right-pad ``input_ids`` with ``pad_id`` and ``labels`` with -100; attention mask marks the real tokens."""
+
+    pad_id: int
+
+    def __call__(self, batch: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, b in enumerate(batch):
+            n = len(b["input_ids"])
+            if len(b["labels"]) != n:
+                raise ValueError(f"row {i}: {n} input ids but {len(b['labels'])} labels")
+            ids[i, :n] = torch.tensor(b["input_ids"], dtype=torch.long)
+            labels[i, :n] = torch.tensor(b["labels"], dtype=torch.long)
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}

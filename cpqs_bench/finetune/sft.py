@@ -1,0 +1,401 @@
+"""``cpqs-bench finetune``: one LoRA SFT arm = one selection trained with the experiment's frozen recipe.
+
+transformers' ``Trainer`` + peft LoRA, fed pre-tokenised rows from :mod:`cpqs_bench.finetune.dataset` (labels from
+the prompt layer, never re-templated or re-masked — a plain map-style dataset and our own collator, so the Trainer
+has nothing to re-process). TRL's SFTTrainer is not used: it re-tokenises/re-masks unless carefully disabled, and
+the plain Trainer does exactly what we need.
+
+Reproducibility: the seed drives LoRA initialisation (``set_seed`` right before ``get_peft_model``), dropout
+(Trainer ``seed``) and data order (Trainer ``data_seed``); all three are recorded. Resume after ``kill -9`` uses the
+newest checkpoint whose completeness marker verifies (:mod:`cpqs_bench.finetune.checkpoints`). The output directory
+holds the adapter, the tokenizer, the resolved config, ``recipe.json`` and ``manifest.json``, and ``DONE`` last.
+
+Multi-process: run under ``accelerate launch --multi_gpu --num_processes 2 -m cpqs_bench.finetune.sft ...``; on a
+CPU-only machine the processes talk over gloo. The effective batch (``finetune.batch_size``) is kept fixed: gradient
+accumulation = batch_size / (micro_batch_size × processes), which must divide exactly.
+
+W&B (``publish.wandb``): the Trainer's own ``WandbCallback`` (what ``report_to="wandb"`` installs), wrapped so an
+exception in any W&B hook is recorded in the manifest and disables W&B instead of failing training. Offline mode
+unless ``WANDB_API_KEY`` is set.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from cpqs_bench import models, provenance
+from cpqs_bench.config import config_hash, load_config, to_dict, to_yaml
+from cpqs_bench.data.pool import read_pool
+from cpqs_bench.finetune import checkpoints, progress
+from cpqs_bench.finetune.dataset import PadCollator, RowDataset, SFTData, pick, read_selection, tokenize
+from cpqs_bench.finetune.recipe import RecipeMismatch, recipe, recipe_hash
+from cpqs_bench.io import read_json, sha256_file, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+DONE = "DONE"
+CKPT_DIR = "checkpoints"
+
+
+# --------------------------------------------------------------------------------------------- resolution helpers
+def resolve_precision(precision: str, device: str) -> str:
+    """"auto" → bf16 where the hardware runs it natively (CUDA bf16, CPUs with AVX512-BF16/AMX), fp16 on older
+    CUDA, else fp32. The Trainer accepts bf16 on CPU when ``use_cpu`` is set (torch CPU autocast)."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    dt = models.best_dtype(device)
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dt, "fp32")
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def grad_accum(batch_size: int, micro_batch_size: int, processes: int) -> int:
+    per_step = micro_batch_size * processes
+    if batch_size % per_step:
+        raise ValueError(f"finetune.batch_size={batch_size} is not a multiple of micro_batch_size×processes="
+                         f"{micro_batch_size}×{processes}; the effective batch is part of the recipe and must be exact")
+    return batch_size // per_step
+
+
+# -------------------------------------------------------------------------------------------------------- W&B
+def _guarded(inner: Any, errors: list[str]) -> Any:
+    """Wrap a TrainerCallback: the first exception is recorded in ``errors`` and the callback goes inert."""
+    from transformers import TrainerCallback
+
+    class Guarded(TrainerCallback):
+        pass
+
+    def make(name: str):
+        def hook(self, args, state, control, **kwargs):  # noqa: ANN001
+            if errors:
+                return None
+            try:
+                return getattr(inner, name)(args, state, control, **kwargs)
+            except Exception as exc:  # documented policy: W&B never fails training; the reason is recorded
+                msg = provenance.scrub(f"wandb {name}: {type(exc).__name__}: {exc}")
+                log.warning("%s; W&B disabled for the rest of this run", msg)
+                errors.append(msg)
+                return None
+        return hook
+
+    for name in [n for n in dir(TrainerCallback) if n.startswith("on_")]:
+        setattr(Guarded, name, make(name))
+    return Guarded()
+
+
+def wandb_env(project: str, out: Path, run_name: str) -> dict[str, str]:
+    """Environment for the Trainer's WandbCallback: offline unless a key is set (the key is only checked for)."""
+    mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    return {"WANDB_MODE": mode, "WANDB_PROJECT": os.environ.get("WANDB_PROJECT", project),
+            "WANDB_DIR": os.environ.get("WANDB_DIR", str(out)), "WANDB_NAME": run_name}
+
+
+@contextlib.contextmanager
+def scoped_env(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of training only (library callers keep their environment)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _finish_wandb(errors: list[str]) -> None:
+    """The Trainer's callback leaves the run open; close it so offline files are complete (failures recorded)."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except Exception as exc:  # documented policy: W&B never fails training
+        errors.append(provenance.scrub(f"wandb finish: {type(exc).__name__}: {exc}"))
+
+
+def wandb_callback(enabled: bool, errors: list[str]) -> Any:
+    """The Trainer's own W&B callback, guarded; None when disabled or when wandb cannot even be imported."""
+    if not enabled:
+        return None
+    try:
+        from transformers.integrations import WandbCallback
+
+        return _guarded(WandbCallback(), errors)
+    except Exception as exc:  # wandb missing or broken import: recorded, training goes on without it
+        errors.append(provenance.scrub(f"wandb setup: {type(exc).__name__}: {exc}"))
+        log.warning("W&B unavailable (%s); training without it", errors[-1])
+        return None
+
+
+# ------------------------------------------------------------------------------------------------- model + args
+def load_base(cfg: Any, precision: str) -> tuple[Any, Any, Any]:
+    """Base weights in bf16 for bf16 runs (frozen; LoRA weights stay fp32 via peft), else fp32."""
+    dtype = {"bf16": "bfloat16", "fp16": "float32", "fp32": "float32"}[precision]
+    model, tok, info = models.load(cfg.model.id, cfg.model.revision, dtype=dtype, device="cpu")
+    model.config.use_cache = False
+    return model, tok, info
+
+
+def add_lora(model: Any, ft: Any, seed: int) -> Any:
+    import transformers
+    from peft import LoraConfig, get_peft_model
+
+    transformers.set_seed(seed)  # LoRA A matrices are random: their init is part of the seeded state
+    lora = LoraConfig(r=ft.lora_r, lora_alpha=ft.lora_alpha, lora_dropout=ft.lora_dropout,
+                      target_modules=ft.target_modules, task_type="CAUSAL_LM", bias="none")
+    peft_model = get_peft_model(model, lora)
+    if ft.gradient_checkpointing:
+        peft_model.enable_input_require_grads()
+    return peft_model
+
+
+def training_arguments(ft: Any, ckpt_dir: Path, seed: int, precision: str, accum: int, run_name: str) -> Any:
+    import torch
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(ckpt_dir), run_name=run_name, seed=seed, data_seed=seed,
+        per_device_train_batch_size=ft.micro_batch_size, gradient_accumulation_steps=accum,
+        num_train_epochs=ft.epochs, max_steps=ft.max_steps, learning_rate=ft.lr,
+        lr_scheduler_type=ft.lr_scheduler, warmup_steps=ft.warmup_ratio, weight_decay=ft.weight_decay,
+        optim=ft.optim, max_grad_norm=ft.max_grad_norm,
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=ft.gradient_checkpointing,
+        save_strategy="steps", save_steps=ft.save_steps, save_total_limit=None,  # we rotate, after verifying
+        logging_strategy="steps", logging_steps=ft.logging_steps, report_to="none", disable_tqdm=True,
+        remove_unused_columns=False, label_names=["labels"], dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding", ddp_find_unused_parameters=False,
+    )
+
+
+def mean_response_loss(model: Any, data: SFTData, pad_id: int, precision: str, batch_size: int = 4) -> float:
+    """Token-weighted mean cross-entropy over supervised (response) tokens — the quantity SFT minimises."""
+    import torch
+
+    collate = PadCollator(pad_id)
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    with torch.no_grad(), autocast:
+        for i in range(0, len(data.rows), batch_size):
+            batch = {k: v.to(device) for k, v in collate(data.rows[i: i + batch_size]).items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            shift_logits, shift_labels = logits[:, :-1], batch["labels"][:, 1:]
+            loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
+                                                     shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
+            total += float(loss)
+            count += int((shift_labels != -100).sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _backend(args: Any) -> str | None:
+    """The process-group backend accelerate chose (gloo for multi-process CPU); None for a single process."""
+    state = getattr(args, "distributed_state", None)
+    return getattr(state, "backend", None) if state is not None and state.num_processes > 1 else None
+
+
+# ---------------------------------------------------------------------------------------------------- run state
+def _guard_out_dir(out: Path, run_id: dict[str, Any]) -> None:
+    """A directory holding checkpoints of another recipe/seed/selection must not be resumed into."""
+    path = out / "run.json"
+    if path.exists():
+        prev = read_json(path)
+        if prev != run_id:
+            diff = {k: (prev.get(k), run_id.get(k)) for k in set(prev) | set(run_id) if prev.get(k) != run_id.get(k)}
+            raise RecipeMismatch(f"{out} holds a run with different {sorted(diff)} ({diff}); "
+                                 "use a new --out or delete it")
+
+
+def load_data(cfg: Any, selection: Path, pool: str | None, tokenizer: Any) -> tuple[SFTData, dict[str, Any]]:
+    kept = read_selection(selection)
+    pool_obj = read_pool(pool or cfg.data.pool, schema=cfg.data.schema, field_map=dict(cfg.data.field_map),
+                         mirror=cfg.data.mirror, max_rejected_fraction=cfg.data.max_rejected_fraction)
+    examples = pick(pool_obj.examples, kept, str(selection))
+    data = tokenize(tokenizer, examples, template=cfg.prompt.template, system_prompt=cfg.prompt.system_prompt,
+                    train_eot=cfg.prompt.train_eot, max_length=cfg.finetune.max_length,
+                    overflow=cfg.prompt.overflow)
+    return data, pool_obj.summary()
+
+
+# -------------------------------------------------------------------------------------------------------- main
+def main(selection: str | os.PathLike, out: str | os.PathLike, *, config: str | os.PathLike = "smoke",
+         overrides: Sequence[str] = (), pool: str | None = None, seed: int | None = None, arm: str | None = None,
+         merge: bool | None = None, progress_bar: bool = True) -> dict[str, Any]:
+    """Fine-tune one arm; return its manifest. Skips (returns the manifest) when ``out/DONE`` exists."""
+    out, selection = Path(out), Path(selection)
+    if (out / DONE).exists():
+        log.info("%s is complete (DONE); skipping", out)
+        return read_json(out / "manifest.json")
+    cfg = load_config(config, list(overrides))
+    ft = cfg.finetune
+    seed = cfg.experiment.seeds[0] if seed is None else seed
+    merge = ft.merge if merge is None else merge
+    device = models.pick_device(cfg.model.device)
+    precision = resolve_precision(ft.precision, device)
+    model, tok, info = load_base(cfg, precision)
+    rec = recipe(cfg, precision=precision, model_revision=info.revision)
+    rhash = recipe_hash(rec)
+    data, pool_summary = load_data(cfg, selection, pool, tok)
+    selection_sha = sha256_file(selection)
+    run_id = {"recipe_hash": rhash, "seed": seed, "selection_sha256": selection_sha, "data_sha256": data.sha256()}
+    processes = world_size()
+    accum = grad_accum(ft.batch_size, ft.micro_batch_size, processes)
+    run_name = f"{cfg.experiment.name}-{arm or selection.stem}-s{seed}"
+
+    args = training_arguments(ft, out / CKPT_DIR, seed, precision, accum, run_name)  # sets up distributed
+    if args.process_index == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _guard_out_dir(out, run_id)
+        write_json(out / "run.json", run_id)
+        checkpoints.remove_incomplete(out / CKPT_DIR)
+    checkpoints._barrier()
+    resume_from = checkpoints.newest_complete(out / CKPT_DIR)
+
+    from transformers import Trainer
+
+    peft_model = add_lora(model, ft, seed)
+    wandb_errors: list[str] = []
+    callbacks = [checkpoints.callback(ft.save_total_limit), progress.callback(progress_bar)]
+    wandb_vars = wandb_env(cfg.publish.wandb_project, out, run_name) if cfg.publish.wandb else {}
+    wandb_mode = wandb_vars.get("WANDB_MODE", "disabled")
+    wandb_cb = wandb_callback(cfg.publish.wandb, wandb_errors)
+    if wandb_cb is not None and args.process_index == 0:
+        callbacks.append(wandb_cb)
+    trainer = Trainer(model=peft_model, args=args, train_dataset=RowDataset(data.rows),
+                      data_collator=PadCollator(tok.pad_token_id), processing_class=tok, callbacks=callbacks)
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # our progress bar shows loss/tokens/s; no raw dict prints
+    prog = callbacks[1]
+    if args.process_index == 0:
+        log.info("finetune %s: %d rows, %d tokens (%d supervised), precision=%s, processes=%d, accum=%d, "
+                 "recipe=%s, resume_from=%s", run_name, len(data.rows), data.n_tokens, data.n_supervised, precision,
+                 processes, accum, rhash, resume_from)
+    t0 = time.perf_counter()
+    with scoped_env(wandb_vars):
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        if wandb_cb is not None and not wandb_errors:
+            _finish_wandb(wandb_errors)
+    wall = time.perf_counter() - t0
+    checkpoints._barrier()
+    if args.process_index != 0:
+        return {"recipe_hash": rhash, "process_index": args.process_index}
+
+    trainer.save_model(str(out))  # adapter_config.json + adapter_model.safetensors + tokenizer files
+    write_text(out / "training_config.yaml", to_yaml(cfg))
+    write_json(out / "recipe.json", {"recipe_hash": rhash, "recipe": rec})
+    loss = {}
+    if ft.measure_train_loss:
+        base_model = trainer.model
+        with base_model.disable_adapter():
+            loss["before"] = mean_response_loss(base_model, data, tok.pad_token_id, precision)
+        loss["after"] = mean_response_loss(base_model, data, tok.pad_token_id, precision)
+    merged_dir = None
+    if merge:
+        merged_dir = out / "merged"
+        merge_loaded(trainer.model, tok, merged_dir)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    manifest = {
+        "stage": "finetune", "arm": arm, "seed": seed, "recipe_hash": rhash, "recipe": rec,
+        "config_hash": config_hash(cfg), "config": to_dict(cfg),
+        "model_id": cfg.model.id, "model_path": info.path, "model_revision": info.revision,
+        "seeds": {"data_order": seed, "lora_init": seed, "dropout": seed},
+        "selection": {"path": str(selection), "sha256": selection_sha, "kept": data.n_selected},
+        "pool": pool_summary,
+        "data_sha256": {"selection": selection_sha, "pool": pool_summary.get("sha256"), "tokenized": data.sha256()},
+        "data": data.summary(), "dropped_ids": data.dropped_ids,
+        "training": {
+            "precision": precision, "processes": processes, "backend": _backend(args), "micro_batch_size": ft.micro_batch_size,
+            "grad_accum": accum, "effective_batch": ft.micro_batch_size * accum * processes,
+            "global_steps": trainer.state.global_step, "epochs": trainer.state.epoch,
+            "resumed_from": str(resume_from) if resume_from else None,
+            "train_loss": result.training_loss, "wall_seconds": round(wall, 3),
+            "total_input_tokens": trainer.state.num_input_tokens_seen, "session": prog.report(),
+            "loss_curve": [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")} for h in history],
+        },
+        "train_data_loss": loss,
+        "wandb": {"mode": wandb_mode, "errors": wandb_errors},
+        "merged": str(merged_dir) if merged_dir else None,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **provenance.collect(),
+    }
+    write_json(out / "manifest.json", manifest)
+    write_text(out / DONE, rhash + "\n")
+    if not ft.keep_checkpoints:
+        shutil.rmtree(out / CKPT_DIR, ignore_errors=True)  # best effort: DONE is written, the result is complete
+    return manifest
+
+
+# ------------------------------------------------------------------------------------------------------- merging
+def merge_loaded(peft_model: Any, tokenizer: Any, out: Path) -> Path:
+    """Fold the LoRA weights into the base weights and save a plain model directory (atomic via rename)."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def merge(adapter_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Merge a finished arm's adapter into its base model (read from the arm's manifest) for export."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    manifest = read_json(adapter_dir / "manifest.json")
+    model, tok, _ = models.load(manifest["model_id"], manifest["model_revision"]
+                                if manifest["model_id"] != models.EMBEDDED else None, dtype="float32", device="cpu")
+    peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+    return merge_loaded(peft_model, tok, Path(out))
+
+
+# ----------------------------------------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--selection", required=True, help="selection JSONL from `cpqs-bench select`")
+    p.add_argument("--pool", default=None, help="pool the selection was made on (default: the config's data.pool)")
+    p.add_argument("--config", default="smoke", help="preset name or YAML path")
+    p.add_argument("--out", required=True, help="arm directory (adapter, tokenizer, manifest.json, DONE)")
+    p.add_argument("--seed", type=int, default=None, help="default: the first of experiment.seeds")
+    p.add_argument("--arm", default=None, help="arm name recorded in the manifest (e.g. cpqs, random)")
+    p.add_argument("--merge", action="store_true", default=None, help="also write merged full weights to OUT/merged")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. finetune.lr=1e-4)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    manifest = main(args.selection, args.out, config=args.config, overrides=args.overrides, pool=args.pool,
+                    seed=args.seed, arm=args.arm, merge=args.merge, progress_bar=not args.no_progress)
+    if manifest.get("process_index", 0) == 0:
+        keys = ("recipe_hash", "seed", "arm", "train_data_loss")
+        summary = {k: manifest.get(k) for k in keys}
+        summary["training"] = {k: v for k, v in manifest.get("training", {}).items() if k != "loss_curve"}
+        print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":  # `accelerate launch -m cpqs_bench.finetune.sft --selection ...`
+    from cpqs_bench.cli import main as _cli_main
+
+    sys.exit(_cli_main(["finetune", *sys.argv[1:]]))

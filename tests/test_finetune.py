@@ -1,0 +1,251 @@
+"""LoRA SFT arms on tiny random models: recipe guard, kill -9 resume, 2-process accelerate, the adapter's effect.
+
+Tolerances: on CPU in fp32 a resumed run replays the same batches, dropout masks (RNG state restored from the
+checkpoint) and optimizer state, so its adapter must match the uninterrupted one to 1e-6 (observed: bit-identical).
+The 2-process run (gloo) sums the same examples per optimizer step as the 1-process run with gradient accumulation;
+with dropout off the adapters agree to 1e-5 (reduction order differs, nothing else).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cpqs_bench import tiny
+from cpqs_bench.data.pool import read_pool
+from cpqs_bench.finetune import checkpoints, sft
+from cpqs_bench.finetune.recipe import RecipeMismatch, check_same_recipe, recipe, recipe_hash
+from cpqs_bench.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A saved tiny ChatML model (loadable by path, also from subprocesses) and a 16-example selection."""
+    os.environ.setdefault("CPQS_DATA_MIRROR", str(REPO.parent / "shared" / "data"))
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    root = tmp_path_factory.mktemp("ft")
+    model, tok = tiny.model("chatml", hidden_size=32)
+    model.save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    pool = read_pool("alpaca_gpt4", limit=24)
+    rows = [{"id": ex.id, "kept": i < 16, "rank": i + 1, "score": float(-i), "reason": "top-k" if i < 16 else "beyond"}
+            for i, ex in enumerate(pool.examples)]
+    (root / "sel.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def overrides(env: Path, **extra) -> list[str]:
+    base = {"model.id": str(env / "model"), "finetune.max_length": 96, "finetune.batch_size": 4,
+            "finetune.micro_batch_size": 2, "finetune.max_steps": 8, "finetune.save_steps": 3,
+            "finetune.logging_steps": 1, "finetune.precision": "fp32", "finetune.lr": 1e-2,
+            "finetune.warmup_ratio": 0.0, "finetune.lora_r": 4, "finetune.lora_alpha": 8}
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def adapter(out: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(out / "adapter_model.safetensors")
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def baseline(env):
+    """One uninterrupted single-process run, shared by several tests."""
+    out = env / "baseline"
+    manifest = sft.main(env / "sel.jsonl", out, overrides=overrides(env), progress_bar=False, arm="test")
+    return out, manifest
+
+
+# ------------------------------------------------------------------------------------------------- recipe guard
+def test_recipe_hash_guard(env, baseline):
+    cfg = load_config("smoke", overrides(env))
+    same = recipe_hash(recipe(load_config("smoke", overrides(env, **{"finetune.save_steps": 7})),
+                              precision="fp32", model_revision="r"))
+    assert recipe_hash(recipe(cfg, precision="fp32", model_revision="r")) == same  # operational keys don't count
+    assert recipe_hash(recipe(cfg, precision="bf16", model_revision="r")) != same  # resolved precision does
+    other = load_config("smoke", overrides(env, **{"finetune.lora_alpha": 16}))
+    m1 = {"arm": "a", "recipe_hash": same, "recipe": recipe(cfg, precision="fp32", model_revision="r")}
+    m2 = {"arm": "b", "recipe_hash": recipe_hash(recipe(other, precision="fp32", model_revision="r")),
+          "recipe": recipe(other, precision="fp32", model_revision="r")}
+    assert check_same_recipe([m1, dict(m1, arm="c")]) == same
+    with pytest.raises(RecipeMismatch, match="lora_alpha: 8 != 16"):
+        check_same_recipe([m1, m2])
+    with pytest.raises(RecipeMismatch, match="no recipe_hash"):
+        check_same_recipe([m1, {"arm": "base"}])
+    # Real manifests: a finished arm directory is accepted as is.
+    out, manifest = baseline
+    assert check_same_recipe([out, manifest]) == manifest["recipe_hash"]
+    assert manifest["seeds"] == {"data_order": 0, "lora_init": 0, "dropout": 0}
+
+
+def test_out_dir_of_another_recipe_is_refused(env, baseline):
+    out = env / "guard"
+    sft.main(env / "sel.jsonl", out, overrides=overrides(env, **{"finetune.max_steps": 2}), progress_bar=False)
+    (out / "DONE").unlink()  # pretend it was interrupted, then resume with a different recipe
+    with pytest.raises(RecipeMismatch, match="recipe_hash"):
+        sft.main(env / "sel.jsonl", out, overrides=overrides(env, **{"finetune.max_steps": 2,
+                                                                    "finetune.lora_alpha": 16}), progress_bar=False)
+
+
+# ---------------------------------------------------------------------------------------------- adapter effect
+def test_adapter_changes_model_and_loss_decreases(env, baseline):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out, manifest = baseline
+    assert (out / "DONE").exists() and not (out / "checkpoints").exists()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "training_config.yaml",
+                 "recipe.json", "manifest.json"):
+        assert (out / name).is_file(), name
+    loss = manifest["train_data_loss"]
+    assert loss["after"] < loss["before"] - 0.05, loss
+    curve = [p["loss"] for p in manifest["training"]["loss_curve"]]
+    assert len(curve) == 8 and curve[-1] < curve[0]
+    assert manifest["training"]["session"]["tokens_per_s"] > 0
+    assert manifest["selection"]["kept"] == 16 and manifest["data"]["rows"] + manifest["data"]["dropped"] == 16
+    assert manifest["data"]["rows"] >= 8
+
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    base = AutoModelForCausalLM.from_pretrained(env / "model").eval()
+    with torch.no_grad():
+        base_logits = base(ids).logits
+        tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(env / "model"), out).eval()
+        tuned_logits = tuned(ids).logits
+    assert (tuned_logits - base_logits).abs().max().item() > 1e-3
+
+    merged = sft.merge(out, env / "merged")
+    with torch.no_grad():
+        merged_logits = AutoModelForCausalLM.from_pretrained(merged).eval()(ids).logits
+    assert torch.allclose(merged_logits, tuned_logits, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------------- resume
+DRIVER = """
+import json, sys, time
+import torch
+torch.set_num_threads(1)
+from transformers import Trainer
+_step = Trainer.training_step
+def slow(self, *a, **k):  # slow the run down so the kill lands mid-training
+    time.sleep(0.15)
+    return _step(self, *a, **k)
+Trainer.training_step = slow
+from cpqs_bench.finetune import sft
+sft.main(sys.argv[1], sys.argv[2], overrides=json.loads(sys.argv[3]), progress_bar=False)
+"""
+
+
+def test_resume_after_kill9_equals_uninterrupted(env, baseline, tmp_path):
+    out = tmp_path / "killed"
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    proc = subprocess.Popen([PY, str(driver), str(env / "sel.jsonl"), str(out), json.dumps(overrides(env))],
+                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    try:
+        while checkpoints.newest_complete(out / "checkpoints", deep=False) is None:
+            assert proc.poll() is None, f"run ended before its first checkpoint: {proc.stderr.read().decode()[-2000:]}"
+            assert time.time() < deadline, "no checkpoint within 60 s"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (out / "DONE").exists()
+    newest = checkpoints.newest_complete(out / "checkpoints")
+    step = checkpoints.step_of(newest)
+    assert step is not None and step < 8
+    # A torn save after it (what kill -9 in the middle of a save leaves): no marker, partial files.
+    torn = out / "checkpoints" / "checkpoint-7"
+    if not torn.exists():
+        torn.mkdir()
+        (torn / "adapter_model.safetensors").write_bytes(b"\0" * 10)
+
+    manifest = sft.main(env / "sel.jsonl", out, overrides=overrides(env), progress_bar=False, arm="test")
+    assert manifest["training"]["resumed_from"].endswith(f"checkpoint-{step}")
+    assert manifest["training"]["global_steps"] == 8
+    assert manifest["recipe_hash"] == baseline[1]["recipe_hash"]
+    assert max_diff(adapter(out), adapter(baseline[0])) <= 1e-6
+    assert len(manifest["training"]["loss_curve"]) == 8  # the curve before the kill survived in trainer_state
+
+
+def test_incomplete_checkpoints_are_never_resumed(tmp_path):
+    root = tmp_path / "checkpoints"
+    good = root / "checkpoint-3"
+    good.mkdir(parents=True)
+    for name in ("trainer_state.json", "optimizer.pt", "scheduler.pt", "adapter_model.safetensors", "rng_state.pth"):
+        (good / name).write_text(name)
+    with pytest.raises(RuntimeError, match="missing"):
+        checkpoints.mark_complete(good, world_size=2)  # rank 1's RNG file is absent
+    checkpoints.mark_complete(good, world_size=1)
+    (root / "checkpoint-6").mkdir()
+    (root / "checkpoint-6" / "optimizer.pt").write_text("half")
+    assert checkpoints.newest_complete(root) == good
+    (good / "optimizer.pt").write_text("OPTIMIZER.PT")  # same size, different bytes
+    assert checkpoints.verify(good) and not checkpoints.verify(good, deep=True)
+    (good / "optimizer.pt").write_text("optimizer.pt")
+    assert checkpoints.remove_incomplete(root) == [root / "checkpoint-6"]
+
+
+# ------------------------------------------------------------------------------------------------- accelerate
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_accelerate_matches_single_process(env, tmp_path):
+    ov = overrides(env, **{"finetune.lora_dropout": 0.0, "finetune.max_steps": 4, "finetune.save_steps": 2})
+    single = sft.main(env / "sel.jsonl", tmp_path / "one", overrides=ov, progress_bar=False)
+    cmd = [str(Path(PY).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+           "-m", "cpqs_bench.finetune.sft", "--selection", str(env / "sel.jsonl"), "--out", str(tmp_path / "two"),
+           "--no-progress", *ov]
+    res = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert two["training"]["processes"] == 2 and two["training"]["backend"] == "gloo"
+    assert two["training"]["grad_accum"] == 1 and single["training"]["grad_accum"] == 2
+    assert two["training"]["effective_batch"] == single["training"]["effective_batch"] == 4
+    assert two["recipe_hash"] == single["recipe_hash"]
+    assert max_diff(adapter(tmp_path / "two"), adapter(tmp_path / "one")) <= 1e-5
+
+
+# -------------------------------------------------------------------------------------------------------- W&B
+def test_wandb_failure_never_fails_training(env, tmp_path, monkeypatch):
+    from transformers.integrations import WandbCallback
+
+    def boom(self, *a, **k):
+        raise ConnectionError("wandb backend unreachable")
+
+    monkeypatch.setattr(WandbCallback, "setup", boom)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    manifest = sft.main(env / "sel.jsonl", tmp_path / "wb",
+                        overrides=overrides(env, **{"finetune.max_steps": 2, "publish.wandb": True}),
+                        progress_bar=False)
+    assert (tmp_path / "wb" / "DONE").exists()
+    assert manifest["wandb"]["mode"] == "offline"
+    assert any("wandb backend unreachable" in e for e in manifest["wandb"]["errors"])
