@@ -1,0 +1,179 @@
+"""``cpqs-bench evaluate`` end to end on a tiny random model saved to disk: every task offline with --limit 2,
+per-item/metrics/manifest files, adapter-inactive refusal, keyed request cache, batched == unbatched generation."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("CPQS_DATA_MIRROR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+import torch  # noqa: E402
+
+from cpqs_bench import tiny  # noqa: E402
+from cpqs_bench.evaluate import harness  # noqa: E402
+from cpqs_bench.evaluate.config import EvaluateConfig  # noqa: E402
+from cpqs_bench.io import read_json, read_jsonl  # noqa: E402
+
+torch.set_num_threads(1)
+SETTINGS = EvaluateConfig(batch_size=2, max_new_tokens=8, dtype="float32", code_workers=2, code_timeout_s=10.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    model, tok = tiny.model("chatml", seed=0)
+    path = tmp_path_factory.mktemp("tiny-chatml")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def _save_lora(base_dir: Path, out: Path, active: bool) -> Path:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    # Default LoRA init has B = 0: the adapter is a no-op until trained. init_lora_weights=False makes it active.
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=not active)
+    get_peft_model(base, cfg).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_dir, cache_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval-all")
+    metrics = harness.main(str(tiny_dir), out, tasks=sorted(harness.KNOWN_TASKS), limit=2, settings=SETTINGS,
+                           device="cpu", cache_root=cache_root)
+    return out, metrics
+
+
+def test_all_tasks_end_to_end_write_items_metrics_manifest(full_run, tiny_dir):
+    out, metrics = full_run
+    assert set(metrics) == harness.KNOWN_TASKS
+    assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    assert read_json(out / "metrics.json") == metrics
+    items = read_jsonl(out / "items.jsonl")
+    assert len(items) == 2 * len(harness.KNOWN_TASKS)
+    for task in harness.KNOWN_TASKS:
+        rows = [r for r in items if r["task"] == task]
+        assert [r["doc_id"] for r in rows] == [0, 1]
+        assert metrics[task] == pytest.approx(sum(r["correct"] for r in rows) / 2)
+        for r in rows:
+            assert set(r) >= {"task", "doc_id", "item_id", "prediction", "extracted", "correct"}
+            assert r["correct"] in (0.0, 1.0) and isinstance(r["prediction"], str)
+        assert (out / "samples" / f"{task}.jsonl").is_file()
+    code_rows = [r for r in items if "humaneval" in r["task"]]
+    assert {r["item_id"] for r in code_rows} == {"HumanEval/0", "HumanEval/1"}
+    for r in code_rows:  # the executed program starts with the function prompt
+        assert r["extracted"].startswith(("from typing import List", "\n")) and r["status"] in (
+            "pass", "fail", "timeout", "output_limit", "early_exit")
+    gsm = [r for r in items if r["task"].startswith("cpqs_gsm8k")]
+    assert [r["item_id"] for r in gsm] == ["0", "1", "0", "1"]
+    m = read_json(out / "manifest.json")
+    assert m["model"]["path"] == str(tiny_dir) and m["model"]["revision"].startswith("config-sha256:")
+    assert m["adapter"] is None
+    assert m["sandbox"]["isolation"] in ("namespaces", "rlimits")
+    assert m["chat_template"]["cpqs_gsm8k_chat"] is True and m["chat_template"]["cpqs_humaneval"] is False
+    assert all(v == 1.0 for v in m["task_versions"].values())
+    assert m["generation"]["per_task"]["cpqs_humaneval"]["max_gen_toks"] == 8
+    assert m["n_items"] == {t: 2 for t in harness.KNOWN_TASKS}
+    assert (out / "DONE").read_text().strip() == m["inputs_hash"]
+    assert "git" in m or "packages" in m
+
+
+def test_chat_tasks_use_the_chat_template_and_completion_tasks_do_not(full_run):
+    out, _ = full_run
+    chat = read_jsonl(out / "samples" / "cpqs_humaneval_instruct.jsonl")[0]
+    prompt = chat["arguments"][0][0]
+    assert prompt.startswith("<|im_start|>system") and "Here is the completed function:\n```python\n" in prompt
+    assert not prompt.rstrip().endswith("<|im_end|>"), "the assistant turn must stay open (gen_prefix)"
+    plain = read_jsonl(out / "samples" / "cpqs_humaneval.jsonl")[0]
+    assert plain["arguments"][0][0].startswith("from typing import List")
+    fewshot = read_jsonl(out / "samples" / "cpqs_gsm8k_5shot.jsonl")[0]["arguments"][0][0]
+    assert fewshot.count("Question:") == 6 and "<|im_start|>" not in fewshot
+
+
+def test_finished_dir_is_reused_and_different_inputs_are_refused(full_run, tiny_dir, cache_root, monkeypatch):
+    out, metrics = full_run
+
+    def boom(*a, **k):
+        raise AssertionError("a finished evaluation must not be recomputed")
+
+    monkeypatch.setattr(harness, "build_lm", boom)
+    again = harness.main(str(tiny_dir), out, tasks=sorted(harness.KNOWN_TASKS), limit=2, settings=SETTINGS,
+                         device="cpu", cache_root=cache_root)
+    assert again == metrics
+    with pytest.raises(harness.EvaluationError, match="different inputs"):
+        harness.main(str(tiny_dir), out, tasks=["cpqs_gsm8k_chat"], limit=1, settings=SETTINGS, device="cpu",
+                     cache_root=cache_root)
+
+
+def test_inactive_adapter_is_refused(tiny_dir, cache_root, tmp_path):
+    adapter = _save_lora(tiny_dir, tmp_path / "lora-untrained", active=False)
+    with pytest.raises(harness.AdapterInactiveError, match="inactive"):
+        harness.main(str(tiny_dir), tmp_path / "out", adapter=str(adapter), tasks=["cpqs_gsm8k_chat"], limit=1,
+                     settings=SETTINGS, device="cpu", cache_root=cache_root)
+    assert not (tmp_path / "out" / "DONE").exists()
+
+
+def test_active_adapter_goes_through_the_same_path(tiny_dir, cache_root, tmp_path):
+    adapter = _save_lora(tiny_dir, tmp_path / "lora-active", active=True)
+    out = tmp_path / "out"
+    metrics = harness.main(str(tiny_dir), out, adapter=str(adapter), tasks=["cpqs_gsm8k_chat"], limit=1,
+                           settings=SETTINGS, device="cpu", cache_root=cache_root)
+    assert set(metrics) == {"cpqs_gsm8k_chat"}
+    m = read_json(out / "manifest.json")
+    assert m["adapter"]["hash"] == harness.adapter_fingerprint(str(adapter))["hash"]
+    assert m["adapter"]["probe_max_abs_logit_delta"] > 0
+    assert m["request_cache"]["cpqs_gsm8k_chat"] != harness.cache_path(
+        str(tiny_dir), m["model"]["revision"], None, SETTINGS, True, cache_root / "lm_eval_requests")
+
+
+def test_cache_path_keys_on_revision_adapter_and_generation_settings(tmp_path):
+    base = harness.cache_path("m", "r1", None, SETTINGS, True, tmp_path)
+    assert base == harness.cache_path("m", "r1", None, SETTINGS, True, tmp_path)
+    others = {harness.cache_path("m", "r2", None, SETTINGS, True, tmp_path),
+              harness.cache_path("m", "r1", "abc", SETTINGS, True, tmp_path),
+              harness.cache_path("m", "r1", None, EvaluateConfig(max_new_tokens=9), True, tmp_path),
+              harness.cache_path("m", "r1", None, SETTINGS, False, tmp_path)}
+    assert base not in others and len(others) == 4
+
+
+def test_unknown_task_is_a_clear_error():
+    with pytest.raises(harness.EvaluationError, match="known tasks"):
+        harness.parse_tasks("gsm8k,cpqs_humaneval")
+
+
+def test_batched_generation_equals_unbatched_and_unpadded_reference():
+    """HFLM left-pads a batch and slices the continuation at the padded context length; check it is exact."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    model, tok = tiny.model("chatml", seed=3)
+    prompts = ["Hello", "The quick brown fox jumps over the lazy dog. Write a poem about the sea and the sky.",
+               "def add(a, b):\n", "Explain why the sky is blue in simple words. Hello, world!", "Answer: 72"]
+    gen = {"until": ["\n\n\n"], "max_gen_toks": 10, "do_sample": False}
+
+    def run(batch_size: int) -> list[str]:
+        lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device="cpu")
+        reqs = [Instance("generate_until", {}, (p, dict(gen)), i) for i, p in enumerate(prompts)]
+        return lm.generate_until(reqs)
+
+    reference = []
+    for p in prompts:  # one prompt at a time, no padding at all
+        ids = tok(p, return_tensors="pt", add_special_tokens=False).input_ids
+        with torch.no_grad():
+            new = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)[0, ids.shape[1]:]
+        reference.append(tok.decode(new, skip_special_tokens=True).split("\n\n\n")[0])
+    batched, unbatched = run(4), run(1)
+    assert any(r.strip() for r in reference), "degenerate reference: the test would not detect a slicing error"
+    assert batched == unbatched == reference
