@@ -137,3 +137,28 @@ def test_missing_mirror_file_is_a_clear_error(tmp_path, monkeypatch):
             tasks_utils.load_humaneval()
     finally:
         tasks_utils.problems.cache_clear()
+
+
+def test_without_a_mirror_gsm8k_goes_to_the_hub_spec(tmp_path, monkeypatch):
+    """Online path: the named dataset's Hub spec (repo, config, split) is what datasets.load_dataset receives."""
+    import datasets
+
+    calls = []
+
+    def fake_load(repo, config=None, revision=None, split=None):
+        calls.append((repo, config, revision, split))
+        return [{"question": "1 + 1?", "answer": "1 + 1 = 2\n#### 2"}]
+
+    monkeypatch.setenv("CPQS_DATA_MIRROR", str(tmp_path))
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    ds = tasks_utils.load_gsm8k(splits=["test", "train"])
+    assert calls == [("openai/gsm8k", "main", None, "test"), ("openai/gsm8k", "main", None, "train")]
+    assert ds["test"][0] == {"idx": 0, "question": "1 + 1?", "answer": "1 + 1 = 2\n#### 2"}
+
+
+def test_gsm8k_row_without_numeric_gold_is_a_data_error(tmp_path, monkeypatch):
+    (tmp_path / "gsm8k").mkdir()
+    (tmp_path / "gsm8k" / "test.jsonl").write_text('{"question": "q", "answer": "no marker"}\n')
+    monkeypatch.setenv("CPQS_DATA_MIRROR", str(tmp_path))
+    with pytest.raises(ValueError, match=r"gsm8k/test.jsonl: record 1: .*####"):
+        tasks_utils.load_gsm8k()

@@ -124,11 +124,16 @@ def named_rows(name: str) -> list[dict]:
 
 
 def _gsm8k_docs(name: str) -> list[dict]:
+    source = resolve(name)[0]
     docs = []
     for i, row in enumerate(named_rows(name)):
+        where = f"{source}: record {i + 1}"
         if not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
-            raise ValueError(f"{name} row {i}: needs string fields 'question' and 'answer'")
-        gsm8k.gold_answer(row["answer"])  # a row without a numeric gold is a data error, not a silent 0
+            raise ValueError(f"{where}: needs string fields 'question' and 'answer'")
+        try:  # a row without a numeric gold is a data error, not a silent 0
+            gsm8k.gold_answer(row["answer"])
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from exc
         docs.append({"idx": i, "question": row["question"], "answer": row["answer"]})
     return docs
 
