@@ -127,6 +127,16 @@ def _scores_from_file(name: str, path: str | Path, ids: list[str]) -> list[dict[
     return [by_id[i] for i in ids]
 
 
+def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Same convention as ``cpqs-bench score``: a non-finite score is written as null (it must be excluded)."""
+    s = row.get("score")
+    if isinstance(s, float) and not math.isfinite(s):
+        if row.get("exclude") is None:
+            raise CompareError(f"example {row['id']!r}: score {s} without an exclusion reason")
+        row["score"] = None
+    return row
+
+
 def score_all(names: Sequence[str], examples: list[Example], cfg: Any, out: Path, *, seed: int,
               scores: dict[str, str], checkpoints: dict[str, str],
               loader: Callable[..., Any] | None) -> tuple[dict[str, list[dict[str, Any]]], ScoringContext]:
@@ -156,7 +166,7 @@ def score_all(names: Sequence[str], examples: list[Example], cfg: Any, out: Path
         ctx = ScoringContext(cfg, out / "work" / name, seed=seed, checkpoint=Path(ckpt) if ckpt else None,
                              loader=loader, _cache=cache)
         ctx.workdir.mkdir(parents=True, exist_ok=True)
-        rows = [r.to_dict() for r in selector.score(examples, ctx)]
+        rows = [_json_row(r.to_dict()) for r in selector.score(examples, ctx)]
         if [r["id"] for r in rows] != ids:
             raise CompareError(f"selector {name!r} returned {len(rows)} rows not matching the pool's {len(ids)} ids")
         write_jsonl(path, rows)

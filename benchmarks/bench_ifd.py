@@ -1,0 +1,148 @@
+"""IFD scoring throughput: the project's pipeline vs a Cherry_LLM-style loop vs the limit. Same model, data, run.
+
+* **pipeline** — ``IFDSelector.score``: both passes sorted by length, right-padded batches, best dtype, LM head
+  only at response positions, CE in fp32 (what ``cpqs-bench score --selectors ifd`` runs).
+* **cherry loop** — an in-repo re-creation of Cherry_LLM's loop shape: one sample at a time, two forwards with full
+  logits, per-token losses gathered in a Python loop, fp32 weights.
+* **limit** — just the two forwards with the LM head (full logits, nothing else), in the best dtype, over the same
+  sequences, at the best of several batch sizes.
+
+Prints samples/s for each and the ratios pipeline/limit (target >= 0.85) and pipeline/cherry. Also checks that the
+pipeline and the loop agree on the scores (they compute the same quantity; bf16 vs fp32 differ slightly).
+
+    .venv/bin/python benchmarks/bench_ifd.py --n 40 [--model embedded] [--out bench_ifd.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cpqs_bench import models, prompts
+from cpqs_bench.config import load_config, replace
+from cpqs_bench.data.pool import read_pool
+from cpqs_bench.selectors.base import ScoringContext
+from cpqs_bench.selectors.ifd import IFDSelector, passes, start_token_id
+
+
+def cherry_loop(model: Any, tok: Any, examples: list, template: str, max_length: int) -> list[float]:
+    """One sample at a time; two full forwards; per-token CE in a Python loop (Cherry_LLM's shape), fp32."""
+    out = []
+    start_id = start_token_id(tok)
+    for ex in examples:
+        r = prompts.render(tok, ex, template, train_eot=False, max_length=max_length)
+        if r is None:
+            out.append(float("nan"))
+            continue
+        means = []
+        for ids, first in passes(r, start_id):
+            with torch.no_grad():
+                logits = model(torch.tensor([ids])).logits[0]
+            losses = []
+            for t in range(first, len(ids)):
+                losses.append(-torch.log_softmax(logits[t - 1], dim=-1)[ids[t]].item())
+            means.append(sum(losses) / len(losses))
+        out.append(means[0] / means[1])
+    return out
+
+
+def limit_forwards(model: Any, seqs: list[tuple[int, ...]], batch: int, pad_id: int) -> float:
+    """Seconds for the bare forwards (full LM head) over ``seqs``, longest first, right padded."""
+    seqs = sorted(seqs, key=len, reverse=True)
+    t0 = time.perf_counter()
+    for i in range(0, len(seqs), batch):
+        chunk = seqs[i: i + batch]
+        width = len(chunk[0])
+        ids = torch.full((len(chunk), width), pad_id)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for b, s in enumerate(chunk):
+            ids[b, : len(s)] = torch.tensor(s)
+            mask[b, : len(s)] = 1
+        with torch.inference_mode():
+            model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=40)
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--pool", default="alpaca_gpt4")
+    ap.add_argument("--batch-sizes", default="4,8,16", help="sequences per forward tried for the limit")
+    ap.add_argument("--pipeline-batch", type=int, default=None, help="selectors.batch_size (examples; 2 seqs each)")
+    ap.add_argument("--skip-cherry", action="store_true")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+
+    cfg = load_config("smoke", [f"model.id={args.model}"])
+    if args.pipeline_batch:
+        cfg = replace(cfg, **{"selectors.batch_size": args.pipeline_batch})
+    template, max_length = cfg.prompt.template, cfg.prompt.max_length
+    examples = read_pool(args.pool, limit=args.n).examples
+    fast, tok, info = models.load(args.model, dtype="auto")
+    device = info.device
+    print(f"model {info.spec} dtype {info.dtype} device {device}; {len(examples)} samples; template {template}; "
+          f"max_length {max_length}; torch threads {torch.get_num_threads()}")
+    start_id = start_token_id(tok)
+    seqs = []
+    for ex in examples:
+        r = prompts.render(tok, ex, template, train_eot=False, max_length=max_length)
+        if r is not None:
+            seqs += [ids for ids, _ in passes(r, start_id)]
+    # warm-up (kernels, allocator) on a few samples for every path
+    limit_forwards(fast, seqs[:4], 4, tok.pad_token_id)
+
+    def pipeline() -> tuple[float, list[float]]:
+        with tempfile.TemporaryDirectory() as tmp:
+            ctx = ScoringContext(replace(cfg, **{"selectors.drop_ifd_ge_1": False}), Path(tmp),
+                                 loader=lambda s, r, d: (fast, tok, info))
+            t0 = time.perf_counter()
+            rows = IFDSelector().score(examples, ctx)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            return time.perf_counter() - t0, [r.score for r in rows]
+
+    pipeline()  # warm-up
+    t_pipe, pipe_scores = pipeline()
+    limits = {}
+    for bs in [int(b) for b in args.batch_sizes.split(",")]:
+        limits[bs] = limit_forwards(fast, seqs, bs, tok.pad_token_id)
+    best_bs = min(limits, key=limits.get)
+    t_limit = limits[best_bs]
+    result: dict[str, Any] = {
+        "n": len(examples), "model": info.spec, "dtype": info.dtype, "device": device,
+        "pipeline_samples_per_s": len(examples) / t_pipe, "pipeline_batch_seqs": 2 * cfg.selectors.batch_size,
+        "limit_samples_per_s": len(examples) / t_limit, "limit_best_batch_seqs": best_bs,
+        "limit_by_batch_samples_per_s": {b: len(examples) / t for b, t in limits.items()},
+    }
+    result["pipeline_over_limit"] = t_limit / t_pipe
+    if not args.skip_cherry:
+        slow, _, _ = models.load(args.model, dtype="float32", device=device)
+        cherry_loop(slow, tok, examples[:2], template, max_length)  # warm-up
+        t0 = time.perf_counter()
+        cherry = cherry_loop(slow, tok, examples, template, max_length)
+        t_cherry = time.perf_counter() - t0
+        result["cherry_samples_per_s"] = len(examples) / t_cherry
+        result["pipeline_over_cherry"] = t_cherry / t_pipe
+        pairs = [(a, b) for a, b in zip(pipe_scores, cherry) if a == a and b == b]
+        result["max_abs_ifd_diff_vs_cherry_fp32"] = max(abs(a - b) for a, b in pairs)
+        from scipy.stats import spearmanr
+
+        result["spearman_vs_cherry"] = float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
+    for k, v in result.items():
+        print(f"{k:>36}: {v:.3f}" if isinstance(v, float) else f"{k:>36}: {v}")
+    if args.out:
+        from cpqs_bench.io import write_json
+
+        write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
