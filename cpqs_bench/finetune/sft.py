@@ -261,9 +261,10 @@ def main(selection: str | os.PathLike, out: str | os.PathLike, *, config: str | 
     run_name = f"{cfg.experiment.name}-{arm or selection.stem}-s{seed}"
 
     args = training_arguments(ft, out / CKPT_DIR, seed, precision, accum, run_name)  # sets up distributed
+    _guard_out_dir(out, run_id)  # every rank checks (read-only), so a refusal cannot strand the others at a barrier
+    checkpoints._barrier()
     if args.process_index == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _guard_out_dir(out, run_id)
         write_json(out / "run.json", run_id)
         checkpoints.remove_incomplete(out / CKPT_DIR)
     checkpoints._barrier()
@@ -286,6 +287,10 @@ def main(selection: str | os.PathLike, out: str | os.PathLike, *, config: str | 
     trainer.remove_callback(PrinterCallback)  # our progress bar shows loss/tokens/s; no raw dict prints
     prog = callbacks[1]
     if args.process_index == 0:
+        if data.dropped_ids:
+            log.warning("%d of %d selected examples dropped by the length policy (finetune.max_length=%d, "
+                        "prompt.overflow=%s); listed in the manifest", len(data.dropped_ids), data.n_selected,
+                        ft.max_length, cfg.prompt.overflow)
         log.info("finetune %s: %d rows, %d tokens (%d supervised), precision=%s, processes=%d, accum=%d, "
                  "recipe=%s, resume_from=%s", run_name, len(data.rows), data.n_tokens, data.n_supervised, precision,
                  processes, accum, rhash, resume_from)
