@@ -54,9 +54,15 @@ def _dist() -> Any:
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    # Without an accelerator, accelerate only forms a (gloo) CPU group when asked to: cpu=True.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    world = int(os.environ["WORLD_SIZE"])
+    if state.num_processes != world:  # every process would otherwise write the whole output
+        raise ScoreError(f"launched with WORLD_SIZE={world} but accelerate formed a group of {state.num_processes}")
+    return state
 
 
 def parts_dir(out: str | Path) -> Path:
@@ -135,15 +141,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="pool: named dataset, file or hf: spec")
     p.add_argument("--selector", dest="checkpoint", default=None, help="trained selector directory (cpqs)")
     p.add_argument("--out", required=True, help="scores JSONL")
-    p.add_argument("--config", default="smoke", help="preset name or YAML path")
+    p.add_argument("--config", nargs="+", default=["smoke"], metavar="PRESET [KEY=VALUE ...]",
+                   help="preset name or YAML path, then config overrides, e.g. --config smoke model.dtype=float32")
     p.add_argument("--limit", type=int, default=None, help="only the first N pool examples")
     p.add_argument("--workdir", default=None, help="resume state (default: OUT.work/)")
-    p.add_argument("overrides", nargs="*", help="config overrides key=value")
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    summary = main(args.selector, args.data, args.out, checkpoint=args.checkpoint, config=args.config,
-                   overrides=args.overrides, limit=args.limit, workdir=args.workdir)
+    summary = main(args.selector, args.data, args.out, checkpoint=args.checkpoint, config=args.config[0],
+                   overrides=args.config[1:], limit=args.limit, workdir=args.workdir)
     if summary.get("rank", 0) == 0:
         print(json.dumps(summary))
     return 0
