@@ -95,10 +95,9 @@ def stage_data(p: Plan) -> dict[str, Any]:
         extra: dict[str, Any] = {"pool": pool.summary()}
         if cq.pairs_source == "generate":
             # instructions for generated negatives: from the pairs source, disjoint from the pool being scored
-            pool_ids = {e.content_key() for e in pool.examples}
+            seen = {e.instruction for e in pool.examples}
             pairs_pool = read_pool(cq.pairs, mirror=d.mirror, max_rejected_fraction=d.max_rejected_fraction)
-            fresh = [e for e in pairs_pool.examples if e.content_key() not in pool_ids and
-                     e.instruction not in {x.instruction for x in pool.examples}][: cq.n_pairs]
+            fresh = [e for e in pairs_pool.examples if e.instruction not in seen][: cq.n_pairs]
             write_jsonl(st.file("pairs_pool.jsonl"), (_messages_row(e) for e in fresh))
             extra["pairs_pool"] = {"source": pairs_pool.source, "sha256": pairs_pool.sha256, "n": len(fresh)}
         st.finish(data_sha256={"pool": pool.sha256}, **extra)
