@@ -108,7 +108,9 @@ def load_pool(cfg: Any, data: str | None, tiers: Sequence[str] | None, pairs: st
         raise CompareError("give a pool: --data POOL, or --tiers A,B, or --pairs FILE")
     from cpqs_bench.data.pool import read_pool
 
-    pool = read_pool(data, mirror=cfg.data.mirror, limit=limit, max_rejected_fraction=cfg.data.max_rejected_fraction)
+    pool = read_pool(data, schema=cfg.data.schema, field_map=cfg.data.field_map, mirror=cfg.data.mirror,
+                     limit=limit if limit is not None else cfg.data.pool_limit,
+                     max_rejected_fraction=cfg.data.max_rejected_fraction)
     return TieredPool(pool.examples, [], [], {data: pool.summary()})
 
 
@@ -228,9 +230,10 @@ def pairwise_accuracy(rows: list[dict[str, Any]], pairs: Sequence[tuple[str, str
     outcomes = pair_outcomes(rows, pairs)
     eligible = {r["id"] for r in rows if _eligible(r)}
     low, high = bootstrap_mean_ci(outcomes, n_boot, _rng_for(seed, "pairwise_accuracy", name))
+    both = [o for o, (s, w) in zip(outcomes, pairs) if s in eligible and w in eligible]
     return {"accuracy": sum(outcomes) / len(outcomes), "ci95": [low, high], "n_pairs": len(outcomes),
-            "ties": sum(o == 0.5 for o in outcomes),
-            "both_eligible": sum(s in eligible and w in eligible for s, w in pairs)}
+            "ties": sum(o == 0.5 for o in outcomes), "both_eligible": len(both),
+            "accuracy_both_eligible": sum(both) / len(both) if both else None}
 
 
 def summarize_scores(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -324,10 +327,11 @@ def markdown(result: dict[str, Any]) -> str:
     if result.get("pairwise_accuracy"):
         tiers = " > ".join(result["pool"]["tiers"])
         lines += ["", f"Pairwise accuracy ({tiers}; {result['pool']['n_pairs']} pairs; 95% bootstrap CI):", "",
-                  "| selector | accuracy | 95% CI | ties | both eligible |", "|---|---|---|---|---|"]
+                  "| selector | accuracy | 95% CI | ties | both eligible | accuracy when both eligible |",
+                  "|---|---|---|---|---|---|"]
         for n, a in result["pairwise_accuracy"].items():
             lines.append(f"| {n} | {a['accuracy']:.3f} | [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] | {a['ties']} | "
-                         f"{a['both_eligible']} |")
+                         f"{a['both_eligible']} | {_fmt(a['accuracy_both_eligible'])} |")
     lines += ["", "Figures: " + ", ".join(f"![{f}]({f})" for f in result["figures"]), ""]
     return "\n".join(lines)
 
@@ -404,9 +408,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="pool: named dataset, file, or hf:owner/name (not needed with --tiers/--pairs)")
     p.add_argument("--budget", type=float, help="count (>= 1) or fraction (< 1); default selectors.budget")
     p.add_argument("--out", required=True, help="report directory")
-    p.add_argument("--config", default="smoke", help="preset name or YAML path (default: smoke)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, repeatable (e.g. --set prompt.max_length=256)")
+    p.add_argument("--config", nargs="+", default=["smoke"], metavar="PRESET [KEY=VALUE ...]",
+                   help="preset name or YAML path, then overrides (e.g. --config smoke prompt.max_length=256)")
     p.add_argument("--scores", action="append", metavar="NAME=FILE", help="reuse a scores JSONL, repeatable")
     p.add_argument("--selector-checkpoint", action="append", metavar="NAME=DIR",
                    help="checkpoint for a selector that needs one (e.g. cpqs=DIR), repeatable")
@@ -424,8 +427,8 @@ def run_cli(args: argparse.Namespace) -> int:
     fields = _csv(args.pair_fields)
     if len(fields) != 2:
         raise CompareError(f"--pair-fields expects two comma-separated names, got {args.pair_fields!r}")
-    result = main(_csv(args.selectors), args.out, data=args.data, budget=args.budget, config=args.config,
-                  overrides=args.overrides, scores=_pairs_arg(args.scores, "--scores"),
+    result = main(_csv(args.selectors), args.out, data=args.data, budget=args.budget, config=args.config[0],
+                  overrides=args.config[1:], scores=_pairs_arg(args.scores, "--scores"),
                   checkpoints=_pairs_arg(args.selector_checkpoint, "--selector-checkpoint"),
                   tiers=_csv(args.tiers) or None, pairs=args.pairs, pair_fields=(fields[0], fields[1]),
                   limit=args.limit, n_boot=args.n_boot, seed=args.seed)

@@ -48,6 +48,7 @@ def test_pair_outcomes_ties_and_exclusions():
     assert compare.pair_outcomes(rows, pairs) == [1.0, 0.0, 0.5, 1.0, 0.0, 0.5]
     acc = compare.pairwise_accuracy(rows, pairs, n_boot=500, seed=0, name="x")
     assert acc["accuracy"] == pytest.approx(3 / 6) and acc["ties"] == 2 and acc["both_eligible"] == 3
+    assert acc["accuracy_both_eligible"] == pytest.approx(1.5 / 3)
     lo, hi = acc["ci95"]
     assert 0.0 <= lo < 0.5 < hi <= 1.0
     assert compare.pairwise_accuracy(rows, pairs, 500, 0, "x") == acc  # seeded

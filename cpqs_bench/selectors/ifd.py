@@ -111,7 +111,8 @@ def model_max_length(model: Any) -> int | None:
 def _split_head(model: Any) -> tuple[Any, Any] | None:
     """(backbone, lm_head) when logits == lm_head(backbone hidden states) exactly; None otherwise."""
     cfg = getattr(model, "config", None)
-    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None) not in (None, 1, 1.0):
+    if getattr(cfg, "final_logit_softcapping", None) or any(
+            getattr(cfg, attr, None) not in (None, 1, 1.0) for attr in ("logit_scale", "logits_scaling")):
         return None
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     backbone = getattr(model, "base_model", None)
@@ -152,8 +153,9 @@ def sequence_losses(model: Any, seqs: Sequence[tuple[tuple[int, ...], int]], pad
         else:
             logits = model(input_ids=input_ids, attention_mask=mask).logits[rows_t, pos_t].float()
             ce = F.cross_entropy(logits, tgt_t, reduction="none")
-        sums = torch.zeros(len(seqs), dtype=torch.float64, device=device)
-        sums.index_add_(0, torch.tensor(owner, device=device), ce.double())
+        acc = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        sums = torch.zeros(len(seqs), dtype=acc, device=device)
+        sums.index_add_(0, torch.tensor(owner, device=device), ce.to(acc))
     return [(float(s), len(ids) - start) for s, (ids, start) in zip(sums.tolist(), seqs)]
 
 
