@@ -148,3 +148,32 @@ def test_training_resumes_per_epoch(trained, tmp_path):
     assert [e["train_loss"] for e in h1] == [e["train_loss"] for e in h2]
     for k, v in straight.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_train_selector_cli_main_generate_end_to_end(tmp_path, monkeypatch):
+    """pairs_source=generate: make-negatives runs into its own run dir, then training writes a finished stage."""
+    import json
+
+    monkeypatch.setenv("CPQS_CACHE", str(tmp_path / "cache"))
+    model, tok = tiny.model("chatml", num_layers=2)
+    model.save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"instruction": f"Write about the sea {i}", "input": "",
+                                        "output": "The quick brown fox jumps. " * (1 + i % 3)}) + "\n"
+                            for i in range(8)))
+    overrides = [f"model.id={tmp_path / 'tiny'}", "model.dtype=float32", "model.device=cpu",
+                 f"experiment.output_dir={tmp_path / 'runs'}", "data.pool_limit=8",
+                 "selectors.cpqs.pairs_source=generate", f"selectors.cpqs.pairs={pool}",
+                 f"selectors.cpqs.generator={tmp_path / 'tiny'}", "selectors.cpqs.generation_max_new_tokens=5",
+                 "selectors.cpqs.n_pairs=6", "selectors.cpqs.num_filters=8", "selectors.cpqs.mlp_hidden=16",
+                 "selectors.cpqs.epochs=1", "selectors.cpqs.val_fraction=0.34", "selectors.cpqs.feature_max_length=96"]
+    result = T.main("smoke", overrides, progress=False)
+    ckpt = Path(result["checkpoint"])
+    assert (ckpt / "DONE").exists() and (ckpt / T.META).exists() and (ckpt / T.WEIGHTS).exists()
+    assert result["pairs"]["source"].startswith("generated(")
+    assert not {x for x in result["history"][0]["val"]} - {"n", "accuracy", "precision", "recall", "f1", "auc"}
+    negs = list((tmp_path / "runs" / "smoke" / "negatives").glob("*/negatives.jsonl"))
+    assert len(negs) == 1 and len(negs[0].read_text().splitlines()) == 8
+    again = T.main("smoke", overrides, progress=False)  # finished stage: reused, not retrained
+    assert again["checkpoint"] == result["checkpoint"]

@@ -288,6 +288,7 @@ def main(config: str = "smoke", overrides: Sequence[str] = (), *, out: str | Non
                          mirror=cfg.data.mirror, limit=cfg.data.pool_limit,
                          max_rejected_fraction=cfg.data.max_rejected_fraction)
         pool_examples = pool.examples
+        negatives = negatives or cq.negatives or _generate_negatives(cfg, pool, progress)
     pairset = P.build(cq, mirror=cfg.data.mirror, pool_examples=pool_examples, negatives_path=negatives,
                       exclude=P.parse_exclude(exclude))
     model, tok, info = models.load(cfg.model.id, revision=cfg.model.revision, dtype=cfg.model.dtype,
@@ -310,6 +311,28 @@ def main(config: str = "smoke", overrides: Sequence[str] = (), *, out: str | Non
     if stage is not None:
         stage.finish(metrics={"val": metrics["val"]}, model=asdict(info))
     return {"checkpoint": str(out_dir), **metrics}
+
+
+def _generate_negatives(cfg: Any, pool: Any, progress: bool) -> str:
+    """pairs_source=generate without a negatives file: answer the pool with ``selectors.cpqs.generator`` into its
+    own (resumable) run directory, keyed by pool, generator and generation settings."""
+    from cpqs_bench import models, rundir
+    from cpqs_bench.data.negatives import make_negatives
+
+    cq = cfg.selectors.cpqs
+    inputs = {"pool": pool.summary(), "ids": stable_hash([ex.id for ex in pool.examples], 16),
+              "generator": cq.generator, "template": cfg.prompt.template, "system_prompt": cfg.prompt.system_prompt,
+              "max_new_tokens": cq.generation_max_new_tokens}
+    stage = rundir.stage(cfg.experiment.output_dir, cfg.experiment.name, "negatives", inputs).begin()
+    out = stage.file("negatives.jsonl")
+    if not stage.done:
+        gen, gtok, ginfo = models.load(cq.generator, dtype=cfg.model.dtype, device=cfg.model.device)
+        summary = make_negatives(pool.examples, gen, gtok, out, generator=f"{ginfo.spec}@{ginfo.revision}",
+                                 template=cfg.prompt.template, system_prompt=cfg.prompt.system_prompt,
+                                 max_new_tokens=cq.generation_max_new_tokens, batch_size=cq.generation_batch_size,
+                                 progress=progress)
+        stage.finish(summary=summary)
+    return str(out)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
