@@ -39,6 +39,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from cpqs_bench.finetune.recipe import RecipeMismatch  # one definition, shared with the SFT guard
+
 BASE_ARM = "base"
 DEFAULT_REFERENCES: tuple[str, ...] = ("random", "full")
 EXACT_MAX_NONZERO = 16
@@ -48,10 +50,6 @@ METRIC_TOL = 1e-6
 # large benchmarks (10,000 resamples × 1,319 GSM8K items would otherwise be a 100 MB index matrix).
 _CHUNK_CELLS = 2_000_000
 SCHEMA = "cpqs-bench/summary/v1"
-
-
-class RecipeMismatch(ValueError):
-    """Fine-tuned arms were trained with different recipes, so comparing them would confound data with recipe."""
 
 
 @dataclass(frozen=True)
