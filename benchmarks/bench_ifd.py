@@ -111,9 +111,11 @@ def main() -> None:
 
     pipeline()  # warm-up
     t_pipe, pipe_scores = pipeline()
+    print(f"pipeline: {len(examples) / t_pipe:.3f} samples/s", flush=True)
     limits = {}
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
         limits[bs] = limit_forwards(fast, seqs, bs, tok.pad_token_id)
+        print(f"limit @ {bs} seqs/forward: {len(examples) / limits[bs]:.3f} samples/s", flush=True)
     best_bs = min(limits, key=limits.get)
     t_limit = limits[best_bs]
     result: dict[str, Any] = {

@@ -312,7 +312,9 @@ def _fmt(x: float | None) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     names = list(result["selectors"])
-    lines = [f"# Selector comparison", "", f"Pool: {result['pool']['n']} examples; budget {result['budget']} "
+    budget = result["budget"]
+    budget = int(budget) if float(budget).is_integer() else budget
+    lines = ["# Selector comparison", "", f"Pool: {result['pool']['n']} examples; budget {budget} "
              f"(top {result['k']}).", ""]
     lines += ["| selector | eligible | excluded | mean | rho vs length |", "|---|---|---|---|---|"]
     for n in names:
