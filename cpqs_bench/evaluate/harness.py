@@ -241,10 +241,12 @@ def _verify_outputs(out: Path, tasks: list[str]) -> None:
 def main(model: str = models.EMBEDDED, out: str | Path = "runs/eval", adapter: str | None = None,
          tasks: str | list[str] | tuple[str, ...] | None = None, limit: int | None = None,
          revision: str | None = None, settings: EvaluateConfig = EvaluateConfig(), device: str = "auto",
-         cache_root: str | Path | None = None, force: bool = False) -> dict[str, float]:
+         cache_root: str | Path | None = None, force: bool = False,
+         extra_manifest: dict[str, Any] | None = None) -> dict[str, float]:
     """Evaluate ``model`` (+ optional ``adapter``) on ``tasks``; write results into ``out``; return ``{task: score}``.
 
-    Base model and adapters go through exactly this function. A finished ``out`` (``DONE``) with the same inputs is
+    Base model and adapters go through exactly this function. ``extra_manifest`` (e.g. the pipeline's arm, seed and
+    recipe hash, which the statistics stage reads) is merged into ``manifest.json``. A finished ``out`` (``DONE``) with the same inputs is
     returned as is; one with different inputs is refused unless ``force``.
     """
     task_list = parse_tasks(tasks if tasks is not None else settings.tasks)
@@ -323,7 +325,7 @@ def main(model: str = models.EMBEDDED, out: str | Path = "runs/eval", adapter: s
         "task_versions": {t: (c.get("metadata") or {}).get("version") for t, c in task_cfgs.items()},
         "n_items": {t: sum(r["task"] == t for r in items) for t in task_list},
         "metrics": metrics, "sandbox": sandbox_info, "request_cache": caches,
-        "wall_s": round(time.monotonic() - t0, 2), **provenance.collect()})
+        "wall_s": round(time.monotonic() - t0, 2), **provenance.collect(), **(extra_manifest or {})})
     _verify_outputs(out, task_list)
     write_text(out / "DONE", inputs_hash + "\n")
     return metrics
