@@ -195,3 +195,11 @@ def test_longest_counts_response_tokens(tmp_path):
         n = len(prompts.render(tok, ex, "chat", train_eot=False).response_ids)
         assert r.score == float(n) and r.n_tokens == n
     assert max(rows, key=lambda r: r.score).id == "c"
+
+
+def test_batches_respect_sequence_and_token_limits():
+    jobs = [(i, 0, tuple(range(n)), 1) for i, n in enumerate([40, 30, 10, 9, 8, 3, 2, 2, 1])]
+    out = list(ifd_mod.batches(jobs, max_seqs=4, max_tokens=40))
+    assert [j for b in out for j in b] == jobs  # every job once, order kept
+    assert all(len(b) <= 4 and len(b) * len(b[0][2]) <= 40 for b in out if len(b) > 1)
+    assert [len(b) for b in out] == [1, 1, 4, 3]

@@ -27,8 +27,9 @@ truncated) response ids of that rendering, so it is never longer than the condit
 **Execution:** the pool streams through in shards of ``SHARD_SIZE`` examples; each shard's per-example losses are
 written atomically to ``ctx.workdir/ifd-<fingerprint>/shard-NNNNN.jsonl`` and reused on resume (the fingerprint
 covers model, revision, dtype, template, length policy and start token; a shard is reused only if its ids match).
-Inside a shard both passes of all examples are sorted by length and run in batches of ``2 * selectors.batch_size``
-sequences, right-padded with an attention mask (causal attention makes right padding invisible to real tokens).
+Inside a shard both passes of all examples are sorted by length and run in batches of at most
+``2 * selectors.batch_size`` sequences and ``selectors.batch_size * max_length`` padded tokens, right-padded with an
+attention mask (causal attention makes right padding invisible to real tokens).
 The model runs in its loaded dtype (bf16 where the hardware supports it); the LM head is applied only at the
 response positions and the cross-entropy is computed in fp32.
 """
@@ -172,6 +173,21 @@ def _render_all(tok: Any, examples: Sequence[Example], s: IFDSettings) -> list[p
     return out
 
 
+def batches(jobs: Sequence[Any], max_seqs: int, max_tokens: int) -> Iterator[list[Any]]:
+    """Consecutive runs of length-sorted (longest first) jobs, at most ``max_seqs`` sequences and at most
+    ``max_tokens`` padded tokens each (a single longer sequence still forms its own batch): long sequences are not
+    padded-to by many short ones, and short ones fill bigger batches. Padding is pure waste on a CPU."""
+    batch: list[Any] = []
+    for job in jobs:
+        width = len(batch[0][2]) if batch else len(job[2])
+        if batch and (len(batch) >= max_seqs or (len(batch) + 1) * width > max_tokens):
+            yield batch
+            batch = []
+        batch.append(job)
+    if batch:
+        yield batch
+
+
 def score_shard(model: Any, tok: Any, examples: Sequence[Example], s: IFDSettings) -> list[Losses]:
     """Both passes for one shard: all sequences sorted by length (longest first), batched, losses per example."""
     start_id = start_token_id(tok)
@@ -184,9 +200,7 @@ def score_shard(model: Any, tok: Any, examples: Sequence[Example], s: IFDSetting
                 jobs.append((i, kind, ids, start))
     jobs.sort(key=lambda j: (-len(j[2]), j[0], j[1]))
     sums: dict[tuple[int, int], tuple[float, int]] = {}
-    step = max(1, 2 * s.batch_size)
-    for b in range(0, len(jobs), step):
-        batch = jobs[b: b + step]
+    for batch in batches(jobs, max_seqs=max(1, 2 * s.batch_size), max_tokens=s.batch_size * s.max_length):
         for job, result in zip(batch, sequence_losses(model, [(j[2], j[3]) for j in batch], pad_id)):
             sums[(job[0], job[1])] = result
     out = []
