@@ -43,7 +43,7 @@ def test_resolve_layers():
             F.resolve_layers(bad, 30)
 
 
-@pytest.mark.parametrize("method", ["hooks", "hidden_states"])
+@pytest.mark.parametrize("method", ["hooks", "hidden_states", "auto"])
 @pytest.mark.parametrize("layers", ["all", "front", "1,3"])
 def test_batched_equals_manual_response_slice(tiny_model, method, layers):
     model, tok, template = tiny_model

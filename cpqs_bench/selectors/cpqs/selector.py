@@ -52,7 +52,7 @@ def spec_from_meta(meta: dict[str, Any]) -> feats.FeatureSpec:
 
 
 def score_chunk(cnn: TextCNN, model: Any, tokenizer: Any, examples: Sequence[Example], spec: feats.FeatureSpec,
-                batch_size: int, method: feats.Method = "hooks") -> list[dict[str, Any]]:
+                batch_size: int, method: feats.Method = "auto") -> list[dict[str, Any]]:
     """Rows (id, score, n_tokens[, exclude]) for one chunk, in input order."""
     device = next(cnn.parameters()).device
     dropped: list[tuple[str, str]] = []

@@ -202,7 +202,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 # ------------------------------------------------------------------------------------------------------ library
 def train_selector(model: Any, tokenizer: Any, backbone: dict[str, Any], pairset: PairSet, cq: Any,
                    spec: feats.FeatureSpec, out_dir: str | Path, *, cache_root: str | Path | None = None,
-                   progress: bool = True, method: feats.Method = "hooks", log: Any = print) -> dict[str, Any]:
+                   progress: bool = True, method: feats.Method = "auto", log: Any = print) -> dict[str, Any]:
     """Train on ``pairset`` with the features of ``model`` and write the checkpoint into ``out_dir``.
 
     ``backbone`` = ``{"spec", "revision"}`` of the target model as the user named it; the model's config digest is
