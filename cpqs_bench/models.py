@@ -71,7 +71,7 @@ def embedded_dir() -> Path | None:
 def fetch_embedded(force: bool = False) -> Path:
     """Prepare the embedded model: dequantize the GGUF once and cache a safetensors copy. Idempotent."""
     gguf = embedded_gguf()
-    digest = sha256_file(gguf)
+    digest = _gguf_digest(gguf)
     target = cache_root() / "models" / f"smollm2-135m-instruct-{digest[:12]}"
     if (target / "DONE").exists() and not force:
         _remember(target, digest)
@@ -103,8 +103,25 @@ def fetch_embedded(force: bool = False) -> Path:
     return target
 
 
+def _gguf_digest(gguf: Path) -> str:
+    """sha256 of the GGUF, re-hashed only when its size or mtime changed (hashing it costs seconds)."""
+    import json
+
+    st = gguf.stat()
+    stamp = {"gguf": str(gguf), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    marker = cache_root() / "models" / "embedded.json"
+    if marker.exists():
+        info = json.loads(marker.read_text())
+        if info.get("stamp") == stamp and info.get("gguf_sha256"):
+            return info["gguf_sha256"]
+    return sha256_file(gguf)
+
+
 def _remember(target: Path, digest: str) -> None:
-    write_json(cache_root() / "models" / "embedded.json", {"path": str(target), "gguf_sha256": digest})
+    gguf = embedded_gguf()
+    st = gguf.stat()
+    stamp = {"gguf": str(gguf), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    write_json(cache_root() / "models" / "embedded.json", {"path": str(target), "gguf_sha256": digest, "stamp": stamp})
 
 
 def resolve(spec: str, revision: str | None = None) -> tuple[str, str | None]:

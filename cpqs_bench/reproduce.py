@@ -139,12 +139,20 @@ def stage_train_selector(p: Plan, data: dict[str, Any], negatives_path: str | No
     return str(st.path / "checkpoint")
 
 
+def scoring_settings(cfg: Config) -> dict[str, Any]:
+    """What a selector's scores depend on: not the budget, the arm list or which selectors run."""
+    settings = to_dict(cfg.selectors)
+    for key in ("names", "budget", "bottom_arms"):
+        settings.pop(key)
+    return settings
+
+
 def stage_scores(p: Plan, data: dict[str, Any], checkpoint: str | None) -> dict[str, str]:
     from cpqs_bench import score
 
     out = {}
     for name in p.cfg.selectors.names:
-        inputs = {"data": data["pool_hash"], "selector": name, "selectors": to_dict(p.cfg.selectors),
+        inputs = {"data": data["pool_hash"], "selector": name, "selectors": scoring_settings(p.cfg),
                   "model": to_dict(p.cfg.model), "prompt": to_dict(p.cfg.prompt),
                   "checkpoint": sha256_file(Path(checkpoint) / "model.safetensors")
                   if name == "cpqs" and checkpoint else None}
@@ -229,7 +237,8 @@ def stage_leaderboard(p: Plan, eval_dirs: list[str]) -> dict[str, Path]:
 
     p.i_stage += 1
     p.log(f"[stage {p.i_stage}/{p.n_stages}] leaderboard: statistics over {len(eval_dirs)} evaluations")
-    return leaderboard.main(eval_dirs, LEADERBOARD_DIR if p.cfg.experiment.name == "smoke" else p.root / "leaderboards",
+    out_dir = LEADERBOARD_DIR if p.cfg.experiment.name == "smoke" else p.root / p.cfg.experiment.name / "leaderboards"
+    return leaderboard.main(eval_dirs, out_dir,
                             p.cfg.experiment.name, p.cfg.experiment.description or None)
 
 

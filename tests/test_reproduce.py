@@ -1,0 +1,154 @@
+"""End to end: the whole pipeline on a tiny random model, offline — skip on rerun, resume after kill -9, no secrets.
+
+One uninterrupted run (module fixture) is the reference; the kill -9 test interrupts a second run mid-way, reruns
+it, and requires the same leaderboard tables.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cpqs_bench import tiny
+
+CANARY_HF = "hf_CANARYcanaryCANARYcanary0123456789"
+CANARY_WANDB = "wandb-canary-0123456789abcdef0123456789abcdef"
+
+
+def tiny_preset(tmp: Path, model_dir: Path, name: str = "tiny") -> Path:
+    cfg = {
+        "experiment": {"name": name, "seeds": [0, 1], "output_dir": str(tmp / "runs"),
+                       "description": "Test run of a tiny random model: a pipeline check, not a result."},
+        "model": {"id": str(model_dir), "dtype": "float32"},
+        "prompt": {"template": "chat", "max_length": 96},
+        "data": {"pool": "alpaca_gpt4", "pool_limit": 16},
+        "selectors": {"names": ["random", "longest", "ifd", "superfiltering", "cpqs"], "budget": 4,
+                      "bottom_arms": ["cpqs"], "proxy_model": str(model_dir), "batch_size": 4,
+                      "cpqs": {"pairs_source": "generate", "pairs": "alpaca_gpt4", "generator": str(model_dir),
+                               "generation_max_new_tokens": 8, "generation_batch_size": 4, "n_pairs": 12,
+                               "feature_max_length": 64, "extract_batch_size": 4, "epochs": 1, "grad_accum": 2,
+                               "num_filters": 8, "mlp_hidden": 16, "feature_cache": False}},
+        "finetune": {"epochs": 1, "lr": 1e-3, "batch_size": 4, "micro_batch_size": 2, "max_length": 96,
+                     "save_steps": 1, "logging_steps": 1, "precision": "fp32"},
+        "evaluate": {"tasks": ["cpqs_gsm8k_chat", "cpqs_humaneval_instruct"], "limit": 2, "max_new_tokens": 8,
+                     "batch_size": 4, "code_workers": 1, "dtype": "float32"},
+        "publish": {"enabled": True, "dry_run": True},
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("tinymodel") / "chatml"
+    m, tok = tiny.model("chatml", hidden_size=32, num_layers=2)
+    m.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, tiny_model_dir):
+    from cpqs_bench import reproduce
+
+    tmp = tmp_path_factory.mktemp("ref")
+    preset = tiny_preset(tmp, tiny_model_dir)
+    env = {"HF_TOKEN": CANARY_HF, "WANDB_API_KEY": CANARY_WANDB}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        t0 = time.monotonic()
+        out = reproduce.main(str(preset), log=lambda s: None)
+        out["seconds"] = time.monotonic() - t0
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return tmp, preset, out
+
+
+def _tables(board_json: Path) -> dict:
+    return json.loads(Path(board_json).read_text())["tables"]
+
+
+def test_pipeline_produces_leaderboard_and_publish_folders(reference_run):
+    tmp, _, out = reference_run
+    index = out["index"]
+    board = {k: Path(v) for k, v in index["leaderboard"].items()}
+    assert all(p.exists() for p in board.values())
+    doc = json.loads(board["json"].read_text())
+    assert set(doc["arms"]) == {"base", "full", "random", "longest", "ifd", "superfiltering", "cpqs", "cpqs-bottom"}
+    assert set(doc["tasks"]) == {"cpqs_gsm8k_chat", "cpqs_humaneval_instruct"}
+    md = board["md"].read_text()
+    assert "tiny random model" in md and "cpqs-bottom" in md
+    # every selection keeps exactly the budget (or everything, for full)
+    for arm, sel in index["selections"].items():
+        rows = [json.loads(line) for line in Path(sel).read_text().splitlines()]
+        assert len(rows) == 16 and sum(r["kept"] for r in rows) == (16 if arm == "full" else 4)
+    dry = Path(index["data"]["pool"]).parents[2] / "publish" / "dry-run"
+    plan = json.loads((dry / "plan.json").read_text())
+    assert len(plan["repos"]) == 7 * 2 + 1  # one repo per arm and seed, plus the results dataset
+
+
+def test_rerun_skips_every_stage(reference_run):
+    from cpqs_bench import reproduce
+
+    _, preset, first = reference_run
+    again = reproduce.main(str(preset), log=lambda s: None)
+    assert again["ran"] == [] and len(again["skipped"]) == len(first["ran"]) + len(first["skipped"])
+    assert _tables(again["index"]["leaderboard"]["json"]) == _tables(first["index"]["leaderboard"]["json"])
+
+
+def test_changed_config_never_reuses_stale_results(reference_run):
+    from cpqs_bench import reproduce
+
+    _, preset, first = reference_run
+    changed = reproduce.main(str(preset), ["selectors.budget=5"], log=lambda s: None)
+    ran = set(changed["ran"])
+    assert "data" not in ran and "score random" not in ran  # upstream of the change: reused
+    assert {"select random", "finetune random seed 0", "evaluate random seed 0"} <= ran
+    assert "evaluate base" not in ran  # the base model does not depend on the budget
+
+
+def test_no_secret_in_any_artifact(reference_run):
+    tmp, _, _ = reference_run
+    hits = []
+    for path in (tmp / "runs").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            if CANARY_HF.encode() in data or CANARY_WANDB.encode() in data:
+                hits.append(str(path))
+    assert hits == []
+
+
+def test_kill9_then_rerun_gives_the_same_leaderboard(reference_run, tiny_model_dir, tmp_path):
+    _, _, first = reference_run
+    preset = tiny_preset(tmp_path, tiny_model_dir)
+    cmd = [sys.executable, "-m", "cpqs_bench", "reproduce", "--config", str(preset)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    killed_at = None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "finetune random seed 1: run" in line:
+            time.sleep(2.0)  # mid-way through a training run
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed_at = line.strip()
+            break
+    proc.wait(timeout=60)
+    assert killed_at is not None, "the pipeline finished before it could be interrupted"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "data: skip (DONE)" in done.stdout
+    board = tmp_path / "runs" / "tiny" / "leaderboards" / "tiny.json"
+    assert _tables(board) == _tables(first["index"]["leaderboard"]["json"])
