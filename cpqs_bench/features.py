@@ -204,6 +204,18 @@ def _render(tokenizer: Any, ex: Example, spec: FeatureSpec, stats: ExtractStats)
                           max_length=spec.max_length, overflow="truncate", stats=stats.lengths)
 
 
+def _fit_context(model: Any, spec: FeatureSpec) -> FeatureSpec:
+    """Cap ``max_length`` at the model's context: a longer sequence would crash models with absolute position
+    embeddings (index out of range) and is out of distribution for the others. The cap depends only on the model,
+    which the cache key already covers, so cached features stay consistent."""
+    from dataclasses import replace
+
+    from cpqs_bench.selectors.ifd import model_max_length
+
+    limit = model_max_length(model)
+    return replace(spec, max_length=limit) if limit is not None and spec.max_length > limit else spec
+
+
 def _pad_id(tokenizer: Any) -> int:
     pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pid is None:
@@ -262,6 +274,7 @@ def iter_batches(model: Any, tokenizer: Any, examples: Iterable[Example], spec: 
     if batch_size < 1:
         raise FeatureError(f"batch_size must be >= 1, got {batch_size}")
     stats = stats if stats is not None else ExtractStats()
+    spec = _fit_context(model, spec)
     n_blocks = num_blocks(model)
     layers = resolve_layers(spec.layers, n_blocks)
     base = backbone(model)
