@@ -224,13 +224,17 @@ def _guard_out_dir(out: Path, run_id: dict[str, Any]) -> None:
                                  "use a new --out or delete it")
 
 
-def load_data(cfg: Any, selection: Path, pool: str | None, tokenizer: Any) -> tuple[SFTData, dict[str, Any]]:
+def load_data(cfg: Any, selection: Path, pool: str | None, tokenizer: Any,
+              context: int | None = None) -> tuple[SFTData, dict[str, Any]]:
+    """Tokenise the selection; ``context`` (the model's maximum positions) caps ``finetune.max_length`` so a
+    sample longer than the model's context is truncated/dropped by the length policy instead of crashing."""
     kept = read_selection(selection)
     pool_obj = read_pool(pool or cfg.data.pool, schema=cfg.data.schema, field_map=dict(cfg.data.field_map),
                          mirror=cfg.data.mirror, max_rejected_fraction=cfg.data.max_rejected_fraction)
     examples = pick(pool_obj.examples, kept, str(selection))
     data = tokenize(tokenizer, examples, template=cfg.prompt.template, system_prompt=cfg.prompt.system_prompt,
-                    train_eot=cfg.prompt.train_eot, max_length=cfg.finetune.max_length,
+                    train_eot=cfg.prompt.train_eot,
+                    max_length=min(cfg.finetune.max_length, context) if context else cfg.finetune.max_length,
                     overflow=cfg.prompt.overflow)
     return data, pool_obj.summary()
 
@@ -253,7 +257,9 @@ def main(selection: str | os.PathLike, out: str | os.PathLike, *, config: str | 
     model, tok, info = load_base(cfg, precision)
     rec = recipe(cfg, precision=precision, model_revision=info.revision)
     rhash = recipe_hash(rec)
-    data, pool_summary = load_data(cfg, selection, pool, tok)
+    from cpqs_bench.selectors.ifd import model_max_length
+
+    data, pool_summary = load_data(cfg, selection, pool, tok, model_max_length(model))
     selection_sha = sha256_file(selection)
     run_id = {"recipe_hash": rhash, "seed": seed, "selection_sha256": selection_sha, "data_sha256": data.sha256()}
     processes = world_size()
