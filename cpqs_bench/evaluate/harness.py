@@ -216,6 +216,17 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
+def _clear_outputs(out: Path) -> None:
+    """Remove a previous run's outputs (``--force``, or a run killed mid-write) before writing new ones: DONE and
+    manifest.json first, so that an interruption never leaves new items beside old metrics in a directory that
+    looks like a finished evaluation (the leaderboard reads manifest + items + metrics)."""
+    for name in ("DONE", "manifest.json", *OUTPUT_FILES):
+        (out / name).unlink(missing_ok=True)
+    if (out / "samples").is_dir():
+        for path in (out / "samples").glob("*.jsonl"):
+            path.unlink()
+
+
 def _verify_outputs(out: Path, tasks: list[str]) -> None:
     """Read every output back: a missing or torn file fails the run before DONE is written."""
     for name in OUTPUT_FILES:
@@ -268,7 +279,7 @@ def main(model: str = models.EMBEDDED, out: str | Path = "runs/eval", adapter: s
             raise EvaluationError(f"{out} holds a finished evaluation of different inputs; use another --out or "
                                   "--force to overwrite it")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "DONE").unlink(missing_ok=True)
+    _clear_outputs(out)
 
     code_tasks = [t for t in task_list if t in CODE_TASKS]
     tasks_utils.configure(tasks_utils.ExecSettings(
