@@ -354,12 +354,13 @@ def job_negatives(out: str) -> None:
                      progress=False)
 
 
-def job_evaluate(model_dir: str, out: str) -> None:
+def job_evaluate(model_dir: str, out: str, limit: str = "2", force: str = "") -> None:
     from cpqs_bench.evaluate import harness
     from cpqs_bench.evaluate.config import EvaluateConfig
 
     settings = EvaluateConfig(batch_size=2, max_new_tokens=6, dtype="float32", use_cache=False)
-    harness.main(model_dir, out, tasks=["cpqs_gsm8k_chat"], limit=2, settings=settings, device="cpu")
+    harness.main(model_dir, out, tasks=["cpqs_gsm8k_chat"], limit=int(limit), settings=settings, device="cpu",
+                 force=bool(force))
 
 
 def test_kill9_during_feature_cache_shard_write_then_rerun_gives_identical_features(tmp_path):
@@ -413,13 +414,16 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 def test_kill9_during_evaluation_results_write_then_rerun_gives_identical_results(tiny_model_dir, tmp_path):
+    """The killed run is a ``--force`` rerun over a finished evaluation of other inputs (limit 1), the worst case:
+    its new items.jsonl must never sit beside the old run's metrics/manifest as a readable evaluation."""
     from cpqs_bench import leaderboard
 
     job_evaluate(str(tiny_model_dir), str(tmp_path / "ref"))
-    kill_during("metrics.json", 1, "job_evaluate", str(tiny_model_dir), str(tmp_path / "killed"))
     killed = tmp_path / "killed"
+    job_evaluate(str(tiny_model_dir), str(killed), "1")
+    kill_during("metrics.json", 1, "job_evaluate", str(tiny_model_dir), str(killed), "2", "force")
     assert (killed / "items.jsonl").exists() and not (killed / "metrics.json").exists()
-    assert not (killed / "DONE").exists() and _tmp_leftovers(killed)
+    assert not (killed / "DONE").exists() and not (killed / "manifest.json").exists() and _tmp_leftovers(killed)
     assert not leaderboard._is_eval_dir(killed)  # the leaderboard does not read a half-written evaluation
     job_evaluate(str(tiny_model_dir), str(killed))
     assert (killed / "DONE").read_text() == (tmp_path / "ref" / "DONE").read_text()
