@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from cpqs_bench import prompts
 from cpqs_bench.data.example import Example
-from cpqs_bench.io import write_json, write_jsonl
+from cpqs_bench.io import read_json, write_json, write_jsonl
 
 
 def parts_dir(out: str | os.PathLike) -> Path:
@@ -42,6 +42,23 @@ def done_rows(out: str | os.PathLike) -> dict[str, dict[str, Any]]:
                         raise ValueError(f"{part}:{lineno}: invalid JSON ({exc.msg})") from None
                     rows[str(row["id"])] = row
     return rows
+
+
+def guard_settings(out: str | os.PathLike, settings: dict[str, Any]) -> None:
+    """Parts are reused by id only, so parts made with another generator or generation settings must never be
+    resumed into (they would silently mix into the output): record the settings, refuse a mismatch. The batch and
+    part sizes are not settings (batched generation equals unbatched)."""
+    d = parts_dir(out)
+    path = d / "settings.json"
+    if path.exists():
+        prev = read_json(path)
+        if prev != settings:
+            diff = sorted(k for k in set(prev) | set(settings) if prev.get(k) != settings.get(k))
+            raise ValueError(f"{d} holds answers made with different {', '.join(diff)} "
+                             f"({ {k: prev.get(k) for k in diff} } vs { {k: settings.get(k) for k in diff} }); "
+                             "use another --out or delete it")
+        return
+    write_json(path, settings)
 
 
 def _stop_ids(tokenizer: Any) -> set[int]:
@@ -94,6 +111,8 @@ def make_negatives(examples: Sequence[Example], model: Any, tokenizer: Any, out:
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    guard_settings(out, {"generator": generator, "template": template, "system_prompt": system_prompt,
+                         "max_new_tokens": max_new_tokens})
     done = done_rows(out)
     todo = [ex for ex in examples if ex.id not in done]
     # Longest prompts first within the todo list would waste less padding, but pool order keeps parts readable
