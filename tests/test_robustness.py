@@ -298,6 +298,25 @@ def test_changed_config_in_the_same_score_output_never_reuses_stale_results(tmp_
     assert out.read_bytes() == (tmp_path / "fresh" / "scores.jsonl").read_bytes() != first
 
 
+def test_changed_generation_settings_in_the_same_negatives_output_are_refused(tmp_path):
+    """make-negatives resumes from its parts by id; parts made with other settings must not be mixed in."""
+    from cpqs_bench.data import negatives as N
+
+    model, tok = tiny_backbone()
+    out = tmp_path / "neg.jsonl"
+    N.make_negatives(_examples(3), model, tok, out, generator="tiny", max_new_tokens=4, batch_size=3, progress=False)
+    first = out.read_bytes()
+    for changed in ({"max_new_tokens": 2}, {"generator": "other"}, {"template": "alpaca"}):
+        kwargs = {"generator": "tiny", "max_new_tokens": 4, **changed}
+        key = next(iter(changed))
+        with pytest.raises(ValueError, match=rf"neg\.jsonl\.parts holds answers made with different {key}"):
+            N.make_negatives(_examples(3), model, tok, out, batch_size=3, progress=False, **kwargs)
+    assert out.read_bytes() == first
+    # the same settings resume (nothing regenerated; a different batch size is not a different setting)
+    N.make_negatives(_examples(3), model, tok, out, generator="tiny", max_new_tokens=4, batch_size=1, progress=False)
+    assert out.read_bytes() == first
+
+
 # ===================================================================================== kill -9 (injected) faults
 KILL_HOOK = r"""
 import os, signal, sys
