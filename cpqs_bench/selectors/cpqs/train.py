@@ -110,16 +110,20 @@ def predict(cnn: TextCNN, cache: feats.FeatureCache, items: Sequence[Labelled], 
     return out
 
 
-def _save_state(path: Path, cnn: TextCNN, opt: torch.optim.Optimizer, epoch: int, history: list[dict]) -> None:
+def _save_state(path: Path, cnn: TextCNN, opt: torch.optim.Optimizer, epoch: int, history: list[dict],
+                key: str | None = None) -> None:
     with atomic_open(path, "wb") as fh:
         torch.save({"model": cnn.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
-                    "torch_rng": torch.get_rng_state()}, fh)
+                    "torch_rng": torch.get_rng_state(), "key": key}, fh)
 
 
 def fit(cnn: TextCNN, cache: feats.FeatureCache, train: Sequence[Labelled], val: Sequence[Labelled], *, lr: float,
         grad_accum: int, batch_size: int, epochs: int, seed: int, device: torch.device, amp: torch.dtype | None,
-        state_path: Path | None = None, progress: bool = True, log: Any = print) -> list[dict[str, Any]]:
-    """Train in place; returns per-epoch history (train loss, validation metrics). Resumes from ``state_path``."""
+        state_path: Path | None = None, state_key: str | None = None, progress: bool = True,
+        log: Any = print) -> list[dict[str, Any]]:
+    """Train in place; returns per-epoch history (train loss, validation metrics). Resumes from ``state_path`` only
+    when it was saved under the same ``state_key`` (a hash of everything but the epoch count), so a changed
+    config in the same output directory never continues — or silently reuses — another run's weights."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     if grad_accum < 1 or batch_size < 1 or epochs < 1:
@@ -129,6 +133,9 @@ def fit(cnn: TextCNN, cache: feats.FeatureCache, train: Sequence[Labelled], val:
     start_epoch = 0
     if state_path is not None and state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
+        if state.get("key") != state_key:
+            raise ValueError(f"{state_path} holds the training state of a run with different inputs (backbone, "
+                             "features, pairs or training settings); use another --out or delete it")
         cnn.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], state["history"]
@@ -167,7 +174,7 @@ def fit(cnn: TextCNN, cache: feats.FeatureCache, train: Sequence[Labelled], val:
             history.append(entry)
             log(json.dumps(entry))
             if state_path is not None:
-                _save_state(state_path, cnn, opt, epoch + 1, history)
+                _save_state(state_path, cnn, opt, epoch + 1, history, state_key)
     return history
 
 
@@ -249,9 +256,14 @@ def train_selector(model: Any, tokenizer: Any, backbone: dict[str, Any], pairset
     cnn = TextCNN(textcnn_config(cq, len(layers), hidden)).to(device)
     amp = autocast_dtype(device, cq.mixed_precision)
     t1 = time.perf_counter()
+    state_key = stable_hash({"model": model_id, "spec": spec.as_dict(), "textcnn": cnn.cfg.to_dict(),
+                             "training": {k: getattr(cq, k) for k in ("lr", "grad_accum", "batch_size", "seed",
+                                                                      "val_fraction", "mixed_precision")},
+                             "train": [(x.example.content_key(), x.label) for x in train],
+                             "val": [(x.example.content_key(), x.label) for x in val]}, 16)
     history = fit(cnn, cache, train, val, lr=cq.lr, grad_accum=cq.grad_accum, batch_size=cq.batch_size,
                   epochs=cq.epochs, seed=cq.seed, device=device, amp=amp, state_path=out_dir / STATE,
-                  progress=progress, log=log)
+                  state_key=state_key, progress=progress, log=log)
     train_s = time.perf_counter() - t1
     final = history[-1]["val"] if history else {}
     metrics = {"val": final, "history": history, "n_train": len(train), "n_val": len(val),
