@@ -237,15 +237,13 @@ def tiny_backbone() -> tuple:
     return tiny.model("chatml", seed=0, num_layers=2)
 
 
-@pytest.fixture(scope="module")
-def cpqs_checkpoint(tmp_path_factory) -> Path:
+def train_tiny_selector(out: Path, cache: Path, **cq_changes) -> dict:
     """A CPQS selector trained (1 epoch, tiny TextCNN) on the tiny ChatML backbone named ``tiny-a@r1``."""
     from cpqs_bench import features as F
     from cpqs_bench.selectors.cpqs import pairs as P
     from cpqs_bench.selectors.cpqs import train as T
     from cpqs_bench.selectors.cpqs.config import CPQSConfig
 
-    root = tmp_path_factory.mktemp("cpqs")
     items = []
     for i in range(12):
         prompt = ({"role": "user", "content": f"Question {i}: write about the sea"},)
@@ -253,12 +251,38 @@ def cpqs_checkpoint(tmp_path_factory) -> Path:
         bad = Example("b", prompt, "Hello" if i % 2 else "ok")
         items += P._pair(P.prompt_key(prompt), good, bad)
     model, tok = tiny_backbone()
-    cq = CPQSConfig(num_filters=4, mlp_hidden=8, epochs=1, grad_accum=1, batch_size=4, val_fraction=0.25,
-                    extract_batch_size=4)
-    T.train_selector(model, tok, {"spec": "tiny-a", "revision": "r1"}, P.PairSet("synthetic", items, n_pairs=12), cq,
-                     F.FeatureSpec(max_length=128), root / "ckpt", cache_root=root / "cache", progress=False,
-                     log=lambda _msg: None)
+    cq = CPQSConfig(**{"num_filters": 4, "mlp_hidden": 8, "epochs": 1, "grad_accum": 1, "batch_size": 4,
+                       "val_fraction": 0.25, "extract_batch_size": 4, **cq_changes})
+    return T.train_selector(model, tok, {"spec": "tiny-a", "revision": "r1"}, P.PairSet("synthetic", items, n_pairs=12),
+                            cq, F.FeatureSpec(max_length=128), out, cache_root=cache, progress=False,
+                            log=lambda _msg: None)
+
+
+@pytest.fixture(scope="module")
+def cpqs_checkpoint(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cpqs")
+    train_tiny_selector(root / "ckpt", root / "cache")
     return root / "ckpt"
+
+
+def test_changed_selector_training_config_in_the_same_output_never_reuses_stale_state(tmp_path):
+    """train-selector resumes per epoch from OUT/train_state.pt; a run with other settings must not pick it up
+    (before the fix it did: with epochs already reached it trained nothing and wrote the old weights)."""
+    from safetensors.torch import load_file
+
+    from cpqs_bench.selectors.cpqs import train as T
+
+    train_tiny_selector(tmp_path / "a", tmp_path / "cache")
+    weights = load_file(tmp_path / "a" / T.WEIGHTS)
+    with pytest.raises(ValueError, match=r"train_state\.pt holds the training state of a run with different inputs"):
+        train_tiny_selector(tmp_path / "a", tmp_path / "cache", lr=5e-3)
+    assert all(torch.equal(v, load_file(tmp_path / "a" / T.WEIGHTS)[k]) for k, v in weights.items())
+    # the same settings resume (one more epoch continues from the saved state) ...
+    train_tiny_selector(tmp_path / "a", tmp_path / "cache", epochs=2)
+    # ... and equal an uninterrupted two-epoch run
+    train_tiny_selector(tmp_path / "b", tmp_path / "cache", epochs=2)
+    a, b = load_file(tmp_path / "a" / T.WEIGHTS), load_file(tmp_path / "b" / T.WEIGHTS)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_selector_checkpoint_for_a_different_backbone_via_cli_is_a_one_line_error(cpqs_checkpoint, tmp_path, capsys):
