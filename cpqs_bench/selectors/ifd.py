@@ -241,7 +241,9 @@ def compute_losses(model: Any, tok: Any, info: Any, examples: Sequence[Example],
     with _progress(len(examples), f"IFD {s.spec}") as bar:
         task = bar.add_task("ifd", total=len(examples))
         for k, shard in _shards(examples, shard_size):
-            path = root / f"shard-{k:05d}.jsonl"
+            # keyed on content too: an edited example that keeps its explicit id must not reuse its old losses
+            content = stable_hash([ex.id + ":" + ex.content_key() for ex in shard], 12)
+            path = root / f"shard-{k:05d}-{content}.jsonl"
             ids = [ex.id for ex in shard]
             cached = read_jsonl(path) if path.exists() else None
             if cached is not None and [r["id"] for r in cached] == ids:
