@@ -322,6 +322,27 @@ def test_changed_config_in_the_same_score_output_never_reuses_stale_results(tmp_
     assert out.read_bytes() == (tmp_path / "fresh" / "scores.jsonl").read_bytes() != first
 
 
+def test_changed_data_with_the_same_ids_in_the_same_score_output_never_reuses_stale_results(tmp_path):
+    """A pool with explicit ids whose responses are edited, rescored into the same --out: fresh scores, not the
+    cached losses of the old text under the same ids."""
+    from cpqs_bench import score
+
+    model, tok = tiny_backbone()
+    loader = lambda spec, rev, dtype: (model, tok, Info("tiny-a", "r1"))  # noqa: E731
+    rows = [{"id": f"r{i}", "instruction": f"Task {i}: describe the sky", "input": "", "output": "The sky is blue."}
+            for i in range(4)]
+    pool = _jsonl(tmp_path / "pool.jsonl", rows)
+    out = tmp_path / "same" / "scores.jsonl"
+    score.main("ifd", str(pool), out, overrides=["selectors.batch_size=2"], loader=loader)
+    first = out.read_bytes()
+    rows[1]["output"] = "Photosynthesis converts light energy into chemical energy."
+    _jsonl(pool, rows)
+    score.main("ifd", str(pool), out, overrides=["selectors.batch_size=2"], loader=loader)
+    score.main("ifd", str(pool), tmp_path / "fresh" / "scores.jsonl", overrides=["selectors.batch_size=2"],
+               loader=loader)
+    assert out.read_bytes() == (tmp_path / "fresh" / "scores.jsonl").read_bytes() != first
+
+
 def test_changed_generation_settings_in_the_same_negatives_output_are_refused(tmp_path):
     """make-negatives resumes from its parts by id; parts made with other settings must not be mixed in."""
     from cpqs_bench.data import negatives as N
