@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
-        # Known user-facing errors (bad config, bad data, missing files): one clear line, no traceback.
-        # CPQS_DEBUG=1 shows the traceback.
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:
+        # Known user-facing errors (bad config, bad data, missing files, read-only or full disk, unreachable Hub):
+        # one clear line and a non-zero exit, no traceback. CPQS_DEBUG=1 shows the traceback.
         if os.environ.get("CPQS_DEBUG"):
             raise
         from cpqs_bench.provenance import scrub

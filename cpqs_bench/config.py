@@ -257,13 +257,17 @@ def load_config(preset: str | os.PathLike | None = "smoke", overrides: list[str]
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         raw = _fix_floats(loaded)
+    try:
+        build(Config, raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     for item in overrides:
         keys, value = parse_override(item)
         _set(raw, keys, value)
     try:
         return build(Config, raw)
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(f"override ({' '.join(overrides)}): {exc}") from None
 
 
 def replace(cfg: Any, **changes: Any) -> Any:

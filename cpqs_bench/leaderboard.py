@@ -332,7 +332,8 @@ def find_eval_dirs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
 
 
 def _is_eval_dir(d: Path) -> bool:
-    return all((d / n).is_file() for n in ("manifest.json", "items.jsonl", "metrics.json"))
+    # DONE is written last by the evaluation: without it the directory is an interrupted run, never a result
+    return all((d / n).is_file() for n in ("manifest.json", "items.jsonl", "metrics.json", "DONE"))
 
 
 def default_note(results: Sequence[ArmResult]) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -10,5 +11,6 @@ class PublishConfig:
     dry_run: bool = True
     hub_namespace: str | None = None  # user or org; required for a real push
     private: bool = True
-    wandb: bool = False
+    wandb: bool = False  # one W&B run per pipeline stage
+    wandb_mode: Literal["auto", "offline", "online"] = "auto"  # auto: online iff WANDB_API_KEY is set
     wandb_project: str = "cpqs-bench"

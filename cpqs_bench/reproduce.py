@@ -42,6 +42,15 @@ class Plan:
     def stage(self, name: str, inputs: dict[str, Any]) -> rundir.Stage:
         return rundir.stage(self.root, self.cfg.experiment.name, name, inputs)
 
+    def tracker(self, stage_name: str) -> Any:
+        """A W&B run for one stage (``publish.wandb``); offline without a key; never fails the pipeline."""
+        from cpqs_bench.tracking import Tracker
+
+        mode = None if self.cfg.publish.wandb_mode == "auto" else self.cfg.publish.wandb_mode
+        return Tracker(self.cfg.experiment.name, stage_name, enabled=self.cfg.publish.wandb, mode=mode,
+                       dir=self.root / self.cfg.experiment.name, project=self.cfg.publish.wandb_project,
+                       config=to_dict(self.cfg))
+
     def announce(self, name: str, st: rundir.Stage) -> bool:
         """Log the stage; True when it must run (no DONE)."""
         self.i_stage += 1
@@ -133,8 +142,11 @@ def stage_train_selector(p: Plan, data: dict[str, Any], negatives_path: str | No
     st = p.stage("train-selector", inputs)
     if p.announce("train-selector", st):
         st.begin()
-        metrics = train.main(p.preset, p.overrides, out=str(st.path / "checkpoint"),
-                             data=data["pairs_pool"], negatives=negatives_path)
+        with p.tracker("train-selector") as tr:
+            metrics = train.main(p.preset, p.overrides, out=str(st.path / "checkpoint"),
+                                 data=data["pairs_pool"], negatives=negatives_path)
+            tr.log_metrics({f"val/{k}": v for k, v in (metrics.get("val") or {}).items()
+                            if isinstance(v, (int, float))})
         st.finish(metrics={k: v for k, v in metrics.items() if k in ("val", "train", "n_pairs", "pairs")})
     return str(st.path / "checkpoint")
 
@@ -159,9 +171,12 @@ def stage_scores(p: Plan, data: dict[str, Any], checkpoint: str | None) -> dict[
         st = p.stage(f"score/{name}", inputs)
         if p.announce(f"score {name}", st):
             st.begin()
-            summary = score.main(name, data["pool"], st.file("scores.jsonl"),
-                                 checkpoint=checkpoint if name == "cpqs" else None, config=p.preset,
-                                 overrides=p.overrides, workdir=st.path / "work")
+            with p.tracker(f"score-{name}") as tr:
+                summary = score.main(name, data["pool"], st.file("scores.jsonl"),
+                                     checkpoint=checkpoint if name == "cpqs" else None, config=p.preset,
+                                     overrides=p.overrides, workdir=st.path / "work")
+                tr.log_histogram(f"scores/{name}", [r["score"] for r in read_jsonl(st.file("scores.jsonl"))
+                                                    if r.get("score") is not None])
             st.finish(summary=summary)
         out[name] = str(st.file("scores.jsonl"))
     return out
@@ -202,8 +217,11 @@ def stage_finetune(p: Plan, data: dict[str, Any], selections: dict[str, str]) ->
             st = p.stage(f"finetune/{arm}-s{seed}", inputs)
             if p.announce(f"finetune {arm} seed {seed}", st):
                 st.begin()
-                manifest = sft.main(selections[arm], st.path / "adapter", config=p.preset, overrides=p.overrides,
-                                    pool=data["pool"], seed=seed, arm=arm)
+                with p.tracker(f"finetune-{arm}-s{seed}") as tr:
+                    manifest = sft.main(selections[arm], st.path / "adapter", config=p.preset,
+                                        overrides=p.overrides, pool=data["pool"], seed=seed, arm=arm)
+                    tr.log_metrics({k: v for k, v in manifest.items() if isinstance(v, (int, float))
+                                    and not isinstance(v, bool)})
                 st.finish(recipe_hash=manifest["recipe_hash"], arm=arm, seed=seed)
             out[(arm, seed)] = str(st.path / "adapter")
     return out
@@ -222,12 +240,14 @@ def stage_evaluate(p: Plan, data: dict[str, Any], adapters: dict[tuple[str, int]
         st = p.stage(f"evaluate/{arm}" + (f"-s{seed}" if seed is not None else ""), inputs)
         if p.announce(f"evaluate {arm}" + (f" seed {seed}" if seed is not None else ""), st):
             st.begin()
-            harness.main(p.cfg.model.id, out=st.path, adapter=adapter, revision=p.cfg.model.revision,
-                         settings=p.cfg.evaluate, device=p.cfg.model.device,
-                         extra_manifest={"arm": arm, "seed": seed, "recipe_hash": recipe_hash,
-                                         "config_hash": config_hash(p.cfg), "seeds": list(p.cfg.experiment.seeds),
-                                         "data_sha256": {"pool": data["pool_sha256"]},
-                                         "model_id": p.cfg.model.id})
+            with p.tracker(f"evaluate-{arm}" + (f"-s{seed}" if seed is not None else "")) as tr:
+                metrics = harness.main(
+                    p.cfg.model.id, out=st.path, adapter=adapter, revision=p.cfg.model.revision,
+                    settings=p.cfg.evaluate, device=p.cfg.model.device,
+                    extra_manifest={"arm": arm, "seed": seed, "recipe_hash": recipe_hash,
+                                    "config_hash": config_hash(p.cfg), "seeds": list(p.cfg.experiment.seeds),
+                                    "data_sha256": {"pool": data["pool_sha256"]}, "model_id": p.cfg.model.id})
+                tr.log_metrics(metrics)
         out.append(str(st.path))
     return out
 
@@ -238,8 +258,13 @@ def stage_leaderboard(p: Plan, eval_dirs: list[str]) -> dict[str, Path]:
     p.i_stage += 1
     p.log(f"[stage {p.i_stage}/{p.n_stages}] leaderboard: statistics over {len(eval_dirs)} evaluations")
     out_dir = LEADERBOARD_DIR if p.cfg.experiment.name == "smoke" else p.root / p.cfg.experiment.name / "leaderboards"
-    return leaderboard.main(eval_dirs, out_dir,
-                            p.cfg.experiment.name, p.cfg.experiment.description or None)
+    with p.tracker("leaderboard") as tr:
+        board = leaderboard.main(eval_dirs, out_dir, p.cfg.experiment.name, p.cfg.experiment.description or None)
+        doc = json.loads(Path(board["json"]).read_text())
+        tr.log_table("leaderboard", ["task", "arm", "mean", "std", "n_seeds", "significance"],
+                     [[t, r["arm"], r["mean"], r["std"], r["n_seeds"], r["marker"]]
+                      for t in doc["tasks"] for r in doc["tables"][t]])
+    return board
 
 
 # ----------------------------------------------------------------------------------------------------------- main

@@ -172,6 +172,17 @@ def _write_eval(d, result: ArmResult):
     (d / "metrics.json").write_text(json.dumps({t: float(np.mean(list(v.values()))) for t, v in result.items.items()}))
     (d / "items.jsonl").write_text("".join(json.dumps({"task": t, "doc_id": k, "correct": s}) + "\n"
                                            for t, docs in result.items.items() for k, s in docs.items()))
+    (d / "DONE").write_text("x\n")
+
+
+def test_interrupted_eval_dir_without_done_is_not_a_result(tmp_path):
+    run = tmp_path / "run"
+    results = _results(seed=1)
+    for r in results:
+        _write_eval(run / f"{r.arm}-{r.seed}" / "eval", r)
+    (run / f"{results[0].arm}-{results[0].seed}" / "eval" / "DONE").unlink()
+    found = leaderboard.find_eval_dirs(run)
+    assert len(found) == len(results) - 1
 
 
 def test_main_discovers_eval_dirs_in_run_dir(tmp_path):

@@ -39,7 +39,7 @@ def tiny_preset(tmp: Path, model_dir: Path, name: str = "tiny") -> Path:
                      "save_steps": 1, "logging_steps": 1, "precision": "fp32", "max_length": 384},
         "evaluate": {"tasks": ["cpqs_gsm8k_chat", "cpqs_humaneval_instruct"], "limit": 2, "max_new_tokens": 8,
                      "batch_size": 4, "code_workers": 1, "dtype": "float32"},
-        "publish": {"enabled": True, "dry_run": True},
+        "publish": {"enabled": True, "dry_run": True, "wandb": True, "wandb_mode": "offline"},
     }
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -66,8 +66,10 @@ def reference_run(tmp_path_factory, tiny_model_dir):
     os.environ.update(env)
     try:
         t0 = time.monotonic()
-        out = reproduce.main(str(preset), log=lambda s: None)
+        lines: list[str] = []
+        out = reproduce.main(str(preset), log=lines.append)
         out["seconds"] = time.monotonic() - t0
+        out["log"] = lines
     finally:
         for k, v in old.items():
             if v is None:
@@ -120,6 +122,13 @@ def test_changed_config_never_reuses_stale_results(reference_run):
     assert "evaluate base" not in ran  # the base model does not depend on the budget
 
 
+def test_wandb_offline_run_per_stage(reference_run):
+    tmp, _, out = reference_run
+    runs = list((tmp / "runs" / "tiny" / "wandb").glob("offline-run-*"))
+    # one per stage that ran, except data, negatives and the selections; plus the leaderboard
+    assert len(runs) == len(out["ran"]) - 2 - len(out["index"]["selections"]) + 1
+
+
 def test_no_secret_in_any_artifact(reference_run):
     tmp, _, _ = reference_run
     hits = []
@@ -129,6 +138,8 @@ def test_no_secret_in_any_artifact(reference_run):
             if CANARY_HF.encode() in data or CANARY_WANDB.encode() in data:
                 hits.append(str(path))
     assert hits == []
+    log = "\n".join(reference_run[2]["log"])
+    assert "[stage 1/" in log and CANARY_HF not in log and CANARY_WANDB not in log
 
 
 def test_kill9_then_rerun_gives_the_same_leaderboard(reference_run, tiny_model_dir, tmp_path):
