@@ -260,7 +260,7 @@ def render_png(doc: dict[str, Any]) -> bytes:
     ax.set_xticklabels(tasks)
     ax.set_ylabel("score (%)")
     ax.set_ylim(0, max(5.0, min(100.0, _ymax(doc) * 1.15)))
-    ax.set_title(f"{doc['experiment']}\n{doc['note']}", fontsize=9)
+    ax.set_title(f"{doc['experiment']}\n{_wrap(doc['note'], 110)}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.text(0.01, 0.01, _wrap(doc["figure"]["caption"], int(fig.get_figwidth() * 17)), fontsize=6.5, va="bottom")
