@@ -7,6 +7,7 @@ Write errors (read-only or full disk) propagate: nothing here swallows an ``OSEr
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -78,17 +79,26 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(fh)
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSONL file written by this project (trusted); user data goes through ``cpqs_bench.data``."""
-    out = []
-    with open(path, encoding="utf-8") as fh:
+def iter_jsonl_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of a JSONL file (``.gz`` too); errors name file:line."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
-    return out
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            yield lineno, row
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read a JSONL file of objects this project wrote (user data goes through ``cpqs_bench.data``)."""
+    return [row for _, row in iter_jsonl_objects(path)]
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

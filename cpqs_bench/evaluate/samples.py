@@ -12,34 +12,17 @@ file cannot inflate the score.
 """
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from cpqs_bench.data.mirror import resolve_path
 from cpqs_bench.evaluate import code_exec, gsm8k
 from cpqs_bench.evaluate.sandbox import Sandbox
-from cpqs_bench.io import sha256_file
+from cpqs_bench.io import iter_jsonl_objects, sha256_file
 
 TASK_ALIASES = {"humaneval": "humaneval", "humaneval_plus": "humaneval_plus", "humaneval+": "humaneval_plus",
                 "humanevalplus": "humaneval_plus", "gsm8k": "gsm8k"}
 MISSING_POLICY = "benchmark items missing from the samples file count as failures"
-
-
-def _rows(path: Path) -> Iterator[tuple[int, dict]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            yield lineno, row
 
 
 def _require_str(row: dict, key: str, path: Path, lineno: int) -> str:
@@ -51,7 +34,7 @@ def _require_str(row: dict, key: str, path: Path, lineno: int) -> str:
 
 def _read_code_samples(path: Path) -> list[dict]:
     samples = []
-    for lineno, row in _rows(path):
+    for lineno, row in iter_jsonl_objects(path):
         task_id = _require_str(row, "task_id", path, lineno)
         if isinstance(row.get("solution"), str):
             samples.append({"task_id": task_id, "solution": row["solution"], "_line": lineno})
@@ -64,7 +47,7 @@ def _read_code_samples(path: Path) -> list[dict]:
 
 def _read_gsm8k_samples(path: Path) -> list[dict]:
     samples = []
-    for lineno, row in _rows(path):
+    for lineno, row in iter_jsonl_objects(path):
         idx = row.get("idx")
         if isinstance(idx, bool) or not isinstance(idx, int):
             raise ValueError(f"{path}:{lineno}: field 'idx' must be an integer, got {type(idx).__name__}")
@@ -112,13 +95,10 @@ def _eval_code(task: str, path: Path, workers: int, sandbox: Sandbox | None, cac
 def _eval_gsm8k(path: Path, mirror: str | Path | None) -> dict[str, Any]:
     gold_path = resolve_path("gsm8k", mirror)
     golds = []
-    with open(gold_path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    golds.append(json.loads(line)["answer"])
-                except (json.JSONDecodeError, KeyError) as exc:
-                    raise ValueError(f"{gold_path}:{lineno}: malformed GSM8K row ({exc!r})") from exc
+    for lineno, row in iter_jsonl_objects(gold_path):
+        if not isinstance(row.get("answer"), str):
+            raise ValueError(f"{gold_path}:{lineno}: malformed GSM8K row (no string 'answer')")
+        golds.append(row["answer"])
     samples = _read_gsm8k_samples(path)
     per_doc: dict[int, list[bool]] = {i: [] for i in range(len(golds))}
     items, unknown = [], []

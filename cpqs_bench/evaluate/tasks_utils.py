@@ -17,8 +17,6 @@ them from ``EvaluateConfig``; a bare ``lm_eval`` run uses the defaults below).
 from __future__ import annotations
 
 import functools
-import gzip
-import json
 import re
 import threading
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from typing import Any, Callable
 from cpqs_bench.data.mirror import resolve
 from cpqs_bench.evaluate import code_exec, gsm8k
 from cpqs_bench.evaluate.config import EvaluateConfig
+from cpqs_bench.io import read_jsonl
 
 _DEFAULTS = EvaluateConfig()
 
@@ -94,29 +93,12 @@ def sandbox_manifest() -> dict[str, Any]:
 _HUB_SPEC = re.compile(r"^hf:(?P<repo>[^:@#]+)(?::(?P<config>[^@#]+))?(?:@(?P<rev>[^#]+))?#(?P<split>.+)$")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
-
-
 def named_rows(name: str) -> list[dict]:
     """Rows of a named dataset: the mirror file when present, else the Hub (which fails cleanly offline)."""
     source, _ = resolve(name)
     m = _HUB_SPEC.match(source)
     if m is None:
-        return _read_jsonl(Path(source))
+        return read_jsonl(Path(source))
     import datasets
 
     ds = datasets.load_dataset(m["repo"], m["config"], revision=m["rev"], split=m["split"])
