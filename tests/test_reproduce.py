@@ -70,6 +70,7 @@ def reference_run(tmp_path_factory, tiny_model_dir):
         out = reproduce.main(str(preset), log=lines.append)
         out["seconds"] = time.monotonic() - t0
         out["log"] = lines
+        out["wandb_runs"] = sorted((tmp / "runs" / "tiny" / "wandb").glob("offline-run-*"))
     finally:
         for k, v in old.items():
             if v is None:
@@ -124,7 +125,7 @@ def test_changed_config_never_reuses_stale_results(reference_run):
 
 def test_wandb_offline_run_per_stage(reference_run):
     tmp, _, out = reference_run
-    runs = list((tmp / "runs" / "tiny" / "wandb").glob("offline-run-*"))
+    runs = out["wandb_runs"]  # as the reference run left them (later tests add runs of their own)
     # one per stage that ran, except data, negatives and the selections; plus the leaderboard
     assert len(runs) == len(out["ran"]) - 2 - len(out["index"]["selections"]) + 1
 

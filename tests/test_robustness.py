@@ -593,15 +593,19 @@ def test_wandb_unreachable_training_completes(tmp_path, monkeypatch):
     pool = _write_pool(tmp_path / "pool.jsonl", 4)
     sel = _jsonl(tmp_path / "sel.jsonl", [{"id": e.id, "kept": True, "rank": i + 1, "score": 0.0, "reason": "top-k"}
                                           for i, e in enumerate(read_pool(str(pool)).examples)])
-    monkeypatch.setenv("WANDB_MODE", "online")
-    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
-    monkeypatch.setenv("WANDB_API_KEY", CANARY_WANDB)
-    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
-    manifest = sft.main(sel, tmp_path / "out", pool=str(pool), progress_bar=False, overrides=[
-        f"model.id={tmp_path / 'model'}", "finetune.max_length=64", "finetune.batch_size=2",
-        "finetune.micro_batch_size=2", "finetune.max_steps=2", "finetune.precision=fp32", "finetune.save_steps=10",
-        "finetune.measure_train_loss=false", "publish.wandb=true"])
+    # A fresh process: wandb keeps process-wide setup state, so an earlier test (or `make test`'s
+    # WANDB_MODE=disabled) must not decide what this run does.
+    env = {**os.environ, "WANDB_MODE": "online", "WANDB_BASE_URL": f"http://127.0.0.1:{_closed_port()}",
+           "WANDB_API_KEY": CANARY_WANDB, "WANDB_INIT_TIMEOUT": "3", "WANDB_DIR": str(tmp_path / "wandb")}
+    overrides = [f"model.id={tmp_path / 'model'}", "finetune.max_length=64", "finetune.batch_size=2",
+                 "finetune.micro_batch_size=2", "finetune.max_steps=2", "finetune.precision=fp32",
+                 "finetune.save_steps=10", "finetune.measure_train_loss=false", "publish.wandb=true"]
+    proc = subprocess.run([sys.executable, "-m", "cpqs_bench", "finetune", "--selection", str(sel), "--pool",
+                           str(pool), "--out", str(tmp_path / "out"), "--no-progress", *overrides],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert CANARY_WANDB not in proc.stdout + proc.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert (tmp_path / "out" / "DONE").exists() and manifest["training"]["global_steps"] == 2
     assert manifest["wandb"]["mode"] == "online" and manifest["wandb"]["errors"]  # recorded, not raised
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
