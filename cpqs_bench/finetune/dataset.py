@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from cpqs_bench.data.example import Example
+from cpqs_bench.io import iter_jsonl_objects
 from cpqs_bench.prompts import LengthStats, render
 
 IGNORE_INDEX = -100
@@ -64,22 +65,19 @@ def read_selection(path: str | Path) -> list[str]:
     """Kept ids of a ``cpqs-bench select`` file (rows ``{"id", "kept", ...}``), in file order; errors name the line."""
     kept: list[str] = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SelectionFileError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("kept"), bool):
-                raise SelectionFileError(f"{path}:{lineno}: expected an object with 'id' and boolean 'kept'")
-            ex_id = str(row["id"])
-            if ex_id in seen:
-                raise SelectionFileError(f"{path}:{lineno}: duplicate id {ex_id!r}")
-            seen.add(ex_id)
-            if row["kept"]:
-                kept.append(ex_id)
+    try:
+        rows = list(iter_jsonl_objects(path))
+    except ValueError as exc:
+        raise SelectionFileError(str(exc)) from None
+    for lineno, row in rows:
+        if "id" not in row or not isinstance(row.get("kept"), bool):
+            raise SelectionFileError(f"{path}:{lineno}: expected an object with 'id' and boolean 'kept'")
+        ex_id = str(row["id"])
+        if ex_id in seen:
+            raise SelectionFileError(f"{path}:{lineno}: duplicate id {ex_id!r}")
+        seen.add(ex_id)
+        if row["kept"]:
+            kept.append(ex_id)
     if not kept:
         raise SelectionFileError(f"{path}: no kept examples")
     return kept

@@ -15,7 +15,6 @@ instruction on one side only (otherwise the classifier is scored on instructions
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections import Counter
@@ -26,7 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from cpqs_bench.data import pool as _pool
 from cpqs_bench.data.example import Example
 from cpqs_bench.data.schemas import RecordError, normalise
-from cpqs_bench.io import stable_hash
+from cpqs_bench.io import iter_jsonl_objects, stable_hash
 
 POSITIVE, NEGATIVE = 1, 0
 
@@ -204,15 +203,15 @@ def _tag(generator: str) -> str:
 def read_negatives(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """Rows written by ``cpqs-bench make-negatives`` (id -> row), with file:line on a bad row."""
     out: dict[str, dict[str, Any]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                out[str(row["id"])] = row
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise PairsError(f"{path}:{lineno}: not a negatives row ({exc})") from None
+    try:
+        for lineno, row in iter_jsonl_objects(path):
+            if "id" not in row:
+                raise PairsError(f"{path}:{lineno}: not a negatives row (no 'id')")
+            out[str(row["id"])] = row
+    except PairsError:
+        raise
+    except ValueError as exc:
+        raise PairsError(f"not a negatives file: {exc}") from None
     return out
 
 
