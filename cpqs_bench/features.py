@@ -216,24 +216,12 @@ def _fit_context(model: Any, spec: FeatureSpec) -> FeatureSpec:
     return replace(spec, max_length=limit) if limit is not None and spec.max_length > limit else spec
 
 
-def _pad_id(tokenizer: Any) -> int:
-    pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pid is None:
-        raise FeatureError("tokenizer has neither a pad nor an eos token")
-    return int(pid)
-
-
 @torch.no_grad()
 def _forward_batch(base: Any, rendered: list[prompts.Rendered], layers: list[int], n_blocks: int, pad_id: int,
                    method: Method, out_dtype: torch.dtype | None) -> list[torch.Tensor]:
     """Right-padded forward of one batch; returns each row's ``(T_resp, L, H)`` response slice (contiguous)."""
     device = next(base.parameters()).device
-    width = max(len(r.input_ids) for r in rendered)
-    ids = torch.full((len(rendered), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rendered), width), dtype=torch.long)
-    for row, r in enumerate(rendered):
-        ids[row, : len(r.input_ids)] = torch.tensor(r.input_ids)
-        mask[row, : len(r.input_ids)] = 1
+    ids, mask = prompts.right_pad([r.input_ids for r in rendered], pad_id)
     ids, mask = ids.to(device), mask.to(device)
     if method == "auto":
         method = "hidden_states" if n_blocks in layers else "hooks"
@@ -278,7 +266,7 @@ def iter_batches(model: Any, tokenizer: Any, examples: Iterable[Example], spec: 
     n_blocks = num_blocks(model)
     layers = resolve_layers(spec.layers, n_blocks)
     base = backbone(model)
-    pad_id = _pad_id(tokenizer)
+    pad_id = prompts.pad_token_id(tokenizer)
     window = window or 16 * batch_size
     it = iter(examples)
     while True:

@@ -178,3 +178,33 @@ def render(tokenizer: Any, example: Example, template: str = "chat", *, system_p
         stats.truncated += int(truncated)
         stats.lengths.append(len(ids))
     return Rendered(ids, len(prompt_ids), len(ids), bool(tail), truncated)
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id used to right-pad batches: the tokenizer's pad token, else its EOS (masked out either way)."""
+    pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pid is None:
+        raise TemplateError("tokenizer has neither a pad nor an eos token to pad batches with")
+    return int(pid)
+
+
+def right_pad(sequences: Sequence[Sequence[int]], pad_id: int, fill: Sequence[Sequence[int]] | None = None,
+              fill_pad: int = -100) -> tuple[Any, Any] | tuple[Any, Any, Any]:
+    """``(input_ids, attention_mask)`` long tensors, right-padded: real tokens keep positions 0..n-1 in every row,
+    so causal attention makes padding invisible to them. With ``fill`` (e.g. SFT labels, same lengths) a third
+    tensor padded with ``fill_pad`` is returned."""
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    extra = torch.full((len(sequences), width), fill_pad, dtype=torch.long) if fill is not None else None
+    for row, seq in enumerate(sequences):
+        n = len(seq)
+        ids[row, :n] = torch.tensor(list(seq), dtype=torch.long)
+        mask[row, :n] = 1
+        if extra is not None:
+            if len(fill[row]) != n:
+                raise ValueError(f"row {row}: {n} input ids but {len(fill[row])} labels")
+            extra[row, :n] = torch.tensor(list(fill[row]), dtype=torch.long)
+    return (ids, mask) if extra is None else (ids, mask, extra)

@@ -93,3 +93,13 @@ def test_embedded_model_real_tokenizer(embedded_tokenizer, response):
     gen = tok.apply_chat_template(list(ex.prompt), add_generation_prompt=True, tokenize=False)
     assert tok.decode(r.prompt_ids) == gen
     assert gen.endswith("<|im_start|>assistant\n")
+
+
+def test_right_pad_keeps_real_tokens_at_the_start_and_pads_labels():
+    ids, mask, labels = prompts.right_pad([[5, 6, 7], [8]], pad_id=0, fill=[[-100, 6, 7], [8]], fill_pad=-100)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert labels.tolist() == [[-100, 6, 7], [8, -100, -100]]
+    with pytest.raises(ValueError, match="row 1: 1 input ids but 2 labels"):
+        prompts.right_pad([[1], [2]], 0, fill=[[1], [2, 3]])
+    assert prompts.pad_token_id(tiny.tokenizer("gpt2")) == tiny.tokenizer("gpt2").eos_token_id

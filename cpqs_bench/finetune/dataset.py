@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import iter_jsonl_objects
-from cpqs_bench.prompts import LengthStats, render
+from cpqs_bench.prompts import LengthStats, render, right_pad
 
 IGNORE_INDEX = -100
 
@@ -134,17 +134,6 @@ class PadCollator:
     pad_id: int
 
     def __call__(self, batch: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(b["input_ids"]) for b in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, b in enumerate(batch):
-            n = len(b["input_ids"])
-            if len(b["labels"]) != n:
-                raise ValueError(f"row {i}: {n} input ids but {len(b['labels'])} labels")
-            ids[i, :n] = torch.tensor(b["input_ids"], dtype=torch.long)
-            labels[i, :n] = torch.tensor(b["labels"], dtype=torch.long)
-            mask[i, :n] = 1
+        ids, mask, labels = right_pad([b["input_ids"] for b in batch], self.pad_id,
+                                      fill=[b["labels"] for b in batch], fill_pad=IGNORE_INDEX)
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}

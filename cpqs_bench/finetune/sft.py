@@ -38,6 +38,7 @@ from cpqs_bench.finetune import checkpoints, progress
 from cpqs_bench.finetune.dataset import PadCollator, RowDataset, SFTData, pick, read_selection, tokenize
 from cpqs_bench.finetune.recipe import RecipeMismatch, recipe, recipe_hash
 from cpqs_bench.io import read_json, sha256_file, write_json, write_text
+from cpqs_bench.prompts import pad_token_id
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ def main(selection: str | os.PathLike, out: str | os.PathLike, *, config: str | 
     if wandb_cb is not None and args.process_index == 0:
         callbacks.append(wandb_cb)
     trainer = Trainer(model=peft_model, args=args, train_dataset=RowDataset(data.rows),
-                      data_collator=PadCollator(tok.pad_token_id), processing_class=tok, callbacks=callbacks)
+                      data_collator=PadCollator(pad_token_id(tok)), processing_class=tok, callbacks=callbacks)
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # our progress bar shows loss/tokens/s; no raw dict prints
@@ -317,8 +318,8 @@ def main(selection: str | os.PathLike, out: str | os.PathLike, *, config: str | 
     if ft.measure_train_loss:
         base_model = trainer.model
         with base_model.disable_adapter():
-            loss["before"] = mean_response_loss(base_model, data, tok.pad_token_id, precision)
-        loss["after"] = mean_response_loss(base_model, data, tok.pad_token_id, precision)
+            loss["before"] = mean_response_loss(base_model, data, pad_token_id(tok), precision)
+        loss["after"] = mean_response_loss(base_model, data, pad_token_id(tok), precision)
     merged_dir = None
     if merge:
         merged_dir = out / "merged"

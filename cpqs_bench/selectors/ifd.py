@@ -128,13 +128,9 @@ def sequence_losses(model: Any, seqs: Sequence[tuple[tuple[int, ...], int]], pad
     import torch.nn.functional as F
 
     device = next(model.parameters()).device
-    width = max(len(ids) for ids, _ in seqs)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    input_ids, mask = prompts.right_pad([ids for ids, _ in seqs], pad_id)
     rows, positions, targets, owner = [], [], [], []
     for b, (ids, start) in enumerate(seqs):
-        input_ids[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        mask[b, : len(ids)] = 1
         n = len(ids) - start
         rows += [b] * n
         positions += range(start - 1, len(ids) - 1)  # logits at t-1 predict token t
@@ -191,7 +187,7 @@ def batches(jobs: Sequence[Any], max_seqs: int, max_tokens: int) -> Iterator[lis
 def score_shard(model: Any, tok: Any, examples: Sequence[Example], s: IFDSettings) -> list[Losses]:
     """Both passes for one shard: all sequences sorted by length (longest first), batched, losses per example."""
     start_id = start_token_id(tok)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else start_id
+    pad_id = prompts.pad_token_id(tok)
     rendered = _render_all(tok, examples, s)
     jobs: list[tuple[int, int, tuple[int, ...], int]] = []  # (example index, pass 0=cond/1=uncond, ids, start)
     for i, r in enumerate(rendered):
