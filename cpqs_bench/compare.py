@@ -349,7 +349,7 @@ def main(selectors: Sequence[str], out: str | Path, *, data: str | None = None, 
     from cpqs_bench import provenance
     from cpqs_bench.config import config_hash, load_config, to_dict
     from cpqs_bench.select import budget_count
-    from cpqs_bench.selectors.longest import response_tokens
+    from cpqs_bench.selectors.base import response_tokens
 
     if not selectors:
         raise CompareError("--selectors is empty")

@@ -98,6 +98,28 @@ def is_empty_response(example: Example) -> bool:
     return not example.response.strip()
 
 
+def response_tokens(tokenizer: Any, example: Example, config: Any) -> tuple[int, ...]:
+    """The response's token ids under the configured template (prompt layer; no end-of-turn token, no truncation,
+    so "length" means the same tokens IFD and SFT see); empty for an empty response."""
+    from cpqs_bench import prompts
+
+    rendered = prompts.render(tokenizer, example, config.prompt.template, system_prompt=config.prompt.system_prompt,
+                              train_eot=False, max_length=None)
+    return () if rendered is None else rendered.response_ids
+
+
+def token_score_rows(examples: Sequence[Example], ctx: ScoringContext,
+                     score: Callable[[Example, tuple[int, ...]], float]) -> list[ScoreRow]:
+    """Rows for selectors that need only the tokenizer: ``score(example, response token ids)`` per example, the
+    token count as ``n_tokens``, and the empty-response policy applied the same way for all of them."""
+    tok = ctx.tokenizer()
+    rows = []
+    for ex in examples:
+        ids = response_tokens(tok, ex, ctx.config)
+        rows.append(ScoreRow(ex.id, score(ex, ids), len(ids), exclude=EMPTY_RESPONSE if is_empty_response(ex) else None))
+    return rows
+
+
 @runtime_checkable
 class Selector(Protocol):
     name: str

@@ -7,18 +7,10 @@ tokens IFD and SFT see, and the score does not depend on ``prompt.max_length``.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
-from cpqs_bench import prompts
 from cpqs_bench.data.example import Example
-from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response
-
-
-def response_tokens(tokenizer: Any, example: Example, config: Any) -> tuple[int, ...]:
-    """The response's token ids under the configured template (empty tuple for an empty response)."""
-    rendered = prompts.render(tokenizer, example, config.prompt.template, system_prompt=config.prompt.system_prompt,
-                              train_eot=False, max_length=None)
-    return () if rendered is None else rendered.response_ids
+from cpqs_bench.selectors.base import Needs, ScoreRow, ScoringContext, token_score_rows
 
 
 class LongestSelector:
@@ -26,10 +18,4 @@ class LongestSelector:
     needs = Needs.NOTHING  # a tokenizer only, no weights
 
     def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
-        tok = ctx.tokenizer()
-        rows = []
-        for ex in examples:
-            n = len(response_tokens(tok, ex, ctx.config))
-            excl = EMPTY_RESPONSE if is_empty_response(ex) else None
-            rows.append(ScoreRow(ex.id, float(n), n, exclude=excl))
-        return rows
+        return token_score_rows(examples, ctx, lambda ex, ids: float(len(ids)))

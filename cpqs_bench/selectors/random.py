@@ -10,8 +10,7 @@ import hashlib
 from typing import Sequence
 
 from cpqs_bench.data.example import Example
-from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response
-from cpqs_bench.selectors.longest import response_tokens
+from cpqs_bench.selectors.base import Needs, ScoreRow, ScoringContext, token_score_rows
 
 _DENOMINATOR = float(1 << 53)
 
@@ -27,10 +26,4 @@ class RandomSelector:
     needs = Needs.NOTHING
 
     def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
-        tok = ctx.tokenizer()
-        rows = []
-        for ex in examples:
-            n = len(response_tokens(tok, ex, ctx.config))
-            excl = EMPTY_RESPONSE if is_empty_response(ex) else None
-            rows.append(ScoreRow(ex.id, uniform(ctx.seed, ex.id), n, exclude=excl))
-        return rows
+        return token_score_rows(examples, ctx, lambda ex, ids: uniform(ctx.seed, ex.id))

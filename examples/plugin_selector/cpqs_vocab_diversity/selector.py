@@ -11,8 +11,7 @@ from collections import Counter
 from typing import Sequence
 
 from cpqs_bench.data.example import Example
-from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response
-from cpqs_bench.selectors.longest import response_tokens
+from cpqs_bench.selectors.base import Needs, ScoreRow, ScoringContext, token_score_rows
 
 WINDOW = 50
 
@@ -40,10 +39,4 @@ class VocabDiversitySelector:
     needs = Needs.NOTHING
 
     def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
-        tok = ctx.tokenizer()
-        rows = []
-        for ex in examples:
-            ids = response_tokens(tok, ex, ctx.config)
-            excl = EMPTY_RESPONSE if is_empty_response(ex) else None
-            rows.append(ScoreRow(ex.id, mattr(ids), len(ids), exclude=excl))
-        return rows
+        return token_score_rows(examples, ctx, lambda ex, ids: mattr(ids))
