@@ -12,7 +12,7 @@ import platform
 import re
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 PACKAGES = ("cpqs-bench", "torch", "transformers", "datasets", "peft", "trl", "accelerate", "lm_eval", "evaluate",
             "huggingface_hub", "safetensors", "gguf", "wandb", "numpy")
@@ -79,8 +79,9 @@ def secret_values() -> list[str]:
     return [v for k in SECRET_ENV if (v := os.environ.get(k)) and len(v) >= 4]
 
 
-def scrub(text: str) -> str:
-    """Replace any token value from the environment (and anything shaped like an HF token) in ``text``."""
-    for value in secret_values():
+def scrub(text: str, extra: Iterable[str | None] = ()) -> str:
+    """Replace token values from the environment, any ``extra`` secrets (e.g. a token passed explicitly), and
+    anything shaped like an HF token in ``text``. The one scrubber every log line and error message goes through."""
+    for value in [*secret_values(), *(e for e in extra if e)]:
         text = text.replace(value, "***")
     return re.sub(r"hf_[A-Za-z0-9]{20,}", "hf_***", text)

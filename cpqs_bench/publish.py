@@ -50,6 +50,7 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import get_token
 
 from cpqs_bench.io import atomic_open, write_json, write_text
+from cpqs_bench.provenance import scrub
 
 log = logging.getLogger(__name__)
 
@@ -404,7 +405,7 @@ def with_retries(fn: Callable[[], T], what: str, policy: RetryPolicy, secrets: S
         except Exception as err:  # classified below: either retried (recorded in policy.waits) or re-raised
             if not is_transient(err) or attempt > policy.max_retries:
                 raise _scrubbed(err, f"{what} failed after {attempt} attempt(s)", secrets) from None
-            log.warning("%s: transient failure (%s), retry %d/%d", what, _scrub(_short(err), secrets), attempt, policy.max_retries)
+            log.warning("%s: transient failure (%s), retry %d/%d", what, scrub(_short(err), secrets), attempt, policy.max_retries)
             policy.wait(attempt, err)
 
 
@@ -413,16 +414,9 @@ def _short(err: BaseException) -> str:
     return f"{type(err).__name__}" + (f" HTTP {status}" if status else "") + f": {str(err).splitlines()[0] if str(err) else ''}"
 
 
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 def _scrubbed(err: BaseException, context: str, secrets: Sequence[str]) -> PublishError:
     # Raised "from None": the original exception (and any request headers it references) is not chained.
-    return PublishError(_scrub(f"{context}: {type(err).__name__}: {err}", secrets))
+    return PublishError(scrub(f"{context}: {type(err).__name__}: {err}", secrets))
 
 
 # ============================================================================ publishing
@@ -531,7 +525,7 @@ def _push_repo(
         except Exception as err:  # classified: transient ones are retried after a re-diff, others re-raised scrubbed
             if not is_transient(err) or commit_attempt > policy.max_retries:
                 raise _scrubbed(err, f"commit to {repo_id} failed after {commit_attempt} attempt(s)", secrets) from None
-            log.warning("commit to %s: transient failure (%s), retry %d/%d", repo_id, _scrub(_short(err), secrets),
+            log.warning("commit to %s: transient failure (%s), retry %d/%d", repo_id, scrub(_short(err), secrets),
                         commit_attempt, policy.max_retries)
             policy.wait(commit_attempt, err)
             continue

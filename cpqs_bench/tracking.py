@@ -30,6 +30,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
+from cpqs_bench.provenance import scrub
+
 log = logging.getLogger(__name__)
 
 Mode = Literal["disabled", "offline", "online"]
@@ -168,7 +170,7 @@ class Tracker:
     # ------------------------------------------------------------------ failure handling
     def _fail(self, what: str, err: BaseException) -> None:
         """Record and warn once, then go inert: later calls become no-ops instead of repeating the failure."""
-        reason = _scrub(f"W&B {what} failed ({type(err).__name__}: {err}); tracking disabled for stage {self.stage!r}")
+        reason = scrub(f"W&B {what} failed ({type(err).__name__}: {err}); tracking disabled for stage {self.stage!r}")
         self.errors.append(reason)
         log.warning("%s", reason)
         if self.run is not None and not self._finished:
@@ -176,10 +178,5 @@ class Tracker:
             try:
                 self.run.finish(exit_code=1)
             except Exception as finish_err:  # documented policy; recorded, not raised
-                self.errors.append(_scrub(f"W&B finish after failure also failed: {type(finish_err).__name__}: {finish_err}"))
+                self.errors.append(scrub(f"W&B finish after failure also failed: {type(finish_err).__name__}: {finish_err}"))
         self._finished = True
-
-
-def _scrub(text: str) -> str:
-    key = os.environ.get("WANDB_API_KEY")
-    return text.replace(key, "***") if key else text
