@@ -40,6 +40,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from cpqs_bench.finetune.recipe import RecipeMismatch  # one definition, shared with the SFT guard
+from cpqs_bench.io import iter_jsonl_objects
 
 BASE_ARM = "base"
 DEFAULT_REFERENCES: tuple[str, ...] = ("random", "full")
@@ -110,22 +111,15 @@ def _parse_identity(manifest: dict[str, Any], path: Path) -> tuple[str, int | No
 def _read_items(path: Path) -> dict[str, dict[str, float]]:
     items: dict[str, dict[str, float]] = {}
     first_line: dict[tuple[str, str], int] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: invalid JSON ({exc.msg})") from exc
-            task, doc_id, score = _parse_item(row, where)
-            key = (task, doc_id)
-            if key in first_line:
-                raise ValueError(f"{where}: duplicate item task={task!r} doc_id={doc_id!r} "
-                                 f"(first seen on line {first_line[key]})")
-            first_line[key] = lineno
-            items.setdefault(task, {})[doc_id] = score
+    for lineno, row in iter_jsonl_objects(path):
+        where = f"{path}:{lineno}"
+        task, doc_id, score = _parse_item(row, where)
+        key = (task, doc_id)
+        if key in first_line:
+            raise ValueError(f"{where}: duplicate item task={task!r} doc_id={doc_id!r} "
+                             f"(first seen on line {first_line[key]})")
+        first_line[key] = lineno
+        items.setdefault(task, {})[doc_id] = score
     return items
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 
 from cpqs_bench.data.mirror import resolve_path
 from cpqs_bench.evaluate.sandbox import Sandbox, SandboxLimits, SandboxResult
-from cpqs_bench.io import read_json, sha256_file, write_bytes, write_json
+from cpqs_bench.io import iter_jsonl_objects, read_json, sha256_file, write_bytes, write_json
 
 DEFAULT_MIN_TIME_LIMIT = 4.0  # EvalPlus config.DEFAULT_MIN_TIME_LIMIT
 DEFAULT_GT_TIME_LIMIT_FACTOR = 4.0  # EvalPlus config.DEFAULT_GT_TIME_LIMIT_FACTOR
@@ -136,21 +136,16 @@ def load_problems(plus: bool, path: str | Path | None = None) -> dict[str, Probl
     """Read HumanEval (``plus=False``) or HumanEval+ from the mirror (gzip JSONL); errors name file and line."""
     path = Path(path) if path is not None else resolve_path("humaneval_plus" if plus else "humaneval")
     problems: dict[str, Problem] = {}
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                p = Problem(row["task_id"], row["prompt"], row["entry_point"], row["canonical_solution"],
-                            row.get("test", ""), float(row.get("atol") or 0.0),
-                            row.get("base_input") if plus else None, row.get("plus_input") if plus else None)
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{path}:{lineno}: malformed problem row ({exc!r})") from exc
-            if plus and p.base_input is None:
-                raise ValueError(f"{path}:{lineno}: HumanEval+ row {p.task_id} has no base_input")
-            problems[p.task_id] = p
+    for lineno, row in iter_jsonl_objects(path):
+        try:
+            p = Problem(row["task_id"], row["prompt"], row["entry_point"], row["canonical_solution"],
+                        row.get("test", ""), float(row.get("atol") or 0.0),
+                        row.get("base_input") if plus else None, row.get("plus_input") if plus else None)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}:{lineno}: malformed problem row ({exc!r})") from exc
+        if plus and p.base_input is None:
+            raise ValueError(f"{path}:{lineno}: HumanEval+ row {p.task_id} has no base_input")
+        problems[p.task_id] = p
     return problems
 
 
