@@ -216,6 +216,13 @@ def _fit_context(model: Any, spec: FeatureSpec) -> FeatureSpec:
     return replace(spec, max_length=limit) if limit is not None and spec.max_length > limit else spec
 
 
+def _windows(examples: Iterable[Example], size: int) -> Iterator[list[Example]]:
+    """Consecutive lists of ``size`` examples: the unit of length bucketing, and what bounds memory."""
+    it = iter(examples)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
 @torch.no_grad()
 def _forward_batch(base: Any, rendered: list[prompts.Rendered], layers: list[int], n_blocks: int, pad_id: int,
                    method: Method, out_dtype: torch.dtype | None) -> list[torch.Tensor]:
@@ -267,12 +274,7 @@ def iter_batches(model: Any, tokenizer: Any, examples: Iterable[Example], spec: 
     layers = resolve_layers(spec.layers, n_blocks)
     base = backbone(model)
     pad_id = prompts.pad_token_id(tokenizer)
-    window = window or 16 * batch_size
-    it = iter(examples)
-    while True:
-        chunk = list(itertools.islice(it, window))
-        if not chunk:
-            return
+    for chunk in _windows(examples, window or 16 * batch_size):
         items: list[tuple[str, prompts.Rendered]] = []
         for ex in chunk:
             before = stats.lengths.as_dict()
@@ -305,11 +307,7 @@ def extract(model: Any, tokenizer: Any, examples: Iterable[Example], template: s
     dropped (reason counted in ``stats``). Streams window by window."""
     spec = FeatureSpec(template, layers, max_length, system_prompt, train_eot)
     window = window or 16 * batch_size
-    it = iter(examples)
-    while True:
-        chunk = list(itertools.islice(it, window))
-        if not chunk:
-            return
+    for chunk in _windows(examples, window):
         got: dict[str, torch.Tensor] = {}
         for batch in iter_batches(model, tokenizer, chunk, spec, batch_size, window=window, method=method,
                                   out_dtype=out_dtype, stats=stats):

@@ -92,8 +92,8 @@ def stage_data(p: Plan) -> dict[str, Any]:
     source, _ = resolve_source(d.pool, d.mirror)
     src_hash = sha256_file(source) if not source.startswith("hf:") else source
     cq = p.cfg.selectors.cpqs
-    inputs = {"data": to_dict(d), "source": src_hash, "cpqs_pairs": to_dict(cq)["pairs_source"],
-              "n_pairs": cq.n_pairs, "pairs": cq.pairs}
+    inputs = {"data": to_dict(d), "source": src_hash, "cpqs_pairs": cq.pairs_source, "n_pairs": cq.n_pairs,
+              "pairs": cq.pairs}
     st = p.stage("data", inputs)
     if p.announce("data", st):
         st.begin()
@@ -235,7 +235,7 @@ def stage_evaluate(p: Plan, data: dict[str, Any], adapters: dict[tuple[str, int]
     out = []
     for arm, seed, adapter in jobs:
         recipe_hash = read_json(Path(adapter) / "manifest.json")["recipe_hash"] if adapter else None
-        inputs = {"arm": arm, "seed": seed, "adapter": recipe_hash and sha256_file(Path(adapter) / "manifest.json"),
+        inputs = {"arm": arm, "seed": seed, "adapter": sha256_file(Path(adapter) / "manifest.json") if adapter else None,
                   "evaluate": to_dict(p.cfg.evaluate), "model": to_dict(p.cfg.model)}
         st = p.stage(f"evaluate/{arm}" + (f"-s{seed}" if seed is not None else ""), inputs)
         if p.announce(f"evaluate {arm}" + (f" seed {seed}" if seed is not None else ""), st):

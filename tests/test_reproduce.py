@@ -61,22 +61,15 @@ def reference_run(tmp_path_factory, tiny_model_dir):
 
     tmp = tmp_path_factory.mktemp("ref")
     preset = tiny_preset(tmp, tiny_model_dir)
-    env = {"HF_TOKEN": CANARY_HF, "WANDB_API_KEY": CANARY_WANDB}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # module scope: the function-scoped monkeypatch is not available
+        mp.setenv("HF_TOKEN", CANARY_HF)
+        mp.setenv("WANDB_API_KEY", CANARY_WANDB)
         t0 = time.monotonic()
         lines: list[str] = []
         out = reproduce.main(str(preset), log=lines.append)
         out["seconds"] = time.monotonic() - t0
         out["log"] = lines
         out["wandb_runs"] = sorted((tmp / "runs" / "tiny" / "wandb").glob("offline-run-*"))
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return tmp, preset, out
 
 

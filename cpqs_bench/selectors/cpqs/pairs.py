@@ -71,6 +71,20 @@ def _same(a: str, b: str) -> bool:
     return a.strip() == b.strip()
 
 
+def _add(pairs: list[list[Labelled]], seen: set[str], skipped: Counter, pos: Example, neg: Example,
+         drop_identical: bool) -> None:
+    """Append one (strong, weak) pair unless its answers are identical or its instruction already has a pair."""
+    if drop_identical and _same(pos.response, neg.response):
+        skipped["identical"] += 1
+        return
+    group = prompt_key(pos.prompt)
+    if group in seen:
+        skipped["duplicate_prompt"] += 1
+        return
+    seen.add(group)
+    pairs.append(_pair(group, pos, neg))
+
+
 def _subsample(pairs: list[list[Labelled]], n_pairs: int | None, seed: int) -> list[list[Labelled]]:
     """A seeded subset of whole pairs (order-independent: shuffled after sorting by group)."""
     pairs = sorted(pairs, key=lambda p: p[0].group + p[0].example.id)
@@ -118,15 +132,7 @@ def from_paired_file(source: str, positive_field: str = "output_gpt4", negative_
         except RecordError as exc:
             skipped[exc.reason] += 1
             continue
-        if drop_identical and _same(pos.response, neg.response):
-            skipped["identical"] += 1
-            continue
-        group = prompt_key(pos.prompt)
-        if group in seen:
-            skipped["duplicate_prompt"] += 1
-            continue
-        seen.add(group)
-        pairs.append(_pair(group, pos, neg))
+        _add(pairs, seen, skipped, pos, neg, drop_identical)
     if not pairs and not skipped:
         raise PairsError(f"{src}: no records")
     return _finish(f"{source} ({positive_field} vs {negative_field})", pairs, skipped, n_pairs, seed)
@@ -231,16 +237,8 @@ def from_generated(pool_examples: Sequence[Example], negatives_path: str | os.Pa
         if not isinstance(answer, str) or not answer.strip():
             skipped["empty_negative"] += 1
             continue
-        if drop_identical and _same(ex.response, answer):
-            skipped["identical"] += 1
-            continue
-        group = prompt_key(ex.prompt)
-        if group in seen:
-            skipped["duplicate_prompt"] += 1
-            continue
-        seen.add(group)
         neg = Example(ex.id, ex.prompt, answer, {"generator": row.get("generator")})
-        pairs.append(_pair(group, ex, neg))
+        _add(pairs, seen, skipped, ex, neg, drop_identical)
     return _finish(f"generated({negatives_path})", pairs, skipped, n_pairs, seed)
 
 
