@@ -226,14 +226,7 @@ def read_pool(pool: str, *, schema: str | None = None, field_map: dict[str, str]
     return result
 
 
-def load_examples(path: str | os.PathLike) -> list[Example]:
-    """Read examples this project wrote (``Example.to_dict`` rows)."""
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    out.append(Example.from_dict(json.loads(line)))
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise DataError(f"{path}:{lineno}: not an example row ({exc})") from None
-    return out
+def read_project_pool(path: str | os.PathLike) -> Pool:
+    """Read a pool file this project wrote (``messages`` JSONL with ids): its own format, never the raw pool's
+    schema, field map or limit; any bad row is an error (the project wrote it), not a quarantine."""
+    return read_pool(str(path), schema="messages", max_rejected_fraction=0.0)

@@ -1,7 +1,9 @@
-"""``cpqs-bench`` command line. Each verb parses its flags and makes one library call; nothing else lives here.
+"""``cpqs-bench`` command line: the edge. Only this package reads argv or calls ``load_config``.
 
-Verbs are registered lazily as ``"module"`` paths: the module provides ``add_arguments(parser)`` and
-``run_cli(args) -> int | None``. A verb whose module is not built yet says so plainly instead of failing obscurely.
+One file per verb in this package (``cpqs_bench/cli/<verb>.py``), registered lazily by module path so ``--help`` and
+start-up import only that verb. A verb module provides ``add_arguments(parser)`` and ``run(args) -> int | None``; it
+resolves the config once (:func:`cpqs_bench.cli.common.resolve`), reads inputs, and makes one library call with the
+parsed objects. One override syntax for every verb: ``cpqs-bench VERB [--config PRESET] [key=value ...] [flags]``.
 """
 from __future__ import annotations
 
@@ -12,20 +14,20 @@ import os
 import sys
 
 VERBS: dict[str, tuple[str, str]] = {
-    "data": ("cpqs_bench.data.inspect", "inspect an instruction pool: counts, rejected records, token lengths"),
-    "config": ("cpqs_bench.config_cli", "show a resolved preset and its hash"),
-    "model": ("cpqs_bench.model_cli", "prepare or inspect the embedded default model"),
-    "make-negatives": ("cpqs_bench.data.negatives", "answer a pool's instructions with a weaker model (CPQS negatives)"),
-    "train-selector": ("cpqs_bench.selectors.cpqs.train", "train the CPQS TextCNN on contrastive pairs"),
-    "score": ("cpqs_bench.score", "score a pool with a selector (cpqs, ifd, superfiltering, random, longest, plugins)"),
-    "select": ("cpqs_bench.select_cli", "keep the top (or bottom) budget of a scores file"),
-    "compare": ("cpqs_bench.compare", "score a pool with several selectors and write a diagnostics report"),
-    "finetune": ("cpqs_bench.finetune.sft", "LoRA fine-tune one arm on a selection"),
-    "evaluate": ("cpqs_bench.evaluate.harness", "evaluate a model/adapter with lm-evaluation-harness"),
-    "eval-samples": ("cpqs_bench.evaluate.samples", "score completions produced elsewhere"),
-    "reproduce": ("cpqs_bench.reproduce", "run a whole experiment: select, fine-tune, evaluate, compare, publish"),
-    "leaderboard": ("cpqs_bench.leaderboard", "regenerate leaderboard files from results"),
-    "publish": ("cpqs_bench.publish_run", "push adapters and results to the Hugging Face Hub (or --dry-run)"),
+    "data": ("cpqs_bench.cli.data", "inspect an instruction pool: counts, rejected records, token lengths"),
+    "config": ("cpqs_bench.cli.config", "show a resolved preset and its hash"),
+    "model": ("cpqs_bench.cli.model", "prepare or inspect the embedded default model"),
+    "make-negatives": ("cpqs_bench.cli.make_negatives", "answer a pool's instructions with a weaker model (CPQS negatives)"),
+    "train-selector": ("cpqs_bench.cli.train_selector", "train the CPQS TextCNN on contrastive pairs"),
+    "score": ("cpqs_bench.cli.score", "score a pool with a selector (cpqs, ifd, superfiltering, random, longest, plugins)"),
+    "select": ("cpqs_bench.cli.select", "keep the top (or bottom) budget of a scores file"),
+    "compare": ("cpqs_bench.cli.compare", "score a pool with several selectors and write a diagnostics report"),
+    "finetune": ("cpqs_bench.cli.finetune", "LoRA fine-tune one arm on a selection"),
+    "evaluate": ("cpqs_bench.cli.evaluate", "evaluate a model/adapter with lm-evaluation-harness"),
+    "eval-samples": ("cpqs_bench.cli.eval_samples", "score completions produced elsewhere"),
+    "reproduce": ("cpqs_bench.cli.reproduce", "run a whole experiment: select, fine-tune, evaluate, compare, publish"),
+    "leaderboard": ("cpqs_bench.cli.leaderboard", "regenerate leaderboard files from results"),
+    "publish": ("cpqs_bench.cli.publish", "push adapters and results to the Hugging Face Hub (or --dry-run)"),
 }
 
 
@@ -40,21 +42,19 @@ def _top_parser() -> argparse.ArgumentParser:
 def build_parser(verb: str) -> argparse.ArgumentParser:
     """A parser for one verb; only that verb's module is imported (keeps ``--help`` and startup fast)."""
     module_name, help_text = VERBS[verb]
-    parser = argparse.ArgumentParser(prog="cpqs-bench", description="Compare instruction-tuning data selectors end to end.")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    p = sub.add_parser(verb, help=help_text, description=help_text)
+    p = argparse.ArgumentParser(prog=f"cpqs-bench {verb}", description=help_text)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name != module_name:
             raise
         module = None
-    if module is None or not hasattr(module, "run_cli"):
+    if module is None or not hasattr(module, "run"):
         p.set_defaults(_missing=module_name)
-        return parser
+        return p
     module.add_arguments(p)
-    p.set_defaults(_run=module.run_cli)
-    return parser
+    p.set_defaults(_run=module.run)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         print(f"cpqs-bench: unknown verb {verb!r}.{hint} Verbs: {', '.join(VERBS)}", file=sys.stderr)
         return 2
-    args = build_parser(verb).parse_args(argv)
+    args = build_parser(verb).parse_intermixed_args(argv[1:])  # key=value may stand between flags
     if getattr(args, "_missing", None):
         print(f"cpqs-bench {verb}: not built yet ({args._missing} has no command-line entry in this version)",
               file=sys.stderr)
