@@ -225,11 +225,11 @@ def pair_outcomes(rows: list[dict[str, Any]], pairs: Sequence[tuple[str, str]]) 
 
 def pairwise_accuracy(rows: list[dict[str, Any]], pairs: Sequence[tuple[str, str]], n_boot: int, seed: int,
                       name: str) -> dict[str, Any]:
-    from cpqs_bench.stats import _rng_for, bootstrap_mean_ci
+    from cpqs_bench.stats import rng_for, bootstrap_mean_ci
 
     outcomes = pair_outcomes(rows, pairs)
     eligible = {r["id"] for r in rows if _eligible(r)}
-    low, high = bootstrap_mean_ci(outcomes, n_boot, _rng_for(seed, "pairwise_accuracy", name))
+    low, high = bootstrap_mean_ci(outcomes, n_boot, rng_for(seed, "pairwise_accuracy", name))
     both = [o for o, (s, w) in zip(outcomes, pairs) if s in eligible and w in eligible]
     return {"accuracy": sum(outcomes) / len(outcomes), "ci95": [low, high], "n_pairs": len(outcomes),
             "ties": sum(o == 0.5 for o in outcomes), "both_eligible": len(both),

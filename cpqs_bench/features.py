@@ -210,7 +210,7 @@ def _fit_context(model: Any, spec: FeatureSpec) -> FeatureSpec:
     which the cache key already covers, so cached features stay consistent."""
     from dataclasses import replace
 
-    from cpqs_bench.selectors.ifd import model_max_length
+    from cpqs_bench.models import model_max_length
 
     limit = model_max_length(model)
     return replace(spec, max_length=limit) if limit is not None and spec.max_length > limit else spec

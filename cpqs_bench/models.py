@@ -40,6 +40,16 @@ class ModelInfo:
         return asdict(self)
 
 
+def model_max_length(model: Any) -> int | None:
+    """The model's context length (positions it was built for), or None when its config does not say."""
+    cfg = getattr(model, "config", None)
+    for attr in ("max_position_embeddings", "n_positions"):
+        value = getattr(cfg, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("CPQS_CACHE") or Path.home() / ".cache" / "cpqs-bench")
 

@@ -225,7 +225,7 @@ def doc_means(runs: Sequence[ArmResult], task: str) -> tuple[dict[str, float], i
 # ----------------------------------------------------------------------------------------------- resampling
 
 
-def _rng_for(seed: int, *key: str) -> np.random.Generator:
+def rng_for(seed: int, *key: str) -> np.random.Generator:
     """A generator that depends on the seed and the comparison, not on the order comparisons are run in."""
     return np.random.default_rng([seed, *(zlib.crc32(k.encode("utf-8")) for k in key)])
 
@@ -361,7 +361,7 @@ def _summarize_task(task: str, arms: list[str], groups: dict[str, list[ArmResult
             warnings.append(f"{task}: arm {arm!r} is scored for {len(scored)} of {len(runs)} seeds")
         stats = seed_stats([s for _, s in scored])
         docs[arm], n_partial = doc_means(runs, task)
-        item_ci = (bootstrap_mean_ci(list(docs[arm].values()), n_boot, _rng_for(seed, "item-ci", task, arm), level)
+        item_ci = (bootstrap_mean_ci(list(docs[arm].values()), n_boot, rng_for(seed, "item-ci", task, arm), level)
                    if docs[arm] else (None, None))
         stats.update(per_seed=[{"seed": s, "score": v} for s, v in scored], n_items=len(docs[arm]),
                      n_items_partial_seeds=n_partial,
@@ -377,7 +377,7 @@ def _summarize_task(task: str, arms: list[str], groups: dict[str, list[ArmResult
         for arm in arms:
             if arm == ref or arm not in docs:
                 continue
-            cmp = paired_comparison(docs[arm], docs[ref], rng=_rng_for(seed, "paired", task, arm, ref),
+            cmp = paired_comparison(docs[arm], docs[ref], rng=rng_for(seed, "paired", task, arm, ref),
                                     n_boot=n_boot, n_perm=n_perm, alpha=alpha, level=level)
             if cmp["n_unpaired_arm"] or cmp["n_unpaired_reference"]:
                 warnings.append(f"{task}: {arm} vs {ref}: {cmp['n_unpaired_arm']} docs only in {arm}, "

@@ -258,7 +258,7 @@ def main(selection: str | os.PathLike, out: str | os.PathLike, *, config: str | 
     model, tok, info = load_base(cfg, precision)
     rec = recipe(cfg, precision=precision, model_revision=info.revision)
     rhash = recipe_hash(rec)
-    from cpqs_bench.selectors.ifd import model_max_length
+    from cpqs_bench.models import model_max_length
 
     data, pool_summary = load_data(cfg, selection, pool, tok, model_max_length(model))
     selection_sha = sha256_file(selection)

@@ -99,15 +99,6 @@ def passes(rendered: prompts.Rendered, start_id: int) -> tuple[tuple[tuple[int, 
     return (ids, start), ((start_id,) + response, 1)
 
 
-def model_max_length(model: Any) -> int | None:
-    cfg = getattr(model, "config", None)
-    for attr in ("max_position_embeddings", "n_positions"):
-        value = getattr(cfg, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 # ------------------------------------------------------------------------------------------------ the forward
 def _split_head(model: Any) -> tuple[Any, Any] | None:
     """(backbone, lm_head) when logits == lm_head(backbone hidden states) exactly; None otherwise."""
