@@ -44,6 +44,7 @@ from typing import Any, Iterator, Sequence
 from cpqs_bench import prompts
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import read_jsonl, stable_hash, write_jsonl
+from cpqs_bench.models import model_max_length
 from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response
 
 SHARD_SIZE = 128
