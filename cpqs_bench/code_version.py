@@ -46,8 +46,9 @@ def _resolve_from(module: str, is_package: bool, node: ast.ImportFrom) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def direct_imports(name: str) -> frozenset[str]:
-    """``cpqs_bench`` modules that module ``name`` imports anywhere in its source (top level or inside functions)."""
+def direct_imports(name: str, parents: bool = True) -> frozenset[str]:
+    """``cpqs_bench`` modules that module ``name`` imports anywhere in its source (top level or inside functions);
+    with ``parents``, also the packages whose ``__init__`` those imports run."""
     path = module_file(name)
     if path is None:
         return frozenset()
@@ -67,7 +68,7 @@ def direct_imports(name: str) -> frozenset[str]:
             if module_file(t) is not None:
                 found.add(t)
     # importing a.b.c runs a/__init__ and a/b/__init__ too
-    for t in list(found):
+    for t in list(found) if parents else ():
         parts = t.split(".")
         found.update(".".join(parts[:i]) for i in range(1, len(parts)) if module_file(".".join(parts[:i])))
     found.discard(name)
