@@ -1,0 +1,458 @@
+"""``reproduce --preflight``: prove a preset will run before the first GPU hour is spent.
+
+Two parts, both before any real stage runs:
+
+1. **Checks** — resolve everything the preset needs and print one table of ``OK`` / ``WARN`` / ``PROBLEM`` lines:
+   datasets (reachable, schema detected, rows kept after quarantine, pairs available vs ``n_pairs``), model and
+   tokenizer (revision, chat template vs the evaluation tasks under the one-template rule, BOS behaviour, context
+   length vs ``max_length``), proxy and generator models, selectors (registry), tasks (exist, data offline,
+   template-compatible), the frozen recipe and its hash, free disk for features and adapters, and the work per stage
+   (tokens to score, tokens to train per arm × seed, evaluation requests) with a time estimate from a small
+   throughput table (CPU figures measured on this project's 2-core machine, GPU figures marked as estimates).
+2. **A scratch run** — every stage of the pipeline on a handful of examples, with a tiny random stand-in model that
+   has the preset's tokenizer family (offline, ``--preflight``) or the real model (``--preflight=full``), in a
+   temporary directory that is deleted afterwards.
+
+Offline, a Hub model cannot be opened; its facts come from the Hub config when cached, else from
+:data:`KNOWN_MODELS` (labelled as such in the table), and the scratch run uses the stand-in family.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from cpqs_bench.config import Config, config_hash, replace, to_dict
+
+# Facts about Hub models the paper presets use, for offline checks (from each model's config.json /
+# tokenizer_config.json on the Hub). family = tiny stand-in tokenizer family with the same BOS / template behaviour.
+KNOWN_MODELS: dict[str, dict[str, Any]] = {
+    "meta-llama/Llama-2-7b-hf": {"family": "llama2", "chat_template": False, "bos": True, "context": 4096,
+                                 "params_b": 6.7},
+    "meta-llama/Llama-2-7b-chat-hf": {"family": "llama2", "chat_template": True, "bos": True, "context": 4096,
+                                      "params_b": 6.7},
+    "Qwen/Qwen2.5-7B-Instruct": {"family": "chatml", "chat_template": True, "bos": False, "context": 32768,
+                                 "params_b": 7.6},
+    "Qwen/Qwen2.5-7B": {"family": "chatml", "chat_template": True, "bos": False, "context": 131072, "params_b": 7.6},
+    "Qwen/Qwen2.5-0.5B-Instruct": {"family": "chatml", "chat_template": True, "bos": False, "context": 32768,
+                                   "params_b": 0.49},
+    "Qwen/Qwen2.5-1.5B-Instruct": {"family": "chatml", "chat_template": True, "bos": False, "context": 32768,
+                                   "params_b": 1.5},
+    "meta-llama/Llama-3.1-8B-Instruct": {"family": "chatml", "chat_template": True, "bos": True, "context": 131072,
+                                         "params_b": 8.0},
+    "gpt2": {"family": "gpt2", "chat_template": False, "bos": True, "context": 1024, "params_b": 0.124},
+    "embedded": {"family": "chatml", "chat_template": True, "bos": False, "context": 8192, "params_b": 0.135},
+}
+
+# tokens/s per billion parameters, measured on this project's 2-core CPU with the 135M embedded model (bf16) and
+# scaled linearly in parameters; GPU rows are estimates for one H200 (bf16) and say so.
+THROUGHPUT = {
+    "cpu": {"forward": 900 * 0.135, "train": 240 * 0.135, "generate": 125 * 0.135, "measured": True},
+    "cuda": {"forward": 40000 * 7.0, "train": 6000 * 7.0, "generate": 2500 * 7.0, "measured": False},
+}
+
+OK, WARN, PROBLEM, INFO = "OK", "WARN", "PROBLEM", "INFO"
+
+
+@dataclass
+class Check:
+    area: str
+    item: str
+    status: str
+    detail: str
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+    work: dict[str, Any] = field(default_factory=dict)
+    scratch_seconds: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.status == PROBLEM for c in self.checks)
+
+    @property
+    def problems(self) -> list[Check]:
+        return [c for c in self.checks if c.status == PROBLEM]
+
+    def add(self, area: str, item: str, status: str, detail: str) -> None:
+        self.checks.append(Check(area, item, status, detail))
+
+    def guard(self, area: str, item: str, fn: Callable[[], tuple[str, str]]) -> None:
+        """Run one check; an exception is that check's PROBLEM line (with its message), never a crash."""
+        try:
+            status, detail = fn()
+        except Exception as exc:  # noqa: BLE001 — every failure becomes a reported problem line
+            status, detail = PROBLEM, f"{type(exc).__name__}: {exc}"
+        self.add(area, item, status, detail)
+
+    def lines(self) -> list[str]:
+        w = max([len(c.area) + len(c.item) + 3 for c in self.checks] + [10])
+        out = [f"{'status':<8} {'check':<{w}} detail"]
+        for c in self.checks:
+            out.append(f"{c.status:<8} {(c.area + ' / ' + c.item):<{w}} {c.detail}")
+        n_p = len(self.problems)
+        out.append(f"preflight: {'PASSED' if not n_p else f'FAILED ({n_p} problem(s))'}")
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or os.environ.get("TRANSFORMERS_OFFLINE",
+                                                                                              "0") not in ("0", "")
+
+
+def model_facts(spec: str, revision: str | None, mode: str) -> dict[str, Any]:
+    """What the checks need to know about a model: family, chat template, BOS, context length, size.
+
+    The embedded model and local directories are opened (tokenizer + config, no weights); a Hub id is opened when
+    it can be (online, or in the local HF cache), else its facts come from :data:`KNOWN_MODELS`."""
+    from cpqs_bench import models
+
+    local = spec == models.EMBEDDED or Path(spec.split("@")[0]).is_dir()
+    if local or mode == "full" or not offline():
+        try:
+            tok = models.load_tokenizer(spec, revision)
+            from transformers import AutoConfig
+
+            path, rev = models.resolve(spec, revision)
+            conf = AutoConfig.from_pretrained(path, revision=rev if not Path(path).is_dir() else None)
+            ctx = getattr(conf, "max_position_embeddings", None) or getattr(conf, "n_positions", None)
+            bos = tok("x")["input_ids"][:1] == [tok.bos_token_id] if tok.bos_token_id is not None else False
+            known = KNOWN_MODELS.get(spec, {})
+            n_params = _param_count_b(conf) or known.get("params_b")
+            family = known.get("family") or _family_of(tok)
+            return {"source": "opened", "family": family, "chat_template": bool(tok.chat_template), "bos": bos,
+                    "context": ctx, "params_b": n_params, "revision": rev}
+        except Exception as exc:  # noqa: BLE001 — fall back to the table below, and say so
+            if local:
+                raise
+            err = f"{type(exc).__name__}: {str(exc)[:80]}"
+        else:  # pragma: no cover - returned above
+            err = None
+    else:
+        err = "offline"
+    base = spec.split("@")[0]
+    if base in KNOWN_MODELS:
+        return {"source": f"known-model table ({err})", "revision": revision, **KNOWN_MODELS[base]}
+    raise LookupError(f"model {spec!r} cannot be opened ({err}) and is not in preflight.KNOWN_MODELS; run "
+                      f"--preflight=full online, or cache it locally first")
+
+
+def _family_of(tok: Any) -> str:
+    vocab = tok.get_vocab()
+    if "<|im_start|>" in vocab:
+        return "chatml"
+    if tok.bos_token == "<s>":
+        return "llama2"
+    return "gpt2"
+
+
+def _param_count_b(conf: Any) -> float | None:
+    h = getattr(conf, "hidden_size", None) or getattr(conf, "n_embd", None)
+    n = getattr(conf, "num_hidden_layers", None) or getattr(conf, "n_layer", None)
+    v = getattr(conf, "vocab_size", None)
+    inter = getattr(conf, "intermediate_size", None) or (4 * h if h else None)
+    if not (h and n and v):
+        return None
+    return (n * (4 * h * h + 3 * h * inter) + 2 * v * h) / 1e9
+
+
+def _mean_tokens(examples: list[Any], tok: Any | None) -> float:
+    if not examples:
+        return 0.0
+    sample = examples[:200]
+    if tok is None:  # ~4 characters a token
+        return sum(len(e.instruction) + len(e.response) for e in sample) / len(sample) / 4
+    return sum(len(tok(e.instruction + "\n" + e.response)["input_ids"]) for e in sample) / len(sample)
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# ------------------------------------------------------------------------------------------------------- checks
+def check_data(cfg: Config, rep: Report) -> list[Any]:
+    from cpqs_bench.data.pool import read_pool, resolve_source
+
+    d = cfg.data
+    found: dict[str, Any] = {"pool": []}
+
+    def pool_check() -> tuple[str, str]:
+        source, _ = resolve_source(d.pool, d.mirror)
+        if source.startswith("hf:") and offline():
+            return PROBLEM, (f"{d.pool} resolves to {source}, unreachable offline (no mirror copy): name a mirrored "
+                             f"dataset or run --preflight=full online")
+        pool = read_pool(d.pool, schema=d.schema, field_map=d.field_map, mirror=d.mirror, limit=d.pool_limit,
+                         offset=d.pool_offset, max_rejected_fraction=d.max_rejected_fraction)
+        found["pool"] = pool.examples
+        s = pool.summary()
+        return OK, (f"{source}: schema {s['schema']}, read {s['read']}, kept {s['kept']}, rejected {s['rejected']}"
+                    + (f" (limited by data.pool_limit={d.pool_limit})" if d.pool_limit else ""))
+
+    rep.guard("data", f"pool {d.pool}", pool_check)
+    if "cpqs" in cfg.selectors.names:
+        rep.guard("data", f"cpqs pairs ({cfg.selectors.cpqs.pairs_source}: {cfg.selectors.cpqs.pairs})",
+                  lambda: _pairs_check(cfg, found["pool"]))
+    return found["pool"]
+
+
+def _pairs_check(cfg: Config, pool: list[Any]) -> tuple[str, str]:
+    from cpqs_bench.data import mirror as _mirror
+    from cpqs_bench.data.pool import read_pool, resolve_source
+
+    cq, d = cfg.selectors.cpqs, cfg.data
+    source, _ = resolve_source(cq.pairs, d.mirror)
+    if source.startswith("hf:") and offline():
+        return PROBLEM, f"{cq.pairs} resolves to {source}: unreachable offline (not in the mirror)"
+    rows = read_pool(cq.pairs, mirror=d.mirror, max_rejected_fraction=d.max_rejected_fraction).examples
+    pool_instr = {e.instruction for e in pool}
+    disjoint = [e for e in rows if e.instruction not in pool_instr]
+    n = len(disjoint)
+    want = cq.n_pairs
+    detail = f"{source}: {len(rows)} rows, {n} with instructions disjoint from the pool (n_pairs = {want})"
+    if want is not None and n < want:
+        sample = cq.pairs in _mirror.NAMED and "mirror" in _mirror.NAMED[cq.pairs].description
+        if sample and not source.startswith("hf:"):
+            return WARN, detail + "; the mirror holds a sample of the Hub set, the Hub set is larger"
+        return PROBLEM, detail + f"; fewer than n_pairs: lower selectors.cpqs.n_pairs or add pairs"
+    return OK, detail
+
+
+def check_models(cfg: Config, rep: Report, mode: str, task_chat: dict[str, bool]) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+
+    def target() -> tuple[str, str]:
+        f = model_facts(cfg.model.id, cfg.model.revision, mode)
+        facts.update(f)
+        return OK, (f"family {f['family']}, chat template {'yes' if f['chat_template'] else 'no'}, "
+                    f"BOS {'added' if f['bos'] else 'none'}, context {f['context']}, "
+                    f"~{f['params_b']:.2f}B params, revision {f.get('revision') or 'unpinned'} [{f['source']}]")
+
+    rep.guard("model", cfg.model.id, target)
+    if not facts:
+        return facts
+    rep.guard("model", "prompt template vs tasks", lambda: _template_check(cfg, facts, task_chat))
+    for key, limit in (("prompt.max_length", cfg.prompt.max_length), ("finetune.max_length", cfg.finetune.max_length),
+                       ("selectors.cpqs.feature_max_length", cfg.selectors.cpqs.feature_max_length)):
+        ctx = facts.get("context")
+        rep.add("model", key, PROBLEM if ctx and limit > ctx else OK,
+                f"{limit} {'>' if ctx and limit > ctx else '<='} context length {ctx}")
+    extra = []
+    if "superfiltering" in cfg.selectors.names:
+        extra.append(("proxy", cfg.selectors.proxy_model))
+    cq = cfg.selectors.cpqs
+    if "cpqs" in cfg.selectors.names and cq.pairs_source == "generate":
+        extra.append(("negatives generator", cq.generator))
+    for role, spec in extra:
+        rep.guard("model", f"{role} {spec}", lambda spec=spec: _other_model(spec, mode))
+    return facts
+
+
+def _other_model(spec: str, mode: str) -> tuple[str, str]:
+    f = model_facts(spec, None, mode)
+    return OK, f"family {f['family']}, context {f['context']} [{f['source']}]"
+
+
+def _template_check(cfg: Config, facts: dict[str, Any], task_chat: dict[str, bool]) -> tuple[str, str]:
+    chat_tasks = [t for t, chat in task_chat.items() if chat]
+    tpl = cfg.prompt.template
+    if tpl == "chat" and not facts["chat_template"]:
+        if chat_tasks:
+            return PROBLEM, (f"prompt.template=chat but {cfg.model.id} has no chat template, and chat tasks "
+                             f"{chat_tasks} need one: set prompt.template (alpaca, llama2, none or a Jinja template); "
+                             f"the harness then evaluates with that same template")
+        return PROBLEM, f"prompt.template=chat but {cfg.model.id} has no chat template"
+    how = "the tokenizer's own chat template" if tpl == "chat" else f"the {tpl!r} template set as the chat template"
+    return OK, (f"training and evaluation both use {how}"
+                + (f"; chat tasks {chat_tasks}" if chat_tasks else "") + "; system prompt "
+                + (repr(cfg.prompt.system_prompt) if cfg.prompt.system_prompt else "the template's default"))
+
+
+def check_selectors(cfg: Config, rep: Report) -> None:
+    from cpqs_bench.selectors import registry
+
+    for name in cfg.selectors.names:
+        rep.guard("selectors", name, lambda name=name: (OK, type(registry.get(name, dict(cfg.selectors.plugins)))
+                                                        .__module__))
+
+
+def check_tasks(cfg: Config, rep: Report) -> dict[str, bool]:
+    from cpqs_bench.evaluate import harness
+
+    chat: dict[str, bool] = {}
+
+    def one(task: str) -> tuple[str, str]:
+        info = harness.task_info(task, cfg.evaluate)
+        chat[task] = bool(info.get("chat"))
+        return OK, (f"{info.get('output_type', '?')}, metric {info.get('metric', '?')}, "
+                    f"{'chat' if chat[task] else 'completion'}" + (f", {info['n_docs']} docs" if info.get("n_docs")
+                                                                 else ""))
+
+    for task in cfg.evaluate.tasks:
+        rep.guard("tasks", task, lambda task=task: one(task))
+    return chat
+
+
+def check_recipe(cfg: Config, rep: Report) -> None:
+    from cpqs_bench.finetune.recipe import recipe, recipe_hash
+
+    precision = cfg.finetune.precision
+    rec = recipe(cfg, precision=precision, model_revision=cfg.model.revision)
+    rep.guard("recipe", "frozen SFT recipe", lambda: (OK, f"hash {recipe_hash(rec)} (precision {precision}); LoRA r="
+                                                          f"{cfg.finetune.lora_r} α={cfg.finetune.lora_alpha}, "
+                                                          f"{cfg.finetune.epochs} epochs, lr {cfg.finetune.lr}"))
+    rep.add("recipe", "config", OK, f"hash {config_hash(cfg)}; seeds {list(cfg.experiment.seeds)}")
+
+
+def estimate_work(cfg: Config, pool: list[Any], facts: dict[str, Any], device: str, rep: Report) -> dict[str, Any]:
+    """Tokens and requests per stage, and time from :data:`THROUGHPUT` (scaled by parameters)."""
+    from cpqs_bench.reproduce import arms
+
+    n_pool = len(pool) if not cfg.data.pool_limit else min(len(pool), cfg.data.pool_limit)
+    n_pool = max(n_pool, 1)
+    tok_per_ex = _mean_tokens(pool, None)
+    params = facts.get("params_b") or 1.0
+    tp = THROUGHPUT["cuda" if device.startswith("cuda") else "cpu"]
+    fwd = tp["forward"] / params
+    train = tp["train"] / params
+    gen = tp["generate"] / params
+    passes = {"ifd": 2, "ifd_ppl": 2, "perplexity": 1, "cpqs": 1, "superfiltering": 0, "random": 0, "longest": 0}
+    score_tokens = sum(passes.get(n, 1) for n in cfg.selectors.names) * n_pool * tok_per_ex
+    b = cfg.selectors.budget
+    k = b if b >= 1 else max(1, math.ceil(b * n_pool))
+    arm_sizes = {a: (n_pool if sel is None else k) for a, sel, _ in arms(cfg)}
+    train_tokens = {a: int(n * tok_per_ex * cfg.finetune.epochs) for a, n in arm_sizes.items()}
+    n_models = 1 + len(arm_sizes) * len(cfg.experiment.seeds)
+    per_task = cfg.evaluate.limit or 500
+    requests = n_models * per_task * len(cfg.evaluate.tasks)
+    gen_tokens = requests * cfg.evaluate.max_new_tokens * 0.5
+    seconds = {"score": score_tokens / fwd, "finetune": sum(train_tokens.values()) * len(cfg.experiment.seeds) / train,
+               "evaluate": gen_tokens / gen}
+    label = "measured here" if tp["measured"] else "ESTIMATE (GPU figures not measured)"
+    rep.add("work", "scoring", INFO, f"{score_tokens / 1e6:.2f}M tokens ({n_pool} examples × ~{tok_per_ex:.0f} tokens "
+                                     f"× forward passes) ≈ {_fmt_time(seconds['score'])} [{label}]")
+    rep.add("work", "fine-tuning", INFO, f"per arm × seed: " + ", ".join(f"{a} {t / 1e3:.0f}k"
+                                                                           for a, t in train_tokens.items())
+            + f" tokens; {len(arm_sizes) * len(cfg.experiment.seeds)} runs ≈ {_fmt_time(seconds['finetune'])} [{label}]")
+    rep.add("work", "evaluation", INFO, f"{requests} requests ({n_models} models × {len(cfg.evaluate.tasks)} tasks × "
+                                        f"{per_task}{'' if cfg.evaluate.limit else ' (assumed)'}) ≈ "
+                                        f"{_fmt_time(seconds['evaluate'])} [{label}]")
+    rep.add("work", "total", INFO, f"≈ {_fmt_time(sum(seconds.values()))} on {device} [{label}]")
+    return {"score_tokens": score_tokens, "train_tokens": train_tokens, "eval_requests": requests,
+            "seconds": seconds}
+
+
+def check_disk(cfg: Config, rep: Report, facts: dict[str, Any], n_pool: int) -> None:
+    out = Path(cfg.experiment.output_dir)
+    probe = out if out.exists() else Path(".").resolve()
+    free = shutil.disk_usage(probe).free
+    params = (facts.get("params_b") or 1.0) * 1e9
+    hidden = math.sqrt(params / 12 / 32) * 1.0 if params else 4096  # rough: 12·L·h² with L≈32
+    cq = cfg.selectors.cpqs
+    feats = 0.0
+    if "cpqs" in cfg.selectors.names and cq.feature_cache:
+        feats = min(cq.feature_cache_max_gb * 1e9, (cq.n_pairs or 0) * 2 * 200 * 32 * hidden * 2)
+    lora = cfg.finetune.lora_r * 2 * hidden * 7 * 32 * 4  # r × (in + out) × 7 linear layers × L layers × fp32
+    adapters = lora * len(cfg.experiment.seeds) * (2 + len(cfg.selectors.names) + len(cfg.selectors.bottom_arms))
+    need = feats + adapters
+    rep.add("disk", str(probe), PROBLEM if need > free else OK,
+            f"free {free / 1e9:.1f} GB; need ≈ {need / 1e9:.2f} GB (features {feats / 1e9:.2f}, adapters "
+            f"{adapters / 1e9:.2f})")
+
+
+# -------------------------------------------------------------------------------------------------- scratch run
+def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None) -> Config:
+    """The preset shrunk to a handful of examples, one seed, tiny sizes, writing only under ``out_dir``."""
+    changes: dict[str, Any] = {
+        "experiment.name": f"preflight-{cfg.experiment.name}", "experiment.seeds": [cfg.experiment.seeds[0]],
+        "experiment.output_dir": str(out_dir / "runs"),
+        "data.pool_limit": 4, "selectors.budget": 2, "selectors.batch_size": 2,
+        "selectors.cpqs.n_pairs": 4, "selectors.cpqs.epochs": 1, "selectors.cpqs.grad_accum": 1,
+        "selectors.cpqs.batch_size": 2, "selectors.cpqs.num_filters": 4, "selectors.cpqs.mlp_hidden": 8,
+        "selectors.cpqs.feature_cache": False, "selectors.cpqs.generation_max_new_tokens": 4,
+        "selectors.cpqs.generation_batch_size": 2, "selectors.cpqs.extract_batch_size": 2,
+        "selectors.cpqs.val_fraction": 0.5,
+        "prompt.max_length": min(cfg.prompt.max_length, 256), "finetune.max_length": min(cfg.finetune.max_length, 256),
+        "selectors.cpqs.feature_max_length": min(cfg.selectors.cpqs.feature_max_length, 256),
+        "finetune.epochs": 1, "finetune.batch_size": 2, "finetune.micro_batch_size": 2, "finetune.max_steps": 1,
+        "finetune.save_steps": 1, "finetune.logging_steps": 1, "finetune.precision": "fp32",
+        "evaluate.limit": 1, "evaluate.max_new_tokens": 4, "evaluate.batch_size": 2, "evaluate.code_workers": 1,
+        "publish.dry_run": True, "publish.wandb": False,
+    }
+    if model_dir is not None:
+        changes.update({"model.id": str(model_dir), "model.revision": None, "model.dtype": "float32",
+                        "evaluate.dtype": "float32", "selectors.proxy_model": str(model_dir),
+                        "selectors.cpqs.generator": str(model_dir)})
+    return replace(cfg, **changes)
+
+
+def scratch_run(cfg: Config, facts: dict[str, Any], mode: str, rep: Report, log: Callable[[str], None]) -> None:
+    from cpqs_bench import tiny
+    from cpqs_bench.reproduce import reproduce
+
+    tmp = Path(tempfile.mkdtemp(prefix="cpqs-preflight-"))
+    t0 = time.monotonic()
+    try:
+        model_dir = None
+        if mode != "full":
+            family = facts.get("family") or "chatml"
+            model_dir = tmp / f"tiny-{family}"
+            m, tok = tiny.model(family)
+            if not facts.get("chat_template", True):
+                tok.chat_template = None  # the stand-in behaves as the real tokenizer: no template of its own
+            m.save_pretrained(model_dir)
+            tok.save_pretrained(model_dir)
+        small = scratch_config(cfg, tmp, model_dir)
+        lines: list[str] = []
+        result = reproduce(small, log=lines.append)
+        ran = len(result["ran"])
+        rep.add("scratch run", f"{'real model' if mode == 'full' else 'tiny ' + str(facts.get('family'))} stand-in",
+                OK, f"{ran} stages ran on {small.data.pool_limit} examples in {time.monotonic() - t0:.0f} s "
+                    f"(scratch dir deleted)")
+    except Exception as exc:  # noqa: BLE001 — the scratch run's failure is the preflight's finding
+        rep.add("scratch run", "pipeline", PROBLEM, f"{type(exc).__name__}: {str(exc)[:300]}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        rep.scratch_seconds = time.monotonic() - t0
+
+
+def preflight(cfg: Config, *, mode: str = "offline", preset: str | None = None, log: Callable[[str], None] = print,
+              scratch: bool = True) -> Report:
+    """All checks, then (when no check failed) the scratch run; prints the table; returns the report."""
+    from cpqs_bench import models
+
+    rep = Report()
+    log(f"preflight of {preset or cfg.experiment.name} ({mode}{', offline' if offline() else ''}): "
+        f"config hash {config_hash(cfg)}")
+    pool = check_data(cfg, rep)
+    task_chat = check_tasks(cfg, rep)
+    facts = check_models(cfg, rep, mode, task_chat)
+    check_selectors(cfg, rep)
+    check_recipe(cfg, rep)
+    device = models.pick_device(cfg.model.device) if mode == "full" else (
+        "cuda" if cfg.model.id in KNOWN_MODELS and cfg.model.id != "embedded" else "cpu")
+    rep.guard("work", "estimate", lambda: (INFO, f"device for the estimate: {device}"))
+    if pool and facts:
+        rep.work = estimate_work(cfg, pool, facts, device, rep)
+        check_disk(cfg, rep, facts, len(pool))
+    if scratch and rep.ok:
+        scratch_run(cfg, facts, mode, rep, log)
+    elif scratch:
+        rep.add("scratch run", "pipeline", INFO, "not run: fix the problems above first")
+    for line in rep.lines():
+        log(line)
+    return rep
+
+
+__all__ = ["preflight", "Report", "Check", "KNOWN_MODELS", "THROUGHPUT", "scratch_config", "to_dict"]
