@@ -55,9 +55,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return d
 
 
+def run_preset(preset: Path, overrides: list[str] | tuple[str, ...] = (), **kw) -> dict:
+    """The library entry as the CLI uses it: the preset parsed once at the edge, the Config passed inward."""
+    from cpqs_bench.config import load_config
+    from cpqs_bench.reproduce import reproduce
+
+    kw.setdefault("log", lambda s: None)
+    return reproduce(load_config(str(preset), list(overrides)), preset=str(preset), overrides=tuple(overrides), **kw)
+
+
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, tiny_model_dir):
-    from cpqs_bench import reproduce
+    from cpqs_bench.model_cache import ModelCache
 
     tmp = tmp_path_factory.mktemp("ref")
     preset = tiny_preset(tmp, tiny_model_dir)
@@ -66,9 +75,11 @@ def reference_run(tmp_path_factory, tiny_model_dir):
         mp.setenv("WANDB_API_KEY", CANARY_WANDB)
         t0 = time.monotonic()
         lines: list[str] = []
-        out = reproduce.main(str(preset), log=lines.append)
+        cache = ModelCache(device="cpu")
+        out = run_preset(preset, log=lines.append, loader=cache)
         out["seconds"] = time.monotonic() - t0
         out["log"] = lines
+        out["cache"] = cache
         out["wandb_runs"] = sorted((tmp / "runs" / "tiny" / "wandb").glob("offline-run-*"))
     return tmp, preset, out
 
@@ -97,19 +108,15 @@ def test_pipeline_produces_leaderboard_and_publish_folders(reference_run):
 
 
 def test_rerun_skips_every_stage(reference_run):
-    from cpqs_bench import reproduce
-
     _, preset, first = reference_run
-    again = reproduce.main(str(preset), log=lambda s: None)
+    again = run_preset(preset)
     assert again["ran"] == [] and len(again["skipped"]) == len(first["ran"]) + len(first["skipped"])
     assert _tables(again["index"]["leaderboard"]["json"]) == _tables(first["index"]["leaderboard"]["json"])
 
 
 def test_changed_config_never_reuses_stale_results(reference_run):
-    from cpqs_bench import reproduce
-
     _, preset, first = reference_run
-    changed = reproduce.main(str(preset), ["selectors.budget=5"], log=lambda s: None)
+    changed = run_preset(preset, ["selectors.budget=5"])
     ran = set(changed["ran"])
     assert "data" not in ran and "score random" not in ran  # upstream of the change: reused
     assert {"select random", "finetune random seed 0", "evaluate random seed 0"} <= ran
@@ -157,3 +164,47 @@ def test_kill9_then_rerun_gives_the_same_leaderboard(reference_run, tiny_model_d
     assert "data: skip (DONE)" in done.stdout
     board = tmp_path / "runs" / "tiny" / "leaderboards" / "tiny.json"
     assert _tables(board) == _tables(first["index"]["leaderboard"]["json"])
+
+
+def test_a_code_change_reruns_exactly_the_stages_it_affects(reference_run, monkeypatch):
+    """A one-line edit of the GSM8K answer extractor: the evaluations and the leaderboard rerun, nothing upstream."""
+    from cpqs_bench import code_version
+
+    _, preset, first = reference_run
+    target = code_version.module_file("cpqs_bench.evaluate.gsm8k")
+    edited = target.read_text() + "\n# one edited line\n"
+    real = code_version._file_digest
+    monkeypatch.setattr(code_version, "_file_digest",
+                        lambda p: code_version.hashlib.sha256(edited.encode()).hexdigest() if p == target else real(p))
+    again = run_preset(preset)
+    ran = set(again["ran"])
+    evaluations = {r for r in ran if r.startswith("evaluate ")}
+    assert evaluations and len(evaluations) == sum(1 for r in first["ran"] + first["skipped"]
+                                                   if r.startswith("evaluate "))
+    assert any(r.startswith("leaderboard") for r in ran)
+    upstream = {r for r in ran if not (r.startswith("evaluate ") or r.startswith("leaderboard")
+                                       or r.startswith("publish"))}
+    assert upstream == set(), upstream
+
+
+def test_the_preset_is_parsed_once_per_reproduce(reference_run, monkeypatch):
+    """`cpqs-bench reproduce` loads the config at the edge, once; no stage parses it again."""
+    from cpqs_bench import config
+    from cpqs_bench.cli import main
+
+    _, preset, _ = reference_run
+    calls = []
+    real = config.load_config
+    monkeypatch.setattr(config, "load_config", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert main(["reproduce", "--config", str(preset)]) == 0
+    assert len(calls) == 1
+
+
+def test_the_target_model_is_loaded_once_for_all_scoring_stages(reference_run):
+    _, _, out = reference_run
+    model_id = out["index"]["experiment"] and str(Path(out["cache"].loads[0][0]))
+    scoring_stages = [t for t in out["timings"] if t.name.startswith("score ")]
+    assert len(scoring_stages) == 5
+    loads_of_target = [k for k in out["model_loads"] if k[0] == model_id]
+    # ifd, superfiltering (same stand-in as proxy) and cpqs share one load; fine-tuning and evaluation reuse it too
+    assert len(loads_of_target) == 1, out["model_loads"]
