@@ -1,0 +1,79 @@
+"""``reproduce --preflight``: every preset in configs/ passes offline (mirror + tiny stand-ins); a preset that would
+fail after fine-tuning is refused up front with one line naming the cause."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cpqs_bench import tiny
+from cpqs_bench.config import load_config, replace
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+
+
+@pytest.fixture()
+def offline_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize("preset", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_preset_passes_its_offline_preflight(preset, mirror, offline_env):
+    from cpqs_bench.preflight import preflight
+
+    lines: list[str] = []
+    rep = preflight(load_config(str(preset)), preset=str(preset), log=lines.append)
+    text = "\n".join(lines)
+    assert rep.ok, text
+    assert "preflight: PASSED" in text and "scratch run" in text
+    assert any(c.area == "scratch run" and c.status == "OK" for c in rep.checks), text
+    assert not list(Path(".").glob("runs*")), "the scratch run must not write outside its temporary folder"
+
+
+def _base_model_dir(tmp_path: Path) -> Path:
+    """A tiny Llama-family *base* model: BOS added, no chat template (as meta-llama/Llama-2-7b-hf)."""
+    d = tmp_path / "llama-base"
+    m, tok = tiny.model("llama2")
+    tok.chat_template = None
+    m.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def test_chat_tasks_on_a_model_without_template_are_refused_before_any_stage(mirror, offline_env, tmp_path):
+    from cpqs_bench.preflight import preflight
+
+    model = _base_model_dir(tmp_path)
+    cfg = replace(load_config("smoke"), **{"model.id": str(model), "prompt.template": "chat",
+                                           "selectors.proxy_model": str(model), "selectors.cpqs.generator": str(model)})
+    lines: list[str] = []
+    rep = preflight(cfg, log=lines.append)
+    assert not rep.ok
+    (problem,) = [c for c in rep.problems if "template" in c.item]
+    assert "no chat template" in problem.detail and "prompt.template" in problem.detail
+    assert not any(c.area == "scratch run" and c.status == "OK" for c in rep.checks)  # nothing ran
+
+
+def test_the_alpaca_template_on_a_base_model_is_evaluated_with_that_template(mirror, offline_env, tmp_path):
+    from cpqs_bench.preflight import preflight
+
+    model = _base_model_dir(tmp_path)
+    cfg = replace(load_config("smoke"), **{"model.id": str(model), "prompt.template": "alpaca",
+                                           "selectors.proxy_model": str(model), "selectors.cpqs.generator": str(model)})
+    lines: list[str] = []
+    rep = preflight(cfg, log=lines.append)
+    assert rep.ok, "\n".join(lines)
+    (tpl,) = [c for c in rep.checks if "template" in c.item]
+    assert "'alpaca' template set as the chat template" in tpl.detail
+
+
+def test_problems_exit_non_zero_from_the_cli(mirror, offline_env, tmp_path):
+    from cpqs_bench.cli import main
+
+    model = _base_model_dir(tmp_path)
+    assert main(["reproduce", "--config", "smoke", f"model.id={model}", "prompt.template=chat",
+                 f"selectors.proxy_model={model}", f"selectors.cpqs.generator={model}", "--preflight"]) == 1
