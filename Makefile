@@ -18,7 +18,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 endif
 
-.PHONY: install test test-slow reproduce bench lint clean
+.PHONY: install test test-slow reproduce preflight bench lint clean
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,12 @@ test-slow: install
 reproduce: install
 	$(BIN)/cpqs-bench model fetch
 	$(BIN)/cpqs-bench reproduce --config $(CONFIG)
+
+# Check a preset before spending compute: every input resolved, every stage run on a few examples (tiny stand-in
+# model offline; PREFLIGHT=full with the real model online/GPU). Exits non-zero on any problem.
+PREFLIGHT ?= offline
+preflight: install
+	$(BIN)/cpqs-bench reproduce --config $(CONFIG) --preflight=$(PREFLIGHT)
 
 bench: install
 	$(BIN)/cpqs-bench model fetch
