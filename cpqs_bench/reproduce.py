@@ -48,8 +48,9 @@ def count_stages(cfg: Config) -> int:
     cpqs = "cpqs" in cfg.selectors.names
     negatives = cpqs and cfg.selectors.cpqs.pairs_source == "generate"
     seeds = len(cfg.experiment.seeds)
-    return (1 + negatives + cpqs + len(cfg.selectors.names) + n_arms + n_arms * seeds + (1 + n_arms * seeds) + 1
-            + int(cfg.publish.enabled))
+    redrawn = ("random" in cfg.selectors.names and cfg.selectors.random_per_seed) * (seeds - 1)
+    return (1 + negatives + cpqs + len(cfg.selectors.names) + redrawn + n_arms + redrawn + n_arms * seeds
+            + (1 + n_arms * seeds) + 1 + int(cfg.publish.enabled))
 
 
 def scoring_settings(cfg: Config) -> dict[str, Any]:
@@ -176,67 +177,95 @@ class Experiment:
                            "train-selector")
         return st.path / "checkpoint"
 
-    def scores(self, data: dict[str, Any], checkpoint: Path | None) -> dict[str, str]:
+    def score_seeds(self, name: str) -> list[int | None]:
+        """``random`` is redrawn per experiment seed (its subset is then part of the training noise the statistics
+        resample); ``selectors.random_per_seed=false`` pins one subset (``selectors.seed``) for every seed."""
+        if name == "random" and self.cfg.selectors.random_per_seed:
+            return list(self.cfg.experiment.seeds)
+        return [None]
+
+    def scores(self, data: dict[str, Any], checkpoint: Path | None) -> dict[str, dict[int | None, str]]:
+        from cpqs_bench.config import replace
         from cpqs_bench.score import score_pool
         from cpqs_bench.selectors import registry
 
-        cfg, out = self.cfg, {}
-        for name in cfg.selectors.names:
-            sel_module = type(registry.get(name, dict(cfg.selectors.plugins))).__module__
+        out: dict[str, dict[int | None, str]] = {}
+        for name in self.cfg.selectors.names:
+            sel_module = type(registry.get(name, dict(self.cfg.selectors.plugins))).__module__
             ckpt = checkpoint if name == "cpqs" else None
+            for seed in self.score_seeds(name):
+                cfg = self.cfg if seed is None else replace(self.cfg, **{"selectors.seed": seed})
 
-            def run(st: Any, tr: Any, name: str = name, ckpt: Path | None = ckpt) -> dict[str, Any]:
-                summary = score_pool(cfg, self.pool, st.file("scores.jsonl"), selector=name, checkpoint=ckpt,
-                                     workdir=st.path / "work", loader=self.loader)
-                if tr is not None:
-                    tr.log_histogram(f"scores/{name}", [r["score"] for r in read_jsonl(st.file("scores.jsonl"))
-                                                        if r.get("score") is not None])
-                return {"summary": summary}
+                def run(st: Any, tr: Any, name: str = name, ckpt: Path | None = ckpt, cfg: Config = cfg
+                        ) -> dict[str, Any]:
+                    summary = score_pool(cfg, self.pool, st.file("scores.jsonl"), selector=name, checkpoint=ckpt,
+                                         workdir=st.path / "work", loader=self.loader)
+                    if tr is not None:
+                        tr.log_histogram(f"scores/{name}", [r["score"] for r in read_jsonl(st.file("scores.jsonl"))
+                                                            if r.get("score") is not None])
+                    return {"summary": summary}
 
-            inputs = {"data": data["pool_hash"], "selector": name, "selectors": scoring_settings(cfg),
-                      "model": to_dict(cfg.model), "prompt": to_dict(cfg.prompt),
-                      "checkpoint": sha256_file(Path(ckpt) / "model.safetensors") if ckpt else None}
-            code = ["cpqs_bench.score"] + ([sel_module] if sel_module.startswith("cpqs_bench") else [])
-            files = [] if sel_module.startswith("cpqs_bench") else _module_files(sel_module)
-            st = self.pipe.run(FnStep(f"score/{name}", inputs, run, code=code, files=files), f"score {name}")
-            out[name] = str(st.file("scores.jsonl"))
+                inputs = {"data": data["pool_hash"], "selector": name, "selectors": scoring_settings(cfg),
+                          "model": to_dict(cfg.model), "prompt": to_dict(cfg.prompt),
+                          "checkpoint": sha256_file(Path(ckpt) / "model.safetensors") if ckpt else None}
+                code = ["cpqs_bench.score"] + ([sel_module] if sel_module.startswith("cpqs_bench") else [])
+                files = [] if sel_module.startswith("cpqs_bench") else _module_files(sel_module)
+                suffix = "" if seed is None else f"-s{seed}"
+                st = self.pipe.run(FnStep(f"score/{name}{suffix}", inputs, run, code=code, files=files),
+                                   f"score {name}" + ("" if seed is None else f" seed {seed}"))
+                out.setdefault(name, {})[seed] = str(st.file("scores.jsonl"))
         return out
 
-    def selections(self, data: dict[str, Any], scores: dict[str, str]) -> dict[str, dict[str, Any]]:
+    def selections(self, data: dict[str, Any], scores: dict[str, dict[int | None, str]]
+                   ) -> dict[str, dict[int | None, dict[str, Any]]]:
+        """arm → {seed (None: one selection for every seed) → selection info}."""
         from cpqs_bench.select import select
 
-        cfg, out = self.cfg, {}
+        cfg = self.cfg
+        out: dict[str, dict[int | None, dict[str, Any]]] = {}
         for arm, selector, bottom in arms(cfg):
-            src = scores[selector] if selector else None
+            sources: dict[int | None, str | None] = scores[selector] if selector else {None: None}
+            for seed, src in sources.items():
+                def run(st: Any, tr: Any, src: str | None = src, bottom: bool = bottom) -> dict[str, Any]:
+                    if src is None:  # the full pool: every example kept
+                        rows = [{"id": ex.id, "score": None, "rank": k + 1, "kept": True, "reason": "full pool"}
+                                for k, ex in enumerate(self.pool)]
+                    else:
+                        rows = select(read_jsonl(src), cfg.selectors.budget, bottom=bottom)
+                    write_jsonl(st.file("selection.jsonl"), rows)
+                    return {"kept": sum(r["kept"] for r in rows), "total": len(rows)}
 
-            def run(st: Any, tr: Any, src: str | None = src, bottom: bool = bottom) -> dict[str, Any]:
-                if src is None:  # the full pool: every example kept
-                    rows = [{"id": ex.id, "score": None, "rank": k + 1, "kept": True, "reason": "full pool"}
-                            for k, ex in enumerate(self.pool)]
-                else:
-                    rows = select(read_jsonl(src), cfg.selectors.budget, bottom=bottom)
-                write_jsonl(st.file("selection.jsonl"), rows)
-                return {"kept": sum(r["kept"] for r in rows), "total": len(rows)}
-
-            inputs = {"arm": arm, "budget": cfg.selectors.budget, "bottom": bottom, "data": data["pool_hash"],
-                      "scores": sha256_file(src) if src else None}
-            st = self.pipe.run(FnStep(f"select/{arm}", inputs, run, code=["cpqs_bench.select"], track=False),
-                               f"select {arm}")
-            m = st.manifest()
-            budget_k = len(self.pool) if selector is None else _budget_k(cfg.selectors.budget, m["total"])
-            out[arm] = {"path": str(st.file("selection.jsonl")), "kept": m["kept"], "total": m["total"],
-                        "budget_k": budget_k, "selector": selector, "bottom": bottom}
-            if m["kept"] < budget_k:
-                self.log(f"warning: arm {arm} keeps {m['kept']} examples, fewer than its budget k = {budget_k} "
-                         f"(the selector excluded some)")
+                inputs = {"arm": arm, "budget": cfg.selectors.budget, "bottom": bottom, "data": data["pool_hash"],
+                          "scores": sha256_file(src) if src else None}
+                suffix = "" if seed is None else f"-s{seed}"
+                st = self.pipe.run(FnStep(f"select/{arm}{suffix}", inputs, run, code=["cpqs_bench.select"],
+                                          track=False), f"select {arm}" + ("" if seed is None else f" seed {seed}"))
+                m = st.manifest()
+                budget_k = len(self.pool) if selector is None else _budget_k(cfg.selectors.budget, m["total"])
+                out.setdefault(arm, {})[seed] = {"path": str(st.file("selection.jsonl")), "kept": m["kept"],
+                                                 "total": m["total"], "budget_k": budget_k, "selector": selector,
+                                                 "bottom": bottom, "redrawn_per_seed": seed is not None}
+                if m["kept"] < budget_k:
+                    msg = (f"arm {arm} keeps {m['kept']} examples, fewer than its budget k = {budget_k} "
+                           f"(the selector excluded some)")
+                    if cfg.selectors.min_kept == "error":
+                        raise ValueError(msg + "; selectors.min_kept=error")
+                    self.log("warning: " + msg)
         return out
 
-    def finetune(self, data: dict[str, Any], selections: dict[str, dict[str, Any]]) -> dict[tuple[str, int], Path]:
+    @staticmethod
+    def selection_for(sel: dict[int | None, dict[str, Any]], seed: int) -> dict[str, Any]:
+        return sel[seed] if seed in sel else sel[None]
+
+    def finetune(self, data: dict[str, Any], selections: dict[str, dict[int | None, dict[str, Any]]]
+                 ) -> dict[tuple[str, int], Path]:
         from cpqs_bench.finetune.sft import finetune_arm
 
         cfg, out = self.cfg, {}
-        for arm, sel in selections.items():
+        for arm, by_seed in selections.items():
             for seed in cfg.experiment.seeds:
+                sel = self.selection_for(by_seed, seed)
+
                 def run(st: Any, tr: Any, arm: str = arm, seed: int = seed, path: str = sel["path"]) -> dict[str, Any]:
                     manifest = finetune_arm(cfg, Path(path), self.pool, st.path / "adapter", seed=seed, arm=arm,
                                             loader=self.loader)
@@ -254,7 +283,7 @@ class Experiment:
         return out
 
     def evaluate(self, data: dict[str, Any], adapters: dict[tuple[str, int], Path],
-                 selections: dict[str, dict[str, Any]]) -> list[str]:
+                 selections: dict[str, dict[int | None, dict[str, Any]]]) -> list[str]:
         from cpqs_bench.evaluate.harness import evaluate_model
 
         cfg = self.cfg
@@ -265,7 +294,8 @@ class Experiment:
         for arm, seed, adapter in jobs:
             suffix = f"-s{seed}" if seed is not None else ""
             recipe_hash = read_json(adapter / "manifest.json")["recipe_hash"] if adapter else None
-            info = {k: v for k, v in selections.get(arm, {}).items() if k != "path"}
+            sel = self.selection_for(selections[arm], seed) if arm in selections and seed is not None else {}
+            info = {k: v for k, v in sel.items() if k != "path"}
             extra = {"arm": arm, "seed": seed, "recipe_hash": recipe_hash, "config_hash": config_hash(cfg),
                      "seeds": list(cfg.experiment.seeds), "data_sha256": {"pool": data["pool_sha256"]},
                      "model_id": cfg.model.id, "arm_info": info}
@@ -330,7 +360,8 @@ def reproduce(cfg: Config, *, preset: str | None = None, overrides: tuple[str, .
     board = exp.leaderboard(eval_dirs)
     index = {"experiment": cfg.experiment.name, "config_hash": config_hash(cfg), "preset": preset,
              "overrides": list(overrides), "data": data, "scores": scores,
-             "selections": {a: s["path"] for a, s in selections.items()},
+             "selections": {a + ("" if s is None else f"-s{s}"): info["path"]
+                            for a, by_seed in selections.items() for s, info in by_seed.items()},
              "adapters": {f"{a}-s{s}": str(v) for (a, s), v in adapters.items()}, "evaluations": eval_dirs,
              "leaderboard": {k: str(v) for k, v in board.items()},
              "checkpoint": str(checkpoint) if checkpoint else None}
