@@ -15,7 +15,9 @@ two ids with identical content, an empty and a whitespace-only response) with a 
 * determinism: two fresh runs with the same seed give identical rows, and a run resumed from the first run's
   work directory gives identical rows too;
 * an example's score does not depend on where it sits in the pool (reversed order, within ``rtol``);
-* the rows go through :func:`cpqs_bench.select.select` without error.
+* the rows go through :func:`cpqs_bench.select.select` without error;
+* the scores are not degenerate: at least two eligible rows that do not all share one score
+  (:func:`cpqs_bench.selectors.degeneracy.report`).
 
 Failures raise :class:`ContractError` (an ``AssertionError``, so pytest reports it as a test failure) naming the
 selector and the check.
@@ -145,6 +147,15 @@ def _check_same(name: str, check: str, a: list[ScoreRow], b: list[ScoreRow], rto
             raise _fail(name, check, f"{r.id!r}: {r.score!r}/{r.exclude!r} vs {other.score!r}/{other.exclude!r}")
 
 
+def _check_not_degenerate(name: str, rows: list[ScoreRow]) -> None:
+    from cpqs_bench.selectors.degeneracy import report
+
+    rep = report(rows)
+    if rep["eligible"] >= 2 and rep["distinct"] == 1:
+        raise _fail(name, "scores not degenerate", f"all {rep['eligible']} eligible rows have the same score "
+                    f"{next(float(r.score) for r in rows if r.exclude is None)!r}: selection would be by id order")
+
+
 def check_selector(selector_or_name: Selector | str, *, examples: Sequence[Example] | None = None,
                    config: Any = None, family: str = "chatml", seed: int = 0, checkpoint: str | Path | None = None,
                    check_order: bool = True, rtol: float = 1e-4, workdir: str | Path | None = None) -> ContractReport:
@@ -175,6 +186,8 @@ def check_selector(selector_or_name: Selector | str, *, examples: Sequence[Examp
         first = run(examples, "a")
         _check_rows(name, examples, first)
         report.passed += ["one row per id, in order", "numeric scores", "empty-response policy"]
+        _check_not_degenerate(name, first)
+        report.passed.append("scores not degenerate")
         _check_same(name, "determinism under a seed", first, run(examples, "b"))
         _check_same(name, "resume from its own work directory", first, run(examples, "a"))
         report.passed += ["determinism under a seed", "resume"]

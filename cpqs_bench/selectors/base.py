@@ -47,6 +47,9 @@ class ScoringContext:
     seed: int = 0
     checkpoint: Path | None = None  # trained selector checkpoint (Needs.CHECKPOINT)
     loader: Callable[..., Any] | None = None  # (spec, revision) -> (model, tokenizer, info)
+    # scratch shared by all selectors of one run (e.g. the IFD losses that ``ifd``, ``ifd_ppl`` and ``perplexity``
+    # all read); None = this selector's own ``workdir``. Callers that score several selectors set it once.
+    shared_workdir: Path | None = None
     _cache: dict = field(default_factory=dict)
     _tokenizers: dict = field(default_factory=dict)
 
@@ -58,6 +61,12 @@ class ScoringContext:
             load = self.loader or _default_loader(self.config)
             self._cache[key] = load(spec, revision, dtype or self.config.model.dtype)
         return self._cache[key]
+
+    def shared(self, kind: str) -> Path:
+        """A scratch folder for artifacts several selectors reuse (``kind`` names them, e.g. ``"ifd"``)."""
+        root = Path(self.shared_workdir) / kind if self.shared_workdir is not None else Path(self.workdir)
+        root.mkdir(parents=True, exist_ok=True)
+        return root
 
     def tokenizer(self, spec: str | None = None, revision: str | None = None) -> Any:
         """The tokenizer of ``spec`` without loading weights (unless a custom loader or a loaded model provides it).

@@ -3,7 +3,43 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import Literal
+
+from cpqs_bench.judge.config import JudgeConfig
 from cpqs_bench.selectors.cpqs.config import CPQSConfig
+
+
+@dataclass(frozen=True)
+class DiversityConfig:
+    """``kcenter`` / ``facility_location`` and the diversity step after a score selector (``selectors.then``)."""
+
+    embedding: str = "target"  # "target": mean-pooled last hidden state of the target model over the response
+    #                            span (cpqs_bench.features); or a model spec, mean-pooled over the text (e.g.
+    #                            sentence-transformers/all-MiniLM-L6-v2, Superfiltering.D's encoder)
+    text: Literal["whole", "instruction", "response"] = "whole"  # what a model-spec encoder embeds (do_fla.py)
+    metric: Literal["cosine", "euclidean"] = "cosine"
+    max_length: int = 512
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class AlpaGasusConfig:
+    threshold: float | None = None  # rows rated below it carry exclude="alpagasus<threshold" (paper: 4.5); None = rank all
+
+
+@dataclass(frozen=True)
+class MoDSConfig:
+    reward_model: str = "OpenAssistant/reward-model-deberta-v3-large-v2"  # MoDS's quality and necessity model
+    reward_revision: str | None = None
+    reward_batch_size: int = 8
+    quality_threshold: float = 0.0  # MoDS README: high-quality = reward > 0.0
+    seed_count: float = 0.3  # k-center seed set: < 1 fraction of the high-quality subset, >= 1 a count
+    embedding: str = "target"  # instruction embeddings (MoDS: bert-base-uncased); "target" = the target model
+    seed_model: str | None = None  # the model fine-tuned on the seed set (None = the target model itself)
+    seed_model_revision: str | None = None
+    necessity_threshold: float = -1.0  # seed-model answer reward below it = "necessary" (a CLI argument in MoDS)
+    max_new_tokens: int = 128
+    generation_batch_size: int = 8
 
 
 @dataclass(frozen=True)
@@ -17,4 +53,13 @@ class SelectorsConfig:
     proxy_model: str = "gpt2"  # Superfiltering's small proxy (the smoke preset uses the embedded model offline)
     proxy_template: str = "none"
     plugins: dict[str, str] = field(default_factory=dict)  # extra name -> "module:Class"
+    perplexity_keep: Literal["low", "high"] = "low"  # perplexity: keep the lowest (default) or highest NLL
+    # composition: any score selector followed by a diversity step (Superfiltering.D = superfiltering, then
+    # facility_location on the top pre_fraction of the pool); None = rank by score alone
+    then: Literal["facility_location", "kcenter"] | None = None
+    pre_fraction: float = 0.2  # fraction (< 1) or count (>= 1) of the pool kept by score before the diversity step
+    diversity: DiversityConfig = field(default_factory=DiversityConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    alpagasus: AlpaGasusConfig = field(default_factory=AlpaGasusConfig)
+    mods: MoDSConfig = field(default_factory=MoDSConfig)
     cpqs: CPQSConfig = field(default_factory=CPQSConfig)

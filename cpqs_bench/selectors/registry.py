@@ -22,6 +22,7 @@ BUILTIN: dict[str, str] = {
     "ifd_ppl": "cpqs_bench.selectors.ifd:IFDPerplexitySelector",
     "superfiltering": "cpqs_bench.selectors.superfiltering:SuperfilteringSelector",
     "cpqs": "cpqs_bench.selectors.cpqs.selector:CPQSSelector",
+    "perplexity": "cpqs_bench.selectors.perplexity:PerplexitySelector",
 }
 
 
