@@ -17,7 +17,7 @@ class DiversityConfig:
     #                            span (cpqs_bench.features); or a model spec, mean-pooled over the text (e.g.
     #                            sentence-transformers/all-MiniLM-L6-v2, Superfiltering.D's encoder)
     text: Literal["whole", "instruction", "response"] = "whole"  # what a model-spec encoder embeds (do_fla.py)
-    metric: Literal["cosine", "euclidean"] = "cosine"
+    metric: Literal["euclidean", "cosine"] = "euclidean"  # on L2-normalised embeddings, as do_fla.py
     max_length: int = 512
     batch_size: int = 16
 

@@ -23,6 +23,8 @@ BUILTIN: dict[str, str] = {
     "superfiltering": "cpqs_bench.selectors.superfiltering:SuperfilteringSelector",
     "cpqs": "cpqs_bench.selectors.cpqs.selector:CPQSSelector",
     "perplexity": "cpqs_bench.selectors.perplexity:PerplexitySelector",
+    "kcenter": "cpqs_bench.selectors.diversity:KCenterSelector",
+    "facility_location": "cpqs_bench.selectors.diversity:FacilityLocationSelector",
 }
 
 
@@ -60,7 +62,13 @@ def load_class(target: str) -> type:
 
 
 def get(name: str, extra: dict[str, str] | None = None, **kwargs: Any) -> Selector:
-    """Instantiate the selector registered as ``name``."""
+    """Instantiate the selector registered as ``name``; ``"BASE+STEP"`` (e.g. ``superfiltering+facility_location``)
+    is BASE's scores followed by a diversity step (:class:`cpqs_bench.selectors.diversity.Composed`)."""
+    if "+" in name:
+        from cpqs_bench.selectors.diversity import Composed
+
+        base, _, step = name.partition("+")
+        return Composed(get(base, extra, **kwargs), step)
     cls = load_class(resolve(name, extra))
     selector = cls(**kwargs)
     if not isinstance(selector, Selector):
