@@ -209,3 +209,12 @@ def load(spec: str = EMBEDDED, revision: str | None = None, dtype: str = "auto",
     tok = load_tokenizer(spec, revision)
     info = ModelInfo(spec=spec, path=path, revision=rev, dtype=str(dt).replace("torch.", ""), device=dev)
     return model, tok, info
+
+
+def generate_check(spec: str, prompt: str, max_new_tokens: int = 48) -> str:
+    """Greedy answer of ``spec`` to one chat prompt (``cpqs-bench model fetch --generate``: a smoke check)."""
+    model, tok, _ = load(spec)
+    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True).to(model.device)
+    gen = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+    return tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)

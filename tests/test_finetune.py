@@ -50,10 +50,21 @@ def env(tmp_path_factory):
 def overrides(env: Path, **extra) -> list[str]:
     base = {"model.id": str(env / "model"), "finetune.max_length": 96, "finetune.batch_size": 4,
             "finetune.micro_batch_size": 2, "finetune.max_steps": 8, "finetune.save_steps": 3,
+            "finetune.save_interval_s": 0,
             "finetune.logging_steps": 1, "finetune.precision": "fp32", "finetune.lr": 1e-2,
             "finetune.warmup_ratio": 0.0, "finetune.lora_r": 4, "finetune.lora_alpha": 8}
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+def pool_examples():
+    return read_pool("alpaca_gpt4", limit=24).examples
+
+
+def train(env: Path, out: Path, ov: list[str], *, seed: int = 0, loader=None, **kw) -> dict:
+    """The library entry as the CLI calls it: a resolved Config, the pool's Examples, the selection file."""
+    return sft.finetune_arm(load_config("smoke", ov), env / "sel.jsonl", pool_examples(), out, seed=seed,
+                            loader=loader, progress_bar=False, **kw)
 
 
 def adapter(out: Path) -> dict[str, torch.Tensor]:
@@ -75,7 +86,7 @@ def subprocess_env() -> dict[str, str]:
 def baseline(env):
     """One uninterrupted single-process run, shared by several tests."""
     out = env / "baseline"
-    manifest = sft.main(env / "sel.jsonl", out, overrides=overrides(env), progress_bar=False, arm="test")
+    manifest = train(env, out, overrides(env, **{"finetune.measure_train_loss": True}), arm="test")
     return out, manifest
 
 
@@ -103,11 +114,10 @@ def test_recipe_hash_guard(env, baseline):
 
 def test_out_dir_of_another_recipe_is_refused(env, baseline):
     out = env / "guard"
-    sft.main(env / "sel.jsonl", out, overrides=overrides(env, **{"finetune.max_steps": 2}), progress_bar=False)
+    train(env, out, overrides(env, **{"finetune.max_steps": 2}))
     (out / "DONE").unlink()  # pretend it was interrupted, then resume with a different recipe
     with pytest.raises(RecipeMismatch, match="recipe_hash"):
-        sft.main(env / "sel.jsonl", out, overrides=overrides(env, **{"finetune.max_steps": 2,
-                                                                    "finetune.lora_alpha": 16}), progress_bar=False)
+        train(env, out, overrides(env, **{"finetune.max_steps": 2, "finetune.lora_alpha": 16}))
 
 
 # ---------------------------------------------------------------------------------------------- adapter effect
@@ -153,8 +163,11 @@ def slow(self, *a, **k):  # slow the run down so the kill lands mid-training
     time.sleep(0.15)
     return _step(self, *a, **k)
 Trainer.training_step = slow
+from cpqs_bench.config import load_config
+from cpqs_bench.data.pool import read_pool
 from cpqs_bench.finetune import sft
-sft.main(sys.argv[1], sys.argv[2], overrides=json.loads(sys.argv[3]), progress_bar=False)
+pool = read_pool("alpaca_gpt4", limit=24).examples
+sft.finetune_arm(load_config("smoke", json.loads(sys.argv[3])), sys.argv[1], pool, sys.argv[2], seed=0, progress_bar=False)
 """
 
 
@@ -184,7 +197,7 @@ def test_resume_after_kill9_equals_uninterrupted(env, baseline, tmp_path):
         torn.mkdir()
         (torn / "adapter_model.safetensors").write_bytes(b"\0" * 10)
 
-    manifest = sft.main(env / "sel.jsonl", out, overrides=overrides(env), progress_bar=False, arm="test")
+    manifest = train(env, out, overrides(env), arm="test")
     assert manifest["training"]["resumed_from"].endswith(f"checkpoint-{step}")
     assert manifest["training"]["global_steps"] == 8
     assert manifest["recipe_hash"] == baseline[1]["recipe_hash"]
@@ -219,11 +232,11 @@ def free_port() -> int:
 
 def test_two_process_accelerate_matches_single_process(env, tmp_path):
     ov = overrides(env, **{"finetune.lora_dropout": 0.0, "finetune.max_steps": 4, "finetune.save_steps": 2})
-    single = sft.main(env / "sel.jsonl", tmp_path / "one", overrides=ov, progress_bar=False)
+    single = train(env, tmp_path / "one", ov)
     cmd = [str(Path(PY).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
            "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           "-m", "cpqs_bench.finetune.sft", "--selection", str(env / "sel.jsonl"), "--out", str(tmp_path / "two"),
-           "--no-progress", *ov]
+           "-m", "cpqs_bench.cli", "finetune", "--config", "smoke", "--selection", str(env / "sel.jsonl"),
+           "--out", str(tmp_path / "two"), "--no-progress", *ov]
     res = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "manifest.json").read_text())
@@ -243,9 +256,51 @@ def test_wandb_failure_never_fails_training(env, tmp_path, monkeypatch):
 
     monkeypatch.setattr(WandbCallback, "setup", boom)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    manifest = sft.main(env / "sel.jsonl", tmp_path / "wb",
-                        overrides=overrides(env, **{"finetune.max_steps": 2, "publish.wandb": True}),
-                        progress_bar=False)
+    manifest = train(env, tmp_path / "wb", overrides(env, **{"finetune.max_steps": 2, "publish.wandb": True}))
     assert (tmp_path / "wb" / "DONE").exists()
     assert manifest["wandb"]["mode"] == "offline"
     assert any("wandb backend unreachable" in e for e in manifest["wandb"]["errors"])
+
+
+# ------------------------------------------------------------------------------------- many arms, one base load
+SEPARATE = """
+import json, sys
+import torch
+torch.set_num_threads(1)
+from cpqs_bench.config import load_config
+from cpqs_bench.data.pool import read_pool
+from cpqs_bench.finetune import sft
+sel, out, seed, ov = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+sft.finetune_arm(load_config("smoke", ov), sel, read_pool("alpaca_gpt4", limit=24).examples, out, seed=seed,
+                 progress_bar=False)
+"""
+
+
+def test_arms_in_one_process_equal_separate_runs_and_the_base_stays_clean(env, tmp_path):
+    """fp32, tiny model: three arms (two selections, two seeds) trained one after another on one loaded base give
+    the adapters that three separate processes give; the shared base is untouched afterwards."""
+    from cpqs_bench.model_cache import ModelCache
+
+    rows = [json.loads(line) for line in (env / "sel.jsonl").read_text().splitlines()]
+    (tmp_path / "sel2.jsonl").write_text("".join(json.dumps({**r, "kept": 8 <= i < 24}) + "\n"
+                                                 for i, r in enumerate(rows)))
+    ov = overrides(env, **{"finetune.max_steps": 3})
+    arms = [(env / "sel.jsonl", 0), (tmp_path / "sel2.jsonl", 0), (env / "sel.jsonl", 1)]
+    cache = ModelCache(device="cpu")
+    base = cache(str(env / "model"), None, "float32")[0]
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    for k, (sel, seed) in enumerate(arms):
+        sft.finetune_arm(load_config("smoke", ov), sel, pool_examples(), tmp_path / f"shared{k}", seed=seed,
+                         loader=cache, progress_bar=False)
+    assert len(cache.loads) == 1
+    assert not any("lora" in n for n, _ in base.named_modules())
+    after = base.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    script = tmp_path / "separate.py"
+    script.write_text(SEPARATE)
+    for k, (sel, seed) in enumerate(arms):
+        res = subprocess.run([PY, str(script), str(sel), str(tmp_path / f"alone{k}"), str(seed), json.dumps(ov)],
+                             env=subprocess_env(), capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert max_diff(adapter(tmp_path / f"shared{k}"), adapter(tmp_path / f"alone{k}")) == 0.0, k
+    assert max_diff(adapter(tmp_path / "shared0"), adapter(tmp_path / "shared2")) > 0  # the seed matters

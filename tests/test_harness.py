@@ -1,7 +1,9 @@
-"""``cpqs-bench evaluate`` end to end on a tiny random model saved to disk: every task offline with --limit 2,
-per-item/metrics/manifest files, adapter-inactive refusal, keyed request cache, batched == unbatched generation."""
+"""``evaluate_model`` end to end on a tiny random model saved to disk: every task offline with limit 2,
+per-item/metrics/manifest files, adapter-inactive refusal, keyed request cache, batched == unbatched generation,
+tasks defined by their YAML alone (a user task folder via ``evaluate.include_path``), one base load for many arms."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,12 +15,28 @@ os.environ.setdefault("CPQS_DATA_MIRROR", str(Path(__file__).resolve().parents[2
 import torch  # noqa: E402
 
 from cpqs_bench import tiny  # noqa: E402
+from cpqs_bench.config import Config, replace, to_dict  # noqa: E402
 from cpqs_bench.evaluate import harness  # noqa: E402
 from cpqs_bench.evaluate.config import EvaluateConfig  # noqa: E402
 from cpqs_bench.io import read_json, read_jsonl  # noqa: E402
 
 torch.set_num_threads(1)
 SETTINGS = EvaluateConfig(batch_size=2, max_new_tokens=8, dtype="float32", code_workers=2, code_timeout_s=10.0)
+TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
+# every generative task of tasks/ (the loglikelihood proxies have their own test file)
+GENERATIVE = sorted(p.stem for p in TASKS_DIR.glob("cpqs_*.yaml") if not p.stem.endswith("_nll"))
+
+
+def config(model: Path | str, settings: EvaluateConfig = SETTINGS, **evaluate) -> Config:
+    """A resolved Config as the CLI would build it: model + the evaluate section (+ overrides)."""
+    values = {**to_dict(settings), **evaluate}
+    return replace(Config(), **{"model.id": str(model), "model.device": "cpu",
+                                **{f"evaluate.{k}": v for k, v in values.items()}})
+
+
+def evaluate(model, out, *, adapter=None, cache_root=None, loader=None, settings=SETTINGS, **ev):
+    return harness.evaluate_model(config(model, settings, **ev), out, adapter=adapter, cache_root=cache_root,
+                                  loader=loader)
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +68,18 @@ def _save_lora(base_dir: Path, out: Path, active: bool) -> Path:
 @pytest.fixture(scope="module")
 def full_run(tiny_dir, cache_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval-all")
-    metrics = harness.main(str(tiny_dir), out, tasks=sorted(harness.KNOWN_TASKS), limit=2, settings=SETTINGS,
-                           device="cpu", cache_root=cache_root)
+    metrics = evaluate(tiny_dir, out, tasks=GENERATIVE, limit=2, cache_root=cache_root)
     return out, metrics
 
 
 def test_all_tasks_end_to_end_write_items_metrics_manifest(full_run, tiny_dir):
     out, metrics = full_run
-    assert set(metrics) == harness.KNOWN_TASKS
+    assert set(metrics) == set(GENERATIVE)
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
     assert read_json(out / "metrics.json") == metrics
     items = read_jsonl(out / "items.jsonl")
-    assert len(items) == 2 * len(harness.KNOWN_TASKS)
-    for task in harness.KNOWN_TASKS:
+    assert len(items) == 2 * len(set(GENERATIVE))
+    for task in set(GENERATIVE):
         rows = [r for r in items if r["task"] == task]
         assert [r["doc_id"] for r in rows] == [0, 1]
         assert metrics[task] == pytest.approx(sum(r["correct"] for r in rows) / 2)
@@ -82,9 +99,9 @@ def test_all_tasks_end_to_end_write_items_metrics_manifest(full_run, tiny_dir):
     assert m["adapter"] is None
     assert m["sandbox"]["isolation"] in ("namespaces", "rlimits")
     assert m["chat_template"]["cpqs_gsm8k_chat"] is True and m["chat_template"]["cpqs_humaneval"] is False
-    assert all(v == 1.0 for v in m["task_versions"].values())
+    assert m["task_versions"]["cpqs_gsm8k_chat"] == 1.0 and m["task_versions"]["cpqs_humaneval_instruct"] == 2.0
     assert m["generation"]["per_task"]["cpqs_humaneval"]["max_gen_toks"] == 8
-    assert m["n_items"] == {t: 2 for t in harness.KNOWN_TASKS}
+    assert m["n_items"] == {t: 2 for t in set(GENERATIVE)}
     assert (out / "DONE").read_text().strip() == m["inputs_hash"]
     assert "git" in m or "packages" in m
 
@@ -108,33 +125,31 @@ def test_finished_dir_is_reused_and_different_inputs_are_refused(full_run, tiny_
         raise AssertionError("a finished evaluation must not be recomputed")
 
     monkeypatch.setattr(harness, "build_lm", boom)
-    again = harness.main(str(tiny_dir), out, tasks=sorted(harness.KNOWN_TASKS), limit=2, settings=SETTINGS,
-                         device="cpu", cache_root=cache_root)
+    again = evaluate(tiny_dir, out, tasks=GENERATIVE, limit=2, cache_root=cache_root)
     assert again == metrics
     with pytest.raises(harness.EvaluationError, match="different inputs"):
-        harness.main(str(tiny_dir), out, tasks=["cpqs_gsm8k_chat"], limit=1, settings=SETTINGS, device="cpu",
-                     cache_root=cache_root)
+        evaluate(tiny_dir, out, tasks=["cpqs_gsm8k_chat"], limit=1, cache_root=cache_root)
 
 
 def test_inactive_adapter_is_refused(tiny_dir, cache_root, tmp_path):
     adapter = _save_lora(tiny_dir, tmp_path / "lora-untrained", active=False)
     with pytest.raises(harness.AdapterInactiveError, match="inactive"):
-        harness.main(str(tiny_dir), tmp_path / "out", adapter=str(adapter), tasks=["cpqs_gsm8k_chat"], limit=1,
-                     settings=SETTINGS, device="cpu", cache_root=cache_root)
+        evaluate(tiny_dir, tmp_path / "out", adapter=adapter, tasks=["cpqs_gsm8k_chat"], limit=1,
+                 cache_root=cache_root)
     assert not (tmp_path / "out" / "DONE").exists()
 
 
 def test_active_adapter_goes_through_the_same_path(tiny_dir, cache_root, tmp_path):
     adapter = _save_lora(tiny_dir, tmp_path / "lora-active", active=True)
     out = tmp_path / "out"
-    metrics = harness.main(str(tiny_dir), out, adapter=str(adapter), tasks=["cpqs_gsm8k_chat"], limit=1,
-                           settings=SETTINGS, device="cpu", cache_root=cache_root)
+    metrics = evaluate(tiny_dir, out, adapter=adapter, tasks=["cpqs_gsm8k_chat"], limit=1, cache_root=cache_root)
     assert set(metrics) == {"cpqs_gsm8k_chat"}
     m = read_json(out / "manifest.json")
     assert m["adapter"]["hash"] == harness.adapter_fingerprint(str(adapter))["hash"]
     assert m["adapter"]["probe_max_abs_logit_delta"] > 0
     assert m["request_cache"]["cpqs_gsm8k_chat"] != harness.cache_path(
-        str(tiny_dir), m["model"]["revision"], None, SETTINGS, True, cache_root / "lm_eval_requests")
+        str(tiny_dir), m["model"]["revision"], None, config(tiny_dir).evaluate, True,
+        cache_root / "lm_eval_requests", m["inputs"]["prompt"])
 
 
 def test_cache_path_keys_on_revision_adapter_and_generation_settings(tmp_path):
@@ -147,9 +162,80 @@ def test_cache_path_keys_on_revision_adapter_and_generation_settings(tmp_path):
     assert base not in others and len(others) == 4
 
 
-def test_unknown_task_is_a_clear_error():
-    with pytest.raises(harness.EvaluationError, match="known tasks"):
-        harness.parse_tasks("gsm8k,cpqs_humaneval")
+def test_unknown_task_gets_lm_evals_did_you_mean():
+    with pytest.raises(harness.EvaluationError, match=r"Unknown task 'cpqs_gsm8k_caht'.*Did you mean.*cpqs_gsm8k"):
+        harness.resolve_tasks("cpqs_gsm8k_caht,cpqs_humaneval")
+
+
+def test_task_facts_come_from_the_yaml_alone():
+    chat = harness.task_info("cpqs_humaneval_instruct")
+    assert chat["chat"] is True and chat["metric"] == "pass@1" and chat["filter"] == "judge"
+    assert chat["unsafe_code"] is True and chat["n_docs"] == 164
+    plain = harness.task_info("cpqs_gsm8k_5shot")
+    assert plain["chat"] is False and plain["metric"] == "exact_match" and plain["unsafe_code"] is False
+    proxy = harness.task_info("cpqs_gsm8k_chat_nll")
+    assert proxy["output_type"] == "loglikelihood" and proxy["metric"] == "nll_per_byte" and proxy["filter"] == "none"
+    assert proxy["higher_is_better"] is False and proxy["chat"] is True
+
+
+USER_TASK = """# a user's task, outside the project: generate_until over a local JSONL, scored by lm-eval's exact_match
+task: my_echo
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "Say {{{{word}}}}:"
+doc_to_target: "{{{{word}}}}"
+generation_kwargs:
+  until: ["\\n"]
+  max_gen_toks: 4
+  do_sample: false
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+  chat: false
+"""
+
+
+def test_a_new_task_yaml_in_a_user_folder_runs_with_no_code_change(tiny_dir, tmp_path):
+    folder = tmp_path / "my_tasks"
+    folder.mkdir()
+    data = folder / "words.jsonl"
+    data.write_text("".join(f'{{"word": "w{i}"}}\n' for i in range(3)))
+    (folder / "my_echo.yaml").write_text(USER_TASK.format(data=data))
+    out = tmp_path / "ev"
+    metrics = evaluate(tiny_dir, out, tasks=["my_echo"], limit=3, include_path=[str(folder)], use_cache=False)
+    assert set(metrics) == {"my_echo"} and 0.0 <= metrics["my_echo"] <= 1.0
+    items = read_jsonl(out / "items.jsonl")
+    assert [r["doc_id"] for r in items] == [0, 1, 2] and all(isinstance(r["prediction"], str) for r in items)
+    assert metrics["my_echo"] == pytest.approx(sum(r["correct"] for r in items) / 3)
+    m = read_json(out / "manifest.json")
+    assert m["tasks"]["my_echo"]["metric"] == "exact_match" and m["chat_template"]["my_echo"] is False
+    prompt = read_jsonl(out / "samples" / "my_echo.jsonl")[0]["arguments"]
+    assert "Say w0:" in json.dumps(prompt)
+
+
+def test_one_base_load_serves_the_base_model_and_every_adapter(tiny_dir, cache_root, tmp_path):
+    """A shared loader (the pipeline's model cache): one load; each adapter is attached for its evaluation only,
+    so evaluating the base model after an arm gives the base model's own results."""
+    from cpqs_bench.model_cache import ModelCache
+
+    cache = ModelCache(device="cpu")
+    a1 = _save_lora(tiny_dir, tmp_path / "a1", active=True)
+    kw = dict(tasks=["cpqs_gsm8k_chat"], limit=2, use_cache=False, loader=cache)
+    base_first = evaluate(tiny_dir, tmp_path / "base1", **kw)
+    evaluate(tiny_dir, tmp_path / "arm1", adapter=a1, **kw)
+    evaluate(tiny_dir, tmp_path / "base2", **kw)
+    assert len(cache.loads) == 1
+    model = cache(str(tiny_dir), None, "float32")[0]
+    assert not any("lora" in n for n, _ in model.named_modules()), "the cached base must stay clean"
+    preds = lambda d: [r["prediction"] for r in read_jsonl(d / "items.jsonl")]  # noqa: E731
+    assert preds(tmp_path / "base1") == preds(tmp_path / "base2") and base_first is not None
 
 
 def test_batched_generation_equals_unbatched_and_unpadded_reference():

@@ -1,45 +1,49 @@
-"""``cpqs-bench evaluate``: one evaluation path for the base model and every arm, through lm-evaluation-harness.
+"""Evaluation: one path for the base model and every arm, through lm-evaluation-harness.
 
-``main(model, out, adapter=...)`` loads the model with lm-eval's HF backend (``HFLM``; a PEFT adapter via ``peft=``),
-refuses an adapter that does not change the model (probe logits equal with and without it), runs our offline task
-YAMLs (``tasks/``) with ``simple_evaluate`` and per-sample logging, and writes, atomically:
+:func:`evaluate_model` ``(cfg, out, adapter=..., loader=...)`` evaluates ``cfg.model`` (+ an optional PEFT adapter) on
+``cfg.evaluate.tasks`` with lm-eval's HF backend (``HFLM`` over an already loaded model, so a pipeline's model cache
+serves every arm: the adapter is attached with peft for this call and removed afterwards), refuses an adapter that
+does not change the model (probe logits equal with and without it), runs ``simple_evaluate`` with per-sample logging,
+and writes, atomically:
 
 * ``items.jsonl``   one row per (task, doc): ``task, doc_id, item_id, prediction, extracted, correct`` — what the
-  statistics stage pairs across arms;
-* ``metrics.json``  ``{task: score}`` (GSM8K exact match, HumanEval/HumanEval+ pass@1);
+  statistics stage pairs across arms (``correct`` is the task's per-item metric value);
+* ``metrics.json``  ``{task: score}`` (the task's metric: GSM8K exact match, HumanEval/HumanEval+ pass@1, ...);
 * ``lm_eval_results.json`` and ``samples/<task>.jsonl``  lm-eval's own results and logged samples;
 * ``manifest.json`` provenance, model revision, adapter hash, generation settings, sandbox isolation level;
 * ``DONE`` last, after every file above was read back (lm-eval's own tracker can swallow write errors; we do not
   use it, and we verify our files).
 
-Chat tasks (``*_chat``, ``*_instruct``) run with the tokenizer's chat template, completion tasks without, so a mixed
-task list is evaluated in one call per mode. lm-eval keys its request cache on the request alone, so the cache path
-here includes the model revision, the adapter hash and the generation settings.
+Tasks are defined by their YAML alone (:func:`task_info`): chat vs completion is the YAML's ``metadata.chat``
+(default: completion), the metric is ``metadata.metric`` or the first entry of ``metric_list``, the filter whose
+score is reported is the first of ``filter_list`` (``none`` without one), code execution (the sandbox) is lm-eval's
+``unsafe_code``. Task folders: the project's ``tasks/`` plus ``evaluate.include_path``; a name found in neither is
+looked up in lm-eval's own task index (any lm-eval task that runs offline), and an unknown name gets lm-eval's
+did-you-mean. Chat and completion tasks are evaluated in one ``simple_evaluate`` call per mode. lm-eval keys its
+request cache on the request alone, so the cache path here includes the model revision, the adapter hash and the
+generation settings.
 """
 from __future__ import annotations
 
-import argparse
+import copy
 import dataclasses
+import functools
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from cpqs_bench import models, provenance
+from cpqs_bench.config import to_dict
 from cpqs_bench.evaluate import tasks_utils
 from cpqs_bench.evaluate.config import EvaluateConfig
 from cpqs_bench.io import read_json, read_jsonl, sha256_file, stable_hash, write_json, write_jsonl, write_text
 
 TASKS_DIR_ENV = "CPQS_TASKS_DIR"
-CHAT_TASKS = frozenset({"cpqs_gsm8k_chat", "cpqs_humaneval_instruct", "cpqs_humaneval_plus_instruct"})
-COMPLETION_TASKS = frozenset({"cpqs_gsm8k_5shot", "cpqs_humaneval", "cpqs_humaneval_plus"})
-KNOWN_TASKS = CHAT_TASKS | COMPLETION_TASKS
-CODE_TASKS = frozenset(t for t in KNOWN_TASKS if "humaneval" in t)
-METRIC = {t: ("pass@1" if t in CODE_TASKS else "exact_match") for t in KNOWN_TASKS}
-FILTER = "judge"  # the filter name every task YAML uses
 PROBE_PROMPT = "Question: Tom has 3 apples and buys 4 more. How many apples does he have?\nAnswer:"
 OUTPUT_FILES = ("items.jsonl", "metrics.json", "lm_eval_results.json", "manifest.json")
+Loader = Callable[[str, "str | None", str], tuple[Any, Any, Any]]
 
 
 class EvaluationError(RuntimeError):
@@ -51,31 +55,126 @@ class AdapterInactiveError(EvaluationError):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# tasks
+# tasks: defined by their YAML alone
 # ----------------------------------------------------------------------------------------------------------------------
 
 def tasks_dir() -> Path:
-    """The task YAML folder: ``$CPQS_TASKS_DIR``, else ``tasks/`` at the repository root."""
+    """The project's task YAML folder: ``$CPQS_TASKS_DIR``, else ``tasks/`` at the repository root."""
     env = os.environ.get(TASKS_DIR_ENV)
     path = Path(env) if env else provenance.REPO_ROOT / "tasks"
-    if not (path / "cpqs_gsm8k_chat.yaml").exists():
+    if not path.is_dir() or not any(path.glob("*.yaml")):
         raise EvaluationError(f"task YAMLs not found in {path} (set {TASKS_DIR_ENV} to the folder holding them)")
     return path
 
 
-def task_manager():
-    """lm-eval TaskManager over our YAMLs only (lm-eval's built-in tasks would reach for the Hub)."""
+def include_paths(settings: EvaluateConfig | None = None) -> tuple[str, ...]:
+    """The project's task folder, then the user's ``evaluate.include_path`` folders (later ones win on a name)."""
+    extra = tuple(str(Path(p).expanduser()) for p in ((settings.include_path if settings else ()) or ()))
+    for p in extra:
+        if not Path(p).is_dir():
+            raise EvaluationError(f"evaluate.include_path: {p} is not a folder")
+    return (str(tasks_dir()), *extra)
+
+
+@functools.lru_cache(maxsize=4)
+def _task_manager(paths: tuple[str, ...], defaults: bool) -> Any:
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(tasks_dir()), include_defaults=False)
+    return TaskManager(include_path=list(paths), include_defaults=defaults)
 
 
-def parse_tasks(tasks: str | list[str] | tuple[str, ...]) -> list[str]:
+def task_manager(settings: EvaluateConfig | None = None, *, defaults: bool = False) -> Any:
+    """lm-eval TaskManager over our YAMLs and the user's folders; ``defaults`` adds lm-eval's own task index (slow
+    to build, consulted only for names the folders do not define)."""
+    return _task_manager(include_paths(settings), defaults)
+
+
+def parse_tasks(tasks: str | Sequence[str]) -> list[str]:
     names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
-    unknown = [t for t in names if t not in KNOWN_TASKS]
-    if unknown or not names:
-        raise EvaluationError(f"unknown or empty task list {unknown or names}; known tasks: {sorted(KNOWN_TASKS)}")
+    if not names:
+        raise EvaluationError("empty task list (evaluate.tasks)")
     return list(dict.fromkeys(names))
+
+
+def _unknown_task_message(name: str, known: Sequence[str]) -> str:
+    try:  # lm-eval's own did-you-mean (the message its registries give)
+        from lm_eval.api.registry import _build_key_error_msg
+
+        return _build_key_error_msg("task", name, known)
+    except ImportError:  # a future lm-eval without the helper: a did-you-mean of our own
+        import difflib
+
+        close = difflib.get_close_matches(name, known, n=3)
+        return f"Unknown task '{name}'." + (f" Did you mean: {', '.join(close)}?" if close else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSource:
+    """Where a task list is defined: the task folders, and whether lm-eval's own index is needed."""
+
+    paths: tuple[str, ...]
+    defaults: bool
+
+    @property
+    def manager(self) -> Any:
+        return _task_manager(self.paths, self.defaults)
+
+
+def resolve_tasks(tasks: str | Sequence[str], settings: EvaluateConfig | None = None) -> tuple[list[str], TaskSource]:
+    """(task names, where they are defined); an unknown name is an error with lm-eval's did-you-mean."""
+    names = parse_tasks(tasks)
+    src = TaskSource(include_paths(settings), False)
+    if any(n not in src.manager.all_subtasks for n in names):
+        src = TaskSource(src.paths, True)
+    known = src.manager.all_subtasks
+    for n in names:
+        if n not in known:
+            raise EvaluationError(_unknown_task_message(n, known) + f"\n(task folders: {', '.join(src.paths)} and "
+                                  "lm-eval's own tasks; add folders with evaluate.include_path)")
+    return names, src
+
+
+@functools.lru_cache(maxsize=64)
+def _built(src: TaskSource, name: str) -> tuple[Any, Any]:
+    task = src.manager.load([name])["tasks"][name]
+    return task, copy.deepcopy(task._config)
+
+
+def built_task(name: str, src: TaskSource) -> Any:
+    """Task ``name`` built once per process (docs loaded once), its config reset to the YAML's on every call:
+    lm-eval's ``simple_evaluate`` overwrites a task's config (generation kwargs, few-shot settings) in place."""
+    task, pristine = _built(src, name)
+    task._config = copy.deepcopy(pristine)
+    return task
+
+
+def _metric_name(metric: Any) -> str:
+    return metric if isinstance(metric, str) else getattr(metric, "__name__", str(metric))
+
+
+def task_config_info(name: str, cfg: Any) -> dict[str, Any]:
+    """What the harness needs to know about a task, from its config (YAML) alone."""
+    meta = dict(getattr(cfg, "metadata", None) or {})
+    metrics = list(getattr(cfg, "metric_list", None) or [])
+    metric = meta.get("metric") or (_metric_name(metrics[0]["metric"]) if metrics else None)
+    if metric is None:
+        raise EvaluationError(f"task {name}: no metric (set metric_list, or metadata.metric, in its YAML)")
+    entry = next((m for m in metrics if _metric_name(m.get("metric")) == metric), {})
+    filters = list(getattr(cfg, "filter_list", None) or [])
+    flt = meta.get("filter") or (filters[0]["name"] if filters and isinstance(filters[0], dict) else "none")
+    return {"task": name, "output_type": getattr(cfg, "output_type", None), "metric": metric, "filter": flt,
+            "higher_is_better": entry.get("higher_is_better", True), "chat": bool(meta.get("chat", False)),
+            "unsafe_code": bool(getattr(cfg, "unsafe_code", False)), "proxy": bool(meta.get("proxy", False)),
+            "version": meta.get("version"),
+            "generation_kwargs": copy.deepcopy(getattr(cfg, "generation_kwargs", None))}
+
+
+def task_info(task: str, settings: EvaluateConfig | None = None) -> dict[str, Any]:
+    """Task facts from its YAML (see the module docstring) and ``n_docs``: the task is built, which loads its data,
+    so a task that cannot run offline fails here (preflight), before any model is loaded."""
+    (name,), src = resolve_tasks([task], settings)
+    t = built_task(name, src)
+    return {**task_config_info(name, t.config), "n_docs": len(t.eval_docs)}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -118,15 +217,11 @@ def check_adapter_active(model: Any, tokenizer: Any, adapter: str, atol: float =
     return delta
 
 
-def build_lm(path: str, hub_revision: str | None, adapter: str | None, settings: EvaluateConfig, device: str):
-    """lm-eval's HF backend (``HFLM``) for a model folder or Hub id, with an optional PEFT adapter."""
-    if settings.backend == "vllm":
-        return _build_vllm(path, hub_revision, adapter, settings)
+def build_lm(model: Any, tokenizer: Any, settings: EvaluateConfig) -> Any:
+    """lm-eval's HF backend (``HFLM``) over an already loaded model (plain or with a PEFT adapter attached)."""
     from lm_eval.models.huggingface import HFLM
 
-    dtype = models.torch_dtype(settings.dtype, device)
-    return HFLM(pretrained=path, revision=hub_revision or "main", peft=adapter, dtype=dtype,
-                batch_size=settings.batch_size, device=device)
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size)
 
 
 def _build_vllm(path: str, hub_revision: str | None, adapter: str | None, settings: EvaluateConfig):
@@ -168,46 +263,69 @@ def generation_settings(settings: EvaluateConfig) -> dict[str, Any]:
 
 
 def cache_path(model_path: str, revision: str | None, adapter_hash: str | None, settings: EvaluateConfig,
-               chat: bool, root: Path | None = None) -> str:
-    """lm-eval request-cache prefix; lm-eval appends ``_rank<N>.db``. Distinct per model/adapter/settings."""
+               chat: bool, root: Path | None = None, prompt: dict[str, Any] | None = None) -> str:
+    """lm-eval request-cache prefix; lm-eval appends ``_rank<N>.db``. Distinct per model/adapter/settings/prompt."""
     key = {"model": model_path, "revision": revision, "adapter": adapter_hash, "chat": chat,
            "generation": generation_settings(settings)}
+    if prompt:
+        key["prompt"] = prompt
     root = root or (models.cache_root() / "lm_eval_requests")
     return str(root / f"req-{stable_hash(key, length=20)}")
 
 
-def _run_group(lm: Any, tasks: list[str], chat: bool, limit: int | None, settings: EvaluateConfig,
-               use_cache: str | None) -> dict[str, Any]:
+def _run_group(lm: Any, tasks: list[Any], chat: bool, limit: int | None, settings: EvaluateConfig,
+               use_cache: str | None, system_instruction: str | None = None) -> dict[str, Any]:
     from lm_eval import simple_evaluate
 
+    names = [t.task_name for t in tasks]
+    gen = {"max_gen_toks": settings.max_new_tokens} if settings.max_new_tokens is not None else None
     results = simple_evaluate(
         model=lm, tasks=tasks, limit=limit, log_samples=True, apply_chat_template=chat,
-        fewshot_as_multiturn=chat, gen_kwargs={"max_gen_toks": settings.max_new_tokens},
-        task_manager=task_manager(), use_cache=use_cache, bootstrap_iters=0, confirm_run_unsafe_code=True)
+        fewshot_as_multiturn=chat, gen_kwargs=gen, system_instruction=system_instruction,
+        use_cache=use_cache, bootstrap_iters=0, confirm_run_unsafe_code=True)
     if results is None:
         raise EvaluationError("lm-eval returned no results (non-zero rank?)")
-    missing = [t for t in tasks if t not in results.get("results", {}) or t not in results.get("samples", {})]
+    missing = [t for t in names if t not in results.get("results", {}) or t not in results.get("samples", {})]
     if missing:
         raise EvaluationError(f"lm-eval returned no results or samples for {missing}")
     return results
 
 
 def _item_id(doc: dict) -> str:
-    return str(doc["task_id"]) if "task_id" in doc else str(doc.get("idx"))
+    for key in ("task_id", "idx", "id"):
+        if key in doc:
+            return str(doc[key])
+    return ""
 
 
-def items_from_samples(task: str, samples: list[dict]) -> list[dict]:
-    """Per-item rows from lm-eval's logged samples (first repeat's text; ``correct`` = the doc's metric)."""
+def items_from_samples(task: str, samples: list[dict], info: dict[str, Any]) -> list[dict]:
+    """Per-item rows from lm-eval's logged samples: ``correct`` = the doc's value of the task's metric; ``extracted``
+    = what the task's filter kept (our judges' ``extracted`` program/answer; else the filtered response)."""
     rows = []
+    metric = info["metric"]
     for s in sorted(samples, key=lambda s: s["doc_id"]):
-        judged = s["filtered_resps"][0]
-        if not judged:
-            raise EvaluationError(f"{task} doc {s['doc_id']}: no judged response in lm-eval's samples")
+        if metric not in s:
+            raise EvaluationError(f"{task} doc {s['doc_id']}: lm-eval's sample has no {metric!r} value")
+        filtered = s.get("filtered_resps") or []
+        first_resp = (s.get("resps") or [[None]])[0]
+        prediction = first_resp[0] if isinstance(first_resp, list) and first_resp else first_resp
         row = {"task": task, "doc_id": int(s["doc_id"]), "item_id": _item_id(s["doc"]),
-               "prediction": s["resps"][0][0], "extracted": judged[0]["extracted"],
-               "correct": float(s[METRIC[task]]), "n_repeats": len(judged)}
-        if "status" in judged[0]:
-            row["status"] = judged[0]["status"]
+               "prediction": prediction if isinstance(prediction, str) else _jsonable(prediction),
+               "correct": float(s[metric]), "n_repeats": len(first_resp) if isinstance(first_resp, list) else 1}
+        judged = filtered[0] if filtered else None
+        if info["output_type"] == "generate_until" and isinstance(judged, list):
+            if not judged:
+                raise EvaluationError(f"{task} doc {s['doc_id']}: no judged response in lm-eval's samples")
+            head = judged[0]
+            row["n_repeats"] = len(judged)
+            if isinstance(head, dict):  # our judges: {"extracted", "correct", "status", ...} per repeat
+                row["extracted"] = head.get("extracted")
+                if "status" in head:
+                    row["status"] = head["status"]
+            else:
+                row["extracted"] = head if isinstance(head, str) else _jsonable(head)
+        else:
+            row["extracted"] = judged if isinstance(judged, (str, type(None))) else _jsonable(judged)
         rows.append(row)
     return rows
 
@@ -249,28 +367,62 @@ def _verify_outputs(out: Path, tasks: list[str]) -> None:
 # entry point
 # ----------------------------------------------------------------------------------------------------------------------
 
-def main(model: str = models.EMBEDDED, out: str | Path = "runs/eval", adapter: str | None = None,
-         tasks: str | list[str] | tuple[str, ...] | None = None, limit: int | None = None,
-         revision: str | None = None, settings: EvaluateConfig = EvaluateConfig(), device: str = "auto",
-         cache_root: str | Path | None = None, force: bool = False,
-         extra_manifest: dict[str, Any] | None = None) -> dict[str, float]:
-    """Evaluate ``model`` (+ optional ``adapter``) on ``tasks``; write results into ``out``; return ``{task: score}``.
+def _default_loader(device: str) -> Loader:
+    def load(spec: str, revision: str | None, dtype: str) -> tuple[Any, Any, Any]:
+        return models.load(spec, revision, dtype=dtype, device=device)
 
-    Base model and adapters go through exactly this function. ``extra_manifest`` (e.g. the pipeline's arm, seed and
-    recipe hash, which the statistics stage reads) is merged into ``manifest.json``. A finished ``out`` (``DONE``) with the same inputs is
-    returned as is; one with different inputs is refused unless ``force``.
+    return load
+
+
+class _Attached:
+    """A PEFT adapter attached to a (possibly shared) base model for one evaluation, removed on exit."""
+
+    def __init__(self, base: Any, adapter: str | None) -> None:
+        self.base, self.adapter, self.model = base, adapter, base
+
+    def __enter__(self) -> Any:
+        if self.adapter:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.base, self.adapter, is_trainable=False).eval()
+        return self.model
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.model is not self.base:
+            self.model.unload()  # the LoRA modules out again: the cached base is the base model
+            self.base.eval()
+
+
+def evaluate_model(cfg: Any, out: str | Path, *, adapter: str | Path | None = None,
+                   extra_manifest: dict[str, Any] | None = None, loader: Loader | None = None,
+                   cache_root: str | Path | None = None, force: bool = False) -> dict[str, float]:
+    """Evaluate ``cfg.model`` (+ optional ``adapter``) on ``cfg.evaluate.tasks``; write results into ``out``; return
+    ``{task: score}``.
+
+    ``cfg``: the resolved :class:`cpqs_bench.config.Config` (``model``, ``evaluate`` and ``prompt`` are read).
+    ``loader(spec, revision, dtype) -> (model, tokenizer, info)``: where the base model comes from (default: a
+    fresh load); a shared base gets the adapter for this call only. Base model and adapters go through exactly
+    this function. ``extra_manifest`` (e.g. the pipeline's arm, seed and recipe hash, which the statistics stage
+    reads) is merged into ``manifest.json``. A finished ``out`` (``DONE``) with the same inputs is returned as is;
+    one with different inputs is refused unless ``force``. ``cache_root``: request cache + HumanEval+ expected
+    outputs (default: the user cache).
     """
-    task_list = parse_tasks(tasks if tasks is not None else settings.tasks)
-    limit = limit if limit is not None else settings.limit
+    settings: EvaluateConfig = cfg.evaluate
+    task_list, src = resolve_tasks(settings.tasks, settings)
+    limit = settings.limit
     out = Path(out)
+    adapter = str(adapter) if adapter else None
     t0 = time.monotonic()
 
-    path, model_rev = models.resolve(model, revision)
+    model_spec = cfg.model.id
+    path, model_rev = models.resolve(model_spec, cfg.model.revision)
     hub_revision = None if Path(path).is_dir() else model_rev
     fingerprint = adapter_fingerprint(adapter) if adapter else None
-    inputs = {"model": model, "model_path": path, "model_revision": model_rev,
+    prompt = to_dict(cfg.prompt)
+    inputs = {"model": model_spec, "model_path": path, "model_revision": model_rev,
               "adapter_hash": fingerprint["hash"] if fingerprint else None, "tasks": task_list, "limit": limit,
-              "settings": dataclasses.asdict(settings)}
+              "settings": dataclasses.asdict(settings), "prompt": {k: prompt.get(k) for k in ("template",
+                                                                                           "system_prompt")}}
     inputs_hash = stable_hash(inputs, length=16)
     if (out / "DONE").exists():
         if (out / "DONE").read_text().strip() == inputs_hash and not force:
@@ -281,45 +433,66 @@ def main(model: str = models.EMBEDDED, out: str | Path = "runs/eval", adapter: s
     out.mkdir(parents=True, exist_ok=True)
     _clear_outputs(out)
 
-    code_tasks = [t for t in task_list if t in CODE_TASKS]
+    tasks = {t: built_task(t, src) for t in task_list}
+    infos = {t: task_config_info(t, tasks[t].config) for t in task_list}
+    code_tasks = [t for t in task_list if infos[t]["unsafe_code"]]
     tasks_utils.configure(tasks_utils.ExecSettings(
         workers=settings.code_workers, timeout_s=settings.code_timeout_s, min_isolation=settings.sandbox_min_level,
         allow_weaker=settings.allow_weaker_sandbox,
         cache_dir=str(Path(cache_root) / "humanevalplus-expected") if cache_root else None))
     sandbox_info = tasks_utils.sandbox_manifest() if code_tasks else None  # probe + refuse before loading a model
 
-    dev = models.pick_device(device)
-    lm = build_lm(path, hub_revision, adapter, settings, dev)
-    tokenizer = getattr(lm, "tokenizer", None)
-    adapter_delta = None
-    if adapter:
-        adapter_delta = (check_adapter_active(lm.model, tokenizer, adapter) if settings.backend == "hf"
-                         else _probe_adapter_hf(path, hub_revision, adapter, dev, settings.dtype))
-
-    chat_tasks = [t for t in task_list if t in CHAT_TASKS]
+    dev = models.pick_device(cfg.model.device)
+    load_s = 0.0
+    if settings.backend == "vllm":
+        lm = _build_vllm(path, hub_revision, adapter, settings)
+        tokenizer = getattr(lm, "tokenizer", None)
+        adapter_delta = _probe_adapter_hf(path, hub_revision, adapter, dev, settings.dtype) if adapter else None
+        attached = _Attached(None, None)
+        base = None
+    else:
+        t_load = time.monotonic()
+        load = loader if loader is not None else _default_loader(dev)
+        base, tokenizer, _info = load(model_spec, cfg.model.revision, settings.dtype)
+        load_s = time.monotonic() - t_load
+        attached = _Attached(base, adapter)
+        lm = None
+    chat_tasks = [t for t in task_list if infos[t]["chat"]]
     if chat_tasks and settings.apply_chat_template and tokenizer is not None and not tokenizer.chat_template:
-        raise EvaluationError(f"tasks {chat_tasks} need a chat model, but {model}'s tokenizer has no chat template "
-                              "(use the completion tasks cpqs_gsm8k_5shot, cpqs_humaneval, cpqs_humaneval_plus)")
-    groups = [(True, chat_tasks), (False, [t for t in task_list if t in COMPLETION_TASKS])]
+        raise EvaluationError(f"tasks {chat_tasks} need a chat template (their YAML says metadata.chat: true), but "
+                              f"{model_spec}'s tokenizer has none: set prompt.template, or evaluate completion tasks")
+
     metrics: dict[str, float] = {}
     items: list[dict] = []
     raw: dict[str, Any] = {}
     caches: dict[str, str] = {}
-    for chat, group in groups:
-        if not group:
-            continue
-        use_chat = chat and settings.apply_chat_template
-        cache = (cache_path(path, model_rev, inputs["adapter_hash"], settings, use_chat,
-                            Path(cache_root) / "lm_eval_requests" if cache_root else None)
-                 if settings.use_cache else None)
-        results = _run_group(lm, group, use_chat, limit, settings, cache)
-        for t in group:
-            metrics[t] = float(results["results"][t][f"{METRIC[t]},{FILTER}"])
-            items.extend(items_from_samples(t, results["samples"][t]))
-            write_jsonl(out / "samples" / f"{t}.jsonl", _jsonable(results["samples"][t]))
-            if cache:
-                caches[t] = cache
-        raw[f"chat={use_chat}"] = _jsonable({k: v for k, v in results.items() if k != "samples"})
+    with attached as model:
+        if lm is None:
+            adapter_delta = check_adapter_active(model, tokenizer, adapter) if adapter else None
+            lm = build_lm(model, tokenizer, settings)
+        for chat in (True, False):
+            group = [t for t in task_list if infos[t]["chat"] == chat]
+            if not group:
+                continue
+            use_chat = chat and settings.apply_chat_template
+            cache = (cache_path(path, model_rev, inputs["adapter_hash"], settings, use_chat,
+                                Path(cache_root) / "lm_eval_requests" if cache_root else None, inputs["prompt"])
+                     if settings.use_cache else None)
+            results = _run_group(lm, [tasks[t] for t in group], use_chat, limit, settings, cache,
+                                 cfg.prompt.system_prompt if use_chat else None)
+            for t in group:
+                info = infos[t]
+                key = f"{info['metric']},{info['filter']}"
+                if key not in results["results"][t]:
+                    raise EvaluationError(f"lm-eval's results for {t} have no {key!r} (metric, filter) entry; "
+                                          f"found {sorted(results['results'][t])}")
+                metrics[t] = float(results["results"][t][key])
+                items.extend(items_from_samples(t, results["samples"][t], info))
+                write_jsonl(out / "samples" / f"{t}.jsonl", _jsonable(results["samples"][t]))
+                if cache:
+                    caches[t] = cache
+            raw[f"chat={use_chat}"] = _jsonable({k: v for k, v in results.items() if k != "samples"})
+        del lm
 
     write_jsonl(out / "items.jsonl", items)
     write_json(out / "metrics.json", metrics)
@@ -327,59 +500,18 @@ def main(model: str = models.EMBEDDED, out: str | Path = "runs/eval", adapter: s
     task_cfgs = {t: r.get("configs", {}).get(t, {}) for r in raw.values() for t in r.get("configs", {})}
     write_json(out / "manifest.json", {
         "stage": "evaluate", "inputs": inputs, "inputs_hash": inputs_hash,
-        "model": {"spec": model, "path": path, "revision": model_rev, "device": dev,
+        "model": {"spec": model_spec, "path": path, "revision": model_rev, "device": dev,
                   "dtype": str(models.torch_dtype(settings.dtype, dev)).replace("torch.", "")},
         "adapter": ({**fingerprint, "probe_max_abs_logit_delta": adapter_delta} if fingerprint else None),
         "generation": {"settings": generation_settings(settings),
                        "per_task": {t: c.get("generation_kwargs") for t, c in task_cfgs.items()}},
-        "chat_template": {t: (t in CHAT_TASKS and settings.apply_chat_template) for t in task_list},
+        "chat_template": {t: (infos[t]["chat"] and settings.apply_chat_template) for t in task_list},
+        "tasks": {t: {k: v for k, v in infos[t].items() if k != "generation_kwargs"} for t in task_list},
         "task_versions": {t: (c.get("metadata") or {}).get("version") for t, c in task_cfgs.items()},
         "n_items": {t: sum(r["task"] == t for r in items) for t in task_list},
         "metrics": metrics, "sandbox": sandbox_info, "request_cache": caches,
+        "timing": {"load_s": round(load_s, 3), "wall_s": round(time.monotonic() - t0, 3)},
         "wall_s": round(time.monotonic() - t0, 2), **provenance.collect(), **(extra_manifest or {})})
     _verify_outputs(out, task_list)
     write_text(out / "DONE", inputs_hash + "\n")
     return metrics
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = EvaluateConfig()
-    parser.add_argument("--model", default=models.EMBEDDED, help="model folder, Hub id[@revision], or 'embedded'")
-    parser.add_argument("--adapter", default=None, help="PEFT adapter folder (refused if it does not change logits)")
-    parser.add_argument("--revision", default=None, help="Hub revision of --model")
-    parser.add_argument("--tasks", default=",".join(d.tasks), help=f"comma-separated; known: {sorted(KNOWN_TASKS)}")
-    parser.add_argument("--limit", type=int, default=None, help="first N items per task (smoke runs)")
-    parser.add_argument("--out", default="runs/eval", help="output folder (items.jsonl, metrics.json, manifest.json)")
-    parser.add_argument("--backend", choices=["hf", "vllm"], default=d.backend)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    parser.add_argument("--dtype", default=d.dtype, choices=["auto", "float32", "bfloat16", "float16"])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-chat-template", action="store_true", help="render chat tasks without the template")
-    parser.add_argument("--no-cache", action="store_true", help="do not use lm-eval's request cache")
-    parser.add_argument("--cache-root", default=None, help="request cache + HumanEval+ expected outputs folder")
-    parser.add_argument("--code-workers", type=int, default=d.code_workers)
-    parser.add_argument("--code-timeout", type=float, default=d.code_timeout_s)
-    parser.add_argument("--sandbox-min-level", choices=["namespaces", "rlimits"], default=d.sandbox_min_level)
-    parser.add_argument("--allow-weaker-sandbox", action="store_true",
-                        help="run generated code even when the host cannot reach --sandbox-min-level")
-    parser.add_argument("--force", action="store_true", help="overwrite a finished --out of different inputs")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    settings = EvaluateConfig(
-        tasks=tuple(parse_tasks(args.tasks)), limit=args.limit, backend=args.backend, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, apply_chat_template=not args.no_chat_template, dtype=args.dtype,
-        use_cache=not args.no_cache, sandbox_min_level=args.sandbox_min_level,
-        allow_weaker_sandbox=args.allow_weaker_sandbox, code_workers=args.code_workers,
-        code_timeout_s=args.code_timeout)
-    metrics = main(args.model, args.out, adapter=args.adapter, revision=args.revision, settings=settings,
-                   device=args.device, cache_root=args.cache_root, force=args.force)
-    for task, score in metrics.items():
-        print(f"{task}\t{METRIC[task]}\t{score:.4f}")
-    print(f"results in {args.out}")
-    return 0

@@ -138,34 +138,3 @@ def eval_samples(task: str, samples_path: str | Path, *, workers: int = 2, sandb
         return _eval_gsm8k(path, mirror)
     sandbox = sandbox or Sandbox()
     return _eval_code(key, path, workers, sandbox, cache_dir, mirror, progress)
-
-
-def add_arguments(parser) -> None:
-    """Flags of ``cpqs-bench eval-samples``."""
-    parser.add_argument("task", help="humaneval | humaneval_plus | gsm8k")
-    parser.add_argument("samples", help="JSONL(.gz) of task_id+solution/completion (code) or idx+response (GSM8K)")
-    parser.add_argument("--out", help="directory for summary.json and items.jsonl (default: print summary only)")
-    parser.add_argument("--workers", type=int, default=2, help="parallel sandboxed programs (1-2 on small machines)")
-    parser.add_argument("--cache-dir", help="where HumanEval+ expected outputs are cached (keyed by dataset sha256)")
-    parser.add_argument("--mirror", help="local dataset mirror directory (else $CPQS_DATA_MIRROR)")
-    parser.add_argument("--min-isolation", default="namespaces", choices=["namespaces", "rlimits"])
-    parser.add_argument("--allow-weaker-sandbox", action="store_true",
-                        help="run generated code even if the host cannot provide --min-isolation")
-
-
-def run_cli(args) -> int:
-    from cpqs_bench.io import write_json, write_jsonl
-
-    sandbox = None
-    if TASK_ALIASES.get(args.task.lower()) != "gsm8k":
-        sandbox = Sandbox(min_isolation=args.min_isolation, allow_weaker=args.allow_weaker_sandbox)
-    result = eval_samples(args.task, args.samples, workers=args.workers, sandbox=sandbox, cache_dir=args.cache_dir,
-                          mirror=args.mirror, progress=True)
-    items = result.pop("items")
-    if args.out:
-        write_json(Path(args.out) / "summary.json", result)
-        write_jsonl(Path(args.out) / "items.jsonl", items)
-    metric = result["metric"]
-    print(f"{result['task']}: {metric} = {result[metric]:.4f} over {result['n_docs']} items "
-          f"({result['n_missing']} missing counted as failures, {result['n_unknown']} unknown ids ignored)")
-    return 0

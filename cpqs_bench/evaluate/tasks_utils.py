@@ -142,7 +142,8 @@ def _humaneval_dataset(plus: bool) -> dict[str, Any]:
 
     # Only small string fields go into docs: HumanEval+ inputs are large mixed-type lists that Arrow cannot hold,
     # and the scorer looks the full problem up by task_id anyway.
-    docs = [{"task_id": p.task_id, "prompt": p.prompt, "entry_point": p.entry_point}
+    docs = [{"task_id": p.task_id, "prompt": p.prompt, "entry_point": p.entry_point,
+             "canonical_solution": p.canonical_solution}  # the proxy task's reference (cpqs_humaneval_instruct_nll)
             for p in problems(plus).values()]
     return {"test": datasets.Dataset.from_list(docs)}
 

@@ -138,3 +138,45 @@ def callback(keep: int) -> Any:
             return control
 
     return CompleteMarker()
+
+
+def timed_saves(interval_s: float) -> Any:
+    """A ``TrainerCallback`` asking for a checkpoint when ``interval_s`` seconds passed since the last one.
+
+    Checkpoint cadence by time rather than by step count: a short arm (a handful of steps) pays for no checkpoint
+    at all, a long one loses at most ``interval_s`` of work to a crash. The decision is rank 0's clock, broadcast so
+    every process saves at the same step (a save is collective)."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class TimedSaves(TrainerCallback):
+        def __init__(self) -> None:
+            self.last = time.monotonic()
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.last = time.monotonic()
+            return control
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            due = interval_s > 0 and time.monotonic() - self.last >= interval_s and state.global_step < state.max_steps
+            if _broadcast_flag(due):
+                control.should_save = True
+            return control
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.last = time.monotonic()
+            return control
+
+    return TimedSaves()
+
+
+def _broadcast_flag(flag: bool) -> bool:
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(t, src=0)
+    return bool(t.item())

@@ -16,12 +16,15 @@ class FinetuneConfig:
     batch_size: int = 16  # effective batch = micro_batch_size * grad_accum * processes
     micro_batch_size: int = 4
     max_length: int = 2048
-    warmup_ratio: float = 0.03
+    warmup_ratio: float = 0.03  # share of the optimizer steps; turned into a step count by us (same on every
+    # transformers release: only transformers >= 5 reads a float warmup_steps < 1 as a ratio)
     lr_scheduler: str = "cosine"
     weight_decay: float = 0.0
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     gradient_checkpointing: bool = False
-    save_steps: int = 50
+    group_by_length: bool = True  # micro-batches of similar lengths (seeded; see dataset.length_grouped_order)
+    save_steps: int = 0  # checkpoint every N optimizer steps (0: by time only, save_interval_s)
+    save_interval_s: float = 300.0  # checkpoint when this many seconds passed since the last one (0: off)
     save_total_limit: int = 2
     logging_steps: int = 5
     max_steps: int = -1
@@ -30,6 +33,7 @@ class FinetuneConfig:
     optim: str = "adamw_torch"
     max_grad_norm: float = 1.0
     # Operational (not part of the recipe hash): measure the mean response loss on the training rows with the
-    # adapter disabled and enabled after training (one extra forward pass over the data).
-    measure_train_loss: bool = True
+    # adapter disabled and enabled after training (two extra forward passes over the selection; off by default,
+    # the loss curve of training is always recorded).
+    measure_train_loss: bool = False
     keep_checkpoints: bool = False  # keep checkpoints/ after the adapter is written (else removed after DONE)

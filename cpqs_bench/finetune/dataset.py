@@ -95,14 +95,59 @@ def pick(examples: Sequence[Example], kept: Iterable[str], selection_name: str =
     return chosen
 
 
+class TokenCache:
+    """Rendered rows per (tokenizer, length policy, example content), kept for the life of one process.
+
+    Every arm × seed of an experiment draws from the same pool with the same tokenizer and prompt settings, so each
+    example is rendered once per experiment instead of once per arm. The per-example length outcome is cached with
+    it, so every arm's :class:`LengthStats` is exactly what a fresh render would count. Keyed by the tokenizer
+    object's identity (a reloaded tokenizer gets a fresh table) and the render settings."""
+
+    def __init__(self) -> None:
+        self._tables: dict[tuple, tuple[Any, dict[str, tuple[Any, LengthStats]]]] = {}
+
+    def table(self, tokenizer: Any, settings: tuple) -> dict[str, tuple[Any, LengthStats]]:
+        key = (id(tokenizer), settings)
+        hit = self._tables.get(key)
+        if hit is None or hit[0] is not tokenizer:  # id reuse after the old tokenizer was freed
+            hit = (tokenizer, {})
+            self._tables[key] = hit
+            while len(self._tables) > 4:  # bounded: a process rarely trains with more than one tokenizer
+                self._tables.pop(next(iter(self._tables)))
+        return hit[1]
+
+    def clear(self) -> None:
+        self._tables.clear()
+
+
+TOKEN_CACHE = TokenCache()
+
+
+def _merge_stats(total: LengthStats, one: LengthStats) -> None:
+    for name in ("kept", "truncated", "dropped_too_long", "dropped_prompt_too_long", "dropped_empty"):
+        setattr(total, name, getattr(total, name) + getattr(one, name))
+    total.lengths.extend(one.lengths)
+
+
 def tokenize(tokenizer: Any, examples: Sequence[Example], *, template: str, system_prompt: str | None,
-             train_eot: bool, max_length: int | None, overflow: str) -> SFTData:
-    """Render every example; labels are ``Rendered.labels()`` unchanged."""
+             train_eot: bool, max_length: int | None, overflow: str, cache: TokenCache | None = TOKEN_CACHE) -> SFTData:
+    """Render every example; labels are ``Rendered.labels()`` unchanged. ``cache`` (default: the process-wide
+    :data:`TOKEN_CACHE`) renders each distinct example once per process; ``None`` renders afresh."""
     stats = LengthStats()
+    table = cache.table(tokenizer, (template, system_prompt, train_eot, max_length, overflow)) if cache else {}
     rows, ids, dropped = [], [], []
     for ex in examples:
-        r = render(tokenizer, ex, template, system_prompt=system_prompt, train_eot=train_eot,
-                   max_length=max_length, overflow=overflow, stats=stats)  # type: ignore[arg-type]
+        key = ex.content_key()
+        hit = table.get(key)
+        if hit is None:
+            one = LengthStats()
+            r = render(tokenizer, ex, template, system_prompt=system_prompt, train_eot=train_eot,
+                       max_length=max_length, overflow=overflow, stats=one)  # type: ignore[arg-type]
+            hit = (r, one)
+            if cache is not None:
+                table[key] = hit
+        r, one = hit
+        _merge_stats(stats, one)
         if r is None:
             dropped.append(ex.id)
             continue
@@ -112,6 +157,55 @@ def tokenize(tokenizer: Any, examples: Sequence[Example], *, template: str, syst
         raise ValueError(f"all {len(examples)} selected examples were dropped by the length policy "
                          f"(max_length={max_length}, overflow={overflow}): {stats.as_dict()}")
     return SFTData(rows=rows, ids=ids, stats=stats, n_selected=len(examples), dropped_ids=dropped)
+
+
+def length_grouped_order(lengths: Sequence[int], group: int, seed: int, epoch: int) -> list[int]:
+    """A seeded epoch order in which every run of ``group`` consecutive rows has similar lengths.
+
+    Rows are shuffled (seed, epoch), cut into windows of ``group * 8`` rows, each window is sorted by length and cut
+    into groups of ``group`` rows (one micro-batch each); the groups are then shuffled again. So padding inside a
+    micro-batch is small, while which rows meet in an optimizer step stays random across epochs and seeds (the
+    idea of transformers' ``LengthGroupedSampler``, with a window that also works for arms of a few dozen rows).
+    Deterministic in (lengths, group, seed, epoch): a resumed run replays the same order."""
+    import random
+
+    rng = random.Random(f"{seed}:{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = max(1, group) * 8
+    groups: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start: start + window], key=lambda i: -lengths[i])
+        groups += [chunk[k: k + group] for k in range(0, len(chunk), group)]
+    tail = groups.pop() if groups and len(groups[-1]) < group else None  # a short last group stays last
+    rng.shuffle(groups)
+    return [i for g in groups + ([tail] if tail else []) for i in g]
+
+
+class LengthGroupedSampler:
+    """``torch`` sampler over :func:`length_grouped_order`; the Trainer calls ``set_epoch`` every epoch."""
+
+    def __init__(self, lengths: Sequence[int], group: int, seed: int) -> None:
+        self.lengths, self.group, self.seed, self.epoch = list(lengths), group, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        return iter(length_grouped_order(self.lengths, self.group, self.seed, self.epoch))
+
+
+def padding_fraction(rows: Sequence[dict[str, list[int]]], order: Sequence[int], batch: int) -> float:
+    """Share of padded positions when ``rows`` are batched ``batch`` at a time in ``order`` (right padding)."""
+    real = padded = 0
+    for k in range(0, len(order), batch):
+        lens = [len(rows[i]["input_ids"]) for i in order[k: k + batch]]
+        real += sum(lens)
+        padded += max(lens) * len(lens)
+    return 1.0 - real / padded if padded else 0.0
 
 
 class RowDataset:

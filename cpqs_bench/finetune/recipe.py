@@ -3,7 +3,8 @@
 ``recipe(cfg, precision=..., model_revision=...)`` collects everything that changes what a fine-tuned adapter is,
 *except* the selection and the seed: the finetune section (minus purely operational keys such as checkpoint
 cadence), the prompt section (template, system prompt, end-of-turn policy, length policy), the base model id and its
-resolved revision, and the resolved precision ("auto" is resolved first, so an arm trained in bf16 and one in fp32
+resolved revision, the transformers and peft versions, and the resolved precision ("auto" is resolved first, so an
+arm trained in bf16 and one in fp32
 never share a hash). ``recipe_hash`` is a stable hash of that mapping. Every arm's manifest carries both, and
 :func:`check_same_recipe` refuses to let arms with different recipes meet in one comparison.
 """
@@ -17,8 +18,9 @@ from cpqs_bench.config import to_dict
 from cpqs_bench.io import stable_hash
 
 # Keys of the finetune section that do not change the trained adapter.
-OPERATIONAL_KEYS = frozenset({"save_steps", "save_total_limit", "logging_steps", "merge", "measure_train_loss",
-                              "keep_checkpoints", "precision"})  # precision enters resolved, below
+OPERATIONAL_KEYS = frozenset({"save_steps", "save_interval_s", "save_total_limit", "logging_steps", "merge",
+                              "measure_train_loss", "keep_checkpoints",
+                              "precision"})  # precision enters resolved, below
 
 
 class RecipeMismatch(ValueError):
@@ -33,7 +35,21 @@ def recipe(cfg: Any, *, precision: str, model_revision: str | None) -> dict[str,
         "precision": precision,
         "prompt": to_dict(cfg.prompt),
         "model": {"id": cfg.model.id, "revision": model_revision},
+        "versions": library_versions(),
     }
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions that change what the same recipe trains (optimizer, scheduler, LoRA layers): part of the hash."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in ("transformers", "peft"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def recipe_hash(rec: Mapping[str, Any]) -> str:

@@ -10,7 +10,16 @@ Reproducibility: the seed drives LoRA initialisation (``set_seed`` right before 
 newest checkpoint whose completeness marker verifies (:mod:`cpqs_bench.finetune.checkpoints`). The output directory
 holds the adapter, the tokenizer, the resolved config, ``recipe.json`` and ``manifest.json``, and ``DONE`` last.
 
-Multi-process: run under ``accelerate launch --multi_gpu --num_processes 2 -m cpqs_bench.finetune.sft ...``; on a
+Library entry: :func:`finetune_arm` (resolved ``Config``, the selection file, the pool as ``Example`` objects, an
+optional ``loader``). With a shared loader (the pipeline's model cache) the base model is loaded once per process for
+all arms: each arm adds a fresh LoRA (seeded, so identical to a separate process) and removes it again before
+returning, so the cached base stays clean. Rows are tokenised once per process (:data:`dataset.TOKEN_CACHE`),
+micro-batches are length-grouped (``finetune.group_by_length``), checkpoints are written by time
+(``finetune.save_interval_s``) or every ``finetune.save_steps``, and the full-selection loss passes run only when
+``finetune.measure_train_loss`` asks for them. Warmup: ``finetune.warmup_ratio`` × the optimizer steps, rounded up,
+computed here and handed to transformers as a step count (same meaning on every supported release).
+
+Multi-process: run under ``accelerate launch --multi_gpu --num_processes 2 -m cpqs_bench.cli finetune ...``; on a
 CPU-only machine the processes talk over gloo. The effective batch (``finetune.batch_size``) is kept fixed: gradient
 accumulation = batch_size / (micro_batch_size × processes), which must divide exactly.
 
@@ -20,22 +29,22 @@ unless ``WANDB_API_KEY`` is set.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
+import copy
+import math
 import logging
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from cpqs_bench import models, provenance
-from cpqs_bench.config import config_hash, load_config, to_dict, to_yaml
-from cpqs_bench.data.pool import read_pool
+from cpqs_bench.config import config_hash, to_dict, to_yaml
+from cpqs_bench.data.example import Example, content_hash
 from cpqs_bench.finetune import checkpoints, progress
-from cpqs_bench.finetune.dataset import PadCollator, RowDataset, SFTData, pick, read_selection, tokenize
+from cpqs_bench.finetune.dataset import (LengthGroupedSampler, PadCollator, RowDataset, SFTData, pick, read_selection,
+                                         tokenize)
 from cpqs_bench.finetune.recipe import RecipeMismatch, recipe, recipe_hash
 from cpqs_bench.io import read_json, sha256_file, write_json, write_text
 from cpqs_bench.prompts import pad_token_id
@@ -144,12 +153,12 @@ def wandb_callback(enabled: bool, errors: list[str]) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------- model + args
-def load_base(cfg: Any, precision: str) -> tuple[Any, Any, Any]:
+Loader = Callable[[str, "str | None", str], tuple[Any, Any, Any]]
+
+
+def base_dtype(precision: str) -> str:
     """Base weights in bf16 for bf16 runs (frozen; LoRA weights stay fp32 via peft), else fp32."""
-    dtype = {"bf16": "bfloat16", "fp16": "float32", "fp32": "float32"}[precision]
-    model, tok, info = models.load(cfg.model.id, cfg.model.revision, dtype=dtype, device="cpu")
-    model.config.use_cache = False
-    return model, tok, info
+    return {"bf16": "bfloat16", "fp16": "float32", "fp32": "float32"}[precision]
 
 
 def add_lora(model: Any, ft: Any, seed: int) -> Any:
@@ -165,6 +174,20 @@ def add_lora(model: Any, ft: Any, seed: int) -> Any:
     return peft_model
 
 
+def remove_lora(peft_model: Any, base: Any, ft: Any, use_cache: Any) -> None:
+    """Undo what training did to a (possibly shared) base model: LoRA layers out, hooks off, eval mode."""
+    if ft.gradient_checkpointing:
+        with contextlib.suppress(Exception):
+            peft_model.disable_input_require_grads()
+        with contextlib.suppress(Exception):
+            base.gradient_checkpointing_disable()
+    peft_model.unload()  # removes the LoRA modules, restoring the original linear layers (weights untouched)
+    base.config.use_cache = use_cache
+    for p in base.parameters():
+        p.requires_grad_(True)
+    base.eval()
+
+
 def training_arguments(ft: Any, ckpt_dir: Path, seed: int, precision: str, accum: int, run_name: str) -> Any:
     import torch
     from transformers import TrainingArguments
@@ -173,15 +196,42 @@ def training_arguments(ft: Any, ckpt_dir: Path, seed: int, precision: str, accum
         output_dir=str(ckpt_dir), run_name=run_name, seed=seed, data_seed=seed,
         per_device_train_batch_size=ft.micro_batch_size, gradient_accumulation_steps=accum,
         num_train_epochs=ft.epochs, max_steps=ft.max_steps, learning_rate=ft.lr,
-        lr_scheduler_type=ft.lr_scheduler, warmup_steps=ft.warmup_ratio, weight_decay=ft.weight_decay,
+        lr_scheduler_type=ft.lr_scheduler, warmup_steps=0, weight_decay=ft.weight_decay,  # warmup: see _trainer
         optim=ft.optim, max_grad_norm=ft.max_grad_norm,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=ft.gradient_checkpointing,
-        save_strategy="steps", save_steps=ft.save_steps, save_total_limit=None,  # we rotate, after verifying
+        save_strategy="steps" if ft.save_steps > 0 else "no", save_steps=max(ft.save_steps, 1),
+        save_total_limit=None,  # we rotate, after verifying
         logging_strategy="steps", logging_steps=ft.logging_steps, report_to="none", disable_tqdm=True,
         remove_unused_columns=False, label_names=["labels"], dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding", ddp_find_unused_parameters=False,
     )
+
+
+def warmup_steps(ratio: float, num_training_steps: int) -> int:
+    """``ceil(ratio × steps)``: the step count transformers >= 5 derives from a ratio, computed here so that the
+    recipe means the same on transformers 4.x (which reads ``warmup_steps=0.03`` as zero steps)."""
+    return math.ceil(num_training_steps * ratio) if ratio > 0 else 0
+
+
+def _trainer(ft: Any, rows: list[dict], seed: int, group: int, **kwargs: Any) -> Any:
+    """transformers' Trainer with two recipe-level hooks: the length-grouped sampler and the warmup step count."""
+    from transformers import Trainer
+
+    lengths = [len(r["input_ids"]) for r in rows]
+
+    class SFTTrainer(Trainer):
+        def _get_train_sampler(self, *args: Any, **kw: Any) -> Any:
+            if not ft.group_by_length:
+                return super()._get_train_sampler(*args, **kw)
+            return LengthGroupedSampler(lengths, group, seed)
+
+        def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+            self.args.warmup_steps = warmup_steps(ft.warmup_ratio, num_training_steps)
+            self.warmup_steps_used = self.args.warmup_steps
+            return super().create_scheduler(num_training_steps, optimizer)
+
+    return SFTTrainer(train_dataset=RowDataset(rows), **kwargs)
 
 
 def mean_response_loss(model: Any, data: SFTData, pad_id: int, precision: str, batch_size: int = 4) -> float:
@@ -225,42 +275,56 @@ def _guard_out_dir(out: Path, run_id: dict[str, Any]) -> None:
                                  "use a new --out or delete it")
 
 
-def load_data(cfg: Any, selection: Path, pool: str | None, tokenizer: Any,
-              context: int | None = None) -> tuple[SFTData, dict[str, Any]]:
+def pool_fingerprint(pool: Sequence[Example]) -> dict[str, Any]:
+    """What the manifest records about the pool the selection indexes (ids + content, order-sensitive)."""
+    h = content_hash((), "\n".join(f"{ex.id}\t{ex.content_key()}" for ex in pool))
+    return {"examples": len(pool), "sha256": h}
+
+
+def build_data(cfg: Any, selection: Path, pool: Sequence[Example], tokenizer: Any,
+               context: int | None = None) -> SFTData:
     """Tokenise the selection; ``context`` (the model's maximum positions) caps ``finetune.max_length`` so a
     sample longer than the model's context is truncated/dropped by the length policy instead of crashing."""
-    kept = read_selection(selection)
-    pool_obj = read_pool(pool or cfg.data.pool, schema=cfg.data.schema, field_map=dict(cfg.data.field_map),
-                         mirror=cfg.data.mirror, max_rejected_fraction=cfg.data.max_rejected_fraction)
-    examples = pick(pool_obj.examples, kept, str(selection))
-    data = tokenize(tokenizer, examples, template=cfg.prompt.template, system_prompt=cfg.prompt.system_prompt,
+    examples = pick(pool, read_selection(selection), str(selection))
+    return tokenize(tokenizer, examples, template=cfg.prompt.template, system_prompt=cfg.prompt.system_prompt,
                     train_eot=cfg.prompt.train_eot,
                     max_length=min(cfg.finetune.max_length, context) if context else cfg.finetune.max_length,
                     overflow=cfg.prompt.overflow)
-    return data, pool_obj.summary()
+
+
+def _default_loader(spec: str, revision: str | None, dtype: str) -> tuple[Any, Any, Any]:
+    return models.load(spec, revision, dtype=dtype, device="cpu")  # the Trainer moves it to the accelerator
 
 
 # -------------------------------------------------------------------------------------------------------- main
-def main(selection: str | os.PathLike, out: str | os.PathLike, *, config: str | os.PathLike = "smoke",
-         overrides: Sequence[str] = (), pool: str | None = None, seed: int | None = None, arm: str | None = None,
-         merge: bool | None = None, progress_bar: bool = True) -> dict[str, Any]:
-    """Fine-tune one arm; return its manifest. Skips (returns the manifest) when ``out/DONE`` exists."""
+def finetune_arm(cfg: Any, selection: str | os.PathLike, pool: Sequence[Example], out: str | os.PathLike, *,
+                 seed: int, arm: str | None = None, loader: Loader | None = None, merge: bool | None = None,
+                 progress_bar: bool = True, pool_summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fine-tune one arm; return its manifest. Skips (returns the manifest) when ``out/DONE`` exists.
+
+    ``cfg``: the resolved :class:`cpqs_bench.config.Config`. ``selection``: a ``cpqs-bench select`` file whose ids
+    index ``pool`` (``Example`` objects, e.g. :func:`cpqs_bench.data.pool.read_project_pool`). ``loader(spec,
+    revision, dtype) -> (model, tokenizer, info)``: where the base model comes from (default: a fresh load). A
+    loaded base may be shared: the LoRA is added for this arm and removed before returning (also on error).
+    ``pool_summary``: the pool reader's counts, recorded in the manifest (default: size + content hash).
+    """
     out, selection = Path(out), Path(selection)
     if (out / DONE).exists():
         log.info("%s is complete (DONE); skipping", out)
         return read_json(out / "manifest.json")
-    cfg = load_config(config, list(overrides))
     ft = cfg.finetune
-    seed = cfg.experiment.seeds[0] if seed is None else seed
     merge = ft.merge if merge is None else merge
     device = models.pick_device(cfg.model.device)
     precision = resolve_precision(ft.precision, device)
-    model, tok, info = load_base(cfg, precision)
+    t_load = time.perf_counter()
+    load = loader if loader is not None else _default_loader
+    model, tok, info = load(cfg.model.id, cfg.model.revision, base_dtype(precision))
+    load_seconds = time.perf_counter() - t_load
     rec = recipe(cfg, precision=precision, model_revision=info.revision)
     rhash = recipe_hash(rec)
-    from cpqs_bench.models import model_max_length
 
-    data, pool_summary = load_data(cfg, selection, pool, tok, model_max_length(model))
+    data = build_data(cfg, selection, pool, tok, models.model_max_length(model))
+    pool_summary = dict(pool_summary) if pool_summary else pool_fingerprint(pool)
     selection_sha = sha256_file(selection)
     run_id = {"recipe_hash": rhash, "seed": seed, "selection_sha256": selection_sha, "data_sha256": data.sha256()}
     processes = world_size()
@@ -277,18 +341,32 @@ def main(selection: str | os.PathLike, out: str | os.PathLike, *, config: str | 
     checkpoints._barrier()
     resume_from = checkpoints.newest_complete(out / CKPT_DIR)
 
-    from transformers import Trainer
-
+    use_cache = getattr(model.config, "use_cache", None)
+    model.config.use_cache = False
     peft_model = add_lora(model, ft, seed)
+    try:
+        return _train(cfg, ft, peft_model, tok, info, data, args, out, selection, selection_sha, pool_summary,
+                      seed=seed, arm=arm, rec=rec, rhash=rhash, precision=precision, processes=processes,
+                      accum=accum, run_name=run_name, resume_from=resume_from, merge=merge,
+                      progress_bar=progress_bar, load_seconds=load_seconds)
+    finally:
+        remove_lora(peft_model, model, ft, use_cache)
+
+
+def _train(cfg: Any, ft: Any, peft_model: Any, tok: Any, info: Any, data: SFTData, args: Any, out: Path,
+           selection: Path, selection_sha: str, pool_summary: dict[str, Any], *, seed: int, arm: str | None,
+           rec: dict[str, Any], rhash: str, precision: str, processes: int, accum: int, run_name: str,
+           resume_from: Path | None, merge: bool, progress_bar: bool, load_seconds: float) -> dict[str, Any]:
     wandb_errors: list[str] = []
-    callbacks = [checkpoints.callback(ft.save_total_limit), progress.callback(progress_bar)]
+    callbacks = [checkpoints.callback(ft.save_total_limit), progress.callback(progress_bar),
+                 checkpoints.timed_saves(ft.save_interval_s)]
     wandb_vars = wandb_env(cfg.publish.wandb_project, out, run_name) if cfg.publish.wandb else {}
     wandb_mode = wandb_vars.get("WANDB_MODE", "disabled")
     wandb_cb = wandb_callback(cfg.publish.wandb, wandb_errors)
     if wandb_cb is not None and args.process_index == 0:
         callbacks.append(wandb_cb)
-    trainer = Trainer(model=peft_model, args=args, train_dataset=RowDataset(data.rows),
-                      data_collator=PadCollator(pad_token_id(tok)), processing_class=tok, callbacks=callbacks)
+    trainer = _trainer(ft, data.rows, seed, ft.micro_batch_size, model=peft_model, args=args,
+                       data_collator=PadCollator(pad_token_id(tok)), processing_class=tok, callbacks=callbacks)
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # our progress bar shows loss/tokens/s; no raw dict prints
@@ -311,19 +389,18 @@ def main(selection: str | os.PathLike, out: str | os.PathLike, *, config: str | 
     if args.process_index != 0:
         return {"recipe_hash": rhash, "process_index": args.process_index}
 
+    t_save = time.perf_counter()
     trainer.save_model(str(out))  # adapter_config.json + adapter_model.safetensors + tokenizer files
     write_text(out / "training_config.yaml", to_yaml(cfg))
     write_json(out / "recipe.json", {"recipe_hash": rhash, "recipe": rec})
     loss = {}
     if ft.measure_train_loss:
-        base_model = trainer.model
-        with base_model.disable_adapter():
-            loss["before"] = mean_response_loss(base_model, data, pad_token_id(tok), precision)
-        loss["after"] = mean_response_loss(base_model, data, pad_token_id(tok), precision)
+        with peft_model.disable_adapter():
+            loss["before"] = mean_response_loss(peft_model, data, pad_token_id(tok), precision)
+        loss["after"] = mean_response_loss(peft_model, data, pad_token_id(tok), precision)
     merged_dir = None
     if merge:
-        merged_dir = out / "merged"
-        merge_loaded(trainer.model, tok, merged_dir)
+        merged_dir = merge_copy(peft_model, tok, out / "merged")
     history = [h for h in trainer.state.log_history if "loss" in h]
     manifest = {
         "stage": "finetune", "arm": arm, "seed": seed, "recipe_hash": rhash, "recipe": rec,
@@ -335,11 +412,15 @@ def main(selection: str | os.PathLike, out: str | os.PathLike, *, config: str | 
         "data_sha256": {"selection": selection_sha, "pool": pool_summary.get("sha256"), "tokenized": data.sha256()},
         "data": data.summary(), "dropped_ids": data.dropped_ids,
         "training": {
-            "precision": precision, "processes": processes, "backend": _backend(args), "micro_batch_size": ft.micro_batch_size,
+            "precision": precision, "processes": processes, "backend": _backend(args),
+            "micro_batch_size": ft.micro_batch_size,
             "grad_accum": accum, "effective_batch": ft.micro_batch_size * accum * processes,
             "global_steps": trainer.state.global_step, "epochs": trainer.state.epoch,
+            "warmup_steps": getattr(trainer, "warmup_steps_used", None),
+            "group_by_length": ft.group_by_length,
             "resumed_from": str(resume_from) if resume_from else None,
             "train_loss": result.training_loss, "wall_seconds": round(wall, 3),
+            "load_seconds": round(load_seconds, 3), "save_seconds": round(time.perf_counter() - t_save, 3),
             "total_input_tokens": trainer.state.num_input_tokens_seen, "session": prog.report(),
             "loss_curve": [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")} for h in history],
         },
@@ -370,6 +451,11 @@ def merge_loaded(peft_model: Any, tokenizer: Any, out: Path) -> Path:
     return out
 
 
+def merge_copy(peft_model: Any, tokenizer: Any, out: Path) -> Path:
+    """Merge into a *copy* of the base (the loaded base may be shared with other stages and must stay clean)."""
+    return merge_loaded(copy.deepcopy(peft_model), tokenizer, out)
+
+
 def merge(adapter_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Merge a finished arm's adapter into its base model (read from the arm's manifest) for export."""
     from peft import PeftModel
@@ -380,34 +466,3 @@ def merge(adapter_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
                                 if manifest["model_id"] != models.EMBEDDED else None, dtype="float32", device="cpu")
     peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
     return merge_loaded(peft_model, tok, Path(out))
-
-
-# ----------------------------------------------------------------------------------------------------------- CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--selection", required=True, help="selection JSONL from `cpqs-bench select`")
-    p.add_argument("--pool", default=None, help="pool the selection was made on (default: the config's data.pool)")
-    p.add_argument("--config", default="smoke", help="preset name or YAML path")
-    p.add_argument("--out", required=True, help="arm directory (adapter, tokenizer, manifest.json, DONE)")
-    p.add_argument("--seed", type=int, default=None, help="default: the first of experiment.seeds")
-    p.add_argument("--arm", default=None, help="arm name recorded in the manifest (e.g. cpqs, random)")
-    p.add_argument("--merge", action="store_true", default=None, help="also write merged full weights to OUT/merged")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
-    p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. finetune.lr=1e-4)")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    manifest = main(args.selection, args.out, config=args.config, overrides=args.overrides, pool=args.pool,
-                    seed=args.seed, arm=args.arm, merge=args.merge, progress_bar=not args.no_progress)
-    if manifest.get("process_index", 0) == 0:
-        keys = ("recipe_hash", "seed", "arm", "train_data_loss")
-        summary = {k: manifest.get(k) for k in keys}
-        summary["training"] = {k: v for k, v in manifest.get("training", {}).items() if k != "loss_curve"}
-        print(json.dumps(summary, indent=2, default=str))
-    return 0
-
-
-if __name__ == "__main__":  # `accelerate launch -m cpqs_bench.finetune.sft --selection ...`
-    from cpqs_bench.cli import main as _cli_main
-
-    sys.exit(_cli_main(["finetune", *sys.argv[1:]]))
