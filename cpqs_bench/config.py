@@ -23,7 +23,7 @@ import yaml
 from cpqs_bench.evaluate.config import EvaluateConfig
 from cpqs_bench.finetune.config import FinetuneConfig
 from cpqs_bench.io import stable_hash
-from cpqs_bench.publish_config import PublishConfig
+from cpqs_bench.publish.config import PublishConfig
 from cpqs_bench.selectors.config import SelectorsConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"

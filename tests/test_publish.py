@@ -12,7 +12,7 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.repocard import metadata_load
 
-from cpqs_bench import publish as P
+from cpqs_bench.publish import hub as P
 from hub_standin import HubStandIn  # tests/ is on sys.path (pytest rootdir-relative "prepend" import mode)
 
 CANARY = "hf_CANARYtoken0123456789abcdef"

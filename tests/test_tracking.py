@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from cpqs_bench.tracking import Tracker, resolve_mode
+from cpqs_bench.publish.tracking import Tracker, resolve_mode
 
 CANARY = "wandb-canary-key-0123456789abcdef0123456789abcdef"
 
@@ -70,7 +70,7 @@ def test_forced_init_failure_is_recorded_not_raised(tmp_path, monkeypatch, caplo
         raise RuntimeError(f"could not reach server with key {CANARY}")
 
     monkeypatch.setattr(wandb, "init", broken_init)
-    with caplog.at_level(logging.WARNING, logger="cpqs_bench.tracking"):
+    with caplog.at_level(logging.WARNING, logger="cpqs_bench.publish.tracking"):
         with Tracker("exp1", "train", enabled=True, dir=tmp_path) as t:
             t.log_metrics({"loss": 1.0})  # no-op after the failure, and no second warning
             t.log_table("x", ["a"], [[1]])

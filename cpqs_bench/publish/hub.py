@@ -429,6 +429,7 @@ def publish(
     max_retries: int = 5,
     *,
     delete_extra: bool = False,
+    private: bool = True,
     commit_message: str = "cpqs-bench: publish results",
     backoff_base_s: float = 1.0,
     max_wait_s: float = 30.0,
@@ -453,7 +454,8 @@ def publish(
     report: dict[str, Any] = {"dry_run": False, "endpoint": endpoint, "repos": {}}
     for repo_id, entry in plan.items():
         policy = RetryPolicy(max_retries, backoff_base_s, max_wait_s, sleep)
-        report["repos"][repo_id] = _push_repo(api, repo_id, entry, delete_extra, commit_message, policy, secrets)
+        report["repos"][repo_id] = _push_repo(api, repo_id, entry, delete_extra, private, commit_message, policy,
+                                              secrets)
     return report
 
 
@@ -500,13 +502,14 @@ def _push_repo(
     repo_id: str,
     entry: Mapping[str, Any],
     delete_extra: bool,
+    private: bool,
     message: str,
     policy: RetryPolicy,
     secrets: Sequence[str],
 ) -> dict[str, Any]:
     repo_type, files = entry["repo_type"], entry["files"]
     _, attempts = with_retries(
-        lambda: api.create_repo(repo_id, repo_type=repo_type, exist_ok=True), f"create_repo {repo_id}", policy, secrets
+        lambda: api.create_repo(repo_id, repo_type=repo_type, exist_ok=True, private=private), f"create_repo {repo_id}", policy, secrets
     )
     result: dict[str, Any] = {"repo_type": repo_type, "action": "unchanged", "uploaded": [], "deleted": [], "commit": None}
     commit_attempt = 0

@@ -1,21 +1,20 @@
-"""``cpqs-bench publish --run runs/<experiment> [--dry-run]``: push a finished experiment to the Hub.
+"""Push a finished experiment to the Hub (``cpqs-bench publish --run runs/<experiment> [--dry-run]``).
 
 Reads the run's ``index.json`` (written by ``reproduce``), builds one model repo per fine-tuned arm and seed
 (``<namespace>/<experiment>-<arm>-s<seed>``: adapter, model card with ``model-index`` results, selection ids,
 manifest) and one results dataset repo (``<namespace>/<experiment>-results``: leaderboard files, statistics summary,
-per-item results of every evaluation), then hands them to :func:`cpqs_bench.publish.publish` (single commits,
+per-item results of every evaluation), then hands them to :func:`cpqs_bench.publish.hub.publish` (single commits,
 idempotent, bounded retries). ``--dry-run`` writes the exact folders that would be pushed under
 ``runs/<experiment>/publish/``. Tokens come only from the environment (``HF_TOKEN``) or ``HF_HOME``.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from cpqs_bench import publish as hub
+from cpqs_bench.publish import hub
+from cpqs_bench.publish.config import PublishConfig
 from cpqs_bench.io import read_json
 
 DRY_RUN_NAMESPACE = "dry-run"
@@ -50,24 +49,13 @@ def build_folders(run_dir: Path, namespace: str) -> dict[str, tuple[Path, str]]:
     return folders
 
 
-def main(run: str | os.PathLike, *, dry_run: bool = True, namespace: str | None = None,
-         endpoint: str | None = None) -> dict[str, Any]:
-    run_dir = Path(run)
-    if not dry_run and not namespace:
-        raise ValueError("a real push needs a Hub namespace (--namespace or publish.hub_namespace)")
-    folders = build_folders(run_dir, namespace or DRY_RUN_NAMESPACE)
+def publish_run(run_dir: str | os.PathLike, cfg: PublishConfig, *, dry_run: bool,
+                endpoint: str | None = None) -> dict[str, Any]:
+    """Publish the experiment in ``run_dir`` (its ``index.json``): to ``cfg.hub_namespace`` on the Hub, or, with
+    ``dry_run``, into ``run_dir/publish/dry-run/`` (the exact folders a push would send, plus ``plan.json``)."""
+    run_dir = Path(run_dir)
+    if not dry_run and not cfg.hub_namespace:
+        raise ValueError("a real push needs a Hub namespace (publish.hub_namespace=USER_OR_ORG, or --namespace)")
+    folders = build_folders(run_dir, cfg.hub_namespace or DRY_RUN_NAMESPACE)
     return hub.publish(folders, dry_run=dry_run, dry_run_dir=run_dir / "publish" / "dry-run" if dry_run else None,
-                       endpoint=endpoint)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, help="runs/<experiment> directory of a finished reproduce run")
-    p.add_argument("--dry-run", action="store_true", help="write the folders that would be pushed; push nothing")
-    p.add_argument("--namespace", help="Hub user or organisation (required for a real push)")
-    p.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    report = main(args.run, dry_run=args.dry_run, namespace=args.namespace, endpoint=args.endpoint)
-    print(json.dumps({r: {k: v for k, v in e.items() if k != "files"} for r, e in report["repos"].items()}, indent=2))
-    return 0
+                       endpoint=endpoint, private=cfg.private)
