@@ -54,8 +54,10 @@ def configure(settings: ExecSettings) -> None:
     """Set the execution settings used by the code filters (process-wide: lm-eval gives filters no context)."""
     global _settings
     with _lock:
+        changed = settings != _settings
         _settings = settings
-    _sandbox.cache_clear()
+    if changed:  # the same settings reuse the probed sandbox (evaluations of many arms in one process)
+        _sandbox.cache_clear()
 
 
 def current_settings() -> ExecSettings:

@@ -4,8 +4,7 @@
 *except* the selection and the seed: the finetune section (minus purely operational keys such as checkpoint
 cadence), the prompt section (template, system prompt, end-of-turn policy, length policy), the base model id and its
 resolved revision, the transformers and peft versions, and the resolved precision ("auto" is resolved first, so an
-arm trained in bf16 and one in fp32
-never share a hash). ``recipe_hash`` is a stable hash of that mapping. Every arm's manifest carries both, and
+arm trained in bf16 and one in fp32 never share a hash). ``recipe_hash`` is a stable hash of that mapping. Every arm's manifest carries both, and
 :func:`check_same_recipe` refuses to let arms with different recipes meet in one comparison.
 """
 from __future__ import annotations
