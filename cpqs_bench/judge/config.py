@@ -7,8 +7,8 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    # "local": a Hugging Face chat model, batched greedy generation in this process (vLLM when installed and
-    # use_vllm); "openai": any OpenAI-compatible /chat/completions endpoint.
+    # "local": a Hugging Face chat model, batched greedy generation in this process (transformers generate; no
+    # vLLM path yet); "openai": any OpenAI-compatible /chat/completions endpoint (vLLM's server included).
     backend: Literal["local", "openai"] = "local"
     model: str | None = None  # local: model spec (None = the target model, i.e. the embedded model offline);
     #                           openai: the endpoint's model name (required)
@@ -22,6 +22,6 @@ class JudgeConfig:
     batch_size: int = 8  # local: prompts per generate() call
     max_new_tokens: int = 64
     temperature: float = 0.0
-    use_vllm: bool = True
     cache: bool = True  # cache every answer per (judge, prompt, example); a rerun costs nothing
-    cache_dir: str | None = None  # None = <CPQS_CACHE or ~/.cache/cpqs-bench>/judge
+    cache_dir: str | None = None  # None = the run's own scratch (a rerun / resume of that run costs nothing); set
+    #                               a folder (e.g. ~/.cache/cpqs-bench/judge) to share answers across runs

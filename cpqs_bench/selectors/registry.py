@@ -25,6 +25,7 @@ BUILTIN: dict[str, str] = {
     "perplexity": "cpqs_bench.selectors.perplexity:PerplexitySelector",
     "kcenter": "cpqs_bench.selectors.diversity:KCenterSelector",
     "facility_location": "cpqs_bench.selectors.diversity:FacilityLocationSelector",
+    "alpagasus": "cpqs_bench.selectors.alpagasus:AlpaGasusSelector",
 }
 
 
