@@ -6,13 +6,18 @@ end-of-turn token are tokenised *separately* and concatenated, so no BPE merge c
 ``tokenizer.decode(ids[span])`` is the response (plus the end-of-turn token when ``train_eot``). This is also what the
 model sees at generation time: a prompt ending in the generation prefix, then its own answer tokens.
 
-Templates:
-* ``chat``   — the tokenizer's own chat template. The prefix and the template's treatment of the answer (e.g. strip)
-  are found by rendering the conversation twice (with the answer and with a sentinel); anything the template puts
-  after the end-of-turn token (ChatML's trailing newline, a next-turn header) is never part of the sequence.
-* ``llama2`` — ``<s>[INST] {system} {user} [/INST] {answer}</s>`` for base models that have no template.
-* ``alpaca`` — the Stanford Alpaca prompt; ``none`` — the instruction and a newline (Superfiltering's proxy prompt).
-  For these, end-of-turn = the tokenizer's EOS.
+Templates (:mod:`cpqs_bench.templates`): ``chat`` (the tokenizer's own chat template), the named plain templates
+``alpaca``, ``none`` (the instruction and a newline, Superfiltering's proxy prompt) and ``llama2``, or any Jinja chat
+template (string or ``.jinja`` file). Every one is rendered through its Jinja chat template
+(:func:`cpqs_bench.templates.chat_template`): the prefix and the template's treatment of the answer (e.g. strip) are
+found by rendering the conversation twice (with the answer and with a sentinel); anything the template puts after
+the end-of-turn token (ChatML's trailing newline, a next-turn header) is never part of the sequence. Because the same
+Jinja is what :func:`cpqs_bench.templates.apply` sets on the tokenizer, lm-eval's ``apply_chat_template`` renders the
+very prefix ids used here for features, IFD and SFT rows.
+
+BOS: exactly as the tokenizer adds it by default. The plain templates write ``bos_token`` first when ``tokenizer(x)``
+starts with it (Llama), and nothing otherwise (GPT-2, ChatML); a chat template writes what it writes. All text is
+encoded with ``add_special_tokens=False``, so a BOS appears once, where the template puts it.
 
 Length policy (explicit, counted by :class:`LengthStats`): when ``prompt + response + eot`` exceeds ``max_length``,
 ``overflow="truncate"`` cuts the response tail (no end-of-turn token: the answer did not end) and ``"drop"`` returns
@@ -23,18 +28,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
+from cpqs_bench import templates
 from cpqs_bench.data.example import Example
 
-PLAIN_TEMPLATES = ("alpaca", "none", "llama2")
-TEMPLATES = ("chat",) + PLAIN_TEMPLATES
+PLAIN_TEMPLATES = templates.PLAIN_TEMPLATES
+TEMPLATES = templates.NAMED_TEMPLATES
+ALPACA_PROMPT = templates.ALPACA_PROMPT
+TemplateError = templates.TemplateError
 _SENTINEL = "\u2063CPQS\u2063RESPONSE\u2063"
-
-ALPACA_PROMPT = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
-                 "request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
-
-
-class TemplateError(ValueError):
-    pass
+_USER_SENTINEL = "\u2063CPQS\u2063INSTRUCTION\u2063"
 
 
 @dataclass(frozen=True)
@@ -88,25 +90,18 @@ def _messages(example: Example, system_prompt: str | None) -> list[dict[str, str
     return msgs
 
 
-def _plain_prefix(example: Example, template: str, system_prompt: str | None, bos: str | None) -> str:
-    user = "\n\n".join(m["content"] for m in example.prompt if m["role"] == "user")
-    if template == "none":
-        return f"{user}\n"
-    if template == "alpaca":
-        return ALPACA_PROMPT.format(instruction=user)
-    if template == "llama2":
-        sys = f"<<SYS>>\n{system_prompt}\n<</SYS>>\n\n" if system_prompt else ""
-        return f"{bos or ''}[INST] {sys}{user.strip()} [/INST] "
-    raise TemplateError(f"unknown template {template!r}; known: {', '.join(TEMPLATES)}")
+def _apply(tokenizer: Any, jinja: str, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(messages, chat_template=jinja, tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
 
 
-def _chat_parts(tokenizer: Any, example: Example, system_prompt: str | None) -> tuple[str, str, str]:
-    """(prefix, rendered answer, suffix) of the chat template rendering."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise TemplateError("template 'chat' needs a tokenizer with a chat template; use 'alpaca', 'none' or 'llama2'")
+def _chat_parts(tokenizer: Any, example: Example, system_prompt: str | None,
+                template: str = "chat") -> tuple[str, str, str]:
+    """(prefix, rendered answer, suffix) of the rendering of ``example`` under ``template``'s Jinja."""
+    jinja = templates.chat_template(tokenizer, template)
     msgs = _messages(example, system_prompt)
-    full = tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": example.response}], tokenize=False)
-    probe = tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": _SENTINEL}], tokenize=False)
+    full = _apply(tokenizer, jinja, msgs + [{"role": "assistant", "content": example.response}])
+    probe = _apply(tokenizer, jinja, msgs + [{"role": "assistant", "content": _SENTINEL}])
     if probe.count(_SENTINEL) != 1:
         raise TemplateError("chat template does not render the assistant message exactly once")
     prefix, suffix = probe.split(_SENTINEL)
@@ -131,10 +126,25 @@ def _has_word_prefix(tokenizer: Any, first_id: int, answer: str) -> bool:
 
 
 def prompt_text(tokenizer: Any, example: Example, template: str = "chat", system_prompt: str | None = None) -> str:
-    """The text a model is given to generate the answer (the same prefix ``render`` uses)."""
-    if template == "chat":
-        return _chat_parts(tokenizer, Example(example.id, example.prompt, "x"), system_prompt)[0]
-    return _plain_prefix(example, template, system_prompt, getattr(tokenizer, "bos_token", None))
+    """The text a model is given to generate the answer (the same prefix ``render`` uses). It holds the BOS text
+    when the template starts with one: encode it with ``add_special_tokens=False``."""
+    return _chat_parts(tokenizer, Example(example.id, example.prompt, "x"), system_prompt, template)[0]
+
+
+def response_header(tokenizer: Any, template: str = "chat", system_prompt: str | None = None) -> str:
+    """The text the template writes between the instruction and the answer, without the end of the user turn:
+    the generation prompt (ChatML: ``<|im_start|>assistant\\n``) when the template has one, else the text after the
+    instruction, left-stripped (``alpaca``: ``### Response:\\n``; ``llama2``: ``[/INST] ``; ``none``: empty).
+    IFD's Cherry-form direct-answer context (:mod:`cpqs_bench.selectors.ifd`)."""
+    jinja = templates.chat_template(tokenizer, template)
+    msgs = _messages(Example("header", ({"role": "user", "content": _USER_SENTINEL},), "x"), system_prompt)
+    with_gen = _apply(tokenizer, jinja, msgs, add_generation_prompt=True)
+    without = _apply(tokenizer, jinja, msgs, add_generation_prompt=False)
+    if with_gen.startswith(without) and len(with_gen) > len(without):
+        return with_gen[len(without):]
+    if with_gen.count(_USER_SENTINEL) != 1:
+        raise TemplateError("chat template does not render the instruction exactly once")
+    return with_gen.split(_USER_SENTINEL)[1].lstrip()
 
 
 def render(tokenizer: Any, example: Example, template: str = "chat", *, system_prompt: str | None = None,
@@ -142,14 +152,8 @@ def render(tokenizer: Any, example: Example, template: str = "chat", *, system_p
            overflow: Literal["truncate", "drop"] = "truncate", min_response_tokens: int = 1,
            stats: LengthStats | None = None) -> Rendered | None:
     """Tokenise ``example`` under ``template``; None when the length policy drops it (counted in ``stats``)."""
-    if template == "chat":
-        prefix, answer, suffix = _chat_parts(tokenizer, example, system_prompt)
-        suffix_ids = _encode(tokenizer, suffix)
-    elif template in PLAIN_TEMPLATES:
-        prefix = _plain_prefix(example, template, system_prompt, getattr(tokenizer, "bos_token", None))
-        answer, suffix_ids = example.response, []
-    else:
-        raise TemplateError(f"unknown template {template!r}; known: {', '.join(TEMPLATES)}")
+    prefix, answer, suffix = _chat_parts(tokenizer, example, system_prompt, template)
+    suffix_ids = _encode(tokenizer, suffix)
     answer_ids = _encode(tokenizer, answer)
     if prefix.endswith(" ") and answer_ids and _has_word_prefix(tokenizer, answer_ids[0], answer):
         prefix = prefix[:-1]  # SentencePiece-style: the answer's first token already carries the separating space
