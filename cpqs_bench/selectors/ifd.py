@@ -4,11 +4,28 @@ For each example, two losses over the **same response tokens** ``r_1..r_n``:
 
 * conditioned ``L_c`` — mean cross-entropy of ``r`` given the rendered prompt (``prompts.render`` ids, i.e. the
   token-exact span the SFT labels use; no end-of-turn token, since the answer text is what is being judged);
-* unconditioned ``L_u`` — mean cross-entropy of ``r`` given only a start token. **BOS policy:** the unconditioned
-  input is ``[start] + r`` with ``start = tokenizer.bos_token_id`` (falling back to ``eos_token_id``, GPT-2's
-  ``<|endoftext|>``), so every response token — including ``r_1`` — is predicted in both passes. (Cherry_LLM's
-  ``tokenizer.encode(output)`` adds a BOS for Llama but none for GPT-2, where ``r_1`` then silently drops out of
-  ``L_u`` only; here the token sets are identical by construction.)
+* unconditioned ``L_u`` — mean cross-entropy of ``r`` after a short *direct-answer context* and no instruction.
+  The context is an explicit, named option (``IFDSettings.context``; ``selectors.ifd_context`` /
+  ``selectors.proxy_ifd_context``, ``auto`` = the selector's reference default):
+
+  - ``cherry`` — the tokenizer's default BOS (if it adds one) + the template's response header without the
+    instruction (:func:`cpqs_bench.prompts.response_header`: ``### Response:\\n`` for ``alpaca``, the generation
+    prompt ``<|im_start|>assistant\\n`` for ChatML, ``[/INST]`` for Llama-2). Follows Cherry_LLM
+    ``cherry_seletion/data_analysis.py`` (tianyi-lab/Cherry_LLM), which scores ``direct_answer_text = '### Response:'
+    + output`` encoded with the Llama tokenizer's BOS. Default of ``ifd``.
+  - ``superfiltering`` — the tokenizer's default BOS, or nothing. Follows Superfiltering ``code_ifd/data_analysis.py``
+    (tianyi-lab/Superfiltering), which scores ``tokenizer.encode(output_i)`` (BOS for Llama, nothing for GPT-2).
+    Default of ``ifd_ppl`` and ``superfiltering``.
+
+  **BOS policy:** the first token of every pass is what the tokenizer adds by default
+  (:func:`cpqs_bench.templates.default_bos_ids`) — never an EOS standing in for a missing BOS (Qwen's
+  ``<|im_end|>`` would be an unnatural context that inflates ``L_u`` on the first tokens). **Same tokens in both
+  passes:** when a pass has no context token before ``r_1`` (``superfiltering`` on GPT-2 or ChatML), ``r_1`` has no
+  predicting position, so it is left out of *both* means (the references keep it in ``L_c`` only: a deliberate
+  difference, so the ratio compares the same tokens). A one-token response then has nothing to score
+  (``exclude="ifd_undefined"``). The reference scripts put Cherry's header without the trailing newline of its own
+  prompt and truncate each pass separately; here the header is the template's own and both passes share one
+  truncation (below).
 
 Two published variants, under distinct names:
 
@@ -26,7 +43,7 @@ truncated) response ids of that rendering, so it is never longer than the condit
 
 **Execution:** the pool streams through in shards of ``SHARD_SIZE`` examples; each shard's per-example losses are
 written atomically to ``ctx.workdir/ifd-<fingerprint>/shard-NNNNN.jsonl`` and reused on resume (the fingerprint
-covers model, revision, dtype, template, length policy and start token; a shard is reused only if its ids match).
+covers model, revision, dtype, template, length policy and the direct-answer context ids; a shard is reused only if its ids match).
 Inside a shard both passes of all examples are sorted by length and run in batches of at most
 ``2 * selectors.batch_size`` sequences and ``selectors.batch_size * max_length`` padded tokens, right-padded with an
 attention mask (causal attention makes right padding invisible to real tokens).
@@ -41,7 +58,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from cpqs_bench import prompts
+from cpqs_bench import prompts, templates
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import read_jsonl, stable_hash, write_jsonl
 from cpqs_bench.models import model_max_length
@@ -52,6 +69,7 @@ HEAD_CHUNK = 512  # response positions per LM-head matmul: bounds the fp32 logit
 EXCLUDE_GE_1 = "ifd>=1"
 LENGTH_DROPPED = "dropped_by_length_policy"
 UNDEFINED = "ifd_undefined"
+CONTEXTS = ("cherry", "superfiltering")
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,7 @@ class IFDSettings:
     max_length: int
     overflow: str
     batch_size: int
+    context: str = "cherry"  # the direct-answer context of the unconditioned pass: "cherry" | "superfiltering"
 
 
 @dataclass(frozen=True)
@@ -79,25 +98,55 @@ class Losses:
 
 
 # ------------------------------------------------------------------------------------------------ token layout
-def start_token_id(tokenizer: Any) -> int:
-    """The single context token of the unconditioned pass (see the module docstring's BOS policy)."""
-    for tid in (tokenizer.bos_token_id, tokenizer.eos_token_id):
-        if tid is not None:
-            return int(tid)
-    raise ValueError("IFD needs a tokenizer with a BOS or EOS token for the unconditioned pass")
+@dataclass(frozen=True)
+class DirectContext:
+    """The unconditioned pass's context: ``bos`` (the tokenizer's default) then the header, whose encodings are
+    tried in order and the first that ends the conditioned prompt is used (so the header tokens are the very tokens
+    the conditioned pass sees before the answer, e.g. with or without a trailing space the answer absorbed)."""
+
+    kind: str
+    bos: tuple[int, ...]
+    header_variants: tuple[tuple[int, ...], ...]
+
+    def ids(self, prompt_ids: Sequence[int]) -> tuple[int, ...]:
+        prompt_ids = tuple(prompt_ids)
+        for h in self.header_variants:
+            if h and prompt_ids[-len(h):] == h:
+                return self.bos + h
+        return self.bos + (self.header_variants[0] if self.header_variants else ())
 
 
-def passes(rendered: prompts.Rendered, start_id: int) -> tuple[tuple[tuple[int, ...], int], tuple[tuple[int, ...], int]]:
-    """((conditioned ids, first response position), (unconditioned ids, first response position)).
+def direct_context(tok: Any, template: str, system_prompt: str | None, kind: str) -> DirectContext:
+    """The named direct-answer context (see the module docstring) for ``template`` on ``tok``."""
+    if kind not in CONTEXTS:
+        raise ValueError(f"IFD direct-answer context must be one of {CONTEXTS}, got {kind!r}")
+    bos = templates.default_bos_ids(tok)
+    if kind == "superfiltering":
+        return DirectContext(kind, bos, ())
+    header = prompts.response_header(tok, template, system_prompt)
+    variants = []
+    for text in (header, header.rstrip(" ")):
+        ids = tuple(tok(text, add_special_tokens=False)["input_ids"]) if text else ()
+        if ids not in variants:
+            variants.append(ids)
+    return DirectContext(kind, bos, tuple(variants))
 
-    The response occupies ``[pos, pos + n)`` in both, with the same ids; ``pos >= 1`` so every response token has
-    a predicting position.
+
+def passes(rendered: prompts.Rendered, context: Sequence[int] | DirectContext
+           ) -> tuple[tuple[tuple[int, ...], int], tuple[tuple[int, ...], int]] | None:
+    """((conditioned ids, first scored position), (unconditioned ids, first scored position)), or None when no
+    response token can be scored in both passes.
+
+    The scored tokens are the same ids in both: the whole response, or — when either pass has nothing before
+    ``r_1`` (an empty direct-answer context, or an empty prompt prefix) — the response from ``r_2`` on.
     """
+    ctx = tuple(context.ids(rendered.prompt_ids) if isinstance(context, DirectContext) else context)
     ids, start = rendered.input_ids[: rendered.response_end], rendered.response_start
-    if start == 0:  # an empty prompt prefix: give the first response token a context, as in the other pass
-        ids, start = (start_id,) + ids, 1
     response = rendered.response_ids
-    return (ids, start), ((start_id,) + response, 1)
+    skip = 1 if (start == 0 or not ctx) else 0
+    if rendered.n_response - skip < 1:
+        return None
+    return (ids, start + skip), (ctx + response, len(ctx) + skip)
 
 
 # ------------------------------------------------------------------------------------------------ the forward
@@ -178,13 +227,17 @@ def batches(jobs: Sequence[Any], max_seqs: int, max_tokens: int) -> Iterator[lis
 
 def score_shard(model: Any, tok: Any, examples: Sequence[Example], s: IFDSettings) -> list[Losses]:
     """Both passes for one shard: all sequences sorted by length (longest first), batched, losses per example."""
-    start_id = start_token_id(tok)
+    context = direct_context(tok, s.template, s.system_prompt, s.context)
     pad_id = prompts.pad_token_id(tok)
     rendered = _render_all(tok, examples, s)
     jobs: list[tuple[int, int, tuple[int, ...], int]] = []  # (example index, pass 0=cond/1=uncond, ids, start)
     for i, r in enumerate(rendered):
         if isinstance(r, prompts.Rendered):
-            for kind, (ids, start) in enumerate(passes(r, start_id)):
+            both = passes(r, context)
+            if both is None:
+                rendered[i] = UNDEFINED
+                continue
+            for kind, (ids, start) in enumerate(both):
                 jobs.append((i, kind, ids, start))
     jobs.sort(key=lambda j: (-len(j[2]), j[0], j[1]))
     sums: dict[tuple[int, int], tuple[float, int]] = {}
@@ -197,7 +250,7 @@ def score_shard(model: Any, tok: Any, examples: Sequence[Example], s: IFDSetting
             out.append(Losses(ex.id, 0, skip=r))
             continue
         (sc, nc), (su, nu) = sums[(i, 0)], sums[(i, 1)]
-        assert nc == nu == r.n_response, "both passes must score the same response tokens"
+        assert nc == nu, "both passes must score the same response tokens"
         out.append(Losses(ex.id, nc, sc / nc, su / nu, r.truncated))
     return out
 
@@ -205,7 +258,8 @@ def score_shard(model: Any, tok: Any, examples: Sequence[Example], s: IFDSetting
 def fingerprint(s: IFDSettings, info: Any, tok: Any) -> str:
     return stable_hash({"settings": asdict(s), "model": getattr(info, "path", str(info)),
                         "revision": getattr(info, "revision", None), "dtype": getattr(info, "dtype", None),
-                        "start": start_token_id(tok), "vocab": len(tok)})
+                        "context": asdict(direct_context(tok, s.template, s.system_prompt, s.context)),
+                        "vocab": len(tok)})
 
 
 def _shards(examples: Sequence[Example], size: int) -> Iterator[tuple[int, Sequence[Example]]]:
@@ -255,14 +309,39 @@ def ifd_perplexity_ratio(loss_cond: float, loss_uncond: float) -> float:
     return math.exp(loss_cond - loss_uncond)
 
 
+def _context_option(value: Any, default: str, key: str) -> str:
+    value = "auto" if value is None else value
+    if value == "auto":
+        return default
+    if value not in CONTEXTS:
+        raise ValueError(f"selectors.{key} must be 'auto' or one of {CONTEXTS}, got {value!r}")
+    return value
+
+
 class IFDSelector:
-    """Self-IFD with the target model, Cherry_LLM's variant: ``L_c / L_u`` (see the module docstring)."""
+    """Self-IFD with the target model, Cherry_LLM's variant: ``L_c / L_u`` (see the module docstring).
+
+    Direct-answer context: ``context`` (constructor) > ``selectors.ifd_context`` > :attr:`default_context`
+    (``cherry``, as Cherry_LLM ``cherry_seletion/data_analysis.py`` scores ``'### Response:' + output``)."""
 
     name = "ifd"
     needs = Needs.TARGET_MODEL
+    default_context = "cherry"
+    context_key = "ifd_context"
+
+    def __init__(self, context: str | None = None):
+        if context is not None and context not in CONTEXTS + ("auto",):
+            raise ValueError(f"IFD context must be 'auto' or one of {CONTEXTS}, got {context!r}")
+        self.context = context
 
     def formula(self, loss_cond: float, loss_uncond: float) -> float:
         return ifd_loss_ratio(loss_cond, loss_uncond)
+
+    def direct_context_kind(self, ctx: ScoringContext) -> str:
+        # selectors.ifd_context / proxy_ifd_context: read when the config section declares them (requested from
+        # the owner of selectors/config.py); absent = "auto" = this selector's reference default
+        value = self.context if self.context is not None else getattr(ctx.config.selectors, self.context_key, None)
+        return _context_option(value, self.default_context, self.context_key)
 
     def settings(self, ctx: ScoringContext, model: Any) -> IFDSettings:
         cfg = ctx.config
@@ -276,7 +355,7 @@ class IFDSelector:
         limit = model_max_length(model)
         max_length = ctx.config.prompt.max_length if limit is None else min(ctx.config.prompt.max_length, limit)
         return IFDSettings(spec, template, system_prompt, max_length, ctx.config.prompt.overflow,
-                           ctx.config.selectors.batch_size)
+                           ctx.config.selectors.batch_size, self.direct_context_kind(ctx))
 
     def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
         model, tok, info = ctx.model(self.model_spec(ctx))
@@ -298,9 +377,13 @@ class IFDSelector:
 
 
 class IFDPerplexitySelector(IFDSelector):
-    """Self-IFD with the target model, Superfiltering's variant: ``exp(L_c - L_u)`` (see the module docstring)."""
+    """Self-IFD with the target model, Superfiltering's variant: ``exp(L_c - L_u)`` (see the module docstring).
+
+    Default direct-answer context ``superfiltering`` (the tokenizer's default BOS or nothing), as Superfiltering
+    ``code_ifd/data_analysis.py`` scores ``tokenizer.encode(output_i)``."""
 
     name = "ifd_ppl"
+    default_context = "superfiltering"
 
     def formula(self, loss_cond: float, loss_uncond: float) -> float:
         return ifd_perplexity_ratio(loss_cond, loss_uncond)

@@ -4,7 +4,11 @@ Weak-to-strong: a small model's IFD ranking agrees well with a large one's, so a
 a much larger target. Faithful to the paper: the perplexity-ratio IFD (``ifd_ppl``), the proxy's plain ``none``
 prompt (``"{instruction}\\n"`` then the answer; no chat template, no system prompt), the IFD >= 1 rule. Config:
 ``selectors.proxy_model`` (``gpt2`` on the Hub; the smoke preset uses the embedded model offline) and
-``selectors.proxy_template``. Unlike the original script, nothing here assumes the Alpaca pool size: the budget is
+``selectors.proxy_template``. The direct-answer context of the unconditioned pass is Superfiltering's own:
+the proxy tokenizer's default BOS or nothing (``tokenizer.encode(output_i)`` in tianyi-lab/Superfiltering
+``code_ifd/data_analysis.py``; GPT-2 adds no BOS, so ``r_1`` is left out of both means, see
+:mod:`cpqs_bench.selectors.ifd`); ``selectors.proxy_ifd_context: cherry`` scores after the proxy template's response
+header instead. Unlike the original script, nothing here assumes the Alpaca pool size: the budget is
 applied later by :mod:`cpqs_bench.select` (a count or a fraction of whatever pool was scored).
 """
 from __future__ import annotations
@@ -18,6 +22,8 @@ from cpqs_bench.selectors.ifd import IFDPerplexitySelector, IFDSettings
 class SuperfilteringSelector(IFDPerplexitySelector):
     name = "superfiltering"
     needs = Needs.PROXY_MODEL
+    default_context = "superfiltering"
+    context_key = "proxy_ifd_context"
 
     def model_spec(self, ctx: ScoringContext) -> str:
         return ctx.config.selectors.proxy_model
