@@ -7,7 +7,8 @@
 
 Runs the selector on a small, awkward pool (long responses that get truncated, Unicode, code, a multi-turn prompt,
 two ids with identical content, an empty and a whitespace-only response) with a tiny random-weight model
-(:mod:`cpqs_bench.tiny`, no files, no network) and asserts the contract every stage downstream relies on:
+(:mod:`cpqs_bench.tiny`, no files, no network; a tiny sequence-classification model stands in for reward models)
+and asserts the contract every stage downstream relies on:
 
 * one :class:`ScoreRow` per example, in input order, ids unique — no id lost or invented;
 * scores are real numbers; every eligible (non-excluded) score is finite; ``n_tokens`` is a non-negative int;
@@ -67,10 +68,12 @@ EMPTY_IDS = ("empty", "blank")
 
 
 def contract_config(**overrides: Any) -> Any:
-    """A small default config for the kit (short max_length so truncation is exercised, small batches)."""
+    """A small default config for the kit (short max_length so truncation is exercised, small batches, short
+    generations for judge / seed-model answers)."""
     from cpqs_bench.config import Config, replace
 
-    values = {"prompt.max_length": 96, "selectors.batch_size": 2, **overrides}
+    values = {"prompt.max_length": 96, "selectors.batch_size": 2, "selectors.judge.max_new_tokens": 8,
+              "selectors.mods.max_new_tokens": 8, **overrides}
     return replace(Config(), **values)
 
 
@@ -84,6 +87,29 @@ def tiny_loader(family: str = "chatml", seed: int = 0) -> Callable[..., Any]:
         if "model" not in cache:
             model, tok = tiny.model(family, seed=seed)
             cache["model"] = (model, tok, {"spec": f"tiny:{family}:{seed}", "requested": spec})
+        return cache["model"]
+
+    return load
+
+
+def tiny_reward_loader(family: str = "chatml", seed: int = 0) -> Callable[..., Any]:
+    """A ``ScoringContext.reward_loader``: a tiny random-weight sequence-classification model (one logit) on the
+    tiny tokenizer, for every reward-model spec (the stand-in for e.g. OpenAssistant's DeBERTa reward model)."""
+    from cpqs_bench import tiny
+
+    cache: dict[str, Any] = {}
+
+    def load(spec: str, revision: str | None = None) -> tuple[Any, Any]:
+        if "model" not in cache:
+            import torch
+            from transformers import LlamaConfig, LlamaForSequenceClassification
+
+            tok = tiny.tokenizer(family)
+            torch.manual_seed(seed + 1)
+            cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                              pad_token_id=tok.pad_token_id, num_labels=1)
+            cache["model"] = (LlamaForSequenceClassification(cfg).eval(), tok)
         return cache["model"]
 
     return load
@@ -179,7 +205,8 @@ def check_selector(selector_or_name: Selector | str, *, examples: Sequence[Examp
     report = ContractReport(name, [])
     with tempfile.TemporaryDirectory(prefix=f"contract-{name}-", dir=workdir) as tmp:
         def run(pool: Sequence[Example], sub: str) -> list[ScoreRow]:
-            ctx = ScoringContext(config, Path(tmp) / sub, seed=seed, checkpoint=ckpt, loader=tiny_loader(family))
+            ctx = ScoringContext(config, Path(tmp) / sub, seed=seed, checkpoint=ckpt, loader=tiny_loader(family),
+                                 reward_loader=tiny_reward_loader(family))
             ctx.workdir.mkdir(parents=True, exist_ok=True)
             return selector.score(list(pool), ctx)
 

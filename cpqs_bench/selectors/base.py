@@ -50,6 +50,9 @@ class ScoringContext:
     # scratch shared by all selectors of one run (e.g. the IFD losses that ``ifd``, ``ifd_ppl`` and ``perplexity``
     # all read); None = this selector's own ``workdir``. Callers that score several selectors set it once.
     shared_workdir: Path | None = None
+    # (spec, revision) -> (sequence-classification model, tokenizer): reward models (mods); None = transformers
+    # ``AutoModelForSequenceClassification`` on ``model.device``. The contract kit passes a tiny stand-in.
+    reward_loader: Callable[..., Any] | None = None
     _cache: dict = field(default_factory=dict)
     _tokenizers: dict = field(default_factory=dict)
 

@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "kcenter": "cpqs_bench.selectors.diversity:KCenterSelector",
     "facility_location": "cpqs_bench.selectors.diversity:FacilityLocationSelector",
     "alpagasus": "cpqs_bench.selectors.alpagasus:AlpaGasusSelector",
+    "mods": "cpqs_bench.selectors.mods:MoDSSelector",
 }
 
 
