@@ -29,7 +29,16 @@ class ModelCache:
         self.loads: list[Key] = []  # every real load, in order (tests and the run log count them)
         self.load_seconds = 0.0  # wall time spent in real loads (the pipeline's fixed-overhead breakdown)
 
+    def _dtype_name(self, dtype: str) -> str:
+        """``auto`` resolved to what it loads as, so ``auto`` and ``bfloat16`` on a bf16 machine share one load."""
+        if dtype != "auto":
+            return dtype
+        from cpqs_bench import models
+
+        return str(models.torch_dtype("auto", models.pick_device(self.device))).replace("torch.", "")
+
     def __call__(self, spec: str, revision: str | None = None, dtype: str = "auto") -> Any:
+        dtype = self._dtype_name(dtype)
         key: Key = (spec, revision, dtype, self.device)
         if key in self._models:
             self._models.move_to_end(key)

@@ -112,10 +112,13 @@ def test_sample_longer_than_model_context_is_truncated_and_counted_and_scoring_a
     ids = [e.id for e in read_pool(str(pool)).examples]
     sel.write_text("".join(json.dumps({"id": i, "kept": True, "rank": n + 1, "score": 0.0, "reason": "top-k"}) + "\n"
                            for n, i in enumerate(ids)))
-    manifest = sft.main(sel, root / "out", pool=str(pool), progress_bar=False, overrides=[
+    from cpqs_bench.config import load_config
+
+    cfg = load_config(None, [
         f"model.id={root / 'model'}", "prompt.template=alpaca", "finetune.max_length=2048", "finetune.batch_size=2",
         "finetune.micro_batch_size=2", "finetune.max_steps=1", "finetune.precision=fp32", "finetune.save_steps=10",
         "finetune.measure_train_loss=false"])
+    manifest = sft.finetune_arm(cfg, sel, read_pool(str(pool)).examples, root / "out", seed=0, progress_bar=False)
     assert (root / "out" / "DONE").exists()
     assert manifest["data"]["length_stats"]["truncated"] == 1 and manifest["dropped_ids"] == []
 
@@ -419,12 +422,13 @@ def job_negatives(out: str) -> None:
 
 
 def job_evaluate(model_dir: str, out: str, limit: str = "2", force: str = "") -> None:
+    from cpqs_bench.config import Config, replace
     from cpqs_bench.evaluate import harness
-    from cpqs_bench.evaluate.config import EvaluateConfig
 
-    settings = EvaluateConfig(batch_size=2, max_new_tokens=6, dtype="float32", use_cache=False)
-    harness.main(model_dir, out, tasks=["cpqs_gsm8k_chat"], limit=int(limit), settings=settings, device="cpu",
-                 force=bool(force))
+    cfg = replace(Config(), **{"model.id": model_dir, "model.device": "cpu", "evaluate.tasks": ["cpqs_gsm8k_chat"],
+                               "evaluate.limit": int(limit), "evaluate.batch_size": 2, "evaluate.max_new_tokens": 6,
+                               "evaluate.dtype": "float32", "evaluate.use_cache": False})
+    harness.evaluate_model(cfg, out, force=bool(force))
 
 
 def test_kill9_during_feature_cache_shard_write_then_rerun_gives_identical_features(tmp_path):
