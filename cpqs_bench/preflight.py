@@ -71,6 +71,7 @@ class Check:
 class Report:
     checks: list[Check] = field(default_factory=list)
     work: dict[str, Any] = field(default_factory=dict)
+    offline_tasks: list[str] = field(default_factory=list)  # tasks whose data loaded here (the scratch run's)
     scratch_seconds: float | None = None
 
     @property
@@ -288,16 +289,28 @@ def check_selectors(cfg: Config, rep: Report) -> None:
 
 
 def check_tasks(cfg: Config, rep: Report) -> dict[str, bool]:
+    """Every task exists (ours, the user's include_path, or lm-eval's); its data loads here (offline: from the
+    mirror). An lm-eval task whose dataset only the Hub has is a WARN offline (checked by --preflight=full)."""
     from cpqs_bench.evaluate import harness
 
     chat: dict[str, bool] = {}
+    rep.offline_tasks = []
 
     def one(task: str) -> tuple[str, str]:
-        info = harness.task_info(task, cfg.evaluate)
+        (name,), src = harness.resolve_tasks([task], cfg.evaluate)
+        try:
+            info = harness.task_info(name, cfg.evaluate)
+        except Exception as exc:  # noqa: BLE001 — classified below, never silent
+            if src.defaults and offline():
+                chat[task] = False
+                return WARN, (f"lm-eval task; its dataset is not available offline ({type(exc).__name__}); "
+                              f"checked by --preflight=full online, left out of the scratch run")
+            raise
         chat[task] = bool(info.get("chat"))
+        rep.offline_tasks.append(task)
         return OK, (f"{info.get('output_type', '?')}, metric {info.get('metric', '?')}, "
-                    f"{'chat' if chat[task] else 'completion'}" + (f", {info['n_docs']} docs" if info.get("n_docs")
-                                                                 else ""))
+                    f"{'chat' if chat[task] else 'completion'}" + (", proxy" if info.get("proxy") else "")
+                    + (f", {info['n_docs']} docs" if info.get("n_docs") else ""))
 
     for task in cfg.evaluate.tasks:
         rep.guard("tasks", task, lambda task=task: one(task))
@@ -372,7 +385,7 @@ def check_disk(cfg: Config, rep: Report, facts: dict[str, Any], n_pool: int) -> 
 
 
 # -------------------------------------------------------------------------------------------------- scratch run
-def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None) -> Config:
+def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None, tasks: list[str] | None = None) -> Config:
     """The preset shrunk to a handful of examples, one seed, tiny sizes, writing only under ``out_dir``."""
     changes: dict[str, Any] = {
         "experiment.name": f"preflight-{cfg.experiment.name}", "experiment.seeds": [cfg.experiment.seeds[0]],
@@ -390,6 +403,8 @@ def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None) -> Config
         "evaluate.limit": 1, "evaluate.max_new_tokens": 4, "evaluate.batch_size": 2, "evaluate.code_workers": 1,
         "publish.dry_run": True, "publish.wandb": False,
     }
+    if tasks is not None:
+        changes["evaluate.tasks"] = list(tasks)
     if model_dir is not None:
         changes.update({"model.id": str(model_dir), "model.revision": None, "model.dtype": "float32",
                         "evaluate.dtype": "float32", "selectors.proxy_model": str(model_dir),
@@ -413,7 +428,7 @@ def scratch_run(cfg: Config, facts: dict[str, Any], mode: str, rep: Report, log:
                 tok.chat_template = None  # the stand-in behaves as the real tokenizer: no template of its own
             m.save_pretrained(model_dir)
             tok.save_pretrained(model_dir)
-        small = scratch_config(cfg, tmp, model_dir)
+        small = scratch_config(cfg, tmp, model_dir, rep.offline_tasks if mode != "full" else None)
         lines: list[str] = []
         result = reproduce(small, log=lines.append)
         ran = len(result["ran"])
