@@ -1,0 +1,336 @@
+"""Static HTML leaderboard pages: ``leaderboards/<experiment>/index.html`` and ``leaderboards/index.html``.
+
+The page is one self-contained file: the data is inlined as JSON (``<script type="application/json">``) and the
+behaviour is a few hundred lines of vanilla JS in the same file, so it opens from disk or from a static Hub Space
+with no server and no network. It shows, per domain (``metadata.domain`` of the task YAMLs), a table of arms ×
+tasks with the mean score, the item-bootstrap CI drawn as an error bar and the paired difference to the first
+reference arm; columns sort on click; filters narrow the rows by model, budget and selector; a click on a row
+opens a drawer with the run's provenance, per-seed scores, every paired comparison and the per-item outcomes.
+A "what this can and cannot show" note states the sample sizes and the smallest differences they can resolve.
+
+The page state (sort and filters) lives in the URL fragment (``#sort=<domain>:<column>:<asc|desc>&selector=random``)
+so a view can be shared as a link; the browser test drives the page through it.
+
+Inputs: the leaderboard JSON written by :mod:`cpqs_bench.leaderboard` (keys read defensively: later fields such as
+power analyses or kept counts are shown when present), and optionally the evaluation directories it was computed
+from (their manifests give each arm's model, budget and kept count; their ``items.jsonl`` the per-item outcomes).
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+from cpqs_bench.io import read_json, read_jsonl, write_text
+
+SCHEMA = "cpqs-bench/leaderboard/v1"
+PAGE_SCHEMA = "cpqs-bench/leaderboard-page/v1"
+DEFAULT_DOMAIN = "other"
+
+# The project's own task YAMLs load their data through these functions (``custom_dataset: !function ...``): the
+# Hub dataset and the domain they stand for. Used only when the task's YAML metadata does not say
+# (``metadata.dataset_id`` / ``metadata.domain`` win).
+_LOADER_FACTS: dict[str, dict[str, str]] = {
+    "load_gsm8k": {"dataset_id": "openai/gsm8k", "dataset_name": "GSM8K", "domain": "math", "license": "mit"},
+    "load_humaneval": {"dataset_id": "openai/openai_humaneval", "dataset_name": "HumanEval", "domain": "code",
+                       "license": "mit"},
+    "load_humaneval_plus": {"dataset_id": "evalplus/humanevalplus", "dataset_name": "HumanEval+", "domain": "code",
+                            "license": "apache-2.0"},
+}
+
+
+# ----------------------------------------------------------------------------------------------- task facts
+class _TaskYamlLoader(yaml.SafeLoader):
+    """Reads lm-eval task YAMLs without importing anything: ``!function x.y`` becomes the string ``x.y``."""
+
+
+_TaskYamlLoader.add_multi_constructor("!", lambda loader, suffix, node: (
+    f"{suffix}" if not isinstance(node, yaml.ScalarNode) else f"{suffix} {loader.construct_scalar(node)}".strip()))
+
+
+def _load_task_yaml(path: Path, depth: int = 0) -> dict[str, Any]:
+    """One task YAML with its ``include:`` chain merged (the including file wins; ``metadata`` merged by key)."""
+    cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=_TaskYamlLoader)
+    if not isinstance(cfg, dict):
+        return {}
+    inc = cfg.get("include")
+    if isinstance(inc, str) and depth < 8 and (path.parent / inc).is_file():
+        base = _load_task_yaml(path.parent / inc, depth + 1)
+        meta = {**(base.get("metadata") or {}), **(cfg.get("metadata") or {})}
+        cfg = {**base, **cfg, "metadata": meta}
+    return cfg
+
+
+def _task_yaml(task: str, folders: Sequence[Path]) -> dict[str, Any]:
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*.yaml")):
+            try:
+                text = path.read_text(encoding="utf-8")
+                if task not in text:
+                    continue
+                cfg = _load_task_yaml(path)
+            except (OSError, yaml.YAMLError):
+                continue  # not a task file we can read; lm-eval reports such files itself
+            if cfg.get("task") == task:
+                return cfg
+    return {}
+
+
+def task_facts(tasks: Iterable[str], manifests: Sequence[Mapping[str, Any]] = (),
+               folders: Sequence[str | Path] | None = None) -> dict[str, dict[str, Any]]:
+    """Per task: ``domain``, ``metric``, ``higher_is_better``, ``dataset_id``, ``dataset_name``, ``license``.
+
+    Sources, first wins per field: the evaluation manifests' ``tasks`` entries (what the harness read from the task
+    config), the task YAML's ``metadata`` in ``folders`` (default: the project's ``tasks/``), the facts of the
+    project's own data loaders (``custom_dataset``), else ``domain="other"`` and no dataset id.
+    """
+    if folders is None:
+        folders = [Path(__file__).resolve().parent.parent / "tasks"]
+    folder_paths = [Path(f) for f in folders if Path(f).is_dir()]
+    out: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        facts: dict[str, Any] = {}
+        for m in manifests:
+            info = (m.get("tasks") or {}).get(task) if isinstance(m.get("tasks"), dict) else None
+            if isinstance(info, dict):
+                for k in ("domain", "metric", "higher_is_better", "dataset_id", "dataset_name", "license"):
+                    if info.get(k) is not None:
+                        facts.setdefault(k, info[k])
+        cfg = _task_yaml(task, folder_paths)
+        meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+        for k in ("domain", "dataset_id", "dataset_name", "license", "metric"):
+            if meta.get(k) is not None:
+                facts.setdefault(k, meta[k])
+        metrics = cfg.get("metric_list") or []
+        if metrics and isinstance(metrics[0], dict):
+            facts.setdefault("metric", str(metrics[0].get("metric")))
+            facts.setdefault("higher_is_better", bool(metrics[0].get("higher_is_better", True)))
+        loader = (str(cfg.get("custom_dataset") or "").split() or [""])[-1].rsplit(".", 1)[-1]
+        for k, v in _LOADER_FACTS.get(loader, {}).items():
+            facts.setdefault(k, v)
+        facts.setdefault("domain", DEFAULT_DOMAIN)
+        facts.setdefault("metric", "score")
+        facts.setdefault("higher_is_better", True)
+        facts.setdefault("dataset_id", None)
+        facts.setdefault("dataset_name", facts["dataset_id"] or task)
+        facts.setdefault("license", None)
+        out[task] = facts
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- eval extras
+def read_eval_extras(eval_dirs: Iterable[str | Path]) -> dict[str, Any]:
+    """What the page shows beyond the leaderboard JSON, from the evaluation directories: per (arm, seed) the model,
+    arm_info (budget k, kept, selector) and per-item scores ``items[arm][seed][task] = [[doc_id, score], ...]``."""
+    arms: dict[str, dict[str, Any]] = {}
+    items: dict[str, dict[str, dict[str, list]]] = {}
+    manifests = []
+    for d in eval_dirs:
+        d = Path(d)
+        m = read_json(d / "manifest.json")
+        manifests.append(m)
+        arm, seed = str(m.get("arm", d.name)), m.get("seed")
+        info = m.get("arm_info") if isinstance(m.get("arm_info"), dict) else {}
+        a = arms.setdefault(arm, {"model": m.get("model_id"), "seeds": [], "arm_info": {}})
+        a["seeds"].append(seed)
+        a["arm_info"][str(seed)] = info
+        per_task: dict[str, list] = {}
+        if (d / "items.jsonl").exists():
+            for row in read_jsonl(d / "items.jsonl"):
+                score = row.get("score", row.get("correct"))
+                if isinstance(score, bool):
+                    score = float(score)
+                per_task.setdefault(str(row.get("task")), []).append(
+                    [row.get("doc_id"), score if isinstance(score, (int, float)) else None])
+        items.setdefault(arm, {})[str(seed)] = per_task
+    return {"arms": arms, "items": items, "manifests": manifests}
+
+
+# ----------------------------------------------------------------------------------------------- page data
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(float(x)):
+        return None
+    return float(x)
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v not in (None, "", "missing")), None)
+
+
+def page_data(doc: Mapping[str, Any], extras: Mapping[str, Any] | None = None,
+              facts: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The JSON inlined in the page: the leaderboard document reshaped per domain, plus arm attributes."""
+    extras = extras or {}
+    summary = doc.get("summary") if isinstance(doc.get("summary"), dict) else {}
+    tables = doc.get("tables") if isinstance(doc.get("tables"), dict) else {}
+    tasks = [str(t) for t in (doc.get("tasks") or list(tables))]
+    arms = [str(a) for a in (doc.get("arms") or [])]
+    for t in tasks:
+        for row in tables.get(t) or []:
+            if isinstance(row, dict) and row.get("arm") not in arms and row.get("arm") is not None:
+                arms.append(str(row["arm"]))
+    facts = dict(facts or task_facts(tasks, extras.get("manifests") or ()))
+    refs = [str(r) for r in (doc.get("stats") or {}).get("references") or summary.get("references") or []]
+    provenance = [p for p in doc.get("provenance") or [] if isinstance(p, dict)]
+    ext_arms = extras.get("arms") or {}
+
+    arm_rows: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        prov = [p for p in provenance if p.get("arm") == arm]
+        ext = ext_arms.get(arm) or {}
+        infos = [i for i in (ext.get("arm_info") or {}).values() if isinstance(i, dict) and i]
+        infos += [p["arm_info"] for p in prov if isinstance(p.get("arm_info"), dict)]
+        info = infos[0] if infos else {}
+        budget = _first(info.get("budget_k"), info.get("budget"), info.get("k"))
+        kept = sorted({i.get("kept") for i in infos if i.get("kept") is not None})
+        arm_rows[arm] = {
+            "arm": arm,
+            "selector": str(_first(info.get("selector"), arm if arm != "base" else "none (base model)")),
+            "model": str(_first(ext.get("model"), *(p.get("model_id") for p in prov), "unknown")),
+            "budget": "all" if arm == "full" and budget is None else ("—" if budget is None else str(budget)),
+            "kept": kept,
+            "seeds": sorted({s for s in (summary.get("seeds") or {}).get(arm, []) if s is not None}),
+        }
+    per_task = summary.get("per_task") if isinstance(summary.get("per_task"), dict) else {}
+    cells: dict[str, dict[str, Any]] = {}
+    for t in tasks:
+        cells[t] = {}
+        for row in tables.get(t) or []:
+            if not isinstance(row, dict) or row.get("arm") is None:
+                continue
+            arm = str(row["arm"])
+            arm_sum = ((per_task.get(t) or {}).get("arms") or {}).get(arm) or {}
+            vs = row.get("vs") if isinstance(row.get("vs"), dict) else {}
+            cells[t][arm] = {
+                "mean": _num(row.get("mean")), "std": _num(row.get("std")),
+                "ci_low": _num(row.get("item_ci_low")), "ci_high": _num(row.get("item_ci_high")),
+                "item_mean": _num(row.get("item_mean")),
+                "n_items": row.get("n_items"), "n_seeds": row.get("n_seeds"), "marker": row.get("marker") or "",
+                "per_seed": [s for s in arm_sum.get("per_seed") or [] if isinstance(s, dict)],
+                "vs": {str(r): ({k: (_num(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                                 for k, v in c.items()} if isinstance(c, dict) else None) for r, c in vs.items()},
+            }
+    domains: dict[str, list[str]] = {}
+    for t in tasks:
+        domains.setdefault(str(facts.get(t, {}).get("domain") or DEFAULT_DOMAIN), []).append(t)
+    known = [k for k in ("note", "warnings", "score_unit", "figure", "power", "stats", "experiment", "schema",
+                         "tasks", "arms", "tables", "summary", "provenance")]
+    return {
+        "schema": PAGE_SCHEMA, "source_schema": doc.get("schema"), "experiment": str(doc.get("experiment") or "?"),
+        "note": doc.get("note") or "", "warnings": [str(w) for w in doc.get("warnings") or []],
+        "references": refs, "ci_level": _num((doc.get("stats") or {}).get("ci_level") or summary.get("ci_level")),
+        "alpha": _num((doc.get("stats") or {}).get("alpha") or summary.get("alpha")),
+        "stats": doc.get("stats") if isinstance(doc.get("stats"), dict) else {},
+        "power": doc.get("power") if doc.get("power") is not None else summary.get("power"),
+        "tasks": [{"name": t, **{k: v for k, v in facts.get(t, {}).items()}} for t in tasks],
+        "domains": [{"name": d, "tasks": ts} for d, ts in domains.items()],
+        "arms": arm_rows, "cells": cells, "provenance": provenance, "items": extras.get("items") or {},
+        "extra_keys": sorted(k for k in doc if k not in known),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+def _inline_json(data: Any) -> str:
+    """JSON safe inside a <script> element: no ``</script>``, no ``<!--``, no U+2028/9 surprises."""
+    text = json.dumps(data, ensure_ascii=False, sort_keys=True, allow_nan=False)
+    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+_ASSET_DIR = Path(__file__).resolve().parent / "leaderboard_assets"
+
+
+def render_page(data: Mapping[str, Any]) -> str:
+    css = (_ASSET_DIR / "page.css").read_text(encoding="utf-8")
+    js = (_ASSET_DIR / "page.js").read_text(encoding="utf-8")
+    title = html.escape(f"cpqs-bench leaderboard: {data['experiment']}")
+    return (f"<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+            f"style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">\n"
+            f"<title>{title}</title>\n<style>\n{css}</style>\n</head>\n<body>\n"
+            f"<header><a class=\"up\" href=\"../index.html\">all experiments</a><h1>{title}</h1>"
+            f"<p id=\"note\"></p></header>\n<main id=\"app\"><noscript>This page needs JavaScript to draw its "
+            f"tables; the same numbers are in the leaderboard's .md and .json files.</noscript></main>\n"
+            f"<aside id=\"drawer\" hidden></aside>\n"
+            f"<script type=\"application/json\" id=\"board-data\">{_inline_json(data)}</script>\n"
+            f"<script>\n{js}</script>\n</body>\n</html>\n")
+
+
+def render_index(entries: Sequence[Mapping[str, Any]]) -> str:
+    css = (_ASSET_DIR / "page.css").read_text(encoding="utf-8")
+    rows = []
+    for e in entries:
+        name = html.escape(str(e["experiment"]))
+        rows.append(f"<tr><td><a href=\"{html.escape(str(e['href']))}\">{name}</a></td>"
+                    f"<td>{html.escape(', '.join(e['domains']))}</td><td>{len(e['tasks'])}</td>"
+                    f"<td>{len(e['arms'])}</td><td class=\"txt\">{html.escape(str(e['note']))}</td></tr>")
+    body = "\n".join(rows) or "<tr><td colspan=\"5\">no leaderboards yet</td></tr>"
+    return (f"<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n"
+            f"<title>cpqs-bench leaderboards</title>\n<style>\n{css}</style>\n</head>\n<body>\n"
+            f"<header><h1>cpqs-bench leaderboards</h1><p>One page per experiment: arms (data selectors) compared "
+            f"end to end, select → LoRA fine-tune → evaluate. Each page is static and works offline.</p></header>\n"
+            f"<main><table id=\"experiments\"><thead><tr><th>experiment</th><th>domains</th><th>tasks</th>"
+            f"<th>arms</th><th>note</th></tr></thead>\n<tbody>\n{body}\n</tbody></table></main>\n</body>\n</html>\n")
+
+
+_DATA_OPEN = '<script type="application/json" id="board-data">'
+
+
+def read_page_data(page: str | Path) -> dict[str, Any]:
+    """The JSON inlined in a page written by :func:`write_pages` (what the tests compare the DOM with)."""
+    text = Path(page).read_text(encoding="utf-8")
+    start = text.index(_DATA_OPEN) + len(_DATA_OPEN)
+    return json.loads(text[start:text.index("</script>", start)])
+
+
+def write_index(out_dir: str | Path) -> Path:
+    """``out_dir/index.html`` listing every experiment page ``out_dir/<experiment>/index.html``."""
+    out_dir = Path(out_dir)
+    entries = []
+    for page in sorted(out_dir.glob("*/index.html")):
+        try:
+            data = read_page_data(page)
+        except (OSError, ValueError):
+            continue  # not one of our pages
+        if data.get("schema") != PAGE_SCHEMA:
+            continue
+        entries.append({"experiment": data["experiment"], "href": f"{page.parent.name}/index.html",
+                        "tasks": [t["name"] for t in data["tasks"]], "arms": list(data["arms"]),
+                        "domains": [d["name"] for d in data["domains"]], "note": data.get("note") or ""})
+    path = out_dir / "index.html"
+    write_text(path, render_index(entries))
+    return path
+
+
+def write_pages(board_json: str | Path, out_dir: str | Path, *, eval_dirs: Sequence[str | Path] | None = None,
+                facts: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """Write ``out_dir/<experiment>/index.html`` from ``board_json`` and refresh ``out_dir/index.html``.
+
+    ``eval_dirs`` (optional): the evaluation directories behind the board, for per-item results, models and
+    budgets. Returns the experiment page's path.
+    """
+    board_json, out_dir = Path(board_json), Path(out_dir)
+    try:
+        doc = json.loads(board_json.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{board_json}:{e.lineno}: not valid JSON: {e.msg}") from e
+    if not isinstance(doc, dict):
+        raise ValueError(f"{board_json}: a leaderboard JSON object was expected, got {type(doc).__name__}")
+    experiment = str(doc.get("experiment") or board_json.stem)
+    if "/" in experiment or experiment.startswith("."):
+        raise ValueError(f"{board_json}: experiment name {experiment!r} cannot name a folder")
+    extras = read_eval_extras(eval_dirs) if eval_dirs else None
+    data = page_data({**doc, "experiment": experiment}, extras, facts)
+    page = out_dir / experiment / "index.html"
+    write_text(page, render_page(data))
+    write_index(out_dir)
+    return page
+
+
+__all__ = ["write_pages", "write_index", "read_page_data", "page_data", "render_page", "task_facts", "read_eval_extras"]
