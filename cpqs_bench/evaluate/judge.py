@@ -1,0 +1,173 @@
+"""General-domain pairwise evaluation: an LLM judge compares an arm's answers with a reference arm's, both orders.
+
+Followed: ``eval/Pair-wise Comparison/GPT_eval.py`` and ``Accuracy printing.py`` of Victory0431/CPQS-Tuning (the
+CPQS paper's protocol, inherited from AlpaGasus / Cherry_LLM and Superfiltering's
+``evaluation/generation/eval.py`` + ``review_eval_score.py``): for each prompt the judge sees
+[Question], Assistant 1's answer, Assistant 2's answer, and gives one line with two 1–10 scores; it is asked twice,
+the arm first (forward) and the reference first (reverse).
+
+* ``rule="strict"`` (default, CPQS's ``Accuracy printing.py``): **win** when both orders score the arm strictly
+  higher, **lose** when both score the reference strictly higher, **tie** otherwise — in particular when the judge
+  disagrees with itself across the swap.
+* ``rule="sum"`` (Superfiltering's ``review_eval_score.py: get_scores_all``): the sign of the sum of the two
+  orders' preferences (a tie in one order and a win in the other is a win).
+
+Differences: the judge prompt below is our own text in the spirit of the Vicuna/FastChat pairwise prompt; a review
+whose first line does not hold two numbers is not kept as ``-1`` (the reference code then skips or zero-fills it):
+the prompt is reported as ``unparsed`` with the raw review and left out of win/tie/lose (counted).
+
+Statistics (:func:`summarize`): counts, win rate ``(W + T/2) / N``, the papers' "winning score"
+``(W - L) / N + 1``, a two-sided sign test on wins vs losses (``scipy.stats.binomtest``), and a paired bootstrap
+95 % interval of ``(W - L) / N`` over prompts (seeded).
+
+Prompt sets: :func:`read_prompts` reads the four test sets (Vicuna, Koala, WizardLM, Self-Instruct) in the
+mirror's ``general_eval/*.jsonl.gz`` form or the original Superfiltering / CPQS-Tuning JSONL (``text`` /
+``prompt`` / ``instruction`` / ``Instruction`` + optional ``input``). Answers are generated greedily by
+:func:`generate_answers` (the judge package's batched generation, the model's chat template).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from cpqs_bench.judge.backends import generate, prompt_text
+
+PROMPT_VERSION = "cpqs-bench-pairwise-v1"
+SYSTEM = "You are a fair and exact reviewer of answers written by AI assistants."
+USER = ("[Question]\n{question}\n\n[Assistant 1's answer begins]\n{answer_1}\n[Assistant 1's answer ends]\n\n"
+        "[Assistant 2's answer begins]\n{answer_2}\n[Assistant 2's answer ends]\n\n"
+        "Judge how helpful, relevant, accurate and detailed each answer is. Give each assistant an overall score "
+        "from 1 to 10 (higher is better). On the first line write only the two scores, Assistant 1 first, "
+        "separated by a space. Then explain briefly. The order in which the answers appear must not affect your "
+        "judgment.")
+QUESTION_KEYS = ("text", "prompt", "instruction", "Instruction", "Question")
+Outcome = Literal["win", "tie", "lose", "unparsed"]
+
+
+def conversation(question: str, answer_1: str, answer_2: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM},
+            {"role": "user", "content": USER.format(question=question, answer_1=answer_1, answer_2=answer_2)}]
+
+
+def parse_pair(text: str) -> tuple[float, float] | None:
+    """The two scores on the first non-empty line ("8 6", "8, 6", "Assistant 1: 8 Assistant 2: 6")."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return None
+    first = re.sub(r"assistant\s*[12]\s*[:=]?", " ", lines[0], flags=re.I)
+    nums = re.findall(r"-?\d+(?:\.\d+)?", first)
+    if len(nums) != 2:
+        return None
+    a, b = float(nums[0]), float(nums[1])
+    return (a, b) if all(math.isfinite(x) for x in (a, b)) else None
+
+
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
+
+
+def outcome(forward: tuple[float, float] | None, reverse: tuple[float, float] | None,
+            rule: str = "strict") -> Outcome:
+    """The arm's outcome: ``forward`` = (arm, ref) scores with the arm shown first; ``reverse`` = (ref, arm)."""
+    if forward is None or reverse is None:
+        return "unparsed"
+    pf, pr = _sign(forward[0] - forward[1]), _sign(reverse[1] - reverse[0])  # +1 = the arm preferred
+    if rule == "strict":
+        return "win" if pf > 0 and pr > 0 else "lose" if pf < 0 and pr < 0 else "tie"
+    if rule == "sum":
+        s = pf + pr
+        return "win" if s > 0 else "lose" if s < 0 else "tie"
+    raise ValueError(f"unknown pairwise rule {rule!r}; use 'strict' or 'sum'")
+
+
+@dataclass(frozen=True)
+class Judgement:
+    id: str
+    outcome: Outcome
+    forward: tuple[float, float] | None
+    reverse: tuple[float, float] | None
+    review_forward: str
+    review_reverse: str
+
+
+def judge_pairs(ids: Sequence[str], questions: Sequence[str], answers: Sequence[str], reference: Sequence[str],
+                judge: Any, rule: str = "strict") -> list[Judgement]:
+    """Both orders for every prompt in one batch of ``2 N`` judge calls (cached by the judge)."""
+    if not (len(ids) == len(questions) == len(answers) == len(reference)):
+        raise ValueError("judge_pairs: ids, questions, answers and reference must have the same length")
+    convs = [conversation(q, a, r) for q, a, r in zip(questions, answers, reference)]
+    convs += [conversation(q, r, a) for q, a, r in zip(questions, answers, reference)]
+    reviews = judge.complete(convs)
+    n = len(ids)
+    out = []
+    for i in range(n):
+        f, r = parse_pair(reviews[i]), parse_pair(reviews[n + i])
+        out.append(Judgement(ids[i], outcome(f, r, rule), f, r, reviews[i], reviews[n + i]))
+    return out
+
+
+def summarize(judgements: Sequence[Judgement], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    import numpy as np
+    from scipy.stats import binomtest
+
+    counts = {k: sum(1 for j in judgements if j.outcome == k) for k in ("win", "tie", "lose", "unparsed")}
+    w, t, lo = counts["win"], counts["tie"], counts["lose"]
+    n = w + t + lo
+    res: dict[str, Any] = {**counts, "n": n, "total": len(judgements)}
+    if n == 0:
+        return {**res, "win_rate": None, "winning_score": None, "sign_test_p": None, "net_ci95": None}
+    vals = np.array([1 if j.outcome == "win" else -1 if j.outcome == "lose" else 0 for j in judgements
+                     if j.outcome != "unparsed"], dtype=float)
+    rng = np.random.default_rng(seed)
+    boots = vals[rng.integers(0, n, size=(n_boot, n))].mean(1)
+    return {**res, "win_rate": (w + t / 2) / n, "winning_score": (w - lo) / n + 1,
+            "sign_test_p": float(binomtest(w, w + lo, 0.5).pvalue) if w + lo else 1.0,
+            "net_ci95": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]}
+
+
+def generate_answers(model: Any, tokenizer: Any, questions: Sequence[str], max_new_tokens: int = 256,
+                     batch_size: int = 8, system_prompt: str | None = None) -> list[str]:
+    """Greedy answers to single-turn questions under the model's chat template."""
+    convs = [([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": q}]
+             for q in questions]
+    return generate(model, tokenizer, [prompt_text(tokenizer, c) for c in convs], max_new_tokens, batch_size)
+
+
+def evaluate_pairwise(ids: Sequence[str], questions: Sequence[str], arm: tuple[Any, Any], reference: tuple[Any, Any],
+                      judge: Any, *, max_new_tokens: int = 256, batch_size: int = 8, rule: str = "strict",
+                      seed: int = 0) -> dict[str, Any]:
+    """Answers of ``arm`` and ``reference`` (each ``(model, tokenizer)``) judged pairwise in both orders."""
+    a = generate_answers(*arm, questions, max_new_tokens, batch_size)
+    r = generate_answers(*reference, questions, max_new_tokens, batch_size)
+    judgements = judge_pairs(ids, questions, a, r, judge, rule)
+    return {"summary": summarize(judgements, seed=seed), "rule": rule, "judge": judge.label,
+            "weak_judge": bool(getattr(judge, "weak", False)), "judge_prompt": PROMPT_VERSION,
+            "samples": [{**asdict(j), "question": q, "answer": x, "reference": y}
+                        for j, q, x, y in zip(judgements, questions, a, r)]}
+
+
+def read_prompts(path: str | Path) -> list[tuple[str, str]]:
+    """(id, question) per line of a prompt-set JSONL (``.gz`` too); question = instruction [+ "\\n" + input]."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    out = []
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            key = next((k for k in QUESTION_KEYS if isinstance(row.get(k), str) and row[k].strip()), None)
+            if key is None:
+                raise ValueError(f"{path}:{lineno}: no question field (one of {', '.join(QUESTION_KEYS)})")
+            q = row[key] + ("\n" + row["input"] if isinstance(row.get("input"), str) and row["input"].strip() else "")
+            rid = next((row[k] for k in ("question_id", "id", "idx") if k in row), lineno)
+            out.append((str(rid), q))
+    return out
