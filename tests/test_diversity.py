@@ -97,3 +97,16 @@ def test_model_spec_encoder_embeds_text(tmp_path):
     # dup_a and dup_b have the same instruction: the same embedding, so the same stop distance
     by = {r.id: r.score for r in rows}
     assert by["dup_a"] == pytest.approx(by["dup_b"]) or max(by["dup_a"], by["dup_b"]) > 1
+
+
+def test_encoder_shares_the_model_cache_without_breaking_tokenizer_lookup(tmp_path, monkeypatch):
+    from cpqs_bench import models
+    from cpqs_bench.selectors import diversity
+
+    model, tok, info = tiny_loader()("x", None, "float32")
+    monkeypatch.setattr(models, "load", lambda spec, **kw: (model, tok, info))
+    cfg = contract_config()
+    cache = {("embedded", None, cfg.model.dtype): (model, tok, info)}
+    ctx = ScoringContext(cfg, tmp_path, _cache=cache)
+    assert diversity._encoder(ctx, "sentence-transformers/all-MiniLM-L6-v2")[0] is model
+    assert len(cache) == 2 and ctx.tokenizer() is tok

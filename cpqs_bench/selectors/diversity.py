@@ -64,7 +64,9 @@ def count(budget: float, n: int) -> int:
 
 # --------------------------------------------------------------------------------------------------- embeddings
 def _encoder(ctx: ScoringContext, spec: str) -> tuple[Any, Any]:
-    key = ("encoder", spec)
+    # same (spec, revision, dtype) -> (model, tokenizer, info) shape as the model cache it shares, under a prefixed
+    # spec so the target model's tokenizer lookup never picks the encoder
+    key = (f"encoder:{spec}", None, "encoder")
     if ctx.loader is not None:  # tests / a shared model cache: the loader is the only source of models
         model, tok, _ = ctx.model(spec)
         return model, tok

@@ -55,7 +55,7 @@ def question_text(ex: Example) -> str:
 def _load_reward(ctx: ScoringContext, spec: str, revision: str | None) -> tuple[Any, Any]:
     if ctx.reward_loader is not None:
         return ctx.reward_loader(spec, revision)
-    key = ("reward", spec, revision)
+    key = (f"reward:{spec}", revision, "reward")  # the model cache's (spec, revision, dtype) shape, prefixed spec
     if key not in ctx._cache:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -63,8 +63,9 @@ def _load_reward(ctx: ScoringContext, spec: str, revision: str | None) -> tuple[
 
         device = models.pick_device(ctx.config.model.device)
         model = AutoModelForSequenceClassification.from_pretrained(spec, revision=revision).to(device).eval()
-        ctx._cache[key] = (model, AutoTokenizer.from_pretrained(spec, revision=revision))
-    return ctx._cache[key]
+        ctx._cache[key] = (model, AutoTokenizer.from_pretrained(spec, revision=revision), None)
+    model, tok, _ = ctx._cache[key]
+    return model, tok
 
 
 def reward_scores(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 8,
