@@ -128,7 +128,17 @@ def _has_word_prefix(tokenizer: Any, first_id: int, answer: str) -> bool:
 def prompt_text(tokenizer: Any, example: Example, template: str = "chat", system_prompt: str | None = None) -> str:
     """The text a model is given to generate the answer (the same prefix ``render`` uses). It holds the BOS text
     when the template starts with one: encode it with ``add_special_tokens=False``."""
-    return _chat_parts(tokenizer, Example(example.id, example.prompt, "x"), system_prompt, template)[0]
+    prefix = _chat_parts(tokenizer, Example(example.id, example.prompt, "x"), system_prompt, template)[0]
+    return _join_space(tokenizer, prefix, "x")
+
+
+def _join_space(tokenizer: Any, prefix: str, answer: str) -> str:
+    """SentencePiece-style tokenizers put the space between prompt and answer on the answer's first token: the
+    prefix then ends before that space (in ``render`` and in the generation prompt alike)."""
+    answer_ids = _encode(tokenizer, answer)
+    if prefix.endswith(" ") and answer_ids and _has_word_prefix(tokenizer, answer_ids[0], answer):
+        return prefix[:-1]
+    return prefix
 
 
 def response_header(tokenizer: Any, template: str = "chat", system_prompt: str | None = None) -> str:

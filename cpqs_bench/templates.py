@@ -5,7 +5,8 @@ The fine-tuning template *is* the evaluation template. ``prompt.template`` names
 * ``chat``   — the tokenizer's own chat template (an error if it has none);
 * ``alpaca`` — the Stanford Alpaca prompt (``### Instruction:`` … ``### Response:\\n``);
 * ``none``   — the instruction and a newline (Superfiltering's proxy prompt);
-* ``llama2`` — ``[INST] <<SYS>>…<</SYS>> {user} [/INST] {answer}</s>``, the Llama-2 chat format (``<s>`` first
+* ``llama2`` — ``[INST] <<SYS>>…<</SYS>> {user} [/INST] {answer}</s>`` (the space before the answer belongs to
+  the answer turn, as in Meta's template), the Llama-2 chat format (``<s>`` first
   by the BOS rule below);
 * any Jinja chat template, given inline (a string containing ``{{`` or ``{%``) or as a path to a ``.jinja`` /
   ``.j2`` file.
@@ -80,8 +81,12 @@ def plain_jinja(name: str, with_bos: bool) -> str:
     elif name == "none":
         body = "{{- user -}}" + _jinja_literal("\n")
     elif name == "llama2":
+        # as Meta's template: the prompt ends "[/INST]" and the answer turn is " " + answer + "</s>", so the
+        # generation prompt has no dangling space (SentencePiece puts it on the answer's first token)
         body = ("{{- '[INST] ' -}}{%- if ns.system -%}{{- '<<SYS>>\\n' + ns.system + '\\n<</SYS>>\\n\\n' -}}{%- endif -%}"
-                "{{- user | trim -}}{{- ' [/INST] ' -}}")
+                "{{- user | trim -}}{{- ' [/INST]' -}}")
+        return _USERS + bos + body + ("{%- if messages and messages[-1]['role'] == 'assistant' -%}"
+                                      "{{- ' ' + messages[-1]['content'] + eos_token -}}{%- endif -%}")
     else:
         raise TemplateError(f"unknown plain template {name!r}; known: {', '.join(PLAIN_TEMPLATES)}")
     return _USERS + bos + body + _ANSWER
