@@ -12,11 +12,22 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.repocard import metadata_load
 
+import yaml
+
 from cpqs_bench.publish import hub as P
+from cpqs_bench.publish.config import PublishConfig
+from cpqs_bench.publish.results_dataset import build_results_folder
+from cpqs_bench.publish.run import publish_run
+from fake_run import make_run
 from hub_standin import HubStandIn  # tests/ is on sys.path (pytest rootdir-relative "prepend" import mode)
 
 CANARY = "hf_CANARYtoken0123456789abcdef"
 REPO = "cpqs-test/exp1-cpqs"
+FACTS = {
+    "gsm8k": {"dataset_id": "openai/gsm8k", "dataset_name": "GSM8K", "metric": "exact_match"},
+    "humaneval": {"dataset_id": "openai/openai_humaneval", "dataset_name": "HumanEval", "metric": "pass@1"},
+    "humaneval_plus": {"dataset_id": "evalplus/humanevalplus", "dataset_name": "HumanEval+", "metric": "pass@1"},
+}
 
 
 @pytest.fixture
@@ -52,7 +63,8 @@ def _arm_folder(root: Path, manifest: dict | None = None, metrics: dict | None =
     return P.build_arm_folder(
         "cpqs", ad, sel, manifest or {"selector": "cpqs", "datasets": ["alpaca"], "seed": 1},
         metrics or {"gsm8k": 0.31, "humaneval": 0.125, "humaneval_plus": 0.1},
-        "Qwen/Qwen2.5-0.5B", "exp1", root / "out" / "cpqs",
+        "Qwen/Qwen2.5-0.5B", "exp1", root / "out" / "cpqs", facts=FACTS, eval_date="2026-12-01",
+        source_url="https://huggingface.co/datasets/cpqs-test/exp1-results",
     )
 
 
@@ -74,17 +86,24 @@ def _commits(hub: HubStandIn) -> list[dict]:
 def test_arm_folder_layout_and_card_metadata(tmp_path):
     folder = _arm_folder(tmp_path)
     assert sorted(os.listdir(folder)) == [
-        "README.md", "adapter_config.json", "adapter_model.safetensors", "manifest.json", "selection.jsonl",
+        ".eval_results", "README.md", "adapter_config.json", "adapter_model.safetensors", "manifest.json",
+        "selection.jsonl",
     ]
+    assert sorted(os.listdir(folder / ".eval_results")) == ["gsm8k.yaml", "humaneval.yaml", "humaneval_plus.yaml"]
     card = ModelCard.load(folder / "README.md")
     assert card.data.base_model == "Qwen/Qwen2.5-0.5B" and card.data.library_name == "peft"
     assert "peft auto card" not in card.text and "2 instruction examples" in card.text
     got = {(r.dataset_type, r.metric_type): r.metric_value for r in card.data.eval_results}
-    assert got == {
-        ("openai/gsm8k", "exact_match"): 0.31,
-        ("openai/openai_humaneval", "pass@1"): 0.125,
-        ("evalplus/humanevalplus", "pass@1"): 0.1,
+    assert got == {  # percent, as the Hub's eval results show them
+        ("openai/gsm8k", "exact_match"): 31.0,
+        ("openai/openai_humaneval", "pass@1"): 12.5,
+        ("evalplus/humanevalplus", "pass@1"): 10.0,
     }
+    for task, value in (("gsm8k", 31.0), ("humaneval", 12.5), ("humaneval_plus", 10.0)):
+        (entry,) = yaml.safe_load((folder / ".eval_results" / f"{task}.yaml").read_text())
+        assert entry["dataset"] == {"id": FACTS[task]["dataset_id"], "task_id": "default"}
+        assert entry["value"] == value and entry["date"] == "2026-12-01"
+        assert entry["source"]["url"] == "https://huggingface.co/datasets/cpqs-test/exp1-results"
     meta = metadata_load(folder / "README.md")
     assert meta["model-index"][0]["name"] == "exp1-cpqs"
     assert len(meta["model-index"][0]["results"]) == 3
@@ -106,24 +125,21 @@ def test_arm_folder_rejects_bad_inputs(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_results_folder_layout_and_card(tmp_path):
-    lb = tmp_path / "leaderboard.md"
-    lb.write_text("| arm | gsm8k |\n")
-    summary = tmp_path / "summary.json"
-    summary.write_text('{"arms": {}}')
-    items = {"cpqs": tmp_path / "i1.jsonl", "random": tmp_path / "i2.jsonl"}
-    for p in items.values():
-        p.write_text('{"task": "gsm8k", "doc_id": 0, "correct": 1}\n')
-    folder = P.build_results_folder("exp1", [lb], summary, items, tmp_path / "res")
-    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
-        "README.md", "items/cpqs.jsonl", "items/random.jsonl", "leaderboards/leaderboard.md", "summary.json",
-    ]
-    card = DatasetCard.load(folder / "README.md")
-    assert card.data.configs == [{"config_name": "items", "data_files": "items/*.jsonl"}]
-    summary.write_text("{broken")
-    with pytest.raises(ValueError, match="summary.json:1"):
-        P.build_results_folder("exp1", [lb], summary, items, tmp_path / "res")
-    assert (folder / "summary.json").read_text() == '{"arms": {}}'  # failed rebuild left the old folder intact
+def test_results_folder_rejects_bad_summary_and_keeps_old_folder(tmp_path):
+    run = make_run(tmp_path)
+    index = json.loads((run / "index.json").read_text())
+    board = index["leaderboard"]
+    facts = {t: {"dataset_id": None} for t in ("cpqs_gsm8k_chat", "cpqs_humaneval_instruct")}
+    out = tmp_path / "res"
+    build_results_folder("exp", index["evaluations"], [board["md"]], board["json"], out, facts=facts)
+    before = (out / "data" / "runs.parquet").read_bytes()
+    bad = tmp_path / "summary.json"
+    bad.write_text("{broken")
+    with pytest.raises(ValueError, match=r"summary\.json:1"):
+        build_results_folder("exp", index["evaluations"], [board["md"]], bad, out, facts=facts)
+    assert (out / "data" / "runs.parquet").read_bytes() == before  # failed rebuild left the old folder intact
+    with pytest.raises(FileNotFoundError, match="missing"):
+        build_results_folder("exp", index["evaluations"], [tmp_path / "nope.md"], board["json"], out, facts=facts)
 
 
 # ---------------------------------------------------------------------------------------------------- pushing
@@ -214,8 +230,10 @@ def test_lost_commit_response_is_not_committed_twice(hub, tmp_path):
     folder = _arm_folder(tmp_path)
     hub.lose_next_response("commit")
     report = _push(hub, folder)
-    assert [r.status for r in hub.routes_hit("commit")] == [502]  # the re-diff saw the commit had landed
-    assert report["repos"][REPO]["action"] == "unchanged"
+    # the retry's preupload (huggingface_hub's own diff) saw the commit had landed: no second commit is sent
+    assert [r.status for r in hub.routes_hit("commit")] == [502]
+    entry = report["repos"][REPO]
+    assert entry["action"] == "committed" and entry["commit"] == hub.repo(REPO).head and "lost" in entry["note"]
     assert len(_commits(hub)) == 2
 
 
@@ -296,6 +314,36 @@ def test_bad_publish_arguments(tmp_path):
     with pytest.raises(ValueError, match="namespace/name"):
         P.publish({"noslash": (folder, "model")}, True, tmp_path / "d")
     with pytest.raises(ValueError, match="repo_type"):
-        P.publish({REPO: (folder, "space")}, True, tmp_path / "d")
+        P.publish({REPO: (folder, "notebook")}, True, tmp_path / "d")
     with pytest.raises(FileNotFoundError):
         P.publish({REPO: (tmp_path / "missing", "model")}, True, tmp_path / "d")
+
+
+# ---------------------------------------------------------------------------------------------------- whole runs
+def test_publish_run_pushes_models_dataset_and_space_then_repush_is_a_no_op(hub, tmp_path):
+    run = make_run(tmp_path, arms=("random", "cpqs"), seeds=(0,))
+    cfg = PublishConfig(hub_namespace="cpqs-test", space=True)
+    report = publish_run(run, cfg, dry_run=False, endpoint=hub.endpoint)
+    repos = report["repos"]
+    assert {r: e["action"] for r, e in repos.items()} == {
+        "cpqs-test/exp-random-s0": "committed", "cpqs-test/exp-cpqs-s0": "committed",
+        "cpqs-test/exp-results": "committed", "cpqs-test/exp-leaderboard": "committed"}
+    assert len(hub.routes_hit("commit")) == 4
+    stored = hub.stored_files("cpqs-test/exp-results", "dataset")
+    assert {"data/runs.parquet", "data/items.parquet", "README.md", "page/index.html"} <= set(stored)
+    assert hub.stored_files("cpqs-test/exp-results", "dataset")["data/runs.parquet"] == (
+        run / "publish" / "folders" / "results" / "data" / "runs.parquet").read_bytes()
+    space = hub.stored_files("cpqs-test/exp-leaderboard", "space")
+    assert b"sdk: static" in space["README.md"] and b'id="board-data"' in space["index.html"]
+    assert ".eval_results/cpqs_gsm8k_chat.yaml" in hub.stored_files("cpqs-test/exp-cpqs-s0")
+    heads = {r: hub.repo(r, e["repo_type"]).head for r, e in repos.items()}
+    again = publish_run(run, cfg, dry_run=False, endpoint=hub.endpoint)
+    assert {e["action"] for e in again["repos"].values()} == {"unchanged"}
+    assert len(hub.routes_hit("commit")) == 4  # huggingface_hub skipped every unchanged file: no commit sent
+    assert {r: hub.repo(r, e["repo_type"]).head for r, e in repos.items()} == heads
+
+
+def test_real_push_needs_a_namespace(tmp_path):
+    run = make_run(tmp_path, arms=("random",), seeds=(0,))
+    with pytest.raises(ValueError, match="namespace"):
+        publish_run(run, PublishConfig(), dry_run=False)

@@ -1,7 +1,8 @@
 """``cpqs-bench leaderboard DIR... --out-dir DIR [--experiment NAME] [--config PRESET] [key=value ...]``.
 
 Leaderboard files from evaluation results: ``<out-dir>/<experiment>.md``, ``.json`` and ``.png``
-(:mod:`cpqs_bench.leaderboard`). ``DIR`` are evaluation directories, or run directories searched recursively for
+(:mod:`cpqs_bench.leaderboard`), the static page ``<out-dir>/<experiment>/index.html`` and the index of all pages
+``<out-dir>/index.html`` (:mod:`cpqs_bench.leaderboard_page`). ``DIR`` are evaluation directories, or run directories searched recursively for
 them. Positional words of the form ``section.key=value`` are config overrides (the one override syntax); every other
 positional word is an input directory. The experiment name defaults to the config's ``experiment.name``.
 """
@@ -30,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated reference arms for paired comparisons (default: %(default)s)")
     p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap/permutation RNG (default: 0)")
+    p.add_argument("--no-page", action="store_true",
+                   help="skip the static HTML page (<out-dir>/<experiment>/index.html and <out-dir>/index.html)")
 
 
 def split_positionals(words: list[str]) -> tuple[list[Path], list[str]]:
@@ -49,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
     experiment = args.experiment or resolve(args).cfg.experiment.name
     paths = leaderboard.main(inputs, args.out_dir, experiment, args.note,
                              references=tuple(csv(args.references)), n_boot=args.n_boot, seed=args.seed)
+    if not args.no_page:
+        from cpqs_bench.leaderboard_page import write_pages
+
+        paths = {**paths, "html": write_pages(paths["json"], args.out_dir, eval_dirs=leaderboard.find_eval_dirs(inputs)),
+                 "index": Path(args.out_dir) / "index.html"}
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0

@@ -11,6 +11,7 @@ class PublishConfig:
     dry_run: bool = True
     hub_namespace: str | None = None  # user or org; required for a real push
     private: bool = True
+    space: bool = False  # also push the leaderboard page as a static Space <namespace>/<experiment>-leaderboard
     wandb: bool = False  # one W&B run per pipeline stage
     wandb_mode: Literal["auto", "offline", "online"] = "auto"  # auto: online iff WANDB_API_KEY is set
     wandb_project: str = "cpqs-bench"

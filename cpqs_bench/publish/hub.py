@@ -1,20 +1,23 @@
-"""Publish experiment results to the Hugging Face Hub: one model repo per arm, one results dataset repo per experiment.
+"""Publish experiment results to the Hugging Face Hub: one model repo per arm, a results dataset, a Space.
 
 Why it is built this way:
 
-* **Folders first.** ``build_arm_folder`` / ``build_results_folder`` produce the exact tree that will be pushed, so a
+* **Folders first.** ``build_arm_folder`` (here), :func:`cpqs_bench.publish.results_dataset.build_results_folder`
+  and :func:`cpqs_bench.publish.space.build_space_folder` produce the exact tree that will be pushed, so a
   ``--dry-run`` can hand you the same bytes for inspection (``publish(..., dry_run=True)`` copies them plus a
   ``plan.json``), and the real push just mirrors a folder.
-* **One commit per repo, and none when nothing changed.** Before committing we list the remote tree and compare
-  each local file with it (git blob sha1 for regular files, sha256 for LFS files, exactly how the Hub identifies
-  them), so re-running the pipeline does not pile up empty or duplicate commits. Remote files that are not in the
-  folder are deleted only when ``delete_extra=True`` (``.gitattributes`` is never deleted).
-* **Bounded retries, not blind ones.** huggingface_hub already retries (``http_backoff``) the tree listing, the
-  ``preupload`` call and LFS transfers, but not ``create_repo`` nor the final ``/commit`` POST. We retry only
-  errors coming from routes the library did not already retry, on 408/429/5xx and transport errors, with
-  exponential backoff and a short, capped honour of ``Retry-After``. A commit is retried by re-diffing against
-  the remote first: if a previous attempt landed but its response was lost, the re-diff finds nothing to do
-  instead of committing twice.
+* **One commit per repo, and none when nothing changed -- done by huggingface_hub.** Every file of the folder goes
+  into one ``create_commit``; the library asks the Hub for the remote oid of each file (``preupload``), drops the
+  files that did not change and returns the current head without committing when nothing is left
+  (huggingface_hub PR #2389). We do not list or diff the remote tree ourselves; we only compare the head before and
+  after to report whether a commit landed, and read which files the library kept (``uploaded``). Remote files that
+  are not in the folder are deleted only when ``delete_extra=True`` (``.gitattributes`` is never deleted).
+* **Bounded retries, only where the library has none.** huggingface_hub already retries (``http_backoff``) the tree
+  listing, ``preupload`` and LFS transfers, but not ``create_repo`` nor the final ``/commit`` POST. We retry only
+  errors from routes the library did not already retry, on 408/429/5xx and transport errors, with exponential
+  backoff and a short, capped honour of ``Retry-After``. A failed commit is retried as a fresh ``create_commit``,
+  whose preupload step re-diffs against the remote: if the previous attempt landed but its response was lost,
+  the retry finds nothing to do instead of committing twice.
 * **Tokens.** Credentials come only from huggingface_hub's own resolution (``HF_TOKEN``, then the token file under
   ``HF_HOME``) or an explicit ``token=``; they are never written to the plan, the folders or the logs, and they are
   scrubbed from the message of any error we raise.
@@ -37,40 +40,28 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 from huggingface_hub import (
     CommitOperationAdd,
     CommitOperationDelete,
-    DatasetCard,
-    DatasetCardData,
-    EvalResult,
     HfApi,
     ModelCard,
     ModelCardData,
 )
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import HfHubHTTPError
-from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import get_token
 
 from cpqs_bench.io import atomic_open, write_json, write_text
+from cpqs_bench.publish import eval_results
 from cpqs_bench.provenance import scrub
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-REPO_TYPES = ("model", "dataset")
+REPO_TYPES = ("model", "dataset", "space")
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # Routes huggingface_hub already wraps in ``http_backoff``: errors from them have been retried once already.
 _HUB_RETRIED_ROUTES = ("/tree/", "/preupload/", ".git/info/lfs/", "/lfs-upload/")
 _PROTECTED_REMOTE = frozenset({".gitattributes"})
 _ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-
-# Known evaluation tasks → (dataset id on the Hub, pretty name, metric type). Anything else is still published,
-# with the task name as dataset and a generic metric type, so the card never silently drops a metric.
-_TASKS: dict[str, tuple[str, str, str]] = {
-    "gsm8k": ("openai/gsm8k", "GSM8K", "exact_match"),
-    "humaneval": ("openai/openai_humaneval", "HumanEval", "pass@1"),
-    "humaneval_plus": ("evalplus/humanevalplus", "HumanEval+", "pass@1"),
-}
-
 
 class PublishError(RuntimeError):
     """A push failed (after retries where they apply). The message never contains the token."""
@@ -86,17 +77,27 @@ def build_arm_folder(
     base_model: str,
     experiment: str,
     out_dir: str | os.PathLike,
+    *,
+    facts: Mapping[str, Mapping[str, Any]] | None = None,
+    eval_date: str | None = None,
+    source_url: str | None = None,
+    notes: Mapping[str, str] | None = None,
 ) -> Path:
-    """Assemble the model repo for one arm: adapter files, ``selection.jsonl``, ``manifest.json``, ``README.md``.
+    """Assemble the model repo for one arm: adapter files, ``selection.jsonl``, ``manifest.json``, ``README.md``
+    (model card with ``model-index``) and ``.eval_results/<task>.yaml`` (the Hub's Eval Results format).
 
-    The folder is built in a temporary sibling and swapped in at the end, so ``out_dir`` is either the previous
-    complete folder or the new complete one. PEFT's own auto-generated ``README.md`` is replaced by our card.
+    ``facts`` are the tasks' facts (:func:`cpqs_bench.leaderboard_page.task_facts`: dataset id, metric); ``source_url``
+    the results dataset the numbers come from. The folder is built in a temporary sibling and swapped in at the end,
+    so ``out_dir`` is either the previous complete folder or the new complete one. PEFT's own ``README.md`` is
+    replaced by our card.
     """
     adapter_dir, selection_path, out_dir = Path(adapter_dir), Path(selection_path), Path(out_dir)
     adapter_files = _adapter_files(adapter_dir)
     n_selected = _count_jsonl(selection_path)
     clean_metrics = _check_metrics(metrics)
-    card = build_model_card(arm, clean_metrics, base_model, experiment, manifest, n_selected)
+    card = build_model_card(arm, clean_metrics, base_model, experiment, manifest, n_selected, facts=facts,
+                            source_url=source_url)
+    files = eval_results.eval_result_files(clean_metrics, facts, date=eval_date, source_url=source_url, notes=notes)
 
     def fill(tmp: Path) -> None:
         for src in adapter_files:
@@ -104,6 +105,8 @@ def build_arm_folder(
         _copy_file(selection_path, tmp / "selection.jsonl")
         write_json(tmp / "manifest.json", manifest)
         write_text(tmp / "README.md", str(card))
+        for rel, text in files.items():
+            write_text(tmp / rel, text)
 
     return _build_dir(out_dir, fill)
 
@@ -115,9 +118,14 @@ def build_model_card(
     experiment: str,
     manifest: Mapping[str, Any],
     n_selected: int,
+    *,
+    facts: Mapping[str, Mapping[str, Any]] | None = None,
+    source_url: str | None = None,
 ) -> ModelCard:
-    """Model card whose YAML carries a ``model-index`` (one ``EvalResult`` per task) the Hub can render."""
-    eval_results = [_eval_result(task, value) for task, value in sorted(metrics.items())]
+    """Model card whose YAML carries a ``model-index`` (one ``EvalResult`` per task, in percent) the Hub can render;
+    values, dataset ids and source are those of the ``.eval_results`` files, so the two cannot disagree."""
+    results = eval_results.model_index_results(metrics, facts, source_url=source_url)
+    skipped = eval_results.skipped_tasks(metrics, facts)
     datasets = _as_list(manifest.get("datasets") or manifest.get("pool"))
     data = ModelCardData(
         base_model=base_model,
@@ -126,7 +134,7 @@ def build_model_card(
         tags=["cpqs-bench", "lora", "peft", "instruction-tuning", "data-selection", f"selector-{arm}"],
         datasets=datasets or None,
         model_name=f"{experiment}-{arm}",
-        eval_results=eval_results or None,
+        eval_results=results or None,
     )
     selector = manifest.get("selector", arm)
     source = f" ({', '.join(datasets)})" if datasets else ""
@@ -139,92 +147,23 @@ def build_model_card(
         "so the metrics below compare selectors rather than models.",
         "",
         "`selection.jsonl` lists the selected examples; `manifest.json` records the configuration that produced",
-        "this adapter.",
+        "this adapter; `.eval_results/` holds the scores in the Hub's Eval Results format.",
         "",
         "## Results",
         "",
-        "| task | metric | value |",
-        "|---|---|---|",
+        "| task | dataset | metric | value (%) |",
+        "|---|---|---|---|",
     ]
-    lines += [f"| {r.dataset_name} | {r.metric_type} | {r.metric_value:.4f} |" for r in eval_results]
-    if not eval_results:
-        lines.append("| (none) | | |")
-    lines += ["", "Single-run point estimates; see the experiment's results dataset for confidence intervals.", ""]
+    lines += [f"| {t} | {r.dataset_type} | {r.metric_type} | {r.metric_value:.2f} |"
+              for t, r in zip(sorted(metrics), results)]
+    if not results:
+        lines.append("| (none) | | | |")
+    lines += ["", "Single-run point estimates; see the experiment's results dataset for confidence intervals"
+              + (f" ({source_url})." if source_url else ".")]
+    if skipped:
+        lines += ["", f"Not in `.eval_results/` (no Hub dataset id for the task): {', '.join(skipped)}."]
+    lines.append("")
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
-
-
-def build_results_folder(
-    experiment: str,
-    leaderboard_files: Sequence[str | os.PathLike],
-    summary_json: str | os.PathLike,
-    per_arm_items_files: Mapping[str, str | os.PathLike],
-    out_dir: str | os.PathLike,
-) -> Path:
-    """Assemble the results dataset repo: ``summary.json``, ``leaderboards/*``, ``items/<arm><ext>`` + card."""
-    out_dir, summary_json = Path(out_dir), Path(summary_json)
-    leaderboards = [Path(p) for p in leaderboard_files]
-    items = {arm: Path(p) for arm, p in sorted(per_arm_items_files.items())}
-    for path in [summary_json, *leaderboards, *items.values()]:
-        if not path.is_file():
-            raise FileNotFoundError(f"results file missing: {path}")
-    names = [p.name for p in leaderboards]
-    if len(set(names)) != len(names):
-        raise ValueError(f"leaderboard files must have distinct names, got {names}")
-    with open(summary_json, encoding="utf-8") as fh:
-        try:
-            json.load(fh)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{summary_json}:{e.lineno}: not valid JSON: {e.msg}") from e
-    for path in items.values():
-        if path.suffix == ".jsonl":
-            _count_jsonl(path)
-    card = build_results_card(experiment, names, list(items))
-
-    def fill(tmp: Path) -> None:
-        _copy_file(summary_json, tmp / "summary.json")
-        for path in leaderboards:
-            _copy_file(path, tmp / "leaderboards" / path.name)
-        for arm, path in items.items():
-            _copy_file(path, tmp / "items" / f"{arm}{path.suffix}")
-        write_text(tmp / "README.md", str(card))
-
-    return _build_dir(out_dir, fill)
-
-
-def build_results_card(experiment: str, leaderboard_names: Sequence[str], arms: Sequence[str]) -> DatasetCard:
-    data = DatasetCardData(
-        pretty_name=f"cpqs-bench results: {experiment}",
-        tags=["cpqs-bench", "evaluation", "data-selection"],
-        configs=[{"config_name": "items", "data_files": "items/*.jsonl"}] if arms else None,
-    )
-    text = "\n".join(
-        [
-            f"# cpqs-bench results: {experiment}",
-            "",
-            "Evaluation results of instruction-tuning data selectors compared end to end (select, LoRA fine-tune,",
-            "evaluate). Files:",
-            "",
-            "* `summary.json`: per-arm metrics with confidence intervals and paired tests.",
-            f"* `leaderboards/`: {', '.join(f'`{n}`' for n in leaderboard_names) or '(none)'}.",
-            f"* `items/`: per-item outcomes for each arm ({', '.join(f'`{a}`' for a in arms) or 'none'}),"
-            " so every statistic can be recomputed.",
-            "",
-        ]
-    )
-    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{text}")
-
-
-def _eval_result(task: str, value: float) -> EvalResult:
-    dataset_type, pretty, metric = _TASKS.get(task, (task, task, "score"))
-    return EvalResult(
-        task_type="text-generation",
-        task_name="Text Generation",
-        dataset_type=dataset_type,
-        dataset_name=pretty,
-        metric_type=metric,
-        metric_name=f"{pretty} {metric}",
-        metric_value=value,
-    )
 
 
 def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -295,7 +234,7 @@ def _build_dir(out_dir: Path, fill: Callable[[Path], None]) -> Path:
     return out_dir
 
 
-# ============================================================================ local / remote indexes
+# ============================================================================ local index (plan + dry run)
 @dataclass(frozen=True)
 class LocalFile:
     path: str  # posix path inside the repo
@@ -325,27 +264,6 @@ def _hash_file(rel: str, path: Path) -> LocalFile:
             sha1.update(chunk)
             sha256.update(chunk)
     return LocalFile(rel, path, size, sha1.hexdigest(), sha256.hexdigest())
-
-
-def _same(local: LocalFile, remote: RepoFile) -> bool:
-    if remote.lfs is not None:
-        return remote.lfs.sha256 == local.sha256
-    return remote.blob_id == local.git_sha1
-
-
-@dataclass
-class Diff:
-    upload: list[str] = field(default_factory=list)
-    delete: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.upload or self.delete)
-
-
-def diff(local: Mapping[str, LocalFile], remote: Mapping[str, RepoFile], delete_extra: bool) -> Diff:
-    upload = [p for p, f in local.items() if p not in remote or not _same(f, remote[p])]
-    delete = [p for p in remote if delete_extra and p not in local and p not in _PROTECTED_REMOTE]
-    return Diff(sorted(upload), sorted(delete))
 
 
 # ============================================================================ retry policy
@@ -508,37 +426,45 @@ def _push_repo(
     secrets: Sequence[str],
 ) -> dict[str, Any]:
     repo_type, files = entry["repo_type"], entry["files"]
+    extra = {"space_sdk": "static"} if repo_type == "space" else {}
     _, attempts = with_retries(
-        lambda: api.create_repo(repo_id, repo_type=repo_type, exist_ok=True, private=private), f"create_repo {repo_id}", policy, secrets
-    )
-    result: dict[str, Any] = {"repo_type": repo_type, "action": "unchanged", "uploaded": [], "deleted": [], "commit": None}
+        lambda: api.create_repo(repo_id, repo_type=repo_type, exist_ok=True, private=private, **extra),
+        f"create_repo {repo_id}", policy, secrets)
+    head, n = with_retries(lambda: api.repo_info(repo_id, repo_type=repo_type).sha, f"repo_info {repo_id}", policy,
+                           secrets)
+    attempts += n
     commit_attempt = 0
     while True:
-        remote, n = with_retries(lambda: _remote_files(api, repo_id, repo_type), f"list {repo_id}", policy, secrets)
-        attempts += n
-        todo = diff(files, remote, delete_extra)
-        if not todo:
-            break  # nothing to do, or an earlier attempt whose response was lost did land
         commit_attempt += 1
         attempts += 1
-        ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(files[p].abspath)) for p in todo.upload]
-        ops += [CommitOperationDelete(path_in_repo=p) for p in todo.delete]
+        deletions: list[str] = []
+        if delete_extra:  # listed again on a retry: a lost-response attempt may have deleted them already
+            remote, n = with_retries(lambda: api.list_repo_files(repo_id, repo_type=repo_type), f"list {repo_id}",
+                                     policy, secrets)
+            attempts += n
+            deletions = sorted(p for p in remote if p not in files and p not in _PROTECTED_REMOTE)
+        # fresh operations every attempt (the library refuses to reuse committed ones); its preupload re-diffs
+        adds = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(f.abspath)) for p, f in files.items()]
+        ops = [*adds, *(CommitOperationDelete(path_in_repo=p) for p in deletions)]
         try:
             info = api.create_commit(repo_id, ops, repo_type=repo_type, commit_message=message)
-        except Exception as err:  # classified: transient ones are retried after a re-diff, others re-raised scrubbed
+            break
+        except Exception as err:  # classified: transient ones are retried (the retry re-diffs), others re-raised
             if not is_transient(err) or commit_attempt > policy.max_retries:
                 raise _scrubbed(err, f"commit to {repo_id} failed after {commit_attempt} attempt(s)", secrets) from None
             log.warning("commit to %s: transient failure (%s), retry %d/%d", repo_id, scrub(_short(err), secrets),
                         commit_attempt, policy.max_retries)
             policy.wait(commit_attempt, err)
-            continue
-        result.update(action="committed", uploaded=todo.upload, deleted=todo.delete, commit=info.oid)
-        log.info("%s: committed %d upload(s), %d deletion(s) as %s", repo_id, len(todo.upload), len(todo.delete), info.oid)
-        break
-    result.update(attempts=attempts, waits=list(policy.waits))
+    committed = info.oid != head
+    # the files huggingface_hub kept in the commit: it skips an addition whose remote oid equals the local one
+    uploaded = sorted(op.path_in_repo for op in adds
+                      if getattr(op, "_remote_oid", None) is None or op._remote_oid != op._local_oid)
+    result: dict[str, Any] = {
+        "repo_type": repo_type, "action": "committed" if committed else "unchanged",
+        "uploaded": uploaded if committed else [], "deleted": deletions if committed else [],
+        "commit": info.oid if committed else None, "attempts": attempts, "waits": list(policy.waits)}
+    if committed and not uploaded and not deletions:
+        result["note"] = "an earlier attempt whose response was lost had landed; the retry found nothing to do"
+    log.info("%s: %s (%d upload(s), %d deletion(s))", repo_id, result["action"], len(result["uploaded"]),
+             len(result["deleted"]))
     return result
-
-
-def _remote_files(api: HfApi, repo_id: str, repo_type: str) -> dict[str, RepoFile]:
-    tree = api.list_repo_tree(repo_id, recursive=True, repo_type=repo_type)
-    return {item.path: item for item in tree if isinstance(item, RepoFile)}

@@ -1,0 +1,226 @@
+"""The experiment's results dataset: Parquet configs ``runs`` and ``items`` plus a card, loadable with ``datasets``.
+
+Layout (one commit, like every repo :mod:`cpqs_bench.publish.hub` pushes)::
+
+    README.md                 dataset card; YAML ``configs:`` so ``load_dataset(repo_or_folder, "runs")`` works
+    data/runs.parquet         one row per arm × seed × task (the numbers the leaderboard aggregates)
+    data/items.parquet        one row per arm × seed × task × item (every statistic can be recomputed from these)
+    summary.json              the leaderboard JSON (statistics: CIs, paired tests)
+    leaderboards/*            the leaderboard's Markdown / JSON / PNG
+    page/index.html           the static leaderboard page (opens from disk)
+
+Parquet is written with pyarrow and an explicit schema (stable column types, nullable seed for the base model);
+the bytes are deterministic for the same inputs, so an unchanged re-publish makes no commit.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from cpqs_bench.io import read_json, read_jsonl, write_text
+
+RUNS_SCHEMA = pa.schema([
+    pa.field("experiment", pa.string(), False, {"description": "experiment name"}),
+    pa.field("arm", pa.string(), False, {"description": "arm: the data selector (base = no fine-tuning)"}),
+    pa.field("seed", pa.int64(), True, {"description": "experiment seed (null for the base model)"}),
+    pa.field("task", pa.string(), False, {"description": "lm-eval task name"}),
+    pa.field("domain", pa.string(), False, {"description": "task domain (task YAML metadata.domain)"}),
+    pa.field("dataset_id", pa.string(), True, {"description": "Hub id of the evaluation dataset"}),
+    pa.field("metric", pa.string(), False, {"description": "the task's metric"}),
+    pa.field("value", pa.float64(), False, {"description": "metric value, fraction in [0, 1]"}),
+    pa.field("n_items", pa.int64(), False, {"description": "items evaluated"}),
+    pa.field("model_id", pa.string(), True, {"description": "base model"}),
+    pa.field("selector", pa.string(), True, {"description": "selector that picked the fine-tuning data"}),
+    pa.field("budget_k", pa.int64(), True, {"description": "examples the selector was asked to keep"}),
+    pa.field("kept", pa.int64(), True, {"description": "examples it kept"}),
+    pa.field("recipe_hash", pa.string(), True, {"description": "fine-tuning recipe hash (equal across arms)"}),
+    pa.field("config_hash", pa.string(), True, {"description": "resolved config hash"}),
+    pa.field("commit", pa.string(), True, {"description": "git commit of cpqs-bench"}),
+    pa.field("adapter_repo", pa.string(), True, {"description": "Hub repo of the arm's adapter"}),
+])
+ITEMS_SCHEMA = pa.schema([
+    pa.field("experiment", pa.string(), False, {"description": "experiment name"}),
+    pa.field("arm", pa.string(), False, {"description": "arm"}),
+    pa.field("seed", pa.int64(), True, {"description": "experiment seed (null for the base model)"}),
+    pa.field("task", pa.string(), False, {"description": "lm-eval task name"}),
+    pa.field("doc_id", pa.string(), False, {"description": "item id within the task (as text)"}),
+    pa.field("item_id", pa.string(), True, {"description": "the dataset's own id of the item, when it has one"}),
+    pa.field("score", pa.float64(), True, {"description": "the item's score in [0, 1] (1 = correct / passed)"}),
+    pa.field("prediction", pa.string(), True, {"description": "the model's output"}),
+    pa.field("extracted", pa.string(), True, {"description": "the answer the scorer extracted from it"}),
+])
+CONFIGS = [
+    {"config_name": "runs", "data_files": [{"split": "train", "path": "data/runs.parquet"}], "default": True},
+    {"config_name": "items", "data_files": [{"split": "train", "path": "data/items.parquet"}]},
+]
+
+
+def _text(v: Any) -> str | None:
+    if v is None:
+        return None
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, sort_keys=True)
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _commit(m: Mapping[str, Any]) -> str | None:
+    git = m.get("git")
+    if isinstance(git, dict):
+        c = git.get("commit")
+        return None if c is None else f"{c}{'+dirty' if git.get('dirty') else ''}"
+    return _text(m.get("commit"))
+
+
+def collect_rows(experiment: str, eval_dirs: Sequence[str | os.PathLike],
+                 facts: Mapping[str, Mapping[str, Any]], adapter_repos: Mapping[str, str] | None = None
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``runs`` and ``items`` rows from evaluation directories (``manifest.json``, ``metrics.json``, ``items.jsonl``)."""
+    runs, items = [], []
+    for d in eval_dirs:
+        d = Path(d)
+        m, metrics = read_json(d / "manifest.json"), read_json(d / "metrics.json")
+        arm, seed = str(m.get("arm", d.name)), _int(m.get("seed"))
+        key = arm if seed is None else f"{arm}-s{seed}"
+        info = m.get("arm_info") if isinstance(m.get("arm_info"), dict) else {}
+        rows = read_jsonl(d / "items.jsonl") if (d / "items.jsonl").exists() else []
+        for task in sorted(metrics):
+            value = metrics[task]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{d / 'metrics.json'}: metric {task!r} is not a number: {value!r}")
+            f = facts.get(task) or {}
+            task_items = [r for r in rows if r.get("task") == task]
+            runs.append({
+                "experiment": experiment, "arm": arm, "seed": seed, "task": task,
+                "domain": str(f.get("domain") or "other"), "dataset_id": f.get("dataset_id"),
+                "metric": str(f.get("metric") or "score"), "value": float(value),
+                "n_items": int((m.get("n_items") or {}).get(task, len(task_items))
+                               if isinstance(m.get("n_items"), dict) else len(task_items)),
+                "model_id": _text(m.get("model_id")), "selector": _text(info.get("selector") or (None if arm == "base" else arm)),
+                "budget_k": _int(info.get("budget_k")), "kept": _int(info.get("kept")),
+                "recipe_hash": _text(m.get("recipe_hash")), "config_hash": _text(m.get("config_hash")),
+                "commit": _commit(m), "adapter_repo": (adapter_repos or {}).get(key),
+            })
+            for r in task_items:
+                score = r.get("score", r.get("correct"))
+                items.append({
+                    "experiment": experiment, "arm": arm, "seed": seed, "task": task,
+                    "doc_id": str(r.get("doc_id")), "item_id": _text(r.get("item_id")),
+                    "score": float(score) if isinstance(score, (int, float)) else None,
+                    "prediction": _text(r.get("prediction")), "extracted": _text(r.get("extracted")),
+                })
+    runs.sort(key=lambda r: (r["arm"], r["seed"] is not None, r["seed"] or 0, r["task"]))
+    items.sort(key=lambda r: (r["arm"], r["seed"] is not None, r["seed"] or 0, r["task"], r["doc_id"]))
+    return runs, items
+
+
+def write_parquet(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, path: Path) -> None:
+    table = pa.Table.from_pylist(list(rows), schema=schema)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd", write_statistics=False)
+    os.replace(tmp, path)
+
+
+def _schema_table(schema: pa.Schema) -> list[str]:
+    lines = ["| column | type | description |", "|---|---|---|"]
+    for f in schema:
+        desc = (f.metadata or {}).get(b"description", b"").decode()
+        lines.append(f"| `{f.name}` | {f.type}{'' if f.nullable else ', not null'} | {desc} |")
+    return lines
+
+
+def build_results_card(experiment: str, runs: Sequence[Mapping[str, Any]], facts: Mapping[str, Mapping[str, Any]],
+                       leaderboard_names: Sequence[str], pool: str | None = None,
+                       repo_id: str | None = None) -> DatasetCard:
+    tasks = sorted({r["task"] for r in runs})
+    arms = sorted({r["arm"] for r in runs})
+    data = DatasetCardData(
+        pretty_name=f"cpqs-bench results: {experiment}", license="other",
+        tags=["cpqs-bench", "evaluation", "data-selection", "leaderboard"], configs=CONFIGS,
+    )
+    licences = []
+    for t in tasks:
+        f = facts.get(t) or {}
+        licences.append(f"* `{t}`: {f.get('dataset_id') or 'no Hub dataset id'}, licence "
+                        f"{f.get('license') or 'unknown (see the source)'}")
+    text = [
+        f"# cpqs-bench results: {experiment}", "",
+        "Evaluation results of instruction-tuning data selectors compared end to end by "
+        "cpqs-bench: each arm's selector picks a budget of examples from one candidate pool, a "
+        "LoRA adapter is fine-tuned on them with one fixed recipe (same recipe hash for every arm), and the adapter is "
+        "evaluated with lm-evaluation-harness. Arms differ only in their data.", "",
+        "```python", "from datasets import load_dataset",
+        f'runs = load_dataset("{repo_id or "<this repo or folder>"}", "runs", split="train")    # {len(runs)} rows',
+        f'items = load_dataset("{repo_id or "<this repo or folder>"}", "items", split="train")  # per-item outcomes',
+        "```", "",
+        f"Arms: {', '.join(arms) or 'none'}. Tasks: {', '.join(tasks) or 'none'}.", "",
+        "## How the numbers were produced", "",
+        "* `runs.value` is the task's metric (the task YAML's `metric_list`; fraction in [0, 1]) for one arm and seed.",
+        "* `items.score` is each item's score; `runs.value` is its mean over the task's items.",
+        "* `summary.json` holds the statistics of the leaderboard: means over seeds, 95% percentile bootstrap CIs over "
+        "items, paired sign-flip permutation tests against the reference arms.",
+        "* Provenance (commit, config hash, recipe hash, model) is in every `runs` row; the model repos hold the "
+        "adapters, their selections and manifests.", "",
+        "## Configs", "", "### `runs`", "", *_schema_table(RUNS_SCHEMA), "", "### `items`", "",
+        *_schema_table(ITEMS_SCHEMA), "",
+        "## Files", "",
+        f"* `leaderboards/`: {', '.join(f'`{n}`' for n in leaderboard_names) or '(none)'}; `page/index.html`: the "
+        "static leaderboard page (opens from disk, no network).", "",
+        "## Licence of the underlying data", "",
+        "The `items` config contains model outputs on the evaluation datasets below, which keep their own licences; "
+        "these results are released under the same terms. The fine-tuning pool"
+        + (f" (`{pool}`)" if pool else "") + " is not redistributed here.", "", *licences, "",
+    ]
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(text))
+
+
+def build_results_folder(
+    experiment: str,
+    eval_dirs: Sequence[str | os.PathLike],
+    leaderboard_files: Sequence[str | os.PathLike],
+    summary_json: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    facts: Mapping[str, Mapping[str, Any]],
+    adapter_repos: Mapping[str, str] | None = None,
+    page: str | os.PathLike | None = None,
+    pool: str | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    """Assemble the results dataset folder (see the module docstring). Returns ``out_dir``."""
+    from cpqs_bench.publish.hub import _build_dir, _copy_file
+
+    out_dir, summary_json = Path(out_dir), Path(summary_json)
+    leaderboards = [Path(p) for p in leaderboard_files]
+    for path in [summary_json, *leaderboards, *([Path(page)] if page else [])]:
+        if not path.is_file():
+            raise FileNotFoundError(f"results file missing: {path}")
+    names = [p.name for p in leaderboards]
+    if len(set(names)) != len(names):
+        raise ValueError(f"leaderboard files must have distinct names, got {names}")
+    try:
+        json.loads(summary_json.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{summary_json}:{e.lineno}: not valid JSON: {e.msg}") from e
+    runs, items = collect_rows(experiment, eval_dirs, facts, adapter_repos)
+    card = build_results_card(experiment, runs, facts, names, pool, repo_id)
+
+    def fill(tmp: Path) -> None:
+        write_parquet(runs, RUNS_SCHEMA, tmp / "data" / "runs.parquet")
+        write_parquet(items, ITEMS_SCHEMA, tmp / "data" / "items.parquet")
+        _copy_file(summary_json, tmp / "summary.json")
+        for path in leaderboards:
+            _copy_file(path, tmp / "leaderboards" / path.name)
+        if page:
+            _copy_file(Path(page), tmp / "page" / "index.html")
+        write_text(tmp / "README.md", str(card))
+
+    return _build_dir(out_dir, fill)
