@@ -114,11 +114,13 @@ def test_the_old_eos_start_is_gone_for_chat_models_without_bos():
     r = prompts.render(tok, POOL[0], "chat", train_eot=False)
     for kind in ifd_mod.CONTEXTS:
         c = ifd_mod.direct_context(tok, "chat", None, kind)
-        (_, _), (unc, _) = ifd_mod.passes(r, c)
+        (_, _), (unc, _) = ifd_mod.passes(r, c, tok)
         assert unc[0] != tok.eos_token_id
     cherry = ifd_mod.direct_context(tok, "chat", None, "cherry")
-    assert tok.decode(cherry.ids(r.prompt_ids)) == "<|im_start|>assistant\n"
-    assert ifd_mod.direct_context(tok, "chat", None, "superfiltering").ids(r.prompt_ids) == ()
+    assert tok.decode(cherry.ids(r.prompt_ids, tok)) == "<|im_start|>assistant\n"
+    got = cherry.ids(r.prompt_ids, tok)
+    assert got == tuple(r.prompt_ids[-len(got):])  # the prompt's own header tokens
+    assert ifd_mod.direct_context(tok, "chat", None, "superfiltering").ids(r.prompt_ids, tok) == ()
 
 
 def test_default_bos_is_read_from_the_tokenizer_not_assumed():

@@ -100,20 +100,25 @@ class Losses:
 # ------------------------------------------------------------------------------------------------ token layout
 @dataclass(frozen=True)
 class DirectContext:
-    """The unconditioned pass's context: ``bos`` (the tokenizer's default) then the header, whose encodings are
-    tried in order and the first that ends the conditioned prompt is used (so the header tokens are the very tokens
-    the conditioned pass sees before the answer, e.g. with or without a trailing space the answer absorbed)."""
+    """The unconditioned pass's context: ``bos`` (the tokenizer's default) then the response ``header``.
+
+    The header tokens are taken from the conditioned prompt itself when its last tokens spell the header (the
+    shortest such suffix), so they are the very tokens the conditioned pass sees before the answer (with or
+    without the space a SentencePiece answer absorbed); otherwise the header is encoded on its own."""
 
     kind: str
     bos: tuple[int, ...]
-    header_variants: tuple[tuple[int, ...], ...]
+    header: str
+    header_ids: tuple[int, ...]
 
-    def ids(self, prompt_ids: Sequence[int]) -> tuple[int, ...]:
-        prompt_ids = tuple(prompt_ids)
-        for h in self.header_variants:
-            if h and prompt_ids[-len(h):] == h:
-                return self.bos + h
-        return self.bos + (self.header_variants[0] if self.header_variants else ())
+    def ids(self, prompt_ids: Sequence[int], tokenizer: Any = None) -> tuple[int, ...]:
+        want = self.header.strip()
+        if want and tokenizer is not None:
+            prompt_ids = tuple(prompt_ids)
+            for k in range(1, min(len(prompt_ids), len(self.header_ids) + 8) + 1):
+                if tokenizer.decode(prompt_ids[-k:]).strip() == want:
+                    return self.bos + prompt_ids[-k:]
+        return self.bos + self.header_ids
 
 
 def direct_context(tok: Any, template: str, system_prompt: str | None, kind: str) -> DirectContext:
@@ -122,17 +127,13 @@ def direct_context(tok: Any, template: str, system_prompt: str | None, kind: str
         raise ValueError(f"IFD direct-answer context must be one of {CONTEXTS}, got {kind!r}")
     bos = templates.default_bos_ids(tok)
     if kind == "superfiltering":
-        return DirectContext(kind, bos, ())
+        return DirectContext(kind, bos, "", ())
     header = prompts.response_header(tok, template, system_prompt)
-    variants = []
-    for text in (header, header.rstrip(" ")):
-        ids = tuple(tok(text, add_special_tokens=False)["input_ids"]) if text else ()
-        if ids not in variants:
-            variants.append(ids)
-    return DirectContext(kind, bos, tuple(variants))
+    header_ids = tuple(tok(header, add_special_tokens=False)["input_ids"]) if header.strip() else ()
+    return DirectContext(kind, bos, header, header_ids)
 
 
-def passes(rendered: prompts.Rendered, context: Sequence[int] | DirectContext
+def passes(rendered: prompts.Rendered, context: Sequence[int] | DirectContext, tokenizer: Any = None
            ) -> tuple[tuple[tuple[int, ...], int], tuple[tuple[int, ...], int]] | None:
     """((conditioned ids, first scored position), (unconditioned ids, first scored position)), or None when no
     response token can be scored in both passes.
@@ -140,7 +141,7 @@ def passes(rendered: prompts.Rendered, context: Sequence[int] | DirectContext
     The scored tokens are the same ids in both: the whole response, or — when either pass has nothing before
     ``r_1`` (an empty direct-answer context, or an empty prompt prefix) — the response from ``r_2`` on.
     """
-    ctx = tuple(context.ids(rendered.prompt_ids) if isinstance(context, DirectContext) else context)
+    ctx = tuple(context.ids(rendered.prompt_ids, tokenizer) if isinstance(context, DirectContext) else context)
     ids, start = rendered.input_ids[: rendered.response_end], rendered.response_start
     response = rendered.response_ids
     skip = 1 if (start == 0 or not ctx) else 0
@@ -233,7 +234,7 @@ def score_shard(model: Any, tok: Any, examples: Sequence[Example], s: IFDSetting
     jobs: list[tuple[int, int, tuple[int, ...], int]] = []  # (example index, pass 0=cond/1=uncond, ids, start)
     for i, r in enumerate(rendered):
         if isinstance(r, prompts.Rendered):
-            both = passes(r, context)
+            both = passes(r, context, tok)
             if both is None:
                 rendered[i] = UNDEFINED
                 continue
