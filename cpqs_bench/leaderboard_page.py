@@ -228,7 +228,7 @@ def page_data(doc: Mapping[str, Any], extras: Mapping[str, Any] | None = None,
         "power": doc.get("power") if doc.get("power") is not None else summary.get("power"),
         "tasks": [{"name": t, **{k: v for k, v in facts.get(t, {}).items()}} for t in tasks],
         "domains": [{"name": d, "tasks": ts} for d, ts in domains.items()],
-        "arms": arm_rows, "cells": cells, "provenance": provenance, "items": extras.get("items") or {},
+        "arms": arm_rows, "arm_order": arms, "cells": cells, "provenance": provenance, "items": extras.get("items") or {},
         "extra_keys": sorted(k for k in doc if k not in known),
     }
 

@@ -53,7 +53,7 @@ def make_run(root: Path, experiment: str = "exp", arms=ARMS, seeds=SEEDS, tasks=
             "config_hash": "cfg0123", "model_id": "tiny/model", "seeds": list(seeds), "arm_info": info,
             "data_sha256": {"pool": "ab" * 32}, "n_items": {t: n_items for t in tasks},
             "tasks": {t: {"task": t, "metric": "exact_match" if "gsm8k" in t else "pass@1"} for t in tasks},
-            "git": {"commit": "c0ffee" * 6 + "abcd", "dirty": False},
+            "git": {"sha": "c0ffee" * 6 + "abcd", "dirty": False},
             "packages": {"torch": "2.0", "transformers": "5.0", "peft": "0.1", "trl": "1.0", "lm-eval": "0.4"},
             "hardware": {"cpu": "test", "cpus": 2}})
         (ev / "DONE").write_text("done\n")

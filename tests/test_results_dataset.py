@@ -58,6 +58,7 @@ def test_datasets_loads_both_configs_and_numbers_match(dry, tmp_path):
         assert row["domain"] == ("math" if "gsm8k" in row["task"] else "code")
         assert (row["adapter_repo"] is None) == (row["arm"] == "base")
     assert {r["dataset_id"] for r in runs} == {"openai/gsm8k", "openai/openai_humaneval"}
+    assert {r["commit"] for r in runs} == {"c0ffee" * 6 + "abcd"} and {r["model_id"] for r in runs} == {"tiny/model"}
     base = [r for r in runs if r["arm"] == "base"]
     assert base and all(r["seed"] is None and r["budget_k"] is None for r in base)
     assert {r["budget_k"] for r in runs if r["arm"] == "cpqs"} == {4}

@@ -19,11 +19,23 @@
     (children || []).forEach(function (c) { if (c) e.appendChild(typeof c === "string" ? document.createTextNode(c) : c); });
     return e;
   }
-  function pct(x) { return x === null || x === undefined ? "—" : (100 * x).toFixed(1); }
-  function pp(x) { return x === null || x === undefined ? "—" : (x > 0 ? "+" : x < 0 ? "−" : "±") + Math.abs(100 * x).toFixed(1); }
+  // One decimal exactly as Python's format() does it (the Markdown leaderboard's numbers): correctly rounded, and
+  // exact ties to even. toFixed breaks ties upwards; a one-decimal tie is exactly representable only as k/4 (odd k).
+  function fix1(v) {
+    var a = Math.abs(v), q = 4 * a;
+    if (Number.isInteger(q) && q % 2 === 1) {
+      var n = Math.floor(a * 10);
+      if (n % 2 === 1) n += 1;
+      return (v < 0 ? "-" : "") + (n / 10).toFixed(1);
+    }
+    return v.toFixed(1);
+  }
+  function pct(x) { return x === null || x === undefined ? "—" : fix1(100 * x); }
+  function pp(x) { return x === null || x === undefined ? "—" : (x > 0 ? "+" : x < 0 ? "−" : "±") + fix1(Math.abs(100 * x)); }
   function pval(p) { return p === null || p === undefined ? "—" : (p >= 0.001 ? p.toFixed(3) : p.toExponential(1)); }
   function short(v) {
     if (v === null || v === undefined || v === "") return "missing";
+    if (Array.isArray(v)) return v.map(short).join(", ");
     if (typeof v === "object") return Object.keys(v).sort().map(function (k) { return k + "=" + short(v[k]); }).join(", ");
     return String(v);
   }
@@ -72,12 +84,9 @@
     return null;
   }
   function armsOf(domain) {
-    var seen = {};
-    var out = Object.keys(D.arms).filter(function (arm) {
+    return (D.arm_order || Object.keys(D.arms)).filter(function (arm) {  // the leaderboard's order until sorted
       return domain.tasks.some(function (t) { return cell(t, arm); });
     });
-    out.forEach(function (a) { seen[a] = 1; });
-    return out;
   }
   function visible(arm) {
     var a = D.arms[arm] || {};

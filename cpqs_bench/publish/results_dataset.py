@@ -72,11 +72,13 @@ def _int(v: Any) -> int | None:
 
 
 def _commit(m: Mapping[str, Any]) -> str | None:
+    """``commit``, or ``git.sha`` as :mod:`cpqs_bench.provenance` writes it (``+dirty`` for a dirty tree)."""
+    if m.get("commit"):
+        return _text(m["commit"])
     git = m.get("git")
-    if isinstance(git, dict):
-        c = git.get("commit")
-        return None if c is None else f"{c}{'+dirty' if git.get('dirty') else ''}"
-    return _text(m.get("commit"))
+    if isinstance(git, dict) and git.get("sha"):
+        return f"{git['sha']}{'+dirty' if git.get('dirty') else ''}"
+    return None
 
 
 def collect_rows(experiment: str, eval_dirs: Sequence[str | os.PathLike],
