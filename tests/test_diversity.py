@@ -110,3 +110,21 @@ def test_encoder_shares_the_model_cache_without_breaking_tokenizer_lookup(tmp_pa
     ctx = ScoringContext(cfg, tmp_path, _cache=cache)
     assert diversity._encoder(ctx, "sentence-transformers/all-MiniLM-L6-v2")[0] is model
     assert len(cache) == 2 and ctx.tokenizer() is tok
+
+
+def test_embeddings_are_computed_once_per_run(tmp_path, monkeypatch):
+    from cpqs_bench.selectors import diversity
+
+    calls = []
+    real = diversity._embed
+    monkeypatch.setattr(diversity, "_embed", lambda todo, ctx: calls.append(len(todo)) or real(todo, ctx))
+    cfg = contract_config()
+    loader = tiny_loader()
+    a = registry.get("kcenter").score(contract_examples(), ScoringContext(cfg, tmp_path / "k", loader=loader,
+                                                                           shared_workdir=tmp_path / "s"))
+    b = registry.get("facility_location").score(contract_examples(), ScoringContext(
+        cfg, tmp_path / "f", loader=loader, shared_workdir=tmp_path / "s"))
+    assert calls == [8] and len(a) == len(b) == 10
+    again = registry.get("kcenter").score(list(reversed(contract_examples())), ScoringContext(
+        cfg, tmp_path / "k2", loader=loader, shared_workdir=tmp_path / "s"))
+    assert calls == [8] and {r.id: r.score for r in again} == pytest.approx({r.id: r.score for r in a}, nan_ok=True)

@@ -111,13 +111,38 @@ def _text(ex: Example, which: str) -> str:
 
 def embed_examples(examples: Sequence[Example], ctx: ScoringContext) -> dict[str, np.ndarray]:
     """id -> L2-normalised embedding for every example that has one (empty responses and examples the length
-    policy drops have none)."""
+    policy drops have none). Stored in ``ctx.shared("embeddings")`` keyed by the settings and the examples'
+    content, so ``kcenter`` and ``facility_location`` of one run (and a resumed run) embed once."""
+    from cpqs_bench.io import stable_hash
+
+    dcfg = ctx.config.selectors.diversity
+    todo = sorted((ex for ex in examples if not is_empty_response(ex)), key=lambda ex: ex.id)  # order-free batches
+    p = ctx.config.prompt
+    key = stable_hash({"diversity": [dcfg.embedding, dcfg.text, dcfg.max_length], "model": ctx.config.model.id,
+                       "revision": ctx.config.model.revision, "dtype": ctx.config.model.dtype,
+                       "prompt": [p.template, p.system_prompt, p.max_length],
+                       "loader": None if ctx.loader is None else repr(ctx.model(
+                           dcfg.embedding if dcfg.embedding != "target" else None)[2]),  # a custom loader's weights
+                       "examples": [ex.id + ":" + ex.content_key() for ex in todo]}, 24)
+    path = ctx.shared("embeddings") / f"emb-{key}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            return {str(i): z["emb"][n] for n, i in enumerate(z["ids"])}
+    got = _embed(todo, ctx)
+    ids = sorted(got)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, ids=np.array(ids, dtype=str),
+             emb=np.stack([got[i] for i in ids]) if ids else np.zeros((0, 1), dtype=np.float32))
+    tmp.replace(path)
+    return got
+
+
+def _embed(todo: Sequence[Example], ctx: ScoringContext) -> dict[str, np.ndarray]:
     import torch
 
     from cpqs_bench import features
 
     dcfg = ctx.config.selectors.diversity
-    todo = sorted((ex for ex in examples if not is_empty_response(ex)), key=lambda ex: ex.id)  # order-free batches
     if dcfg.embedding != "target":
         model, tok = _encoder(ctx, dcfg.embedding)
         mat = embed_texts(model, tok, [_text(ex, dcfg.text) for ex in todo], dcfg.max_length, dcfg.batch_size)
