@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cpqs_bench.leaderboard_page import page_data, read_page_data, task_facts, write_index, write_pages
-from fake_run import ARMS, SEEDS, make_run
+from cpqs_bench.leaderboard_page import read_page_data, task_facts, write_index, write_pages
+from fake_run import ARMS, make_run
 
 REPO = Path(__file__).resolve().parent.parent
 

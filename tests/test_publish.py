@@ -7,12 +7,11 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from huggingface_hub import DatasetCard, ModelCard
+import yaml
+from huggingface_hub import ModelCard
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.repocard import metadata_load
-
-import yaml
 
 from cpqs_bench.publish import hub as P
 from cpqs_bench.publish.config import PublishConfig
