@@ -7,7 +7,7 @@
 * **limit** — just the two forwards with the LM head (full logits, nothing else), in the best dtype, over the same
   sequences, at the best of several batch sizes.
 
-Prints samples/s for each and the ratios pipeline/limit (target >= 0.85) and pipeline/cherry. Also checks that the
+Prints samples/s for each and the ratios pipeline/limit (target >= 0.95) and pipeline/cherry. Also checks that the
 pipeline and the loop agree on the scores (they compute the same quantity; bf16 vs fp32 differ slightly).
 
     .venv/bin/python benchmarks/bench_ifd.py --n 40 [--model embedded] [--out bench_ifd.json]
@@ -27,20 +27,20 @@ from cpqs_bench import models, prompts
 from cpqs_bench.config import load_config, replace
 from cpqs_bench.data.pool import read_pool
 from cpqs_bench.selectors.base import ScoringContext
-from cpqs_bench.selectors.ifd import IFDSelector, passes, start_token_id
+from cpqs_bench.selectors.ifd import IFDSelector, direct_context, passes
 
 
 def cherry_loop(model: Any, tok: Any, examples: list, template: str, max_length: int) -> list[float]:
     """One sample at a time; two full forwards; per-token CE in a Python loop (Cherry_LLM's shape), fp32."""
     out = []
-    start_id = start_token_id(tok)
+    context = direct_context(tok, template, None, IFDSelector.default_context)
     for ex in examples:
         r = prompts.render(tok, ex, template, train_eot=False, max_length=max_length)
         if r is None:
             out.append(float("nan"))
             continue
         means = []
-        for ids, first in passes(r, start_id):
+        for ids, first in passes(r, context, tok) or ():
             with torch.no_grad():
                 logits = model(torch.tensor([ids])).logits[0]
             losses = []
@@ -91,12 +91,13 @@ def main() -> None:
     device = info.device
     print(f"model {info.spec} dtype {info.dtype} device {device}; {len(examples)} samples; template {template}; "
           f"max_length {max_length}; torch threads {torch.get_num_threads()}")
-    start_id = start_token_id(tok)
+    context = direct_context(tok, template, cfg.prompt.system_prompt, IFDSelector.default_context)
     seqs = []
     for ex in examples:
         r = prompts.render(tok, ex, template, train_eot=False, max_length=max_length)
-        if r is not None:
-            seqs += [ids for ids, _ in passes(r, start_id)]
+        both = passes(r, context, tok) if r is not None else None
+        if both is not None:
+            seqs += [ids for ids, _ in both]
     # warm-up (kernels, allocator) on a few samples for every path
     limit_forwards(fast, seqs[:4], 4, tok.pad_token_id)
 
