@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -85,11 +86,12 @@ def task_facts(tasks: Iterable[str], manifests: Sequence[Mapping[str, Any]] = ()
     """Per task: ``domain``, ``metric``, ``higher_is_better``, ``dataset_id``, ``dataset_name``, ``license``.
 
     Sources, first wins per field: the evaluation manifests' ``tasks`` entries (what the harness read from the task
-    config), the task YAML's ``metadata`` in ``folders`` (default: the project's ``tasks/``), the facts of the
-    project's own data loaders (``custom_dataset``), else ``domain="other"`` and no dataset id.
+    config, including a user's ``evaluate.include_path`` tasks), the task YAML's ``metadata`` in ``folders``
+    (default: the project's task folder; ``include:`` chains followed), the facts of the project's own data loaders
+    (``custom_dataset``), else ``domain="other"`` and no dataset id.
     """
-    if folders is None:
-        folders = [Path(__file__).resolve().parent.parent / "tasks"]
+    if folders is None:  # the project's task folder, as the harness finds it ($CPQS_TASKS_DIR, else tasks/)
+        folders = [Path(os.environ.get("CPQS_TASKS_DIR") or Path(__file__).resolve().parent.parent / "tasks")]
     folder_paths = [Path(f) for f in folders if Path(f).is_dir()]
     out: dict[str, dict[str, Any]] = {}
     for task in tasks:
