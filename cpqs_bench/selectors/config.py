@@ -49,6 +49,8 @@ class SelectorsConfig:
     bottom_arms: tuple[str, ...] = ("cpqs",)  # selectors that also get a bottom-k sanity arm
     batch_size: int = 8
     seed: int = 0
+    random_per_seed: bool = True  # the random arm's subset is redrawn per experiment seed (false: pinned to `seed`)
+    min_kept: Literal["warn", "error"] = "warn"  # an arm whose selector excluded examples keeps fewer than k
     drop_ifd_ge_1: bool = True  # both IFD papers drop samples with IFD >= 1 before ranking
     proxy_model: str = "gpt2"  # Superfiltering's small proxy (the smoke preset uses the embedded model offline)
     proxy_template: str = "none"
