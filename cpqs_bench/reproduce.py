@@ -321,7 +321,10 @@ class Experiment:
         out_dir = LEADERBOARD_DIR if cfg.experiment.name in _COMMITTED else self.root / cfg.experiment.name / "leaderboards"
 
         def run() -> dict[str, Path]:
+            from cpqs_bench.leaderboard_page import write_pages
+
             board = leaderboard.main(eval_dirs, out_dir, cfg.experiment.name, cfg.experiment.description or None)
+            board["html"] = write_pages(Path(board["json"]), out_dir, eval_dirs=eval_dirs)
             return board
 
         return self.pipe.step_always(f"leaderboard: statistics over {len(eval_dirs)} evaluations", run)
