@@ -136,6 +136,19 @@ def main() -> None:
             t_cherry = min(t_cherry, t)
             print(f"[round {rnd}] cherry loop: {len(examples) / t:.3f} samples/s", flush=True)
     best_bs = min(limits, key=limits.get)
+    # padding waste, deterministic (not subject to machine load): padded / real tokens of the pipeline's batches
+    # (ifd.batches over the length-sorted passes of each shard) and of the limit's batches at its best size
+    from cpqs_bench.selectors.ifd import SHARD_SIZE, batches
+
+    real = sum(len(x) for x in seqs)
+    pipe_padded = 0
+    for k in range(0, len(seqs), 2 * SHARD_SIZE):  # two passes per example, one shard at a time
+        jobs = sorted([(0, 0, x, 1) for x in seqs[k: k + 2 * SHARD_SIZE]], key=lambda j: -len(j[2]))
+        for b in batches(jobs, max_seqs=2 * cfg.selectors.batch_size,
+                         max_tokens=cfg.selectors.batch_size * max_length):
+            pipe_padded += len(b) * len(b[0][2])
+    ordered = sorted(seqs, key=len, reverse=True)
+    limit_padded = sum(len(ordered[i]) * len(ordered[i: i + best_bs]) for i in range(0, len(ordered), best_bs))
     t_limit = limits[best_bs]
     result: dict[str, Any] = {
         "n": len(examples), "model": info.spec, "dtype": info.dtype, "device": device, "rounds": args.rounds,
@@ -143,6 +156,7 @@ def main() -> None:
         "limit_samples_per_s": len(examples) / t_limit, "limit_best_batch_seqs": best_bs,
         "limit_by_batch_samples_per_s": {b: len(examples) / t for b, t in limits.items()},
         "pipeline_over_limit": t_limit / t_pipe,
+        "pipeline_padding_waste": pipe_padded / real - 1.0, "limit_padding_waste": limit_padded / real - 1.0,
     }
     if slow is not None:
         result["cherry_samples_per_s"] = len(examples) / t_cherry
