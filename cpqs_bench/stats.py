@@ -1,32 +1,53 @@
-"""Statistics across arms × seeds: seed means, paired bootstrap CIs and sign-flip permutation tests.
+"""Statistics across arms × seeds: hierarchical paired bootstrap CIs, item- and seed-level sign-flip tests, power.
 
 Why paired, per item: every arm is evaluated on the same benchmark items, so the item-to-item variation (some
-GSM8K problems are simply hard) cancels in per-item differences. Comparing task means alone would hide that and
-either overstate or understate a selector's effect. Seeds are averaged per item first, so a comparison asks
-"does this selection beat the reference on the same questions, averaged over training noise?".
+GSM8K problems are simply hard) cancels in per-item differences. Why hierarchical: a fine-tuning run is itself a
+random draw (LoRA init, data order), so a lucky seed must not read as a selector effect. For a comparison "arm vs
+reference" on one task the unit of data is the matrix ``D[s, i] = arm_s(i) − ref_s(i)`` over paired seeds ``s``
+(the same experiment seed on both sides; a single-run side such as ``base`` is broadcast against every seed of the
+other) and paired items ``i``. From it:
+
+* Δ = mean of D; its CI is a **hierarchical (two-stage, crossed) paired bootstrap**: resample the seeds (rows) with
+  replacement, then the items (columns) with replacement, and take the mean of the resampled sub-matrix
+  (:func:`hierarchical_bootstrap_means`). With a single seed it reduces to the item bootstrap.
+* item-level test: exact / Monte-Carlo sign-flip permutation over the per-item differences averaged over seeds
+  (:func:`sign_flip_pvalue`), i.e. conditional on the drawn seeds;
+* seed-level test: exact sign-flip over the per-seed mean differences (rows of D averaged over items).
+* power (:func:`attainable_p`, :func:`min_detectable_effect`): the smallest p the exact sign-flip test can give
+  for m non-zero differences (2 / 2**m, two-sided) and the minimum detectable effect at 80 % power from the
+  observed sd of the item differences (normal approximation).
+
+Verdict (▲ better / ▼ worse, in the metric's own direction): only when at least ``MIN_SEEDS_FOR_VERDICT`` (3)
+paired seeds exist, the hierarchical CI excludes 0, the item-level p < alpha and the seed-level test agrees. The
+seed-level test "agrees" when its p < alpha, or — since with S seeds its smallest p is 2 / 2**S, which is ≥ 0.05
+for S ≤ 5 — when every seed's mean difference has the sign of Δ (its p is then the smallest attainable). With fewer
+than 3 seeds the label is "seed variation not estimable"; when the item test cannot reach alpha at all, the label is
+"cannot reach α (n = m)", never "n.s.". All inference is conditional on the evaluation items and the drawn seeds: it
+says nothing about other benchmarks or about seeds beyond what the seed bootstrap/test can see.
 
 Inputs (written by the evaluation stage), one directory per (arm, seed):
 
 ``eval_dir/manifest.json``
     A JSON object. Required keys: ``arm`` (non-empty str: "base", "full", "random", "longest", "ifd",
     "superfiltering", "cpqs", "cpqs-bottom", or a plugin name), ``seed`` (int, or null for "base"),
-    ``recipe_hash`` (str; null only for "base", which is not fine-tuned). Provenance keys read by the leaderboard
-    (all optional, shown as "missing" when absent): ``commit`` (or ``git: {sha, dirty}`` as written by
-    ``cpqs_bench.provenance``), ``config_hash``, ``data_sha256`` ({name: sha256}), ``model_id``, ``model_revision``,
-    ``package_versions`` or ``packages`` ({package: version}), ``hardware`` (str or object), ``seeds`` (object or
-    list).
+    ``recipe_hash`` (str; null only for "base", which is not fine-tuned). Optional: ``tasks`` ({task: {metric,
+    higher_is_better, proxy, domain}} as written by :mod:`cpqs_bench.evaluate.harness`), ``arm_info`` ({kept,
+    budget_k, selector, total}) and the provenance keys read by the leaderboard.
 ``eval_dir/items.jsonl``
-    One JSON object per line: ``{"task": str, "doc_id": str|int, "correct": bool|number in [0, 1], ...}`` — the
-    per-item correctness (GSM8K exact match, HumanEval pass@1). Extra keys are ignored. ``(task, doc_id)`` must be
-    unique within the file.
+    One JSON object per line: ``{"task": str, "doc_id": str|int, "correct": bool|finite number, ...}`` — the
+    per-item value of the task's metric (exact match, pass@1, or a continuous proxy such as a mean per-token NLL;
+    ``score`` or ``value`` are accepted in place of ``correct``). ``(task, doc_id)`` must be unique within the file.
 ``eval_dir/metrics.json``
     ``{task: float}``, the task mean as reported by the evaluator. The statistics use the item scores; a task mean
     that disagrees with its items is reported as a warning (it usually means a different filter was reported).
 
+Metric direction: lower is better when the task's or metric's name contains "nll", "bits_per_byte" or "perplexity",
+or a manifest marks the task ``higher_is_better: false``; such metrics are also labelled proxies.
+
 Conventions: std over seeds uses ddof=1 (``None`` for a single seed); CIs are 95% percentile bootstrap intervals;
-p-values are two-sided sign-flip permutation p-values, exact when at most ``EXACT_MAX_NONZERO`` differences are
-non-zero, else Monte Carlo with the +1 correction so a p-value is never 0. A difference is ``significant`` only
-when the CI excludes 0 AND p < alpha; p-values are not adjusted for multiple comparisons.
+item p-values are two-sided sign-flip permutation p-values, exact when at most ``EXACT_MAX_NONZERO`` differences are
+non-zero, else Monte Carlo with the +1 correction so a p-value is never 0. p-values are not adjusted for multiple
+comparisons.
 """
 from __future__ import annotations
 
@@ -50,7 +71,13 @@ METRIC_TOL = 1e-6
 # Bootstrap / permutation matrices are processed in chunks of about this many cells, to bound memory on
 # large benchmarks (10,000 resamples × 1,319 GSM8K items would otherwise be a 100 MB index matrix).
 _CHUNK_CELLS = 2_000_000
-SCHEMA = "cpqs-bench/summary/v1"
+SCHEMA = "cpqs-bench/summary/v2"
+SCORE_KEYS = ("correct", "score", "value")
+MIN_SEEDS_FOR_VERDICT = 3
+POWER = 0.8
+LOWER_IS_BETTER_MARKERS = ("nll", "bits_per_byte", "perplexity")
+DOMAINS = ("general", "math", "code")
+NOT_ESTIMABLE = "seed variation not estimable"
 
 
 @dataclass(frozen=True)
@@ -126,28 +153,32 @@ def _read_items(path: Path) -> dict[str, dict[str, float]]:
 def _parse_item(row: Any, where: str) -> tuple[str, str, float]:
     if not isinstance(row, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    for key in ("task", "doc_id", "correct"):
+    for key in ("task", "doc_id"):
         if key not in row:
             raise ValueError(f"{where}: missing key {key!r}")
-    task, doc_id, correct = row["task"], row["doc_id"], row["correct"]
+    value_key = next((k for k in SCORE_KEYS if k in row), None)
+    if value_key is None:
+        raise ValueError(f"{where}: missing key 'correct' (or one of {SCORE_KEYS[1:]})")
+    task, doc_id, correct = row["task"], row["doc_id"], row[value_key]
     if not isinstance(task, str) or not task:
         raise ValueError(f"{where}: 'task' must be a non-empty string, got {task!r}")
     if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
         raise ValueError(f"{where}: 'doc_id' must be a string or integer, got {doc_id!r}")
-    return task, str(doc_id), _as_unit_score(correct, f"{where}: 'correct'")
+    return task, str(doc_id), _as_score(correct, f"{where}: {value_key!r}")
 
 
-def _as_unit_score(value: Any, what: str) -> float:
+def _as_score(value: Any, what: str) -> float:
+    """A per-item or per-task value: a boolean (exact match) or any finite number (accuracy, pass@1, NLL, ...)."""
     if isinstance(value, bool):
         return float(value)
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{what} must be a boolean or a number in [0, 1], got {value!r}")
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a boolean or a finite number, got {value!r}")
     return float(value)
 
 
 def _read_metrics(path: Path) -> dict[str, float]:
     obj = _read_json_object(path)
-    return {str(task): _as_unit_score(value, f"{path}: metric {task!r}") for task, value in obj.items()}
+    return {str(task): _as_score(value, f"{path}: metric {task!r}") for task, value in obj.items()}
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -287,34 +318,228 @@ def sign_flip_pvalue(diffs: Sequence[float] | np.ndarray, rng: np.random.Generat
     return (1 + extreme) / (1.0 + n_perm), "monte_carlo"
 
 
+# ----------------------------------------------------------------------------------------------- hierarchy, power
+
+
+def hierarchical_bootstrap_means(diffs: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Two-stage paired bootstrap of the mean of a seeds × items difference matrix.
+
+    Each resample draws S seeds (rows) with replacement, then n items (columns) with replacement — the same item
+    draw for every drawn seed, because the items are crossed with the seeds (every seed is evaluated on every item)
+    — and returns the mean of the resampled S × n sub-matrix. Drawing rows ``a`` and columns ``b`` gives
+    ``mean(D[a][:, b]) = w_s · D · w_i / (S n)`` with ``w_s``, ``w_i`` the multinomial draw counts, which is how it
+    is computed (chunked, without materialising the sub-matrices). With S = 1 this is the plain item bootstrap.
+    """
+    d = np.asarray(diffs, dtype=float)
+    if d.ndim != 2 or d.size == 0:
+        raise ValueError(f"hierarchical bootstrap needs a non-empty seeds × items matrix, got shape {d.shape}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    n_seeds, n_items = d.shape
+    out = np.empty(n_boot)
+    pos = 0
+    for step in _chunks(n_boot, n_seeds + n_items):
+        ws = _draw_counts(rng, step, n_seeds)
+        wi = _draw_counts(rng, step, n_items)
+        out[pos:pos + step] = np.einsum("bs,si,bi->b", ws, d, wi) / (n_seeds * n_items)
+        pos += step
+    return out
+
+
+def _draw_counts(rng: np.random.Generator, n_rows: int, size: int) -> np.ndarray:
+    """Counts of each index in ``n_rows`` draws of ``size`` indices with replacement (one row per draw)."""
+    idx = rng.integers(0, size, size=(n_rows, size))
+    counts = np.zeros((n_rows, size))
+    np.add.at(counts, (np.repeat(np.arange(n_rows), size), idx.ravel()), 1.0)
+    return counts
+
+
+def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(samples, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def attainable_p(n_nonzero: int) -> float:
+    """Smallest two-sided p the exact sign-flip test can give with ``n_nonzero`` non-zero differences: 2 / 2**m.
+
+    Only the all-positive and all-negative sign patterns reach the observed |sum| when every difference has the
+    same sign, hence 2 of 2**m patterns (1.0 when there is no non-zero difference).
+    """
+    if n_nonzero < 0:
+        raise ValueError(f"n_nonzero must be >= 0, got {n_nonzero}")
+    return 1.0 if n_nonzero == 0 else min(1.0, 2.0 / 2.0 ** n_nonzero)
+
+
+def min_detectable_effect(sd_diff: float, n: int, alpha: float = 0.05, power: float = POWER) -> float | None:
+    """MDE of a paired two-sided test: (z_{1-α/2} + z_{power}) · sd_diff / √n (normal approximation).
+
+    ``sd_diff``: sd (ddof=1) of the per-item differences; ``n``: paired items. ``None`` when n < 2 (no sd).
+    """
+    from scipy.stats import norm
+
+    if n < 2 or not math.isfinite(sd_diff):
+        return None
+    return float((norm.ppf(1.0 - alpha / 2.0) + norm.ppf(power)) * sd_diff / math.sqrt(n))
+
+
+# ----------------------------------------------------------------------------------------------- metric facts
+
+
+def task_facts(task: str, results: Sequence[ArmResult]) -> dict[str, Any]:
+    """Metric name, direction, proxy flag and domain of a task, from the manifests' ``tasks`` entries and its name."""
+    info: dict[str, Any] = {}
+    for r in results:
+        entry = (r.manifest.get("tasks") or {}).get(task) if isinstance(r.manifest.get("tasks"), dict) else None
+        if isinstance(entry, dict):
+            info = {**entry, **info}  # first manifest that says something wins
+    metric = str(info.get("metric") or task)
+    names = f"{task} {metric}".lower()
+    lower = any(m in names for m in LOWER_IS_BETTER_MARKERS) or info.get("higher_is_better") is False
+    return {"metric": metric, "higher_is_better": not lower, "proxy": bool(info.get("proxy")) or lower,
+            "domain": str(info.get("domain") or task_domain(task))}
+
+
+def task_domain(task: str) -> str:
+    """The paper's table a task belongs to, from its name: math (GSM8K, MATH), code (HumanEval, MBPP), else general."""
+    name = task.lower()
+    if "gsm8k" in name or name.startswith("math") or "_math" in name or "minerva" in name:
+        return "math"
+    if "humaneval" in name or "mbpp" in name or "code" in name:
+        return "code"
+    return "general"
+
+
+def arm_info(runs: Sequence[ArmResult]) -> dict[str, Any]:
+    """Kept count, budget k, pool size and selector of an arm from its manifests' ``arm_info`` (read defensively)."""
+    per_seed: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        raw = r.manifest.get("arm_info")
+        if not isinstance(raw, dict):
+            extra = r.manifest.get("extra")
+            raw = extra.get("arm_info") if isinstance(extra, dict) else None
+        if isinstance(raw, dict):
+            per_seed[str(r.seed)] = {k: raw.get(k) for k in ("kept", "budget_k", "total", "selector") if k in raw}
+    kept = sorted({v["kept"] for v in per_seed.values() if isinstance(v.get("kept"), int)})
+    budget = sorted({v["budget_k"] for v in per_seed.values() if isinstance(v.get("budget_k"), int)})
+    total = sorted({v["total"] for v in per_seed.values() if isinstance(v.get("total"), int)})
+    selector = sorted({str(v["selector"]) for v in per_seed.values() if v.get("selector")})
+    k = budget[0] if len(budget) == 1 else None
+    return {"per_seed": per_seed, "kept": kept, "budget_k": k, "total": total[0] if len(total) == 1 else None,
+            "selector": selector[0] if len(selector) == 1 else (selector or None),
+            "budget_fraction": (k / total[0]) if k is not None and len(total) == 1 and total[0] else None,
+            "short": bool(k is not None and kept and min(kept) < k)}
+
+
 # ----------------------------------------------------------------------------------------------- comparisons
 
 
-def paired_comparison(arm_scores: Mapping[str, float], ref_scores: Mapping[str, float], *, rng: np.random.Generator,
-                      n_boot: int = 10_000, n_perm: int = 10_000, alpha: float = 0.05,
-                      level: float = 0.95) -> dict[str, Any]:
-    """Compare per-doc scores of an arm with a reference on the docs both have; unpaired docs are counted."""
-    common = sorted(set(arm_scores) & set(ref_scores))
-    out: dict[str, Any] = {
-        "n_paired": len(common),
-        "n_unpaired_arm": len(set(arm_scores) - set(ref_scores)),
-        "n_unpaired_reference": len(set(ref_scores) - set(arm_scores)),
-    }
-    if not common:
-        out.update(mean_diff=None, ci_low=None, ci_high=None, p_value=None, p_method=None, n_nonzero=0,
-                   significant=False, direction=None, label="n/a")
-        return out
-    d = np.array([arm_scores[k] - ref_scores[k] for k in common])
-    d[np.abs(d) <= ZERO_TOL] = 0.0
-    low, high = bootstrap_mean_ci(d, n_boot, rng, level)
-    p, method = sign_flip_pvalue(d, rng, n_perm=n_perm)
-    excludes_zero = low > 0 or high < 0
-    significant = bool(excludes_zero and p < alpha)
+def paired_matrix(arm_runs: Sequence[ArmResult], ref_runs: Sequence[ArmResult],
+                  task: str) -> dict[str, Any] | None:
+    """The seeds × items difference matrix of ``arm − reference`` on one task (None when a side has no items).
+
+    Seeds are paired by experiment seed (the same seed trained both arms); a side with a single run (``base``) is
+    broadcast against every run of the other side; two multi-seed sides without a common seed are paired in seed
+    order (reported as ``pairing: "by order"``). Items are the docs every involved run has.
+    """
+    a = [r for r in arm_runs if r.items.get(task)]
+    b = [r for r in ref_runs if r.items.get(task)]
+    if not a or not b:
+        return None
+    if len(a) == 1 and len(b) == 1:
+        pairs, pairing = [(a[0], b[0])], "single run"
+    elif len(b) == 1:
+        pairs, pairing = [(x, b[0]) for x in a], "reference broadcast"
+    elif len(a) == 1:
+        pairs, pairing = [(a[0], y) for y in b], "arm broadcast"
+    else:
+        common = sorted({x.seed for x in a} & {y.seed for y in b}, key=lambda s: (s is None, s or 0))
+        if common:
+            pairs = [(next(x for x in a if x.seed == s), next(y for y in b if y.seed == s)) for s in common]
+            pairing = "by seed"
+        else:
+            pairs, pairing = list(zip(a, b)), "by order"
+    involved = {id(r): r for pair in pairs for r in pair}.values()
+    docs = sorted(set.intersection(*(set(r.items[task]) for r in involved)))
+    all_arm = set().union(*(set(r.items[task]) for r in a))
+    all_ref = set().union(*(set(r.items[task]) for r in b))
+    d = np.array([[x.items[task][k] - y.items[task][k] for k in docs] for x, y in pairs], dtype=float)
+    if docs:
+        d[np.abs(d) <= ZERO_TOL] = 0.0
+    return {"diffs": d.reshape(len(pairs), len(docs)), "docs": docs, "pairing": pairing,
+            "seeds": [[x.seed, y.seed] for x, y in pairs],
+            "n_unpaired_arm": len(all_arm - set(docs)), "n_unpaired_reference": len(all_ref - set(docs))}
+
+
+def compare_matrix(diffs: np.ndarray, *, rng: np.random.Generator, higher_is_better: bool = True,
+                   n_boot: int = 10_000, n_perm: int = 10_000, alpha: float = 0.05,
+                   level: float = 0.95) -> dict[str, Any]:
+    """Δ, hierarchical CI, item- and seed-level tests, power and the verdict for one seeds × items matrix."""
+    d = np.asarray(diffs, dtype=float)
+    n_seeds, n_items = d.shape if d.ndim == 2 else (0, 0)
+    if n_items == 0 or n_seeds == 0:
+        return {"n_paired": 0, "n_seeds_paired": n_seeds, "mean_diff": None, "ci_low": None, "ci_high": None,
+                "p_value": None, "p_method": None, "p_value_seed": None, "n_nonzero": 0, "significant": False,
+                "direction": None, "label": "n/a", "verdict": None}
+    item_d = d.mean(axis=0)
+    item_d[np.abs(item_d) <= ZERO_TOL] = 0.0
+    seed_d = d.mean(axis=1)
+    seed_d[np.abs(seed_d) <= ZERO_TOL] = 0.0
     mean = float(d.mean())
-    direction = ("better" if mean > 0 else "worse") if significant else None
-    out.update(mean_diff=mean, ci_low=low, ci_high=high, p_value=p, p_method=method,
-               n_nonzero=int(np.count_nonzero(d)), significant=significant, direction=direction,
-               label="sig" if significant else "n.s.")
+    low, high = percentile_ci(hierarchical_bootstrap_means(d, n_boot, rng), level)
+    item_low, item_high = bootstrap_mean_ci(item_d, n_boot, rng, level)
+    p_item, method = sign_flip_pvalue(item_d, rng, n_perm=n_perm)
+    p_seed, seed_method = sign_flip_pvalue(seed_d, rng, n_perm=n_perm)
+    m = int(np.count_nonzero(item_d))
+    p_min_item = attainable_p(m)
+    p_min_seed = attainable_p(int(np.count_nonzero(seed_d)))
+    sd = float(item_d.std(ddof=1)) if n_items > 1 else float("nan")
+    mde = min_detectable_effect(sd, n_items, alpha)
+    can_reach = p_min_item < alpha
+    # item level (seeds averaged first): the item CI excludes 0 and the sign-flip p < alpha
+    item_sig = bool((item_low > 0 or item_high < 0) and p_item < alpha)
+    same_sign = bool(mean != 0 and np.all(np.sign(seed_d) == np.sign(mean)))
+    seed_agrees = bool((p_seed < alpha or same_sign) and (low > 0 or high < 0))  # + the hierarchical CI
+    estimable = n_seeds >= MIN_SEEDS_FOR_VERDICT
+    significant = bool(estimable and item_sig and seed_agrees)
+    better = (mean > 0) == higher_is_better
+    direction = ("better" if better else "worse") if significant else None
+    if significant:
+        label = "sig"
+    else:
+        parts = []
+        if not can_reach:
+            parts.append(f"cannot reach α (n = {m})")
+        if not estimable:
+            parts.append(NOT_ESTIMABLE)
+        elif can_reach and item_sig and not seed_agrees:
+            parts.append("no verdict (seeds disagree)")
+        label = "; ".join(parts) or "n.s."
+    return {
+        "n_paired": n_items, "n_seeds_paired": n_seeds, "mean_diff": mean,
+        "ci_low": low, "ci_high": high, "ci_method": "hierarchical bootstrap (seeds, then items)",
+        "item_ci_low": item_low, "item_ci_high": item_high,
+        "p_value": p_item, "p_method": method, "n_nonzero": m,
+        "p_value_seed": p_seed, "p_seed_method": seed_method, "seed_diffs": [float(x) for x in seed_d],
+        "seed_agrees": seed_agrees, "seed_variation_estimable": estimable,
+        "p_min_item": p_min_item, "p_min_seed": p_min_seed, "can_reach_alpha": can_reach,
+        "sd_diff": None if math.isnan(sd) else sd, "mde": mde, "power": POWER,
+        "higher_is_better": higher_is_better, "significant": significant, "direction": direction,
+        "verdict": ("▲" if better else "▼") if significant else None, "label": label,
+    }
+
+
+def paired_comparison(arm_scores: Mapping[str, float], ref_scores: Mapping[str, float], *, rng: np.random.Generator,
+                      n_boot: int = 10_000, n_perm: int = 10_000, alpha: float = 0.05, level: float = 0.95,
+                      higher_is_better: bool = True) -> dict[str, Any]:
+    """Compare per-doc scores (one run, or already averaged over seeds) of an arm with a reference on the docs both
+    have; unpaired docs are counted. One row of :func:`compare_matrix`: seed variation is not estimable here."""
+    common = sorted(set(arm_scores) & set(ref_scores))
+    d = np.array([[arm_scores[k] - ref_scores[k] for k in common]], dtype=float).reshape(1, len(common))
+    out = compare_matrix(d, rng=rng, higher_is_better=higher_is_better, n_boot=n_boot, n_perm=n_perm, alpha=alpha,
+                         level=level)
+    out.update(n_unpaired_arm=len(set(arm_scores) - set(ref_scores)),
+               n_unpaired_reference=len(set(ref_scores) - set(arm_scores)))
     return out
 
 
@@ -322,33 +547,47 @@ def paired_comparison(arm_scores: Mapping[str, float], ref_scores: Mapping[str, 
 
 
 def summarize(results: Sequence[ArmResult], references: Sequence[str] = DEFAULT_REFERENCES, n_boot: int = 10_000,
-              seed: int = 0, *, n_perm: int = 10_000, alpha: float = 0.05, level: float = 0.95) -> dict[str, Any]:
-    """All statistics the leaderboard shows, as a JSON-serialisable dict (see module docstring for conventions)."""
+              seed: int = 0, *, n_perm: int = 10_000, alpha: float = 0.05, level: float = 0.95,
+              compare_base: bool = True) -> dict[str, Any]:
+    """All statistics the leaderboard shows, as a JSON-serialisable dict (see module docstring for conventions).
+
+    ``compare_base``: also compare every arm with ``base`` when a base result exists (Δ vs base: does fine-tuning
+    move the metric at all?), even if ``references`` does not list it.
+    """
     if not results:
         raise ValueError("summarize: no results")
     recipe_hash = check_recipes(results)
     groups = _group_by_arm(results)
     arms = order_arms(groups)
     tasks = sorted({t for r in results for t in (*r.items, *r.metrics)})
-    present_refs = [ref for ref in references if ref in groups]
+    refs = list(dict.fromkeys([*references, *([BASE_ARM] if compare_base else [])]))
+    present_refs = [ref for ref in refs if ref in groups]
     warnings = _metric_warnings(results)
+    infos = {arm: arm_info(groups[arm]) for arm in arms}
+    for arm, info in infos.items():
+        if info["short"]:
+            warnings.append(f"arm {arm!r} trained on fewer examples than its budget: kept "
+                            f"{', '.join(map(str, info['kept']))} < k = {info['budget_k']}")
+    facts = {t: task_facts(t, results) for t in tasks}
     per_task = {}
     for task in tasks:
-        per_task[task] = _summarize_task(task, arms, groups, present_refs, warnings,
+        per_task[task] = _summarize_task(task, arms, groups, present_refs, warnings, facts[task],
                                          n_boot=n_boot, n_perm=n_perm, seed=seed, alpha=alpha, level=level)
     return {
         "schema": SCHEMA, "alpha": alpha, "ci_level": level, "n_boot": n_boot, "n_perm": n_perm, "seed": seed,
-        "exact_max_nonzero": EXACT_MAX_NONZERO, "references": present_refs,
+        "exact_max_nonzero": EXACT_MAX_NONZERO, "min_seeds_for_verdict": MIN_SEEDS_FOR_VERDICT, "power": POWER,
+        "references": present_refs,
         "missing_references": [r for r in references if r not in groups], "recipe_hash": recipe_hash,
-        "arms": arms, "tasks": tasks,
+        "arms": arms, "tasks": tasks, "task_facts": facts, "arm_info": infos,
         "seeds": {a: [r.seed for r in groups[a]] for a in arms},
         "per_task": per_task, "warnings": warnings,
+        "conditional_on": "the evaluation items and the drawn fine-tuning seeds",
     }
 
 
 def _summarize_task(task: str, arms: list[str], groups: dict[str, list[ArmResult]], refs: list[str],
-                    warnings: list[str], *, n_boot: int, n_perm: int, seed: int, alpha: float,
-                    level: float) -> dict[str, Any]:
+                    warnings: list[str], facts: dict[str, Any], *, n_boot: int, n_perm: int, seed: int,
+                    alpha: float, level: float) -> dict[str, Any]:
     arm_stats: dict[str, Any] = {}
     docs: dict[str, dict[str, float]] = {}
     for arm in arms:
@@ -377,13 +616,21 @@ def _summarize_task(task: str, arms: list[str], groups: dict[str, list[ArmResult
         for arm in arms:
             if arm == ref or arm not in docs:
                 continue
-            cmp = paired_comparison(docs[arm], docs[ref], rng=rng_for(seed, "paired", task, arm, ref),
-                                    n_boot=n_boot, n_perm=n_perm, alpha=alpha, level=level)
+            mat = paired_matrix(groups[arm], groups[ref], task)
+            if mat is None:
+                continue
+            cmp = compare_matrix(mat["diffs"], rng=rng_for(seed, "paired", task, arm, ref),
+                                 higher_is_better=facts["higher_is_better"], n_boot=n_boot, n_perm=n_perm,
+                                 alpha=alpha, level=level)
+            cmp.update(pairing=mat["pairing"], seed_pairs=mat["seeds"], n_unpaired_arm=mat["n_unpaired_arm"],
+                       n_unpaired_reference=mat["n_unpaired_reference"])
+            if mat["pairing"] == "by order":
+                warnings.append(f"{task}: {arm} vs {ref}: no common seed; seeds paired in seed order")
             if cmp["n_unpaired_arm"] or cmp["n_unpaired_reference"]:
                 warnings.append(f"{task}: {arm} vs {ref}: {cmp['n_unpaired_arm']} docs only in {arm}, "
                                 f"{cmp['n_unpaired_reference']} only in {ref} (excluded from the pairing)")
             comparisons[ref][arm] = cmp
-    return {"arms": arm_stats, "comparisons": comparisons}
+    return {**facts, "arms": arm_stats, "comparisons": comparisons}
 
 
 def _metric_warnings(results: Sequence[ArmResult]) -> list[str]:
@@ -392,7 +639,7 @@ def _metric_warnings(results: Sequence[ArmResult]) -> list[str]:
     for r in results:
         for task, value in r.metrics.items():
             scores = r.items.get(task)
-            if scores and abs(float(np.mean(list(scores.values()))) - value) > METRIC_TOL:
+            if scores and abs(float(np.mean(list(scores.values()))) - value) > METRIC_TOL * max(1.0, abs(value)):
                 out.append(f"{r.arm} seed {r.seed}: metrics.json {task}={value:.6g} differs from its item mean "
                            f"{np.mean(list(scores.values())):.6g}; the item mean is used")
     return out
