@@ -16,7 +16,9 @@ ENV = "CPQS_TEST_ALPAGASUS_KEY"
 
 @pytest.mark.parametrize("text,value", [("4", 4.0), ("4.5\nGood answer.", 4.5), ("Score: 3", 3.0),
                                         ("**5**\nexcellent", 5.0), ("I would rate it 2/5.", 2.0),
-                                        ("The rating is 1 because it is wrong", 1.0), ("[4]", 4.0), ("0", 0.0)])
+                                        ("The rating is 1 because it is wrong", 1.0), ("[4]", 4.0), ("0", 0.0),
+                                        ("[Response]\n[Score] 3.5\n\nI made a mistake", 3.5),
+                                        ("**Score:** 4", 4.0)])
 def test_parse_rating(text, value):
     assert parse_rating(text) == (value, None)
 

@@ -44,7 +44,7 @@ OUT_OF_RANGE = "judge_out_of_range"
 BELOW = "alpagasus<threshold"
 
 _NUM = r"(-?\d+(?:\.\d+)?)"
-_PATTERNS = (re.compile(rf"(?:score|rating)\s*(?:is|of|=|:)?\s*\**\s*{_NUM}", re.I),
+_PATTERNS = (re.compile(rf"(?:score|rating)\s*[\])*:=]*\s*(?:is|of)?\s*[:=]?\s*\**\s*{_NUM}", re.I),
              re.compile(rf"{_NUM}\s*(?:/|out of)\s*5\b", re.I))
 
 
