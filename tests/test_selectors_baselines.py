@@ -44,10 +44,22 @@ def _ctx(tmp_path: Path, family: str = "chatml", seed: int = 0, **cfg) -> Scorin
     return ScoringContext(config, tmp_path, seed=seed, loader=lambda spec, rev, dt: (model, tok, None))
 
 
-def _hand_losses(model, tok, ex: Example, template: str, max_length: int) -> tuple[float, float, int]:
-    """Reference: two plain forwards, per-token CE gathered one by one, fp32."""
+def _hand_losses(model, tok, ex: Example, template: str, max_length: int,
+                 context: str = "cherry") -> tuple[float, float, int]:
+    """Reference: two plain forwards, per-token CE gathered one by one, fp32. The unconditioned context is IFD's
+    named direct-answer context (cpqs_bench.selectors.ifd): the tokenizer's default BOS, then (``cherry``) the
+    prompt's own tail that spells the template's response header; with nothing before r_1 it is scored in neither
+    pass."""
+    from cpqs_bench import templates
+
     r = prompts.render(tok, ex, template, train_eot=False, max_length=max_length)
-    start_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    ctx = list(templates.default_bos_ids(tok))
+    if context == "cherry":
+        header = prompts.response_header(tok, template).strip()
+        k = next((k for k in range(1, len(r.prompt_ids)) if header and
+                  tok.decode(r.prompt_ids[-k:]).strip() == header), 0)
+        ctx += list(r.prompt_ids[-k:]) if k else []
+    skip = 0 if ctx else 1
 
     def mean_loss(ids: list[int], first: int) -> float:
         with torch.no_grad():
@@ -55,27 +67,31 @@ def _hand_losses(model, tok, ex: Example, template: str, max_length: int) -> tup
         losses = [-torch.log_softmax(logits[t - 1], -1)[ids[t]].item() for t in range(first, len(ids))]
         return sum(losses) / len(losses)
 
-    cond = mean_loss(list(r.input_ids[: r.response_end]), r.response_start)
-    uncond = mean_loss([start_id] + list(r.response_ids), 1)
-    return cond, uncond, r.n_response
+    cond = mean_loss(list(r.input_ids[: r.response_end]), r.response_start + skip)
+    uncond = mean_loss(ctx + list(r.response_ids), len(ctx) + skip)
+    return cond, uncond, r.n_response - skip
 
 
 def test_ifd_matches_hand_computation_both_variants(tmp_path, family):
     ctx = _ctx(tmp_path, family, **{"selectors.drop_ifd_ge_1": False, "selectors.batch_size": 3})
     model, tok, _ = ctx.model()
     template = ctx.config.prompt.template
-    ifd_rows = registry.get("ifd").score(POOL, ctx)
-    ppl_rows = registry.get("ifd_ppl").score(POOL, ctx)
+    ifd_rows = registry.get("ifd").score(POOL, ctx)  # Cherry_LLM's context by default
+    ppl_rows = registry.get("ifd_ppl").score(POOL, ctx)  # Superfiltering's context by default
     for ex, r_loss, r_ppl in zip(POOL, ifd_rows, ppl_rows):
-        lc, lu, n = _hand_losses(model, tok, ex, template, ctx.config.prompt.max_length)
-        assert r_loss.n_tokens == r_ppl.n_tokens == n
+        lc, lu, n = _hand_losses(model, tok, ex, template, ctx.config.prompt.max_length, "cherry")
+        assert r_loss.n_tokens == n
         assert r_loss.extra["loss_cond"] == pytest.approx(lc, rel=1e-5)
         assert r_loss.extra["loss_uncond"] == pytest.approx(lu, rel=1e-5)
         assert r_loss.score == pytest.approx(lc / lu, rel=1e-5)
-        assert r_ppl.score == pytest.approx(math.exp(lc - lu), rel=1e-5)
         assert r_loss.exclude is None and r_ppl.exclude is None
-        # the IFD >= 1 boundary is the same for both variants: L_c >= L_u
-        assert (r_loss.score >= 1) == (r_ppl.score >= 1)
+        lc2, lu2, n2 = _hand_losses(model, tok, ex, template, ctx.config.prompt.max_length, "superfiltering")
+        assert r_ppl.n_tokens == n2
+        assert r_ppl.score == pytest.approx(math.exp(lc2 - lu2), rel=1e-5)
+    # the IFD >= 1 boundary is the same for both formulas on the same losses: L_c >= L_u
+    for r in ifd_rows:
+        lc, lu = r.extra["loss_cond"], r.extra["loss_uncond"]
+        assert (lc / lu >= 1) == (math.exp(lc - lu) >= 1)
     assert len({round(r.score, 6) for r in ifd_rows}) > 1  # not a constant
 
 
@@ -107,9 +123,10 @@ def test_both_passes_score_identical_response_tokens(tmp_path, monkeypatch, fami
 def test_passes_layout_and_bos_policy():
     tok = tiny.tokenizer("gpt2")  # BOS == EOS == <|endoftext|>, no BOS added by the tokenizer itself
     r = prompts.render(tok, POOL[0], "none", train_eot=False)
-    (cond, cs), (unc, us) = ifd_mod.passes(r, ifd_mod.start_token_id(tok))
-    assert cond[cs:] == unc[us:] == r.response_ids
-    assert unc[0] == tok.bos_token_id and us == 1 and cs == r.response_start >= 1
+    for kind in ifd_mod.CONTEXTS:  # `none` has no response header: both contexts are empty on GPT-2
+        (cond, cs), (unc, us) = ifd_mod.passes(r, ifd_mod.direct_context(tok, "none", None, kind), tok)
+        assert cond[cs:] == unc[us:] == r.response_ids[1:]  # r_1 has no context in the direct pass: scored in neither
+        assert unc == r.response_ids and us == 1 and cs == r.response_start + 1
 
 
 def test_ifd_ge_1_rule(tmp_path):
@@ -169,7 +186,7 @@ def test_superfiltering_uses_proxy_model_and_none_template(tmp_path):
     ctx = ScoringContext(cfg, tmp_path, loader=loader)
     rows = registry.get("superfiltering").score(POOL, ctx)
     assert asked == ["my-proxy"]
-    lc, lu, _ = _hand_losses(model, tok, POOL[0], "none", cfg.prompt.max_length)
+    lc, lu, _ = _hand_losses(model, tok, POOL[0], "none", cfg.prompt.max_length, "superfiltering")
     assert rows[0].score == pytest.approx(math.exp(lc - lu), rel=1e-5)
 
 
