@@ -45,7 +45,7 @@ KNOWN_MODELS: dict[str, dict[str, Any]] = {
                                    "params_b": 1.5},
     "meta-llama/Llama-3.1-8B-Instruct": {"family": "chatml", "chat_template": True, "bos": True, "context": 131072,
                                          "params_b": 8.0},
-    "gpt2": {"family": "gpt2", "chat_template": False, "bos": True, "context": 1024, "params_b": 0.124},
+    "gpt2": {"family": "gpt2", "chat_template": False, "bos": False, "context": 1024, "params_b": 0.124},
     "embedded": {"family": "chatml", "chat_template": True, "bos": False, "context": 8192, "params_b": 0.135},
 }
 
@@ -424,6 +424,11 @@ def scratch_run(cfg: Config, facts: dict[str, Any], mode: str, rep: Report, log:
             family = facts.get("family") or "chatml"
             model_dir = tmp / f"tiny-{family}"
             m, tok = tiny.model(family)
+            if family == "llama2" and facts.get("bos"):  # as the real Llama tokenizers: <s> added by default
+                from tokenizers.processors import TemplateProcessing
+
+                tok._tokenizer.post_processor = TemplateProcessing(
+                    single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.bos_token_id)])
             if not facts.get("chat_template", True):
                 tok.chat_template = None  # the stand-in behaves as the real tokenizer: no template of its own
             m.save_pretrained(model_dir)

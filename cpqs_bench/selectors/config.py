@@ -51,6 +51,9 @@ class SelectorsConfig:
     seed: int = 0
     random_per_seed: bool = True  # the random arm's subset is redrawn per experiment seed (false: pinned to `seed`)
     min_kept: Literal["warn", "error"] = "warn"  # an arm whose selector excluded examples keeps fewer than k
+    # IFD's direct-answer context: auto = each selector's reference (ifd: cherry, ifd_ppl/superfiltering: superfiltering)
+    ifd_context: Literal["auto", "cherry", "superfiltering"] = "auto"
+    proxy_ifd_context: Literal["auto", "cherry", "superfiltering"] = "auto"
     drop_ifd_ge_1: bool = True  # both IFD papers drop samples with IFD >= 1 before ranking
     proxy_model: str = "gpt2"  # Superfiltering's small proxy (the smoke preset uses the embedded model offline)
     proxy_template: str = "none"

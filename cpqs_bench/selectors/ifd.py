@@ -339,9 +339,8 @@ class IFDSelector:
         return ifd_loss_ratio(loss_cond, loss_uncond)
 
     def direct_context_kind(self, ctx: ScoringContext) -> str:
-        # selectors.ifd_context / proxy_ifd_context: read when the config section declares them (requested from
-        # the owner of selectors/config.py); absent = "auto" = this selector's reference default
-        value = self.context if self.context is not None else getattr(ctx.config.selectors, self.context_key, None)
+        # selectors.ifd_context / proxy_ifd_context; "auto" = this selector's reference default
+        value = self.context if self.context is not None else getattr(ctx.config.selectors, self.context_key)
         return _context_option(value, self.default_context, self.context_key)
 
     def settings(self, ctx: ScoringContext, model: Any) -> IFDSettings:
