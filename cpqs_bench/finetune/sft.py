@@ -226,6 +226,13 @@ def _trainer(ft: Any, rows: list[dict], seed: int, group: int, **kwargs: Any) ->
                 return super()._get_train_sampler(*args, **kw)
             return LengthGroupedSampler(lengths, group, seed)
 
+        def compute_loss(self, model: Any, inputs: dict, *args: Any, **kw: Any) -> Any:
+            # Right-padded rows under causal attention: no real token can see a pad (pads come after it), and pads
+            # carry label -100, so the mask changes nothing in the loss. Without it the attention takes its fused
+            # causal path instead of building a 4-D mask. (The mask stays in the batch for the token counter.)
+            inputs = {k: v for k, v in inputs.items() if k != "attention_mask"}
+            return super().compute_loss(model, inputs, *args, **kw)
+
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
             self.args.warmup_steps = warmup_steps(ft.warmup_ratio, num_training_steps)
             self.warmup_steps_used = self.args.warmup_steps
