@@ -5,7 +5,16 @@ Why a single intermediate document: the Markdown and the PNG are both drawn from
 the commit, config hash, data checksums, model revision, package versions, hardware and seeds of the run it
 describes, because a leaderboard number without them cannot be reproduced or audited.
 
-Scores are fractions in [0, 1] in the JSON; the Markdown shows percent (means) and percentage points (differences).
+Layout (the paper's): one table per domain (general / math / code, from the task name or the manifests' ``domain``)
+with arms as rows, the selection budget as a fraction of the pool and the kept count, and per task the score with
+Δ vs full and Δ vs random; then one detailed table per task with every Δ (vs random, full and base), its hierarchical
+bootstrap CI, the item- and seed-level p-values, the power of that comparison (smallest attainable p and the
+minimum detectable effect) and the verdict (see :mod:`cpqs_bench.stats` for the rules). The JSON twin holds the
+per-item scores of every arm × seed (``items[task][arm][seed]``, seed ``"null"`` for base) so any row can be re-tested.
+
+Accuracy-like scores (exact match, pass@1) are fractions in [0, 1] in the JSON; the Markdown shows percent (means)
+and percentage points (differences). Continuous proxy metrics (mean per-token NLL, bits per byte; lower is better)
+are shown in their own unit with 3 decimals and labelled "proxy".
 """
 from __future__ import annotations
 
@@ -15,7 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cpqs_bench.io import write_bytes, write_json, write_text
-from cpqs_bench.stats import ArmResult, DEFAULT_REFERENCES, load_arm_result, summarize
+from cpqs_bench.stats import (DOMAINS, ArmResult, DEFAULT_REFERENCES, load_arm_result, summarize, task_domain)
 
 SCHEMA = "cpqs-bench/leaderboard/v1"
 PACKAGES = ("torch", "transformers", "peft", "trl", "lm_eval")
@@ -32,6 +41,19 @@ def fmt_pct(x: float | None) -> str:
 
 def fmt_pp(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:+.1f}"
+
+
+def fmt_value(x: float | None, unit: str) -> str:
+    return fmt_pct(x) if unit == "pct" else ("—" if x is None else f"{x:.3f}")
+
+
+def fmt_delta(x: float | None, unit: str) -> str:
+    return fmt_pp(x) if unit == "pct" else ("—" if x is None else f"{x:+.3f}")
+
+
+def task_unit(facts: dict[str, Any]) -> str:
+    """"pct" for accuracy-like metrics (shown in % / pp), "raw" for proxies (own unit)."""
+    return "raw" if facts.get("proxy") or not facts.get("higher_is_better", True) else "pct"
 
 
 def fmt_p(p: float | None) -> str:
@@ -71,11 +93,17 @@ def provenance_row(result: ArmResult) -> dict[str, Any]:
     packages = m.get("package_versions") or m.get("packages") or {}
     versions = {_norm_pkg(k): v for k, v in packages.items()} if isinstance(packages, dict) else {}
     data = m.get("data_sha256") or {}
+    model = m.get("model") if isinstance(m.get("model"), dict) else {}
+    inputs = m.get("inputs") if isinstance(m.get("inputs"), dict) else {}
+    info = m.get("arm_info") if isinstance(m.get("arm_info"), dict) else {}
     return {
         "arm": result.arm, "seed": result.seed, "recipe_hash": result.recipe_hash,
         "commit": _commit(m), "config_hash": m.get("config_hash") or MISSING,
         "data_sha256": dict(sorted(data.items())) if isinstance(data, dict) else {"?": str(data)},
-        "model_id": m.get("model_id") or MISSING, "model_revision": m.get("model_revision") or MISSING,
+        # the harness writes model: {spec, revision} (and inputs.model_revision); model_id/model_revision: older
+        "model_id": m.get("model_id") or model.get("spec") or inputs.get("model") or MISSING,
+        "model_revision": model.get("revision") or inputs.get("model_revision") or m.get("model_revision") or MISSING,
+        "arm_info": {k: info[k] for k in ("kept", "budget_k", "total", "selector") if k in info},
         "package_versions": {p: versions.get(p) or MISSING for p in PACKAGES},
         "hardware": m.get("hardware") or MISSING, "seeds": m.get("seeds") or MISSING,
     }
@@ -112,21 +140,50 @@ def _task_rows(task_summary: dict[str, Any], arms: list[str], refs: list[str]) -
 
 
 def _marker(arm: str, vs: dict[str, dict[str, Any] | None]) -> str:
-    parts = []
-    for ref, cmp in vs.items():
-        if ref == arm:
-            parts.append(f"{ref}: reference")
-        elif cmp is None or cmp["label"] == "n/a":
-            parts.append(f"{ref}: n/a")
-        elif cmp["significant"]:
-            parts.append(f"{ref}: {UP if cmp['direction'] == 'better' else DOWN}")
-        else:
-            parts.append(f"{ref}: n.s.")
-    return "; ".join(parts) if parts else "—"
+    return "; ".join(f"{ref}: {_verdict_text(arm, ref, cmp)}" for ref, cmp in vs.items()) or "—"
+
+
+def _verdict_text(arm: str, ref: str, cmp: dict[str, Any] | None) -> str:
+    """▲/▼ only for a significant comparison; otherwise the reason there is none ("cannot reach α (n = …)",
+    "seed variation not estimable", "no verdict (seeds disagree)", "n.s.")."""
+    if ref == arm:
+        return "reference"
+    if cmp is None or cmp["label"] == "n/a":
+        return "n/a"
+    if cmp["significant"]:
+        return UP if cmp["direction"] == "better" else DOWN
+    return cmp["label"]
+
+
+def _domains(summary: dict[str, Any]) -> dict[str, list[str]]:
+    facts = summary.get("task_facts") or {}
+    found: dict[str, list[str]] = {}
+    for task in summary["tasks"]:
+        found.setdefault(str((facts.get(task) or {}).get("domain") or task_domain(task)), []).append(task)
+    order = {d: i for i, d in enumerate(DOMAINS)}
+    return {d: found[d] for d in sorted(found, key=lambda d: (order.get(d, len(order)), d))}
+
+
+def _items_by_arm_seed(results: Sequence[ArmResult]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for r in results:
+        for task, scores in r.items.items():
+            out.setdefault(task, {}).setdefault(r.arm, {})["null" if r.seed is None else str(r.seed)] = dict(
+                sorted(scores.items()))
+    return out
+
+
+def _power_table(summary: dict[str, Any]) -> dict[str, Any]:
+    keys = ("n_paired", "n_nonzero", "n_seeds_paired", "p_min_item", "p_min_seed", "can_reach_alpha", "sd_diff",
+            "mde", "seed_variation_estimable")
+    return {task: {ref: {arm: {k: cmp.get(k) for k in keys} for arm, cmp in per_ref.items()}
+                   for ref, per_ref in summary["per_task"][task]["comparisons"].items()}
+            for task in summary["tasks"]}
 
 
 def figure_caption(summary: dict[str, Any]) -> str:
-    return (f"Bars: mean over items of the per-item score (averaged over seeds first), in %. Error bars: "
+    return (f"Bars: mean over items of the per-item score (averaged over seeds first), in %, for the accuracy-like "
+            f"metrics (continuous proxies are in the tables). Error bars: "
             f"{100 * summary['ci_level']:.0f}% percentile bootstrap CI of that mean over items "
             f"({summary['n_boot']:,} resamples), i.e. benchmark-sampling uncertainty; seed-to-seed variation is "
             f"the ± std in the tables.")
@@ -144,10 +201,18 @@ def build_document(summary: dict[str, Any], results: Sequence[ArmResult], experi
         "schema": SCHEMA, "experiment": experiment, "note": title_note,
         "score_unit": "fraction in [0, 1] (Markdown shows % and percentage points)",
         "stats": {k: summary[k] for k in ("alpha", "ci_level", "n_boot", "n_perm", "seed", "exact_max_nonzero",
-                                          "references", "missing_references", "recipe_hash")}
+                                          "min_seeds_for_verdict", "references", "missing_references",
+                                          "recipe_hash")}
                  | {"p_adjustment": "none"},
         "arms": arms, "tasks": list(summary["tasks"]),
+        "conditional_on": summary.get("conditional_on"),
+        "task_facts": {t: {**summary["task_facts"][t], "unit": task_unit(summary["task_facts"][t])}
+                       for t in summary["tasks"]},
+        "domains": _domains(summary),
+        "arm_info": summary.get("arm_info") or {},
         "tables": {t: _task_rows(summary["per_task"][t], arms, refs) for t in summary["tasks"]},
+        "power": _power_table(summary),
+        "items": _items_by_arm_seed(ordered),
         "provenance": provenance,
         "figure": {"file": f"{experiment}.png", "caption": figure_caption(summary)},
         "warnings": list(summary["warnings"]),
@@ -161,23 +226,50 @@ def build_document(summary: dict[str, Any], results: Sequence[ArmResult], experi
 def render_markdown(doc: dict[str, Any]) -> str:
     st = doc["stats"]
     refs = st["references"]
+    alpha = st["alpha"]
+    conditional = doc.get("conditional_on") or "the evaluation items and the drawn fine-tuning seeds"
     lines = [f"# Leaderboard: {doc['experiment']}", "", f"> **Note:** {doc['note']}", ""]
     lines += [
         f"Fine-tuning recipe hash: `{st['recipe_hash'] or MISSING}`. Arms: {', '.join(doc['arms'])}.",
         "",
-        "How to read: *mean ± std* is the task score in % over seeds (std with ddof=1; — for one seed). "
-        "*Δ vs X* is the paired mean per-item difference (arm − X) in percentage points, with per-item scores "
-        f"averaged over seeds first; brackets: {100 * st['ci_level']:.0f}% percentile bootstrap CI "
-        f"({st['n_boot']:,} resamples). *p*: two-sided paired sign-flip permutation p-value (exact when at most "
-        f"{st['exact_max_nonzero']} differences are non-zero, else {st['n_perm']:,} Monte Carlo flips with the +1 "
-        f"correction). {UP}/{DOWN}: significantly better/worse (CI excludes 0 and p < {st['alpha']}); "
-        "n.s.: not significant. p-values are not adjusted for multiple comparisons.",
+        f"**All inference here is conditional on {conditional}**: it says how sure we can be on these items with "
+        "these fine-tuning runs, not on other "
+        "benchmarks or other seeds.",
+        "",
+        "How to read: *mean ± std* is the task score over seeds (std with ddof=1; — for one seed), in % for "
+        "accuracy-like metrics and in the metric's own unit for continuous *proxy* metrics (mean per-token NLL, bits "
+        "per byte of the reference solution: lower is better; they are reported beside, never instead of, exact "
+        "match and pass@1). *Δ vs X* is the paired mean per-item difference (arm − X; pp for % metrics). "
+        f"Brackets: {100 * st['ci_level']:.0f}% hierarchical paired bootstrap CI ({st['n_boot']:,} resamples: "
+        "seeds resampled, then items), so training noise is part of the interval. *p items / seeds*: two-sided "
+        "sign-flip permutation p-values over the per-item differences averaged over seeds (exact when at most "
+        f"{st['exact_max_nonzero']} are non-zero, else {st['n_perm']:,} Monte Carlo flips with the +1 correction) "
+        "and over the per-seed mean differences (exact). *Power*: the smallest p this comparison's exact item test "
+        f"can reach (2/2^m for m non-zero differences) and the minimum detectable effect at 80% power, α = {alpha} "
+        "two-sided, from the observed sd of the item differences (normal approximation). "
+        f"{UP}/{DOWN}: better/worse in the metric's direction, given only when ≥ {st['min_seeds_for_verdict']} "
+        f"paired seeds exist, the CIs exclude 0, the item p < {alpha} and the seed-level test agrees (its p < "
+        f"{alpha}, or — with fewer than 6 seeds, where it cannot reach {alpha} — every seed's difference has the "
+        "sign of Δ). Otherwise the cell says why there is no verdict: *cannot reach α (n = m)* (the test has no "
+        "power: even m/m same-sign differences give p ≥ α), *seed variation not estimable* (fewer than "
+        f"{st['min_seeds_for_verdict']} seeds), *no verdict (seeds disagree)*, or *n.s.*. p-values are not "
+        "adjusted for multiple comparisons.",
         "",
     ]
     if st["missing_references"]:
         lines += [f"Reference arm(s) not in this run: {', '.join(st['missing_references'])}.", ""]
-    for task in doc["tasks"]:
-        lines += [f"## {task}", "", *_task_table(doc["tables"][task], refs, st["ci_level"]), ""]
+    short = [a for a, info in (doc.get("arm_info") or {}).items() if info.get("short")]
+    if short:
+        lines += [f"**Warning:** arm(s) {', '.join(short)} trained on fewer examples than the budget k (see Kept).", ""]
+    facts = doc["task_facts"]
+    for domain, tasks in doc["domains"].items():
+        lines += [f"## Domain: {domain}", "", *_domain_table(doc, tasks), ""]
+        for task in tasks:
+            f = facts[task]
+            kind = (f"metric `{f['metric']}`" + (", proxy" if f["proxy"] else "")
+                    + (", lower is better" if not f["higher_is_better"] else ""))
+            lines += [f"### {task}", "", f"*{kind}.*", "",
+                      *_task_table(doc["tables"][task], refs, st["ci_level"], task_unit(f)), ""]
     fig = doc["figure"]
     lines += ["## Figure", "", f"![{doc['experiment']} scores per task and arm]({fig['file']})", "",
               f"*{fig['caption']}*", ""]
@@ -187,24 +279,73 @@ def render_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _task_table(rows: list[dict[str, Any]], refs: list[str], level: float) -> list[str]:
-    header = ["Arm", "Mean ± std (%)", "n seeds"]
+def _arm_budget_cells(info: dict[str, Any] | None) -> list[str]:
+    info = info or {}
+    sel = info.get("selector")
+    sel = ", ".join(sel) if isinstance(sel, list) else (sel or "—")
+    frac = info.get("budget_fraction")
+    k = info.get("budget_k")
+    budget = "—" if k is None else (f"{frac:.3g} (k = {k})" if frac is not None else f"k = {k}")
+    kept = info.get("kept") or []
+    kept_s = "—" if not kept else "/".join(map(str, kept)) + (" ⚠ < k" if info.get("short") else "")
+    return [str(sel), budget, kept_s]
+
+
+def _domain_table(doc: dict[str, Any], tasks: list[str]) -> list[str]:
+    """The paper's layout: arms as rows, budget as a fraction of the pool, per task the score and Δ vs full/random."""
+    refs = [r for r in ("full", "random") if r in doc["stats"]["references"]]
+    header = ["Arm", "Selector", "Budget (fraction of pool)", "Kept"]
+    for task in tasks:
+        unit = task_unit(doc["task_facts"][task])
+        header += [f"{task} ({'%' if unit == 'pct' else 'proxy'})", *(f"Δ vs {r}" for r in refs)]
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|"]
+    for arm in doc["arms"]:
+        cells = [arm, *_arm_budget_cells((doc.get("arm_info") or {}).get(arm))]
+        any_row = False
+        for task in tasks:
+            unit = task_unit(doc["task_facts"][task])
+            row = next((r for r in doc["tables"][task] if r["arm"] == arm), None)
+            any_row |= row is not None
+            cells.append("—" if row is None else fmt_value(row["mean"], unit))
+            for ref in refs:
+                cmp = None if row is None else row["vs"].get(ref)
+                if row is not None and arm == ref:
+                    cells.append("(ref)")
+                elif cmp is None or cmp.get("mean_diff") is None:
+                    cells.append("—")
+                else:
+                    mark = _verdict_text(arm, ref, cmp)
+                    cells.append(f"{fmt_delta(cmp['mean_diff'], unit)}"
+                                 + (f" {mark}" if mark in (UP, DOWN) else ""))
+        if any_row:
+            out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return out
+
+
+def _task_table(rows: list[dict[str, Any]], refs: list[str], level: float, unit: str = "pct") -> list[str]:
+    header = ["Arm", f"Mean ± std{' (%)' if unit == 'pct' else ''}", "n seeds"]
     for ref in refs:
-        header += [f"Δ vs {ref} (pp) [{100 * level:.0f}% CI]", "p"]
-    header.append("Significance")
+        header += [f"Δ vs {ref}{' (pp)' if unit == 'pct' else ''} [{100 * level:.0f}% CI]", "p items / seeds",
+                   "power: min p; MDE"]
+    header.append("Verdict")
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 2) + ["---"]) + "|"]
     for row in rows:
-        std = "—" if row["std"] is None else fmt_pct(row["std"])
-        cells = [row["arm"], f"{fmt_pct(row['mean'])} ± {std}", str(row["n_seeds"])]
+        std = "—" if row["std"] is None else fmt_value(row["std"], unit)
+        cells = [row["arm"], f"{fmt_value(row['mean'], unit)} ± {std}", str(row["n_seeds"])]
         for ref in refs:
             cmp = row["vs"].get(ref)
             if row["arm"] == ref:
-                cells += ["(reference)", "—"]
+                cells += ["(reference)", "—", "—"]
             elif cmp is None or cmp["mean_diff"] is None:
-                cells += ["n/a", "—"]
+                cells += ["n/a", "—", "—"]
             else:
-                cells += [f"{fmt_pp(cmp['mean_diff'])} [{fmt_pp(cmp['ci_low'])}, {fmt_pp(cmp['ci_high'])}]",
-                          fmt_p(cmp["p_value"])]
+                mde = cmp.get("mde")
+                cells += [f"{fmt_delta(cmp['mean_diff'], unit)} [{fmt_delta(cmp['ci_low'], unit)}, "
+                          f"{fmt_delta(cmp['ci_high'], unit)}]",
+                          f"{fmt_p(cmp['p_value'])} / {fmt_p(cmp.get('p_value_seed'))}",
+                          f"{fmt_p(cmp.get('p_min_item'))}; "
+                          f"{'—' if mde is None else fmt_value(mde, unit).lstrip('+')}"
+                          f"{'' if cmp.get('can_reach_alpha', True) else ' (cannot reach α)'}"]
         cells.append(row["marker"])
         out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return out
@@ -212,15 +353,22 @@ def _task_table(rows: list[dict[str, Any]], refs: list[str], level: float) -> li
 
 def _provenance_table(rows: list[dict[str, Any]]) -> list[str]:
     header = ["Arm", "Seed", "Commit", "Config hash", "Recipe hash", "Data sha256", "Model", "Revision",
-              *PACKAGES, "Hardware", "Seeds"]
+              *PACKAGES, "Hardware", "Seeds", "Kept / k"]
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for r in rows:
         data = ", ".join(f"{k}:{str(v)[:8]}" for k, v in r["data_sha256"].items()) or MISSING
         cells = [r["arm"], "—" if r["seed"] is None else r["seed"], _short_commit(r["commit"]), r["config_hash"],
                  r["recipe_hash"] or "— (not fine-tuned)", data, r["model_id"], r["model_revision"],
-                 *(r["package_versions"][p] for p in PACKAGES), _compact(r["hardware"]), _compact(r["seeds"])]
+                 *(r["package_versions"][p] for p in PACKAGES), _compact(r["hardware"]), _compact(r["seeds"]),
+                 _kept_k(r.get("arm_info") or {})]
         out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return out
+
+
+def _kept_k(info: dict[str, Any]) -> str:
+    if not info:
+        return "—"
+    return f"{info.get('kept', '?')} / {info.get('budget_k', '?')}"
 
 
 def _short_commit(commit: str) -> str:
@@ -235,7 +383,10 @@ def render_png(doc: dict[str, Any]) -> bytes:
     import matplotlib  # imported here: plotting is only needed when rendering
     from matplotlib.figure import Figure
 
-    tasks, arms = doc["tasks"], doc["arms"]
+    arms = doc["arms"]
+    pct = [t for t in doc["tasks"] if task_unit(doc["task_facts"][t]) == "pct"]
+    tasks = pct or list(doc["tasks"])
+    scale = 100.0 if pct else 1.0
     width = 0.8 / max(1, len(arms))
     fig = Figure(figsize=(max(7.0, 2.8 + len(tasks) * len(arms) * 0.33), 4.8), dpi=120)
     ax = fig.add_subplot(1, 1, 1)
@@ -249,17 +400,18 @@ def render_png(doc: dict[str, Any]) -> bytes:
                 continue
             y = row["item_mean"] if row["item_mean"] is not None else row["mean"]
             xs.append(t + (i - (len(arms) - 1) / 2) * width)
-            ys.append(100 * y)
+            ys.append(scale * y)
             has_ci = row["item_ci_low"] is not None
-            lo.append(100 * (y - row["item_ci_low"]) if has_ci else 0.0)
-            hi.append(100 * (row["item_ci_high"] - y) if has_ci else 0.0)
+            lo.append(scale * (y - row["item_ci_low"]) if has_ci else 0.0)
+            hi.append(scale * (row["item_ci_high"] - y) if has_ci else 0.0)
         if xs:
             ax.bar(xs, ys, width * 0.95, yerr=[lo, hi], capsize=3, label=arm, color=colors[i],
                    error_kw={"elinewidth": 1, "ecolor": "black"})
     ax.set_xticks(range(len(tasks)))
     ax.set_xticklabels(tasks)
-    ax.set_ylabel("score (%)")
-    ax.set_ylim(0, max(5.0, min(100.0, _ymax(doc) * 1.15)))
+    ax.set_ylabel("score (%)" if pct else "proxy value (lower is better)")
+    if pct:
+        ax.set_ylim(0, max(5.0, min(100.0, _ymax(doc, tasks) * 1.15)))
     ax.set_title(f"{doc['experiment']}\n{_wrap(doc['note'], 110)}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
@@ -270,9 +422,9 @@ def render_png(doc: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def _ymax(doc: dict[str, Any]) -> float:
+def _ymax(doc: dict[str, Any], tasks: Sequence[str]) -> float:
     tops = [100 * (r["item_ci_high"] if r["item_ci_high"] is not None else r["mean"])
-            for rows in doc["tables"].values() for r in rows]
+            for t in tasks for r in doc["tables"][t]]
     return max(tops, default=0.0)
 
 

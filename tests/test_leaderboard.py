@@ -30,7 +30,7 @@ def _results(seed: int = 0) -> list[ArmResult]:
     rng = np.random.default_rng(seed)
     out = []
     for arm, p in ARMS.items():
-        for s in ([None] if arm == "base" else [1, 2]):
+        for s in ([None] if arm == "base" else [1, 2, 3]):
             items = {t: {f"{t}-{i}": float(rng.random() < p) for i in range(n)} for t, n in TASKS.items()}
             m = _manifest(arm, s)
             out.append(ArmResult(arm, s, m["recipe_hash"], m, items, {}))
@@ -90,8 +90,9 @@ def test_json_round_trips_and_matches_markdown_numbers(rendered):
             std = "—" if row["std"] is None else f"{100 * row['std']:.1f}"
             assert cells[1] == f"{100 * row['mean']:.1f} ± {std}"
             assert cells[2] == str(row["n_seeds"])
-            for k, ref in enumerate(("random", "full")):
-                delta, p = cells[3 + 2 * k], cells[4 + 2 * k]
+            assert doc["stats"]["references"] == ["random", "full", "base"]
+            for k, ref in enumerate(("random", "full", "base")):
+                delta, p, power = cells[3 + 3 * k], cells[4 + 3 * k], cells[5 + 3 * k]
                 cmp = row["vs"][ref]
                 if row["arm"] == ref:
                     assert cmp is None and delta == "(reference)"
@@ -99,9 +100,14 @@ def test_json_round_trips_and_matches_markdown_numbers(rendered):
                 nums = [float(x) for x in re.findall(r"[+-]\d+\.\d", delta)]
                 assert nums == pytest.approx([100 * cmp["mean_diff"], 100 * cmp["ci_low"], 100 * cmp["ci_high"]],
                                              abs=0.051)
-                assert float(p) == pytest.approx(cmp["p_value"], rel=0.06, abs=6e-4)
+                p_item, p_seed = (float(x) for x in p.split(" / "))
+                assert p_item == pytest.approx(cmp["p_value"], rel=0.06, abs=6e-4)
+                assert p_seed == pytest.approx(cmp["p_value_seed"], rel=0.06, abs=6e-4)
+                min_p, mde = power.split("; ")
+                assert float(min_p) == pytest.approx(cmp["p_min_item"], rel=0.06)
+                assert float(mde) == pytest.approx(100 * cmp["mde"], abs=0.051)
                 marker = f"{ref}: " + (("▲" if cmp["direction"] == "better" else "▼") if cmp["significant"]
-                                       else "n.s.")
+                                       else cmp["label"])
                 assert marker in cells[-1]
 
 
@@ -109,7 +115,7 @@ def test_significance_markers_reflect_data(rendered):
     paths, _, _ = rendered
     doc = json.loads(paths["json"].read_text(encoding="utf-8"))
     rows = {r["arm"]: r for r in doc["tables"]["gsm8k"]}
-    # p=0.8 vs 0.4 on 40 items x 2 seeds: a clear improvement; base (0.1) clearly worse than random.
+    # p=0.8 vs 0.4 on 40 items x 3 seeds: a clear improvement; base (0.1) clearly worse than random.
     assert rows["cpqs"]["vs"]["random"]["significant"] and rows["cpqs"]["vs"]["random"]["direction"] == "better"
     assert rows["base"]["vs"]["random"]["direction"] == "worse"
     md_rows = {r[0]: r for r in _table(paths["md"].read_text(encoding="utf-8"), "gsm8k")}
@@ -138,7 +144,8 @@ def test_missing_provenance_is_marked_not_guessed(tmp_path):
                ArmResult("cpqs", 1, "r", {"arm": "cpqs", "commit": "abc"}, {"t": {"0": 0.0}}, {})]
     paths = leaderboard.render(summarize(results, n_boot=50), results, tmp_path, "x", NOTE)
     prov = _table(paths["md"].read_text(encoding="utf-8"), "Provenance")
-    assert prov[0][0] == "random" and prov[0][2] == "missing" and prov[0][-1] == "missing"
+    assert prov[0][0] == "random" and prov[0][2] == "missing" and prov[0][-2] == "missing"
+    assert prov[0][7] == "missing" and prov[0][-1] == "—"  # revision, kept / k
     assert prov[1][2] == "abc"
 
 
@@ -194,7 +201,7 @@ def test_main_discovers_eval_dirs_in_run_dir(tmp_path):
     paths = leaderboard.main(run, tmp_path / "out", "cli", NOTE, n_boot=100)
     doc = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert doc["arms"] == ["base", "full", "random", "cpqs", "my-plugin"]
-    assert len(doc["provenance"]) == 9
+    assert len(doc["provenance"]) == 13  # base + 4 arms × 3 seeds
     # one eval dir given directly works too, and a default note is factual
     single = leaderboard.main([run / "random-1" / "eval"], tmp_path / "out1", "one", n_boot=50)
     text = single["md"].read_text(encoding="utf-8")
@@ -239,10 +246,105 @@ def test_cli_verb_writes_files_and_reports_recipe_mismatch_cleanly(tmp_path, cap
                    "--note", NOTE, "--references", "random", "--n-boot", "50"])
     assert rc == 0
     doc = json.loads((tmp_path / "o" / "v.json").read_text(encoding="utf-8"))
-    assert doc["stats"]["references"] == ["random"] and doc["stats"]["n_boot"] == 50
+    assert doc["stats"]["references"] == ["random", "base"] and doc["stats"]["n_boot"] == 50
     assert "Δ vs full" not in (tmp_path / "o" / "v.md").read_text(encoding="utf-8")
     bad = _results()[3]
     _write_eval(run / "odd", ArmResult("ifd", 1, "zzz", {**bad.manifest, "arm": "ifd", "recipe_hash": "zzz"},
                                        bad.items, {}))
     rc = cli.main(["leaderboard", str(run), "--experiment", "v2", "--out-dir", str(tmp_path / "o")])
     assert rc == 1 and "zzz" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ issue 14: seeds, power, proxies, layout, arms
+
+
+def _harness_manifest(arm: str, seed: int | None, kept: int | None = None) -> dict:
+    """The layout cpqs_bench.evaluate.harness writes: model {spec, revision}, tasks {...}; arm_info from the lead."""
+    m = {"arm": arm, "seed": seed, "recipe_hash": None if arm == "base" else "rec",
+         "model": {"spec": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": "12fd25f7", "device": "cpu"},
+         "inputs": {"model_revision": "12fd25f7"},
+         "tasks": {"gsm8k_nll": {"metric": "nll", "higher_is_better": False, "proxy": True},
+                   "gsm8k": {"metric": "exact_match", "higher_is_better": True}}}
+    if arm not in ("base", "full"):
+        m["arm_info"] = {"kept": kept if kept is not None else 10, "budget_k": 10, "total": 100, "selector": arm}
+    return m
+
+
+def _synthetic(seeds, effect_per_seed: dict, n: int = 60, kept: dict | None = None) -> list[ArmResult]:
+    """gsm8k (0/1) and gsm8k_nll (continuous) per arm × seed; cpqs's gain in seed s is effect_per_seed[s]."""
+    rng = np.random.default_rng(11)
+    base_p = rng.uniform(0.2, 0.6, size=n)
+    base_nll = rng.uniform(1.0, 2.0, size=n)
+    out = []
+    for arm in ("base", "full", "random", "cpqs"):
+        for s in ([None] if arm == "base" else seeds):
+            gain = effect_per_seed[s] if arm == "cpqs" else 0.0
+            draws = np.random.default_rng([s or 0, len(arm)])
+            items = {"gsm8k": {str(i): float(draws.random() < min(1.0, max(0.0, base_p[i] + gain)))
+                               for i in range(n)},
+                     "gsm8k_nll": {str(i): float(base_nll[i] - gain + draws.normal(0, 0.01)) for i in range(n)}}
+            m = _harness_manifest(arm, s, (kept or {}).get(arm))
+            out.append(ArmResult(arm, s, m["recipe_hash"], m, items, {}))
+    return out
+
+
+def test_seeds_that_disagree_show_no_verdict_on_the_page(tmp_path):
+    results = _synthetic((1, 2, 3), {1: 0.6, 2: 0.6, 3: -0.6})
+    paths = leaderboard.render(summarize(results, n_boot=1000), results, tmp_path, "dis", NOTE)
+    doc = json.loads(paths["json"].read_text(encoding="utf-8"))
+    row = next(r for r in doc["tables"]["gsm8k_nll"] if r["arm"] == "cpqs")
+    cmp = row["vs"]["random"]
+    assert cmp["significant"] is False and cmp["verdict"] is None
+    assert "▲" not in row["marker"].split(";")[0] and "▼" not in row["marker"].split(";")[0]
+    assert not cmp["seed_agrees"]
+
+
+def test_agreeing_seeds_give_a_verdict_and_proxies_are_labelled(tmp_path):
+    results = _synthetic((1, 2, 3), {1: 0.3, 2: 0.35, 3: 0.4})
+    paths = leaderboard.render(summarize(results, n_boot=1000), results, tmp_path, "agree", NOTE)
+    doc = json.loads(paths["json"].read_text(encoding="utf-8"))
+    row = next(r for r in doc["tables"]["gsm8k_nll"] if r["arm"] == "cpqs")
+    assert row["vs"]["random"]["mean_diff"] < 0 and "random: ▲" in row["marker"]  # lower NLL is better
+    md = paths["md"].read_text(encoding="utf-8")
+    assert "### gsm8k_nll" in md and "proxy, lower is better" in md
+    assert "conditional on the evaluation items and the drawn fine-tuning seeds" in md
+    assert doc["task_facts"]["gsm8k_nll"]["unit"] == "raw" and doc["task_facts"]["gsm8k"]["unit"] == "pct"
+
+
+def test_two_seeds_say_seed_variation_not_estimable(tmp_path):
+    results = _synthetic((1, 2), {1: 0.4, 2: 0.4})
+    paths = leaderboard.render(summarize(results, n_boot=300), results, tmp_path, "two", NOTE)
+    md = paths["md"].read_text(encoding="utf-8")
+    rows = {r[0]: r for r in _table(md, "gsm8k_nll")}
+    assert "random: seed variation not estimable" in rows["cpqs"][-1]
+    assert "▲" not in rows["cpqs"][-1] and "▼" not in rows["cpqs"][-1]
+
+
+def test_underpowered_cell_says_cannot_reach_alpha_never_ns(tmp_path):
+    results = _synthetic((1, 2, 3), {1: 0.9, 2: 0.9, 3: 0.9}, n=4)
+    paths = leaderboard.render(summarize(results, n_boot=200), results, tmp_path, "tiny", NOTE)
+    rows = {r[0]: r for r in _table(paths["md"].read_text(encoding="utf-8"), "gsm8k")}
+    assert "cannot reach α (n = " in rows["cpqs"][-1]
+    assert "n.s." not in rows["cpqs"][-1]
+
+
+def test_domain_tables_budget_kept_revision_and_items(tmp_path):
+    results = _synthetic((1, 2, 3), {1: 0.1, 2: 0.1, 3: 0.1}, kept={"cpqs": 7})
+    summary = summarize(results, n_boot=200)
+    paths = leaderboard.render(summary, results, tmp_path, "dom", NOTE)
+    doc = json.loads(paths["json"].read_text(encoding="utf-8"))
+    md = paths["md"].read_text(encoding="utf-8")
+    assert doc["domains"] == {"math": ["gsm8k", "gsm8k_nll"]}
+    dom = {r[0]: r for r in _table(md, "Domain: math")}
+    assert dom["cpqs"][1:4] == ["cpqs", "0.1 (k = 10)", "7 ⚠ < k"] and dom["random"][3] == "10"
+    assert dom["full"][1:4] == ["—", "—", "—"]
+    assert "fewer examples than the budget" in md and doc["arm_info"]["cpqs"]["short"] is True
+    prov = next(p for p in doc["provenance"] if p["arm"] == "cpqs")
+    assert prov["model_revision"] == "12fd25f7" and prov["model_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    # the JSON twin re-tests any row: its per-item scores reproduce the published Δ
+    items = doc["items"]["gsm8k"]
+    d = np.array([[items["cpqs"][s][k] - items["random"][s][k] for k in sorted(items["cpqs"][s])]
+                  for s in ("1", "2", "3")])
+    row = next(r for r in doc["tables"]["gsm8k"] if r["arm"] == "cpqs")
+    assert row["vs"]["random"]["mean_diff"] == pytest.approx(d.mean())
+    assert set(items["base"]) == {"null"}
