@@ -135,15 +135,16 @@ def resolve_tasks(tasks: str | Sequence[str], settings: EvaluateConfig | None = 
 
 
 @functools.lru_cache(maxsize=64)
-def _built(src: TaskSource, name: str) -> tuple[Any, Any]:
+def _built(src: TaskSource, name: str, mirror: str | None) -> tuple[Any, Any]:
     task = src.manager.load([name])["tasks"][name]
     return task, copy.deepcopy(task._config)
 
 
 def built_task(name: str, src: TaskSource) -> Any:
     """Task ``name`` built once per process (docs loaded once), its config reset to the YAML's on every call:
-    lm-eval's ``simple_evaluate`` overwrites a task's config (generation kwargs, few-shot settings) in place."""
-    task, pristine = _built(src, name)
+    lm-eval's ``simple_evaluate`` overwrites a task's config (generation kwargs, few-shot settings) in place.
+    Keyed also by the data mirror in force (the task hooks read their docs from it)."""
+    task, pristine = _built(src, name, os.environ.get("CPQS_DATA_MIRROR"))
     task._config = copy.deepcopy(pristine)
     return task
 
