@@ -341,17 +341,15 @@ def hierarchical_bootstrap_means(diffs: np.ndarray, n_boot: int, rng: np.random.
     for step in _chunks(n_boot, n_seeds + n_items):
         ws = _draw_counts(rng, step, n_seeds)
         wi = _draw_counts(rng, step, n_items)
-        out[pos:pos + step] = np.einsum("bs,si,bi->b", ws, d, wi) / (n_seeds * n_items)
+        out[pos:pos + step] = np.sum(ws * (wi @ d.T), axis=1) / (n_seeds * n_items)
         pos += step
     return out
 
 
 def _draw_counts(rng: np.random.Generator, n_rows: int, size: int) -> np.ndarray:
     """Counts of each index in ``n_rows`` draws of ``size`` indices with replacement (one row per draw)."""
-    idx = rng.integers(0, size, size=(n_rows, size))
-    counts = np.zeros((n_rows, size))
-    np.add.at(counts, (np.repeat(np.arange(n_rows), size), idx.ravel()), 1.0)
-    return counts
+    idx = rng.integers(0, size, size=(n_rows, size), dtype=np.int64) + (np.arange(n_rows) * size)[:, None]
+    return np.bincount(idx.ravel(), minlength=n_rows * size).reshape(n_rows, size).astype(float)
 
 
 def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
