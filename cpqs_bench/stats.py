@@ -9,7 +9,13 @@ other) and paired items ``i``. From it:
 
 * Δ = mean of D; its CI is a **hierarchical (two-stage, crossed) paired bootstrap**: resample the seeds (rows) with
   replacement, then the items (columns) with replacement, and take the mean of the resampled sub-matrix
-  (:func:`hierarchical_bootstrap_means`). With a single seed it reduces to the item bootstrap.
+  (:func:`hierarchical_bootstrap_means`). With a single seed it reduces to the item bootstrap. Method: the
+  hierarchical bootstrap of Saravanan, Berman & Sober (2020), "Application of the hierarchical bootstrap to
+  multi-level data in neuroscience" (resample the top level, then the level below; cf. the README of
+  github.com/alexpiet/hierarchical_bootstrap and rishi-kulkarni/hierarch docs/user/overview.rst). Deliberate
+  difference: there the levels are nested (cells within subjects) and the lower level is redrawn within each drawn
+  unit; here items are *crossed* with seeds (every seed is evaluated on the same items), so one item draw is shared
+  by all drawn seeds, which keeps the pairing of items across seeds.
 * item-level test: exact / Monte-Carlo sign-flip permutation over the per-item differences averaged over seeds
   (:func:`sign_flip_pvalue`), i.e. conditional on the drawn seeds;
 * seed-level test: exact sign-flip over the per-seed mean differences (rows of D averaged over items).
@@ -18,9 +24,11 @@ other) and paired items ``i``. From it:
   observed sd of the item differences (normal approximation).
 
 Verdict (▲ better / ▼ worse, in the metric's own direction): only when at least ``MIN_SEEDS_FOR_VERDICT`` (3)
-paired seeds exist, the hierarchical CI excludes 0, the item-level p < alpha and the seed-level test agrees. The
-seed-level test "agrees" when its p < alpha, or — since with S seeds its smallest p is 2 / 2**S, which is ≥ 0.05
-for S ≤ 5 — when every seed's mean difference has the sign of Δ (its p is then the smallest attainable). With fewer
+paired seeds exist, the item level says so (item-bootstrap CI of the seed-averaged differences excludes 0 and the
+item sign-flip p < alpha) and the seed level agrees: the hierarchical CI excludes 0 and the seed-level sign-flip
+p < alpha or — since with S seeds its smallest p is 2 / 2**S, which is ≥ 0.05 for S ≤ 5 — every seed's mean
+difference has the sign of Δ (its p is then the smallest attainable). Item-level evidence without seed agreement
+reads "no verdict (seeds disagree)". With fewer
 than 3 seeds the label is "seed variation not estimable"; when the item test cannot reach alpha at all, the label is
 "cannot reach α (n = m)", never "n.s.". All inference is conditional on the evaluation items and the drawn seeds: it
 says nothing about other benchmarks or about seeds beyond what the seed bootstrap/test can see.
