@@ -268,7 +268,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
             f = facts[task]
             kind = (f"metric `{f['metric']}`" + (", proxy" if f["proxy"] else "")
                     + (", lower is better" if not f["higher_is_better"] else ""))
-            lines += [f"### {task}", "", f"*{kind}.*", "",
+            lines += [f"### {task}", "", f"*{kind}.* {_mde_sentence(doc['tables'][task], refs, task_unit(f))}", "",
                       *_task_table(doc["tables"][task], refs, st["ci_level"], task_unit(f)), ""]
     fig = doc["figure"]
     lines += ["## Figure", "", f"![{doc['experiment']} scores per task and arm]({fig['file']})", "",
@@ -277,6 +277,20 @@ def render_markdown(doc: dict[str, Any]) -> str:
     if doc["warnings"]:
         lines += ["## Warnings", "", *(f"- {_cell(w)}" for w in doc["warnings"]), ""]
     return "\n".join(lines)
+
+
+def _mde_sentence(rows: list[dict[str, Any]], refs: list[str], unit: str) -> str:
+    """What this design can detect at all: the range of minimum detectable effects per reference, over arms."""
+    parts = []
+    for ref in refs:
+        mdes = [row["vs"][ref]["mde"] for row in rows
+                if row["arm"] != ref and row["vs"].get(ref) and row["vs"][ref].get("mde") is not None]
+        if mdes:
+            lo, hi = fmt_value(min(mdes), unit), fmt_value(max(mdes), unit)
+            parts.append(f"vs {ref} {lo}" + ("" if lo == hi else f"–{hi}"))
+    n = max((row["n_items"] for row in rows), default=0)
+    return (f"n = {n} items; minimum detectable effect at 80% power{' (pp)' if unit == 'pct' else ''}: "
+            + "; ".join(parts) + ".") if parts else f"n = {n} items."
 
 
 def _arm_budget_cells(info: dict[str, Any] | None) -> list[str]:
@@ -326,7 +340,7 @@ def _task_table(rows: list[dict[str, Any]], refs: list[str], level: float, unit:
     header = ["Arm", f"Mean ± std{' (%)' if unit == 'pct' else ''}", "n seeds"]
     for ref in refs:
         header += [f"Δ vs {ref}{' (pp)' if unit == 'pct' else ''} [{100 * level:.0f}% CI]", "p items / seeds",
-                   "power: min p; MDE"]
+                   "power: min p items / seeds; MDE"]
     header.append("Verdict")
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 2) + ["---"]) + "|"]
     for row in rows:
@@ -343,7 +357,7 @@ def _task_table(rows: list[dict[str, Any]], refs: list[str], level: float, unit:
                 cells += [f"{fmt_delta(cmp['mean_diff'], unit)} [{fmt_delta(cmp['ci_low'], unit)}, "
                           f"{fmt_delta(cmp['ci_high'], unit)}]",
                           f"{fmt_p(cmp['p_value'])} / {fmt_p(cmp.get('p_value_seed'))}",
-                          f"{fmt_p(cmp.get('p_min_item'))}; "
+                          f"{fmt_p(cmp.get('p_min_item'))} / {fmt_p(cmp.get('p_min_seed'))}; "
                           f"{'—' if mde is None else fmt_value(mde, unit).lstrip('+')}"
                           f"{'' if cmp.get('can_reach_alpha', True) else ' (cannot reach α)'}"]
         cells.append(row["marker"])

@@ -104,7 +104,9 @@ def test_json_round_trips_and_matches_markdown_numbers(rendered):
                 assert p_item == pytest.approx(cmp["p_value"], rel=0.06, abs=6e-4)
                 assert p_seed == pytest.approx(cmp["p_value_seed"], rel=0.06, abs=6e-4)
                 min_p, mde = power.split("; ")
-                assert float(min_p) == pytest.approx(cmp["p_min_item"], rel=0.06)
+                min_item, min_seed = (float(x) for x in min_p.split(" / "))
+                assert min_item == pytest.approx(cmp["p_min_item"], rel=0.06)
+                assert min_seed == pytest.approx(cmp["p_min_seed"], rel=0.06)
                 assert float(mde) == pytest.approx(100 * cmp["mde"], abs=0.051)
                 marker = f"{ref}: " + (("▲" if cmp["direction"] == "better" else "▼") if cmp["significant"]
                                        else cmp["label"])
@@ -307,6 +309,8 @@ def test_agreeing_seeds_give_a_verdict_and_proxies_are_labelled(tmp_path):
     assert row["vs"]["random"]["mean_diff"] < 0 and "random: ▲" in row["marker"]  # lower NLL is better
     md = paths["md"].read_text(encoding="utf-8")
     assert "### gsm8k_nll" in md and "proxy, lower is better" in md
+    mdes = [r["vs"]["random"]["mde"] for r in doc["tables"]["gsm8k"] if r["arm"] != "random"]
+    assert f"n = 60 items; minimum detectable effect at 80% power (pp): vs random {100 * min(mdes):.1f}–" in md
     assert "conditional on the evaluation items and the drawn fine-tuning seeds" in md
     assert doc["task_facts"]["gsm8k_nll"]["unit"] == "raw" and doc["task_facts"]["gsm8k"]["unit"] == "pct"
 
