@@ -513,15 +513,16 @@ def default_note(results: Sequence[ArmResult]) -> str:
 
 def main(inputs: str | Path | Sequence[str | Path], out_dir: str | Path, experiment: str,
          title_note: str | None = None, *, references: Sequence[str] = DEFAULT_REFERENCES, n_boot: int = 10_000,
-         seed: int = 0) -> dict[str, Path]:
+         seed: int = 0, compare_base: bool = True) -> dict[str, Path]:
     """``cpqs-bench leaderboard``: load evaluation results, compute statistics, write the leaderboard files.
 
     ``inputs`` is one or more evaluation directories or run directories (searched recursively for evaluation
-    directories). Raises ``RecipeMismatch`` if fine-tuned arms disagree on the recipe and ``ValueError`` /
+    directories); every arm is also compared with ``base`` when present unless ``compare_base`` is false. Raises
+    ``RecipeMismatch`` if fine-tuned arms disagree on the recipe and ``ValueError`` /
     ``FileNotFoundError`` for malformed or missing inputs. Returns ``{"md"|"json"|"png": path}``.
     """
     results = [load_arm_result(d) for d in find_eval_dirs(inputs)]
-    summary = summarize(results, references=references, n_boot=n_boot, seed=seed)
+    summary = summarize(results, references=references, n_boot=n_boot, seed=seed, compare_base=compare_base)
     return render(summary, results, out_dir, experiment, title_note or default_note(results))
 
 
