@@ -128,3 +128,11 @@ def test_embeddings_are_computed_once_per_run(tmp_path, monkeypatch):
     again = registry.get("kcenter").score(list(reversed(contract_examples())), ScoringContext(
         cfg, tmp_path / "k2", loader=loader, shared_workdir=tmp_path / "s"))
     assert calls == [8] and {r.id: r.score for r in again} == pytest.approx({r.id: r.score for r in a}, nan_ok=True)
+
+
+def test_resolve_names_the_composed_target():
+    assert registry.resolve("ifd+kcenter") == registry.BUILTIN["ifd"] + "+kcenter"
+    with pytest.raises(registry.UnknownSelector, match="unknown diversity step"):
+        registry.resolve("ifd+dpp")
+    with pytest.raises(registry.UnknownSelector, match="Did you mean"):
+        registry.resolve("ifdd+kcenter")

@@ -44,6 +44,14 @@ def available(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def resolve(name: str, extra: dict[str, str] | None = None) -> str:
+    """``"module:Class"`` of ``name``; for a composed ``BASE+STEP`` the base's target followed by ``+STEP``."""
+    if "+" in name:
+        from cpqs_bench.selectors.diversity import STEPS
+
+        base, _, step = name.partition("+")
+        if step not in STEPS:
+            raise UnknownSelector(f"unknown diversity step {step!r} in {name!r}; use one of {', '.join(STEPS)}")
+        return f"{resolve(base, extra)}+{step}"
     names = available(extra)
     if name in names:
         return names[name]
