@@ -13,7 +13,7 @@ minimum detectable effect) and the verdict (see :mod:`cpqs_bench.stats` for the 
 per-item scores of every arm × seed (``items[task][arm][seed]``, seed ``"null"`` for base) so any row can be re-tested.
 
 Accuracy-like scores (exact match, pass@1) are fractions in [0, 1] in the JSON; the Markdown shows percent (means)
-and percentage points (differences). Continuous proxy metrics (mean per-token NLL, bits per byte; lower is better)
+and percentage points (differences). Continuous proxy metrics (NLL per byte or token, bits per byte; lower is better)
 are shown in their own unit with 3 decimals and labelled "proxy".
 """
 from __future__ import annotations
@@ -237,7 +237,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "benchmarks or other seeds.",
         "",
         "How to read: *mean ± std* is the task score over seeds (std with ddof=1; — for one seed), in % for "
-        "accuracy-like metrics and in the metric's own unit for continuous *proxy* metrics (mean per-token NLL, bits "
+        "accuracy-like metrics and in the metric's own unit for continuous *proxy* metrics (NLL per byte, bits "
         "per byte of the reference solution: lower is better; they are reported beside, never instead of, exact "
         "match and pass@1). *Δ vs X* is the paired mean per-item difference (arm − X; pp for % metrics). "
         f"Brackets: {100 * st['ci_level']:.0f}% hierarchical paired bootstrap CI ({st['n_boot']:,} resamples: "
