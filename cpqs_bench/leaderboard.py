@@ -18,7 +18,6 @@ are shown in their own unit with 3 decimals and labelled "proxy".
 """
 from __future__ import annotations
 
-import argparse
 import io
 from pathlib import Path
 from typing import Any, Sequence
@@ -526,29 +525,5 @@ def main(inputs: str | Path | Sequence[str | Path], out_dir: str | Path, experim
     return render(summary, results, out_dir, experiment, title_note or default_note(results))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``cpqs-bench leaderboard`` (registered by ``cpqs_bench.cli``)."""
-    parser.add_argument("inputs", nargs="+", type=Path,
-                        help="evaluation directories, or run directories searched recursively for them")
-    parser.add_argument("--experiment", required=True, help="file stem of the outputs (<experiment>.md/.json/.png)")
-    parser.add_argument("--out-dir", type=Path, required=True, help="where the leaderboard files are written")
-    parser.add_argument("--note", default=None,
-                        help="plain note at the top, e.g. 'Smoke run of a 135M model on CPU - not a paper result' "
-                             "(default: a factual note built from the manifests)")
-    parser.add_argument("--references", default=",".join(DEFAULT_REFERENCES),
-                        help="comma-separated reference arms for paired comparisons (default: %(default)s)")
-    parser.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap/permutation RNG (default: 0)")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    references = tuple(r.strip() for r in args.references.split(",") if r.strip())
-    paths = main(args.inputs, args.out_dir, args.experiment, args.note, references=references,
-                 n_boot=args.n_boot, seed=args.seed)
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
-    return 0
-
-
 __all__ = ["render", "main", "build_document", "render_markdown", "render_png", "find_eval_dirs", "provenance_row",
-           "default_note", "fmt_pct", "fmt_pp", "fmt_p", "add_arguments", "run_cli"]
+           "default_note", "fmt_pct", "fmt_pp", "fmt_p", "fmt_value"]

@@ -393,17 +393,19 @@ def print_summary(board_json: Path, log: Callable[[str], None]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from cpqs_bench.leaderboard import fmt_pct
+    from cpqs_bench.leaderboard import fmt_value
 
     doc = json.loads(Path(board_json).read_text())
     con = Console()
     con.print(f"[bold]{doc['experiment']}[/bold] — {doc.get('note', '')}")
     for task in doc["tasks"]:
+        unit = doc.get("task_facts", {}).get(task, {}).get("unit", "pct")
         t = Table(title=task)
-        for col in ("arm", "mean ± std (%)", "seeds", "significance"):
+        for col in ("arm", f"mean ± std ({'%' if unit == 'pct' else unit})", "seeds", "verdict"):
             t.add_column(col)
         for row in doc["tables"][task]:
-            std = "—" if row.get("std") is None else fmt_pct(row["std"])
-            t.add_row(row["arm"], f"{fmt_pct(row['mean'])} ± {std}", str(row.get("n_seeds")), str(row.get("marker")))
+            std = "—" if row.get("std") is None else fmt_value(row["std"], unit)
+            t.add_row(row["arm"], f"{fmt_value(row['mean'], unit)} ± {std}", str(row.get("n_seeds")),
+                      str(row.get("marker")))
         con.print(t)
     log(f"leaderboard: {Path(board_json).with_suffix('.md')}")
