@@ -14,8 +14,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("data", "data.*")),
     ("prompts", ("prompts", "templates")),
     ("features", ("features",)),
-    ("selectors", ("selectors", "selectors.*", "judge", "judge.*", "score", "testing")),
-    ("select", ("select",)),
+    ("selectors", ("selectors", "selectors.*", "judge", "judge.*", "score")),
+    ("select", ("select", "testing")),  # the selector contract kit checks selections too
     ("finetune", ("finetune", "finetune.*")),
     ("evaluate", ("evaluate", "evaluate.*")),
     ("stats", ("stats", "leaderboard", "leaderboard_page", "compare")),

@@ -360,7 +360,7 @@ class IFDSelector:
     def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
         model, tok, info = ctx.model(self.model_spec(ctx))
         settings = self.settings(ctx, model)
-        losses = compute_losses(model, tok, info, examples, settings, ctx.workdir)
+        losses = compute_losses(model, tok, info, examples, settings, ctx.shared("ifd"))
         drop = ctx.config.selectors.drop_ifd_ge_1
         return [self.row(x, drop) for x in losses]
 
