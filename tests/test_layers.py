@@ -18,7 +18,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("select", ("select", "testing")),  # the selector contract kit checks selections too
     ("finetune", ("finetune", "finetune.*")),
     ("evaluate", ("evaluate", "evaluate.*")),
-    ("stats", ("stats", "leaderboard", "leaderboard_page", "compare")),
+    # diagnostics over scored/tokenised pools sit with the statistics: they read every lower layer
+    ("stats", ("stats", "leaderboard", "leaderboard_page", "compare", "data.inspect")),
     ("publish", ("publish", "publish.*")),
     ("reproduce", ("pipeline", "reproduce", "preflight")),
     ("cli", ("cli", "cli.*", "__main__")),
@@ -27,6 +28,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 def layer_of(module: str) -> int:
     rel = module.removeprefix("cpqs_bench.") if module != "cpqs_bench" else "__init__"
+    if rel == "cli" or rel.startswith("cli."):  # before the "*.config" section pattern: cli/config.py is a verb
+        return len(LAYERS) - 1
+    exact = [i for i, (_, patterns) in enumerate(LAYERS) if rel in patterns]  # an exact name wins over a glob
+    if exact:
+        return exact[0]
     for i, (_, patterns) in enumerate(LAYERS):
         if any(fnmatch.fnmatchcase(rel, pat) for pat in patterns):
             return i
