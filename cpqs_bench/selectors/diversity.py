@@ -298,7 +298,8 @@ def compose(rows: Sequence[ScoreRow | Mapping[str, Any]], examples: Sequence[Exa
     n = len(rows)
     k, pre = count(budget, n), count(pre_fraction, n)
     if pre < k:
-        raise ValueError(f"selectors.pre_fraction={pre_fraction} keeps {pre} examples, fewer than the budget's {k}")
+        raise ValueError(f"selectors.pre_fraction={pre_fraction} keeps {pre} of {n} examples, fewer than the "
+                         f"budget's {k} (selectors.budget={budget}): raise pre_fraction or lower the budget")
     eligible = [r for r in rows if r.get("exclude") is None]
     eligible.sort(key=lambda r: (-float(r["score"]), r["id"]))
     keep = {r["id"] for r in eligible[:pre]}
