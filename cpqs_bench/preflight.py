@@ -45,6 +45,8 @@ KNOWN_MODELS: dict[str, dict[str, Any]] = {
                                    "params_b": 1.5},
     "meta-llama/Llama-3.1-8B-Instruct": {"family": "chatml", "chat_template": True, "bos": True, "context": 131072,
                                          "params_b": 8.0},
+    "OpenAssistant/reward-model-deberta-v3-large-v2": {"family": "gpt2", "chat_template": False, "bos": True,
+                                                       "context": 512, "params_b": 0.435},
     "gpt2": {"family": "gpt2", "chat_template": False, "bos": False, "context": 1024, "params_b": 0.124},
     "embedded": {"family": "chatml", "chat_template": True, "bos": False, "context": 8192, "params_b": 0.135},
 }
@@ -255,6 +257,16 @@ def check_models(cfg: Config, rep: Report, mode: str, task_chat: dict[str, bool]
     cq = cfg.selectors.cpqs
     if "cpqs" in cfg.selectors.names and cq.pairs_source == "generate":
         extra.append(("negatives generator", cq.generator))
+    j = cfg.selectors.judge
+    if "alpagasus" in cfg.selectors.names:
+        if j.backend == "openai":
+            rep.add("model", f"judge {j.model} @ {j.base_url}", WARN if offline() or not os.environ.get(j.api_key_env)
+                    else OK, f"OpenAI-compatible endpoint; key from ${j.api_key_env} "
+                             f"({'set' if os.environ.get(j.api_key_env) else 'NOT set'}); not contacted offline")
+        elif j.model:
+            extra.append(("judge", j.model))
+    if "mods" in cfg.selectors.names:
+        extra.append(("reward model", cfg.selectors.mods.reward_model))
     for role, spec in extra:
         rep.guard("model", f"{role} {spec}", lambda spec=spec: _other_model(spec, mode))
     return facts
@@ -405,10 +417,14 @@ def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None, tasks: li
     }
     if tasks is not None:
         changes["evaluate.tasks"] = list(tasks)
-    if model_dir is not None:
+    if model_dir is not None:  # every model the preset names is stood in for by the tiny one
         changes.update({"model.id": str(model_dir), "model.revision": None, "model.dtype": "float32",
                         "evaluate.dtype": "float32", "selectors.proxy_model": str(model_dir),
-                        "selectors.cpqs.generator": str(model_dir)})
+                        "selectors.cpqs.generator": str(model_dir), "selectors.judge.backend": "local",
+                        "selectors.judge.model": None, "selectors.judge.max_new_tokens": 4,
+                        "selectors.mods.reward_model": str(model_dir), "selectors.mods.embedding": "target",
+                        "selectors.mods.seed_model": None, "selectors.mods.max_new_tokens": 4,
+                        "selectors.diversity.embedding": "target"})
     return replace(cfg, **changes)
 
 
