@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cpqs_bench import models, provenance
+from cpqs_bench import models, provenance, templates
 from cpqs_bench.config import to_dict
 from cpqs_bench.evaluate import tasks_utils
 from cpqs_bench.evaluate.config import EvaluateConfig
@@ -166,7 +166,7 @@ def task_config_info(name: str, cfg: Any) -> dict[str, Any]:
     return {"task": name, "output_type": getattr(cfg, "output_type", None), "metric": metric, "filter": flt,
             "higher_is_better": entry.get("higher_is_better", True), "chat": bool(meta.get("chat", False)),
             "unsafe_code": bool(getattr(cfg, "unsafe_code", False)), "proxy": bool(meta.get("proxy", False)),
-            "version": meta.get("version"),
+            "version": meta.get("version"), "domain": meta.get("domain"), "dataset_id": meta.get("dataset_id"),
             "generation_kwargs": copy.deepcopy(getattr(cfg, "generation_kwargs", None))}
 
 
@@ -459,9 +459,15 @@ def evaluate_model(cfg: Any, out: str | Path, *, adapter: str | Path | None = No
         attached = _Attached(base, adapter)
         lm = None
     chat_tasks = [t for t in task_list if infos[t]["chat"]]
-    if chat_tasks and settings.apply_chat_template and tokenizer is not None and not tokenizer.chat_template:
-        raise EvaluationError(f"tasks {chat_tasks} need a chat template (their YAML says metadata.chat: true), but "
-                              f"{model_spec}'s tokenizer has none: set prompt.template, or evaluate completion tasks")
+    template_hash = None
+    if chat_tasks and settings.apply_chat_template and tokenizer is not None:
+        # One prompt format: the training template (prompt.template) becomes the tokenizer's chat template, on a
+        # copy (the loader's tokenizer may be shared), so lm-eval renders exactly what the arms were trained on.
+        try:
+            tokenizer = templates.apply(copy.deepcopy(tokenizer), cfg.prompt)
+        except templates.TemplateError as exc:
+            raise EvaluationError(f"tasks {chat_tasks} are chat tasks (metadata.chat: true): {exc}") from None
+        template_hash = stable_hash(tokenizer.chat_template, length=16)
 
     metrics: dict[str, float] = {}
     items: list[dict] = []
@@ -476,8 +482,10 @@ def evaluate_model(cfg: Any, out: str | Path, *, adapter: str | Path | None = No
             if not group:
                 continue
             use_chat = chat and settings.apply_chat_template
+            lm.add_bos_token = templates.lm_eval_model_args(use_chat).get("add_bos_token")  # the template has BOS
             cache = (cache_path(path, model_rev, inputs["adapter_hash"], settings, use_chat,
-                                Path(cache_root) / "lm_eval_requests" if cache_root else None, inputs["prompt"])
+                                Path(cache_root) / "lm_eval_requests" if cache_root else None,
+                                {**inputs["prompt"], "chat_template": template_hash if use_chat else None})
                      if settings.use_cache else None)
             results = _run_group(lm, [tasks[t] for t in group], use_chat, limit, settings, cache,
                                  cfg.prompt.system_prompt if use_chat else None)
@@ -507,6 +515,7 @@ def evaluate_model(cfg: Any, out: str | Path, *, adapter: str | Path | None = No
         "generation": {"settings": generation_settings(settings),
                        "per_task": {t: c.get("generation_kwargs") for t, c in task_cfgs.items()}},
         "chat_template": {t: (infos[t]["chat"] and settings.apply_chat_template) for t in task_list},
+        "chat_template_sha": template_hash,
         "tasks": {t: {k: v for k, v in infos[t].items() if k != "generation_kwargs"} for t in task_list},
         "task_versions": {t: (c.get("metadata") or {}).get("version") for t, c in task_cfgs.items()},
         "n_items": {t: sum(r["task"] == t for r in items) for t in task_list},

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from cpqs_bench import models, provenance
+from cpqs_bench import models, provenance, templates
 from cpqs_bench.config import config_hash, to_dict, to_yaml
 from cpqs_bench.data.example import Example, content_hash
 from cpqs_bench.finetune import checkpoints, progress
@@ -372,8 +372,11 @@ def _train(cfg: Any, ft: Any, peft_model: Any, tok: Any, info: Any, data: SFTDat
     wandb_cb = wandb_callback(cfg.publish.wandb, wandb_errors)
     if wandb_cb is not None and args.process_index == 0:
         callbacks.append(wandb_cb)
+    # The adapter's tokenizer carries the training template as its chat template (one prompt format: lm-eval renders
+    # it for the arm exactly as prompts.render did for training); a copy, the loaded tokenizer may be shared.
+    saved_tok = templates.apply(copy.deepcopy(tok), cfg.prompt)
     trainer = _trainer(ft, data.rows, seed, ft.micro_batch_size, model=peft_model, args=args,
-                       data_collator=PadCollator(pad_token_id(tok)), processing_class=tok, callbacks=callbacks)
+                       data_collator=PadCollator(pad_token_id(tok)), processing_class=saved_tok, callbacks=callbacks)
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # our progress bar shows loss/tokens/s; no raw dict prints
@@ -407,7 +410,7 @@ def _train(cfg: Any, ft: Any, peft_model: Any, tok: Any, info: Any, data: SFTDat
         loss["after"] = mean_response_loss(peft_model, data, pad_token_id(tok), precision)
     merged_dir = None
     if merge:
-        merged_dir = merge_copy(peft_model, tok, out / "merged")
+        merged_dir = merge_copy(peft_model, saved_tok, out / "merged")
     history = [h for h in trainer.state.log_history if "loss" in h]
     manifest = {
         "stage": "finetune", "arm": arm, "seed": seed, "recipe_hash": rhash, "recipe": rec,
