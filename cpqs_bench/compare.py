@@ -1,6 +1,7 @@
-"""``cpqs-bench compare``: score one pool with several selectors and report how they relate — before any GPU hours.
+"""Score one pool with several selectors and report how they relate — before any GPU hours (``cpqs-bench compare``,
+:func:`compare_selectors`).
 
-Writes to ``--out DIR``: ``compare.json`` (everything), ``report.md`` (short), ``histograms.png``,
+Writes to ``out``: ``compare.json`` (everything), ``report.md`` (short), ``histograms.png``,
 ``agreement.png`` (pairwise Spearman and top-k Jaccard), ``pairwise_accuracy.png`` (with tiers), the per-selector
 scores under ``scores/`` and ``manifest.json`` (inputs + provenance).
 
@@ -8,6 +9,7 @@ scores under ``scores/`` and ``manifest.json`` (inputs + provenance).
 * **Pairwise Spearman** over the examples both selectors leave eligible; **top-k Jaccard** of the selections that
   :func:`cpqs_bench.select.select` makes at ``--budget``.
 * **Length correlation**: Spearman of each score with the response length in target-tokenizer tokens.
+* **Training overlap**: for a selector with a checkpoint (cpqs), how many pool instructions it was trained on.
 * **Pairwise accuracy** when the pool carries quality tiers — ``--tiers A,B[,C...]`` (pools answering the same
   instructions, strongest first, e.g. ``alpaca_eval/gpt4,alpaca_eval/pythia-12b-mix-sft``; joined on the
   instruction text) or ``--pairs FILE --pair-fields strong,weak`` (a same-instruction pairs file): for each
@@ -21,7 +23,6 @@ from ``--scores NAME=FILE``; computed scores are reused on a rerun when their in
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -88,8 +89,13 @@ def join_tiers(tier_pools: Sequence[tuple[str, Sequence[Example]]], limit: int |
     return examples, pairs
 
 
-def load_pool(cfg: Any, data: str | None, tiers: Sequence[str] | None, pairs: str | None,
-              pair_fields: tuple[str, str], limit: int | None) -> TieredPool:
+def tiered_pool(cfg: Any, *, examples: Sequence[Example] | None = None, source: str = "pool",
+                tiers: Sequence[str] | None = None, pairs: str | None = None,
+                pair_fields: tuple[str, str] = ("output_gpt4", "output_davinci003"),
+                limit: int | None = None) -> TieredPool:
+    """The pool to compare on: ``examples`` as given (read at the edge), or the instructions several tier pools
+    share (``tiers``, strongest first), or both sides of a same-instruction pairs file (``pairs``); ``limit`` caps
+    the shared instructions of tiers/pairs (a user's explicit ask only)."""
     if tiers:
         if len(tiers) < 2:
             raise CompareError("--tiers needs at least two pools, strongest first")
@@ -97,21 +103,16 @@ def load_pool(cfg: Any, data: str | None, tiers: Sequence[str] | None, pairs: st
         labels = [_label(s) for s in tiers]
         if len(set(labels)) != len(labels):
             raise CompareError(f"--tiers labels must differ, got {labels}")
-        examples, pair_ids = join_tiers([(lab, p.examples) for lab, (_, p) in zip(labels, loaded)], limit)
-        return TieredPool(examples, pair_ids, labels, {s: p.summary() for s, p in loaded})
+        exs, pair_ids = join_tiers([(lab, p.examples) for lab, (_, p) in zip(labels, loaded)], limit)
+        return TieredPool(exs, pair_ids, labels, {s: p.summary() for s, p in loaded})
     if pairs:
         strong, weak = pair_fields
         sides = [(strong, _read(pairs, cfg, {"output": strong}, "alpaca")), (weak, _read(pairs, cfg, {"output": weak}, "alpaca"))]
-        examples, pair_ids = join_tiers([(lab, p.examples) for lab, p in sides], limit)
-        return TieredPool(examples, pair_ids, [strong, weak], {f"{pairs}:{lab}": p.summary() for lab, p in sides})
-    if not data:
+        exs, pair_ids = join_tiers([(lab, p.examples) for lab, p in sides], limit)
+        return TieredPool(exs, pair_ids, [strong, weak], {f"{pairs}:{lab}": p.summary() for lab, p in sides})
+    if examples is None:
         raise CompareError("give a pool: --data POOL, or --tiers A,B, or --pairs FILE")
-    from cpqs_bench.data.pool import read_pool
-
-    pool = read_pool(data, schema=cfg.data.schema, field_map=cfg.data.field_map, mirror=cfg.data.mirror,
-                     limit=limit if limit is not None else cfg.data.pool_limit,
-                     max_rejected_fraction=cfg.data.max_rejected_fraction)
-    return TieredPool(pool.examples, [], [], {data: pool.summary()})
+    return TieredPool(list(examples), [], [], {source: {"n": len(examples)}})
 
 
 # ------------------------------------------------------------------------------------------------ scoring
@@ -334,20 +335,21 @@ def markdown(result: dict[str, Any]) -> str:
         for n, a in result["pairwise_accuracy"].items():
             lines.append(f"| {n} | {a['accuracy']:.3f} | [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] | {a['ties']} | "
                          f"{a['both_eligible']} | {_fmt(a['accuracy_both_eligible'])} |")
+    for n, o in (result.get("training_overlap") or {}).items():
+        lines += ["", f"{n}: {o.get('overlap')} of {o.get('pool')} pool instructions were in its training pairs"
+                  + (" (should be 0: score a pool disjoint from the selector's training data)" if o.get("overlap") else "")]
     lines += ["", "Figures: " + ", ".join(f"![{f}]({f})" for f in result["figures"]), ""]
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ entry point
-def main(selectors: Sequence[str], out: str | Path, *, data: str | None = None, budget: float | None = None,
-         config: str | None = "smoke", overrides: Sequence[str] = (), scores: dict[str, str] | None = None,
-         checkpoints: dict[str, str] | None = None, tiers: Sequence[str] | None = None, pairs: str | None = None,
-         pair_fields: tuple[str, str] = ("output_gpt4", "output_davinci003"), limit: int | None = None,
-         n_boot: int = 2000, seed: int | None = None, loader: Callable[..., Any] | None = None,
-         cfg: Any = None) -> dict[str, Any]:
-    """Score (or read) each selector on the pool and write the comparison report to ``out``; returns the JSON."""
+def compare_selectors(cfg: Any, selectors: Sequence[str], out: str | Path, *, pool: TieredPool,
+                      budget: float | None = None, scores: dict[str, str] | None = None,
+                      checkpoints: dict[str, str] | None = None, n_boot: int = 2000, seed: int | None = None,
+                      loader: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """Score (or read) each selector on ``pool`` and write the comparison report to ``out``; returns the JSON."""
     from cpqs_bench import provenance
-    from cpqs_bench.config import config_hash, load_config, to_dict
+    from cpqs_bench.config import config_hash, to_dict
     from cpqs_bench.select import budget_count
     from cpqs_bench.selectors.base import response_tokens
 
@@ -355,11 +357,9 @@ def main(selectors: Sequence[str], out: str | Path, *, data: str | None = None, 
         raise CompareError("--selectors is empty")
     if len(set(selectors)) != len(selectors):
         raise CompareError(f"--selectors lists a name twice: {list(selectors)}")
-    cfg = cfg if cfg is not None else load_config(config, list(overrides))
     seed = cfg.selectors.seed if seed is None else seed
     budget = cfg.selectors.budget if budget is None else budget
     out = Path(out)
-    pool = load_pool(cfg, data, tiers, pairs, pair_fields, limit)
     rows, base = score_all(selectors, pool.examples, cfg, out, seed=seed, scores=dict(scores or {}),
                            checkpoints=dict(checkpoints or {}), loader=loader)
     tok = base.tokenizer()
@@ -373,11 +373,17 @@ def main(selectors: Sequence[str], out: str | Path, *, data: str | None = None, 
         "jaccard": {a: {b: jaccard(tops[a], tops[b]) for b in rows} for a in rows},
         "length_spearman": {},
         "pairwise_accuracy": {},
+        "training_overlap": {},
     }
     for name, r in rows.items():
         el = [x for x in r if _eligible(x)]
         result["length_spearman"][name] = {"rho": spearman([x["score"] for x in el], [lengths[x["id"]] for x in el]),
                                            "n": len(el)}
+    for name, ckpt in (checkpoints or {}).items():
+        if name in rows and (Path(ckpt) / "selector.json").exists():
+            from cpqs_bench.selectors.cpqs.checkpoint import training_instruction_overlap
+
+            result["training_overlap"][name] = training_instruction_overlap(ckpt, pool.examples)
     if pool.pairs:
         for name, r in rows.items():
             result["pairwise_accuracy"][name] = pairwise_accuracy(r, pool.pairs, n_boot, seed, name)
@@ -388,52 +394,3 @@ def main(selectors: Sequence[str], out: str | Path, *, data: str | None = None, 
                                        "config_hash": config_hash(cfg), "scores_files": dict(scores or {}),
                                        "checkpoints": dict(checkpoints or {}), **provenance.collect()})
     return result
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-def _pairs_arg(items: Sequence[str] | None, flag: str) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name or not value:
-            raise CompareError(f"{flag} expects NAME=VALUE, got {item!r}")
-        out[name] = value
-    return out
-
-
-def _csv(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--selectors", required=True, help="comma-separated names (built-ins and plugins)")
-    p.add_argument("--data", help="pool: named dataset, file, or hf:owner/name (not needed with --tiers/--pairs)")
-    p.add_argument("--budget", type=float, help="count (>= 1) or fraction (< 1); default selectors.budget")
-    p.add_argument("--out", required=True, help="report directory")
-    p.add_argument("--config", nargs="+", default=["smoke"], metavar="PRESET [KEY=VALUE ...]",
-                   help="preset name or YAML path, then overrides (e.g. --config smoke prompt.max_length=256)")
-    p.add_argument("--scores", action="append", metavar="NAME=FILE", help="reuse a scores JSONL, repeatable")
-    p.add_argument("--selector-checkpoint", action="append", metavar="NAME=DIR",
-                   help="checkpoint for a selector that needs one (e.g. cpqs=DIR), repeatable")
-    p.add_argument("--tiers", help="pools answering the same instructions, strongest first, comma-separated "
-                                   "(e.g. alpaca_eval/gpt4,alpaca_eval/pythia-12b-mix-sft)")
-    p.add_argument("--pairs", help="same-instruction pairs file (e.g. alpaca_gpt4_vs_davinci003)")
-    p.add_argument("--pair-fields", default="output_gpt4,output_davinci003",
-                   help="stronger,weaker answer fields of --pairs (default: output_gpt4,output_davinci003)")
-    p.add_argument("--limit", type=int, help="at most this many examples (or instructions with tiers)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for pairwise-accuracy CIs")
-    p.add_argument("--seed", type=int, help="default selectors.seed")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    fields = _csv(args.pair_fields)
-    if len(fields) != 2:
-        raise CompareError(f"--pair-fields expects two comma-separated names, got {args.pair_fields!r}")
-    result = main(_csv(args.selectors), args.out, data=args.data, budget=args.budget, config=args.config[0],
-                  overrides=args.config[1:], scores=_pairs_arg(args.scores, "--scores"),
-                  checkpoints=_pairs_arg(args.selector_checkpoint, "--selector-checkpoint"),
-                  tiers=_csv(args.tiers) or None, pairs=args.pairs, pair_fields=(fields[0], fields[1]),
-                  limit=args.limit, n_boot=args.n_boot, seed=args.seed)
-    print(markdown(result))
-    print(f"wrote {Path(args.out) / 'report.md'} and {Path(args.out) / 'compare.json'}")
-    return 0

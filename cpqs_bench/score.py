@@ -1,4 +1,4 @@
-"""``cpqs-bench score SELECTOR --data POOL [--selector DIR] --out scores.jsonl``: score a pool with any selector.
+"""Score a pool with any selector (``cpqs-bench score``, :func:`score_pool`).
 
 Generic over the registry: ``registry.get(name)`` builds the selector, a :class:`ScoringContext` gives it the config,
 a resumable work directory, the seed and (for ``cpqs``) the checkpoint. The output has one JSON line per pool
@@ -12,7 +12,6 @@ run resumes too.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -70,18 +69,16 @@ def parts_dir(out: str | Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
-def main(selector: str, data: str, out: str | Path, *, checkpoint: str | Path | None = None, config: str = "smoke",
-         overrides: Sequence[str] = (), limit: int | None = None, workdir: str | Path | None = None,
-         loader: Any = None) -> dict[str, Any]:
-    """Score ``data`` with ``selector`` into ``out``; returns the summary (rank 0) or this rank's part info."""
-    from cpqs_bench.config import load_config
-    from cpqs_bench.data.pool import read_pool
+def score_pool(cfg: Any, examples: Sequence[Example], out: str | Path, *, selector: str,
+               checkpoint: str | Path | None = None, workdir: str | Path | None = None, loader: Any = None,
+               source: str | None = None, data_sha256: str | None = None,
+               overlap: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score ``examples`` with the registered ``selector`` into ``out`` (one row per example, pool order); returns the
+    summary (rank 0) or this rank's part info. ``source`` / ``data_sha256`` describe the pool in the summary;
+    ``overlap`` (e.g. a selector's training overlap with this pool) is recorded in it as given."""
     from cpqs_bench.selectors import registry
 
-    cfg = load_config(config, list(overrides))
-    pool = read_pool(data, schema=cfg.data.schema, field_map=cfg.data.field_map, mirror=cfg.data.mirror,
-                     limit=limit if limit is not None else cfg.data.pool_limit,
-                     max_rejected_fraction=cfg.data.max_rejected_fraction)
+    examples = list(examples)
     sel = registry.get(selector, dict(cfg.selectors.plugins))
     state = _dist()
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
@@ -90,7 +87,7 @@ def main(selector: str, data: str, out: str | Path, *, checkpoint: str | Path | 
     ctx = ScoringContext(config=cfg, workdir=work / selector / f"rank{rank}-of{world}", seed=cfg.selectors.seed,
                          checkpoint=Path(checkpoint) if checkpoint is not None else None, loader=loader)
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    mine = pool.examples[rank::world]
+    mine = examples[rank::world]
     t0 = time.perf_counter()
     rows = score_examples(sel, mine, ctx)
     seconds = time.perf_counter() - t0
@@ -100,18 +97,29 @@ def main(selector: str, data: str, out: str | Path, *, checkpoint: str | Path | 
         write_json(part.with_suffix(".json"), {"seconds": seconds, "n": len(rows)})
         state.wait_for_everyone()
         if rank == 0:
-            rows = merge_parts(out, pool.examples, world)
+            rows = merge_parts(out, examples, world)
             seconds = max(read_jsonl_meta(parts_dir(out) / f"rank{r:03d}-of{world:03d}.json") for r in range(world))
         state.wait_for_everyone()
         if rank != 0:
             return {"rank": rank, "world": world, "scored": len(mine)}
     n = write_jsonl(out, rows)
-    summary = {"selector": selector, "data": pool.source, "data_sha256": pool.sha256, "n": n,
-               "excluded": sum(1 for r in rows if r.get("exclude") is not None), "rejected_records": len(pool.rejected),
+    summary = {"selector": selector, "data": source, "data_sha256": data_sha256, "n": n,
+               "excluded": sum(1 for r in rows if r.get("exclude") is not None),
                "processes": world, "seconds": seconds, "examples_per_second": n / seconds if seconds > 0 else None,
                "checkpoint": str(checkpoint) if checkpoint is not None else None}
+    if overlap is not None:
+        summary["overlap"] = overlap
+    elif checkpoint is not None and selector == "cpqs":
+        summary["overlap"] = training_overlap(checkpoint, examples)
     write_json(out.with_name(out.name + ".summary.json"), summary)
     return summary
+
+
+def training_overlap(checkpoint: str | Path, examples: Sequence[Example]) -> dict[str, Any]:
+    """How many pool instructions a CPQS checkpoint was trained on (from its ``training_instructions.json``)."""
+    from cpqs_bench.selectors.cpqs.checkpoint import training_instruction_overlap
+
+    return training_instruction_overlap(checkpoint, examples)
 
 
 def read_jsonl_meta(path: Path) -> float:
@@ -134,22 +142,3 @@ def merge_parts(out: str | Path, examples: Sequence[Example], world: int) -> lis
         raise ScoreError(f"merged parts hold {len(by_id)} rows for {len(examples)} examples "
                          f"(first missing: {missing[:1]})")
     return [by_id[ex.id] for ex in examples]
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("selector", help="registered selector name (cpqs, ifd, superfiltering, random, longest, plugins)")
-    p.add_argument("--data", required=True, help="pool: named dataset, file or hf: spec")
-    p.add_argument("--selector", dest="checkpoint", default=None, help="trained selector directory (cpqs)")
-    p.add_argument("--out", required=True, help="scores JSONL")
-    p.add_argument("--config", nargs="+", default=["smoke"], metavar="PRESET [KEY=VALUE ...]",
-                   help="preset name or YAML path, then config overrides, e.g. --config smoke model.dtype=float32")
-    p.add_argument("--limit", type=int, default=None, help="only the first N pool examples")
-    p.add_argument("--workdir", default=None, help="resume state (default: OUT.work/)")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    summary = main(args.selector, args.data, args.out, checkpoint=args.checkpoint, config=args.config[0],
-                   overrides=args.config[1:], limit=args.limit, workdir=args.workdir)
-    if summary.get("rank", 0) == 0:
-        print(json.dumps(summary))
-    return 0

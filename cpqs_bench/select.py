@@ -55,8 +55,8 @@ def kept_ids(selection: Iterable[dict[str, Any]]) -> list[str]:
     return [r["id"] for r in selection if r["kept"]]
 
 
-def main(scores: str | Path, budget: float, out: str | Path, bottom: bool = False) -> dict[str, Any]:
-    """CLI ``cpqs-bench select``: read a scores JSONL, write the selection JSONL and a summary beside it."""
+def select_file(scores: str | Path, budget: float, out: str | Path, bottom: bool = False) -> dict[str, Any]:
+    """Read a scores JSONL (``cpqs-bench score``), write the selection JSONL and a summary beside it."""
     rows = read_jsonl(scores)
     if not rows:
         raise SelectionError(f"{scores}: no scores")

@@ -14,6 +14,12 @@ from cpqs_bench.data.example import Example
 from cpqs_bench.selectors.base import Needs, ScoreRow, ScoringContext
 from cpqs_bench.testing import contract_config, tiny_loader
 
+
+def run_compare(selectors, out, *, cfg, tiers=None, limit=None, **kw):
+    """What the CLI does: build the tiered pool, then one library call."""
+    pool = compare.tiered_pool(cfg, tiers=tiers, limit=limit)
+    return compare.compare_selectors(cfg, selectors, out, pool=pool, **kw)
+
 torch.set_num_threads(1)
 
 
@@ -67,7 +73,7 @@ def test_compare_with_given_scores_files(tmp_path):
                                                    + int(i[-1]) / 10} for i in ids])
     reverse = _write(tmp_path / "reverse.jsonl", [{"id": i, "score": -(1.0 if i.startswith("strong") else 0.0)
                                                    - int(i[-1]) / 10} for i in ids])
-    res = compare.main(["perfect", "reverse"], tmp_path / "out", tiers=tiers, budget=6, cfg=contract_config(),
+    res = run_compare(["perfect", "reverse"], tmp_path / "out", tiers=tiers, budget=6, cfg=contract_config(),
                        scores={"perfect": perfect, "reverse": reverse}, loader=tiny_loader(), n_boot=200)
     acc = res["pairwise_accuracy"]
     assert acc["perfect"]["accuracy"] == 1.0 and acc["perfect"]["ci95"] == [1.0, 1.0]
@@ -80,7 +86,7 @@ def test_compare_with_given_scores_files(tmp_path):
         assert (tmp_path / "out" / f).stat().st_size > 0
     with pytest.raises(compare.CompareError, match="have no score"):
         bad = _write(tmp_path / "bad.jsonl", [{"id": "strong#0", "score": 1.0}])
-        compare.main(["bad"], tmp_path / "out2", tiers=tiers, budget=2, cfg=contract_config(),
+        run_compare(["bad"], tmp_path / "out2", tiers=tiers, budget=2, cfg=contract_config(),
                      scores={"bad": bad}, loader=tiny_loader())
 
 
@@ -104,18 +110,18 @@ def test_computed_scores_are_reused_and_lengths_correlate(tmp_path):
                                                    "needs_ckpt": f"{__name__}:NeedsCheckpoint"}})
     tiers = _tier_files(tmp_path)
     Counting.calls = 0
-    res = compare.main(["counting", "longest"], tmp_path / "out", tiers=tiers, budget=4, cfg=cfg,
+    res = run_compare(["counting", "longest"], tmp_path / "out", tiers=tiers, budget=4, cfg=cfg,
                        loader=tiny_loader())
-    compare.main(["counting", "longest"], tmp_path / "out", tiers=tiers, budget=4, cfg=cfg, loader=tiny_loader())
+    run_compare(["counting", "longest"], tmp_path / "out", tiers=tiers, budget=4, cfg=cfg, loader=tiny_loader())
     assert Counting.calls == 1
     assert res["length_spearman"]["longest"]["rho"] == pytest.approx(1.0)
     assert res["pairwise_accuracy"]["longest"]["accuracy"] == 1.0  # strong answers are longer here
     with pytest.raises(compare.CompareError, match="--selector-checkpoint needs_ckpt=DIR"):
-        compare.main(["needs_ckpt"], tmp_path / "out3", tiers=tiers, budget=2, cfg=cfg, loader=tiny_loader())
+        run_compare(["needs_ckpt"], tmp_path / "out3", tiers=tiers, budget=2, cfg=cfg, loader=tiny_loader())
 
 
 def test_alpaca_eval_tiers_end_to_end_tiny(tmp_path):
-    res = compare.main(["longest", "random", "ifd"], tmp_path / "out",
+    res = run_compare(["longest", "random", "ifd"], tmp_path / "out",
                        tiers=["alpaca_eval/gpt4", "alpaca_eval/pythia-12b-mix-sft"], limit=6, budget=3,
                        cfg=contract_config(**{"prompt.max_length": 256}), loader=tiny_loader(), n_boot=200)
     assert res["pool"]["n"] == 12 and res["pool"]["tiers"] == ["gpt4", "pythia-12b-mix-sft"]

@@ -14,6 +14,7 @@ from cpqs_bench.config import load_config
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import read_json
 from cpqs_bench.selectors.base import ScoringContext
+from cpqs_bench.selectors.cpqs import checkpoint as C
 from cpqs_bench.selectors.cpqs import pairs as P
 from cpqs_bench.selectors.cpqs import selector as S
 from cpqs_bench.selectors.cpqs import train as T
@@ -45,9 +46,9 @@ def _pairset(n: int = 24) -> P.PairSet:
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cpqs")
     model, tok = tiny.model("chatml", num_layers=2)
-    metrics = T.train_selector(model, tok, {"spec": "tiny-a", "revision": "r1"}, _pairset(), CQ,
-                               F.FeatureSpec(max_length=128), root / "ckpt", cache_root=root / "cache", progress=False,
-                               log=lambda _msg: None)
+    metrics = T.fit_selector(model, tok, {"spec": "tiny-a", "revision": "r1"}, _pairset(), CQ,
+                             F.FeatureSpec(max_length=128), root / "ckpt", cache_root=root / "cache", progress=False,
+                             log=lambda _msg: None)
     return model, tok, root, metrics
 
 
@@ -60,18 +61,22 @@ def test_binary_metrics_known_values():
 
 def test_checkpoint_has_everything_to_score(trained):
     _, _, root, metrics = trained
-    meta = read_json(root / "ckpt" / T.META)
+    meta = read_json(root / "ckpt" / C.META)
     assert meta["backbone"]["spec"] == "tiny-a" and meta["backbone"]["revision"] == "r1"
     assert meta["layer_indices"] == [0, 1, 2] and meta["template"] == "chat" and meta["max_length"] == 128
     assert meta["textcnn"]["num_layers"] == 3 and meta["textcnn"]["hidden_size"] == 32
     assert set(meta["train_metrics"]["val"]) >= {"accuracy", "f1", "auc"}
     assert metrics["n_train"] + metrics["n_val"] == 48 and metrics["n_val"] == 12
     assert len(metrics["history"]) == 2 and (root / "ckpt" / "metrics.json").exists()
+    length = metrics["length"]  # the length confound check on held-out pairs
+    assert length["pairs"] == 6 and length["positive_longer"] == 1.0  # every good answer here is the longer one
+    assert length["length_matched_pairs"] == 0 and length["flagged"] is None  # nothing length-matched to judge
+    assert -1 <= length["spearman_score_length"] <= 1
 
 
 def test_checkpoint_round_trip_scores_equal(trained):
     model, tok, root, _ = trained
-    cnn, meta = T.load_checkpoint(root / "ckpt")
+    cnn, meta = C.load_checkpoint(root / "ckpt")
     state = torch.load(root / "ckpt" / T.STATE, weights_only=False)["model"]
     fresh = TextCNN(cnn.cfg)
     fresh.load_state_dict(state)
@@ -84,7 +89,7 @@ def test_checkpoint_round_trip_scores_equal(trained):
 
 def test_batched_scores_equal_unbatched(trained):
     model, tok, root, _ = trained
-    cnn, meta = T.load_checkpoint(root / "ckpt")
+    cnn, meta = C.load_checkpoint(root / "ckpt")
     exs = [x.example for x in _pairset(8).items]
     one = S.score_chunk(cnn, model, tok, exs, S.spec_from_meta(meta), batch_size=1)
     many = S.score_chunk(cnn, model, tok, exs, S.spec_from_meta(meta), batch_size=5)
@@ -115,7 +120,7 @@ def test_selector_scores_and_refuses_wrong_backbone(trained, tmp_path):
 
 def test_interrupted_scoring_resumes_with_identical_scores(trained, tmp_path):
     model, tok, root, _ = trained
-    cnn, meta = T.load_checkpoint(root / "ckpt")
+    cnn, meta = C.load_checkpoint(root / "ckpt")
     exs = [x.example for x in _pairset(7).items]
     spec = S.spec_from_meta(meta)
     full = S.score_resumable(cnn, model, tok, exs, spec, tmp_path / "a", 4, shard_size=4)
@@ -150,9 +155,12 @@ def test_training_resumes_per_epoch(trained, tmp_path):
         assert torch.equal(v, resumed.state_dict()[k]), k
 
 
-def test_train_selector_cli_main_generate_end_to_end(tmp_path, monkeypatch):
-    """pairs_source=generate: make-negatives runs into its own run dir, then training writes a finished stage."""
+def test_train_selector_cli_generate_end_to_end(tmp_path, monkeypatch, capsys):
+    """pairs_source=generate through the CLI: the pairs pool is read without data.pool_limit and without the
+    instructions of the pool to be scored; make-negatives runs first; training writes a finished stage."""
     import json
+
+    from cpqs_bench import cli
 
     monkeypatch.setenv("CPQS_CACHE", str(tmp_path / "cache"))
     model, tok = tiny.model("chatml", num_layers=2)
@@ -161,19 +169,33 @@ def test_train_selector_cli_main_generate_end_to_end(tmp_path, monkeypatch):
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps({"instruction": f"Write about the sea {i}", "input": "",
                                         "output": "The quick brown fox jumps. " * (1 + i % 3)}) + "\n"
-                            for i in range(8)))
+                            for i in range(12)))
     overrides = [f"model.id={tmp_path / 'tiny'}", "model.dtype=float32", "model.device=cpu",
-                 f"experiment.output_dir={tmp_path / 'runs'}", "data.pool_limit=8",
+                 f"experiment.output_dir={tmp_path / 'runs'}", f"data.pool={pool}", "data.pool_limit=4",
                  "selectors.cpqs.pairs_source=generate", f"selectors.cpqs.pairs={pool}",
                  f"selectors.cpqs.generator={tmp_path / 'tiny'}", "selectors.cpqs.generation_max_new_tokens=5",
+                 "selectors.cpqs.generation_drop_unfinished=false",
                  "selectors.cpqs.n_pairs=6", "selectors.cpqs.num_filters=8", "selectors.cpqs.mlp_hidden=16",
                  "selectors.cpqs.epochs=1", "selectors.cpqs.val_fraction=0.34", "selectors.cpqs.feature_max_length=96"]
-    result = T.main("smoke", overrides, progress=False)
+    assert cli.main(["train-selector", "--config", "smoke", *overrides, "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     ckpt = Path(result["checkpoint"])
-    assert (ckpt / "DONE").exists() and (ckpt / T.META).exists() and (ckpt / T.WEIGHTS).exists()
-    assert result["pairs"]["source"].startswith("generated(")
-    assert not {x for x in result["history"][0]["val"]} - {"n", "accuracy", "precision", "recall", "f1", "auc"}
-    negs = list((tmp_path / "runs" / "smoke" / "negatives").glob("*/negatives.jsonl"))
-    assert len(negs) == 1 and len(negs[0].read_text().splitlines()) == 8
-    again = T.main("smoke", overrides, progress=False)  # finished stage: reused, not retrained
+    assert (ckpt / "DONE").exists() and (ckpt / C.META).exists() and (ckpt / C.WEIGHTS).exists()
+    metrics = read_json(ckpt / "metrics.json")
+    assert metrics["pairs"]["source"].startswith("generated(") and metrics["pairs"]["pairs"] == 6
+    assert metrics["overlap"] == {"checked_against": 4, "dropped_pairs": 0, "overlap_in_training": 0}
+    negs = [json.loads(line) for line in (ckpt / "negatives.jsonl").read_text().splitlines()]
+    # 12 instructions, minus the 4 of the scored pool, capped at n_pairs=6 (data.pool_limit=4 did not apply)
+    scored = read_pool_examples(pool)[:4]
+    assert len(negs) == 6 and {r["id"] for r in negs}.isdisjoint({ex.id for ex in scored})
+    assert C.training_instruction_overlap(ckpt, scored)["overlap"] == 0
+    assert C.training_instruction_overlap(ckpt, read_pool_examples(pool))["overlap"] == 6  # the check can count
+    assert cli.main(["train-selector", "--config", "smoke", *overrides, "--no-progress"]) == 0  # finished: reused
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["checkpoint"] == result["checkpoint"]
+
+
+def read_pool_examples(path):
+    from cpqs_bench.data.pool import read_pool
+
+    return read_pool(str(path)).examples

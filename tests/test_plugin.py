@@ -74,8 +74,12 @@ def test_plugin_runs_through_compare(installed_plugin, tmp_path):
     rows = [{"instruction": f"Question {i}?", "output": ("word " * (i + 1)) + " ".join(map(str, range(i)))}
             for i in range(8)]
     pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = compare.main(["vocab_diversity", "longest"], tmp_path / "out", data=str(pool), budget=3,
-                          cfg=contract_config(), loader=tiny_loader())
+    from cpqs_bench.data.pool import read_pool
+
+    cfg = contract_config()
+    result = compare.compare_selectors(cfg, ["vocab_diversity", "longest"], tmp_path / "out", budget=3,
+                                       pool=compare.tiered_pool(cfg, examples=read_pool(str(pool)).examples),
+                                       loader=tiny_loader())
     assert result["selectors"]["vocab_diversity"]["eligible"] == 8
     assert (tmp_path / "out" / "scores" / "vocab_diversity.jsonl").exists()
     assert (tmp_path / "out" / "report.md").read_text().count("vocab_diversity") >= 2

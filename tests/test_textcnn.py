@@ -203,18 +203,37 @@ def test_padding_content_is_ignored_but_would_matter_if_unmasked():
     assert (unmasked[:-1] - clean[:-1]).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("n", [1, 2, 4])
-def test_short_sequence_is_zero_padded_to_largest_kernel(n):
-    """A row shorter than 5 tokens is exactly that row followed by zeros, up to 5 tokens."""
+def _official_forward(model, row):
+    """The reference ``DeepTextCNN.forward`` (train_cnn.py), batch of one, (1, L, T, H) layout: each branch pads a
+    sequence shorter than its own k to k."""
+    import torch.nn.functional as Fn
+
+    x = row.unsqueeze(0).permute(0, 2, 1, 3)
+    pooled = []
+    for conv, k in zip(model.convs, model.cfg.kernel_sizes):
+        xp = Fn.pad(x, (0, 0, 0, k - x.size(2))) if x.size(2) < k else x
+        out = Fn.relu(conv(xp)).squeeze(3)
+        for deep in model.deep_convs:
+            out = Fn.relu(deep(out))
+        pooled.append(Fn.adaptive_max_pool1d(out, 1).squeeze(2))
+    return model.fc(model.dropout(torch.cat(pooled, dim=1)))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 6])
+def test_short_sequence_follows_the_reference_per_branch_padding(n):
+    """A row shorter than a branch's k is padded to that k for that branch only, as the reference does."""
     model = make_model()
     (row,) = random_rows([n])
-    padded = torch.cat([row, torch.zeros(SMALL.max_kernel - n, L, H)])
     with torch.no_grad():
-        short = forward_alone(model, row)
-        explicit = forward_alone(model, padded)
-        explicit_ref = forward_alone(model, padded, reference=True)
-    torch.testing.assert_close(short, explicit, **TIGHT)
-    torch.testing.assert_close(short, explicit_ref, **TIGHT)
+        want = _official_forward(model, row)
+        torch.testing.assert_close(forward_alone(model, row), want, **TIGHT)
+        torch.testing.assert_close(forward_alone(model, row, reference=True), want, **TIGHT)
+        x, lengths = collate([row, torch.randn(9, L, H)])  # batched with a longer row: same result
+        torch.testing.assert_close(model(x, lengths)[:1], want, **TIGHT)
+    if n < SMALL.max_kernel - 1:  # negative control: padding every branch to the largest kernel differs
+        padded = torch.cat([row, torch.zeros(SMALL.max_kernel - n, L, H)])
+        with torch.no_grad():
+            assert (_official_forward(model, padded) - want).abs().max() > 1e-5
 
 
 # ---------------------------------------------------------------------------------- fast path

@@ -42,6 +42,9 @@ NAMED: dict[str, NamedDataset] = {
         NamedDataset("alpaca_gpt4_vs_davinci003", "hf:cpqs-bench/alpaca_gpt4_vs_davinci003#train",
                      "pairs/alpaca_gpt4_vs_davinci003.jsonl.gz", None,
                      "same-instruction GPT-4 vs text-davinci-003 pairs (9909)"),
+        NamedDataset("cpqs_data", "hf:renlll/CPQS_data", "cpqs_data", None,
+                     "the CPQS paper's selector training data (a folder: alpaca_gpt4_data.json positives, "
+                     "alpaca_gpt4_data_llama.json / alpaca_gpt4_data_qwen251.json small-model negatives in 模型输出)"),
         NamedDataset("codealpaca", "hf:sahil2801/CodeAlpaca-20k#train", "code/codealpaca_2k.jsonl.gz", "alpaca",
                      "CodeAlpaca (mirror: 2k)"),
         NamedDataset("lima", "hf:GAIR/lima#train", "instruct_other/longismore_lima_1k.jsonl.gz", "sharegpt", "LIMA 1k"),
@@ -90,3 +93,37 @@ def resolve_path(name: str, mirror: str | os.PathLike | None = None) -> Path:
             f"dataset {name!r} is not in a local mirror (set {ENV_VAR} or data.mirror to a directory holding "
             f"{lookup(name).mirror_path}); online it is {source}")
     return Path(source)
+
+
+OFFICIAL_ALIASES = ("cpqs_data", "renlll/CPQS_data", "hf:renlll/CPQS_data")
+
+
+def dataset_files(name: str, files: "list[str] | tuple[str, ...]", mirror: str | os.PathLike | None = None, *,
+                  offline: bool | None = None) -> dict[str, Path]:
+    """Local paths of ``files`` of a multi-file dataset: a local folder as given; a named one (e.g. ``cpqs_data``,
+    also spelled ``renlll/CPQS_data``) from the mirror folder when it holds every file, else downloaded from its Hub
+    dataset repository (``huggingface_hub``, cached). Offline (``HF_HUB_OFFLINE=1`` or ``offline=True``) a missing
+    file is an error that names every missing file and where it was looked for."""
+    if Path(name).expanduser().is_dir():
+        root = Path(name).expanduser()
+        missing = [f for f in files if not (root / f).exists()]
+        if missing:
+            raise FileNotFoundError(f"{root}: missing {', '.join(missing)}")
+        return {f: root / f for f in files}
+    key = "cpqs_data" if name in OFFICIAL_ALIASES else name
+    ds = lookup(key)
+    root = mirror_dir(mirror)
+    local = root / ds.mirror_path if root is not None else None
+    if local is not None and all((local / f).exists() for f in files):
+        return {f: local / f for f in files}
+    if offline is None:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    repo = ds.hub.removeprefix("hf:").split("#")[0].split("@")[0]
+    if offline:
+        where = f"mirror folder {local}" if local is not None else f"no mirror ({ENV_VAR} unset)"
+        missing = [f for f in files if local is None or not (local / f).exists()]
+        raise FileNotFoundError(f"dataset {name!r}: {', '.join(missing)} not found ({where}) and the Hub is offline; "
+                                f"download them from the Hub dataset {repo} into {local or '<mirror>/' + ds.mirror_path}")
+    from huggingface_hub import hf_hub_download
+
+    return {f: Path(hf_hub_download(repo_id=repo, filename=f, repo_type="dataset")) for f in files}

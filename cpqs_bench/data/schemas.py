@@ -2,7 +2,8 @@
 
 Supported: ``alpaca`` (instruction / input / output), ``sharegpt`` (``conversations`` with from/value, FastChat),
 ``messages`` (OpenAI-style role/content), ``gsm8k`` (question / answer), ``code`` (prompt / completion),
-``alpaca_eval`` (instruction / output / generator). A ``field_map`` renames source fields to a schema's fields,
+``alpaca_eval`` (instruction / output / generator), ``alpaca_reference`` (Alpaca fields with the CPQS reference's
+question format ``instruction\nInput:input``; never detected, only named). A ``field_map`` renames source fields to a schema's fields,
 e.g. ``{"output": "output_gpt4"}`` reads the GPT-4 side of a pair file as an Alpaca pool.
 """
 from __future__ import annotations
@@ -44,6 +45,16 @@ def _alpaca(rec: dict) -> tuple[list[dict], str, dict]:
     extra = _text(rec, "input", required=False)
     user = instruction if not extra.strip() else f"{instruction}\n\n{extra}"
     return [{"role": "user", "content": user}], _text(rec, "output"), {}
+
+
+def _alpaca_reference(rec: dict) -> tuple[list[dict], str, dict]:
+    """The CPQS reference's question format (``train_cnn.py`` ``build_dataset``): ``f"{instruction}\\nInput:{input}"``,
+    the ``Input:`` line written even when the input is empty. ``overlap_text`` keeps the project's format of the same
+    question, so overlap checks against a pool read with ``alpaca`` still match."""
+    instruction = _text(rec, "instruction")
+    extra = _text(rec, "input", required=False)
+    project = instruction if not extra.strip() else f"{instruction}\n\n{extra}"
+    return [{"role": "user", "content": f"{instruction}\nInput:{extra}"}], _text(rec, "output"), {"overlap_text": project}
 
 
 def _alpaca_eval(rec: dict) -> tuple[list[dict], str, dict]:
@@ -93,6 +104,7 @@ def _messages(rec: dict) -> tuple[list[dict], str, dict]:
 SCHEMAS: dict[str, Callable[[dict], tuple[list[dict], str, dict]]] = {
     "alpaca": _alpaca,
     "alpaca_eval": _alpaca_eval,
+    "alpaca_reference": _alpaca_reference,
     "sharegpt": _sharegpt,
     "messages": _messages,
     "gsm8k": _gsm8k,
@@ -127,7 +139,7 @@ def normalise(rec: Any, schema: str, field_map: dict[str, str] | None = None) ->
             if source not in rec:
                 raise RecordError("missing_field", f"mapped field {source!r} (for {target!r}) is missing")
             rec[target] = rec[source]
-    if schema == "alpaca" and "output" not in rec and "response" in rec:
+    if schema in ("alpaca", "alpaca_reference") and "output" not in rec and "response" in rec:
         rec = {**rec, "output": rec["response"]}
     try:
         fn = SCHEMAS[schema]

@@ -8,21 +8,43 @@ from typing import Literal
 @dataclass(frozen=True)
 class CPQSConfig:
     # contrastive training data
-    pairs_source: Literal["pairs", "join", "multi_model", "generate"] = "pairs"
+    # pairs: one file with both answers per row; join: two pools joined on the prompt; multi_model: AlpacaEval
+    # generators; generate: pool answers vs make-negatives answers; official: the reference's own training data
+    # (Hub dataset renlll/CPQS_data: positives file + small-model negative files, answer field 模型输出)
+    pairs_source: Literal["pairs", "join", "multi_model", "generate", "official"] = "pairs"
     pairs: str = "alpaca_gpt4_vs_davinci003"  # named dataset / path of the paired file (or of the positives)
     negatives: str | None = None  # "join": the second file; "generate": where generated answers go (None = run dir)
     positive_field: str = "output_gpt4"
     negative_field: str = "output_davinci003"
     positive_generators: tuple[str, ...] = ("gpt4",)  # "multi_model": AlpacaEval generator names
     negative_generators: tuple[str, ...] = ("pythia-12b-mix-sft",)
-    generator: str = "embedded"  # "generate": the weaker model answering the pool's instructions
+    # "official": files of the dataset named by `pairs` (a Hub id, a mirror name or a local folder)
+    official_positives: str = "alpaca_gpt4_data.json"
+    official_negatives: tuple[str, ...] = ("alpaca_gpt4_data_llama.json", "alpaca_gpt4_data_qwen251.json")
+    official_negative_field: str = "模型输出"
+    # paired: one negative per instruction, 1:1 with its positive (the project's default); reference: every positive
+    # and every negative of every negative set, as train_cnn.py build_dataset concatenates them (pos:neg = 1:#sets)
+    composition: Literal["paired", "reference"] = "paired"
+    question_format: Literal["project", "reference"] = "project"  # reference: "instruction\nInput:input"
+    # "generate": the weaker model(s) answering the instructions (generators wins over generator when set)
+    generator: str = "embedded"
+    generators: tuple[str, ...] = ()
     generation_max_new_tokens: int = 256
     generation_batch_size: int = 8
+    generation_do_sample: bool = False  # greedy by default
+    generation_temperature: float = 1.0
+    generation_top_p: float = 1.0
+    generation_drop_unfinished: bool = True  # answers cut at max_new_tokens are dropped (counted), never closed
     n_pairs: int | None = 15000
     drop_identical: bool = True  # pairs whose two answers are equal carry no contrast
+    # overlap with the scored pool: exclude = drop training pairs whose instruction is in the pool; out_of_fold =
+    # score the pool in `oof_folds` folds, each by a CNN trained without that fold's instructions
+    overlap: Literal["exclude", "out_of_fold"] = "exclude"
+    oof_folds: int = 5
     # features
     layers: str = "all"  # all | last | front | middle | back | comma list "0,4,8"
     feature_max_length: int = 2048
+    feature_eot: bool | None = None  # end-of-turn token in the feature span; None = follow prompt.train_eot
     extract_batch_size: int = 8
     feature_cache: bool = True
     feature_cache_max_gb: float = 20.0
@@ -39,3 +61,7 @@ class CPQSConfig:
     val_fraction: float = 0.1
     seed: int = 0
     mixed_precision: bool = True
+    # length confound check: held-out pairs whose response lengths are within this ratio band count as
+    # length-matched (max/min <= 1 + band); a length-matched AUC below `length_matched_auc_floor` is flagged
+    length_band: float = 0.25
+    length_matched_auc_floor: float = 0.6

@@ -1,22 +1,31 @@
-"""``cpqs-bench make-negatives``: answer a pool's instructions with a weaker model (CPQS's generated negatives).
+"""``cpqs-bench make-negatives``: answer instructions with weaker models (CPQS's generated negatives).
 
-The paper's recipe for contrastive data is "the same instruction, answered by a smaller model". This stage runs
-batched greedy generation over the pool's prompts (the generation prefix comes from
-:func:`cpqs_bench.prompts.prompt_text`, the same prefix training and features use) and writes one JSON line per
-example: ``{"id", "response", "generator", "n_new_tokens", "finished"}``.
+The paper's recipe for contrastive data is "the same instruction, answered by a smaller model" (reference:
+``renllll/CPQS-Tuning``, whose official negatives ``alpaca_gpt4_data_llama.json`` / ``alpaca_gpt4_data_qwen251.json``
+hold small-model answers in ``模型输出``). This stage runs batched generation over the prompts (the generation
+prefix comes from :func:`cpqs_bench.prompts.prompt_text`, the same prefix training and features use) with each
+generator model of ``selectors.cpqs.generators`` (or the one ``generator``) and writes one JSON line per
+(example, generator): ``{"id", "response", "generator", "n_new_tokens", "finished"}``.
+
+* Sampling: greedy by default; ``generation_do_sample`` / ``generation_temperature`` / ``generation_top_p`` (seeded by
+  ``selectors.cpqs.seed``) otherwise.
+* An answer that reached ``max_new_tokens`` without a stop token is *unfinished*: it is kept in the part files (so a
+  resumed run does not regenerate it) but dropped from the output and counted (``dropped_unfinished``) when
+  ``generation_drop_unfinished`` (the default) — a truncated answer would teach the classifier "cut off = bad".
+  Deliberate difference from a plain generate loop: nothing is closed with an end-of-turn token.
 
 Generation pads on the left (every row's prompt then ends at the same column, so the new tokens of every row start
 at the input width); each row's answer is cut at its first stop token. Work is saved in append-only part files
-(``<out>.parts/part-XXXXX.jsonl``, each written atomically), so an interrupted run resumes where it stopped and
-skips ids already answered; the final ``--out`` file is assembled in pool order at the end.
+(``<out>.parts/<generator>/part-XXXXX.jsonl``, each written atomically), so an interrupted run resumes where it
+stopped and skips ids already answered; the final ``out`` file is assembled in pool order at the end.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from cpqs_bench import prompts
 from cpqs_bench.data.example import Example
@@ -70,10 +79,12 @@ def _stop_ids(tokenizer: Any) -> set[int]:
     return {i for i in ids if i is not None}
 
 
-def generate_batch(model: Any, tokenizer: Any, texts: Sequence[str], max_new_tokens: int) -> list[tuple[str, int, bool]]:
-    """Greedy answers for prompt texts: ``(answer, n_new_tokens, finished)`` per row, in input order.
+def generate_batch(model: Any, tokenizer: Any, texts: Sequence[str], max_new_tokens: int, *,
+                   sampling: dict[str, Any] | None = None) -> list[tuple[str, int, bool]]:
+    """Answers for prompt texts: ``(answer, n_new_tokens, finished)`` per row, in input order.
 
-    Left padding; the generated part of every row is ``output[row, input_width:]``, cut at the first stop token.
+    Greedy unless ``sampling = {"do_sample": True, "temperature": t, "top_p": p}``. Left padding; the generated part
+    of every row is ``output[row, input_width:]``, cut at the first stop token (``finished`` = a stop token came).
     """
     import torch
 
@@ -87,10 +98,15 @@ def generate_batch(model: Any, tokenizer: Any, texts: Sequence[str], max_new_tok
         mask[row, width - len(e):] = 1
     device = next(model.parameters()).device
     stops = _stop_ids(tokenizer)
+    sampling = dict(sampling or {})
+    if sampling.get("do_sample"):
+        gen_kw = {"do_sample": True, "temperature": float(sampling.get("temperature", 1.0)),
+                  "top_p": float(sampling.get("top_p", 1.0)), "top_k": None}
+    else:
+        gen_kw = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     with torch.no_grad():
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                             max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=sorted(stops),
-                             temperature=None, top_p=None, top_k=None)
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                             pad_token_id=pad, eos_token_id=sorted(stops), **gen_kw)
     results = []
     for row in range(len(encoded)):
         new = out[row, width:].tolist()
@@ -101,38 +117,47 @@ def generate_batch(model: Any, tokenizer: Any, texts: Sequence[str], max_new_tok
     return results
 
 
-def make_negatives(examples: Sequence[Example], model: Any, tokenizer: Any, out: str | os.PathLike, *,
-                   generator: str, template: str = "chat", system_prompt: str | None = None,
-                   max_new_tokens: int = 256, batch_size: int = 8, part_size: int | None = None,
-                   progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
-    """Generate missing answers into part files, then assemble ``out`` in pool order. Returns a summary.
+def generate_negatives(examples: Sequence[Example], model: Any, tokenizer: Any, out: str | os.PathLike, *,
+                       generator: str, template: str = "chat", system_prompt: str | None = None,
+                       max_new_tokens: int = 256, batch_size: int = 8, part_size: int | None = None,
+                       sampling: dict[str, Any] | None = None, seed: int = 0, drop_unfinished: bool = True,
+                       progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """One generator's answers: generate missing ones into part files, then assemble ``out`` in pool order.
 
-    ``stop_after`` (batches) exists for tests of resumption: the run stops as if interrupted.
+    Unfinished answers (no stop token within ``max_new_tokens``) stay in the parts but are left out of ``out`` and
+    counted when ``drop_unfinished``. ``stop_after`` (batches) exists for tests of resumption: the run stops as if
+    interrupted. Returns a summary.
     """
+    import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    guard_settings(out, {"generator": generator, "template": template, "system_prompt": system_prompt,
-                         "max_new_tokens": max_new_tokens})
+    sampling = {"do_sample": False} if not (sampling or {}).get("do_sample") else dict(sampling)
+    settings = {"generator": generator, "template": template, "system_prompt": system_prompt,
+                "max_new_tokens": max_new_tokens}
+    if sampling.get("do_sample"):  # greedy runs keep the settings file of earlier versions valid
+        settings.update(sampling=sampling, seed=seed)
+    guard_settings(out, settings)
     done = done_rows(out)
     todo = [ex for ex in examples if ex.id not in done]
-    # Longest prompts first within the todo list would waste less padding, but pool order keeps parts readable
-    # and resumption simple; sort by prompt length inside each part instead.
     part_size = part_size or batch_size * 8
     d = parts_dir(out)
     d.mkdir(parents=True, exist_ok=True)
     n_parts = len(list(d.glob("part-*.jsonl")))
     batches = 0
+    if sampling.get("do_sample"):
+        torch.manual_seed(seed + n_parts)  # a resumed run continues with a seed of its own part number
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), disable=not progress) as bar:
-        task = bar.add_task(f"make-negatives ({generator})", total=len(examples), completed=len(done))
+        task = bar.add_task(f"make-negatives ({generator})", total=len(examples), completed=len(examples) - len(todo))
         for start in range(0, len(todo), part_size):
             chunk = todo[start: start + part_size]
             texts = {ex.id: prompts.prompt_text(tokenizer, ex, template, system_prompt) for ex in chunk}
-            order = sorted(chunk, key=lambda ex: len(texts[ex.id]))
+            order = sorted(chunk, key=lambda ex: len(texts[ex.id]))  # less padding inside a part
             rows: dict[str, dict[str, Any]] = {}
             for b in range(0, len(order), batch_size):
                 group = order[b: b + batch_size]
-                answers = generate_batch(model, tokenizer, [texts[ex.id] for ex in group], max_new_tokens)
+                answers = generate_batch(model, tokenizer, [texts[ex.id] for ex in group], max_new_tokens,
+                                         sampling=sampling)
                 for ex, (answer, n_new, finished) in zip(group, answers):
                     rows[ex.id] = {"id": ex.id, "response": answer, "generator": generator,
                                    "n_new_tokens": n_new, "finished": finished}
@@ -148,47 +173,77 @@ def make_negatives(examples: Sequence[Example], model: Any, tokenizer: Any, out:
     missing = [ex.id for ex in examples if ex.id not in done]
     if missing:
         raise RuntimeError(f"make-negatives: {len(missing)} ids missing after generation (first: {missing[0]})")
-    n = write_jsonl(out, (done[ex.id] for ex in examples))
-    summary = {"complete": True, "total": n, "generator": generator, "template": template,
-               "max_new_tokens": max_new_tokens, "empty": sum(1 for ex in examples if not done[ex.id]["response"]),
-               "unfinished": sum(1 for ex in examples if not done[ex.id]["finished"])}
+    unfinished = [ex.id for ex in examples if not done[ex.id]["finished"]]
+    keep = [ex for ex in examples if done[ex.id]["finished"] or not drop_unfinished]
+    n = write_jsonl(out, (done[ex.id] for ex in keep))
+    summary = {"complete": True, "total": len(examples), "written": n, "generator": generator, "template": template,
+               "max_new_tokens": max_new_tokens, "sampling": sampling,
+               "empty": sum(1 for ex in examples if not done[ex.id]["response"]),
+               "unfinished": len(unfinished), "dropped_unfinished": len(unfinished) if drop_unfinished else 0}
     write_json(Path(str(out) + ".summary.json"), summary)
     return summary
 
 
-def main(data: str, generator: str, out: str, *, config: str = "smoke", overrides: Sequence[str] = (),
-         limit: int | None = None, batch_size: int | None = None, max_new_tokens: int | None = None,
-         progress: bool = True) -> dict[str, Any]:
-    """Library entry of ``cpqs-bench make-negatives``: read the pool, load the generator, generate."""
+def _slug(generator: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", generator).strip("_") or "generator"
+
+
+def generators_of(cq: Any, generator: str | Sequence[str] | None = None) -> list[str]:
+    """The generator models to run: ``generator`` (a name or a list) if given, else ``selectors.cpqs.generators``,
+    else ``selectors.cpqs.generator``."""
+    if generator is None:
+        names = list(cq.generators) or [cq.generator]
+    elif isinstance(generator, str):
+        names = [g.strip() for g in generator.split(",") if g.strip()]
+    else:
+        names = list(generator)
+    if not names:
+        raise ValueError("make-negatives: no generator model named")
+    if len(set(names)) != len(names):
+        raise ValueError(f"make-negatives: a generator is named twice: {names}")
+    return names
+
+
+def make_negatives(cfg: Any, examples: Sequence[Example], generator: str | Sequence[str] | None,
+                   out: str | os.PathLike, *, loader: Callable[..., Any] | None = None,
+                   progress: bool = True) -> dict[str, Any]:
+    """Answer ``examples`` with each generator model into ``out`` (JSONL, pool order, generator by generator).
+
+    ``generator``: a model spec, a comma list or a list of specs (``None``: ``selectors.cpqs.generators`` or
+    ``generator``). Settings come from ``cfg.selectors.cpqs`` (``generation_*``) and ``cfg.prompt`` (template,
+    system prompt). ``loader(spec, revision, dtype) -> (model, tokenizer, info)`` shares loaded models with the
+    caller (default: :func:`cpqs_bench.models.load`). Returns a summary with per-generator counts.
+    """
     from cpqs_bench import models
-    from cpqs_bench.config import load_config
-    from cpqs_bench.data.pool import read_pool
 
-    cfg = load_config(config, list(overrides))
     cq = cfg.selectors.cpqs
-    pool = read_pool(data, schema=cfg.data.schema, field_map=cfg.data.field_map, mirror=cfg.data.mirror,
-                     limit=limit, max_rejected_fraction=cfg.data.max_rejected_fraction)
-    model, tok, info = models.load(generator, dtype=cfg.model.dtype, device=cfg.model.device)
-    tok.padding_side = "left"
-    return make_negatives(pool.examples, model, tok, out, generator=f"{info.spec}@{info.revision}",
-                          template=cfg.prompt.template, system_prompt=cfg.prompt.system_prompt,
-                          max_new_tokens=max_new_tokens or cq.generation_max_new_tokens,
-                          batch_size=batch_size or cq.generation_batch_size, progress=progress)
+    names = generators_of(cq, generator)
+    out = Path(out)
+    sampling = {"do_sample": bool(cq.generation_do_sample), "temperature": cq.generation_temperature,
+                "top_p": cq.generation_top_p}
+    per: dict[str, Any] = {}
+    files: list[Path] = []
+    for name in names:
+        if loader is not None:
+            model, tok, info = loader(name, None, cfg.model.dtype)
+        else:
+            model, tok, info = models.load(name, dtype=cfg.model.dtype, device=cfg.model.device)
+        target = out if len(names) == 1 else out.with_name(f"{out.name}.by-generator") / f"{_slug(name)}.jsonl"
+        per[name] = generate_negatives(
+            examples, model, tok, target, generator=f"{info.spec}@{info.revision}", template=cfg.prompt.template,
+            system_prompt=cfg.prompt.system_prompt, max_new_tokens=cq.generation_max_new_tokens,
+            batch_size=cq.generation_batch_size, sampling=sampling, seed=cq.seed,
+            drop_unfinished=cq.generation_drop_unfinished, progress=progress)
+        files.append(target)
+    if len(names) > 1:
+        from cpqs_bench.io import read_jsonl
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="pool: named dataset, file or hf: spec")
-    p.add_argument("--generator", default="embedded", help="the weaker model (spec as for --model)")
-    p.add_argument("--out", required=True, help="output JSONL (resumable; parts kept in OUT.parts/)")
-    p.add_argument("--config", default="smoke", help="preset name or YAML path")
-    p.add_argument("--limit", type=int, default=None, help="only the first N pool examples")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("overrides", nargs="*", help="config overrides key=value")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    summary = main(args.data, args.generator, args.out, config=args.config, overrides=args.overrides,
-                   limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
-    print(json.dumps(summary))
-    return 0
+        write_jsonl(out, (row for f in files for row in read_jsonl(f)))
+    summary = {"complete": all(s.get("complete") for s in per.values()), "total": len(examples),
+               "generators": names, "per_generator": per,
+               "written": sum(s.get("written", 0) for s in per.values()),
+               "unfinished": sum(s.get("unfinished", 0) for s in per.values()),
+               "dropped_unfinished": sum(s.get("dropped_unfinished", 0) for s in per.values()),
+               "max_new_tokens": cq.generation_max_new_tokens, "sampling": sampling}
+    write_json(Path(str(out) + ".summary.json"), summary)
+    return summary

@@ -8,7 +8,18 @@ Sources (``selectors.cpqs.pairs_source``):
 * ``multi_model`` — AlpacaEval outputs of several generators on shared prompts (``alpaca_eval/<generator>``),
   declared positive or negative; every positive answer is paired with every negative answer of its prompt;
 * ``generate`` — pool answers (positive) vs answers a weaker model produced for the same instructions
-  (``cpqs-bench make-negatives``), joined on example id.
+  (``cpqs-bench make-negatives``), joined on example id; with several generator models, one negative per
+  instruction (``composition: paired``) or every one (``reference``);
+* ``official`` — the CPQS reference's own training data (Hub dataset ``renlll/CPQS_data``, ``train_cnn.py``
+  ``parse_args``/``build_dataset`` of ``renllll/CPQS-Tuning``): GPT-4 positives ``alpaca_gpt4_data.json`` and two
+  small-model negative files whose answer is in ``模型输出``. ``composition: paired`` (default) pairs each positive
+  with one negative of the same instruction (1:1, the negative set rotating by instruction); ``reference`` keeps
+  every positive and every negative of both sets (pos:neg = 1:2, as the reference concatenates them). Deliberate
+  difference: the reference samples ``max_steps`` texts from the shuffled union; here ``n_pairs`` samples whole
+  instruction groups, so the held-out split stays instruction-disjoint.
+
+:func:`disjoint_pairs` drops every training group whose instruction is in the pool being scored (the CNN must not
+score answers it was trained on) and returns the overlap count for the manifest.
 
 Every labelled example carries a *group* key, a hash of its prompt, so the validation split can keep each
 instruction on one side only (otherwise the classifier is scored on instructions it has seen).
@@ -83,6 +94,28 @@ def _add(pairs: list[list[Labelled]], seen: set[str], skipped: Counter, pos: Exa
         return
     seen.add(group)
     pairs.append(_pair(group, pos, neg))
+
+
+def overlap_key(ex: Example) -> str:
+    """Instruction identity for overlap checks: the user text (the project's format of it when the example was read
+    in another question format), case and whitespace ignored."""
+    text = ex.metadata.get("overlap_text") if isinstance(ex.metadata.get("overlap_text"), str) else ex.instruction
+    return " ".join(text.lower().split())
+
+
+def disjoint_pairs(pairs: PairSet, pool_examples: Iterable[Example]) -> tuple[PairSet, int]:
+    """``(pairs without any group whose instruction is in the pool, number of groups dropped)``."""
+    taken = {overlap_key(ex) for ex in pool_examples}
+    bad = {x.group for x in pairs.items if overlap_key(x.example) in taken}
+    if not bad:
+        return pairs, 0
+    kept = [x for x in pairs.items if x.group not in bad]
+    if not kept:
+        raise PairsError(f"{pairs.source}: every training pair's instruction is in the scored pool ({len(bad)} "
+                         "groups); train the selector on instructions the pool does not hold")
+    skipped = Counter(pairs.skipped)
+    skipped["overlap_with_pool"] += len(bad)
+    return PairSet(pairs.source, kept, skipped, pairs.n_pairs - len(bad)), len(bad)
 
 
 def _subsample(pairs: list[list[Labelled]], n_pairs: int | None, seed: int) -> list[list[Labelled]]:
@@ -221,25 +254,125 @@ def read_negatives(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return out
 
 
+def read_negatives_by_id(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
+    """Rows of a make-negatives file grouped by id (several generators answer the same id)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for lineno, row in iter_jsonl_objects(path):
+            if "id" not in row:
+                raise PairsError(f"{path}:{lineno}: not a negatives row (no 'id')")
+            out.setdefault(str(row["id"]), []).append(row)
+    except PairsError:
+        raise
+    except ValueError as exc:
+        raise PairsError(f"not a negatives file: {exc}") from None
+    return out
+
+
+def _rotate(group: str, n: int) -> int:
+    """Deterministic choice among ``n`` negative sets for one instruction (balanced over instructions)."""
+    return int(group[:8], 16) % n if n > 1 else 0
+
+
 def from_generated(pool_examples: Sequence[Example], negatives_path: str | os.PathLike, *,
-                   drop_identical: bool = True, n_pairs: int | None = None, seed: int = 0) -> PairSet:
-    """Pool answers (positive) vs a weaker model's answers to the same instructions (joined on example id)."""
-    rows = read_negatives(negatives_path)
+                   drop_identical: bool = True, n_pairs: int | None = None, seed: int = 0,
+                   composition: str = "paired", drop_unfinished: bool = True) -> PairSet:
+    """Pool answers (positive) vs weaker models' answers to the same instructions (joined on example id).
+
+    Unfinished answers (``finished: false``, cut at ``max_new_tokens``) are skipped and counted when
+    ``drop_unfinished`` (make-negatives already leaves them out of its output then)."""
+    rows = read_negatives_by_id(negatives_path)
     skipped: Counter = Counter()
-    pairs = []
+    groups: list[list[Labelled]] = []
     seen: set[str] = set()
     for ex in pool_examples:
-        row = rows.get(ex.id)
-        if row is None:
+        negs = []
+        for row in rows.get(ex.id, []):
+            answer = row.get("response")
+            if drop_unfinished and row.get("finished") is False:
+                skipped["unfinished_negative"] += 1
+            elif not isinstance(answer, str) or not answer.strip():
+                skipped["empty_negative"] += 1
+            elif drop_identical and _same(ex.response, answer):
+                skipped["identical"] += 1
+            else:
+                negs.append(Example(ex.id, ex.prompt, answer, {"generator": row.get("generator")}))
+        if not negs:
+            if ex.id not in rows:
+                skipped["no_negative"] += 1
+            continue  # otherwise every answer was skipped with its reason counted above
+        group = prompt_key(ex.prompt)
+        if group in seen:
+            skipped["duplicate_prompt"] += 1
+            continue
+        seen.add(group)
+        groups.append(_compose(group, ex, negs, composition))
+    return _finish(f"generated({negatives_path})", groups, skipped, n_pairs, seed)
+
+
+def _compose(group: str, pos: Example, negs: Sequence[Example], composition: str) -> list[Labelled]:
+    if composition == "paired":
+        return _pair(group, pos, negs[_rotate(group, len(negs))])
+    if composition != "reference":
+        raise PairsError(f"unknown composition {composition!r}; use paired or reference")
+    items = [Labelled(Example(f"{group}:pos", pos.prompt, pos.response, pos.metadata), POSITIVE, group)]
+    items += [Labelled(Example(f"{group}:neg{i}", n.prompt, n.response, n.metadata), NEGATIVE, group)
+              for i, n in enumerate(negs)]
+    return items
+
+
+def from_official(source: str = "cpqs_data", positives: str = "alpaca_gpt4_data.json",
+                  negatives: Sequence[str] = ("alpaca_gpt4_data_llama.json", "alpaca_gpt4_data_qwen251.json"), *,
+                  negative_field: str = "模型输出", composition: str = "paired", question_format: str = "project",
+                  drop_identical: bool = True, n_pairs: int | None = None, seed: int = 0,
+                  mirror: str | os.PathLike | None = None) -> PairSet:
+    """The reference's training data (``renlll/CPQS_data``; ``source`` may also be a local folder of those files):
+    positives' ``output`` vs each negative file's ``negative_field``, joined on instruction + input."""
+    from cpqs_bench.data.mirror import dataset_files
+
+    if not negatives:
+        raise PairsError("official pairs need at least one negative file (selectors.cpqs.official_negatives)")
+    paths = dataset_files(source, [positives, *negatives], mirror)
+    schema = "alpaca_reference" if question_format == "reference" else "alpaca"
+    skipped: Counter = Counter()
+
+    def read(path: Path, field_map: dict[str, str] | None, what: str) -> dict[str, Example]:
+        out: dict[str, Example] = {}
+        for loc, rec, err in _pool.iter_raw(str(path)):
+            if err is not None:
+                skipped[f"{what}_{err[0]}"] += 1
+                continue
+            try:
+                ex = normalise(rec, schema, field_map)
+            except RecordError as exc:
+                skipped[f"{what}_{exc.reason}"] += 1
+                continue
+            key = prompt_key(ex.prompt)
+            if key in out:
+                skipped[f"duplicate_prompt_{what}"] += 1
+                continue
+            out[key] = ex
+        return out
+
+    pos = read(paths[positives], None, "positive")
+    neg_sets = [read(paths[f], {"output": negative_field}, f"negative{i}") for i, f in enumerate(negatives)]
+    groups: list[list[Labelled]] = []
+    for key, p in pos.items():
+        negs = []
+        for i, table in enumerate(neg_sets):
+            n = table.get(key)
+            if n is None:
+                skipped[f"no_negative{i}"] += 1
+            elif drop_identical and _same(p.response, n.response):
+                skipped["identical"] += 1
+            else:
+                negs.append(Example(n.id, n.prompt, n.response, {**n.metadata, "negative_set": negatives[i]}))
+        if negs:
+            groups.append(_compose(key, p, negs, composition))
+        else:
             skipped["no_negative"] += 1
-            continue
-        answer = row.get("response")
-        if not isinstance(answer, str) or not answer.strip():
-            skipped["empty_negative"] += 1
-            continue
-        neg = Example(ex.id, ex.prompt, answer, {"generator": row.get("generator")})
-        _add(pairs, seen, skipped, ex, neg, drop_identical)
-    return _finish(f"generated({negatives_path})", pairs, skipped, n_pairs, seed)
+    label = f"official({source}: {positives} vs {', '.join(negatives)}; {composition})"
+    return _finish(label, groups, +skipped, n_pairs, seed)
 
 
 # ---------------------------------------------------------------------------------------------------- split
@@ -294,5 +427,11 @@ def build(cfg: Any, *, mirror: str | os.PathLike | None = None, pool_examples: S
         if pool_examples is None or path is None or not Path(path).exists():
             raise PairsError("pairs_source=generate needs the pool and the make-negatives output "
                              f"(negatives file: {path!r})")
-        return from_generated(pool_examples, path, drop_identical=cfg.drop_identical, n_pairs=cfg.n_pairs, seed=seed)
-    raise PairsError(f"unknown pairs_source {src!r}; use pairs, join, multi_model or generate")
+        return from_generated(pool_examples, path, drop_identical=cfg.drop_identical, n_pairs=cfg.n_pairs, seed=seed,
+                              composition=cfg.composition, drop_unfinished=cfg.generation_drop_unfinished)
+    if src == "official":
+        return from_official(cfg.pairs, cfg.official_positives, cfg.official_negatives,
+                             negative_field=cfg.official_negative_field, composition=cfg.composition,
+                             question_format=cfg.question_format, drop_identical=cfg.drop_identical,
+                             n_pairs=cfg.n_pairs, seed=seed, mirror=mirror)
+    raise PairsError(f"unknown pairs_source {src!r}; use pairs, join, multi_model, generate or official")

@@ -3,7 +3,12 @@
 Everything the features depend on (layers, template, system prompt, max length) is read from the checkpoint's
 ``selector.json``, never from flags, and the target model loaded for scoring must be the backbone the selector was
 trained on (spec/revision and config digest); a mismatch is an error naming both, because hidden states of another
-model are meaningless to the CNN.
+model are meaningless to the CNN. The features must also come in the dtype the CNN was trained on
+(``feature_dtype``): a float32 target model scoring a selector trained on bfloat16 features is refused.
+
+Scoring runs under the autocast the training validated under (``selector.json`` ``autocast``, re-derived for the
+scoring device), so held-out metrics describe the scores that are written. The work directory's key includes the
+hash of the checkpoint's weights: a retrained selector in the same directory never reuses old shards.
 
 Scoring is resumable: the examples are cut into fixed chunks, each scored chunk is written atomically as a shard
 under ``ctx.workdir``, and a rerun reads finished shards instead of recomputing them. Chunk boundaries and the
@@ -22,8 +27,8 @@ from cpqs_bench import features as feats
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import read_jsonl, stable_hash, write_jsonl
 from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response
+from cpqs_bench.selectors.cpqs.checkpoint import autocast_dtype, load_checkpoint, read_meta, weights_sha256
 from cpqs_bench.selectors.cpqs.textcnn import TextCNN, collate
-from cpqs_bench.selectors.cpqs.train import load_checkpoint
 
 SHARD_SIZE = 256
 
@@ -46,13 +51,22 @@ def check_backbone(meta: dict[str, Any], info: Any, model: Any, checkpoint: Path
             "score with the model the selector was trained on (model.id / model.revision) or train a new selector")
 
 
+def check_feature_dtype(meta: dict[str, Any], model: Any, checkpoint: Path) -> None:
+    """Refuse features in another dtype than the training features (the CNN's inputs would differ)."""
+    want = meta.get("feature_dtype")
+    have = feats.model_identity(model, None)["dtype"]
+    if want is not None and want != have:
+        raise BackboneMismatch(f"CPQS selector {checkpoint} was trained on {want} features, but the target model "
+                               f"runs in {have}; set model.dtype to match (e.g. model.dtype={want.replace('torch.', '')})")
+
+
 def spec_from_meta(meta: dict[str, Any]) -> feats.FeatureSpec:
     return feats.FeatureSpec(meta["template"], meta["layers"], int(meta["max_length"]), meta.get("system_prompt"),
                              bool(meta.get("train_eot", True)))
 
 
 def score_chunk(cnn: TextCNN, model: Any, tokenizer: Any, examples: Sequence[Example], spec: feats.FeatureSpec,
-                batch_size: int, method: feats.Method = "auto") -> list[dict[str, Any]]:
+                batch_size: int, method: feats.Method = "auto", amp: torch.dtype | None = None) -> list[dict[str, Any]]:
     """Rows (id, score, n_tokens[, exclude]) for one chunk, in input order."""
     device = next(cnn.parameters()).device
     dropped: list[tuple[str, str]] = []
@@ -60,7 +74,8 @@ def score_chunk(cnn: TextCNN, model: Any, tokenizer: Any, examples: Sequence[Exa
     eligible = [ex for ex in examples if not is_empty_response(ex)]
     for batch in feats.iter_batches(model, tokenizer, eligible, spec, batch_size, method=method, dropped=dropped):
         x, lengths = collate(batch.features)
-        probs = cnn.score(x.to(device), lengths.to(device)).tolist()
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            probs = cnn.score(x.to(device), lengths.to(device)).tolist()
         for ex_id, p, feat in zip(batch.ids, probs, batch.features):
             got[ex_id] = {"id": ex_id, "score": float(p), "n_tokens": int(feat.shape[0])}
     reasons = dict(dropped)
@@ -76,7 +91,7 @@ def score_chunk(cnn: TextCNN, model: Any, tokenizer: Any, examples: Sequence[Exa
 
 def score_resumable(cnn: TextCNN, model: Any, tokenizer: Any, examples: Sequence[Example], spec: feats.FeatureSpec,
                     workdir: Path, batch_size: int, *, shard_size: int = SHARD_SIZE, progress: bool = False,
-                    stop_after: int | None = None) -> list[dict[str, Any]]:
+                    stop_after: int | None = None, amp: torch.dtype | None = None) -> list[dict[str, Any]]:
     """Score chunk by chunk into ``workdir/shard-*.jsonl``; finished shards are reused. ``stop_after`` (shards)
     simulates an interruption in tests (raises ``KeyboardInterrupt``)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -96,7 +111,7 @@ def score_resumable(cnn: TextCNN, model: Any, tokenizer: Any, examples: Sequence
             else:
                 if stop_after is not None and written >= stop_after:
                     raise KeyboardInterrupt(f"stopped after {written} shards (test hook)")
-                part = score_chunk(cnn, model, tokenizer, chunk, spec, batch_size)
+                part = score_chunk(cnn, model, tokenizer, chunk, spec, batch_size, amp=amp)
                 write_jsonl(path, part)
                 written += 1
             if [r["id"] for r in part] != [ex.id for ex in chunk]:
@@ -116,22 +131,18 @@ class CPQSSelector:
                              "train-selector)")
         checkpoint = Path(ctx.checkpoint)
         model, tokenizer, info = ctx.model()
-        check_backbone(_meta(checkpoint), info, model, checkpoint)
+        meta = read_meta(checkpoint)
+        check_backbone(meta, info, model, checkpoint)
+        check_feature_dtype(meta, model, checkpoint)
         device = next(model.parameters()).device
         cnn, meta = load_checkpoint(checkpoint, device)
         spec = spec_from_meta(meta)
+        mixed = bool((meta.get("training") or {}).get("mixed_precision", False)) and meta.get("autocast") is not None
+        amp = autocast_dtype(device, mixed)
         batch_size = ctx.config.selectors.cpqs.extract_batch_size
-        workdir = Path(ctx.workdir) / f"cpqs-{stable_hash({'meta': meta, 'n': len(examples)}, 12)}"
+        key = {"meta": meta, "weights": weights_sha256(checkpoint), "n": len(examples), "autocast": str(amp)}
+        workdir = Path(ctx.workdir) / f"cpqs-{stable_hash(key, 12)}"
         torch.manual_seed(ctx.seed)
-        rows = score_resumable(cnn, model, tokenizer, list(examples), spec, workdir, batch_size)
+        rows = score_resumable(cnn, model, tokenizer, list(examples), spec, workdir, batch_size, amp=amp)
         return [ScoreRow(r["id"], math.nan if r["score"] is None else float(r["score"]), int(r["n_tokens"]),
                          exclude=r.get("exclude")) for r in rows]
-
-
-def _meta(checkpoint: Path) -> dict[str, Any]:
-    from cpqs_bench.io import read_json
-    from cpqs_bench.selectors.cpqs.train import META
-
-    if not (checkpoint / META).exists():
-        raise FileNotFoundError(f"{checkpoint} is not a CPQS selector checkpoint (no {META})")
-    return read_json(checkpoint / META)

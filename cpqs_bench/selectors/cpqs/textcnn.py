@@ -19,9 +19,11 @@ Fidelity notes (checked against the official CPQS-Tuning ``train_cnn.py``, class
   the Conv2d weights have the same meaning (in-channels = layers, kernel ``(k, H)``), so an official
   checkpoint's ``state_dict`` loads unchanged.  Only the input layout differs: official code takes
   ``(B, L, T, H)``, we take ``(B, T, L, H)`` because that is the natural layout for the fast path.
-* Short sequences: the official code pads a sequence shorter than ``k`` to ``k`` *per branch*.  We
-  zero-pad a sequence shorter than the *largest* kernel to that length for all branches (one rule,
-  identical in the batched and unbatched case).  It only matters for responses under 5 tokens.
+* Short sequences: as the official code, a sequence shorter than ``k`` is zero-padded to ``k`` *per
+  branch* (``forward``: ``if seq_len < k: F.pad(x, (0, 0, 0, k - seq_len))``), so the ``k``-branch of an
+  ``n < k`` token response has exactly one output position and a branch with ``k <= n`` sees no padding.
+  The batched fast path zero-pads to the largest kernel once and masks each branch to its own valid
+  length, which gives the same numbers.
 * The official code scores one sample at a time (batch size 1), so it never had to deal with
   padding.  We batch, and padding must not change any row's result: positions beyond a row's valid
   length are zeroed after every conv (so the next zero-padded Conv1d sees exactly the zeros it would
@@ -92,7 +94,7 @@ class TextCNNConfig:
 
     @property
     def max_kernel(self) -> int:
-        """Sequences shorter than this are zero-padded to it."""
+        """Width every batch is zero-padded to in memory (each branch then reads its own valid span)."""
         return max(self.kernel_sizes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,10 +146,11 @@ def collate(sequences: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
 def _valid_lengths(lengths: torch.Tensor, kernel: int, max_kernel: int) -> torch.Tensor:
     """Number of valid outputs of a ``kernel``-wide conv per row, after the short-sequence rule.
 
-    A row of ``n`` tokens is zero-padded to ``max(n, max_kernel)`` tokens, so a valid (non-padding)
-    convolution has ``max(n, max_kernel) - kernel + 1 >= 1`` output positions.
+    A row of ``n`` tokens is zero-padded to ``max(n, kernel)`` tokens for that branch (the reference's
+    per-branch rule), so the branch has ``max(n, kernel) - kernel + 1 >= 1`` output positions. ``max_kernel``
+    is the width every row is padded to in memory (outputs beyond the valid ones are masked).
     """
-    return lengths.clamp(min=max_kernel) - kernel + 1
+    return lengths.clamp(min=kernel) - kernel + 1
 
 
 def _time_mask(valid: torch.Tensor, steps: int) -> torch.Tensor:

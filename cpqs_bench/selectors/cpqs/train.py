@@ -1,21 +1,25 @@
 """``cpqs-bench train-selector``: train the CPQS TextCNN on contrastive pairs and save a self-describing checkpoint.
 
-Steps: build pairs (:mod:`.pairs`) -> split by instruction group (no instruction on both sides) -> hidden-state
-features of the target model for every example, once, into the feature cache (:mod:`cpqs_bench.features`) -> train
-the TextCNN (Adam, gradient accumulation, bf16 autocast where the hardware has it, cross-entropy, seeded) -> report
-accuracy / F1 / AUC on the held-out instructions -> write the checkpoint:
+Follows ``train_cnn.py`` of the reference (``renllll/CPQS-Tuning``, fork ``Victory0431/CPQS-Tuning``): Adam (lr
+1e-4), batch 1 with 16-step gradient accumulation, cross-entropy over {bad, good}, autocast with a ``GradScaler``
+when it runs in float16. Steps: build pairs (:mod:`.pairs`) -> drop pairs whose instruction is in the pool to be
+scored (:func:`.pairs.disjoint_pairs`, counted in the metrics as ``overlap``) -> split by instruction group (no
+instruction on both sides) -> hidden-state features of the target model for every example, once, into the feature
+cache (:mod:`cpqs_bench.features`) -> train -> report accuracy / F1 / AUC on the held-out instructions, the AUC on
+*length-matched* held-out pairs and Spearman(score, response length) (the length confound: a classifier that only
+learned "longer = better" keeps its AUC overall and loses it on length-matched pairs; it is then flagged) -> write
+the checkpoint (:mod:`.checkpoint`).
 
-* ``model.safetensors`` — the TextCNN weights;
-* ``selector.json`` — everything scoring needs (backbone spec, revision and config digest, layer selection and the
-  resolved indices, template, system prompt, max length, TextCNN config) plus the training metrics, so
-  ``cpqs-bench score cpqs --selector DIR`` never asks for a training flag again.
+Deliberate differences from the reference: the held-out split and its metrics (the reference trains on everything
+and reports none); epochs over a fixed pair set instead of ``max_steps`` samples of the shuffled union; bf16
+autocast where the hardware has it (no scaler needed), fp16 + ``GradScaler`` on GPUs without bf16, fp32 on CPUs
+without bf16 (the reference always runs CUDA fp16 autocast with a scaler).
 
 Training resumes per epoch: ``train_state.pt`` (weights, optimizer, epoch, metrics so far) is written atomically after
 every epoch, and a rerun with the same inputs continues from there.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -29,13 +33,13 @@ import torch
 import torch.nn.functional as F
 
 from cpqs_bench import features as feats
-from cpqs_bench.io import atomic_open, read_json, stable_hash, write_json
+from cpqs_bench.data.example import Example
+from cpqs_bench.io import atomic_open, stable_hash, write_json
+from cpqs_bench.selectors.cpqs.checkpoint import (CHECKPOINT_FORMAT, META, WEIGHTS, autocast_dtype,  # noqa: F401
+                                                  load_checkpoint, write_checkpoint)
 from cpqs_bench.selectors.cpqs.pairs import Labelled, PairSet
 from cpqs_bench.selectors.cpqs.textcnn import TextCNN, TextCNNConfig, collate
 
-CHECKPOINT_FORMAT = "cpqs-selector/1"
-WEIGHTS = "model.safetensors"
-META = "selector.json"
 STATE = "train_state.pt"
 
 
@@ -70,16 +74,6 @@ def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
 
 
 # ------------------------------------------------------------------------------------------------------ pieces
-def autocast_dtype(device: torch.device, mixed_precision: bool) -> torch.dtype | None:
-    """bf16 autocast where the hardware runs it natively, else None (plain fp32)."""
-    from cpqs_bench.models import best_dtype
-
-    if not mixed_precision:
-        return None
-    dt = best_dtype(device.type)
-    return dt if dt in (torch.bfloat16, torch.float16) and (device.type == "cuda" or dt == torch.bfloat16) else None
-
-
 def textcnn_config(cq: Any, num_layers: int, hidden_size: int) -> TextCNNConfig:
     return TextCNNConfig(num_layers=num_layers, hidden_size=hidden_size, kernel_sizes=tuple(cq.kernel_sizes),
                          num_filters=cq.num_filters, fc_hidden=cq.mlp_hidden, dropout=cq.dropout)
@@ -100,13 +94,63 @@ def _load_batch(cache: feats.FeatureCache, batch: Sequence[Labelled], device: to
 
 @torch.no_grad()
 def predict(cnn: TextCNN, cache: feats.FeatureCache, items: Sequence[Labelled], batch_size: int,
-            device: torch.device, amp: torch.dtype | None) -> list[float]:
-    """P(good) for cached items, in order."""
+            device: torch.device, amp: torch.dtype | None, lengths_out: list[int] | None = None) -> list[float]:
+    """P(good) for cached items, in order (``lengths_out`` receives each item's response length in tokens)."""
     out: list[float] = []
     for batch in _batches(items, batch_size, list(range(len(items)))):
         x, lengths, _ = _load_batch(cache, batch, device)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             out.extend(cnn.score(x, lengths).tolist())
+        if lengths_out is not None:
+            lengths_out.extend(int(n) for n in lengths.tolist())
+    return out
+
+
+def length_report(items: Sequence[Labelled], probs: Sequence[float], lengths: Sequence[int], *, band: float,
+                  floor: float, overall_auc: float | None) -> dict[str, Any]:
+    """The length confound on held-out items: Spearman(score, response tokens), Spearman(label, length), and the AUC
+    / pairwise accuracy over the (good, bad) pairs of one instruction whose lengths are within ``1 + band`` of each
+    other. ``flagged`` when that length-matched AUC is below ``floor`` (or more than 0.1 below the overall AUC)."""
+    from scipy.stats import spearmanr
+
+    def rho(a: Sequence[float], b: Sequence[float]) -> float | None:
+        if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
+            return None
+        return float(spearmanr(a, b).statistic)
+
+    by_group: dict[str, dict[int, list[int]]] = {}
+    for i, x in enumerate(items):
+        by_group.setdefault(x.group, {}).setdefault(x.label, []).append(i)
+    matched: list[tuple[int, int]] = []
+    all_pairs = 0
+    pos_longer = 0
+    for sides in by_group.values():
+        for i in sides.get(1, []):
+            for j in sides.get(0, []):
+                all_pairs += 1
+                pos_longer += lengths[i] > lengths[j]
+                if max(lengths[i], lengths[j]) <= (1 + band) * min(lengths[i], lengths[j]):
+                    matched.append((i, j))
+    idx = sorted({k for pair in matched for k in pair})
+    auc = roc_auc([items[k].label for k in idx], [probs[k] for k in idx]) if matched else float("nan")
+    wins = [1.0 if probs[i] > probs[j] else 0.5 if probs[i] == probs[j] else 0.0 for i, j in matched]
+    out: dict[str, Any] = {
+        "band": band, "pairs": all_pairs, "positive_longer": pos_longer / all_pairs if all_pairs else None,
+        "length_matched_pairs": len(matched),
+        "length_matched_auc": None if math.isnan(auc) else auc,
+        "length_matched_pair_accuracy": sum(wins) / len(wins) if wins else None,
+        "spearman_score_length": rho(list(probs), [float(n) for n in lengths]),
+        "spearman_label_length": rho([float(x.label) for x in items], [float(n) for n in lengths]),
+    }
+    lm = out["length_matched_auc"]
+    if lm is None or len(matched) < 10:
+        out["flagged"] = None
+        out["flag_reason"] = f"too few length-matched held-out pairs ({len(matched)}) to judge"
+    else:
+        collapsed = lm < floor or (overall_auc is not None and not math.isnan(overall_auc) and overall_auc - lm > 0.1)
+        out["flagged"] = bool(collapsed)
+        out["flag_reason"] = (f"length-matched AUC {lm:.3f} vs overall {overall_auc:.3f}: the classifier may be "
+                              "ranking by length" if collapsed else None)
     return out
 
 
@@ -129,6 +173,8 @@ def fit(cnn: TextCNN, cache: feats.FeatureCache, train: Sequence[Labelled], val:
     if grad_accum < 1 or batch_size < 1 or epochs < 1:
         raise ValueError(f"grad_accum, batch_size and epochs must be >= 1 (got {grad_accum}, {batch_size}, {epochs})")
     opt = torch.optim.Adam(cnn.parameters(), lr=lr)
+    # fp16 autocast underflows small gradients: scale the loss (the reference's GradScaler); bf16 needs none
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if state_path is not None and state_path.exists():
@@ -161,11 +207,18 @@ def fit(cnn: TextCNN, cache: feats.FeatureCache, train: Sequence[Labelled], val:
                 loss = F.cross_entropy(logits.float(), y)
                 # Each optimizer step averages over its accumulated micro-batches (the last group may be short).
                 group = min(grad_accum, len(batches) - ((step - 1) // grad_accum) * grad_accum)
-                (loss / group).backward()
+                if scaler is not None:
+                    scaler.scale(loss / group).backward()
+                else:
+                    (loss / group).backward()
                 total += loss.item() * len(batch)
                 seen += len(batch)
                 if step % grad_accum == 0 or step == len(batches):
-                    opt.step()
+                    if scaler is not None:
+                        scaler.step(opt)
+                        scaler.update()
+                    else:
+                        opt.step()
                     opt.zero_grad(set_to_none=True)
                 bar.advance(task)
             metrics = binary_metrics([x.label for x in val], predict(cnn, cache, val, max(batch_size, 8), device, amp))
@@ -178,38 +231,11 @@ def fit(cnn: TextCNN, cache: feats.FeatureCache, train: Sequence[Labelled], val:
     return history
 
 
-def write_checkpoint(out_dir: Path, cnn: TextCNN, meta: dict[str, Any]) -> Path:
-    """``model.safetensors`` + ``selector.json`` (weights first, so a readable JSON implies complete weights)."""
-    from safetensors.torch import save
-
-    from cpqs_bench.io import write_bytes
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_bytes(out_dir / WEIGHTS, save({k: v.contiguous() for k, v in cnn.state_dict().items()}))
-    write_json(out_dir / META, {"format": CHECKPOINT_FORMAT, **meta, "textcnn": cnn.cfg.to_dict()})
-    return out_dir
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[TextCNN, dict[str, Any]]:
-    """(TextCNN in eval mode, selector.json) of a checkpoint directory, with clear errors for a bad directory."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not (path / META).exists() or not (path / WEIGHTS).exists():
-        raise FileNotFoundError(f"{path} is not a CPQS selector checkpoint (needs {META} and {WEIGHTS}); train one "
-                                "with cpqs-bench train-selector")
-    meta = read_json(path / META)
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path / META}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-    cnn = TextCNN(TextCNNConfig.from_dict(meta["textcnn"]))
-    cnn.load_state_dict(load_file(str(path / WEIGHTS)))
-    return cnn.to(device).eval(), meta
-
-
 # ------------------------------------------------------------------------------------------------------ library
-def train_selector(model: Any, tokenizer: Any, backbone: dict[str, Any], pairset: PairSet, cq: Any,
-                   spec: feats.FeatureSpec, out_dir: str | Path, *, cache_root: str | Path | None = None,
-                   progress: bool = True, method: feats.Method = "auto", log: Any = print) -> dict[str, Any]:
+def fit_selector(model: Any, tokenizer: Any, backbone: dict[str, Any], pairset: PairSet, cq: Any,
+                 spec: feats.FeatureSpec, out_dir: str | Path, *, cache_root: str | Path | None = None,
+                 progress: bool = True, method: feats.Method = "auto", log: Any = print,
+                 extra_meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train on ``pairset`` with the features of ``model`` and write the checkpoint into ``out_dir``.
 
     ``backbone`` = ``{"spec", "revision"}`` of the target model as the user named it; the model's config digest is
@@ -266,100 +292,171 @@ def train_selector(model: Any, tokenizer: Any, backbone: dict[str, Any], pairset
                   state_key=state_key, progress=progress, log=log)
     train_s = time.perf_counter() - t1
     final = history[-1]["val"] if history else {}
+    val_lengths: list[int] = []
+    val_probs = predict(cnn, cache, val, max(cq.batch_size, 8), device, amp, val_lengths) if val else []
+    length = length_report(val, val_probs, val_lengths, band=getattr(cq, "length_band", 0.25),
+                           floor=getattr(cq, "length_matched_auc_floor", 0.6), overall_auc=final.get("auc"))
+    if length.get("flagged"):
+        log(f"warning: {length['flag_reason']}")
     metrics = {"val": final, "history": history, "n_train": len(train), "n_val": len(val),
                "train_groups": len({x.group for x in train}), "val_groups": len({x.group for x in val}),
                "features_computed": computed, "extract_seconds": extract_s, "train_seconds": train_s,
-               "extract": stats.as_dict(), "autocast": str(amp) if amp else None, "pairs": pairset.summary()}
+               "extract": stats.as_dict(), "autocast": str(amp) if amp else None, "pairs": pairset.summary(),
+               "length": length, **(extra_meta or {})}
     write_json(out_dir / "metrics.json", metrics)
     meta = {"backbone": {**backbone, "config_digest": model_id["config"]},
             "layers": spec.layers, "layer_indices": layers, "template": spec.template,
             "system_prompt": spec.system_prompt, "train_eot": spec.train_eot, "max_length": spec.max_length,
-            "feature_dtype": model_id["dtype"], "train_metrics": {"val": final, "n_train": len(train),
-                                                                  "n_val": len(val)},
+            "feature_dtype": model_id["dtype"], "autocast": str(amp).replace("torch.", "") if amp else None,
+            "train_metrics": {"val": final, "n_train": len(train), "n_val": len(val), "length": length,
+                              **(extra_meta or {})},
             "training": {k: getattr(cq, k) for k in ("lr", "grad_accum", "batch_size", "epochs", "val_fraction",
                                                       "seed", "mixed_precision")}}
     write_checkpoint(out_dir, cnn, meta)
+    from cpqs_bench.selectors.cpqs.checkpoint import write_training_instructions
+    from cpqs_bench.selectors.cpqs.pairs import overlap_key
+
+    write_training_instructions(out_dir, (overlap_key(x.example) for x in [*train, *val]))
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
     return metrics
 
 
-def main(config: str = "smoke", overrides: Sequence[str] = (), *, out: str | None = None, data: str | None = None,
-         negatives: str | None = None, exclude: Sequence[str] = (), progress: bool = True) -> dict[str, Any]:
-    """Library entry of ``cpqs-bench train-selector``: config -> pairs -> features -> TextCNN -> run dir."""
-    from cpqs_bench import models, rundir
-    from cpqs_bench.config import load_config, to_dict
-    from cpqs_bench.data.pool import read_pool
+
+
+def feature_spec(cfg: Any) -> feats.FeatureSpec:
+    """The features a CPQS selector trains on, from the resolved config: ``prompt.template``/``system_prompt``,
+    ``selectors.cpqs.layers``, ``min(feature_max_length, prompt.max_length)`` and ``selectors.cpqs.feature_eot``
+    (None: follow ``prompt.train_eot``, the SFT labels' end-of-turn rule)."""
+    cq = cfg.selectors.cpqs
+    eot = cfg.prompt.train_eot if cq.feature_eot is None else bool(cq.feature_eot)
+    return feats.FeatureSpec(cfg.prompt.template, cq.layers, min(cq.feature_max_length, cfg.prompt.max_length),
+                             cfg.prompt.system_prompt, eot)
+
+
+def load_target(cfg: Any, loader: Any = None) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, info) of ``model.*`` through ``loader(spec, revision, dtype)`` or :func:`models.load`."""
+    from cpqs_bench import models
+
+    if loader is not None:
+        return loader(cfg.model.id, cfg.model.revision, cfg.model.dtype)
+    return models.load(cfg.model.id, revision=cfg.model.revision, dtype=cfg.model.dtype, device=cfg.model.device)
+
+
+def build_pairs(cfg: Any, *, pairs: PairSet | Sequence[Example] | None = None, negatives: str | Path | None = None,
+                row_filter: dict[str, Sequence[Any]] | None = None) -> PairSet:
+    """The training pairs: a given :class:`PairSet`; for ``pairs_source=generate`` the given pool examples (the
+    positives) joined with the make-negatives file ``negatives``; else the configured source. Never limited by
+    ``data.pool_limit`` (``selectors.cpqs.n_pairs`` is the pairs' own size)."""
     from cpqs_bench.selectors.cpqs import pairs as P
 
-    cfg = load_config(config, list(overrides))
+    if isinstance(pairs, PairSet):
+        return pairs
     cq = cfg.selectors.cpqs
-    pool_examples = None
-    if cq.pairs_source == "generate":
-        pool = read_pool(data or cq.pairs or cfg.data.pool, schema=cfg.data.schema, field_map=cfg.data.field_map,
-                         mirror=cfg.data.mirror, limit=cfg.data.pool_limit,
-                         max_rejected_fraction=cfg.data.max_rejected_fraction)
-        pool_examples = pool.examples
-        negatives = negatives or cq.negatives or _generate_negatives(cfg, pool, progress)
-    pairset = P.build(cq, mirror=cfg.data.mirror, pool_examples=pool_examples, negatives_path=negatives,
-                      exclude=P.parse_exclude(exclude))
-    model, tok, info = models.load(cfg.model.id, revision=cfg.model.revision, dtype=cfg.model.dtype,
-                                   device=cfg.model.device)
-    spec = feats.FeatureSpec(cfg.prompt.template, cq.layers, min(cq.feature_max_length, cfg.prompt.max_length),
-                             cfg.prompt.system_prompt, cfg.prompt.train_eot)
-    inputs = {"cpqs": to_dict(cfg)["selectors"]["cpqs"], "model": {"spec": info.spec, "revision": info.revision,
-              "dtype": info.dtype}, "features": spec.as_dict(), "pairs": pairset.summary(),
-              "pair_ids": stable_hash(sorted(x.example.content_key() for x in pairset.items), 16)}
-    if out is not None:
-        out_dir = Path(out)
-        stage = None
-    else:
-        stage = rundir.stage(cfg.experiment.output_dir, cfg.experiment.name, "train-selector", inputs).begin()
-        out_dir = stage.path
-        if stage.done:
-            return {"checkpoint": str(out_dir), **read_json(out_dir / "metrics.json")}
-    metrics = train_selector(model, tok, {"spec": info.spec, "revision": info.revision}, pairset, cq, spec, out_dir,
-                             progress=progress)
-    if stage is not None:
-        stage.finish(metrics={"val": metrics["val"]}, model=asdict(info))
-    return {"checkpoint": str(out_dir), **metrics}
+    if cq.pairs_source == "generate" and pairs is None:
+        raise P.PairsError("pairs_source=generate: pass the examples whose instructions were answered (pairs=...)")
+    return P.build(cq, mirror=cfg.data.mirror, pool_examples=list(pairs) if pairs is not None else None,
+                   negatives_path=negatives, exclude=row_filter)
 
 
-def _generate_negatives(cfg: Any, pool: Any, progress: bool) -> str:
-    """pairs_source=generate without a negatives file: answer the pool with ``selectors.cpqs.generator`` into its
-    own (resumable) run directory, keyed by pool, generator and generation settings."""
-    from cpqs_bench import models, rundir
-    from cpqs_bench.data.negatives import make_negatives
+def train_selector(cfg: Any, out: str | Path, *, pairs: PairSet | Sequence[Example] | None = None,
+                   negatives: str | Path | None = None, exclude: Sequence[Example] | None = None,
+                   row_filter: dict[str, Sequence[Any]] | None = None, loader: Any = None, progress: bool = True,
+                   cache_root: str | Path | None = None, log: Any = print) -> dict[str, Any]:
+    """Train the CPQS TextCNN of ``cfg`` into the checkpoint directory ``out``; returns its metrics.
+
+    ``pairs``: a :class:`PairSet`, or for ``pairs_source=generate`` the examples whose instructions ``negatives``
+    (a make-negatives file) answers; None builds the configured source. ``exclude``: the pool the selector will
+    score: every pair whose instruction it holds is dropped first (``metrics["overlap"]`` records how many;
+    ``overlap_in_training`` is then 0). ``row_filter``: ``{field: [values]}`` rows of a paired file to skip.
+    ``loader(spec, revision, dtype) -> (model, tokenizer, info)`` shares the target model with other stages.
+    """
+    from cpqs_bench.selectors.cpqs.pairs import disjoint_pairs
+
+    pairset = build_pairs(cfg, pairs=pairs, negatives=negatives, row_filter=row_filter)
+    n_before = pairset.n_pairs
+    dropped = 0
+    if exclude is not None:
+        pairset, dropped = disjoint_pairs(pairset, exclude)
+        if dropped:
+            log(f"dropped {dropped} of {n_before} training pairs whose instruction is in the scored pool")
+    overlap = {"checked_against": len(exclude) if exclude is not None else None, "dropped_pairs": dropped,
+               "overlap_in_training": 0 if exclude is not None else None}
+    model, tok, info = load_target(cfg, loader)
+    spec = feature_spec(cfg)
+    metrics = fit_selector(model, tok, {"spec": info.spec, "revision": info.revision}, pairset, cfg.selectors.cpqs,
+                           spec, out, cache_root=cache_root, progress=progress, log=log,
+                           extra_meta={"overlap": overlap})
+    return {"checkpoint": str(out), "n_pairs": pairset.n_pairs, **metrics}
+
+
+def fold_of(ex: Example, folds: int) -> int:
+    """The out-of-fold fold of a pool example, by instruction (repeated instructions share a fold)."""
+    from cpqs_bench.selectors.cpqs.checkpoint import instruction_hash
+    from cpqs_bench.selectors.cpqs.pairs import overlap_key
+
+    return int(instruction_hash(overlap_key(ex))[:8], 16) % folds
+
+
+def train_out_of_fold(cfg: Any, out: str | Path, pool_examples: Sequence[Example], score_out: str | Path, *,
+                      pairs: PairSet | Sequence[Example] | None = None, negatives: str | Path | None = None,
+                      row_filter: dict[str, Sequence[Any]] | None = None, loader: Any = None,
+                      progress: bool = True, log: Any = print) -> dict[str, Any]:
+    """Score ``pool_examples`` out of fold: ``selectors.cpqs.oof_folds`` CNNs (``out/fold-K``), each trained on the
+    pairs minus every instruction of fold K of the pool and scoring fold K. Writes ``score_out`` (one row per pool
+    example, pool order, as ``cpqs-bench score``) and returns per-fold metrics; every fold's overlap is 0."""
+    from cpqs_bench.io import write_jsonl
+    from cpqs_bench.selectors.base import ScoringContext
+    from cpqs_bench.selectors.cpqs.pairs import disjoint_pairs
+    from cpqs_bench.selectors.cpqs.selector import CPQSSelector
 
     cq = cfg.selectors.cpqs
-    inputs = {"pool": pool.summary(), "ids": stable_hash([ex.id for ex in pool.examples], 16),
-              "generator": cq.generator, "template": cfg.prompt.template, "system_prompt": cfg.prompt.system_prompt,
-              "max_new_tokens": cq.generation_max_new_tokens}
-    stage = rundir.stage(cfg.experiment.output_dir, cfg.experiment.name, "negatives", inputs).begin()
-    out = stage.file("negatives.jsonl")
-    if not stage.done:
-        gen, gtok, ginfo = models.load(cq.generator, dtype=cfg.model.dtype, device=cfg.model.device)
-        summary = make_negatives(pool.examples, gen, gtok, out, generator=f"{ginfo.spec}@{ginfo.revision}",
-                                 template=cfg.prompt.template, system_prompt=cfg.prompt.system_prompt,
-                                 max_new_tokens=cq.generation_max_new_tokens, batch_size=cq.generation_batch_size,
-                                 progress=progress)
-        stage.finish(summary=summary)
-    return str(out)
+    if cq.oof_folds < 2:
+        raise ValueError(f"selectors.cpqs.oof_folds must be >= 2, got {cq.oof_folds}")
+    out = Path(out)
+    pool_examples = list(pool_examples)
+    pairset = build_pairs(cfg, pairs=pairs, negatives=negatives, row_filter=row_filter)
+    loaded = load_target(cfg, loader)
 
+    def shared(spec: str, revision: str | None = None, dtype: str | None = None) -> Any:
+        """The one loaded target model for every fold's scoring (other specs go to ``loader``)."""
+        if spec == cfg.model.id:
+            return loaded
+        if loader is None:
+            raise ValueError(f"out-of-fold scoring needs only the target model, asked for {spec!r}")
+        return loader(spec, revision, dtype)
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default="smoke", help="preset name or YAML path")
-    p.add_argument("--out", default=None, help="checkpoint directory (default: the run directory)")
-    p.add_argument("--data", default=None, help="pool whose instructions were answered (pairs_source=generate)")
-    p.add_argument("--negatives", default=None, help="make-negatives output (pairs_source=generate)")
-    p.add_argument("--exclude", action="append", default=[], metavar="FIELD=VALUE",
-                   help="drop paired-file rows with FIELD=VALUE (repeatable), e.g. gpt4_from=nuggets_alpaca_gpt4_bad")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. selectors.cpqs.epochs=2")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    result = main(args.config, args.overrides, out=args.out, data=args.data, negatives=args.negatives,
-                  exclude=args.exclude, progress=not args.no_progress)
-    print(json.dumps({"checkpoint": result["checkpoint"], "val": result["val"]}))
-    return 0
+    model, tok, info = loaded
+    spec = feature_spec(cfg)
+    by_id: dict[str, dict[str, Any]] = {}
+    folds = []
+    for k in range(cq.oof_folds):
+        fold = [ex for ex in pool_examples if fold_of(ex, cq.oof_folds) == k]
+        if not fold:
+            continue
+        kept, dropped = disjoint_pairs(pairset, fold)
+        ck = out / f"fold-{k}"
+        m = fit_selector(model, tok, {"spec": info.spec, "revision": info.revision}, kept, cq, spec, ck,
+                         progress=progress, log=log,
+                         extra_meta={"overlap": {"checked_against": len(fold), "dropped_pairs": dropped,
+                                                 "overlap_in_training": 0}, "fold": k})
+        ctx = ScoringContext(cfg, out / "work" / f"fold-{k}", seed=cfg.selectors.seed, checkpoint=ck, loader=shared)
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        for r in CPQSSelector().score(fold, ctx):
+            row = r.to_dict()
+            if row.get("score") is not None and isinstance(row["score"], float) and math.isnan(row["score"]):
+                row["score"] = None
+            by_id[r.id] = {**row, "fold": k}
+        folds.append({"fold": k, "pool": len(fold), "dropped_pairs": dropped, "val": m["val"],
+                      "length": m["length"]})
+    rows = [by_id[ex.id] for ex in pool_examples]
+    write_jsonl(score_out, rows)
+    summary = {"checkpoint": str(out), "folds": folds, "n": len(rows), "n_pairs": pairset.n_pairs,
+               "overlap": {"checked_against": len(pool_examples), "overlap_in_training": 0, "mode": "out_of_fold",
+                           "dropped_pairs_per_fold": [f["dropped_pairs"] for f in folds]},
+               "val": {key: sum(f["val"].get(key, 0.0) for f in folds) / len(folds)
+                       for key in ("accuracy", "f1", "auc") if all(key in f["val"] for f in folds)}}
+    write_json(out / "metrics.json", summary)
+    write_json(Path(str(score_out) + ".summary.json"), {"selector": "cpqs", "mode": "out_of_fold", "n": len(rows),
+                                                        "overlap": summary["overlap"], "folds": len(folds)})
+    return summary
