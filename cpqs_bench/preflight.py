@@ -410,6 +410,7 @@ def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None, tasks: li
         "selectors.cpqs.n_pairs": 4, "selectors.cpqs.epochs": 1, "selectors.cpqs.grad_accum": 1,
         "selectors.cpqs.batch_size": 2, "selectors.cpqs.num_filters": 4, "selectors.cpqs.mlp_hidden": 8,
         "selectors.cpqs.feature_cache": False, "selectors.cpqs.generation_max_new_tokens": 4,
+        "selectors.cpqs.generation_drop_unfinished": False,  # a random stand-in never finishes in 4 tokens
         "selectors.cpqs.generation_batch_size": 2, "selectors.cpqs.extract_batch_size": 2,
         "selectors.cpqs.val_fraction": 0.5,
         "prompt.max_length": min(cfg.prompt.max_length, 256), "finetune.max_length": min(cfg.finetune.max_length, 256),

@@ -148,7 +148,7 @@ class Experiment:
         from cpqs_bench.selectors.cpqs.negatives import make_negatives
 
         def run(st: Any, tr: Any) -> dict[str, Any]:
-            return {"summary": make_negatives(cfg, self.pairs_pool, cq.generator, st.file("negatives.jsonl"),
+            return {"summary": make_negatives(cfg, self.pairs_pool, None, st.file("negatives.jsonl"),
                                               loader=self.loader)}
 
         inputs = {"data": data["pool_hash"], "generator": cq.generator, "model": to_dict(cfg.model),

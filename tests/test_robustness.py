@@ -27,6 +27,8 @@ import pytest
 import torch
 
 from cpqs_bench import tiny
+from cpqs_bench.config import load_config
+from cpqs_bench.data.pool import read_pool
 from cpqs_bench.data.example import Example
 
 REPO = Path(__file__).resolve().parent.parent
@@ -256,7 +258,7 @@ def train_tiny_selector(out: Path, cache: Path, **cq_changes) -> dict:
     model, tok = tiny_backbone()
     cq = CPQSConfig(**{"num_filters": 4, "mlp_hidden": 8, "epochs": 1, "grad_accum": 1, "batch_size": 4,
                        "val_fraction": 0.25, "extract_batch_size": 4, **cq_changes})
-    return T.train_selector(model, tok, {"spec": "tiny-a", "revision": "r1"}, P.PairSet("synthetic", items, n_pairs=12),
+    return T.fit_selector(model, tok, {"spec": "tiny-a", "revision": "r1"}, P.PairSet("synthetic", items, n_pairs=12),
                             cq, F.FeatureSpec(max_length=128), out, cache_root=cache, progress=False,
                             log=lambda _msg: None)
 
@@ -318,10 +320,11 @@ def test_changed_config_in_the_same_score_output_never_reuses_stale_results(tmp_
     out = tmp_path / "same" / "scores.jsonl"
     short = ["prompt.max_length=40", "selectors.batch_size=2"]
     long = ["prompt.max_length=256", "selectors.batch_size=2"]
-    score.main("ifd", str(pool), out, overrides=short, loader=loader)
+    score.score_pool(load_config(None, short), read_pool(str(pool)).examples, out, selector="ifd", loader=loader)
     first = out.read_bytes()
-    score.main("ifd", str(pool), out, overrides=long, loader=loader)
-    score.main("ifd", str(pool), tmp_path / "fresh" / "scores.jsonl", overrides=long, loader=loader)
+    score.score_pool(load_config(None, long), read_pool(str(pool)).examples, out, selector="ifd", loader=loader)
+    score.score_pool(load_config(None, long),
+                     read_pool(str(pool)).examples, tmp_path / "fresh" / "scores.jsonl", selector="ifd", loader=loader)
     assert out.read_bytes() == (tmp_path / "fresh" / "scores.jsonl").read_bytes() != first
 
 
@@ -336,32 +339,34 @@ def test_changed_data_with_the_same_ids_in_the_same_score_output_never_reuses_st
             for i in range(4)]
     pool = _jsonl(tmp_path / "pool.jsonl", rows)
     out = tmp_path / "same" / "scores.jsonl"
-    score.main("ifd", str(pool), out, overrides=["selectors.batch_size=2"], loader=loader)
+    score.score_pool(load_config(None, ["selectors.batch_size=2"]),
+                     read_pool(str(pool)).examples, out, selector="ifd", loader=loader)
     first = out.read_bytes()
     rows[1]["output"] = "Photosynthesis converts light energy into chemical energy."
     _jsonl(pool, rows)
-    score.main("ifd", str(pool), out, overrides=["selectors.batch_size=2"], loader=loader)
-    score.main("ifd", str(pool), tmp_path / "fresh" / "scores.jsonl", overrides=["selectors.batch_size=2"],
-               loader=loader)
+    score.score_pool(load_config(None, ["selectors.batch_size=2"]),
+                     read_pool(str(pool)).examples, out, selector="ifd", loader=loader)
+    score.score_pool(load_config(None, ["selectors.batch_size=2"]),
+                     read_pool(str(pool)).examples, tmp_path / "fresh" / "scores.jsonl", selector="ifd", loader=loader)
     assert out.read_bytes() == (tmp_path / "fresh" / "scores.jsonl").read_bytes() != first
 
 
 def test_changed_generation_settings_in_the_same_negatives_output_are_refused(tmp_path):
     """make-negatives resumes from its parts by id; parts made with other settings must not be mixed in."""
-    from cpqs_bench.data import negatives as N
+    from cpqs_bench.selectors.cpqs import negatives as N
 
     model, tok = tiny_backbone()
     out = tmp_path / "neg.jsonl"
-    N.make_negatives(_examples(3), model, tok, out, generator="tiny", max_new_tokens=4, batch_size=3, progress=False)
+    N.generate_negatives(_examples(3), model, tok, out, drop_unfinished=False, generator="tiny", max_new_tokens=4, batch_size=3, progress=False)
     first = out.read_bytes()
     for changed in ({"max_new_tokens": 2}, {"generator": "other"}, {"template": "alpaca"}):
         kwargs = {"generator": "tiny", "max_new_tokens": 4, **changed}
         key = next(iter(changed))
         with pytest.raises(ValueError, match=rf"neg\.jsonl\.parts holds answers made with different {key}"):
-            N.make_negatives(_examples(3), model, tok, out, batch_size=3, progress=False, **kwargs)
+            N.generate_negatives(_examples(3), model, tok, out, drop_unfinished=False, batch_size=3, progress=False, **kwargs)
     assert out.read_bytes() == first
     # the same settings resume (nothing regenerated; a different batch size is not a different setting)
-    N.make_negatives(_examples(3), model, tok, out, generator="tiny", max_new_tokens=4, batch_size=1, progress=False)
+    N.generate_negatives(_examples(3), model, tok, out, drop_unfinished=False, generator="tiny", max_new_tokens=4, batch_size=1, progress=False)
     assert out.read_bytes() == first
 
 
@@ -414,10 +419,10 @@ def job_score(checkpoint: str, workdir: str) -> None:
 
 
 def job_negatives(out: str) -> None:
-    from cpqs_bench.data import negatives as N
+    from cpqs_bench.selectors.cpqs import negatives as N
 
     model, tok = tiny_backbone()
-    N.make_negatives(_examples(6), model, tok, out, generator="tiny", max_new_tokens=6, batch_size=2, part_size=2,
+    N.generate_negatives(_examples(6), model, tok, out, drop_unfinished=False, generator="tiny", max_new_tokens=6, batch_size=2, part_size=2,
                      progress=False)
 
 
@@ -541,7 +546,8 @@ def test_full_disk_fails_loudly_and_leaves_no_partial_file(tmp_path, monkeypatch
     pool = _write_pool(tmp_path / "pool.jsonl")
     monkeypatch.setattr(io.tempfile, "mkstemp", _dev_full_mkstemp(tempfile.mkstemp))
     with pytest.raises(OSError) as exc:
-        score.main("random", str(pool), tmp_path / "out" / "scores.jsonl")
+        score.score_pool(load_config(None), read_pool(str(pool)).examples, tmp_path / "out" / "scores.jsonl",
+                         selector="random")
     assert exc.value.errno == errno.ENOSPC
     assert not (tmp_path / "out" / "scores.jsonl").exists() and not _tmp_leftovers(tmp_path)
     # a pipeline stage cannot be marked done on a full disk either
