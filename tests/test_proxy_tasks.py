@@ -69,3 +69,25 @@ def test_lm_eval_scores_the_proxy_task_on_a_tiny_model(mirror):
     ll = sum(logp[0, len(ctx_ids) + i - 1, t].item() for i, t in enumerate(tgt_ids))
     assert s["nll_per_byte"] == pytest.approx(-ll / len(s["doc"]["answer"].encode()), rel=1e-3)
     assert "Problem:" in context and target == s["doc"]["answer"]
+
+
+def test_task_limits_give_the_proxy_more_items_than_the_generative_task(mirror, tmp_path):
+    """evaluate.task_limits: the cheap loglikelihood proxy on more items than the generative task, in one call."""
+    import json
+
+    from cpqs_bench.config import Config, replace
+    from cpqs_bench.evaluate.harness import evaluate_model
+
+    model, tok = tiny.model("chatml")
+    d = tmp_path / "m"
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    cfg = replace(Config(), **{"model.id": str(d), "model.device": "cpu", "evaluate.dtype": "float32",
+                               "evaluate.tasks": ["cpqs_gsm8k_chat", "cpqs_gsm8k_chat_nll"], "evaluate.limit": 1,
+                               "evaluate.task_limits": {"cpqs_gsm8k_chat_nll": 3}, "evaluate.max_new_tokens": 4,
+                               "evaluate.use_cache": False})
+    metrics = evaluate_model(cfg, tmp_path / "ev")
+    items = [json.loads(line) for line in (tmp_path / "ev" / "items.jsonl").read_text().splitlines()]
+    per_task = {t: sum(1 for i in items if i["task"] == t) for t in cfg.evaluate.tasks}
+    assert per_task == {"cpqs_gsm8k_chat": 1, "cpqs_gsm8k_chat_nll": 3}
+    assert metrics["cpqs_gsm8k_chat_nll"] > 0

@@ -1,14 +1,16 @@
 """Evaluation settings shared by every arm and the base model (one evaluation path for all)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     tasks: tuple[str, ...] = ("cpqs_gsm8k_chat", "cpqs_humaneval_instruct", "cpqs_humaneval_plus_instruct")
-    limit: int | None = None
+    limit: int | None = None  # items per task (None: all)
+    task_limits: dict[str, int] = field(default_factory=dict)  # per-task items, overriding `limit` (e.g. more
+    #                                                            items for the cheap loglikelihood proxy tasks)
     backend: Literal["hf", "vllm"] = "hf"
     batch_size: int = 8
     max_new_tokens: int | None = None  # cap on generated tokens for every task; None: each task's own budget

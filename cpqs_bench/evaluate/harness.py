@@ -477,8 +477,14 @@ def evaluate_model(cfg: Any, out: str | Path, *, adapter: str | Path | None = No
         if lm is None:
             adapter_delta = check_adapter_active(model, tokenizer, adapter) if adapter else None
             lm = build_lm(model, tokenizer, settings)
-        for chat in (True, False):
-            group = [t for t in task_list if infos[t]["chat"] == chat]
+        def task_limit(t: str) -> int | None:
+            return settings.task_limits.get(t, limit)
+
+        groups = [(chat, lim) for chat in (True, False)
+                  for lim in sorted({task_limit(t) for t in task_list if infos[t]["chat"] == chat},
+                                    key=lambda x: (x is None, x or 0))]
+        for chat, group_limit in groups:  # one lm-eval call per (chat template?, items per task)
+            group = [t for t in task_list if infos[t]["chat"] == chat and task_limit(t) == group_limit]
             if not group:
                 continue
             use_chat = chat and settings.apply_chat_template
@@ -487,7 +493,7 @@ def evaluate_model(cfg: Any, out: str | Path, *, adapter: str | Path | None = No
                                 Path(cache_root) / "lm_eval_requests" if cache_root else None,
                                 {**inputs["prompt"], "chat_template": template_hash if use_chat else None})
                      if settings.use_cache else None)
-            results = _run_group(lm, [tasks[t] for t in group], use_chat, limit, settings, cache,
+            results = _run_group(lm, [tasks[t] for t in group], use_chat, group_limit, settings, cache,
                                  cfg.prompt.system_prompt if use_chat else None)
             for t in group:
                 info = infos[t]
@@ -500,7 +506,7 @@ def evaluate_model(cfg: Any, out: str | Path, *, adapter: str | Path | None = No
                 write_jsonl(out / "samples" / f"{t}.jsonl", _jsonable(results["samples"][t]))
                 if cache:
                     caches[t] = cache
-            raw[f"chat={use_chat}"] = _jsonable({k: v for k, v in results.items() if k != "samples"})
+            raw[f"chat={use_chat}" + ("" if group_limit == limit else f",limit={group_limit}")] = _jsonable({k: v for k, v in results.items() if k != "samples"})
         del lm
 
     write_jsonl(out / "items.jsonl", items)
