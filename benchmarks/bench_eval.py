@@ -57,8 +57,12 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2, help="warm harness calls and bare runs; the best time counts")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's; 1 is steadier on a shared, oversubscribed machine)")
     ap.add_argument("--out")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     cfg = load_config("smoke", [f"model.id={args.model}", f"evaluate.tasks=[{args.task}]", f"evaluate.limit={args.limit}",
                                 f"evaluate.max_new_tokens={args.max_new_tokens}",

@@ -90,8 +90,12 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=384)
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     ap.add_argument("--rounds", type=int, default=1, help="repetitions; the best time per path counts")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's; 1 is steadier on a shared, oversubscribed machine)")
     ap.add_argument("--out")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     cfg = load_config("smoke", [f"model.id={args.model}", "finetune.epochs=1", f"finetune.max_length={args.max_length}",
                                 f"finetune.precision={args.precision}", "finetune.logging_steps=1000",
