@@ -48,12 +48,25 @@ NAMED: dict[str, NamedDataset] = {
         NamedDataset("codealpaca", "hf:sahil2801/CodeAlpaca-20k#train", "code/codealpaca_2k.jsonl.gz", "alpaca",
                      "CodeAlpaca (mirror: 2k)"),
         NamedDataset("lima", "hf:GAIR/lima#train", "instruct_other/longismore_lima_1k.jsonl.gz", "sharegpt", "LIMA 1k"),
+        NamedDataset("alpaca_original_9k", "hf:tatsu-lab/alpaca#train", "alpaca/alpagasus_random_9k.jsonl.gz",
+                     "alpaca", "original Alpaca, text-davinci-003 answers (mirror: AlpaGasus's 9,229-row random "
+                     "sample; the Hub set is the full 52k)"),
+        NamedDataset("openr1_math", "hf:open-r1/OpenR1-Math-220k:default#train", "reasoning/openr1_math.jsonl.gz",
+                     "messages", "DeepSeek-R1 reasoning traces on math problems (OpenR1-Math-220k, default config, "
+                     "chat messages with <think> blocks; mirror: a sample)"),
     ]
 }
 # AlpacaEval outputs of 12 models on 805 prompts: alpaca_eval/<generator>
 _ALPACA_EVAL = ["gpt4", "gpt4_1106_preview", "gpt-3.5-turbo-0613", "text_davinci_003", "text_davinci_001", "alpaca-7b",
                 "llama-2-7b-chat-hf", "vicuna-7b-v1.5", "guanaco-7b", "falcon-7b-instruct", "oasst-sft-pythia-12b",
                 "pythia-12b-mix-sft"]
+# the general-domain pairwise-judge prompt sets (CPQS eval/, Superfiltering evaluation/): general_eval/<name>
+for _name, _hub in (("vicuna", "hf:lmsys/vicuna_bench"), ("koala", "hf:HuggingFaceH4/koala"),
+                    ("wizardlm", "hf:WizardLMTeam/WizardLM_evol_instruct_V2_196k"),
+                    ("sinstruct", "hf:yizhongw/self_instruct:human_eval")):
+    NAMED[f"general_eval/{_name}"] = NamedDataset(
+        f"general_eval/{_name}", f"{_hub}#test", f"general_eval/{_name}_test_set.jsonl.gz", None,
+        f"{_name} test prompts for the pairwise LLM judge")
 for _g in _ALPACA_EVAL:
     NAMED[f"alpaca_eval/{_g}"] = NamedDataset(
         f"alpaca_eval/{_g}", f"hf:tatsu-lab/alpaca_eval:alpaca_eval_all_outputs#{_g}", f"alpaca_eval/{_g}.jsonl.gz",
