@@ -60,13 +60,6 @@ NAMED: dict[str, NamedDataset] = {
 _ALPACA_EVAL = ["gpt4", "gpt4_1106_preview", "gpt-3.5-turbo-0613", "text_davinci_003", "text_davinci_001", "alpaca-7b",
                 "llama-2-7b-chat-hf", "vicuna-7b-v1.5", "guanaco-7b", "falcon-7b-instruct", "oasst-sft-pythia-12b",
                 "pythia-12b-mix-sft"]
-# the general-domain pairwise-judge prompt sets (CPQS eval/, Superfiltering evaluation/): general_eval/<name>
-for _name, _hub in (("vicuna", "hf:lmsys/vicuna_bench"), ("koala", "hf:HuggingFaceH4/koala"),
-                    ("wizardlm", "hf:WizardLMTeam/WizardLM_evol_instruct_V2_196k"),
-                    ("sinstruct", "hf:yizhongw/self_instruct:human_eval")):
-    NAMED[f"general_eval/{_name}"] = NamedDataset(
-        f"general_eval/{_name}", f"{_hub}#test", f"general_eval/{_name}_test_set.jsonl.gz", None,
-        f"{_name} test prompts for the pairwise LLM judge")
 for _g in _ALPACA_EVAL:
     NAMED[f"alpaca_eval/{_g}"] = NamedDataset(
         f"alpaca_eval/{_g}", f"hf:tatsu-lab/alpaca_eval:alpaca_eval_all_outputs#{_g}", f"alpaca_eval/{_g}.jsonl.gz",
