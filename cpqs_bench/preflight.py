@@ -215,24 +215,37 @@ def check_data(cfg: Config, rep: Report) -> list[Any]:
 
 
 def _pairs_check(cfg: Config, pool: list[Any]) -> tuple[str, str]:
+    """The CNN's pairs exist, are instruction-disjoint from the pool, and reach ``n_pairs``."""
     from cpqs_bench.data import mirror as _mirror
     from cpqs_bench.data.pool import read_pool, resolve_source
+    from cpqs_bench.selectors.cpqs import pairs as P
+    from cpqs_bench.selectors.cpqs.train import build_pairs
 
     cq, d = cfg.selectors.cpqs, cfg.data
-    source, _ = resolve_source(cq.pairs, d.mirror)
-    if source.startswith("hf:") and offline():
-        return PROBLEM, f"{cq.pairs} resolves to {source}: unreachable offline (not in the mirror)"
-    rows = read_pool(cq.pairs, mirror=d.mirror, max_rejected_fraction=d.max_rejected_fraction).examples
-    pool_instr = {e.instruction for e in pool}
-    disjoint = [e for e in rows if e.instruction not in pool_instr]
-    n = len(disjoint)
     want = cq.n_pairs
-    detail = f"{source}: {len(rows)} rows, {n} with instructions disjoint from the pool (n_pairs = {want})"
+    if cq.pairs_source == "generate":  # positives from the pairs pool; negatives generated later
+        source, _ = resolve_source(cq.pairs, d.mirror)
+        if source.startswith("hf:") and offline():
+            return PROBLEM, f"{cq.pairs} resolves to {source}: unreachable offline (not in the mirror)"
+        rows = read_pool(cq.pairs, mirror=d.mirror, max_rejected_fraction=d.max_rejected_fraction).examples
+        pool_instr = {e.instruction for e in pool}
+        n = sum(1 for e in rows if e.instruction not in pool_instr)
+        detail = (f"{source}: {len(rows)} rows, {n} with instructions disjoint from the pool to answer with "
+                  f"{', '.join(cq.generators) or cq.generator} (n_pairs = {want})")
+    else:
+        pairset = build_pairs(cfg)
+        kept, dropped = P.disjoint_pairs(pairset, pool)
+        n = kept.n_pairs
+        source = pairset.source
+        detail = (f"{source}: {pairset.n_pairs} pairs, {dropped} dropped as overlapping the pool, {n} left "
+                  f"(n_pairs = {want}); skipped {dict(pairset.skipped) or 'none'}")
     if want is not None and n < want:
-        sample = cq.pairs in _mirror.NAMED and "mirror" in _mirror.NAMED[cq.pairs].description
-        if sample and not source.startswith("hf:"):
+        named = _mirror.NAMED.get(cq.pairs)
+        if named is not None and "mirror" in named.description and not str(source).startswith("hf:"):
             return WARN, detail + "; the mirror holds a sample of the Hub set, the Hub set is larger"
-        return PROBLEM, detail + f"; fewer than n_pairs: lower selectors.cpqs.n_pairs or add pairs"
+        if n == 0:
+            return PROBLEM, detail + "; no usable pairs"
+        return WARN, detail + "; fewer than n_pairs: training uses what there is"
     return OK, detail
 
 

@@ -21,10 +21,38 @@ def offline_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
+def fixture_mirror(tmp: Path, shared: Path) -> Path:
+    """The shared mirror plus small fixtures of the same shape for the Hub sets it lacks (the official CPQS data,
+    OpenR1-Math), so every preset's preflight runs offline."""
+    import gzip
+    import json
+
+    root = tmp / "mirror"
+    root.mkdir()
+    for entry in shared.iterdir():
+        (root / entry.name).symlink_to(entry)
+    cpqs = root / "cpqs_data"
+    cpqs.mkdir()
+    pos = [{"instruction": f"Explain idea number {i} of physics", "input": "", "output": "A careful answer. " * 4}
+           for i in range(24)]
+    for name, rows in (("alpaca_gpt4_data.json", pos),
+                       ("alpaca_gpt4_data_llama.json", [{**r, "模型输出": "idk"} for r in pos]),
+                       ("alpaca_gpt4_data_qwen251.json", [{**r, "模型输出": "no"} for r in pos])):
+        (cpqs / name).write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    (root / "reasoning").mkdir()
+    with gzip.open(root / "reasoning" / "openr1_math.jsonl.gz", "wt", encoding="utf-8") as fh:
+        for i in range(40):
+            fh.write(json.dumps({"messages": [
+                {"role": "user", "content": f"What is {i} + {i}?"},
+                {"role": "assistant", "content": f"<think>\n{i} plus {i} is {2 * i}.\n</think>\n\n{2 * i}"}]}) + "\n")
+    return root
+
+
 @pytest.mark.parametrize("preset", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_every_preset_passes_its_offline_preflight(preset, mirror, offline_env):
+def test_every_preset_passes_its_offline_preflight(preset, mirror, offline_env, tmp_path, monkeypatch):
     from cpqs_bench.preflight import preflight
 
+    monkeypatch.setenv("CPQS_DATA_MIRROR", str(fixture_mirror(tmp_path, Path(mirror))))
     lines: list[str] = []
     rep = preflight(load_config(str(preset)), preset=str(preset), log=lines.append)
     text = "\n".join(lines)
