@@ -304,7 +304,10 @@ class Experiment:
                 metrics = evaluate_model(cfg, st.path, adapter=adapter, extra_manifest=extra, loader=self.loader)
                 if tr is not None:
                     tr.log_metrics(metrics)
-                return {}
+                # the harness wrote its own manifest (arm, seed, revision, per-task facts) into this directory: keep
+                # every field of it in the stage manifest that replaces it; its own input record under its own name
+                own = read_json(st.path / "manifest.json")
+                return {("evaluation_" + k if k in _PIPELINE_KEYS else k): v for k, v in own.items()}
 
             inputs = {"arm": arm, "seed": seed, "adapter": sha256_file(adapter / "manifest.json") if adapter else None,
                       "evaluate": to_dict(cfg.evaluate), "model": to_dict(cfg.model), "prompt": to_dict(cfg.prompt),
@@ -330,7 +333,8 @@ class Experiment:
         return self.pipe.step_always(f"leaderboard: statistics over {len(eval_dirs)} evaluations", run)
 
 
-_COMMITTED = ("smoke", "cpu_study")  # experiments whose leaderboards are published in the repository
+_COMMITTED = ("smoke", "cpu_study")
+_PIPELINE_KEYS = ("experiment", "stage", "input_hash", "inputs", "finished_at", "seconds")  # experiments whose leaderboards are published in the repository
 
 
 def _budget_k(budget: float, total: int) -> int:
