@@ -376,19 +376,22 @@ def estimate_work(cfg: Config, pool: list[Any], facts: dict[str, Any], device: s
     arm_sizes = {a: (n_pool if sel is None else k) for a, sel, _ in arms(cfg)}
     train_tokens = {a: int(n * tok_per_ex * cfg.finetune.epochs) for a, n in arm_sizes.items()}
     n_models = 1 + len(arm_sizes) * len(cfg.experiment.seeds)
-    per_task = cfg.evaluate.limit or 500
-    requests = n_models * per_task * len(cfg.evaluate.tasks)
-    gen_tokens = requests * cfg.evaluate.max_new_tokens * 0.5
+    per_task = {t: cfg.evaluate.task_limits.get(t, cfg.evaluate.limit) or 500 for t in cfg.evaluate.tasks}
+    requests = n_models * sum(per_task.values())
+    proxy = {t for t in cfg.evaluate.tasks if t.endswith("_nll")}  # loglikelihood: one forward, no generation
+    gen_tokens = n_models * sum(n for t, n in per_task.items() if t not in proxy) * (cfg.evaluate.max_new_tokens
+                                                                                      or 512) * 0.5
+    ll_tokens = n_models * sum(n for t, n in per_task.items() if t in proxy) * 2 * tok_per_ex
     seconds = {"score": score_tokens / fwd, "finetune": sum(train_tokens.values()) * len(cfg.experiment.seeds) / train,
-               "evaluate": gen_tokens / gen}
+               "evaluate": gen_tokens / gen + ll_tokens / fwd}
     label = "measured here" if tp["measured"] else "ESTIMATE (GPU figures not measured)"
     rep.add("work", "scoring", INFO, f"{score_tokens / 1e6:.2f}M tokens ({n_pool} examples × ~{tok_per_ex:.0f} tokens "
                                      f"× forward passes) ≈ {_fmt_time(seconds['score'])} [{label}]")
     rep.add("work", "fine-tuning", INFO, f"per arm × seed: " + ", ".join(f"{a} {t / 1e3:.0f}k"
                                                                            for a, t in train_tokens.items())
             + f" tokens; {len(arm_sizes) * len(cfg.experiment.seeds)} runs ≈ {_fmt_time(seconds['finetune'])} [{label}]")
-    rep.add("work", "evaluation", INFO, f"{requests} requests ({n_models} models × {len(cfg.evaluate.tasks)} tasks × "
-                                        f"{per_task}{'' if cfg.evaluate.limit else ' (assumed)'}) ≈ "
+    rep.add("work", "evaluation", INFO, f"{requests} requests ({n_models} models × items per task "
+                                        f"{per_task}; 500 assumed where unlimited) ≈ "
                                         f"{_fmt_time(seconds['evaluate'])} [{label}]")
     rep.add("work", "total", INFO, f"≈ {_fmt_time(sum(seconds.values()))} on {device} [{label}]")
     return {"score_tokens": score_tokens, "train_tokens": train_tokens, "eval_requests": requests,
@@ -430,7 +433,7 @@ def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None, tasks: li
         "selectors.cpqs.feature_max_length": min(cfg.selectors.cpqs.feature_max_length, 256),
         "finetune.epochs": 1, "finetune.batch_size": 2, "finetune.micro_batch_size": 2, "finetune.max_steps": 1,
         "finetune.save_steps": 1, "finetune.logging_steps": 1, "finetune.precision": "fp32",
-        "evaluate.limit": 1, "evaluate.max_new_tokens": 4, "evaluate.batch_size": 2, "evaluate.code_workers": 1,
+        "evaluate.limit": 1, "evaluate.task_limits": {}, "evaluate.max_new_tokens": 4, "evaluate.batch_size": 2, "evaluate.code_workers": 1,
         "publish.dry_run": True, "publish.wandb": False,
     }
     if tasks is not None:
