@@ -11,12 +11,17 @@ def test_every_preset_loads(preset):
 
 
 def test_paper_presets_carry_paper_hyperparameters():
-    for name in ("paper_general", "paper_gsm8k", "paper_code"):
+    from cpqs_bench.data.mirror import lookup
+
+    for name in ("paper_general", "paper_gsm8k", "paper_code", "paper_reasoning"):
         cfg = load_config(name)
         ft = cfg.finetune
-        assert (ft.lora_r, ft.lora_alpha, ft.epochs, ft.lr, ft.batch_size, ft.max_length) == (16, 8, 3, 5e-5, 16, 2048)
+        assert (ft.lora_r, ft.lora_alpha, ft.epochs, ft.lr, ft.batch_size) == (16, 8, 3, 5e-5, 16)
+        assert ft.max_length >= 2048
         assert cfg.selectors.cpqs.lr == 1e-4 and cfg.selectors.cpqs.grad_accum == 16
-        assert cfg.data.pool.startswith("hf:")
+        # pools and pairs are named datasets: a real Hub source online, the mirror offline
+        assert lookup(cfg.data.pool).hub.startswith("hf:")
+        assert lookup(cfg.selectors.cpqs.pairs).hub.startswith("hf:")
 
 
 def test_overrides_are_typed_and_hash_changes():
