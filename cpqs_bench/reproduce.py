@@ -153,7 +153,8 @@ class Experiment:
 
         inputs = {"data": data["pool_hash"], "generator": cq.generator, "model": to_dict(cfg.model),
                   "prompt": to_dict(cfg.prompt), "cpqs": to_dict(cq)}
-        st = self.pipe.run(FnStep("negatives", inputs, run, code=["cpqs_bench.selectors.cpqs.negatives"]), "negatives")
+        st = self.pipe.run(FnStep("negatives", inputs, run, code=["cpqs_bench.selectors.cpqs.negatives"], track=False),
+                           "negatives")
         return st.file("negatives.jsonl")
 
     def train_selector(self, data: dict[str, Any], negatives: Path | None) -> Path | None:
@@ -367,6 +368,7 @@ def reproduce(cfg: Config, *, preset: str | None = None, overrides: tuple[str, .
     board = exp.leaderboard(eval_dirs)
     index = {"experiment": cfg.experiment.name, "config_hash": config_hash(cfg), "preset": preset,
              "overrides": list(overrides), "data": data, "scores": scores,
+             # arm → selection, or arm-s<seed> → selection for an arm redrawn per seed (random)
              "selections": {a + ("" if s is None else f"-s{s}"): info["path"]
                             for a, by_seed in selections.items() for s, info in by_seed.items()},
              "adapters": {f"{a}-s{s}": str(v) for (a, s), v in adapters.items()}, "evaluations": eval_dirs,

@@ -83,7 +83,8 @@ def build_folders(run_dir: Path, namespace: str, *, space: bool = False) -> dict
         notes = {t: f"cpqs-bench experiment {experiment}, arm {arm} (data selector), seed {seed}; "
                     f"task {t}" + (f" on {n_items[t]} items" if isinstance(n_items, dict) and t in n_items else "")
                  for t in metrics}
-        folder = hub.build_arm_folder(key, adapter, index["selections"][arm], manifest, metrics, base_model,
+        selection = index["selections"].get(key) or index["selections"][arm]  # per-seed (random) or per-arm
+        folder = hub.build_arm_folder(key, adapter, selection, manifest, metrics, base_model,
                                       experiment, stage_dir / key, facts=facts, eval_date=_eval_date(ev),
                                       source_url=source_url, notes=notes)
         folders[adapter_repos[key]] = (folder, "model")
