@@ -13,7 +13,6 @@ import ast
 import functools
 import hashlib
 import importlib.metadata
-import importlib.util
 from pathlib import Path
 from typing import Iterable
 
@@ -96,13 +95,10 @@ def _file_digest(path: Path) -> str:
 
 
 def _library_versions() -> dict[str, str | None]:
-    out = {}
-    for lib in LIBRARIES:
-        try:
-            out[lib] = importlib.metadata.version(lib)
-        except importlib.metadata.PackageNotFoundError:
-            out[lib] = None
-    return out
+    from cpqs_bench.provenance import package_versions
+
+    versions = package_versions()
+    return {lib: versions.get(lib) for lib in LIBRARIES}
 
 
 def code_version(entries: Iterable[str], files: Iterable[str | Path] = ()) -> dict[str, object]:
