@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import read_json, read_jsonl, stable_hash, write_bytes, write_json, write_jsonl, write_text
-from cpqs_bench.selectors import registry
+from cpqs_bench.selectors import degeneracy, registry
 from cpqs_bench.selectors.base import Needs, ScoringContext
 
 
@@ -322,6 +322,8 @@ def markdown(result: dict[str, Any]) -> str:
         s = result["selectors"][n]
         excl = ", ".join(f"{k}: {v}" for k, v in s["excluded"].items()) or "0"
         lines.append(f"| {n} | {s['eligible']} | {excl} | {_fmt(s.get('mean'))} | {_fmt(result['length_spearman'][n]['rho'])} |")
+    lines += ["", "Degeneracy (a selector whose scores cannot rank the pool):", ""]
+    lines += [f"- {degeneracy.line(n, result['degeneracy'][n])}" for n in names if n in result.get("degeneracy", {})]
     lines += ["", "Pairwise Spearman (over examples both leave eligible) / top-k Jaccard:", "",
               "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for a in names:
@@ -369,6 +371,7 @@ def compare_selectors(cfg: Any, selectors: Sequence[str], out: str | Path, *, po
         "pool": {"n": len(pool.examples), "sources": pool.sources, "tiers": pool.tiers, "n_pairs": len(pool.pairs)},
         "budget": budget, "k": budget_count(budget, len(pool.examples)), "seed": seed,
         "selectors": {n: summarize_scores(r) for n, r in rows.items()},
+        "degeneracy": {n: degeneracy.report(r) for n, r in rows.items()},
         "spearman": pairwise_spearman(rows),
         "jaccard": {a: {b: jaccard(tops[a], tops[b]) for b in rows} for a in rows},
         "length_spearman": {},

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import read_jsonl, write_json, write_jsonl
+from cpqs_bench.selectors import degeneracy
 from cpqs_bench.selectors.base import ScoreRow, ScoringContext
 
 
@@ -106,7 +107,8 @@ def score_pool(cfg: Any, examples: Sequence[Example], out: str | Path, *, select
     summary = {"selector": selector, "data": source, "data_sha256": data_sha256, "n": n,
                "excluded": sum(1 for r in rows if r.get("exclude") is not None),
                "processes": world, "seconds": seconds, "examples_per_second": n / seconds if seconds > 0 else None,
-               "checkpoint": str(checkpoint) if checkpoint is not None else None}
+               "checkpoint": str(checkpoint) if checkpoint is not None else None,
+               "degeneracy": degeneracy.report(rows)}  # ties, distinct values, NaN count, Spearman with length
     if overlap is not None:
         summary["overlap"] = overlap
     elif checkpoint is not None and selector == "cpqs":
