@@ -431,7 +431,8 @@ def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None, tasks: li
         "selectors.cpqs.val_fraction": 0.5,
         "prompt.max_length": min(cfg.prompt.max_length, 256), "finetune.max_length": min(cfg.finetune.max_length, 256),
         "selectors.cpqs.feature_max_length": min(cfg.selectors.cpqs.feature_max_length, 256),
-        "finetune.epochs": 1, "finetune.batch_size": 2, "finetune.micro_batch_size": 2, "finetune.max_steps": 1,
+        "finetune.epochs": 1, "finetune.lr": 1e-2,  # one step must move the stand-in's LoRA past the probe
+        "finetune.warmup_ratio": 0.0, "finetune.batch_size": 2, "finetune.micro_batch_size": 2, "finetune.max_steps": 1,
         "finetune.save_steps": 1, "finetune.logging_steps": 1, "finetune.precision": "fp32",
         "evaluate.limit": 1, "evaluate.task_limits": {}, "evaluate.max_new_tokens": 4, "evaluate.batch_size": 2, "evaluate.code_workers": 1,
         "publish.dry_run": True, "publish.wandb": False,
