@@ -436,6 +436,7 @@ def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None, tasks: li
         "finetune.save_steps": 1, "finetune.logging_steps": 1, "finetune.precision": "fp32",
         "evaluate.limit": 1, "evaluate.task_limits": {}, "evaluate.max_new_tokens": 4, "evaluate.batch_size": 2, "evaluate.code_workers": 1,
         "publish.dry_run": True, "publish.wandb": False,
+        "selectors.drop_ifd_ge_1": False,  # a random stand-in often has IFD >= 1 everywhere: arms would be empty
     }
     if tasks is not None:
         changes["evaluate.tasks"] = list(tasks)

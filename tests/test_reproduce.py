@@ -121,7 +121,7 @@ def test_changed_config_never_reuses_stale_results(reference_run):
     changed = run_preset(preset, ["selectors.budget=5"])
     ran = set(changed["ran"])
     assert "data" not in ran and "score random" not in ran  # upstream of the change: reused
-    assert {"select random", "finetune random seed 0", "evaluate random seed 0"} <= ran
+    assert {"select random seed 0", "finetune random seed 0", "evaluate random seed 0"} <= ran
     assert "evaluate base" not in ran  # the base model does not depend on the budget
 
 
