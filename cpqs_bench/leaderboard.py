@@ -252,7 +252,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "sign of Δ). Otherwise the cell says why there is no verdict: *cannot reach α (n = m)* (the test has no "
         "power: even m/m same-sign differences give p ≥ α), *seed variation not estimable* (fewer than "
         f"{st['min_seeds_for_verdict']} seeds), *no verdict (seeds disagree)*, or *n.s.*. p-values are not "
-        "adjusted for multiple comparisons.",
+        "adjusted for multiple comparisons. *ρ(score, length)*: Spearman correlation of the selector's scores with "
+        "response length (tokens) over the scored pool, mean over seeds where the selection is redrawn per seed — "
+        "the length-confound check: near +1, the selector mostly keeps the longest answers.",
         "",
     ]
     if st["missing_references"]:
@@ -301,13 +303,14 @@ def _arm_budget_cells(info: dict[str, Any] | None) -> list[str]:
     budget = "—" if k is None else (f"{frac:.3g} (k = {k})" if frac is not None else f"k = {k}")
     kept = info.get("kept") or []
     kept_s = "—" if not kept else "/".join(map(str, kept)) + (" ⚠ < k" if info.get("short") else "")
-    return [str(sel), budget, kept_s]
+    rho = info.get("length_spearman")
+    return [str(sel), budget, kept_s, "—" if rho is None else f"{rho:+.2f}"]
 
 
 def _domain_table(doc: dict[str, Any], tasks: list[str]) -> list[str]:
     """The paper's layout: arms as rows, budget as a fraction of the pool, per task the score and Δ vs full/random."""
     refs = [r for r in ("full", "random") if r in doc["stats"]["references"]]
-    header = ["Arm", "Selector", "Budget (fraction of pool)", "Kept"]
+    header = ["Arm", "Selector", "Budget (fraction of pool)", "Kept", "ρ(score, length)"]
     for task in tasks:
         unit = task_unit(doc["task_facts"][task])
         header += [f"{task} ({'%' if unit == 'pct' else 'proxy'})", *(f"Δ vs {r}" for r in refs)]

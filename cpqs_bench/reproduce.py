@@ -24,6 +24,7 @@ from cpqs_bench.data.example import Example
 from cpqs_bench.io import read_json, read_jsonl, sha256_file, write_json, write_jsonl
 from cpqs_bench.model_cache import ModelCache
 from cpqs_bench.pipeline import FnStep, Pipeline
+from cpqs_bench.select import budget_count
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LEADERBOARD_DIR = REPO_ROOT / "leaderboards"
@@ -242,10 +243,11 @@ class Experiment:
                 st = self.pipe.run(FnStep(f"select/{arm}{suffix}", inputs, run, code=["cpqs_bench.select"],
                                           track=False), f"select {arm}" + ("" if seed is None else f" seed {seed}"))
                 m = st.manifest()
-                budget_k = len(self.pool) if selector is None else _budget_k(cfg.selectors.budget, m["total"])
+                budget_k = len(self.pool) if selector is None else budget_count(cfg.selectors.budget, m["total"])
                 out.setdefault(arm, {})[seed] = {"path": str(st.file("selection.jsonl")), "kept": m["kept"],
                                                  "total": m["total"], "budget_k": budget_k, "selector": selector,
-                                                 "bottom": bottom, "redrawn_per_seed": seed is not None}
+                                                 "bottom": bottom, "redrawn_per_seed": seed is not None,
+                                                 "length_spearman": _length_spearman(src)}
                 if m["kept"] < budget_k:
                     msg = (f"arm {arm} keeps {m['kept']} examples, fewer than its budget k = {budget_k} "
                            f"(the selector excluded some)")
@@ -334,14 +336,18 @@ class Experiment:
         return self.pipe.step_always(f"leaderboard: statistics over {len(eval_dirs)} evaluations", run)
 
 
-_COMMITTED = ("smoke", "cpu_study")
-_PIPELINE_KEYS = ("experiment", "stage", "input_hash", "inputs", "finished_at", "seconds")  # experiments whose leaderboards are published in the repository
+def _length_spearman(scores_path: str | None) -> float | None:
+    """Spearman(score, response length) of the scores an arm was selected by, from the scoring stage's degeneracy
+    report (None for the full pool, or scores written before the report existed): the length-confound check."""
+    if scores_path is None:
+        return None
+    manifest = Path(scores_path).parent / "manifest.json"
+    deg = (read_json(manifest).get("summary") or {}).get("degeneracy") if manifest.exists() else None
+    return deg.get("spearman_length") if isinstance(deg, dict) else None
 
 
-def _budget_k(budget: float, total: int) -> int:
-    import math
-
-    return budget if isinstance(budget, int) and budget >= 1 else max(1, math.ceil(budget * total))
+_COMMITTED = ("smoke", "cpu_study")  # experiments whose leaderboards are published in the repository
+_PIPELINE_KEYS = ("experiment", "stage", "input_hash", "inputs", "finished_at", "seconds")
 
 
 def _module_files(module: str) -> list[Path]:

@@ -417,7 +417,8 @@ def task_domain(task: str) -> str:
 
 
 def arm_info(runs: Sequence[ArmResult]) -> dict[str, Any]:
-    """Kept count, budget k, pool size and selector of an arm from its manifests' ``arm_info`` (read defensively)."""
+    """Kept count, budget k, pool size, selector and Spearman(score, response length) of the scores the arm was selected
+    by (mean over seeds when redrawn per seed) from its manifests' ``arm_info`` (read defensively)."""
     per_seed: dict[str, dict[str, Any]] = {}
     for r in runs:
         raw = r.manifest.get("arm_info")
@@ -425,13 +426,15 @@ def arm_info(runs: Sequence[ArmResult]) -> dict[str, Any]:
             extra = r.manifest.get("extra")
             raw = extra.get("arm_info") if isinstance(extra, dict) else None
         if isinstance(raw, dict):
-            per_seed[str(r.seed)] = {k: raw.get(k) for k in ("kept", "budget_k", "total", "selector") if k in raw}
+            per_seed[str(r.seed)] = {k: raw.get(k) for k in ("kept", "budget_k", "total", "selector", "length_spearman")
+                                     if k in raw}
     kept = sorted({v["kept"] for v in per_seed.values() if isinstance(v.get("kept"), int)})
     budget = sorted({v["budget_k"] for v in per_seed.values() if isinstance(v.get("budget_k"), int)})
     total = sorted({v["total"] for v in per_seed.values() if isinstance(v.get("total"), int)})
     selector = sorted({str(v["selector"]) for v in per_seed.values() if v.get("selector")})
     k = budget[0] if len(budget) == 1 else None
-    return {"per_seed": per_seed, "kept": kept, "budget_k": k, "total": total[0] if len(total) == 1 else None,
+    rhos = [float(v["length_spearman"]) for v in per_seed.values() if isinstance(v.get("length_spearman"), (int, float))]
+    return {"per_seed": per_seed, "length_spearman": (sum(rhos) / len(rhos)) if rhos else None, "kept": kept, "budget_k": k, "total": total[0] if len(total) == 1 else None,
             "selector": selector[0] if len(selector) == 1 else (selector or None),
             "budget_fraction": (k / total[0]) if k is not None and len(total) == 1 and total[0] else None,
             "short": bool(k is not None and kept and min(kept) < k)}

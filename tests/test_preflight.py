@@ -81,7 +81,7 @@ def test_chat_tasks_on_a_model_without_template_are_refused_before_any_stage(mir
     lines: list[str] = []
     rep = preflight(cfg, log=lines.append)
     assert not rep.ok
-    (problem,) = [c for c in rep.problems if "template" in c.item]
+    (problem,) = [c for c in rep.problems if c.item == "prompt template vs tasks"]
     assert "no chat template" in problem.detail and "prompt.template" in problem.detail
     assert not any(c.area == "scratch run" and c.status == "OK" for c in rep.checks)  # nothing ran
 
@@ -95,7 +95,7 @@ def test_the_alpaca_template_on_a_base_model_is_evaluated_with_that_template(mir
     lines: list[str] = []
     rep = preflight(cfg, log=lines.append)
     assert rep.ok, "\n".join(lines)
-    (tpl,) = [c for c in rep.checks if "template" in c.item]
+    (tpl,) = [c for c in rep.checks if c.item == "prompt template vs tasks"]
     assert "'alpaca' template set as the chat template" in tpl.detail
 
 
