@@ -12,6 +12,12 @@ bootstrap CI, the item- and seed-level p-values, the power of that comparison (s
 minimum detectable effect) and the verdict (see :mod:`cpqs_bench.stats` for the rules). The JSON twin holds the
 per-item scores of every arm × seed (``items[task][arm][seed]``, seed ``"null"`` for base) so any row can be re-tested.
 
+When the run has pairwise judge stages (``evaluate.pairwise``), a "general (pairwise judge)" section follows the
+domain tables (``pairwise`` in the JSON): per arm, win / tie / lose / unparsed summed over seeds against the
+reference arm, the win rate, the winning score ``(W - L) / N + 1``, the sign-test p and the bootstrap CI of the net
+score over prompts (:func:`cpqs_bench.evaluate.judge.summarize_over_seeds`), the judge, and "weak judge: a pipeline
+check" when the judge is the embedded / target model itself.
+
 Accuracy-like scores (exact match, pass@1) are fractions in [0, 1] in the JSON; the Markdown shows percent (means)
 and percentage points (differences). Continuous proxy metrics (NLL per byte or token, bits per byte; lower is better)
 are shown in their own unit with 3 decimals and labelled "proxy".
@@ -188,8 +194,45 @@ def figure_caption(summary: dict[str, Any]) -> str:
             f"the ± std in the tables.")
 
 
+def load_pairwise(judge_dirs: Sequence[str | Path], arm_order: Sequence[str] = (), n_boot: int = 2000,
+                  seed: int = 0) -> dict[str, Any]:
+    """The pairwise-judge section from judge stage directories (``summary.json``, ``judgements.jsonl`` and the
+    stage ``manifest.json``): one row per (arm, reference, judge), its seeds pooled."""
+    from cpqs_bench.evaluate.judge import read_judgements, summarize_over_seeds
+    from cpqs_bench.io import read_json
+
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    for d in map(Path, judge_dirs):
+        missing = [n for n in ("manifest.json", "summary.json", "judgements.jsonl") if not (d / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{d}: not a finished pairwise judge directory (missing {', '.join(missing)})")
+        m, doc = read_json(d / "manifest.json"), read_json(d / "summary.json")
+        key = (m["arm"], m["reference"], doc["judge_identity"], doc["rule"])
+        groups.setdefault(key, []).append({"dir": str(d), "manifest": m, "doc": doc,
+                                           "judgements": read_judgements(d / "judgements.jsonl")})
+    rank = {a: i for i, a in enumerate(arm_order)}
+    rows = []
+    for (arm, reference, _identity, rule), runs in sorted(groups.items(),
+                                                         key=lambda kv: (rank.get(kv[0][0], len(rank)), kv[0])):
+        runs.sort(key=lambda r: (r["manifest"].get("seed") if r["manifest"].get("seed") is not None
+                                 else r["manifest"].get("reference_seed") or 0))
+        first = runs[0]["doc"]
+        stats = summarize_over_seeds([r["judgements"] for r in runs], n_boot=n_boot, seed=seed)
+        sets = list(dict.fromkeys(j.id.split("/")[0] for r in runs for j in r["judgements"]))
+        rows.append({"arm": arm, "reference": reference, "rule": rule, "judge": first.get("judge_name") or first["judge"],
+                     "judge_label": first["judge"], "weak_judge": bool(first.get("weak_judge")),
+                     "seeds": [r["manifest"].get("seed") for r in runs],
+                     "reference_seeds": [r["manifest"].get("reference_seed") for r in runs], "sets": sets, **stats,
+                     "per_seed": [{"seed": r["manifest"].get("seed"), "reference_seed": r["manifest"].get("reference_seed"),
+                                   **r["doc"]["summary"]} for r in runs],
+                     "dirs": [r["dir"] for r in runs]})
+    return {"title": "general (pairwise judge)", "rows": rows, "n_boot": n_boot, "seed": seed,
+            "judge_prompt": sorted({r["doc"].get("judge_prompt") for g in groups.values() for r in g
+                                    if r["doc"].get("judge_prompt")})}
+
+
 def build_document(summary: dict[str, Any], results: Sequence[ArmResult], experiment: str,
-                   title_note: str) -> dict[str, Any]:
+                   title_note: str, pairwise: dict[str, Any] | None = None) -> dict[str, Any]:
     """The machine-readable leaderboard: everything the Markdown shows, plus the full statistics summary."""
     refs = list(summary["references"])
     arms = list(summary["arms"])
@@ -216,6 +259,7 @@ def build_document(summary: dict[str, Any], results: Sequence[ArmResult], experi
         "figure": {"file": f"{experiment}.png", "caption": figure_caption(summary)},
         "warnings": list(summary["warnings"]),
         "summary": summary,
+        **({"pairwise": pairwise} if pairwise else {}),
     }
 
 
@@ -271,6 +315,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
                     + (", lower is better" if not f["higher_is_better"] else ""))
             lines += [f"### {task}", "", f"*{kind}.* {_mde_sentence(doc['tables'][task], refs, task_unit(f))}", "",
                       *_task_table(doc["tables"][task], refs, st["ci_level"], task_unit(f)), ""]
+    if doc.get("pairwise"):
+        lines += _pairwise_section(doc["pairwise"])
     fig = doc["figure"]
     lines += ["## Figure", "", f"![{doc['experiment']} scores per task and arm]({fig['file']})", "",
               f"*{fig['caption']}*", ""]
@@ -278,6 +324,37 @@ def render_markdown(doc: dict[str, Any]) -> str:
     if doc["warnings"]:
         lines += ["## Warnings", "", *(f"- {_cell(w)}" for w in doc["warnings"]), ""]
     return "\n".join(lines)
+
+
+def _pairwise_section(section: dict[str, Any]) -> list[str]:
+    rows = section["rows"]
+    lines = [f"## Domain: {section['title']}", "",
+             "Each model's greedy answers on the general-domain prompt sets, compared by an LLM judge with the "
+             "reference arm's answers to the same prompts (a fine-tuned reference of the same seed), asked twice "
+             "with the order swapped. *strict* rule: a win needs both orders to prefer the arm, a loss both to "
+             "prefer the reference, anything else is a tie; *unparsed*: the judge's first line held no two scores "
+             "(left out of N). Counts are summed over seeds; *win rate* = (W + T/2) / N; *winning score* = "
+             "(W − L) / N + 1 (1 = even); *sign-test p*: two-sided, prompts the arm wins on average over seeds vs "
+             f"loses; *net CI*: 95% bootstrap interval of (W − L) / N over prompts ({section['n_boot']:,} "
+             "resamples). A weak judge (the embedded / target model judging) is a pipeline check, not a quality "
+             "signal.", "",
+             "| arm | vs | seeds | sets | win | tie | lose | unparsed | win rate (%) | winning score | sign-test p "
+             "| net (W−L)/N [95% CI] | judge |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        seeds = ",".join("—" if s is None else str(s) for s in (r["seeds"] if r["arm"] != "base" or r["reference"] == "base"
+                                                                else r["reference_seeds"]))
+        net = None if r["winning_score"] is None else r["winning_score"] - 1
+        ci = r["net_ci95"]
+        net_cell = "—" if net is None else (f"{net:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""))
+        judge = r["judge"] + (f" ({r['rule']}); weak judge: a pipeline check" if r["weak_judge"] else f" ({r['rule']})")
+        lines.append("| " + " | ".join(_cell(c) for c in (
+            r["arm"], r["reference"], seeds, ", ".join(r["sets"]), r["win"], r["tie"], r["lose"], r["unparsed"],
+            fmt_pct(r["win_rate"]), "—" if r["winning_score"] is None else f"{r['winning_score']:.3f}",
+            fmt_p(r["sign_test_p"]), net_cell, judge)) + " |")
+    labels = sorted({r["judge_label"] for r in rows})
+    lines += ["", "Judge(s): " + "; ".join(labels) + ".", ""]
+    return lines
 
 
 def _mde_sentence(rows: list[dict[str, Any]], refs: list[str], unit: str) -> str:
@@ -459,13 +536,13 @@ def _wrap(text: str, width: int) -> str:
 
 
 def render(summary: dict[str, Any], results: Sequence[ArmResult], out_dir: str | Path, experiment: str,
-           title_note: str) -> dict[str, Path]:
+           title_note: str, pairwise: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write ``<experiment>.md``, ``.json`` and ``.png`` atomically under ``out_dir``; return their paths."""
     _check_experiment_name(experiment)
     if not title_note or not title_note.strip():
         raise ValueError("title_note must say what this run is (e.g. 'Smoke run of a 135M model on CPU')")
     out_dir = Path(out_dir)
-    doc = build_document(summary, results, experiment, title_note.strip())
+    doc = build_document(summary, results, experiment, title_note.strip(), pairwise)
     paths = {"md": out_dir / f"{experiment}.md", "json": out_dir / f"{experiment}.json",
              "png": out_dir / f"{experiment}.png"}
     write_bytes(paths["png"], render_png(doc))
@@ -515,18 +592,20 @@ def default_note(results: Sequence[ArmResult]) -> str:
 
 def main(inputs: str | Path | Sequence[str | Path], out_dir: str | Path, experiment: str,
          title_note: str | None = None, *, references: Sequence[str] = DEFAULT_REFERENCES, n_boot: int = 10_000,
-         seed: int = 0, compare_base: bool = True) -> dict[str, Path]:
+         seed: int = 0, compare_base: bool = True, pairwise: Sequence[str | Path] = ()) -> dict[str, Path]:
     """``cpqs-bench leaderboard``: load evaluation results, compute statistics, write the leaderboard files.
 
     ``inputs`` is one or more evaluation directories or run directories (searched recursively for evaluation
     directories); every arm is also compared with ``base`` when present unless ``compare_base`` is false. Raises
     ``RecipeMismatch`` if fine-tuned arms disagree on the recipe and ``ValueError`` /
-    ``FileNotFoundError`` for malformed or missing inputs. Returns ``{"md"|"json"|"png": path}``.
+    ``FileNotFoundError`` for malformed or missing inputs. ``pairwise``: pairwise judge stage directories (the
+    "general (pairwise judge)" section; none: no such section). Returns ``{"md"|"json"|"png": path}``.
     """
     results = [load_arm_result(d) for d in find_eval_dirs(inputs)]
     summary = summarize(results, references=references, n_boot=n_boot, seed=seed, compare_base=compare_base)
-    return render(summary, results, out_dir, experiment, title_note or default_note(results))
+    section = load_pairwise(pairwise, summary["arms"], n_boot=n_boot, seed=seed) if pairwise else None
+    return render(summary, results, out_dir, experiment, title_note or default_note(results), section)
 
 
-__all__ = ["render", "main", "build_document", "render_markdown", "render_png", "find_eval_dirs", "provenance_row",
+__all__ = ["render", "main", "build_document", "load_pairwise", "render_markdown", "render_png", "find_eval_dirs", "provenance_row",
            "default_note", "fmt_pct", "fmt_pp", "fmt_p", "fmt_value"]

@@ -208,10 +208,22 @@ def check_data(cfg: Config, rep: Report) -> list[Any]:
                     + (f" (limited by data.pool_limit={d.pool_limit})" if d.pool_limit else ""))
 
     rep.guard("data", f"pool {d.pool}", pool_check)
+    pw = cfg.evaluate.pairwise
+    for name in pw.sets:
+        rep.guard("data", f"pairwise prompt set {name}", lambda name=name: _prompt_set_check(cfg, name))
     if "cpqs" in cfg.selectors.names:
         rep.guard("data", f"cpqs pairs ({cfg.selectors.cpqs.pairs_source}: {cfg.selectors.cpqs.pairs})",
                   lambda: _pairs_check(cfg, found["pool"]))
     return found["pool"]
+
+
+def _prompt_set_check(cfg: Config, name: str) -> tuple[str, str]:
+    from cpqs_bench.evaluate.judge import prompt_set_path, read_prompts
+
+    path = prompt_set_path(name, cfg.data.mirror)  # a missing set raises: the guard reports it as a problem
+    n = len(read_prompts(path))
+    limit = cfg.evaluate.pairwise.limit
+    return OK, f"{path}: {n} prompts" + (f", the first {min(n, limit)} used (evaluate.pairwise.limit)" if limit else "")
 
 
 def _pairs_check(cfg: Config, pool: list[Any]) -> tuple[str, str]:
@@ -282,6 +294,18 @@ def check_models(cfg: Config, rep: Report, mode: str, task_chat: dict[str, bool]
                              f"({'set' if os.environ.get(j.api_key_env) else 'NOT set'}); not contacted offline")
         elif j.model:
             extra.append(("judge", j.model))
+    pj = cfg.evaluate.pairwise.judge
+    if cfg.evaluate.pairwise.enabled:
+        if pj.backend == "openai":
+            rep.add("model", f"pairwise judge {pj.model} @ {pj.base_url}",
+                    WARN if offline() or not os.environ.get(pj.api_key_env) else OK,
+                    f"OpenAI-compatible endpoint; key from ${pj.api_key_env} "
+                    f"({'set' if os.environ.get(pj.api_key_env) else 'NOT set'}); not contacted offline")
+        elif pj.model:
+            extra.append(("pairwise judge", pj.model))
+        else:
+            rep.add("model", "pairwise judge", WARN, "evaluate.pairwise.judge names no model: the target model judges "
+                                                     "its own arms (a weak judge: a pipeline check, labelled so)")
     if "mods" in cfg.selectors.names:
         extra.append(("reward model", cfg.selectors.mods.reward_model))
     for role, spec in extra:
@@ -393,6 +417,18 @@ def estimate_work(cfg: Config, pool: list[Any], facts: dict[str, Any], device: s
     rep.add("work", "evaluation", INFO, f"{requests} requests ({n_models} models × items per task "
                                         f"{per_task}; 500 assumed where unlimited) ≈ "
                                         f"{_fmt_time(seconds['evaluate'])} [{label}]")
+    pw = cfg.evaluate.pairwise
+    if pw.enabled:
+        from cpqs_bench.evaluate.judge import load_prompt_sets
+
+        n_prompts = len(load_prompt_sets(pw.sets, cfg.data.mirror, pw.limit))
+        n_judged = len(arm_sizes) * len(cfg.experiment.seeds)  # every model but the reference, per seed
+        seconds["pairwise answers"] = n_models * n_prompts * pw.max_new_tokens * 0.5 / gen
+        rep.add("work", "pairwise judge", INFO,
+                f"answers: {n_models} models × {n_prompts} prompts ≈ {_fmt_time(seconds['pairwise answers'])} "
+                f"[{label}]; judge: {n_judged} comparisons × {n_prompts} prompts × 2 orders = "
+                f"{2 * n_judged * n_prompts} judge calls ({pw.judge.backend}"
+                + (f" {pw.judge.model}" if pw.judge.model else ", the target model") + ")")
     rep.add("work", "total", INFO, f"≈ {_fmt_time(sum(seconds.values()))} on {device} [{label}]")
     return {"score_tokens": score_tokens, "train_tokens": train_tokens, "eval_requests": requests,
             "seconds": seconds}
@@ -436,6 +472,8 @@ def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None, tasks: li
         "finetune.save_steps": 1, "finetune.logging_steps": 1, "finetune.precision": "fp32",
         "evaluate.limit": 1, "evaluate.task_limits": {}, "evaluate.max_new_tokens": 4, "evaluate.batch_size": 2, "evaluate.code_workers": 1,
         "publish.dry_run": True, "publish.wandb": False,
+        "evaluate.pairwise.limit": 1, "evaluate.pairwise.max_new_tokens": 4, "evaluate.pairwise.batch_size": 2,
+        "evaluate.pairwise.n_boot": 50,
         "selectors.drop_ifd_ge_1": False,  # a random stand-in often has IFD >= 1 everywhere: arms would be empty
     }
     if tasks is not None:
@@ -449,6 +487,10 @@ def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None, tasks: li
                         "evaluate.dtype": "float32", "selectors.proxy_model": str(model_dir),
                         "selectors.cpqs.generator": str(model_dir), "selectors.judge.backend": "local",
                         "selectors.judge.model": None, "selectors.judge.max_new_tokens": 4,
+                        # the pairwise judge too (an endpoint is not contacted offline; a random stand-in's
+                        # reviews do not parse: every prompt is "unparsed", the stages and the section still run)
+                        "evaluate.pairwise.judge.backend": "local", "evaluate.pairwise.judge.model": None,
+                        "evaluate.pairwise.judge.max_new_tokens": 4,
                         "selectors.mods.reward_model": str(model_dir), "selectors.mods.embedding": "target",
                         "selectors.mods.seed_model": None, "selectors.mods.max_new_tokens": 4,
                         "selectors.diversity.embedding": "target"})

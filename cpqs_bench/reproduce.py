@@ -1,7 +1,8 @@
 """``reproduce``: a whole experiment as a short declaration of stages over arms × seeds.
 
   data → negatives (when the preset generates them) → train-selector (CPQS) → score per selector → select per arm
-  → finetune per arm × seed → evaluate per arm × seed and the base model → leaderboard (statistics) → publish
+  → finetune per arm × seed → evaluate per arm × seed and the base model → [pairwise: answers per evaluated model →
+  judge per arm × seed vs the reference arm] → leaderboard (statistics) → publish
 
 Each stage is a :class:`cpqs_bench.pipeline.Step`; the :class:`~cpqs_bench.pipeline.Pipeline` owns run directories
 (``runs/<experiment>/<stage>/<input-hash>/``), skipping DONE work, manifests, trackers and the time breakdown. A stage's
@@ -51,7 +52,50 @@ def count_stages(cfg: Config) -> int:
     seeds = len(cfg.experiment.seeds)
     redrawn = ("random" in cfg.selectors.names and cfg.selectors.random_per_seed) * (seeds - 1)
     return (1 + negatives + cpqs + len(cfg.selectors.names) + redrawn + n_arms + redrawn + n_arms * seeds
-            + (1 + n_arms * seeds) + 1 + int(cfg.publish.enabled))
+            + (1 + n_arms * seeds) + pairwise_stage_count(cfg) + 1 + int(cfg.publish.enabled))
+
+
+def pairwise_stage_count(cfg: Config) -> int:
+    """Answers of every evaluated model (base + arm × seed), then one judgement of every model but the reference
+    against it: base vs full per seed (reference full) or every fine-tuned arm × seed vs base (reference base)."""
+    if not cfg.evaluate.pairwise.enabled:
+        return 0
+    models = len(arms(cfg)) * len(cfg.experiment.seeds)
+    return (1 + models) + models
+
+
+def evaluation_settings(cfg: Config) -> dict[str, Any]:
+    """What the lm-eval stages depend on in ``evaluate``: everything but the pairwise judge evaluation (its own
+    stages), so turning that on or off leaves every evaluation stage's inputs as they were."""
+    settings = to_dict(cfg.evaluate)
+    settings.pop("pairwise", None)
+    return settings
+
+
+# the judge settings that do not change a judgement (how requests are sent and where answers are cached)
+_JUDGE_EXECUTION = ("concurrency", "max_retries", "backoff_s", "timeout_s", "cache", "cache_dir", "api_key_env",
+                    "batch_size")
+
+
+def judge_settings(cfg: Config) -> dict[str, Any]:
+    """What a pairwise judgement depends on: the judge spec (the target model when a local judge names none)."""
+    j = cfg.evaluate.pairwise.judge
+    spec = {k: v for k, v in to_dict(j).items() if k not in _JUDGE_EXECUTION}
+    if j.backend == "local":
+        spec["batch_size"] = j.batch_size  # left-padded batches: greedy answers may depend on the batch
+        spec["dtype"] = cfg.evaluate.dtype
+        if j.model is None:
+            spec["target"] = {"id": cfg.model.id, "revision": cfg.model.revision}
+    return spec
+
+
+def adapter_hash(adapter: Path | None) -> str | None:
+    """sha256 over every file of an adapter folder (weights, config, tokenizer, manifest)."""
+    if adapter is None:
+        return None
+    from cpqs_bench.io import stable_hash
+
+    return stable_hash({f.name: sha256_file(f) for f in sorted(Path(adapter).iterdir()) if f.is_file()})
 
 
 def scoring_settings(cfg: Config) -> dict[str, Any]:
@@ -313,14 +357,91 @@ class Experiment:
                 return {("evaluation_" + k if k in _PIPELINE_KEYS else k): v for k, v in own.items()}
 
             inputs = {"arm": arm, "seed": seed, "adapter": sha256_file(adapter / "manifest.json") if adapter else None,
-                      "evaluate": to_dict(cfg.evaluate), "model": to_dict(cfg.model), "prompt": to_dict(cfg.prompt),
+                      "evaluate": evaluation_settings(cfg), "model": to_dict(cfg.model), "prompt": to_dict(cfg.prompt),
                       "arm_info": info}
             st = self.pipe.run(FnStep(f"evaluate/{arm}{suffix}", inputs, run, code=["cpqs_bench.evaluate.harness"],
                                       files=files), f"evaluate {arm}" + (f" seed {seed}" if seed is not None else ""))
             out.append(str(st.path))
         return out
 
-    def leaderboard(self, eval_dirs: list[str]) -> dict[str, Path]:
+    def pairwise(self, adapters: dict[tuple[str, int], Path]) -> list[str]:
+        """``evaluate.pairwise``: greedy answers of every evaluated model on the prompt sets (one stage per model),
+        then one judge stage per model vs the reference arm (a fine-tuned reference of the same seed; base has
+        none). Returns the judge stage directories (none when pairwise is off)."""
+        cfg, pw = self.cfg, self.cfg.evaluate.pairwise
+        if not pw.enabled:
+            return []
+        from cpqs_bench.evaluate.judge import (answer_prompt_sets, judge_answer_files, load_prompt_sets,
+                                               prompt_set_path)
+        from cpqs_bench.judge.backends import make_judge
+
+        prompts = load_prompt_sets(pw.sets, cfg.data.mirror, pw.limit)
+        generation = {"sets": {s: sha256_file(prompt_set_path(s, cfg.data.mirror)) for s in pw.sets},
+                      "limit": pw.limit, "max_new_tokens": pw.max_new_tokens, "batch_size": pw.batch_size,
+                      "dtype": cfg.evaluate.dtype, "do_sample": False}
+        jobs: list[tuple[str, int | None, Path | None]] = [("base", None, None)]
+        jobs += [(arm, seed, path) for (arm, seed), path in adapters.items()]
+        answers: dict[tuple[str, int | None], Path] = {}
+        for arm, seed, adapter in jobs:
+            suffix = f"-s{seed}" if seed is not None else ""
+
+            def run(st: Any, tr: Any, adapter: Path | None = adapter) -> dict[str, Any]:
+                return answer_prompt_sets(cfg, prompts, st.path, adapter=adapter, loader=self.loader)
+
+            inputs = {"arm": arm, "seed": seed, "adapter": adapter_hash(adapter), "generation": generation,
+                      "model": to_dict(cfg.model), "prompt": to_dict(cfg.prompt)}
+            st = self.pipe.run(FnStep(f"answers/{arm}{suffix}", inputs, run, code=["cpqs_bench.evaluate.judge"],
+                                      track=False),
+                               f"answers {arm}" + (f" seed {seed}" if seed is not None else ""))
+            answers[(arm, seed)] = st.file("answers.jsonl")
+
+        ref = pw.reference
+        pairs: list[tuple[tuple[str, int | None], tuple[str, int | None]]] = []
+        for arm, seed in answers:
+            if arm == ref:
+                continue
+            if ref == "base":
+                pairs.append(((arm, seed), ("base", None)))
+            elif seed is None:  # base vs the fine-tuned reference of every seed
+                pairs += [(("base", None), (ref, s)) for s in cfg.experiment.seeds]
+            else:
+                pairs.append(((arm, seed), (ref, seed)))
+        judge_cfg = pw.judge
+        settings = judge_settings(cfg)
+        cache_dir = self.root / cfg.experiment.name / "cache" / "pairwise-judge"
+        out = []
+        for (arm, seed), (ref_arm, ref_seed) in pairs:
+            name = f"{arm}{'' if seed is None else f'-s{seed}'}-vs-{ref_arm}{'' if ref_seed is None else f'-s{ref_seed}'}"
+            mine, theirs = answers[(arm, seed)], answers[(ref_arm, ref_seed)]
+
+            def run(st: Any, tr: Any, mine: Path = mine, theirs: Path = theirs, arm: str = arm,
+                    seed: int | None = seed, ref_arm: str = ref_arm, ref_seed: int | None = ref_seed
+                    ) -> dict[str, Any]:
+                judge = make_judge(judge_cfg, lambda spec, rev: self.loader(spec, rev, cfg.evaluate.dtype),
+                                   target_spec=cfg.model.id, target_revision=cfg.model.revision,
+                                   cache_dir=cache_dir)
+                try:
+                    doc = judge_answer_files(mine, theirs, judge, st.path, rule=pw.rule, n_boot=pw.n_boot)
+                finally:
+                    if judge.cache is not None:
+                        judge.cache.close()
+                if tr is not None:
+                    tr.log_metrics({f"pairwise/{k}": v for k, v in doc["summary"].items()
+                                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
+                return {"arm": arm, "seed": seed, "reference": ref_arm, "reference_seed": ref_seed,
+                        "summary": doc["summary"], "judge": doc["judge"], "weak_judge": doc["weak_judge"],
+                        "rule": pw.rule, "judge_calls": {"cache_hits": judge.hits, "cache_misses": judge.misses}}
+
+            inputs = {"arm": arm, "seed": seed, "reference": ref_arm, "reference_seed": ref_seed,
+                      "answers": sha256_file(mine), "reference_answers": sha256_file(theirs), "judge": settings,
+                      "rule": pw.rule, "n_boot": pw.n_boot}
+            st = self.pipe.run(FnStep(f"judge/{name}", inputs, run, code=["cpqs_bench.evaluate.judge",
+                                                                            "cpqs_bench.judge.backends"]),
+                               f"judge {name}")
+            out.append(str(st.path))
+        return out
+
+    def leaderboard(self, eval_dirs: list[str], judge_dirs: list[str] | None = None) -> dict[str, Path]:
         from cpqs_bench import leaderboard
 
         cfg = self.cfg
@@ -329,7 +450,8 @@ class Experiment:
         def run() -> dict[str, Path]:
             from cpqs_bench.leaderboard_page import write_pages
 
-            board = leaderboard.main(eval_dirs, out_dir, cfg.experiment.name, cfg.experiment.description or None)
+            board = leaderboard.main(eval_dirs, out_dir, cfg.experiment.name, cfg.experiment.description or None,
+                                     **({"pairwise": judge_dirs} if judge_dirs else {}))
             board["html"] = write_pages(Path(board["json"]), out_dir, eval_dirs=eval_dirs)
             return board
 
@@ -371,13 +493,15 @@ def reproduce(cfg: Config, *, preset: str | None = None, overrides: tuple[str, .
     selections = exp.selections(data, scores)
     adapters = exp.finetune(data, selections)
     eval_dirs = exp.evaluate(data, adapters, selections)
-    board = exp.leaderboard(eval_dirs)
+    judge_dirs = exp.pairwise(adapters)
+    board = exp.leaderboard(eval_dirs, judge_dirs)
     index = {"experiment": cfg.experiment.name, "config_hash": config_hash(cfg), "preset": preset,
              "overrides": list(overrides), "data": data, "scores": scores,
              # arm → selection, or arm-s<seed> → selection for an arm redrawn per seed (random)
              "selections": {a + ("" if s is None else f"-s{s}"): info["path"]
                             for a, by_seed in selections.items() for s, info in by_seed.items()},
              "adapters": {f"{a}-s{s}": str(v) for (a, s), v in adapters.items()}, "evaluations": eval_dirs,
+             **({"pairwise": judge_dirs} if judge_dirs else {}),
              "leaderboard": {k: str(v) for k, v in board.items()},
              "checkpoint": str(checkpoint) if checkpoint else None}
     write_json(exp.root / cfg.experiment.name / "index.json", index)
@@ -419,5 +543,16 @@ def print_summary(board_json: Path, log: Callable[[str], None]) -> None:
             std = "—" if row.get("std") is None else fmt_value(row["std"], unit)
             t.add_row(row["arm"], f"{fmt_value(row['mean'], unit)} ± {std}", str(row.get("n_seeds")),
                       str(row.get("marker")))
+        con.print(t)
+    if doc.get("pairwise"):
+        t = Table(title=doc["pairwise"]["title"])
+        for col in ("arm", "vs", "win / tie / lose / unparsed", "win rate", "winning score", "sign-test p", "judge"):
+            t.add_column(col)
+        for row in doc["pairwise"]["rows"]:
+            ws = "—" if row["winning_score"] is None else f"{row['winning_score']:.3f}"
+            wr = "—" if row["win_rate"] is None else f"{100 * row['win_rate']:.1f}%"
+            p = "—" if row["sign_test_p"] is None else f"{row['sign_test_p']:.3g}"
+            t.add_row(row["arm"], row["reference"], f"{row['win']} / {row['tie']} / {row['lose']} / {row['unparsed']}",
+                      wr, ws, p, row["judge"] + (" (weak judge: a pipeline check)" if row["weak_judge"] else ""))
         con.print(t)
     log(f"leaderboard: {Path(board_json).with_suffix('.md')}")

@@ -4,6 +4,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from cpqs_bench.judge.config import JudgeConfig
+
+
+@dataclass(frozen=True)
+class PairwiseConfig:
+    """General-domain pairwise LLM-judge evaluation (``cpqs_bench.evaluate.judge``): every evaluated model answers the
+    prompt sets greedily, and a judge compares each arm's answers with the reference arm's, in both orders.
+
+    Off while ``sets`` is empty (the default): no stage is added and no other stage's inputs change."""
+
+    # prompt sets: vicuna, koala, wizardlm, self_instruct (the mirror's general_eval/ files, the CPQS paper's sets),
+    # or paths of JSONL prompt files
+    sets: tuple[str, ...] = ()
+    limit: int | None = None  # prompts per set (the first N; None: all)
+    reference: Literal["full", "base"] = "full"  # the arm every other model is compared with (fine-tuned: same seed)
+    max_new_tokens: int = 512  # answer length (greedy)
+    batch_size: int = 8  # answers per generate() call
+    rule: Literal["strict", "sum"] = "strict"  # strict: a win needs both orders (CPQS); sum: Superfiltering's rule
+    n_boot: int = 2000  # bootstrap resamples of the net score's interval
+    # the judge (same shape as selectors.judge): the offline default is the target model itself, a *weak* judge
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.sets)
+
 
 @dataclass(frozen=True)
 class EvaluateConfig:
@@ -24,3 +50,5 @@ class EvaluateConfig:
     # Extra lm-eval task folders (YAMLs) searched after the project's tasks/; any lm-eval task that runs offline may
     # be listed in ``tasks`` too (lm-eval's own task index is consulted for names not found in these folders).
     include_path: tuple[str, ...] = ()
+    # The pairwise judge evaluation (its own stages; not part of the lm-eval stages' inputs).
+    pairwise: PairwiseConfig = field(default_factory=PairwiseConfig)

@@ -24,16 +24,25 @@ Prompt sets: :func:`read_prompts` reads the four test sets (Vicuna, Koala, Wizar
 mirror's ``general_eval/*.jsonl.gz`` form or the original Superfiltering / CPQS-Tuning JSONL (``text`` /
 ``prompt`` / ``instruction`` / ``Instruction`` + optional ``input``). Answers are generated greedily by
 :func:`generate_answers` (the judge package's batched generation, the model's chat template).
+
+Pipeline stages (``reproduce`` with ``evaluate.pairwise.sets`` non-empty): :func:`answer_prompt_sets` writes one
+model's answers (the base model, or base + an arm's adapter attached to the shared base for this call, under the
+training template: the one-template rule), :func:`judge_answer_files` compares two answer files (an arm vs the
+reference arm) and writes every judgement and the summary; :func:`summarize_over_seeds` pools an arm's seeds for
+the leaderboard (counts summed; the sign test and the bootstrap interval over *prompts*, each prompt's outcome
+averaged over the seeds where it parsed, so the seeds of one prompt are not counted as independent prompts).
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import gzip
 import json
 import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 from cpqs_bench.judge.backends import generate, prompt_text
 
@@ -171,3 +180,173 @@ def read_prompts(path: str | Path) -> list[tuple[str, str]]:
             rid = next((row[k] for k in ("question_id", "id", "idx") if k in row), lineno)
             out.append((str(rid), q))
     return out
+
+
+# ------------------------------------------------------------------------------------------------ pipeline stages
+# The named prompt sets: files of the data mirror (SOURCES.md section 11, from Victory0431/CPQS-Tuning's
+# ``eval/Pair-wise Comparison/test_data``).
+PROMPT_SETS = {"vicuna": "general_eval/vicuna_test_set.jsonl.gz", "koala": "general_eval/koala_test_set.jsonl.gz",
+               "wizardlm": "general_eval/wizardlm_test_set.jsonl.gz",
+               "self_instruct": "general_eval/sinstruct_test_set.jsonl.gz"}
+VALUE = {"win": 1.0, "tie": 0.0, "lose": -1.0}
+
+
+def prompt_set_path(name: str, mirror: str | Path | None = None) -> Path:
+    """The file of a prompt set: a named set from the data mirror, or a path to a JSONL prompt file."""
+    from cpqs_bench.data.mirror import ENV_VAR, mirror_dir
+
+    if name in PROMPT_SETS:
+        root = mirror_dir(mirror)
+        if root is None:
+            raise FileNotFoundError(f"prompt set {name!r} is read from the data mirror ({PROMPT_SETS[name]}): set "
+                                    f"{ENV_VAR} or data.mirror, or name the file's path in evaluate.pairwise.sets")
+        path = root / PROMPT_SETS[name]
+        if not path.is_file():
+            raise FileNotFoundError(f"prompt set {name!r}: {path} not found (the mirror's general_eval/ folder)")
+        return path
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt set {name!r} is neither a named set ({', '.join(PROMPT_SETS)}) nor a file")
+    return path
+
+
+def set_label(name: str) -> str:
+    return name if name in PROMPT_SETS else Path(name).name.split(".")[0]
+
+
+def load_prompt_sets(sets: Sequence[str], mirror: str | Path | None = None, limit: int | None = None
+                     ) -> list[dict[str, str]]:
+    """``{"set", "id", "question"}`` for the first ``limit`` prompts of every set (ids are ``<set>/<id>``)."""
+    rows = []
+    labels = [set_label(s) for s in sets]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"evaluate.pairwise.sets: two sets share a name ({labels})")
+    for name, label in zip(sets, labels):
+        prompts = read_prompts(prompt_set_path(name, mirror))
+        for rid, question in prompts[:limit] if limit is not None else prompts:
+            rows.append({"set": label, "id": f"{label}/{rid}", "question": question})
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise ValueError("evaluate.pairwise.sets: duplicate prompt ids within a set")
+    return rows
+
+
+@contextlib.contextmanager
+def _attached(base: Any, adapter: str | Path | None) -> Iterator[Any]:
+    """A PEFT adapter on the (shared) base model for one call, removed afterwards (as the evaluation stage does)."""
+    if not adapter:
+        yield base
+        return
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(base, str(adapter), is_trainable=False).eval()
+    try:
+        yield model
+    finally:
+        model.unload()  # the cached base is the base model again
+        base.eval()
+
+
+def answer_prompt_sets(cfg: Any, prompts: Sequence[dict[str, str]], out: str | Path, *,
+                       adapter: str | Path | None = None,
+                       loader: Callable[[str, str | None, str], tuple[Any, Any, Any]] | None = None) -> dict[str, Any]:
+    """Greedy answers of ``cfg.model`` (+ ``adapter``) to ``prompts`` under the training template
+    (``cfg.prompt``); writes ``answers.jsonl`` into ``out``; returns the manifest fields."""
+    from cpqs_bench import models, templates
+    from cpqs_bench.io import write_jsonl
+
+    pw = cfg.evaluate.pairwise
+    if loader is None:
+        device = models.pick_device(cfg.model.device)
+        loader = lambda spec, rev, dtype: models.load(spec, rev, dtype=dtype, device=device)  # noqa: E731
+    base, tokenizer, _info = loader(cfg.model.id, cfg.model.revision, cfg.evaluate.dtype)
+    tokenizer = templates.apply(copy.deepcopy(tokenizer), cfg.prompt)  # a copy: the loader's may be shared
+    with _attached(base, adapter) as model:
+        answers = generate_answers(model, tokenizer, [p["question"] for p in prompts], pw.max_new_tokens,
+                                   pw.batch_size, system_prompt=cfg.prompt.system_prompt)
+    out = Path(out)
+    write_jsonl(out / "answers.jsonl", ({**p, "answer": a} for p, a in zip(prompts, answers)))
+    return {"n_prompts": len(prompts), "sets": sorted({p["set"] for p in prompts}),
+            "empty_answers": sum(1 for a in answers if not a.strip()),
+            "generation": {"max_new_tokens": pw.max_new_tokens, "batch_size": pw.batch_size, "do_sample": False,
+                           "dtype": cfg.evaluate.dtype, "template": cfg.prompt.template}}
+
+
+def _read_answers(path: str | Path) -> list[dict[str, Any]]:
+    from cpqs_bench.io import read_jsonl
+
+    return list(read_jsonl(path))
+
+
+def judge_answer_files(answers: str | Path, reference: str | Path, judge: Any, out: str | Path, *,
+                       rule: str = "strict", n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Judge an arm's ``answers.jsonl`` against the reference's (same prompts), both orders; writes
+    ``judgements.jsonl`` and ``summary.json`` (overall and per set) into ``out``; returns the summary document."""
+    from cpqs_bench.io import write_json, write_jsonl
+
+    arm, ref = _read_answers(answers), _read_answers(reference)
+    if [r["id"] for r in arm] != [r["id"] for r in ref]:
+        raise ValueError(f"{answers} and {reference} answer different prompts: the answer stages disagree on the "
+                         f"prompt sets")
+    judgements = judge_pairs([r["id"] for r in arm], [r["question"] for r in arm], [r["answer"] for r in arm],
+                             [r["answer"] for r in ref], judge, rule)
+    sets = [r["set"] for r in arm]
+    out = Path(out)
+    write_jsonl(out / "judgements.jsonl",
+                ({**asdict(j), "set": s, "question": a["question"], "answer": a["answer"], "reference": b["answer"]}
+                 for j, s, a, b in zip(judgements, sets, arm, ref)))
+    doc = {"summary": summarize(judgements, n_boot=n_boot, seed=seed),
+           "per_set": {s: summarize([j for j, x in zip(judgements, sets) if x == s], n_boot=n_boot, seed=seed)
+                       for s in dict.fromkeys(sets)},
+           "rule": rule, "judge": judge.label, "judge_name": judge_name(judge), "judge_identity": judge.identity,
+           "weak_judge": bool(getattr(judge, "weak", False)), "judge_prompt": PROMPT_VERSION}
+    write_json(out / "summary.json", doc)
+    return doc
+
+
+def judge_name(judge: Any) -> str:
+    """The judge model's short name (a local judge's model spec, an endpoint's model name)."""
+    inner = getattr(judge, "judge", judge)
+    name = getattr(inner, "spec", None) or getattr(inner, "model", None)
+    return name if isinstance(name, str) else judge.label
+
+
+def read_judgements(path: str | Path) -> list[Judgement]:
+    """The judgements a judge stage wrote (``judgements.jsonl``)."""
+    out = []
+    for row in _read_answers(path):
+        pair = lambda v: tuple(v) if v is not None else None  # noqa: E731
+        out.append(Judgement(str(row["id"]), row["outcome"], pair(row["forward"]), pair(row["reverse"]),
+                             row["review_forward"], row["review_reverse"]))
+    return out
+
+
+def summarize_over_seeds(per_seed: Sequence[Sequence[Judgement]], n_boot: int = 2000, seed: int = 0
+                         ) -> dict[str, Any]:
+    """One arm over its seeds: win / tie / lose / unparsed summed over seeds, win rate and winning score from the
+    pooled counts; the sign test (prompts the arm wins on average vs loses on average) and the bootstrap 95 %
+    interval of the net score ``(W - L) / N`` resample *prompts*, each prompt's outcome averaged over its parsed
+    seeds (with one seed: exactly :func:`summarize`)."""
+    import numpy as np
+    from scipy.stats import binomtest
+
+    flat = [j for js in per_seed for j in js]
+    counts = {k: sum(1 for j in flat if j.outcome == k) for k in ("win", "tie", "lose", "unparsed")}
+    w, t, lo = counts["win"], counts["tie"], counts["lose"]
+    n = w + t + lo
+    by_prompt: dict[str, list[float]] = {}
+    for j in flat:
+        if j.outcome != "unparsed":
+            by_prompt.setdefault(j.id, []).append(VALUE[j.outcome])
+    res: dict[str, Any] = {**counts, "n": n, "total": len(flat), "n_seeds": len(per_seed),
+                           "n_prompts": len(by_prompt)}
+    if n == 0:
+        return {**res, "win_rate": None, "winning_score": None, "sign_test_p": None, "net_ci95": None}
+    means = np.array([sum(v) / len(v) for v in by_prompt.values()], dtype=float)
+    pos, neg = int((means > 0).sum()), int((means < 0).sum())
+    rng = np.random.default_rng(seed)
+    boots = means[rng.integers(0, len(means), size=(n_boot, len(means)))].mean(1)
+    return {**res, "win_rate": (w + t / 2) / n, "winning_score": (w - lo) / n + 1,
+            "sign_test_p": float(binomtest(pos, pos + neg, 0.5).pvalue) if pos + neg else 1.0,
+            "prompts_won": pos, "prompts_lost": neg,
+            "net_ci95": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]}
