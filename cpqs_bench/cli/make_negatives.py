@@ -3,6 +3,8 @@
 Answers the pool's instructions with weaker generator models (CPQS's small-model negatives). ``--generator`` is an
 alias of ``selectors.cpqs.generators`` (one or several models); answers cut off at ``max_new_tokens`` are dropped
 and counted (``selectors.cpqs.generation_drop_unfinished``). Resumable: parts are kept in ``OUT.parts/``.
+``--backend`` (``selectors.cpqs.generation_backend``): ``auto`` (default) generates with vLLM on a CUDA device when
+``vllm`` is installed, else with HF ``generate``; ``hf`` / ``vllm`` force one.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     alias(p, "--limit", "data.pool_limit", type=int, metavar="N", help="only the first N pool examples")
     alias(p, "--batch-size", "selectors.cpqs.generation_batch_size", type=int, metavar="N")
     alias(p, "--max-new-tokens", "selectors.cpqs.generation_max_new_tokens", type=int, metavar="N")
+    alias(p, "--backend", "selectors.cpqs.generation_backend", choices=("auto", "hf", "vllm"),
+          help="generation engine: auto = vLLM on CUDA when importable, else HF generate")
     p.add_argument("--no-progress", action="store_true")
 
 

@@ -14,13 +14,28 @@ generator model of ``selectors.cpqs.generators`` (or the one ``generator``) and 
   ``generation_drop_unfinished`` (the default) — a truncated answer would teach the classifier "cut off = bad".
   Deliberate difference from a plain generate loop: nothing is closed with an end-of-turn token.
 
-Generation pads on the left (every row's prompt then ends at the same column, so the new tokens of every row start
-at the input width); each row's answer is cut at its first stop token. Work is saved in append-only part files
+**Backends** (``selectors.cpqs.generation_backend``): ``auto`` (the default) runs **vLLM on a GPU** — when ``vllm``
+is importable and the model device (``model.device``, ``auto`` = CUDA when available) is CUDA — and HF ``generate``
+otherwise (CPU, MPS, or no vLLM); ``hf`` / ``vllm`` force one (``vllm`` fails when it is not installed). Both get the
+same prompt token ids (the ``prompt_text`` string encoded without added special tokens: vLLM is handed the ids, not
+the string, since its own encoding of a string would add a second BOS), the same stop tokens, greedy decoding
+(``temperature=0``) or the configured sampling, and ``max_new_tokens`` (vLLM ``max_tokens``); a vLLM answer is
+unfinished when ``finish_reason == "length"``, and its text is decoded from its token ids (stop token removed) by the
+same tokenizer call as the HF path. vLLM sampling is seeded per request from ``(seed, example id)``, so a sampled
+answer does not depend on batching or resumption. The vLLM engine is loaded from the generator's resolved path and
+revision in ``model.dtype`` (a shared HF ``loader`` is not used for it); a vLLM run records ``"backend": "vllm"``
+in its settings, so HF and vLLM parts never mix on resume. Greedy vLLM and HF answers agree up to kernel numerics,
+not bit for bit.
+
+HF generation pads on the left (every row's prompt then ends at the same column, so the new tokens of every row start
+at the input width); each row's answer is cut at its first stop token. vLLM gets a whole part per call (its own
+continuous batching). Work is saved in append-only part files
 (``<out>.parts/<generator>/part-XXXXX.jsonl``, each written atomically), so an interrupted run resumes where it
 stopped and skips ids already answered; the final ``out`` file is assembled in pool order at the end.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -29,7 +44,7 @@ from typing import Any, Callable, Sequence
 
 from cpqs_bench import prompts
 from cpqs_bench.data.example import Example
-from cpqs_bench.io import read_json, write_json, write_jsonl
+from cpqs_bench.io import read_json, stable_hash, write_json, write_jsonl
 
 
 def parts_dir(out: str | os.PathLike) -> Path:
@@ -117,17 +132,97 @@ def generate_batch(model: Any, tokenizer: Any, texts: Sequence[str], max_new_tok
     return results
 
 
+BACKENDS = ("auto", "hf", "vllm")
+VLLM_PART_SIZE = 512  # prompts per vLLM call (and per part file) unless part_size says otherwise
+
+
+def vllm_importable() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    """``hf`` or ``vllm`` for ``selectors.cpqs.generation_backend`` on ``device`` (a resolved device name)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"selectors.cpqs.generation_backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "vllm" if str(device).startswith("cuda") and vllm_importable() else "hf"
+    if backend == "vllm" and not vllm_importable():
+        raise ValueError("selectors.cpqs.generation_backend=vllm but the vllm package is not importable "
+                         "(pip install vllm, or use generation_backend=hf)")
+    return backend
+
+
+def _request_seed(seed: int, example_id: str) -> int:
+    return int(stable_hash([seed, example_id], 8), 16) % (2 ** 31)
+
+
+def vllm_generate_batch(llm: Any, tokenizer: Any, texts: Sequence[str], max_new_tokens: int, *,
+                        sampling: dict[str, Any] | None = None, seeds: Sequence[int] | None = None
+                        ) -> list[tuple[str, int, bool]]:
+    """:func:`generate_batch` on a ``vllm.LLM``: same prompt ids, stop tokens, decoding and ``(answer,
+    n_new_tokens, finished)`` rows; ``finished`` is ``finish_reason == "stop"``, ``"length"`` is unfinished."""
+    from vllm import SamplingParams
+
+    stops = _stop_ids(tokenizer)
+    sampling = dict(sampling or {})
+    common = {"max_tokens": int(max_new_tokens), "stop_token_ids": sorted(stops), "n": 1}
+    if sampling.get("do_sample"):
+        if seeds is None or len(seeds) != len(texts):
+            raise ValueError("vLLM sampling needs one seed per prompt")
+        params: Any = [SamplingParams(temperature=float(sampling.get("temperature", 1.0)),
+                                      top_p=float(sampling.get("top_p", 1.0)), seed=int(sd), **common)
+                       for sd in seeds]
+    else:
+        params = SamplingParams(temperature=0.0, top_p=1.0, **common)
+    requests = [{"prompt_token_ids": list(tokenizer(t, add_special_tokens=False)["input_ids"])} for t in texts]
+    outputs = llm.generate(requests, params, use_tqdm=False)
+    if len(outputs) != len(texts):
+        raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(texts)} prompts")
+    results = []
+    for out in outputs:  # LLM.generate returns outputs in prompt order
+        completion = out.outputs[0]
+        reason = completion.finish_reason
+        if reason not in ("stop", "length"):
+            raise RuntimeError(f"vLLM finished a request with finish_reason={reason!r}")
+        new = list(completion.token_ids)
+        finished = reason == "stop"
+        if finished and new and new[-1] in stops:  # vLLM keeps the stop token in token_ids; HF's cut drops it
+            new = new[:-1]
+        results.append((tokenizer.decode(new, skip_special_tokens=True).strip(), len(new), finished))
+    return results
+
+
+def load_vllm(spec: str, dtype: str, seed: int, device: str = "cuda") -> tuple[Any, Any, Any]:
+    """(vllm.LLM, the project's tokenizer for ``spec``, ModelInfo) for a generator model."""
+    from vllm import LLM
+
+    from cpqs_bench import models
+
+    path, rev = models.resolve(spec)
+    tok = models.load_tokenizer(spec)
+    hub_rev = rev if not Path(path).is_dir() else None
+    llm = LLM(model=path, revision=hub_rev, tokenizer=path, tokenizer_revision=hub_rev, dtype=dtype, seed=seed)
+    return llm, tok, models.ModelInfo(spec=spec, path=path, revision=rev, dtype=dtype, device=device)
+
+
 def generate_negatives(examples: Sequence[Example], model: Any, tokenizer: Any, out: str | os.PathLike, *,
                        generator: str, template: str = "chat", system_prompt: str | None = None,
                        max_new_tokens: int = 256, batch_size: int = 8, part_size: int | None = None,
                        sampling: dict[str, Any] | None = None, seed: int = 0, drop_unfinished: bool = True,
-                       progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+                       progress: bool = True, stop_after: int | None = None, backend: str = "hf") -> dict[str, Any]:
     """One generator's answers: generate missing ones into part files, then assemble ``out`` in pool order.
 
-    Unfinished answers (no stop token within ``max_new_tokens``) stay in the parts but are left out of ``out`` and
-    counted when ``drop_unfinished``. ``stop_after`` (batches) exists for tests of resumption: the run stops as if
-    interrupted. Returns a summary.
+    ``backend``: ``hf`` (``model`` is a transformers model) or ``vllm`` (``model`` is a ``vllm.LLM``; one call per
+    part). Unfinished answers (no stop token within ``max_new_tokens``) stay in the parts but are left out of ``out``
+    and counted when ``drop_unfinished``. ``stop_after`` (generate calls) exists for tests of resumption: the run
+    stops as if interrupted. Returns a summary.
     """
+    if backend not in ("hf", "vllm"):
+        raise ValueError(f"generate_negatives: backend must be 'hf' or 'vllm', got {backend!r}")
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -136,15 +231,18 @@ def generate_negatives(examples: Sequence[Example], model: Any, tokenizer: Any, 
                 "max_new_tokens": max_new_tokens}
     if sampling.get("do_sample"):  # greedy runs keep the settings file of earlier versions valid
         settings.update(sampling=sampling, seed=seed)
+    if backend == "vllm":  # HF runs keep the settings file of earlier versions valid
+        settings["backend"] = "vllm"
     guard_settings(out, settings)
     done = done_rows(out)
     todo = [ex for ex in examples if ex.id not in done]
-    part_size = part_size or batch_size * 8
+    part_size = part_size or (VLLM_PART_SIZE if backend == "vllm" else batch_size * 8)
+    step = part_size if backend == "vllm" else batch_size
     d = parts_dir(out)
     d.mkdir(parents=True, exist_ok=True)
     n_parts = len(list(d.glob("part-*.jsonl")))
     batches = 0
-    if sampling.get("do_sample"):
+    if sampling.get("do_sample") and backend == "hf":
         torch.manual_seed(seed + n_parts)  # a resumed run continues with a seed of its own part number
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), disable=not progress) as bar:
@@ -154,10 +252,14 @@ def generate_negatives(examples: Sequence[Example], model: Any, tokenizer: Any, 
             texts = {ex.id: prompts.prompt_text(tokenizer, ex, template, system_prompt) for ex in chunk}
             order = sorted(chunk, key=lambda ex: len(texts[ex.id]))  # less padding inside a part
             rows: dict[str, dict[str, Any]] = {}
-            for b in range(0, len(order), batch_size):
-                group = order[b: b + batch_size]
-                answers = generate_batch(model, tokenizer, [texts[ex.id] for ex in group], max_new_tokens,
-                                         sampling=sampling)
+            for b in range(0, len(order), step):
+                group = order[b: b + step]
+                if backend == "vllm":
+                    answers = vllm_generate_batch(model, tokenizer, [texts[ex.id] for ex in group], max_new_tokens,
+                                                  sampling=sampling, seeds=[_request_seed(seed, ex.id) for ex in group])
+                else:
+                    answers = generate_batch(model, tokenizer, [texts[ex.id] for ex in group], max_new_tokens,
+                                             sampling=sampling)
                 for ex, (answer, n_new, finished) in zip(group, answers):
                     rows[ex.id] = {"id": ex.id, "response": answer, "generator": generator,
                                    "n_new_tokens": n_new, "finished": finished}
@@ -176,7 +278,8 @@ def generate_negatives(examples: Sequence[Example], model: Any, tokenizer: Any, 
     unfinished = [ex.id for ex in examples if not done[ex.id]["finished"]]
     keep = [ex for ex in examples if done[ex.id]["finished"] or not drop_unfinished]
     n = write_jsonl(out, (done[ex.id] for ex in keep))
-    summary = {"complete": True, "total": len(examples), "written": n, "generator": generator, "template": template,
+    summary = {"complete": True, "total": len(examples), "written": n, "generator": generator, "backend": backend,
+               "template": template,
                "max_new_tokens": max_new_tokens, "sampling": sampling,
                "empty": sum(1 for ex in examples if not done[ex.id]["response"]),
                "unfinished": len(unfinished), "dropped_unfinished": len(unfinished) if drop_unfinished else 0}
@@ -212,19 +315,25 @@ def make_negatives(cfg: Any, examples: Sequence[Example], generator: str | Seque
     ``generator``: a model spec, a comma list or a list of specs (``None``: ``selectors.cpqs.generators`` or
     ``generator``). Settings come from ``cfg.selectors.cpqs`` (``generation_*``) and ``cfg.prompt`` (template,
     system prompt). ``loader(spec, revision, dtype) -> (model, tokenizer, info)`` shares loaded models with the
-    caller (default: :func:`cpqs_bench.models.load`). Returns a summary with per-generator counts.
+    caller (default: :func:`cpqs_bench.models.load`) on the HF backend; the vLLM backend
+    (``selectors.cpqs.generation_backend``, see the module docstring) loads its own engine. Returns a summary with
+    per-generator counts.
     """
     from cpqs_bench import models
 
     cq = cfg.selectors.cpqs
     names = generators_of(cq, generator)
+    device = models.pick_device(cfg.model.device)
+    backend = resolve_backend(cq.generation_backend, device)
     out = Path(out)
     sampling = {"do_sample": bool(cq.generation_do_sample), "temperature": cq.generation_temperature,
                 "top_p": cq.generation_top_p}
     per: dict[str, Any] = {}
     files: list[Path] = []
     for name in names:
-        if loader is not None:
+        if backend == "vllm":
+            model, tok, info = load_vllm(name, cfg.model.dtype, cq.seed, device)
+        elif loader is not None:
             model, tok, info = loader(name, None, cfg.model.dtype)
         else:
             model, tok, info = models.load(name, dtype=cfg.model.dtype, device=cfg.model.device)
@@ -233,14 +342,21 @@ def make_negatives(cfg: Any, examples: Sequence[Example], generator: str | Seque
             examples, model, tok, target, generator=f"{info.spec}@{info.revision}", template=cfg.prompt.template,
             system_prompt=cfg.prompt.system_prompt, max_new_tokens=cq.generation_max_new_tokens,
             batch_size=cq.generation_batch_size, sampling=sampling, seed=cq.seed,
-            drop_unfinished=cq.generation_drop_unfinished, progress=progress)
+            drop_unfinished=cq.generation_drop_unfinished, progress=progress, backend=backend)
         files.append(target)
+        if backend == "vllm":  # free the engine's GPU memory before the next generator's engine starts
+            del model
+            gc.collect()
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     if len(names) > 1:
         from cpqs_bench.io import read_jsonl
 
         write_jsonl(out, (row for f in files for row in read_jsonl(f)))
     summary = {"complete": all(s.get("complete") for s in per.values()), "total": len(examples),
-               "generators": names, "per_generator": per,
+               "generators": names, "backend": backend, "per_generator": per,
                "written": sum(s.get("written", 0) for s in per.values()),
                "unfinished": sum(s.get("unfinished", 0) for s in per.values()),
                "dropped_unfinished": sum(s.get("dropped_unfinished", 0) for s in per.values()),
