@@ -1,13 +1,18 @@
 """IFD scoring throughput: the project's pipeline vs a Cherry_LLM-style loop vs the limit. Same model, data, run.
 
-* **pipeline** — ``IFDSelector.score``: both passes sorted by length, right-padded batches, best dtype, LM head
-  only at response positions, CE in fp32 (what ``cpqs-bench score --selectors ifd`` runs).
+* **pipeline** — ``IFDSelector.score``: both passes sorted by length, right-padded batches under a padded-token
+  budget (``ifd.batch_limits``), best dtype, LM head only at response positions, CE in fp32 (what ``cpqs-bench score
+  --selectors ifd`` runs).
+* **pipeline (alt limits)** — with ``--alt-limits SEQS,TOKENS``: the same code with other batch limits, measured in
+  the same rounds, so a batching change is compared side by side under the same load.
 * **cherry loop** — an in-repo re-creation of Cherry_LLM's loop shape: one sample at a time, two forwards with full
   logits, per-token losses gathered in a Python loop, fp32 weights.
 * **limit** — just the two forwards with the LM head (full logits, nothing else), in the best dtype, over the same
-  sequences, at the best of several batch sizes.
+  sequences, length-sorted, at the best of several fixed batch sizes *and* of the pipeline's own batches (so the
+  bound is never weaker than bare forwards over exactly the batches the pipeline runs).
 
-Prints samples/s for each and the ratios pipeline/limit (target >= 0.95) and pipeline/cherry. Also checks that the
+Prints samples/s for each and the ratios pipeline/limit (target >= 0.95), alt/limit and pipeline/cherry, and the
+load-independent geometry (forwards, padding waste) of each. Also checks that the
 pipeline and the loop agree on the scores (they compute the same quantity; bf16 vs fp32 differ slightly).
 
     .venv/bin/python benchmarks/bench_ifd.py --n 40 [--model embedded] [--out bench_ifd.json]
@@ -51,12 +56,26 @@ def cherry_loop(model: Any, tok: Any, examples: list, template: str, max_length:
     return out
 
 
-def limit_forwards(model: Any, seqs: list[tuple[int, ...]], batch: int, pad_id: int) -> float:
-    """Seconds for the bare forwards (full LM head) over ``seqs``, longest first, right padded."""
+def pipeline_batches(seqs: list[tuple[int, ...]], limits: tuple[int, int]) -> list[list[tuple[int, ...]]]:
+    """The batches ``ifd.score_shard`` forms from these passes (sorted per shard, ``ifd.batches`` under ``limits``)."""
+    from cpqs_bench.selectors.ifd import SHARD_SIZE, batches
+
+    out = []
+    for k in range(0, len(seqs), 2 * SHARD_SIZE):  # two passes per example, one shard at a time
+        jobs = sorted([(0, 0, x, 1) for x in seqs[k: k + 2 * SHARD_SIZE]], key=lambda j: -len(j[2]))
+        out += [[j[2] for j in b] for b in batches(jobs, max_seqs=limits[0], max_tokens=limits[1])]
+    return out
+
+
+def limit_forwards(model: Any, seqs: list[tuple[int, ...]], batch: int | list[list[tuple[int, ...]]],
+                   pad_id: int) -> float:
+    """Seconds for the bare forwards (full LM head) over ``seqs``, longest first, right padded, ``batch`` sequences
+    per forward (or exactly the given batches)."""
     seqs = sorted(seqs, key=len, reverse=True)
+    chunks = batch if isinstance(batch, list) else [seqs[i: i + batch] for i in range(0, len(seqs), batch)]
     t0 = time.perf_counter()
-    for i in range(0, len(seqs), batch):
-        chunk = seqs[i: i + batch]
+    for chunk in chunks:
+        chunk = sorted(chunk, key=len, reverse=True)
         width = len(chunk[0])
         ids = torch.full((len(chunk), width), pad_id)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -78,6 +97,8 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="4,8,16", help="sequences per forward tried for the limit")
     ap.add_argument("--pipeline-batch", type=int, default=None, help="selectors.batch_size (examples; 2 seqs each)")
     ap.add_argument("--skip-cherry", action="store_true")
+    ap.add_argument("--alt-limits", default=None, metavar="SEQS,TOKENS",
+                    help="also run the pipeline with these batch limits (max seqs, max padded tokens), side by side")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; the best time per method counts")
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -101,7 +122,23 @@ def main() -> None:
     # warm-up (kernels, allocator) on a few samples for every path
     limit_forwards(fast, seqs[:4], 4, tok.pad_token_id)
 
-    def pipeline(examples: list = examples) -> tuple[float, list[float]]:
+    from cpqs_bench.selectors import ifd
+
+    bs = cfg.selectors.batch_size
+    new_limits = ifd.batch_limits(bs, max_length)
+    alt = tuple(int(x) for x in args.alt_limits.split(",")) if args.alt_limits else None
+    alt_limits_ = alt or new_limits
+
+    def pipeline(examples: list = examples, alt_run: bool = False) -> tuple[float, list[float]]:
+        real_limits = ifd.batch_limits
+        if alt_run:
+            ifd.batch_limits = lambda b, m: alt_limits_
+        try:
+            return _pipeline(examples)
+        finally:
+            ifd.batch_limits = real_limits
+
+    def _pipeline(examples: list) -> tuple[float, list[float]]:
         with tempfile.TemporaryDirectory() as tmp:
             ctx = ScoringContext(replace(cfg, **{"selectors.drop_ifd_ge_1": False}), Path(tmp),
                                  loader=lambda s, r, d: (fast, tok, info))
@@ -118,17 +155,25 @@ def main() -> None:
         cherry_loop(slow, tok, examples[:2], template, max_length)  # warm-up
     # Interleaved rounds, best time per method: on a shared machine the load drifts, and a method measured only
     # while it was high would look slow for reasons that are not its own.
-    t_pipe, t_cherry, limits = float("inf"), float("inf"), {}
+    t_pipe, t_alt, t_cherry, limits = float("inf"), float("inf"), float("inf"), {}
     pipe_scores: list[float] = []
+    alt_scores: list[float] = []
     cherry: list[float] = []
+    geometries: dict[Any, Any] = {b: b for b in [int(x) for x in args.batch_sizes.split(",")]}
+    geometries["pipeline batches"] = pipeline_batches(seqs, new_limits)
     for rnd in range(args.rounds):
         t, pipe_scores = pipeline()
         t_pipe = min(t_pipe, t)
         print(f"[round {rnd}] pipeline: {len(examples) / t:.3f} samples/s", flush=True)
-        for bs in [int(b) for b in args.batch_sizes.split(",")]:
-            t = limit_forwards(fast, seqs, bs, tok.pad_token_id)
-            limits[bs] = min(limits.get(bs, float("inf")), t)
-            print(f"[round {rnd}] limit @ {bs} seqs/forward: {len(examples) / t:.3f} samples/s", flush=True)
+        if alt:
+            t, alt_scores = pipeline(alt_run=True)
+            t_alt = min(t_alt, t)
+            print(f"[round {rnd}] pipeline (alt limits {alt}): {len(examples) / t:.3f} samples/s", flush=True)
+        for name, geometry in geometries.items():
+            t = limit_forwards(fast, seqs, geometry, tok.pad_token_id)
+            limits[name] = min(limits.get(name, float("inf")), t)
+            label = f"{name} seqs/forward" if isinstance(name, int) else name
+            print(f"[round {rnd}] limit @ {label}: {len(examples) / t:.3f} samples/s", flush=True)
         if slow is not None:
             t0 = time.perf_counter()
             cherry = cherry_loop(slow, tok, examples, template, max_length)
@@ -136,28 +181,39 @@ def main() -> None:
             t_cherry = min(t_cherry, t)
             print(f"[round {rnd}] cherry loop: {len(examples) / t:.3f} samples/s", flush=True)
     best_bs = min(limits, key=limits.get)
-    # padding waste, deterministic (not subject to machine load): padded / real tokens of the pipeline's batches
-    # (ifd.batches over the length-sorted passes of each shard) and of the limit's batches at its best size
-    from cpqs_bench.selectors.ifd import SHARD_SIZE, batches
-
+    # padding waste and forward counts, deterministic (not subject to machine load): padded / real tokens of the
+    # pipeline's batches (ifd.batches over the length-sorted passes of each shard) and of the limit's best batches
     real = sum(len(x) for x in seqs)
-    pipe_padded = 0
-    for k in range(0, len(seqs), 2 * SHARD_SIZE):  # two passes per example, one shard at a time
-        jobs = sorted([(0, 0, x, 1) for x in seqs[k: k + 2 * SHARD_SIZE]], key=lambda j: -len(j[2]))
-        for b in batches(jobs, max_seqs=2 * cfg.selectors.batch_size,
-                         max_tokens=cfg.selectors.batch_size * max_length):
-            pipe_padded += len(b) * len(b[0][2])
     ordered = sorted(seqs, key=len, reverse=True)
-    limit_padded = sum(len(ordered[i]) * len(ordered[i: i + best_bs]) for i in range(0, len(ordered), best_bs))
+
+    def chunks_of(geometry: Any) -> list[list[tuple[int, ...]]]:
+        if isinstance(geometry, list):
+            return geometry
+        return [ordered[i: i + geometry] for i in range(0, len(ordered), geometry)]
+
+    def padded(chunks: list[list[tuple[int, ...]]]) -> int:
+        return sum(len(c) * max(len(x) for x in c) for c in chunks)
+
+    alt_chunks = pipeline_batches(seqs, alt_limits_)
     t_limit = limits[best_bs]
     result: dict[str, Any] = {
         "n": len(examples), "model": info.spec, "dtype": info.dtype, "device": device, "rounds": args.rounds,
-        "pipeline_samples_per_s": len(examples) / t_pipe, "pipeline_max_seqs": 2 * cfg.selectors.batch_size,
-        "limit_samples_per_s": len(examples) / t_limit, "limit_best_batch_seqs": best_bs,
-        "limit_by_batch_samples_per_s": {b: len(examples) / t for b, t in limits.items()},
+        "pipeline_samples_per_s": len(examples) / t_pipe,
+        "pipeline_limits_seqs_tokens": list(new_limits),
+        "limit_samples_per_s": len(examples) / t_limit, "limit_best_batches": best_bs,
+        "limit_by_batch_samples_per_s": {str(b): round(len(examples) / t, 4) for b, t in limits.items()},
         "pipeline_over_limit": t_limit / t_pipe,
-        "pipeline_padding_waste": pipe_padded / real - 1.0, "limit_padding_waste": limit_padded / real - 1.0,
+        "pipeline_forwards": len(geometries["pipeline batches"]),
+        "limit_forwards": len(chunks_of(geometries[best_bs])),
+        "pipeline_padding_waste": padded(geometries["pipeline batches"]) / real - 1.0,
+        "limit_padding_waste": padded(chunks_of(geometries[best_bs])) / real - 1.0,
     }
+    if alt:
+        result.update({"alt_limits_seqs_tokens": list(alt), "alt_forwards": len(alt_chunks),
+                       "alt_padding_waste": padded(alt_chunks) / real - 1.0,
+                       "alt_samples_per_s": len(examples) / t_alt, "alt_over_limit": t_limit / t_alt})
+        pairs = [(a, b) for a, b in zip(pipe_scores, alt_scores) if a == a and b == b]
+        result["max_abs_ifd_diff_vs_alt"] = max(abs(a - b) for a, b in pairs)
     if slow is not None:
         result["cherry_samples_per_s"] = len(examples) / t_cherry
         result["pipeline_over_cherry"] = t_cherry / t_pipe

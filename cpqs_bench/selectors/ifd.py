@@ -226,6 +226,13 @@ def batches(jobs: Sequence[Any], max_seqs: int, max_tokens: int) -> Iterator[lis
         yield batch
 
 
+def batch_limits(batch_size: int, max_length: int) -> tuple[int, int]:
+    """(max sequences, max padded tokens) per forward for ``selectors.batch_size`` examples (two passes each) of at
+    most ``max_length`` tokens (benchmarks/bench_ifd.py measures these very batches)."""
+    batch_size, max_length = max(1, int(batch_size)), max(1, int(max_length))
+    return 2 * batch_size, batch_size * max_length
+
+
 def score_shard(model: Any, tok: Any, examples: Sequence[Example], s: IFDSettings) -> list[Losses]:
     """Both passes for one shard: all sequences sorted by length (longest first), batched, losses per example."""
     context = direct_context(tok, s.template, s.system_prompt, s.context)
@@ -242,7 +249,8 @@ def score_shard(model: Any, tok: Any, examples: Sequence[Example], s: IFDSetting
                 jobs.append((i, kind, ids, start))
     jobs.sort(key=lambda j: (-len(j[2]), j[0], j[1]))
     sums: dict[tuple[int, int], tuple[float, int]] = {}
-    for batch in batches(jobs, max_seqs=max(1, 2 * s.batch_size), max_tokens=s.batch_size * s.max_length):
+    max_seqs, max_tokens = batch_limits(s.batch_size, s.max_length)
+    for batch in batches(jobs, max_seqs=max_seqs, max_tokens=max_tokens):
         for job, result in zip(batch, sequence_losses(model, [(j[2], j[3]) for j in batch], pad_id)):
             sums[(job[0], job[1])] = result
     out = []
