@@ -304,3 +304,61 @@ def test_arms_in_one_process_equal_separate_runs_and_the_base_stays_clean(env, t
         assert res.returncode == 0, res.stderr[-2000:]
         assert max_diff(adapter(tmp_path / f"shared{k}"), adapter(tmp_path / f"alone{k}")) == 0.0, k
     assert max_diff(adapter(tmp_path / "shared0"), adapter(tmp_path / "shared2")) > 0  # the seed matters
+
+
+# ---------------------------------------------------------------------------------------------------- packing
+def test_packed_micro_batch_keeps_examples_apart(env):
+    """One packed row (restarting position ids, no mask) gives every example the logits it gets alone, and the
+    same summed supervised loss; the same row without position ids mixes the examples (so the check can fail)."""
+    from transformers import AutoModelForCausalLM
+
+    from cpqs_bench.finetune.dataset import PackCollator, PadCollator
+
+    model = AutoModelForCausalLM.from_pretrained(env / "model", attn_implementation="sdpa").eval()
+    rows = [{"input_ids": [5, 17, 42, 99, 7, 3, 11], "labels": [-100, -100, 42, 99, 7, 3, 11]},
+            {"input_ids": [8, 9, 10, 12], "labels": [-100, 9, 10, 12]},
+            {"input_ids": [20, 21, 22, 23, 24, 25], "labels": [20, 21, -100, 23, 24, 25]}]  # first label set
+    packed = PackCollator()(rows)
+    assert packed["input_ids"].shape == (1, 17) and packed["attention_mask"].all()
+    assert packed["position_ids"].tolist() == [list(range(7)) + list(range(4)) + list(range(6))]
+    assert packed["labels"][0, 11].item() == -100  # never predicted from the previous example's last token
+    with torch.no_grad():
+        # use_cache=False as in training: with a KV cache transformers does not look for packed position ids
+        out = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits[0]
+        mixed = model(input_ids=packed["input_ids"], use_cache=False).logits[0]
+        start = 0
+        for r in rows:
+            alone = model(input_ids=torch.tensor([r["input_ids"]])).logits[0]
+            n = len(r["input_ids"])
+            assert (out[start: start + n] - alone).abs().max().item() < 1e-5
+            start += n
+        assert (mixed[7:] - out[7:]).abs().max().item() > 1e-3
+        padded = PadCollator(0)(rows)
+        loss_sum = lambda logits, labels: torch.nn.functional.cross_entropy(  # noqa: E731
+            logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), reduction="sum")
+        lp = loss_sum(model(input_ids=padded["input_ids"]).logits, padded["labels"])
+        lk = loss_sum(out[None], packed["labels"])
+        assert (padded["labels"][:, 1:] != -100).sum() == (packed["labels"][:, 1:] != -100).sum()
+    assert abs(lp.item() - lk.item()) < 1e-4
+
+
+def test_packing_is_in_the_recipe_and_trains_what_padding_trains(env, tmp_path):
+    """Same examples per step, same normalisation: with dropout off, packed and padded arms agree up to float
+    reduction order; the recipe hash tells them apart; packing under an unsupported attention is refused."""
+    ov = {"finetune.lora_dropout": 0.0, "finetune.max_steps": 3}
+    packed = train(env, tmp_path / "packed", overrides(env, **ov))
+    padded = train(env, tmp_path / "padded", overrides(env, **ov, **{"finetune.packing": False}))
+    assert packed["training"]["packing"] is True and padded["training"]["packing"] is False
+    assert packed["recipe_hash"] != padded["recipe_hash"]
+    assert packed["training"]["total_input_tokens"] == padded["training"]["total_input_tokens"]
+    assert max_diff(adapter(tmp_path / "packed"), adapter(tmp_path / "padded")) <= 1e-4
+    for a, b in zip(packed["training"]["loss_curve"], padded["training"]["loss_curve"]):
+        assert abs(a["loss"] - b["loss"]) < 1e-4
+
+    class Odd:
+        class config:
+            _attn_implementation = "some_kernel"
+
+    ft = load_config("smoke", overrides(env)).finetune
+    with pytest.raises(ValueError, match="finetune.packing"):
+        sft.collator(ft, Odd(), None)

@@ -231,3 +231,36 @@ class PadCollator:
         ids, mask, labels = right_pad([b["input_ids"] for b in batch], self.pad_id,
                                       fill=[b["labels"] for b in batch], fill_pad=IGNORE_INDEX)
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+# Attention implementations under which transformers keeps packed examples apart given restarting ``position_ids``
+# and no attention mask: sdpa / eager / flex build a block-diagonal causal mask from the position ids
+# (``masking_utils.find_packed_sequence_indices``), flash-attention runs varlen. Anything else is refused.
+PACKING_ATTENTION = frozenset({"sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"})
+
+
+@dataclass(frozen=True)
+class PackCollator:
+    """A micro-batch as one padding-free row: the examples concatenated, ``position_ids`` restarting at 0 for
+    each, the first label of each example set to -100 (it would otherwise be predicted from the previous example's
+    last token; a causal-LM loss never trains on a row's first token, so the supervised (position → target) pairs
+    are exactly those of :class:`PadCollator`). With no attention mask, transformers derives a block-diagonal causal
+    mask from the restarting position ids: no example attends to another (see :data:`PACKING_ATTENTION`). The
+    attention mask (all ones) stays in the batch only for the Trainer's token counter; the loss path drops it."""
+
+    def __call__(self, batch: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        for b in batch:
+            n = len(b["input_ids"])
+            if len(b["labels"]) != n or n == 0:
+                raise ValueError(f"row with {n} input ids and {len(b['labels'])} labels cannot be packed")
+            ids += b["input_ids"]
+            labels += [IGNORE_INDEX] + list(b["labels"][1:])
+            positions += range(n)
+        t = lambda x: torch.tensor([x], dtype=torch.long)  # noqa: E731
+        return {"input_ids": t(ids), "labels": t(labels), "position_ids": t(positions),
+                "attention_mask": torch.ones((1, len(ids)), dtype=torch.long)}

@@ -14,7 +14,8 @@ Library entry: :func:`finetune_arm` (resolved ``Config``, the selection file, th
 optional ``loader``). With a shared loader (the pipeline's model cache) the base model is loaded once per process for
 all arms: each arm adds a fresh LoRA (seeded, so identical to a separate process) and removes it again before
 returning, so the cached base stays clean. Rows are tokenised once per process (:data:`dataset.TOKEN_CACHE`),
-micro-batches are length-grouped (``finetune.group_by_length``), checkpoints are written by time
+micro-batches are length-grouped (``finetune.group_by_length``) and each is packed into one padding-free row with
+restarting position ids (``finetune.packing``; examples never attend to each other), checkpoints are written by time
 (``finetune.save_interval_s``) or every ``finetune.save_steps``, and the full-selection loss passes run only when
 ``finetune.measure_train_loss`` asks for them. Warmup: ``finetune.warmup_ratio`` × the optimizer steps, rounded up,
 computed here and handed to transformers as a step count (same meaning on every supported release).
@@ -43,8 +44,8 @@ from cpqs_bench import models, provenance, templates
 from cpqs_bench.config import config_hash, to_dict, to_yaml
 from cpqs_bench.data.example import Example, content_hash
 from cpqs_bench.finetune import checkpoints, progress
-from cpqs_bench.finetune.dataset import (LengthGroupedSampler, PadCollator, RowDataset, SFTData, pick, read_selection,
-                                         tokenize)
+from cpqs_bench.finetune.dataset import (PACKING_ATTENTION, LengthGroupedSampler, PackCollator, PadCollator, RowDataset,
+                                         SFTData, pick, read_selection, tokenize)
 from cpqs_bench.finetune.recipe import RecipeMismatch, recipe, recipe_hash
 from cpqs_bench.io import read_json, sha256_file, write_json, write_text
 from cpqs_bench.prompts import pad_token_id
@@ -231,6 +232,8 @@ def _trainer(ft: Any, rows: list[dict], seed: int, group: int, **kwargs: Any) ->
             # carry label -100, so the mask changes nothing in the loss. Without it the attention takes its fused
             # causal path instead of building a 4-D mask. (The mask stays in the batch for the token counter.)
             inputs = {k: v for k, v in inputs.items() if k != "attention_mask"}
+            if "position_ids" in inputs:  # packed row: transformers separates the examples only without a KV cache
+                inputs["use_cache"] = False
             return super().compute_loss(model, inputs, *args, **kw)
 
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
@@ -239,6 +242,19 @@ def _trainer(ft: Any, rows: list[dict], seed: int, group: int, **kwargs: Any) ->
             return super().create_scheduler(num_training_steps, optimizer)
 
     return SFTTrainer(train_dataset=RowDataset(rows), **kwargs)
+
+
+def collator(ft: Any, model: Any, tok: Any) -> Any:
+    """Packed micro-batches (``finetune.packing``) where the attention implementation keeps packed examples apart,
+    else right-padded ones. Packing under any other implementation is refused, never silently done or skipped."""
+    if not ft.packing:
+        return PadCollator(pad_token_id(tok))
+    impl = getattr(model.config, "_attn_implementation", None)
+    if impl not in PACKING_ATTENTION:
+        raise ValueError(f"finetune.packing=true needs an attention implementation that separates packed examples "
+                         f"by position ids ({sorted(PACKING_ATTENTION)}); this model uses {impl!r}. "
+                         "Set finetune.packing=false (a different recipe).")
+    return PackCollator()
 
 
 def mean_response_loss(model: Any, data: SFTData, pad_id: int, precision: str, batch_size: int = 4) -> float:
@@ -376,7 +392,7 @@ def _train(cfg: Any, ft: Any, peft_model: Any, tok: Any, info: Any, data: SFTDat
     # it for the arm exactly as prompts.render did for training); a copy, the loaded tokenizer may be shared.
     saved_tok = templates.apply(copy.deepcopy(tok), cfg.prompt)
     trainer = _trainer(ft, data.rows, seed, ft.micro_batch_size, model=peft_model, args=args,
-                       data_collator=PadCollator(pad_token_id(tok)), processing_class=saved_tok, callbacks=callbacks)
+                       data_collator=collator(ft, peft_model, tok), processing_class=saved_tok, callbacks=callbacks)
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # our progress bar shows loss/tokens/s; no raw dict prints
@@ -427,7 +443,7 @@ def _train(cfg: Any, ft: Any, peft_model: Any, tok: Any, info: Any, data: SFTDat
             "grad_accum": accum, "effective_batch": ft.micro_batch_size * accum * processes,
             "global_steps": trainer.state.global_step, "epochs": trainer.state.epoch,
             "warmup_steps": getattr(trainer, "warmup_steps_used", None),
-            "group_by_length": ft.group_by_length,
+            "group_by_length": ft.group_by_length, "packing": ft.packing,
             "resumed_from": str(resume_from) if resume_from else None,
             "train_loss": result.training_loss, "wall_seconds": round(wall, 3),
             "load_seconds": round(load_seconds, 3), "save_seconds": round(time.perf_counter() - t_save, 3),
