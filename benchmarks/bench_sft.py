@@ -142,7 +142,7 @@ def main() -> None:
             same = bare_loop(model, ft, [data.rows[i] for i in grouped], precision, accum, 0, pad_token_id(tok))
             print(f"[round {rnd}] project loop {loop:.2f} s, call {call:.2f} s; bare packed {bare['seconds']:.2f} s; "
                   f"bare on the project's batches {same['seconds']:.2f} s", flush=True)
-            if not best or loop < best["loop"]:
+            if "loop" not in best or loop < best["loop"]:
                 best.update(loop=loop, call=call)
             if "bare" not in best or bare["seconds"] < best["bare"]["seconds"]:
                 best["bare"] = bare
