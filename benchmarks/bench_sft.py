@@ -9,9 +9,9 @@
   never does — this is an upper bound, not a recipe), the same micro-batch, accumulation, AdamW, precision
   (bf16 autocast where the project resolves bf16), one pass over the same tokens.
 
-The project packs each micro-batch into one padding-free row (``finetune.packing``, examples kept apart by the
-block-diagonal causal mask transformers builds from restarting position ids); ``--padded`` also times the project
-with ``finetune.packing=false`` in every round, side by side.
+``--padded`` times the project twice per round, side by side: with ``finetune.packing=true`` (each micro-batch one
+padding-free row, examples kept apart by the block-diagonal causal mask transformers builds from restarting position
+ids) as "project", and with the default padded micro-batches as "padded".
 
 Also a third timing, **bare on the project's batches** (the same length-grouped micro-batches, right-padded (the
 ``finetune.packing=false`` layout), plain loop): project/that ratio is the framework's own overhead, project/bare-packed adds padding and row length.
@@ -106,7 +106,7 @@ def main() -> None:
 
     overrides = [f"model.id={args.model}", "finetune.epochs=1", f"finetune.max_length={args.max_length}",
                  f"finetune.precision={args.precision}", "finetune.logging_steps=1000", "publish.wandb=false"]
-    cfg = load_config("smoke", overrides)
+    cfg = load_config("smoke", [*overrides, "finetune.packing=true"] if args.padded else overrides)
     ft = cfg.finetune
     pool = read_pool(args.pool, limit=args.n).examples
     device = sft.models.pick_device(cfg.model.device)

@@ -346,8 +346,9 @@ def test_packing_is_in_the_recipe_and_trains_what_padding_trains(env, tmp_path):
     """Same examples per step, same normalisation: with dropout off, packed and padded arms agree up to float
     reduction order; the recipe hash tells them apart; packing under an unsupported attention is refused."""
     ov = {"finetune.lora_dropout": 0.0, "finetune.max_steps": 3}
-    packed = train(env, tmp_path / "packed", overrides(env, **ov))
-    padded = train(env, tmp_path / "padded", overrides(env, **ov, **{"finetune.packing": False}))
+    packed = train(env, tmp_path / "packed", overrides(env, **ov, **{"finetune.packing": True}))
+    padded = train(env, tmp_path / "padded", overrides(env, **ov))
+    assert "packing" not in padded["recipe"]["finetune"]  # off: the recipe (and hash) as before the option
     assert packed["training"]["packing"] is True and padded["training"]["packing"] is False
     assert packed["recipe_hash"] != padded["recipe_hash"]
     assert packed["training"]["total_input_tokens"] == padded["training"]["total_input_tokens"]
@@ -359,6 +360,6 @@ def test_packing_is_in_the_recipe_and_trains_what_padding_trains(env, tmp_path):
         class config:
             _attn_implementation = "some_kernel"
 
-    ft = load_config("smoke", overrides(env)).finetune
+    ft = load_config("smoke", overrides(env, **{"finetune.packing": True})).finetune
     with pytest.raises(ValueError, match="finetune.packing"):
         sft.collator(ft, Odd(), None)

@@ -26,8 +26,10 @@ class FinetuneConfig:
     # Each micro-batch as one padding-free row (position ids restart per example; transformers keeps examples apart
     # with a block-diagonal causal mask; see dataset.PackCollator). Same examples per micro-batch and per optimizer
     # step and the same loss normalisation (supervised tokens of the whole step) as padded batches; only float
-    # reduction order and the dropout masks differ, so it is part of the recipe.
-    packing: bool = True
+    # reduction order and the dropout masks differ, so it is part of the recipe (recorded only when on: an arm
+    # trained padded keeps the recipe hash it had before the option existed). Off by default: on the CPU bench the
+    # block-diagonal mask cost about what the padding saved (bench_sft.py --padded).
+    packing: bool = False
     save_steps: int = 0  # checkpoint every N optimizer steps (0: by time only, save_interval_s)
     save_interval_s: float = 300.0  # checkpoint when this many seconds passed since the last one (0: off)
     save_total_limit: int = 2

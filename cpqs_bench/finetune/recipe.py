@@ -29,6 +29,8 @@ class RecipeMismatch(ValueError):
 def recipe(cfg: Any, *, precision: str, model_revision: str | None) -> dict[str, Any]:
     """The recipe mapping for a resolved :class:`cpqs_bench.config.Config`."""
     ft = {k: v for k, v in to_dict(cfg.finetune).items() if k not in OPERATIONAL_KEYS}
+    if not ft.get("packing"):
+        ft.pop("packing", None)  # padded = the recipe as it was before finetune.packing existed (same hash)
     return {
         "finetune": ft,
         "precision": precision,

@@ -14,8 +14,8 @@ Library entry: :func:`finetune_arm` (resolved ``Config``, the selection file, th
 optional ``loader``). With a shared loader (the pipeline's model cache) the base model is loaded once per process for
 all arms: each arm adds a fresh LoRA (seeded, so identical to a separate process) and removes it again before
 returning, so the cached base stays clean. Rows are tokenised once per process (:data:`dataset.TOKEN_CACHE`),
-micro-batches are length-grouped (``finetune.group_by_length``) and each is packed into one padding-free row with
-restarting position ids (``finetune.packing``; examples never attend to each other), checkpoints are written by time
+micro-batches are length-grouped (``finetune.group_by_length``) and, with ``finetune.packing`` (off by default), each
+is packed into one padding-free row with restarting position ids (examples never attend to each other), checkpoints are written by time
 (``finetune.save_interval_s``) or every ``finetune.save_steps``, and the full-selection loss passes run only when
 ``finetune.measure_train_loss`` asks for them. Warmup: ``finetune.warmup_ratio`` × the optimizer steps, rounded up,
 computed here and handed to transformers as a step count (same meaning on every supported release).
