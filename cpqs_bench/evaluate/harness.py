@@ -368,14 +368,14 @@ def _verify_outputs(out: Path, tasks: list[str]) -> None:
 # entry point
 # ----------------------------------------------------------------------------------------------------------------------
 
-def _default_loader(device: str) -> Loader:
+def default_loader(device: str) -> Loader:
     def load(spec: str, revision: str | None, dtype: str) -> tuple[Any, Any, Any]:
         return models.load(spec, revision, dtype=dtype, device=device)
 
     return load
 
 
-class _Attached:
+class Attached:
     """A PEFT adapter attached to a (possibly shared) base model for one evaluation, removed on exit."""
 
     def __init__(self, base: Any, adapter: str | None) -> None:
@@ -449,14 +449,14 @@ def evaluate_model(cfg: Any, out: str | Path, *, adapter: str | Path | None = No
         lm = _build_vllm(path, hub_revision, adapter, settings)
         tokenizer = getattr(lm, "tokenizer", None)
         adapter_delta = _probe_adapter_hf(path, hub_revision, adapter, dev, settings.dtype) if adapter else None
-        attached = _Attached(None, None)
+        attached = Attached(None, None)
         base = None
     else:
         t_load = time.monotonic()
-        load = loader if loader is not None else _default_loader(dev)
+        load = loader if loader is not None else default_loader(dev)
         base, tokenizer, _info = load(model_spec, cfg.model.revision, settings.dtype)
         load_s = time.monotonic() - t_load
-        attached = _Attached(base, adapter)
+        attached = Attached(base, adapter)
         lm = None
     chat_tasks = [t for t in task_list if infos[t]["chat"]]
     template_hash = None

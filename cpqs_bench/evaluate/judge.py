@@ -34,15 +34,12 @@ averaged over the seeds where it parsed, so the seeds of one prompt are not coun
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import gzip
-import json
 import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from cpqs_bench.judge.backends import generate, prompt_text
 
@@ -162,23 +159,16 @@ def evaluate_pairwise(ids: Sequence[str], questions: Sequence[str], arm: tuple[A
 
 def read_prompts(path: str | Path) -> list[tuple[str, str]]:
     """(id, question) per line of a prompt-set JSONL (``.gz`` too); question = instruction [+ "\\n" + input]."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    from cpqs_bench.io import iter_jsonl_objects
+
     out = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            key = next((k for k in QUESTION_KEYS if isinstance(row.get(k), str) and row[k].strip()), None)
-            if key is None:
-                raise ValueError(f"{path}:{lineno}: no question field (one of {', '.join(QUESTION_KEYS)})")
-            q = row[key] + ("\n" + row["input"] if isinstance(row.get("input"), str) and row["input"].strip() else "")
-            rid = next((row[k] for k in ("question_id", "id", "idx") if k in row), lineno)
-            out.append((str(rid), q))
+    for lineno, row in iter_jsonl_objects(path):  # file:line errors for bad JSON in one place
+        key = next((k for k in QUESTION_KEYS if isinstance(row.get(k), str) and row[k].strip()), None)
+        if key is None:
+            raise ValueError(f"{path}:{lineno}: no question field (one of {', '.join(QUESTION_KEYS)})")
+        q = row[key] + ("\n" + row["input"] if isinstance(row.get("input"), str) and row["input"].strip() else "")
+        rid = next((row[k] for k in ("question_id", "id", "idx") if k in row), lineno)
+        out.append((str(rid), q))
     return out
 
 
@@ -231,37 +221,20 @@ def load_prompt_sets(sets: Sequence[str], mirror: str | Path | None = None, limi
     return rows
 
 
-@contextlib.contextmanager
-def _attached(base: Any, adapter: str | Path | None) -> Iterator[Any]:
-    """A PEFT adapter on the (shared) base model for one call, removed afterwards (as the evaluation stage does)."""
-    if not adapter:
-        yield base
-        return
-    from peft import PeftModel
-
-    model = PeftModel.from_pretrained(base, str(adapter), is_trainable=False).eval()
-    try:
-        yield model
-    finally:
-        model.unload()  # the cached base is the base model again
-        base.eval()
-
-
 def answer_prompt_sets(cfg: Any, prompts: Sequence[dict[str, str]], out: str | Path, *,
                        adapter: str | Path | None = None,
                        loader: Callable[[str, str | None, str], tuple[Any, Any, Any]] | None = None) -> dict[str, Any]:
     """Greedy answers of ``cfg.model`` (+ ``adapter``) to ``prompts`` under the training template
     (``cfg.prompt``); writes ``answers.jsonl`` into ``out``; returns the manifest fields."""
     from cpqs_bench import models, templates
+    from cpqs_bench.evaluate.harness import Attached, default_loader
     from cpqs_bench.io import write_jsonl
 
     pw = cfg.evaluate.pairwise
-    if loader is None:
-        device = models.pick_device(cfg.model.device)
-        loader = lambda spec, rev, dtype: models.load(spec, rev, dtype=dtype, device=device)  # noqa: E731
-    base, tokenizer, _info = loader(cfg.model.id, cfg.model.revision, cfg.evaluate.dtype)
+    load = loader if loader is not None else default_loader(models.pick_device(cfg.model.device))
+    base, tokenizer, _info = load(cfg.model.id, cfg.model.revision, cfg.evaluate.dtype)
     tokenizer = templates.apply(copy.deepcopy(tokenizer), cfg.prompt)  # a copy: the loader's may be shared
-    with _attached(base, adapter) as model:
+    with Attached(base, str(adapter) if adapter else None) as model:
         answers = generate_answers(model, tokenizer, [p["question"] for p in prompts], pw.max_new_tokens,
                                    pw.batch_size, system_prompt=cfg.prompt.system_prompt)
     out = Path(out)
@@ -272,19 +245,13 @@ def answer_prompt_sets(cfg: Any, prompts: Sequence[dict[str, str]], out: str | P
                            "dtype": cfg.evaluate.dtype, "template": cfg.prompt.template}}
 
 
-def _read_answers(path: str | Path) -> list[dict[str, Any]]:
-    from cpqs_bench.io import read_jsonl
-
-    return list(read_jsonl(path))
-
-
 def judge_answer_files(answers: str | Path, reference: str | Path, judge: Any, out: str | Path, *,
                        rule: str = "strict", n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Judge an arm's ``answers.jsonl`` against the reference's (same prompts), both orders; writes
     ``judgements.jsonl`` and ``summary.json`` (overall and per set) into ``out``; returns the summary document."""
-    from cpqs_bench.io import write_json, write_jsonl
+    from cpqs_bench.io import read_jsonl, write_json, write_jsonl
 
-    arm, ref = _read_answers(answers), _read_answers(reference)
+    arm, ref = list(read_jsonl(answers)), list(read_jsonl(reference))
     if [r["id"] for r in arm] != [r["id"] for r in ref]:
         raise ValueError(f"{answers} and {reference} answer different prompts: the answer stages disagree on the "
                          f"prompt sets")
@@ -313,8 +280,10 @@ def judge_name(judge: Any) -> str:
 
 def read_judgements(path: str | Path) -> list[Judgement]:
     """The judgements a judge stage wrote (``judgements.jsonl``)."""
+    from cpqs_bench.io import read_jsonl
+
     out = []
-    for row in _read_answers(path):
+    for row in read_jsonl(path):
         pair = lambda v: tuple(v) if v is not None else None  # noqa: E731
         out.append(Judgement(str(row["id"]), row["outcome"], pair(row["forward"]), pair(row["reverse"]),
                              row["review_forward"], row["review_reverse"]))
