@@ -451,7 +451,7 @@ class Experiment:
             from cpqs_bench.leaderboard_page import write_pages
 
             board = leaderboard.main(eval_dirs, out_dir, cfg.experiment.name, cfg.experiment.description or None,
-                                     **({"pairwise": judge_dirs} if judge_dirs else {}))
+                                     pairwise=judge_dirs or ())
             board["html"] = write_pages(Path(board["json"]), out_dir, eval_dirs=eval_dirs)
             return board
 
