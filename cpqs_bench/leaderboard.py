@@ -581,6 +581,30 @@ def _is_eval_dir(d: Path) -> bool:
     return all((d / n).is_file() for n in ("manifest.json", "items.jsonl", "metrics.json", "DONE"))
 
 
+def find_judge_dirs(inputs: str | Path | Sequence[str | Path], *, required: bool = False) -> list[Path]:
+    """Finished pairwise judge stage directories among ``inputs`` (the ``pairwise`` argument of :func:`main`): each
+    input is a judge dir itself or a run dir searched recursively, like :func:`find_eval_dirs`.
+
+    A judge dir holds ``manifest.json``, ``summary.json``, ``judgements.jsonl`` and ``DONE`` (written last, so an
+    interrupted stage is never a result). A run without pairwise judging has none: ``[]``, unless ``required``,
+    where an input without one raises ``FileNotFoundError`` (an explicitly named judge directory must be one).
+    """
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    names = ("manifest.json", "summary.json", "judgements.jsonl", "DONE")
+    found: list[Path] = []
+    for root in map(Path, inputs):
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: not a directory")
+        hits = [root] if all((root / n).is_file() for n in names) else sorted(
+            p.parent for p in root.rglob("judgements.jsonl") if all((p.parent / n).is_file() for n in names))
+        if required and not hits:
+            raise FileNotFoundError(f"{root}: no finished pairwise judge directory "
+                                    f"({' + '.join(names)})")
+        found += [h for h in hits if h not in found]
+    return found
+
+
 def default_note(results: Sequence[ArmResult]) -> str:
     """A factual note from the manifests, for when the caller gives none; it never claims a paper result."""
     models = sorted({str(r.manifest.get("model_id") or MISSING) for r in results})

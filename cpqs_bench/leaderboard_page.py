@@ -7,6 +7,10 @@ tasks with the mean score, the item-bootstrap CI drawn as an error bar and the p
 reference arm; columns sort on click; filters narrow the rows by model, budget and selector; a click on a row
 opens a drawer with the run's provenance, per-seed scores, every paired comparison and the per-item outcomes.
 A "what this can and cannot show" note states the sample sizes and the smallest differences they can resolve.
+When the leaderboard has a pairwise LLM-judge section (``pairwise`` in its JSON), the page shows it after the domain
+tables as a static table drawn here, text escaped, numbers formatted as in the Markdown: per arm vs the reference
+arm, win / tie / lose / unparsed, the win rate, the net score (W − L) / N with its bootstrap CI, the sign-test p and
+the judge, labelled "weak judge: a pipeline check" when the judge is the embedded / target model itself.
 
 The page state (sort and filters) lives in the URL fragment (``#sort=<domain>:<column>:<asc|desc>&selector=random``)
 so a view can be shared as a link; the browser test drives the page through it.
@@ -27,10 +31,13 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 from cpqs_bench.io import read_json, read_jsonl, write_text
+from cpqs_bench.leaderboard import fmt_p, fmt_pct
 
 SCHEMA = "cpqs-bench/leaderboard/v1"
 PAGE_SCHEMA = "cpqs-bench/leaderboard-page/v1"
 DEFAULT_DOMAIN = "other"
+PAIRWISE_TITLE = "general (pairwise judge)"
+WEAK_JUDGE = "weak judge: a pipeline check"
 
 # The project's own task YAMLs load their data through these functions (``custom_dataset: !function ...``): the
 # Hub dataset and the domain they stand for. Used only when the task's YAML metadata does not say
@@ -163,6 +170,45 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v not in (None, "", "missing")), None)
 
 
+def _count(x: Any) -> int | None:
+    return int(x) if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def pairwise_data(section: Any) -> dict[str, Any] | None:
+    """The leaderboard JSON's ``pairwise`` section as the page shows it (None when the run had none).
+
+    Fields a row lacks are shown as "—"; a section that is not ``{"rows": [{...}, ...]}`` is an error (it is written
+    by :func:`cpqs_bench.leaderboard.load_pairwise`, so another shape is a corrupt file, not an older one)."""
+    if section is None:
+        return None
+    rows = section.get("rows") if isinstance(section, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError("pairwise: expected a section {\"title\", \"rows\": [{...}, ...]}, got "
+                         f"{type(rows if isinstance(section, dict) else section).__name__}")
+    out = []
+    for r in rows:
+        arm, reference = str(r.get("arm")), str(r.get("reference"))
+        # base has no seed of its own: it is judged against the reference arm of every seed (as in the Markdown)
+        seeds = r.get("reference_seeds") if arm == "base" and reference != "base" else r.get("seeds")
+        ci = r.get("net_ci95")
+        ci = [_num(ci[0]), _num(ci[1])] if isinstance(ci, list) and len(ci) == 2 else None
+        score = _num(r.get("winning_score"))
+        out.append({
+            "arm": arm, "reference": reference,
+            "seeds": [_count(s) for s in seeds] if isinstance(seeds, list) else [],
+            "sets": [str(x) for x in r.get("sets") or []],
+            **{k: _count(r.get(k)) for k in ("win", "tie", "lose", "unparsed", "n", "n_prompts")},
+            "win_rate": _num(r.get("win_rate")), "winning_score": score,
+            "net": None if score is None else score - 1, "net_ci95": None if ci is None or None in ci else ci,
+            "sign_test_p": _num(r.get("sign_test_p")),
+            "judge": str(_first(r.get("judge"), r.get("judge_label"), "unknown")),
+            "judge_label": str(r.get("judge_label") or ""), "rule": str(r.get("rule") or "?"),
+            "weak_judge": r.get("weak_judge") is True,
+        })
+    return {"title": str(section.get("title") or PAIRWISE_TITLE), "rows": out, "n_boot": _count(section.get("n_boot")),
+            "judge_prompt": [str(x) for x in section.get("judge_prompt") or []]}
+
+
 def page_data(doc: Mapping[str, Any], extras: Mapping[str, Any] | None = None,
               facts: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The JSON inlined in the page: the leaderboard document reshaped per domain, plus arm attributes."""
@@ -220,7 +266,7 @@ def page_data(doc: Mapping[str, Any], extras: Mapping[str, Any] | None = None,
     for t in tasks:
         domains.setdefault(str(facts.get(t, {}).get("domain") or DEFAULT_DOMAIN), []).append(t)
     known = [k for k in ("note", "warnings", "score_unit", "figure", "power", "stats", "experiment", "schema",
-                         "tasks", "arms", "tables", "summary", "provenance")]
+                         "tasks", "arms", "tables", "summary", "provenance", "pairwise")]
     return {
         "schema": PAGE_SCHEMA, "source_schema": doc.get("schema"), "experiment": str(doc.get("experiment") or "?"),
         "note": doc.get("note") or "", "warnings": [str(w) for w in doc.get("warnings") or []],
@@ -231,6 +277,7 @@ def page_data(doc: Mapping[str, Any], extras: Mapping[str, Any] | None = None,
         "tasks": [{"name": t, **{k: v for k, v in facts.get(t, {}).items()}} for t in tasks],
         "domains": [{"name": d, "tasks": ts} for d, ts in domains.items()],
         "arms": arm_rows, "arm_order": arms, "cells": cells, "provenance": provenance, "items": extras.get("items") or {},
+        "pairwise": pairwise_data(doc.get("pairwise")),
         "extra_keys": sorted(k for k in doc if k not in known),
     }
 
@@ -246,6 +293,64 @@ def _inline_json(data: Any) -> str:
 _ASSET_DIR = Path(__file__).resolve().parent / "leaderboard_assets"
 
 
+def _signed(x: float | None) -> str:
+    return "—" if x is None else f"{x:+.3f}"
+
+
+def render_pairwise(section: Mapping[str, Any] | None) -> str:
+    """The pairwise-judge section (:func:`pairwise_data`) as static HTML, every text escaped; "" when there is none.
+    The page's script moves it after the domain tables; without the script it still shows. Each number cell carries
+    its exact value in ``data-value``."""
+    if not section:
+        return ""
+    e = html.escape
+    cols = [("arm", "arm"), ("reference", "vs"), ("seeds", "seeds"), ("sets", "sets"), ("win", "win"),
+            ("tie", "tie"), ("lose", "lose"), ("unparsed", "unparsed"), ("win_rate", "win rate (%)"),
+            ("winning_score", "winning score"), ("net", "net (W−L)/N [95% CI]"), ("sign_test_p", "sign-test p"),
+            ("judge", "judge")]
+    head = "".join(f'<th scope="col" data-col="{c}">{e(label)}</th>' for c, label in cols)
+    body = []
+    for r in section["rows"]:
+        ci = r["net_ci95"]
+        text = {
+            "seeds": ",".join("—" if s is None else str(s) for s in r["seeds"]) or "—",
+            "sets": ", ".join(r["sets"]) or "—",
+            **{k: "—" if r[k] is None else str(r[k]) for k in ("win", "tie", "lose", "unparsed")},
+            "win_rate": fmt_pct(r["win_rate"]),
+            "winning_score": "—" if r["winning_score"] is None else f"{r['winning_score']:.3f}",
+            "net": _signed(r["net"]) + ("" if ci is None else f" [{_signed(ci[0])}, {_signed(ci[1])}]"),
+            "sign_test_p": fmt_p(r["sign_test_p"]),
+        }
+        cells = [f'<th scope="row" class="arm" data-col="arm">{e(r["arm"])}</th>',
+                 f'<td class="txt" data-col="reference">{e(r["reference"])}</td>']
+        for c in ("seeds", "sets", "win", "tie", "lose", "unparsed", "win_rate", "winning_score", "net",
+                  "sign_test_p"):
+            value = r.get(c) if c not in ("seeds", "sets") else None
+            attr = "" if value is None else f' data-value="{e(repr(value))}"'
+            cells.append(f'<td data-col="{c}"{attr}>{e(text[c])}</td>')
+        weak = f' <span class="weak">{e(WEAK_JUDGE)}</span>' if r["weak_judge"] else ""
+        cells.append(f'<td class="txt" data-col="judge" title="{e(r["judge_label"])}">'
+                     f'{e(r["judge"])} ({e(r["rule"])}){weak}</td>')
+        body.append(f'<tr data-arm="{e(r["arm"])}" data-reference="{e(r["reference"])}">{"".join(cells)}</tr>')
+    if not body:
+        body.append(f'<tr><td colspan="{len(cols)}">no pairwise comparisons</td></tr>')
+    n_boot = section.get("n_boot")
+    explain = ("Each model's greedy answers on the general-domain prompt sets, compared by an LLM judge with the "
+               "reference arm's answers to the same prompts, asked twice with the order swapped (rule strict: a "
+               "win needs both orders to prefer the arm, a loss both to prefer the reference; rule sum: the sign of "
+               "the two orders' preferences added). Counts are summed "
+               "over seeds; unparsed judgements are left out of N. Win rate = (W + T/2) / N; winning score = "
+               "(W − L) / N + 1 (1 = even); net CI: 95% bootstrap interval of (W − L) / N over prompts"
+               + (f" ({n_boot:,} resamples)" if n_boot else "") + "; sign-test p: two-sided, prompts won vs lost. "
+               "A weak judge (the embedded / target model judging) is a pipeline check, not a quality signal.")
+    prompt = (f'<p class="foot">Judge prompt: {e(", ".join(section["judge_prompt"]))}.</p>'
+              if section.get("judge_prompt") else "")
+    title = e(section["title"])
+    return (f'<section class="domain pairwise" id="pairwise"><h2>Domain: {title}</h2><p class="explain">'
+            f'{e(explain)}</p><div class="scroll"><table class="pairwise" data-domain="{title}"><thead><tr>{head}'
+            f'</tr></thead><tbody>{"".join(body)}</tbody></table></div>{prompt}</section>')
+
+
 def render_page(data: Mapping[str, Any]) -> str:
     css = (_ASSET_DIR / "page.css").read_text(encoding="utf-8")
     js = (_ASSET_DIR / "page.js").read_text(encoding="utf-8")
@@ -257,7 +362,8 @@ def render_page(data: Mapping[str, Any]) -> str:
             f"<title>{title}</title>\n<style>\n{css}</style>\n</head>\n<body>\n"
             f"<header><a class=\"up\" href=\"../index.html\">all experiments</a><h1>{title}</h1>"
             f"<p id=\"note\"></p></header>\n<main id=\"app\"><noscript>This page needs JavaScript to draw its "
-            f"tables; the same numbers are in the leaderboard's .md and .json files.</noscript></main>\n"
+            f"tables; the same numbers are in the leaderboard's .md and .json files.</noscript>"
+            f"{render_pairwise(data.get('pairwise'))}</main>\n"
             f"<aside id=\"drawer\" hidden></aside>\n"
             f"<script type=\"application/json\" id=\"board-data\">{_inline_json(data)}</script>\n"
             f"<script>\n{js}</script>\n</body>\n</html>\n")
@@ -304,7 +410,9 @@ def write_index(out_dir: str | Path) -> Path:
             continue
         entries.append({"experiment": data["experiment"], "href": f"{page.parent.name}/index.html",
                         "tasks": [t["name"] for t in data["tasks"]], "arms": list(data["arms"]),
-                        "domains": [d["name"] for d in data["domains"]], "note": data.get("note") or ""})
+                        "domains": [d["name"] for d in data["domains"]]
+                        + ([data["pairwise"]["title"]] if data.get("pairwise") else []),
+                        "note": data.get("note") or ""})
     path = out_dir / "index.html"
     write_text(path, render_index(entries))
     return path
@@ -328,11 +436,15 @@ def write_pages(board_json: str | Path, out_dir: str | Path, *, eval_dirs: Seque
     if "/" in experiment or experiment.startswith("."):
         raise ValueError(f"{board_json}: experiment name {experiment!r} cannot name a folder")
     extras = read_eval_extras(eval_dirs) if eval_dirs else None
-    data = page_data({**doc, "experiment": experiment}, extras, facts)
+    try:
+        data = page_data({**doc, "experiment": experiment}, extras, facts)
+    except ValueError as e:
+        raise ValueError(f"{board_json}: {e}") from e
     page = out_dir / experiment / "index.html"
     write_text(page, render_page(data))
     write_index(out_dir)
     return page
 
 
-__all__ = ["write_pages", "write_index", "read_page_data", "page_data", "render_page", "task_facts", "read_eval_extras"]
+__all__ = ["write_pages", "write_index", "read_page_data", "page_data", "pairwise_data", "render_page",
+           "render_pairwise", "task_facts", "read_eval_extras"]

@@ -5,6 +5,12 @@ Leaderboard files from evaluation results: ``<out-dir>/<experiment>.md``, ``.jso
 ``<out-dir>/index.html`` (:mod:`cpqs_bench.leaderboard_page`). ``DIR`` are evaluation directories, or run directories searched recursively for
 them. Positional words of the form ``section.key=value`` are config overrides (the one override syntax); every other
 positional word is an input directory. The experiment name defaults to the config's ``experiment.name``.
+
+Pairwise LLM-judge results (``evaluate.pairwise``): the finished judge stage directories under the inputs
+(``judge/<arm>-vs-<ref>/<hash>/``, found recursively like the evaluation directories) and those named by
+``--pairwise DIR...`` (judge dirs, or folders holding some) give the "general (pairwise judge)" section. Two judge
+directories of the same comparison (arm, seed, reference, reference seed, judge, rule), e.g. a stale stage beside a
+rerun, are an error rather than pooled as two seeds: name the directories to use explicitly.
 """
 from __future__ import annotations
 
@@ -31,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated reference arms for paired comparisons (default: %(default)s)")
     p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap/permutation RNG (default: 0)")
+    p.add_argument("--pairwise", nargs="+", type=Path, default=[], metavar="DIR",
+                   help="pairwise judge stage directories (or folders holding them) besides those found under the "
+                        "inputs; each must hold at least one finished judge directory")
     p.add_argument("--no-page", action="store_true",
                    help="skip the static HTML page (<out-dir>/<experiment>/index.html and <out-dir>/index.html)")
 
@@ -50,13 +59,35 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         raise ValueError("no input directories: give evaluation or run directories (positional or --inputs)")
     experiment = args.experiment or resolve(args).cfg.experiment.name
+    judge_dirs = leaderboard.find_judge_dirs(inputs)
+    known = {d.resolve() for d in judge_dirs}  # a judge dir under an input and also named by --pairwise: once
+    judge_dirs += [d for d in leaderboard.find_judge_dirs(args.pairwise, required=True) if d.resolve() not in known]
+    check_one_per_comparison(judge_dirs)
     paths = leaderboard.main(inputs, args.out_dir, experiment, args.note,
-                             references=tuple(csv(args.references)), n_boot=args.n_boot, seed=args.seed)
+                             references=tuple(csv(args.references)), n_boot=args.n_boot, seed=args.seed,
+                             pairwise=judge_dirs)
     if not args.no_page:
         from cpqs_bench.leaderboard_page import write_pages
 
         paths = {**paths, "html": write_pages(paths["json"], args.out_dir, eval_dirs=leaderboard.find_eval_dirs(inputs)),
                  "index": Path(args.out_dir) / "index.html"}
+    if judge_dirs:
+        print(f"pairwise: {len(judge_dirs)} judge director{'y' if len(judge_dirs) == 1 else 'ies'}")
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
+
+
+def check_one_per_comparison(judge_dirs: list[Path]) -> None:
+    """Reject two judge directories of one comparison: the leaderboard would pool them as if they were two seeds."""
+    from cpqs_bench.io import read_json
+
+    seen: dict[tuple, Path] = {}
+    for d in judge_dirs:
+        m, doc = read_json(d / "manifest.json"), read_json(d / "summary.json")
+        key = (m["arm"], m.get("seed"), m["reference"], m.get("reference_seed"), doc["judge_identity"], doc["rule"])
+        if key in seen:
+            raise ValueError(f"two pairwise judge directories for {key[0]} seed {key[1]} vs {key[2]} seed {key[3]} "
+                             f"(same judge and rule): {seen[key]} and {d}; pass the evaluation directories and "
+                             f"--pairwise with the judge directories to use")
+        seen[key] = d

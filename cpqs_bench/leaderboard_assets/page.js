@@ -6,6 +6,8 @@
   var D = JSON.parse(document.getElementById("board-data").textContent);
   var app = document.getElementById("app");
   var drawer = document.getElementById("drawer");
+  // the pairwise-judge section is static HTML drawn by leaderboard_page.py inside #app; kept across renders
+  var pairwise = document.getElementById("pairwise");
   var FILTERS = ["model", "budget", "selector"];
   var state = { sort: null, model: "", budget: "", selector: "", open: "" };
 
@@ -310,6 +312,7 @@
     document.getElementById("note").textContent = D.note;
     app.appendChild(renderFilters());
     D.domains.forEach(function (d) { app.appendChild(renderDomain(d)); });
+    if (pairwise) app.appendChild(pairwise);
     app.appendChild(renderCaveats());
     app.appendChild(el("p", { cls: "foot", text: "Scores in %, differences in percentage points. Click a row for its provenance and per-item results; click a column header to sort. Data: " + D.experiment + ".json (" + (D.source_schema || "?") + ")." }));
     renderDrawer();

@@ -82,9 +82,12 @@ def build_arm_folder(
     eval_date: str | None = None,
     source_url: str | None = None,
     notes: Mapping[str, str] | None = None,
+    pairwise: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Assemble the model repo for one arm: adapter files, ``selection.jsonl``, ``manifest.json``, ``README.md``
     (model card with ``model-index``) and ``.eval_results/<task>.yaml`` (the Hub's Eval Results format).
+    ``pairwise``: this arm and seed's pairwise-judge rows (:func:`cpqs_bench.publish.results_dataset.pairwise_rows`),
+    shown in the card's own table (not in ``model-index``: the judge's prompt sets are no Hub benchmark).
 
     ``facts`` are the tasks' facts (:func:`cpqs_bench.leaderboard_page.task_facts`: dataset id, metric); ``source_url``
     the results dataset the numbers come from. The folder is built in a temporary sibling and swapped in at the end,
@@ -96,7 +99,7 @@ def build_arm_folder(
     n_selected = _count_jsonl(selection_path)
     clean_metrics = _check_metrics(metrics)
     card = build_model_card(arm, clean_metrics, base_model, experiment, manifest, n_selected, facts=facts,
-                            source_url=source_url)
+                            source_url=source_url, pairwise=pairwise)
     files = eval_results.eval_result_files(clean_metrics, facts, date=eval_date, source_url=source_url, notes=notes)
 
     def fill(tmp: Path) -> None:
@@ -121,9 +124,11 @@ def build_model_card(
     *,
     facts: Mapping[str, Mapping[str, Any]] | None = None,
     source_url: str | None = None,
+    pairwise: Sequence[Mapping[str, Any]] = (),
 ) -> ModelCard:
     """Model card whose YAML carries a ``model-index`` (one ``EvalResult`` per task, in percent) the Hub can render;
-    values, dataset ids and source are those of the ``.eval_results`` files, so the two cannot disagree."""
+    values, dataset ids and source are those of the ``.eval_results`` files, so the two cannot disagree. With
+    ``pairwise`` rows, a "Pairwise LLM judge" table follows the results (the results dataset's ``pairwise`` rows)."""
     results = eval_results.model_index_results(metrics, facts, source_url=source_url)
     skipped = eval_results.skipped_tasks(metrics, facts)
     datasets = _as_list(manifest.get("datasets") or manifest.get("pool"))
@@ -162,8 +167,34 @@ def build_model_card(
               + (f" ({source_url})." if source_url else ".")]
     if skipped:
         lines += ["", f"Not in `.eval_results/` (no Hub dataset id for the task): {', '.join(skipped)}."]
+    if pairwise:
+        lines += ["", *_pairwise_card_table(pairwise)]
     lines.append("")
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def _pairwise_card_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    from cpqs_bench.leaderboard import fmt_p, fmt_pct  # the leaderboard's own number formats
+
+    out = ["## Pairwise LLM judge (general domain)", "",
+           "This adapter's greedy answers on general-domain prompt sets against the reference arm's answers, judged "
+           "in both orders (win / tie / lose per prompt; unparsed judgements are left out of N). Not in "
+           "`model-index` or `.eval_results/`: these prompt sets are no Hub benchmark.", "",
+           "| vs | sets | win | tie | lose | unparsed | win rate (%) | winning score | net (W−L)/N [95% CI] | "
+           "sign-test p | judge |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        vs = r["reference"] + ("" if r["reference_seed"] is None else f" (seed {r['reference_seed']})")
+        net = None if r["winning_score"] is None else r["winning_score"] - 1
+        ci = "" if r["net_ci_low"] is None else f" [{r['net_ci_low']:+.3f}, {r['net_ci_high']:+.3f}]"
+        judge = f"{r['judge']} ({r['rule']})" + ("; weak judge: a pipeline check" if r["weak_judge"] else "")
+        cells = [vs, ", ".join(r["sets"]), r["win"], r["tie"], r["lose"], r["unparsed"],
+                 fmt_pct(r["win_rate"]), "—" if r["winning_score"] is None else f"{r['winning_score']:.3f}",
+                 "—" if net is None else f"{net:+.3f}{ci}", fmt_p(r["sign_test_p"]), judge]
+        out.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
+                                     for c in cells) + " |")
+    if any(r["weak_judge"] for r in rows):
+        out += ["", "A weak judge (the embedded / target model judging) is a pipeline check, not a quality signal."]
+    return out
 
 
 def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:

@@ -5,12 +5,17 @@ Layout (one commit, like every repo :mod:`cpqs_bench.publish.hub` pushes)::
     README.md                 dataset card; YAML ``configs:`` so ``load_dataset(repo_or_folder, "runs")`` works
     data/runs.parquet         one row per arm × seed × task (the numbers the leaderboard aggregates)
     data/items.parquet        one row per arm × seed × task × item (every statistic can be recomputed from these)
+    data/pairwise.parquet     only when the run has pairwise LLM-judge stages: one row per arm × seed judged
+                              against the reference arm (win / tie / lose / unparsed, win rate, net score CI)
     summary.json              the leaderboard JSON (statistics: CIs, paired tests)
     leaderboards/*            the leaderboard's Markdown / JSON / PNG
     page/index.html           the static leaderboard page (opens from disk)
 
 Parquet is written with pyarrow and an explicit schema (stable column types, nullable seed for the base model);
-the bytes are deterministic for the same inputs, so an unchanged re-publish makes no commit.
+the bytes are deterministic for the same inputs, so an unchanged re-publish makes no commit. The ``pairwise``
+config is added beside ``runs`` and ``items`` (whose schemas do not change) only when the leaderboard has a pairwise
+section; its rows are the leaderboard JSON's per-seed pairwise results (:func:`pairwise_rows`), and the statistics
+pooled over seeds stay in ``summary.json`` (``pairwise``).
 """
 from __future__ import annotations
 
@@ -55,10 +60,33 @@ ITEMS_SCHEMA = pa.schema([
     pa.field("prediction", pa.string(), True, {"description": "the model's output"}),
     pa.field("extracted", pa.string(), True, {"description": "the answer the scorer extracted from it"}),
 ])
+PAIRWISE_SCHEMA = pa.schema([
+    pa.field("experiment", pa.string(), False, {"description": "experiment name"}),
+    pa.field("arm", pa.string(), False, {"description": "arm whose answers were judged"}),
+    pa.field("seed", pa.int64(), True, {"description": "experiment seed (null for the base model)"}),
+    pa.field("reference", pa.string(), False, {"description": "the reference arm it was compared with"}),
+    pa.field("reference_seed", pa.int64(), True, {"description": "the reference's seed (null for base)"}),
+    pa.field("sets", pa.list_(pa.string()), False, {"description": "general-domain prompt sets judged"}),
+    pa.field("judge", pa.string(), False, {"description": "the judge model"}),
+    pa.field("weak_judge", pa.bool_(), False,
+             {"description": "true: the embedded / target model judged (a pipeline check, not a quality signal)"}),
+    pa.field("rule", pa.string(), False, {"description": "tie rule over the two orders (strict or sum)"}),
+    pa.field("win", pa.int64(), False, {"description": "prompts won (both orders, strict rule)"}),
+    pa.field("tie", pa.int64(), False, {"description": "prompts tied"}),
+    pa.field("lose", pa.int64(), False, {"description": "prompts lost"}),
+    pa.field("unparsed", pa.int64(), False, {"description": "prompts whose judgement held no two scores"}),
+    pa.field("n", pa.int64(), False, {"description": "win + tie + lose (unparsed left out)"}),
+    pa.field("win_rate", pa.float64(), True, {"description": "(win + tie / 2) / n"}),
+    pa.field("winning_score", pa.float64(), True, {"description": "(win - lose) / n + 1 (1 = even)"}),
+    pa.field("sign_test_p", pa.float64(), True, {"description": "two-sided sign test, wins vs losses"}),
+    pa.field("net_ci_low", pa.float64(), True, {"description": "95% bootstrap CI of (win - lose) / n, low"}),
+    pa.field("net_ci_high", pa.float64(), True, {"description": "95% bootstrap CI of (win - lose) / n, high"}),
+])
 CONFIGS = [
     {"config_name": "runs", "data_files": [{"split": "train", "path": "data/runs.parquet"}], "default": True},
     {"config_name": "items", "data_files": [{"split": "train", "path": "data/items.parquet"}]},
 ]
+PAIRWISE_CONFIG = {"config_name": "pairwise", "data_files": [{"split": "train", "path": "data/pairwise.parquet"}]}
 
 
 def _text(v: Any) -> str | None:
@@ -123,6 +151,48 @@ def collect_rows(experiment: str, eval_dirs: Sequence[str | os.PathLike],
     return runs, items
 
 
+def pairwise_rows(experiment: str, section: Mapping[str, Any] | None,
+                  source: str = "leaderboard JSON") -> list[dict[str, Any]]:
+    """``pairwise`` rows from the leaderboard JSON's pairwise section (``None``: a run without one, no rows): one per
+    arm × seed × reference × judge, the per-seed counts and statistics of that judge stage. ``source`` names the
+    file in errors."""
+    if section is None:
+        return []
+    rows = section.get("rows") if isinstance(section, dict) else None
+    if not isinstance(rows, list):
+        raise ValueError(f"{source}: pairwise.rows must be a list")
+    out = []
+    for i, r in enumerate(rows):
+        where = f"{source}: pairwise.rows[{i}]"
+        missing = [k for k in ("arm", "reference", "judge", "rule", "weak_judge", "sets", "per_seed")
+                   if not isinstance(r, dict) or k not in r]
+        if missing:
+            raise ValueError(f"{where}: missing {', '.join(missing)}")
+        for j, ps in enumerate(r["per_seed"]):
+            missing = [k for k in ("seed", "reference_seed", "win", "tie", "lose", "unparsed", "n")
+                       if not isinstance(ps, dict) or k not in ps]
+            if missing:
+                raise ValueError(f"{where}.per_seed[{j}]: missing {', '.join(missing)}")
+            ci = ps.get("net_ci95")
+            if ci is not None and not (isinstance(ci, list) and len(ci) == 2):
+                raise ValueError(f"{where}.per_seed[{j}]: net_ci95 must be [low, high] or null, got {ci!r}")
+            out.append({
+                "experiment": experiment, "arm": str(r["arm"]), "seed": _int(ps["seed"]),
+                "reference": str(r["reference"]), "reference_seed": _int(ps["reference_seed"]),
+                "sets": [str(x) for x in r["sets"]], "judge": str(r["judge"]), "weak_judge": r["weak_judge"] is True,
+                "rule": str(r["rule"]), **{k: int(ps[k]) for k in ("win", "tie", "lose", "unparsed", "n")},
+                **{k: _float(ps.get(k)) for k in ("win_rate", "winning_score", "sign_test_p")},
+                "net_ci_low": _float(ci[0]) if ci else None, "net_ci_high": _float(ci[1]) if ci else None,
+            })
+    out.sort(key=lambda r: (r["arm"], r["seed"] is not None, r["seed"] or 0, r["reference"],
+                            r["reference_seed"] is not None, r["reference_seed"] or 0, r["judge"], r["rule"]))
+    return out
+
+
+def _float(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def write_parquet(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, path: Path) -> None:
     table = pa.Table.from_pylist(list(rows), schema=schema)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,13 +211,28 @@ def _schema_table(schema: pa.Schema) -> list[str]:
 
 def build_results_card(experiment: str, runs: Sequence[Mapping[str, Any]], facts: Mapping[str, Mapping[str, Any]],
                        leaderboard_names: Sequence[str], pool: str | None = None,
-                       repo_id: str | None = None) -> DatasetCard:
+                       repo_id: str | None = None, pairwise: Sequence[Mapping[str, Any]] = ()) -> DatasetCard:
     tasks = sorted({r["task"] for r in runs})
     arms = sorted({r["arm"] for r in runs})
     data = DatasetCardData(
         pretty_name=f"cpqs-bench results: {experiment}", license="other",
-        tags=["cpqs-bench", "evaluation", "data-selection", "leaderboard"], configs=CONFIGS,
+        tags=["cpqs-bench", "evaluation", "data-selection", "leaderboard"],
+        configs=CONFIGS + ([PAIRWISE_CONFIG] if pairwise else []),
     )
+    repo = repo_id or "<this repo or folder>"
+    pairwise_text: list[str] = []
+    if pairwise:
+        refs = sorted({r["reference"] for r in pairwise})
+        judges = sorted({r["judge"] + (" (weak judge: a pipeline check)" if r["weak_judge"] else "")
+                         for r in pairwise})
+        pairwise_text = [
+            "### `pairwise`", "",
+            f'`load_dataset("{repo}", "pairwise", split="train")` ({len(pairwise)} rows): general-domain pairwise '
+            f"LLM-judge results, one row per arm and seed against the reference arm ({', '.join(refs)}); judge: "
+            f"{'; '.join(judges)}. A weak judge (the embedded / target model judging) is a pipeline check, not a "
+            "quality signal. The statistics pooled over seeds are in `summary.json` (`pairwise`).", "",
+            *_schema_table(PAIRWISE_SCHEMA), ""]
+
     licences = []
     for t in tasks:
         f = facts.get(t) or {}
@@ -160,8 +245,8 @@ def build_results_card(experiment: str, runs: Sequence[Mapping[str, Any]], facts
         "LoRA adapter is fine-tuned on them with one fixed recipe (same recipe hash for every arm), and the adapter is "
         "evaluated with lm-evaluation-harness. Arms differ only in their data.", "",
         "```python", "from datasets import load_dataset",
-        f'runs = load_dataset("{repo_id or "<this repo or folder>"}", "runs", split="train")    # {len(runs)} rows',
-        f'items = load_dataset("{repo_id or "<this repo or folder>"}", "items", split="train")  # per-item outcomes',
+        f'runs = load_dataset("{repo}", "runs", split="train")    # {len(runs)} rows',
+        f'items = load_dataset("{repo}", "items", split="train")  # per-item outcomes',
         "```", "",
         f"Arms: {', '.join(arms) or 'none'}. Tasks: {', '.join(tasks) or 'none'}.", "",
         "## How the numbers were produced", "",
@@ -172,7 +257,7 @@ def build_results_card(experiment: str, runs: Sequence[Mapping[str, Any]], facts
         "* Provenance (commit, config hash, recipe hash, model) is in every `runs` row; the model repos hold the "
         "adapters, their selections and manifests.", "",
         "## Configs", "", "### `runs`", "", *_schema_table(RUNS_SCHEMA), "", "### `items`", "",
-        *_schema_table(ITEMS_SCHEMA), "",
+        *_schema_table(ITEMS_SCHEMA), "", *pairwise_text,
         "## Files", "",
         f"* `leaderboards/`: {', '.join(f'`{n}`' for n in leaderboard_names) or '(none)'}; `page/index.html`: the "
         "static leaderboard page (opens from disk, no network).", "",
@@ -196,8 +281,10 @@ def build_results_folder(
     page: str | os.PathLike | None = None,
     pool: str | None = None,
     repo_id: str | None = None,
+    pairwise: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
-    """Assemble the results dataset folder (see the module docstring). Returns ``out_dir``."""
+    """Assemble the results dataset folder (see the module docstring). ``pairwise``: the rows of the ``pairwise``
+    config (:func:`pairwise_rows` of the leaderboard JSON; none: no such config). Returns ``out_dir``."""
     from cpqs_bench.publish.hub import _build_dir, _copy_file
 
     out_dir, summary_json = Path(out_dir), Path(summary_json)
@@ -213,11 +300,13 @@ def build_results_folder(
     except json.JSONDecodeError as e:
         raise ValueError(f"{summary_json}:{e.lineno}: not valid JSON: {e.msg}") from e
     runs, items = collect_rows(experiment, eval_dirs, facts, adapter_repos)
-    card = build_results_card(experiment, runs, facts, names, pool, repo_id)
+    card = build_results_card(experiment, runs, facts, names, pool, repo_id, pairwise)
 
     def fill(tmp: Path) -> None:
         write_parquet(runs, RUNS_SCHEMA, tmp / "data" / "runs.parquet")
         write_parquet(items, ITEMS_SCHEMA, tmp / "data" / "items.parquet")
+        if pairwise:
+            write_parquet(pairwise, PAIRWISE_SCHEMA, tmp / "data" / "pairwise.parquet")
         _copy_file(summary_json, tmp / "summary.json")
         for path in leaderboards:
             _copy_file(path, tmp / "leaderboards" / path.name)

@@ -3,9 +3,11 @@
 Reads the run's ``index.json`` (written by ``reproduce``) and builds, under ``runs/<experiment>/publish/folders/``:
 
 * one model repo per fine-tuned arm and seed (``<namespace>/<experiment>-<arm>-s<seed>``): adapter, model card with
-  ``model-index``, ``.eval_results/<task>.yaml`` (the Hub's Eval Results format), selection ids, manifest;
-* the results dataset (``<namespace>/<experiment>-results``): Parquet configs ``runs`` and ``items``, card,
-  leaderboard files and the static page (:mod:`cpqs_bench.publish.results_dataset`);
+  ``model-index``, ``.eval_results/<task>.yaml`` (the Hub's Eval Results format), selection ids, manifest; with a
+  pairwise LLM-judge section in the leaderboard, the card also has that arm and seed's pairwise table;
+* the results dataset (``<namespace>/<experiment>-results``): Parquet configs ``runs`` and ``items`` (and
+  ``pairwise``, from the leaderboard JSON's pairwise section, when it has one), card, leaderboard files and the
+  static page (:mod:`cpqs_bench.publish.results_dataset`);
 * with ``publish.space=true``, a static Space (``<namespace>/<experiment>-leaderboard``) serving the page.
 
 The leaderboard page itself is written to ``runs/<experiment>/publish/page/<experiment>/index.html``. Then the
@@ -25,7 +27,7 @@ from cpqs_bench.io import read_json
 from cpqs_bench.leaderboard_page import task_facts, write_pages
 from cpqs_bench.publish import hub
 from cpqs_bench.publish.config import PublishConfig
-from cpqs_bench.publish.results_dataset import build_results_folder
+from cpqs_bench.publish.results_dataset import build_results_folder, pairwise_rows
 from cpqs_bench.publish.space import build_space_folder
 
 DRY_RUN_NAMESPACE = "dry-run"
@@ -70,6 +72,10 @@ def build_folders(run_dir: Path, namespace: str, *, space: bool = False) -> dict
     results_repo = f"{namespace}/{experiment}-results"
     source_url = f"{HUB_URL}/datasets/{results_repo}"
     adapter_repos = {key: f"{namespace}/{experiment}-{key}" for key in index["adapters"]}
+    board = index["leaderboard"]
+    board_json = Path(board["json"])
+    is_board = _is_board(board_json)
+    pairwise = pairwise_rows(experiment, read_json(board_json).get("pairwise"), str(board_json)) if is_board else []
 
     folders: dict[str, tuple[Path, str]] = {}
     for key, adapter in sorted(index["adapters"].items()):
@@ -84,20 +90,20 @@ def build_folders(run_dir: Path, namespace: str, *, space: bool = False) -> dict
                     f"task {t}" + (f" on {n_items[t]} items" if isinstance(n_items, dict) and t in n_items else "")
                  for t in metrics}
         selection = index["selections"].get(key) or index["selections"][arm]  # per-seed (random) or per-arm
+        mine = [r for r in pairwise if r["arm"] == arm and r["seed"] == int(seed)]
         folder = hub.build_arm_folder(key, adapter, selection, manifest, metrics, base_model,
                                       experiment, stage_dir / key, facts=facts, eval_date=_eval_date(ev),
-                                      source_url=source_url, notes=notes)
+                                      source_url=source_url, notes=notes, pairwise=mine)
         folders[adapter_repos[key]] = (folder, "model")
 
-    board = index["leaderboard"]
-    board_json = Path(board["json"])
     page = None
-    if _is_board(board_json):
+    if is_board:
         page = write_pages(board_json, run_dir / "publish" / "page", eval_dirs=list(evals.values()), facts=facts)
     results = build_results_folder(
         experiment, list(evals.values()), [board["md"], board["json"], board["png"]], board_json,
         stage_dir / "results", facts=facts, adapter_repos=adapter_repos, page=page, repo_id=results_repo,
-        pool=(index.get("data") or {}).get("pool_name") if isinstance(index.get("data"), dict) else None)
+        pool=(index.get("data") or {}).get("pool_name") if isinstance(index.get("data"), dict) else None,
+        pairwise=pairwise)
     folders[results_repo] = (results, "dataset")
     if space:
         if page is None:
