@@ -1,8 +1,9 @@
 """``reproduce``: a whole experiment as a short declaration of stages over arms × seeds.
 
-  data → negatives (when the preset generates them) → train-selector (CPQS) → score per selector → select per arm
-  → finetune per arm × seed → evaluate per arm × seed and the base model → [pairwise: answers per evaluated model →
-  judge per arm × seed vs the reference arm] → leaderboard (statistics) → publish
+  data → negatives (when the preset generates them) → train-selector (CPQS) → score per selector (MoDS: phases 1–2
+  → finetune on its seed set → necessity with that adapter) → select per arm → finetune per arm × seed → evaluate
+  per arm × seed and the base model → [pairwise: answers per evaluated model → judge per arm × seed vs the
+  reference arm] → leaderboard (statistics) → publish
 
 Each stage is a :class:`cpqs_bench.pipeline.Step`; the :class:`~cpqs_bench.pipeline.Pipeline` owns run directories
 (``runs/<experiment>/<stage>/<input-hash>/``), skipping DONE work, manifests, trackers and the time breakdown. A stage's
@@ -15,6 +16,7 @@ the target model is loaded once for all scoring stages. Arms: ``base`` (no fine-
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +53,26 @@ def count_stages(cfg: Config) -> int:
     negatives = cpqs and cfg.selectors.cpqs.pairs_source == "generate"
     seeds = len(cfg.experiment.seeds)
     redrawn = ("random" in cfg.selectors.names and cfg.selectors.random_per_seed) * (seeds - 1)
-    return (1 + negatives + cpqs + len(cfg.selectors.names) + redrawn + n_arms + redrawn + n_arms * seeds
-            + (1 + n_arms * seeds) + pairwise_stage_count(cfg) + 1 + int(cfg.publish.enabled))
+    return (1 + negatives + cpqs + 2 * builds_mods_seed(cfg) + len(cfg.selectors.names) + redrawn + n_arms + redrawn
+            + n_arms * seeds + (1 + n_arms * seeds) + pairwise_stage_count(cfg) + 1 + int(cfg.publish.enabled))
+
+
+def builds_mods_seed(cfg: Config) -> bool:
+    """MoDS (plain or composed, ``mods+STEP``) with no ``selectors.mods.seed_model`` given: the pipeline builds its
+    seed model — a phases-1–2 stage and a fine-tune on the seed set, shared by every mods selector of the run."""
+    return cfg.selectors.mods.seed_model is None and any(n.partition("+")[0] == "mods" for n in cfg.selectors.names)
+
+
+@dataclass(frozen=True)
+class ModsSeed:
+    """MoDS's seed model as the pipeline built it: phases 1–2 and the LoRA adapter fine-tuned on the seed set."""
+
+    coverage: Path  # coverage.jsonl of the score/mods-seed stage
+    coverage_stage: str  # that stage's input hash
+    adapter: Path | None  # None when the seed set is empty (no high-quality example: nothing to answer)
+    stage: str  # the fine-tune stage's input hash
+    n_seed: int
+    label: str  # what answers the necessity phase, recorded on every mods row and the stage manifest
 
 
 def pairwise_stage_count(cfg: Config) -> int:
@@ -133,6 +153,7 @@ class Experiment:
     pipe: Pipeline = field(init=False)
     pool: list[Example] = field(default_factory=list)
     pairs_pool: list[Example] = field(default_factory=list)
+    mods_seed_built: ModsSeed | None = None
 
     def __post_init__(self) -> None:
         if self.loader is None:
@@ -238,6 +259,9 @@ class Experiment:
         out: dict[str, dict[int | None, str]] = {}
         for name in self.cfg.selectors.names:
             sel_module = type(registry.get(name, dict(self.cfg.selectors.plugins))).__module__
+            if name.partition("+")[0] == "mods" and builds_mods_seed(self.cfg):
+                out[name] = {None: self.mods_scores(data, name, sel_module)}
+                continue
             ckpt = checkpoint if name == "cpqs" else None
             for seed in self.score_seeds(name):
                 cfg = self.cfg if seed is None else replace(self.cfg, **{"selectors.seed": seed})
@@ -246,9 +270,7 @@ class Experiment:
                         ) -> dict[str, Any]:
                     summary = score_pool(cfg, self.pool, st.file("scores.jsonl"), selector=name, checkpoint=ckpt,
                                          workdir=st.path / "work", loader=self.loader)
-                    if tr is not None:
-                        tr.log_histogram(f"scores/{name}", [r["score"] for r in read_jsonl(st.file("scores.jsonl"))
-                                                            if r.get("score") is not None])
+                    _log_scores(tr, name, st.file("scores.jsonl"))
                     return {"summary": summary}
 
                 inputs = {"data": data["pool_hash"], "selector": name, "selectors": scoring_settings(cfg),
@@ -261,6 +283,101 @@ class Experiment:
                                    f"score {name}" + ("" if seed is None else f" seed {seed}"))
                 out.setdefault(name, {})[seed] = str(st.file("scores.jsonl"))
         return out
+
+    def mods_seed(self, data: dict[str, Any]) -> ModsSeed:
+        """MoDS phases 1–2 (``score/mods-seed``: quality + coverage → the seed set), then the seed model: a LoRA
+        adapter fine-tuned on the seed set with the experiment's frozen recipe and first seed
+        (``finetune/mods-seed-s<seed>``). Built once per run, whatever number of mods selectors use it."""
+        if self.mods_seed_built is not None:
+            return self.mods_seed_built
+        from cpqs_bench.finetune.sft import finetune_arm
+        from cpqs_bench.selectors import mods
+        from cpqs_bench.selectors.base import ScoringContext
+
+        cfg = self.cfg
+
+        def run_coverage(st: Any, tr: Any) -> dict[str, Any]:
+            ctx = ScoringContext(cfg, st.path / "work", seed=cfg.selectors.seed, loader=self.loader)
+            cov = mods.quality_and_coverage(self.pool, ctx)
+            cov.write(st.file(mods.COVERAGE_FILE), self.pool)
+            pick = {sid: j for j, sid in enumerate(cov.seeds)}
+            write_jsonl(st.file("selection.jsonl"), (
+                {"id": ex.id, "score": None, "rank": pick[ex.id] + 1 if ex.id in pick else None, "kept": ex.id in pick,
+                 "reason": f"MoDS seed set (k-center pick {pick[ex.id]})" if ex.id in pick else "not in the seed set"}
+                for ex in self.pool))
+            return {"n": len(self.pool), "n_scored": len(cov.quality), "n_high_quality": len(cov.high),
+                    "n_seed": len(cov.seeds)}
+
+        inputs = {"data": data["pool_hash"], "selector": "mods", "phases": "quality+coverage",
+                  "settings": mods.coverage_settings(cfg), "model": to_dict(cfg.model)}
+        cov_st = self.pipe.run(FnStep("score/mods-seed", inputs, run_coverage, code=["cpqs_bench.selectors.mods"],
+                                      track=False), "score mods seed set (quality + coverage)")
+        n_seed = int(cov_st.manifest()["n_seed"])
+        selection = cov_st.file("selection.jsonl")
+        seed = cfg.experiment.seeds[0]
+
+        def run_finetune(st: Any, tr: Any) -> dict[str, Any]:
+            if n_seed == 0:  # no high-quality example: nothing for a seed model to answer, nothing to train on
+                return {"arm": "mods-seed", "seed": seed, "n_seed": 0, "adapter": None}
+            manifest = finetune_arm(cfg, selection, self.pool, st.path / "adapter", seed=seed, arm="mods-seed",
+                                    loader=self.loader)
+            if tr is not None:
+                tr.log_metrics({k: v for k, v in manifest.items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            return {"recipe_hash": manifest["recipe_hash"], "arm": "mods-seed", "seed": seed, "n_seed": n_seed}
+
+        inputs = {"arm": "mods-seed", "seed": seed, "selection": sha256_file(selection),
+                  "finetune": to_dict(cfg.finetune), "model": to_dict(cfg.model), "prompt": to_dict(cfg.prompt),
+                  "data": data["pool_hash"]}
+        ft_st = self.pipe.run(FnStep(f"finetune/mods-seed-s{seed}", inputs, run_finetune,
+                                     code=["cpqs_bench.finetune.sft"]), f"finetune mods seed set seed {seed}")
+        label = (f"target + LoRA fine-tuned on the MoDS seed set ({n_seed} examples, stage {ft_st.input_hash})"
+                 if n_seed else mods.NO_SEED_MODEL)
+        self.mods_seed_built = ModsSeed(cov_st.file(mods.COVERAGE_FILE), cov_st.input_hash,
+                                        ft_st.path / "adapter" if n_seed else None, ft_st.input_hash, n_seed, label)
+        return self.mods_seed_built
+
+    def mods_scores(self, data: dict[str, Any], name: str, sel_module: str) -> str:
+        """The ``mods`` scoring stage as its paper: necessity answered by the target model with the seed adapter
+        attached (the shared cached model, the adapter removed again on exit), then the usual scoring from the
+        phase folder (``phases/``: the seed stage's coverage and these answers)."""
+        from cpqs_bench.evaluate.harness import Attached
+        from cpqs_bench.score import score_pool
+        from cpqs_bench.selectors import mods
+        from cpqs_bench.selectors.base import ScoringContext
+
+        cfg, seed = self.cfg, self.mods_seed(data)
+
+        def run(st: Any, tr: Any) -> dict[str, Any]:
+            phases = st.path / "phases"
+            phases.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(seed.coverage, phases / mods.COVERAGE_FILE)
+            coverage = mods.Coverage.read(phases / mods.COVERAGE_FILE, self.pool)
+            ctx = ScoringContext(cfg, st.path / "work", seed=cfg.selectors.seed, loader=self.loader)
+            if seed.adapter is None:
+                nec = mods.necessity(self.pool, coverage, ctx, mods.SeedModel(None, None, seed.label))
+            else:
+                base, tok, _ = ctx.model()
+                with Attached(base, str(seed.adapter)) as model:
+                    nec = mods.necessity(self.pool, coverage, ctx, mods.SeedModel(model, tok, seed.label))
+            nec.write(phases / mods.NECESSITY_FILE)
+            summary = score_pool(cfg, self.pool, st.file("scores.jsonl"), selector=name, checkpoint=phases,
+                                 workdir=st.path / "work", loader=self.loader)
+            _log_scores(tr, name, st.file("scores.jsonl"))
+            threshold = cfg.selectors.mods.necessity_threshold
+            return {"summary": summary, "seed_model": seed.label,
+                    "necessity": {"answered": len(nec.reward),
+                                  "necessary": sum(r < threshold for r in nec.reward.values())}}
+
+        inputs = {"data": data["pool_hash"], "selector": name, "selectors": scoring_settings(cfg),
+                  "model": to_dict(cfg.model), "prompt": to_dict(cfg.prompt), "checkpoint": None,
+                  "mods_seed": {"coverage": seed.coverage_stage, "finetune": seed.stage,
+                                "adapter": adapter_hash(seed.adapter)}}
+        code = ["cpqs_bench.score", "cpqs_bench.selectors.mods", "cpqs_bench.evaluate.harness"]
+        code += [sel_module] if sel_module.startswith("cpqs_bench") and sel_module not in code else []
+        files = [] if sel_module.startswith("cpqs_bench") else _module_files(sel_module)
+        st = self.pipe.run(FnStep(f"score/{name}", inputs, run, code=code, files=files), f"score {name}")
+        return str(st.file("scores.jsonl"))
 
     def selections(self, data: dict[str, Any], scores: dict[str, dict[int | None, str]]
                    ) -> dict[str, dict[int | None, dict[str, Any]]]:
@@ -458,6 +575,11 @@ class Experiment:
         return self.pipe.step_always(f"leaderboard: statistics over {len(eval_dirs)} evaluations", run)
 
 
+def _log_scores(tracker: Any, name: str, scores: Path) -> None:
+    if tracker is not None:
+        tracker.log_histogram(f"scores/{name}", [r["score"] for r in read_jsonl(scores) if r.get("score") is not None])
+
+
 def _length_spearman(scores_path: str | None) -> float | None:
     """Spearman(score, response length) of the scores an arm was selected by, from the scoring stage's degeneracy
     report (None for the full pool, or scores written before the report existed): the length-confound check."""
@@ -502,6 +624,9 @@ def reproduce(cfg: Config, *, preset: str | None = None, overrides: tuple[str, .
                             for a, by_seed in selections.items() for s, info in by_seed.items()},
              "adapters": {f"{a}-s{s}": str(v) for (a, s), v in adapters.items()}, "evaluations": eval_dirs,
              **({"pairwise": judge_dirs} if judge_dirs else {}),
+             **({"mods_seed": {"coverage": str(exp.mods_seed_built.coverage),
+                               "adapter": str(exp.mods_seed_built.adapter) if exp.mods_seed_built.adapter else None,
+                               "seed_model": exp.mods_seed_built.label}} if exp.mods_seed_built else {}),
              "leaderboard": {k: str(v) for k, v in board.items()},
              "checkpoint": str(checkpoint) if checkpoint else None}
     write_json(exp.root / cfg.experiment.name / "index.json", index)

@@ -19,11 +19,23 @@ Followed files of CASIA-LM/MoDS:
    instruction (greedy), the reward model scores those answers, and an instruction whose answer scores below
    ``necessity_threshold`` is "necessary". The final MoDS set is seed ∪ necessary (``merge.py``).
 
-**Seed model.** A selector cannot fine-tune (that is a later stage), so the fine-tuned-on-seed model is an input:
-``selectors.mods.seed_model`` (a path / spec, e.g. the LoRA-merged checkpoint a ``finetune`` stage produced on the
-seed ids this selector reports in ``extra["mods"] == "seed"``). When it is unset the target model itself answers:
-necessity then means "what the *untuned* target model answers badly" (a documented deviation, labelled on every
-row as ``seed_model: "target (not fine-tuned on the seed set)"``).
+**Seed model.** A selector cannot fine-tune, so the three phases are separate functions —
+:func:`quality_and_coverage` (phases 1–2 → :class:`Coverage`), :func:`necessity` (phase 3, given the seed model →
+:class:`Necessity`) and :func:`mods_rows` (the ranking) — and a pipeline runs them as stages around a fine-tune.
+``cpqs-bench reproduce`` does exactly what the paper does: a ``score/mods-seed`` stage (phases 1–2), a
+``finetune/mods-seed`` stage (a LoRA adapter on the seed set, the experiment's frozen recipe, its first seed), then
+the ``score/mods`` stage, whose necessity answers come from the target model with that adapter attached; every row
+records ``seed_model: "target + LoRA fine-tuned on the MoDS seed set (N examples, stage <hash>)"``. The stage hands
+the phases to this selector as a folder (``ScoringContext.checkpoint``, ``--selector DIR`` on the command line):
+``coverage.jsonl`` (:meth:`Coverage.write`) and, optionally, ``necessity.json`` (:meth:`Necessity.write`); what
+the folder lacks is computed here.
+
+**Outside reproduce** (``cpqs-bench score mods`` without a folder holding ``necessity.json``) the seed model is
+``selectors.mods.seed_model`` (a path / spec, e.g. a checkpoint fine-tuned on the seed ids this selector reports
+in ``extra["mods"] == "seed"``). When that is unset the target model itself answers: necessity then means "what
+the *untuned* target model answers badly" — a documented deviation that applies only outside reproduce, labelled
+on every row as ``seed_model: "target (not fine-tuned on the seed set)"``. Every seed model answers under the
+training template (``prompt.template`` / ``prompt.system_prompt``), the format a fine-tuned seed model learnt.
 
 **Scores.** MoDS produces a set; the contract wants a ranking. ``score = tier + fraction``: tier 2 the seed set
 (fraction = 1 - pick_index / k, first k-center pick highest), tier 1 the necessary instructions (lower seed-answer
@@ -34,17 +46,26 @@ it is larger. ``extra`` carries ``mods`` (seed / necessary / quality_only), ``qu
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from cpqs_bench.data.example import Example
-from cpqs_bench.judge.backends import generate, prompt_text
+from cpqs_bench.io import read_json, read_jsonl, write_json, write_jsonl
+from cpqs_bench.judge.backends import generate
 from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response, response_tokens
 from cpqs_bench.selectors.diversity import _encoder, count, embed_texts, kcenter_greedy
 
 LOW_QUALITY = "mods_low_quality"
 UNTUNED = "target (not fine-tuned on the seed set)"
+NO_SEED_MODEL = "none (no high-quality instruction outside the seed set to answer)"
+COVERAGE_FILE = "coverage.jsonl"
+NECESSITY_FILE = "necessity.json"
+# the selectors.mods fields phases 1–2 read (a pipeline keys its coverage stage on these, not on the necessity ones)
+COVERAGE_SETTINGS = ("reward_model", "reward_revision", "reward_batch_size", "quality_threshold", "seed_count",
+                     "embedding")
 
 
 def question_text(ex: Example) -> str:
@@ -96,66 +117,202 @@ def _rank_fraction(values: dict[str, float], higher_first: bool) -> dict[str, fl
     return {i: (n - 1 - r) / n for r, i in enumerate(ids)}
 
 
+def coverage_settings(cfg: Any) -> dict[str, Any]:
+    """What phases 1–2 depend on in ``selectors`` (the reward model, the thresholds and the embedding that pick the
+    seed set), so a changed necessity setting leaves the seed set — and the seed model fine-tuned on it — as is."""
+    m, d = cfg.selectors.mods, cfg.selectors.diversity
+    return {"mods": {k: getattr(m, k) for k in COVERAGE_SETTINGS},
+            "diversity": {"max_length": d.max_length, "batch_size": d.batch_size}}
+
+
+# --------------------------------------------------------------------------------------------- phases 1–2
+@dataclass(frozen=True)
+class Coverage:
+    """Phases 1–2: the reward of every non-empty example, the high-quality subset and the k-center seed set."""
+
+    quality: dict[str, float]  # id -> reward of (question, response); every non-empty example
+    high: tuple[str, ...]  # high-quality ids (reward > quality_threshold), sorted
+    seeds: tuple[str, ...]  # the seed set, in k-center pick order
+
+    @property
+    def rest(self) -> tuple[str, ...]:
+        """The high-quality instructions outside the seed set: what the seed model answers (phase 3)."""
+        seed_set = set(self.seeds)
+        return tuple(i for i in self.high if i not in seed_set)
+
+    def rows(self, examples: Sequence[Example]) -> list[dict[str, Any]]:
+        """One row per example, in pool order: ``id``, ``quality`` (null for an empty response), ``high_quality``,
+        ``seed_pick`` (k-center pick index, null outside the seed set)."""
+        high, pick = set(self.high), {sid: j for j, sid in enumerate(self.seeds)}
+        return [{"id": ex.id, "quality": self.quality.get(ex.id), "high_quality": ex.id in high,
+                 "seed_pick": pick.get(ex.id)} for ex in examples]
+
+    def write(self, path: str | Path, examples: Sequence[Example]) -> Path:
+        write_jsonl(path, self.rows(examples))
+        return Path(path)
+
+    @classmethod
+    def read(cls, path: str | Path, examples: Sequence[Example]) -> "Coverage":
+        """A ``coverage.jsonl`` of exactly these examples (same ids, same order), checked."""
+        rows = read_jsonl(path)
+        if [r["id"] for r in rows] != [ex.id for ex in examples]:
+            raise ValueError(f"{path}: {len(rows)} rows whose ids do not match the {len(examples)} pool examples in "
+                             "order (phases 1–2 were run on a different pool)")
+        quality = {r["id"]: float(r["quality"]) for r in rows if r["quality"] is not None}
+        high = tuple(sorted(r["id"] for r in rows if r["high_quality"]))
+        picks = sorted((r["seed_pick"], r["id"]) for r in rows if r["seed_pick"] is not None)
+        if [j for j, _ in picks] != list(range(len(picks))):
+            raise ValueError(f"{path}: seed_pick values are not 0..{len(picks) - 1}")
+        if any(i not in quality for i in high) or not {i for _, i in picks} <= set(high):
+            raise ValueError(f"{path}: a high-quality or seed row without a quality, or a seed outside the "
+                             "high-quality subset")
+        return cls(quality, high, tuple(i for _, i in picks))
+
+
+def quality_and_coverage(examples: Sequence[Example], ctx: ScoringContext) -> Coverage:
+    """MoDS phases 1–2: reward-model quality of every non-empty example, then k-center greedy on the instruction
+    embeddings of the high-quality subset (the seed set)."""
+    cfg = ctx.config
+    m = cfg.selectors.mods
+    rmodel, rtok = _load_reward(ctx, m.reward_model, m.reward_revision)
+    live = [ex for ex in examples if not is_empty_response(ex)]
+    quality = dict(zip((ex.id for ex in live), reward_scores(
+        rmodel, rtok, [(question_text(ex), ex.response) for ex in live], m.reward_batch_size)))
+    high = sorted((ex for ex in live if quality[ex.id] > m.quality_threshold), key=lambda ex: ex.id)
+    seeds: list[str] = []
+    if high:
+        if m.embedding == "target":
+            emodel, etok, _ = ctx.model()
+        else:
+            emodel, etok = _encoder(ctx, m.embedding)
+        emb = embed_texts(emodel, etok, [question_text(ex) for ex in high],
+                          cfg.selectors.diversity.max_length, cfg.selectors.diversity.batch_size)
+        picks, _ = kcenter_greedy(emb.astype(np.float64), count(m.seed_count, len(high)))
+        seeds = [high[i].id for i in picks]
+    return Coverage(quality, tuple(ex.id for ex in high), tuple(seeds))
+
+
+# ------------------------------------------------------------------------------------------------ phase 3
+@dataclass(frozen=True)
+class SeedModel:
+    """The model that answers in phase 3 (``model`` / ``tokenizer`` None only when there is nothing to answer)."""
+
+    model: Any
+    tokenizer: Any
+    label: str  # what it is, recorded on every row (e.g. "target + LoRA fine-tuned on the MoDS seed set (...)")
+
+
+@dataclass(frozen=True)
+class Necessity:
+    """Phase 3: the seed model's greedy answer to every high-quality instruction outside the seed set, and the
+    reward of that answer."""
+
+    seed_model: str
+    answers: dict[str, str] = field(default_factory=dict)
+    reward: dict[str, float] = field(default_factory=dict)
+
+    def write(self, path: str | Path) -> Path:
+        answers = [{"id": i, "answer": a, "reward": self.reward[i]} for i, a in self.answers.items()]
+        write_json(path, {"seed_model": self.seed_model, "answers": answers})
+        return Path(path)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Necessity":
+        doc = read_json(path)
+        rows = doc["answers"]
+        return cls(str(doc["seed_model"]), {r["id"]: r["answer"] for r in rows},
+                   {r["id"]: float(r["reward"]) for r in rows})
+
+
+def necessity(examples: Sequence[Example], coverage: Coverage, ctx: ScoringContext, seed: SeedModel) -> Necessity:
+    """MoDS phase 3: ``seed`` answers every high-quality instruction outside the seed set (greedy, under the
+    training template), the reward model scores each answer."""
+    cfg = ctx.config
+    m = cfg.selectors.mods
+    by_id = {ex.id: ex for ex in examples}
+    rest = [by_id[i] for i in coverage.rest]
+    if not rest:
+        return Necessity(seed.label)
+    if seed.model is None:
+        raise ValueError(f"MoDS necessity: {len(rest)} high-quality instructions to answer but no seed model "
+                         f"({seed.label})")
+    from cpqs_bench import prompts
+
+    texts = [prompts.prompt_text(seed.tokenizer, ex, cfg.prompt.template, system_prompt=cfg.prompt.system_prompt)
+             for ex in rest]
+    answers = generate(seed.model, seed.tokenizer, texts, m.max_new_tokens, m.generation_batch_size)
+    rmodel, rtok = _load_reward(ctx, m.reward_model, m.reward_revision)
+    rewards = reward_scores(rmodel, rtok, [(question_text(ex), a) for ex, a in zip(rest, answers)],
+                            m.reward_batch_size)
+    return Necessity(seed.label, {ex.id: a for ex, a in zip(rest, answers)},
+                     {ex.id: r for ex, r in zip(rest, rewards)})
+
+
+def standalone_seed_model(ctx: ScoringContext) -> SeedModel:
+    """Outside reproduce: ``selectors.mods.seed_model`` when set, else the untuned target (the labelled deviation)."""
+    m = ctx.config.selectors.mods
+    if m.seed_model:
+        model, tok, _ = ctx.model(m.seed_model, m.seed_model_revision)
+        return SeedModel(model, tok, m.seed_model)
+    model, tok, _ = ctx.model()
+    return SeedModel(model, tok, UNTUNED)
+
+
+# ------------------------------------------------------------------------------------------------ ranking
+def mods_rows(examples: Sequence[Example], coverage: Coverage, nec: Necessity, ctx: ScoringContext) -> list[ScoreRow]:
+    """One row per example (input order) from the three phases: seed tier, necessary tier, quality tier."""
+    cfg = ctx.config
+    m = cfg.selectors.mods
+    if set(nec.reward) != set(coverage.rest):
+        raise ValueError(f"MoDS necessity answers {len(nec.reward)} instructions, but the coverage phase left "
+                         f"{len(coverage.rest)} high-quality non-seed instructions: the phases disagree")
+    seeds, seed_set = coverage.seeds, set(coverage.seeds)
+    necessary = {i: r for i, r in nec.reward.items() if r < m.necessity_threshold}
+    others = {i: coverage.quality[i] for i in coverage.rest if i not in necessary}
+    k = max(1, len(seeds))
+    score = {sid: 2.0 + (k - j) / (k + 1) for j, sid in enumerate(seeds)}
+    score.update({i: 1.0 + f for i, f in _rank_fraction(necessary, higher_first=False).items()})
+    score.update({i: f for i, f in _rank_fraction(others, higher_first=True).items()})
+    tok = ctx.tokenizer()
+    rows = []
+    for ex in examples:
+        n = len(response_tokens(tok, ex, cfg))
+        if ex.id not in coverage.quality:
+            rows.append(ScoreRow(ex.id, math.nan, n, exclude=EMPTY_RESPONSE))
+            continue
+        extra = {"quality": coverage.quality[ex.id], "reward_model": m.reward_model, "seed_model": nec.seed_model}
+        if ex.id not in score:
+            rows.append(ScoreRow(ex.id, coverage.quality[ex.id], n, exclude=LOW_QUALITY, extra=extra))
+            continue
+        kind = "seed" if ex.id in seed_set else "necessary" if ex.id in necessary else "quality_only"
+        if ex.id in nec.reward:
+            extra["seed_answer_reward"] = nec.reward[ex.id]
+        rows.append(ScoreRow(ex.id, score[ex.id], n, extra={**extra, "mods": kind}))
+    return rows
+
+
 class MoDSSelector:
+    """The three phases in one call; a phase folder (``ctx.checkpoint``: ``coverage.jsonl`` [+ ``necessity.json``],
+    what a pipeline's earlier stages wrote) supplies the phases it holds."""
+
     name = "mods"
     needs = Needs.TARGET_MODEL
 
     def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
-        cfg = ctx.config
-        m = cfg.selectors.mods
-        rmodel, rtok = _load_reward(ctx, m.reward_model, m.reward_revision)
-        live = [ex for ex in examples if not is_empty_response(ex)]
-        quality = dict(zip((ex.id for ex in live), reward_scores(
-            rmodel, rtok, [(question_text(ex), ex.response) for ex in live], m.reward_batch_size)))
-        high = sorted((ex for ex in live if quality[ex.id] > m.quality_threshold), key=lambda ex: ex.id)
-        # coverage: k-center greedy on instruction embeddings of the high-quality subset
-        seeds: list[str] = []
-        if high:
-            if m.embedding == "target":
-                emodel, etok, _ = ctx.model()
-            else:
-                emodel, etok = _encoder(ctx, m.embedding)
-            emb = embed_texts(emodel, etok, [question_text(ex) for ex in high],
-                              cfg.selectors.diversity.max_length, cfg.selectors.diversity.batch_size)
-            picks, _ = kcenter_greedy(emb.astype(np.float64), count(m.seed_count, len(high)))
-            seeds = [high[i].id for i in picks]
-        seed_set = set(seeds)
-        # necessity: the seed model answers the other high-quality instructions; low reward = necessary
-        rest = [ex for ex in high if ex.id not in seed_set]
-        seed_reward: dict[str, float] = {}
-        if rest:
-            smodel, stok, _ = ctx.model(m.seed_model, m.seed_model_revision) if m.seed_model else ctx.model()
-            answers = generate(smodel, stok, [prompt_text(stok, ex.prompt) for ex in rest], m.max_new_tokens,
-                               m.generation_batch_size)
-            seed_reward = dict(zip((ex.id for ex in rest), reward_scores(
-                rmodel, rtok, [(question_text(ex), a) for ex, a in zip(rest, answers)], m.reward_batch_size)))
-        necessary = {i: r for i, r in seed_reward.items() if r < m.necessity_threshold}
-        others = {ex.id: quality[ex.id] for ex in rest if ex.id not in necessary}
-        k = max(1, len(seeds))
-        score = {sid: 2.0 + (k - j) / (k + 1) for j, sid in enumerate(seeds)}
-        score.update({i: 1.0 + f for i, f in _rank_fraction(necessary, higher_first=False).items()})
-        score.update({i: f for i, f in _rank_fraction(others, higher_first=True).items()})
-        seed_label = m.seed_model or UNTUNED
-        tok = ctx.tokenizer()
-        rows = []
-        for ex in examples:
-            n = len(response_tokens(tok, ex, cfg))
-            if ex.id not in quality:
-                rows.append(ScoreRow(ex.id, math.nan, n, exclude=EMPTY_RESPONSE))
-                continue
-            extra = {"quality": quality[ex.id], "reward_model": m.reward_model, "seed_model": seed_label}
-            if ex.id not in score:
-                rows.append(ScoreRow(ex.id, quality[ex.id], n, exclude=LOW_QUALITY, extra=extra))
-                continue
-            kind = "seed" if ex.id in seed_set else "necessary" if ex.id in necessary else "quality_only"
-            if ex.id in seed_reward:
-                extra["seed_answer_reward"] = seed_reward[ex.id]
-            rows.append(ScoreRow(ex.id, score[ex.id], n, extra={**extra, "mods": kind}))
-        return rows
+        folder = Path(ctx.checkpoint) if ctx.checkpoint is not None else None
+        if folder is not None and not (folder / COVERAGE_FILE).is_file():
+            raise FileNotFoundError(f"{folder}: a MoDS phase folder holds {COVERAGE_FILE} (phases 1–2)")
+        coverage = (Coverage.read(folder / COVERAGE_FILE, examples) if folder is not None
+                    else quality_and_coverage(examples, ctx))
+        if folder is not None and (folder / NECESSITY_FILE).is_file():
+            nec = Necessity.read(folder / NECESSITY_FILE)
+        else:
+            nec = necessity(examples, coverage, ctx, standalone_seed_model(ctx))
+        return mods_rows(examples, coverage, nec, ctx)
 
 
 def seed_ids(rows: Sequence[ScoreRow | dict[str, Any]]) -> list[str]:
-    """The seed set of a ``mods`` score file (what a pipeline fine-tunes on to build ``selectors.mods.seed_model``)."""
+    """The seed set of a ``mods`` score file (what reproduce fine-tunes the seed model on)."""
     out = []
     for r in rows:
         d = r.to_dict() if isinstance(r, ScoreRow) else r
