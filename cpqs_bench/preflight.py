@@ -383,7 +383,9 @@ def check_recipe(cfg: Config, rep: Report) -> None:
 
 def estimate_work(cfg: Config, pool: list[Any], facts: dict[str, Any], device: str, rep: Report) -> dict[str, Any]:
     """Tokens and requests per stage, and time from :data:`THROUGHPUT` (scaled by parameters)."""
-    from cpqs_bench.reproduce import arms
+    from cpqs_bench.reproduce import arms, builds_mods_seed
+    from cpqs_bench.select import budget_count
+    from cpqs_bench.selectors import diversity
 
     n_pool = len(pool) if not cfg.data.pool_limit else min(len(pool), cfg.data.pool_limit)
     n_pool = max(n_pool, 1)
@@ -395,10 +397,12 @@ def estimate_work(cfg: Config, pool: list[Any], facts: dict[str, Any], device: s
     gen = tp["generate"] / params
     passes = {"ifd": 2, "ifd_ppl": 2, "perplexity": 1, "cpqs": 1, "superfiltering": 0, "random": 0, "longest": 0}
     score_tokens = sum(passes.get(n, 1) for n in cfg.selectors.names) * n_pool * tok_per_ex
-    b = cfg.selectors.budget
-    k = b if b >= 1 else max(1, math.ceil(b * n_pool))
+    k = budget_count(cfg.selectors.budget, n_pool)
     arm_sizes = {a: (n_pool if sel is None else k) for a, sel, _ in arms(cfg)}
     train_tokens = {a: int(n * tok_per_ex * cfg.finetune.epochs) for a, n in arm_sizes.items()}
+    # MoDS's seed model (one fine-tune per run; its seed set is a share of the high-quality subset: bounded by the pool)
+    seed_tokens = (int(diversity.count(cfg.selectors.mods.seed_count, n_pool) * tok_per_ex * cfg.finetune.epochs)
+                   if builds_mods_seed(cfg) else 0)
     n_models = 1 + len(arm_sizes) * len(cfg.experiment.seeds)
     per_task = {t: cfg.evaluate.task_limits.get(t, cfg.evaluate.limit) or 500 for t in cfg.evaluate.tasks}
     requests = n_models * sum(per_task.values())
@@ -406,14 +410,17 @@ def estimate_work(cfg: Config, pool: list[Any], facts: dict[str, Any], device: s
     gen_tokens = n_models * sum(n for t, n in per_task.items() if t not in proxy) * (cfg.evaluate.max_new_tokens
                                                                                       or 512) * 0.5
     ll_tokens = n_models * sum(n for t, n in per_task.items() if t in proxy) * 2 * tok_per_ex
-    seconds = {"score": score_tokens / fwd, "finetune": sum(train_tokens.values()) * len(cfg.experiment.seeds) / train,
+    seconds = {"score": score_tokens / fwd,
+               "finetune": (sum(train_tokens.values()) * len(cfg.experiment.seeds) + seed_tokens) / train,
                "evaluate": gen_tokens / gen + ll_tokens / fwd}
     label = "measured here" if tp["measured"] else "ESTIMATE (GPU figures not measured)"
     rep.add("work", "scoring", INFO, f"{score_tokens / 1e6:.2f}M tokens ({n_pool} examples × ~{tok_per_ex:.0f} tokens "
                                      f"× forward passes) ≈ {_fmt_time(seconds['score'])} [{label}]")
     rep.add("work", "fine-tuning", INFO, f"per arm × seed: " + ", ".join(f"{a} {t / 1e3:.0f}k"
                                                                            for a, t in train_tokens.items())
-            + f" tokens; {len(arm_sizes) * len(cfg.experiment.seeds)} runs ≈ {_fmt_time(seconds['finetune'])} [{label}]")
+            + f" tokens; {len(arm_sizes) * len(cfg.experiment.seeds)} runs"
+            + (f" + the MoDS seed model (≤ {seed_tokens / 1e3:.0f}k tokens)" if seed_tokens else "")
+            + f" ≈ {_fmt_time(seconds['finetune'])} [{label}]")
     rep.add("work", "evaluation", INFO, f"{requests} requests ({n_models} models × items per task "
                                         f"{per_task}; 500 assumed where unlimited) ≈ "
                                         f"{_fmt_time(seconds['evaluate'])} [{label}]")

@@ -105,3 +105,31 @@ def test_problems_exit_non_zero_from_the_cli(mirror, offline_env, tmp_path):
     model = _base_model_dir(tmp_path)
     assert main(["reproduce", "--config", "smoke", f"model.id={model}", "prompt.template=chat",
                  f"selectors.proxy_model={model}", f"selectors.cpqs.generator={model}", "--preflight"]) == 1
+
+
+def _work_line(cfg):
+    from types import SimpleNamespace
+
+    from cpqs_bench import preflight
+
+    rep = preflight.Report()
+    pool = [SimpleNamespace(id=str(i)) for i in range(200)]
+    preflight.estimate_work(cfg, pool, {"params_b": 0.1}, "cpu", rep)
+    return next(c.detail for c in rep.checks if c.item == "fine-tuning"), rep
+
+
+def test_the_fine_tuning_estimate_counts_the_mods_seed_model_only_when_the_pipeline_builds_it(monkeypatch):
+    from cpqs_bench import preflight
+
+    monkeypatch.setattr(preflight, "_mean_tokens", lambda pool, tok: 100.0)
+    base = load_config("smoke")
+    plain = replace(base, **{"selectors.names": ("random",), "selectors.budget": 20, "data.pool_limit": 0})
+    with_mods = replace(plain, **{"selectors.names": ("random", "mods"), "selectors.mods.seed_count": 30})
+    given = replace(with_mods, **{"selectors.mods.seed_model": "some/seed-model"})
+    line, _ = _work_line(plain)
+    assert "MoDS" not in line
+    line, _ = _work_line(with_mods)
+    epochs = with_mods.finetune.epochs
+    assert f"MoDS seed model (≤ {30 * 100 * epochs / 1e3:.0f}k tokens)" in line
+    assert f"random {20 * 100 * epochs / 1e3:.0f}k" in line  # a whole-number budget is a count, not a fraction
+    assert "MoDS" not in _work_line(given)[0]

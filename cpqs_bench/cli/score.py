@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("selector", help="registered selector name (cpqs, ifd, superfiltering, random, longest, plugins)")
     add_config_arguments(p)  # after the selector: `score NAME k=v` gives NAME to the selector
     p.add_argument("--data", default=None, help="pool: named dataset, file or hf: spec (default: data.pool)")
-    p.add_argument("--selector", dest="checkpoint", default=None, help="trained selector directory (cpqs)")
+    p.add_argument("--selector", dest="checkpoint", default=None,
+                   help="trained selector directory (cpqs: the TextCNN checkpoint; mods: a phases folder)")
     p.add_argument("--out", required=True, help="scores JSONL")
     alias(p, "--limit", "data.pool_limit", type=int, metavar="N", help="only the first N pool examples")
     alias(p, "--model", "model.id", metavar="MODEL", help="target model: Hub id, folder or 'embedded'")
