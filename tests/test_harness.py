@@ -238,6 +238,26 @@ def test_one_base_load_serves_the_base_model_and_every_adapter(tiny_dir, cache_r
     assert preds(tmp_path / "base1") == preds(tmp_path / "base2") and base_first is not None
 
 
+def test_an_evaluation_of_our_tasks_never_indexes_lm_evals_own_task_tree(tiny_dir, tmp_path, monkeypatch):
+    """``simple_evaluate`` builds a default TaskManager (every lm-eval YAML, seconds per call) unless it is handed
+    one; the harness hands it the manager that built the tasks, so an evaluation of tasks/ indexes nothing more."""
+    from lm_eval.tasks import TaskManager
+
+    built = []
+    real_init = TaskManager.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(kwargs.get("include_defaults", True))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(TaskManager, "__init__", counting_init)
+    harness._task_manager.cache_clear()
+    harness._built.cache_clear()
+    evaluate(tiny_dir, tmp_path / "e", tasks=["cpqs_gsm8k_chat", "cpqs_gsm8k_chat_nll"], limit=1,
+             task_limits={"cpqs_gsm8k_chat_nll": 2}, use_cache=False)
+    assert built == [False], f"TaskManagers built (include_defaults): {built}"
+
+
 def test_batched_generation_equals_unbatched_and_unpadded_reference():
     """HFLM left-pads a batch and slices the continuation at the padded context length; check it is exact."""
     from lm_eval.api.instance import Instance

@@ -275,7 +275,10 @@ def cache_path(model_path: str, revision: str | None, adapter_hash: str | None, 
 
 
 def _run_group(lm: Any, tasks: list[Any], chat: bool, limit: int | None, settings: EvaluateConfig,
-               use_cache: str | None, system_instruction: str | None = None) -> dict[str, Any]:
+               use_cache: str | None, system_instruction: str | None = None,
+               manager: Any = None) -> dict[str, Any]:
+    """One ``simple_evaluate`` call over built ``tasks``. ``manager``: the TaskManager that built them; without one,
+    lm-eval indexes its whole task tree (thousands of YAMLs, seconds per call) only to pass the objects through."""
     from lm_eval import simple_evaluate
 
     names = [t.task_name for t in tasks]
@@ -283,7 +286,7 @@ def _run_group(lm: Any, tasks: list[Any], chat: bool, limit: int | None, setting
     results = simple_evaluate(
         model=lm, tasks=tasks, limit=limit, log_samples=True, apply_chat_template=chat,
         fewshot_as_multiturn=chat, gen_kwargs=gen, system_instruction=system_instruction,
-        use_cache=use_cache, bootstrap_iters=0, confirm_run_unsafe_code=True)
+        use_cache=use_cache, bootstrap_iters=0, confirm_run_unsafe_code=True, task_manager=manager)
     if results is None:
         raise EvaluationError("lm-eval returned no results (non-zero rank?)")
     missing = [t for t in names if t not in results.get("results", {}) or t not in results.get("samples", {})]
@@ -494,7 +497,7 @@ def evaluate_model(cfg: Any, out: str | Path, *, adapter: str | Path | None = No
                                 {**inputs["prompt"], "chat_template": template_hash if use_chat else None})
                      if settings.use_cache else None)
             results = _run_group(lm, [tasks[t] for t in group], use_chat, group_limit, settings, cache,
-                                 cfg.prompt.system_prompt if use_chat else None)
+                                 cfg.prompt.system_prompt if use_chat else None, src.manager)
             for t in group:
                 info = infos[t]
                 key = f"{info['metric']},{info['filter']}"
