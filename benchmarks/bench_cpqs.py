@@ -144,6 +144,7 @@ def main() -> None:
     ap.add_argument("--rss-n", type=int, default=20, help="1x pool size for the RSS check (10x is also run)")
     ap.add_argument("--n-b", type=int, default=None, help="measure (b) on the first N samples only (it is slow)")
     ap.add_argument("--skip-b", action="store_true")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved repetitions of (a) and (c); best per path")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, tok, info = models.load("embedded", device="cpu")
@@ -154,12 +155,27 @@ def main() -> None:
     print(f"model {info.spec} dtype {info.dtype}; {len(exs)} Alpaca-GPT4 samples, {n_tok} response tokens; "
           f"threads {args.threads}")
     run_a(cnn, model, tok, exs[:4], spec, args.batch_size)  # warm-up (tap cache, allocator)
-    ta, rows_a = run_a(cnn, model, tok, exs, spec, args.batch_size, "hooks")
-    tah, rows_h = run_a(cnn, model, tok, exs, spec, args.batch_size, "hidden_states")
+    # What the pipeline runs: CPQSSelector calls score_chunk with method "auto" (hidden_states when the final layer
+    # is among the channels, as with every layer; hooks otherwise). Both methods and the limit are timed in
+    # interleaved rounds, best per path: on a shared machine load drifts between measurements.
+    n_blocks = F.num_blocks(model)
+    auto = "hidden_states" if n_blocks in F.resolve_layers(spec.layers, n_blocks) else "hooks"  # features._forward_batch
+    ta = tah = tc = float("inf")
+    bb: dict = {}
+    cn: dict = {}
+    for _ in range(args.rounds):
+        t, rows_a = run_a(cnn, model, tok, exs, spec, args.batch_size, "hooks")
+        ta = min(ta, t)
+        t, rows_h = run_a(cnn, model, tok, exs, spec, args.batch_size, "hidden_states")
+        tah = min(tah, t)
+        b1, c1 = run_c(cnn, model, tok, exs, spec, (1, 4, 8, 16))
+        bb = {k: min(bb.get(k, float("inf")), v) for k, v in b1.items()}
+        cn = {k: min(cn.get(k, float("inf")), v) for k, v in c1.items()}
     diff = max(abs(r1["score"] - r2["score"]) for r1, r2 in zip(rows_a, rows_h))
-    print(f"(a) pipeline, hooks:          {len(exs) / ta:7.2f} samples/s  ({ta:.1f} s)")
-    print(f"    pipeline, hidden_states:  {len(exs) / tah:7.2f} samples/s  ({tah:.1f} s); max |score diff| {diff:.2e}")
-    bb, cn = run_c(cnn, model, tok, exs, spec, (1, 4, 8, 16))
+    t_pipe = tah if auto == "hidden_states" else ta
+    print(f"(a) pipeline (method auto = {auto}): {len(exs) / t_pipe:7.2f} samples/s  ({t_pipe:.1f} s)")
+    print(f"    hooks:          {len(exs) / ta:7.2f} samples/s  ({ta:.1f} s)")
+    print(f"    hidden_states:  {len(exs) / tah:7.2f} samples/s  ({tah:.1f} s); max |score diff| {diff:.2e}")
     bbs, cns = min(bb, key=bb.get), min(cn, key=cn.get)
     tc = bb[bbs] + cn[cns]
     print(f"(c) limit: backbone {len(exs) / bb[bbs]:.2f}/s (bs {bbs}), CNN {len(exs) / cn[cns]:.2f}/s (bs {cns}) "
@@ -174,8 +190,8 @@ def main() -> None:
         tb, scores_b = run_b(cnn32, model32, tok, exs_b, "chat", args.max_length)
         rate_b = len(exs_b) / tb
         print(f"(b) official loop shape:      {rate_b:7.2f} samples/s  ({tb:.1f} s on {len(exs_b)} samples)")
-        print(f"ratio (a)/(b) = {len(exs) / ta / rate_b:.2f}x")
-    print(f"ratio (a)/(c) = {tc / ta:.1%} of the limit")
+        print(f"ratio (a)/(b) = {len(exs) / t_pipe / rate_b:.2f}x")
+    print(f"ratio (a)/(c) = {tc / t_pipe:.1%} of the limit (hooks: {tc / ta:.1%}, hidden_states: {tc / tah:.1%})")
     r1 = peak_rss_child(args.rss_n, args.batch_size, args.max_length)
     r10 = peak_rss_child(10 * args.rss_n, args.batch_size, args.max_length)
     print(f"peak RSS: {args.rss_n} samples {r1:.0f} MiB, {10 * args.rss_n} samples {r10:.0f} MiB "
