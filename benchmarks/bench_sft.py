@@ -80,6 +80,8 @@ def bare_loop(model: Any, ft: Any, rows: list[dict], precision: str, accum: int,
                 torch.nn.utils.clip_grad_norm_(params, ft.max_grad_norm)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # the optimizer steps are queued, not done, until the device catches up
         seconds = time.perf_counter() - t0
     finally:
         sft.remove_lora(peft_model, model, ft, use_cache)

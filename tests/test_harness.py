@@ -283,3 +283,42 @@ def test_batched_generation_equals_unbatched_and_unpadded_reference():
     batched, unbatched = run(4), run(1)
     assert any(r.strip() for r in reference), "degenerate reference: the test would not detect a slicing error"
     assert batched == unbatched == reference
+
+
+def test_identical_generation_requests_are_decoded_once_and_fanned_back_in_order():
+    """HumanEval and HumanEval+ send the same prompts: the backend decodes each distinct (context, settings) once."""
+    from types import SimpleNamespace
+
+    reqs = [SimpleNamespace(args=(c, {"max_gen_toks": m})) for c, m in
+            [("a", 8), ("b", 8), ("a", 8), ("a", 4), ("b", 8)]]
+    seen = []
+
+    def generate(batch):
+        seen.append([r.args for r in batch])
+        return [f"{r.args[0]}:{r.args[1]['max_gen_toks']}" for r in batch]
+
+    assert harness.answer_once(reqs, generate) == ["a:8", "b:8", "a:8", "a:4", "b:8"]
+    assert seen == [[("a", {"max_gen_toks": 8}), ("b", {"max_gen_toks": 8}), ("a", {"max_gen_toks": 4})]]
+    assert harness.answer_once([], generate) == [] and len(seen) == 1
+
+
+def test_humaneval_and_humaneval_plus_share_one_decoding_per_prompt(tiny_dir, tmp_path, monkeypatch):
+    from lm_eval.models.huggingface import HFLM
+
+    sizes = []
+    real = HFLM.generate_until
+
+    def counting(self, requests, disable_tqdm=False):
+        sizes.append(len(requests))
+        return real(self, requests, disable_tqdm)
+
+    monkeypatch.setattr(HFLM, "generate_until", counting)
+    out = tmp_path / "he"
+    evaluate(tiny_dir, out, tasks=["cpqs_humaneval_instruct", "cpqs_humaneval_plus_instruct"], limit=2,
+             use_cache=False)
+    assert sizes == [2], f"requests per generate_until call: {sizes}"
+    rows = read_jsonl(out / "items.jsonl")
+    preds = {t: [r["prediction"] for r in rows if r["task"] == t]
+             for t in ("cpqs_humaneval_instruct", "cpqs_humaneval_plus_instruct")}
+    assert preds["cpqs_humaneval_instruct"] == preds["cpqs_humaneval_plus_instruct"]
+    assert len(preds["cpqs_humaneval_instruct"]) == 2

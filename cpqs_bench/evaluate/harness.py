@@ -218,11 +218,43 @@ def check_adapter_active(model: Any, tokenizer: Any, adapter: str, atol: float =
     return delta
 
 
-def build_lm(model: Any, tokenizer: Any, settings: EvaluateConfig) -> Any:
-    """lm-eval's HF backend (``HFLM``) over an already loaded model (plain or with a PEFT adapter attached)."""
+def request_key(args: tuple) -> str:
+    """What decides a generation request's answer: its context and its settings (greedy decoding)."""
+    return json.dumps(list(args), sort_keys=True, default=str)
+
+
+def answer_once(requests: list[Any], generate: Callable[[list[Any]], list[str]]) -> list[str]:
+    """``generate`` over the distinct requests only, answers fanned back out in request order. HumanEval and
+    HumanEval+ send the very same prompts with the same settings (HumanEval+ grades the same completion against more
+    tests), so a run of both decodes each prompt once instead of twice."""
+    first: dict[str, int] = {}
+    unique: list[Any] = []
+    keys = [request_key(r.args) for r in requests]
+    for r, k in zip(requests, keys):
+        if k not in first:
+            first[k] = len(unique)
+            unique.append(r)
+    answers = generate(unique) if unique else []
+    return [answers[first[k]] for k in keys]
+
+
+@functools.lru_cache(maxsize=1)
+def _hflm_class() -> type:
     from lm_eval.models.huggingface import HFLM
 
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size)
+    class HFLMOnce(HFLM):
+        """lm-eval's HF backend; identical generation requests of one call are decoded once (``answer_once``)."""
+
+        def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+            return answer_once(requests, lambda reqs: super(HFLMOnce, self).generate_until(reqs, disable_tqdm))
+
+    return HFLMOnce
+
+
+def build_lm(model: Any, tokenizer: Any, settings: EvaluateConfig) -> Any:
+    """lm-eval's HF backend over an already loaded model (plain or with a PEFT adapter attached), identical
+    generation requests answered once."""
+    return _hflm_class()(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size)
 
 
 def _build_vllm(path: str, hub_revision: str | None, adapter: str | None, settings: EvaluateConfig):
