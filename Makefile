@@ -18,7 +18,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 endif
 
-.PHONY: install test test-slow reproduce preflight bench lint clean
+.PHONY: install test test-slow reproduce preflight bench gpu-bundle gpu-check-dry lint clean
 
 install: $(VENV)/.installed
 
@@ -52,6 +52,15 @@ preflight: install
 bench: install
 	$(BIN)/cpqs-bench model fetch
 	$(BIN)/python benchmarks/run_all.py
+
+# The GPU check's inputs for a device machine with no internet (wheels, model shape, data link; see the script), and
+# a rehearsal of benchmarks/gpu_check.sh here on CPU with tiny sizes.
+gpu-bundle: install
+	$(BIN)/cpqs-bench model fetch
+	bash benchmarks/gpu_bundle.sh
+
+gpu-check-dry: gpu-bundle
+	GPU_CHECK_DRY=1 PYTHON=$(BIN)/python bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

