@@ -108,9 +108,10 @@ def run_c(cnn, model, tok, exs, spec, batch_sizes):
                     base(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), use_cache=False)
 
         def cnn_only():
+            dev = next(cnn.parameters()).device  # features come back on the host, as in the pipeline
             for s in range(0, len(feats), bs):
                 x, lengths = collate(feats[s: s + bs])
-                cnn.score(x, lengths)
+                cnn.score(x.to(dev), lengths.to(dev))
         best_bb[bs] = timed(backbone_only)[0]
         best_cnn[bs] = timed(cnn_only)[0]
     return best_bb, best_cnn

@@ -9,7 +9,7 @@
 # max_new_tokens: this measures speed, never quality). It prints versions, then each benchmark's ratios (`make bench`
 # on CUDA, bigger sizes) and a reduced smoke reproduce with its per-stage breakdown; it asserts nothing.
 #
-# GPU_CHECK_ONLY=<word> runs only the steps whose title contains the word (a rerun of one step).
+# GPU_CHECK_ONLY=<regex> runs only the steps whose title matches it (a rerun of some steps: "CPQS|reproduce").
 # GPU_CHECK_DRY=1 runs the same steps here with the current python and tiny sizes (a rehearsal of the script on CPU:
 # no install, no CUDA), so a device session never spends its minutes on a broken script.
 set -uo pipefail
@@ -21,9 +21,9 @@ PY="${PYTHON:-python3}"
 DRY="${GPU_CHECK_DRY:-0}"
 MODEL_DIR="${GPU_CHECK_MODEL:-/tmp/cpqs-gpu-model}"
 if [ "$DRY" = 1 ]; then
-  N_CPQS=16 N_IFD=8 N_SFT=8 N_EVAL=2 STEP_TIMEOUT=400
+  N_CPQS=16 N_IFD=8 N_SFT=8 N_EVAL=2 STEP_TIMEOUT=400 REPRO_TIMEOUT=400
 else
-  N_CPQS=400 N_IFD=200 N_SFT=128 N_EVAL=32 STEP_TIMEOUT=150
+  N_CPQS=400 N_IFD=200 N_SFT=128 N_EVAL=32 STEP_TIMEOUT=150 REPRO_TIMEOUT=300
 fi
 start=$(date +%s)
 [ -d "$CPQS_DATA_MIRROR" ] || { echo "no data mirror at $CPQS_DATA_MIRROR (carry shared/data; see make gpu-bundle)"; exit 2; }
@@ -69,11 +69,19 @@ print(f"model {out}: {sum(p.numel() for p in AutoModelForCausalLM.from_pretraine
       "parameters (random weights, SmolLM2-135M shape)")
 PY
 
-ONLY="${GPU_CHECK_ONLY:-}"  # e.g. GPU_CHECK_ONLY=reproduce: run only the steps whose title contains it
-step() { if [ -n "$ONLY" ] && [[ "$1" != *"$ONLY"* ]]; then return 0; fi; echo; echo "=== $1 ($(( $(date +%s) - start )) s elapsed)"; shift; timeout "$STEP_TIMEOUT" "$@" || echo "step failed (rc $?)"; }
+ONLY="${GPU_CHECK_ONLY:-}"  # e.g. GPU_CHECK_ONLY='CPQS|reproduce': run only the steps whose title matches it
+step() {
+  local title="$1" limit="$STEP_TIMEOUT"; shift
+  if [ -n "$ONLY" ] && ! [[ "$title" =~ $ONLY ]]; then return 0; fi
+  [[ "$title" == *reproduce* ]] && limit="$REPRO_TIMEOUT"
+  echo; echo "=== $title ($(( $(date +%s) - start )) s elapsed)"
+  timeout "$limit" "$@" || echo "step failed (rc $?)"
+}
 step "CPQS scoring vs limit" "$PY" benchmarks/bench_cpqs.py --model "$MODEL_DIR" --n "$N_CPQS" --n-b 8 --rounds 1 \
   --rss-n 4
-step "IFD scoring vs limit" "$PY" benchmarks/bench_ifd.py --model "$MODEL_DIR" --n "$N_IFD" --skip-cherry
+# the paper presets' selectors.batch_size (16 examples = 32 sequences per forward); the limit tries 8/16/32
+step "IFD scoring vs limit" "$PY" benchmarks/bench_ifd.py --model "$MODEL_DIR" --n "$N_IFD" --skip-cherry \
+  --pipeline-batch 16 --batch-sizes 8,16,32
 step "SFT vs bare packed LoRA loop" "$PY" benchmarks/bench_sft.py --model "$MODEL_DIR" --n "$N_SFT" --rounds 2
 step "Evaluation vs bare generate" "$PY" benchmarks/bench_eval.py --model "$MODEL_DIR" --limit "$N_EVAL"
 # one seed, two selectors, small evaluation: every stage kind runs on CUDA (scoring, negatives + CNN, fine-tuning,

@@ -163,9 +163,28 @@ def _capture_hooks(base: Any, ids: torch.Tensor, mask: torch.Tensor, layers: lis
     return [captured[i] for i in layers]
 
 
-def _capture_hidden_states(base: Any, ids: torch.Tensor, mask: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
-    out = base(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=list(layers))
+def selective_hidden_states() -> bool:
+    """Whether this transformers reads a *list* ``output_hidden_states`` as hidden-state indices with the initial
+    state at index 0 (``utils/output_capturing.py: resolve_hidden_states_indices``, transformers 5.2x). Transformers
+    5.17 (the GPU image's) also takes a list but numbers it differently — block outputs only, no initial state, so
+    index ``n_blocks`` is out of range (seen on the H200 check). Where the numbering is not the one this module
+    uses, every hidden state is asked for (``True``) and the selected ones are indexed here."""
+    try:
+        from transformers.utils import output_capturing
+    except ImportError:
+        return False
+    return hasattr(output_capturing, "resolve_hidden_states_indices")
+
+
+def _capture_hidden_states(base: Any, ids: torch.Tensor, mask: torch.Tensor, layers: list[int],
+                           n_blocks: int) -> list[torch.Tensor]:
+    selective = selective_hidden_states() and len(set(layers)) < n_blocks + 1
+    out = base(input_ids=ids, attention_mask=mask, use_cache=False,
+               output_hidden_states=list(layers) if selective else True)
     hs = out.hidden_states
+    if not selective and len(hs) != n_blocks + 1:
+        raise FeatureError(f"{type(base).__name__} returned {len(hs)} hidden states for {n_blocks} blocks "
+                           "(expected blocks + 1)")
     return [hs[i] for i in layers]
 
 
@@ -235,7 +254,7 @@ def _forward_batch(base: Any, rendered: list[prompts.Rendered], layers: list[int
     if method == "hooks":
         states = _capture_hooks(base, ids, mask, layers, n_blocks)
     elif method == "hidden_states":
-        states = _capture_hidden_states(base, ids, mask, layers)
+        states = _capture_hidden_states(base, ids, mask, layers, n_blocks)
     else:
         raise FeatureError(f"unknown capture method {method!r}; use 'hooks' or 'hidden_states'")
     out = []

@@ -56,6 +56,19 @@ def test_batched_equals_manual_response_slice(tiny_model, method, layers):
         torch.testing.assert_close(got[ex.id], ref, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("selective", [True, False])
+def test_hidden_states_capture_with_and_without_index_selection(tiny_model, monkeypatch, selective):
+    """transformers 5.17 numbers a list ``output_hidden_states`` differently (no initial state): there the capture
+    asks for every hidden state and indexes them itself. Both paths give the reference slices."""
+    model, tok, template = tiny_model
+    monkeypatch.setattr(F, "selective_hidden_states", lambda: selective)
+    exs = _examples()
+    got = dict(F.extract(model, tok, exs, template, layers="0,2,-1", batch_size=4, method="hidden_states"))
+    for ex in exs:
+        ref, _ = _manual(model, tok, ex, template, "0,2,-1")
+        torch.testing.assert_close(got[ex.id], ref, atol=2e-5, rtol=1e-4)
+
+
 def test_batch_size_does_not_change_features(tiny_model):
     model, tok, template = tiny_model
     exs = _examples()

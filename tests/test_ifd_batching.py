@@ -91,3 +91,24 @@ def test_batch_limits_bound_sequences_and_padded_tokens():
     seqs, tokens = ifd.batch_limits(3, 96)
     out = list(ifd.batches(jobs, seqs, tokens))
     assert [len(b) for b in out] == [3, 3, 6, 6, 6, 6, 4] and [j for b in out for j in b] == jobs
+
+
+def test_head_chunk_size_does_not_change_losses(monkeypatch):
+    """The LM head + fp32 cross-entropy runs in chunks of response positions (64 on a CPU, for the cache); chunk
+    boundaries that cut through sequences give the same per-example sums as one chunk for the whole batch."""
+    model, tok = tiny.model("chatml")
+    model = model.float()
+    pad = prompts.pad_token_id(tok)
+    context = ifd.direct_context(tok, "chat", None, "cherry")
+    seqs = []
+    for ex in _pool(6):
+        r = prompts.render(tok, ex, "chat", train_eot=False, max_length=96)
+        seqs += list(ifd.passes(r, context, tok))
+    assert sum(len(ids) - start for ids, start in seqs) > 7 * 5  # several chunks of 7 below
+    monkeypatch.setattr(ifd, "HEAD_CHUNK", {"cpu": 7})
+    small = ifd.sequence_losses(model, seqs, pad)
+    monkeypatch.setattr(ifd, "HEAD_CHUNK", {"cpu": 100_000})
+    whole = ifd.sequence_losses(model, seqs, pad)
+    assert [n for _, n in small] == [n for _, n in whole]
+    for (a, _), (b, _) in zip(small, whole):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-5)
