@@ -273,6 +273,20 @@ def test_bf16_input_and_autocast_match_fp32_reference():
     torch.testing.assert_close(scores, model.score(x, lengths), atol=0.02, rtol=0.0)
 
 
+def test_scores_under_bf16_autocast_are_not_quantised():
+    """The classifier head runs in fp32 under autocast: bf16 logits would give P(good) a few hundred possible
+    values near 0.5, and a pool of similar answers would tie (ties are then broken by id at the top-k cut)."""
+    model = make_model()
+    rows = [0.05 * r for r in random_rows([12] * 200, seed=5)]  # similar inputs: logits in a narrow band
+    x, lengths = collate(rows)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x, lengths)
+        scores = model.score(x, lengths)
+    assert logits.dtype == torch.float32
+    assert len(set(scores.tolist())) == len(rows)
+    torch.testing.assert_close(scores, model.score(x, lengths), atol=0.02, rtol=0.0)
+
+
 def test_moderate_size_equality_smollm2_shape():
     """Real SmolLM2-135M channel/hidden sizes and paper filter counts, short sequences."""
     torch.manual_seed(0)

@@ -331,9 +331,15 @@ class TextCNN(nn.Module):
         return h.masked_fill(~mask, float("-inf")).amax(dim=2)
 
     def _head(self, pooled_per_branch: list[torch.Tensor]) -> torch.Tensor:
-        """Concat branch features -> dropout -> MLP -> logits."""
+        """Concat branch features -> dropout -> MLP -> logits, in the parameters' dtype even under autocast.
+
+        Under bf16 autocast the MLP's logits would be rounded to 8 significant bits, and P(good) computed from them
+        takes a few hundred distinct values near 0.5 (``tests/test_textcnn.py``); an earlier bf16 ``compare`` run
+        had 89 distinct CPQS scores among 100 examples, and ties at the top-k cut are broken by id, not quality. The MLP is a few thousand multiply-adds per row, so
+        keeping it in fp32 costs nothing measurable; the big tap GEMM before it still runs in the autocast dtype."""
         features = torch.cat(pooled_per_branch, dim=1)
-        return self.fc(self.dropout(features))
+        with torch.autocast(features.device.type, enabled=False):
+            return self.fc(self.dropout(features.to(self._compute_dtype())))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, 2)`` for right-padded ``x`` ``(B, T, L, H)`` with ``lengths`` valid tokens.
