@@ -11,7 +11,11 @@
   sequences, length-sorted, at the best of several fixed batch sizes *and* of the pipeline's own batches (so the
   bound is never weaker than bare forwards over exactly the batches the pipeline runs).
 
-Prints samples/s for each and the ratios pipeline/limit (target >= 0.95), alt/limit and pipeline/cherry, and the
+* **limit + loss** — a decomposition, not the target: the bare forwards over the pipeline's batches plus the fp32
+  cross-entropy of the full logits at the scored positions (the part of IFD's work the limit leaves out).
+
+Prints samples/s for each and the ratios pipeline/limit (target >= 0.95), pipeline/(limit + loss), alt/limit and
+pipeline/cherry, and the
 load-independent geometry (forwards, padding waste) of each. Also checks that the
 pipeline and the loop agree on the scores (they compute the same quantity; bf16 vs fp32 differ slightly).
 
@@ -89,6 +93,33 @@ def limit_forwards(model: Any, seqs: list[tuple[int, ...]], batch: int | list[li
     return time.perf_counter() - t0
 
 
+def limit_with_loss(model: Any, batches: list[list[tuple[int, ...]]], starts: dict[tuple[int, ...], int],
+                    pad_id: int) -> float:
+    """Seconds for the bare forwards over exactly ``batches`` plus the loss any IFD implementation must compute:
+    fp32 cross-entropy of the full logits at every scored position (what the pipeline computes with the head applied
+    only there). Not the target's reference — a decomposition: pipeline/limit vs pipeline/(limit + loss) shows how
+    much of the gap is the loss itself."""
+    import torch.nn.functional as F
+
+    t0 = time.perf_counter()
+    for chunk in batches:
+        chunk = sorted(chunk, key=len, reverse=True)
+        ids, mask = prompts.right_pad(list(chunk), pad_id)
+        rows, pos, tgt = [], [], []
+        for b, s in enumerate(chunk):
+            n = len(s) - starts[s]
+            rows += [b] * n
+            pos += range(starts[s] - 1, len(s) - 1)
+            tgt += s[starts[s]:]
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+            F.cross_entropy(logits[torch.tensor(rows), torch.tensor(pos)].float(), torch.tensor(tgt, device=model.device),
+                            reduction="none")
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=40)
@@ -114,11 +145,13 @@ def main() -> None:
           f"max_length {max_length}; torch threads {torch.get_num_threads()}")
     context = direct_context(tok, template, cfg.prompt.system_prompt, IFDSelector.default_context)
     seqs = []
+    starts: dict[tuple[int, ...], int] = {}  # first scored position of each pass (for the limit + loss reference)
     for ex in examples:
         r = prompts.render(tok, ex, template, train_eot=False, max_length=max_length)
         both = passes(r, context, tok) if r is not None else None
         if both is not None:
             seqs += [ids for ids, _ in both]
+            starts.update(dict(both))
     # warm-up (kernels, allocator) on a few samples for every path
     limit_forwards(fast, seqs[:4], 4, tok.pad_token_id)
 
@@ -155,7 +188,7 @@ def main() -> None:
         cherry_loop(slow, tok, examples[:2], template, max_length)  # warm-up
     # Interleaved rounds, best time per method: on a shared machine the load drifts, and a method measured only
     # while it was high would look slow for reasons that are not its own.
-    t_pipe, t_alt, t_cherry, limits = float("inf"), float("inf"), float("inf"), {}
+    t_pipe, t_alt, t_cherry, limits, limits_loss = float("inf"), float("inf"), float("inf"), {}, float("inf")
     pipe_scores: list[float] = []
     alt_scores: list[float] = []
     cherry: list[float] = []
@@ -169,6 +202,9 @@ def main() -> None:
             t, alt_scores = pipeline(alt_run=True)
             t_alt = min(t_alt, t)
             print(f"[round {rnd}] pipeline (alt limits {alt}): {len(examples) / t:.3f} samples/s", flush=True)
+        t = limit_with_loss(fast, geometries["pipeline batches"], starts, tok.pad_token_id)
+        limits_loss = min(limits_loss, t)
+        print(f"[round {rnd}] limit + fp32 loss @ pipeline batches: {len(examples) / t:.3f} samples/s", flush=True)
         for name, geometry in geometries.items():
             t = limit_forwards(fast, seqs, geometry, tok.pad_token_id)
             limits[name] = min(limits.get(name, float("inf")), t)
@@ -203,6 +239,8 @@ def main() -> None:
         "limit_samples_per_s": len(examples) / t_limit, "limit_best_batches": best_bs,
         "limit_by_batch_samples_per_s": {str(b): round(len(examples) / t, 4) for b, t in limits.items()},
         "pipeline_over_limit": t_limit / t_pipe,
+        "limit_plus_loss_samples_per_s": len(examples) / limits_loss,
+        "pipeline_over_limit_plus_loss": limits_loss / t_pipe,
         "pipeline_forwards": len(geometries["pipeline batches"]),
         "limit_forwards": len(chunks_of(geometries[best_bs])),
         "pipeline_padding_waste": padded(geometries["pipeline batches"]) / real - 1.0,
