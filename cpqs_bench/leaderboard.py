@@ -48,12 +48,18 @@ def fmt_pp(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:+.1f}"
 
 
+# Proxies (NLL per byte, ~0.5-2.5) differ between arms in the third or fourth decimal: with three, a smoke run read
+# "± 0.000" and "+0.000 [-0.001, +0.001]" where the data held a difference.
+RAW_DECIMALS = 4
+P_FLOOR = 1e-10  # smaller p-values print as "< 1e-10": 2/2^40 and 1.6e-58 say the same to a reader
+
+
 def fmt_value(x: float | None, unit: str) -> str:
-    return fmt_pct(x) if unit == "pct" else ("—" if x is None else f"{x:.3f}")
+    return fmt_pct(x) if unit == "pct" else ("—" if x is None else f"{x:.{RAW_DECIMALS}f}")
 
 
 def fmt_delta(x: float | None, unit: str) -> str:
-    return fmt_pp(x) if unit == "pct" else ("—" if x is None else f"{x:+.3f}")
+    return fmt_pp(x) if unit == "pct" else ("—" if x is None else f"{x:+.{RAW_DECIMALS}f}")
 
 
 def task_unit(facts: dict[str, Any]) -> str:
@@ -64,6 +70,8 @@ def task_unit(facts: dict[str, Any]) -> str:
 def fmt_p(p: float | None) -> str:
     if p is None:
         return "—"
+    if p < P_FLOOR:
+        return f"< {P_FLOOR:.0e}"
     return f"{p:.3f}" if round(p, 3) >= 0.001 else f"{p:.1e}"
 
 

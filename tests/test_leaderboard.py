@@ -76,6 +76,14 @@ def test_markdown_has_note_first_and_every_arm_and_task(rendered):
         assert [r[0] for r in _table(md, task)] == ["base", "full", "random", "cpqs", "my-plugin"]
 
 
+def _assert_p_cell(cell: str, want: float, abs: float = 0.0) -> None:
+    """A p-value cell reads the JSON's value (3 digits or 2 significant), or '< 1e-10' exactly when it is below."""
+    if cell.startswith("<"):
+        assert cell == "< 1e-10" and want < 1e-10
+    else:
+        assert float(cell) == pytest.approx(want, rel=0.06, abs=abs)
+
+
 def test_json_round_trips_and_matches_markdown_numbers(rendered):
     paths, summary, results = rendered
     doc = json.loads(paths["json"].read_text(encoding="utf-8"))
@@ -100,13 +108,13 @@ def test_json_round_trips_and_matches_markdown_numbers(rendered):
                 nums = [float(x) for x in re.findall(r"[+-]\d+\.\d", delta)]
                 assert nums == pytest.approx([100 * cmp["mean_diff"], 100 * cmp["ci_low"], 100 * cmp["ci_high"]],
                                              abs=0.051)
-                p_item, p_seed = (float(x) for x in p.split(" / "))
-                assert p_item == pytest.approx(cmp["p_value"], rel=0.06, abs=6e-4)
-                assert p_seed == pytest.approx(cmp["p_value_seed"], rel=0.06, abs=6e-4)
+                p_item, p_seed = p.split(" / ")
+                _assert_p_cell(p_item, cmp["p_value"], abs=6e-4)
+                _assert_p_cell(p_seed, cmp["p_value_seed"], abs=6e-4)
                 min_p, mde = power.split("; ")
-                min_item, min_seed = (float(x) for x in min_p.split(" / "))
-                assert min_item == pytest.approx(cmp["p_min_item"], rel=0.06)
-                assert min_seed == pytest.approx(cmp["p_min_seed"], rel=0.06)
+                min_item, min_seed = min_p.split(" / ")
+                _assert_p_cell(min_item, cmp["p_min_item"])
+                _assert_p_cell(min_seed, cmp["p_min_seed"])
                 assert float(mde) == pytest.approx(100 * cmp["mde"], abs=0.051)
                 marker = f"{ref}: " + (("▲" if cmp["direction"] == "better" else "▼") if cmp["significant"]
                                        else cmp["label"])
@@ -352,3 +360,13 @@ def test_domain_tables_budget_kept_revision_and_items(tmp_path):
     row = next(r for r in doc["tables"]["gsm8k"] if r["arm"] == "cpqs")
     assert row["vs"]["random"]["mean_diff"] == pytest.approx(d.mean())
     assert set(items["base"]) == {"null"}
+
+
+def test_proxy_cells_show_four_decimals_and_tiny_p_values_are_floored():
+    """Three decimals printed '± 0.000' for NLL-per-byte proxies whose arms differ in the fourth decimal."""
+    from cpqs_bench.leaderboard import fmt_delta, fmt_p, fmt_value
+
+    assert fmt_value(0.00042, "raw") == "0.0004" and fmt_delta(-0.00042, "raw") == "-0.0004"
+    assert fmt_value(0.5, "pct") == "50.0" and fmt_delta(0.012, "pct") == "+1.2"
+    assert fmt_p(1.6e-58) == "< 1e-10" and fmt_p(2.9e-9) == "2.9e-09" and fmt_p(0.25) == "0.250"
+    assert fmt_p(None) == "—"
