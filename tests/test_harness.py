@@ -322,3 +322,23 @@ def test_humaneval_and_humaneval_plus_share_one_decoding_per_prompt(tiny_dir, tm
              for t in ("cpqs_humaneval_instruct", "cpqs_humaneval_plus_instruct")}
     assert preds["cpqs_humaneval_instruct"] == preds["cpqs_humaneval_plus_instruct"]
     assert len(preds["cpqs_humaneval_instruct"]) == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_attached_adapter_runs_in_the_base_models_dtype_and_leaves_the_base_clean(tiny_dir, tmp_path, dtype):
+    """LoRA weights follow a bf16 base (training's autocast computes them in bf16; fp32 LoRA made adapter evaluations
+    1.7x slower); an fp32 base keeps them fp32. On exit the base model is the base model again."""
+    from transformers import AutoModelForCausalLM
+
+    adapter = _save_lora(tiny_dir, tmp_path / "lora", active=True)
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=dtype).eval()
+    ids = torch.tensor([[1, 5, 9, 13, 2]])
+    with torch.no_grad():
+        before = base(input_ids=ids).logits
+        with harness.Attached(base, str(adapter)) as model:
+            lora = {p.dtype for n, p in model.named_parameters() if "lora_" in n}
+            attached = model(input_ids=ids).logits
+        after = base(input_ids=ids).logits
+    assert lora == {dtype}
+    assert not torch.equal(attached, before)
+    torch.testing.assert_close(after, before, rtol=0, atol=0)

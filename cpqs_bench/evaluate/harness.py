@@ -411,16 +411,29 @@ def default_loader(device: str) -> Loader:
 
 
 class Attached:
-    """A PEFT adapter attached to a (possibly shared) base model for one evaluation, removed on exit."""
+    """A PEFT adapter attached to a (possibly shared) base model for one evaluation, removed on exit.
+
+    The LoRA weights run in the base model's dtype when that is bf16/fp16. peft loads them in fp32 (its
+    ``autocast_adapter_dtype``), which without autocast made every LoRA matmul an fp32 one with casts around it: in
+    the smoke run an adapter's loglikelihood requests took 37 s against the base model's 20 s, and a forward of
+    4 x 350 tokens on the embedded model took 1.23 s with fp32 LoRA, 0.72 s with bf16 LoRA, 0.56 s without an adapter
+    (2-core CPU). The recipe trains under bf16 autocast, which runs the LoRA matmuls in bf16 too, so bf16 LoRA
+    weights compute at evaluation what training computed; an fp32 base keeps fp32 adapters."""
 
     def __init__(self, base: Any, adapter: str | None) -> None:
         self.base, self.adapter, self.model = base, adapter, base
 
     def __enter__(self) -> Any:
         if self.adapter:
+            import torch
             from peft import PeftModel
 
             self.model = PeftModel.from_pretrained(self.base, self.adapter, is_trainable=False).eval()
+            dtype = getattr(self.base, "dtype", None)
+            if dtype in (torch.bfloat16, torch.float16):
+                for name, param in self.model.named_parameters():
+                    if "lora_" in name and param.dtype != dtype:
+                        param.data = param.data.to(dtype)
         return self.model
 
     def __exit__(self, *exc: Any) -> None:
