@@ -342,3 +342,15 @@ def test_attached_adapter_runs_in_the_base_models_dtype_and_leaves_the_base_clea
     assert lora == {dtype}
     assert not torch.equal(attached, before)
     torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+def test_request_cache_keys_on_the_harness_code(monkeypatch):
+    """The request cache sits outside the run dir: a harness change must not be answered from the old code's cache."""
+    from cpqs_bench import code_version as cv
+
+    settings = config("m").evaluate
+    before = harness.cache_path("m", "r", "a", settings, True)
+    assert harness.cache_path("m", "r", "a", settings, True) == before
+    real = cv.code_version
+    monkeypatch.setattr(cv, "code_version", lambda entries, files=(): {**real(entries, files), "edited": True})
+    assert harness.cache_path("m", "r", "a", settings, True) != before

@@ -297,9 +297,14 @@ def generation_settings(settings: EvaluateConfig) -> dict[str, Any]:
 
 def cache_path(model_path: str, revision: str | None, adapter_hash: str | None, settings: EvaluateConfig,
                chat: bool, root: Path | None = None, prompt: dict[str, Any] | None = None) -> str:
-    """lm-eval request-cache prefix; lm-eval appends ``_rank<N>.db``. Distinct per model/adapter/settings/prompt."""
+    """lm-eval request-cache prefix; lm-eval appends ``_rank<N>.db``. Distinct per model/adapter/settings/prompt and
+    per code version of this module's import closure (how the model is loaded, the adapter attached and the requests
+    answered): the cache lives outside the run dir, so without the code a re-run evaluation stage after a harness
+    change would read the old code's answers for the same adapter files."""
+    from cpqs_bench.code_version import code_version
+
     key = {"model": model_path, "revision": revision, "adapter": adapter_hash, "chat": chat,
-           "generation": generation_settings(settings)}
+           "generation": generation_settings(settings), "code": code_version([__name__])}
     if prompt:
         key["prompt"] = prompt
     root = root or (models.cache_root() / "lm_eval_requests")
