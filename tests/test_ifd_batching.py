@@ -94,7 +94,7 @@ def test_batch_limits_bound_sequences_and_padded_tokens():
 
 
 def test_head_chunk_size_does_not_change_losses(monkeypatch):
-    """The LM head + fp32 cross-entropy runs in chunks of response positions (64 on a CPU, for the cache); chunk
+    """The LM head + cross-entropy runs in chunks of response positions (128 on a CPU, for the cache); chunk
     boundaries that cut through sequences give the same per-example sums as one chunk for the whole batch."""
     model, tok = tiny.model("chatml")
     model = model.float()
@@ -105,10 +105,31 @@ def test_head_chunk_size_does_not_change_losses(monkeypatch):
         r = prompts.render(tok, ex, "chat", train_eot=False, max_length=96)
         seqs += list(ifd.passes(r, context, tok))
     assert sum(len(ids) - start for ids, start in seqs) > 7 * 5  # several chunks of 7 below
-    monkeypatch.setattr(ifd, "HEAD_CHUNK", {"cpu": 7})
+    monkeypatch.setattr(ifd, "head_chunk", lambda device_type: 7)
     small = ifd.sequence_losses(model, seqs, pad)
-    monkeypatch.setattr(ifd, "HEAD_CHUNK", {"cpu": 100_000})
+    monkeypatch.setattr(ifd, "head_chunk", lambda device_type: 100_000)
     whole = ifd.sequence_losses(model, seqs, pad)
     assert [n for _, n in small] == [n for _, n in whole]
     for (a, _), (b, _) in zip(small, whole):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-5)
+
+
+def test_losses_in_the_logits_dtype_match_an_fp32_cross_entropy_of_the_same_logits():
+    """A bf16 model's per-token losses come from the bf16 logits' own log-softmax (fp32 inside the kernel, rounded to
+    bf16 per token) and are summed in fp64: the sums stay within rounding of an fp32 cross-entropy of the very same
+    logits. A sum accumulated in bf16, or a position off by one, is far outside this."""
+    model, tok = tiny.model("chatml")
+    model = model.to(torch.bfloat16)
+    pad = prompts.pad_token_id(tok)
+    context = ifd.direct_context(tok, "chat", None, "cherry")
+    seqs = []
+    for ex in _pool(6):
+        r = prompts.render(tok, ex, "chat", train_eot=False, max_length=96)
+        seqs += list(ifd.passes(r, context, tok))
+    got = ifd.sequence_losses(model, seqs, pad)
+    for (ids, start), (total, n) in zip(seqs, got):
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([ids])).logits[0, start - 1: len(ids) - 1].float()
+        want = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[start:]), reduction="sum").item()
+        assert n == len(ids) - start
+        assert total == pytest.approx(want, rel=2e-3)

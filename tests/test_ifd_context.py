@@ -131,3 +131,19 @@ def test_contexts_do_not_share_shards(tmp_path: Path):
     b = ifd_mod.IFDSelector(context="superfiltering").score(POOL, ctx)
     assert len(list(tmp_path.glob("ifd-*"))) == 2
     assert [r.extra["loss_uncond"] for r in a] != [r.extra["loss_uncond"] for r in b]
+
+
+def test_shards_are_keyed_on_the_code_that_computes_the_losses(tmp_path: Path, monkeypatch):
+    """Loss shards kept in a work dir are reused on resume, but not after the loss code changed."""
+    import cpqs_bench.code_version as cv
+
+    model, tok = tiny.model("chatml")
+    cfg = contract_config(**{"selectors.drop_ifd_ge_1": False})
+    ctx = ScoringContext(cfg, tmp_path, loader=lambda spec, rev, dt: (model, tok, None))
+    ifd_mod.IFDSelector().score(POOL, ctx)
+    ifd_mod.IFDSelector().score(POOL, ctx)
+    assert len(list(tmp_path.glob("ifd-*"))) == 1
+    real = cv.code_version
+    monkeypatch.setattr(cv, "code_version", lambda entries, files=(): {**real(entries, files), "source_sha256": "x"})
+    ifd_mod.IFDSelector().score(POOL, ctx)
+    assert len(list(tmp_path.glob("ifd-*"))) == 2

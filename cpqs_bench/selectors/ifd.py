@@ -43,12 +43,18 @@ truncated) response ids of that rendering, so it is never longer than the condit
 
 **Execution:** the pool streams through in shards of ``SHARD_SIZE`` examples; each shard's per-example losses are
 written atomically to ``ctx.workdir/ifd-<fingerprint>/shard-NNNNN.jsonl`` and reused on resume (the fingerprint
-covers model, revision, dtype, template, length policy and the direct-answer context ids; a shard is reused only if its ids match).
+covers model, revision, dtype, template, length policy, the direct-answer context ids and the code; a shard is
+reused only if its ids match).
 Inside a shard both passes of all examples are sorted by length and run in batches of at most
 ``2 * selectors.batch_size`` sequences and ``selectors.batch_size * max_length`` padded tokens, right-padded with an
 attention mask (causal attention makes right padding invisible to real tokens).
 The model runs in its loaded dtype (bf16 where the hardware supports it); the LM head is applied only at the
-response positions, in chunks of ``HEAD_CHUNK`` positions, and the cross-entropy is computed in fp32.
+response positions, in chunks of :func:`head_chunk` positions, and the cross-entropy is taken on the logits as they
+come out of the head: the log-softmax kernel accumulates in fp32, the per-token losses are rounded to the logits'
+dtype and summed per sequence in fp64. An fp32 copy of bf16 logits would not make them more exact; measured on 150
+``alpaca_gpt4`` examples with the embedded SmolLM2-135M (bf16), IFD differs from the fp32 model's by 2.70e-3 on
+average either way (Spearman 0.99916 with an fp32 cross-entropy, 0.99915 with the bf16 one; the two differ by
+2.8e-4), while the cast and the fp32 log-softmax cost as much as the head itself on a CPU (below).
 """
 from __future__ import annotations
 
@@ -65,13 +71,19 @@ from cpqs_bench.models import model_max_length
 from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response
 
 SHARD_SIZE = 128
-# Response positions per LM-head matmul + fp32 cross-entropy. On a CPU the chunk's fp32 logits (64 x 49k vocab =
-# 12.6 MB) stay in cache between the head, the cast and the log-softmax: head + CE over 2,048 positions of the
-# embedded SmolLM2-135M took 220 ms at 64 vs 356 ms at 512 (2-core CPU; the head alone 133 ms), and
-# `python benchmarks/bench_ifd.py --n 40` went from 0.83 to 0.98 of its limit. On an accelerator the chunk only
-# bounds memory (each chunk is a kernel launch), so it is large there.
-HEAD_CHUNK = {"cpu": 64}
-HEAD_CHUNK_DEFAULT = 4096
+
+
+def head_chunk(device_type: str) -> int:
+    """Response positions per LM-head matmul + cross-entropy.
+
+    On a CPU the chunk's logits should stay in cache between the head and the log-softmax: with the embedded
+    SmolLM2-135M (49k vocab) on the 2-core CPU, head + bf16 cross-entropy over 2,048 positions took 133 ms at 128
+    positions (12.6 MB of bf16 logits), 130 ms at 192 and 230 ms at 256 (the cache is full), against 220 ms for the
+    previous fp32 cross-entropy at its best chunk (64); the head alone 85-95 ms. On an accelerator the chunk only
+    bounds memory (each chunk is a kernel launch), so it is large there."""
+    return 128 if device_type == "cpu" else 4096
+
+
 EXCLUDE_GE_1 = "ifd>=1"
 LENGTH_DROPPED = "dropped_by_length_policy"
 UNDEFINED = "ifd_undefined"
@@ -193,11 +205,11 @@ def sequence_losses(model: Any, seqs: Sequence[tuple[tuple[int, ...], int]], pad
         if split is not None:
             backbone, head = split
             hidden = backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state[rows_t, pos_t]
-            chunk = HEAD_CHUNK.get(device.type, HEAD_CHUNK_DEFAULT)
-            ce = torch.cat([F.cross_entropy(head(hidden[i: i + chunk]).float(), tgt_t[i: i + chunk],
-                                            reduction="none") for i in range(0, len(targets), chunk)])
+            chunk = head_chunk(device.type)
+            ce = torch.cat([F.cross_entropy(head(hidden[i: i + chunk]), tgt_t[i: i + chunk], reduction="none")
+                            for i in range(0, len(targets), chunk)])
         else:
-            logits = model(input_ids=input_ids, attention_mask=mask).logits[rows_t, pos_t].float()
+            logits = model(input_ids=input_ids, attention_mask=mask).logits[rows_t, pos_t]
             ce = F.cross_entropy(logits, tgt_t, reduction="none")
         acc = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
         sums = torch.zeros(len(seqs), dtype=acc, device=device)
@@ -272,10 +284,15 @@ def score_shard(model: Any, tok: Any, examples: Sequence[Example], s: IFDSetting
 
 
 def fingerprint(s: IFDSettings, info: Any, tok: Any) -> str:
+    """The key of the loss shards: settings, model, direct-answer context ids and the code that computes the losses
+    (this module's import closure, library versions included), so shards kept in a ``cpqs-bench score`` work dir
+    are not reused after the loss computation changed."""
+    from cpqs_bench.code_version import code_version
+
     return stable_hash({"settings": asdict(s), "model": getattr(info, "path", str(info)),
                         "revision": getattr(info, "revision", None), "dtype": getattr(info, "dtype", None),
                         "context": asdict(direct_context(tok, s.template, s.system_prompt, s.context)),
-                        "vocab": len(tok)})
+                        "vocab": len(tok), "code": code_version([__name__])})
 
 
 def _shards(examples: Sequence[Example], size: int) -> Iterator[tuple[int, Sequence[Example]]]:
