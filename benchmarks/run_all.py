@@ -9,7 +9,7 @@ HERE = Path(__file__).resolve().parent
 
 BENCHES = [
     ("CPQS scoring: pipeline vs official-loop shape vs limit", ["bench_cpqs.py", "--n", "200", "--n-b", "40"]),
-    ("IFD scoring: pipeline vs Cherry-style loop vs limit", ["bench_ifd.py", "--n", "40", "--rounds", "4"]),
+    ("IFD scoring: pipeline vs Cherry-style loop vs limit", ["bench_ifd.py", "--n", "40", "--rounds", "3"]),
     ("SFT: project fine-tuning path vs bare packed LoRA loop", ["bench_sft.py", "--n", "32", "--rounds", "2"]),
     ("Evaluation: harness generation path vs bare batched generate", ["bench_eval.py", "--limit", "8"]),
 ]
