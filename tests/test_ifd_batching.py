@@ -93,17 +93,22 @@ def test_batch_limits_bound_sequences_and_padded_tokens():
     assert [len(b) for b in out] == [3, 3, 6, 6, 6, 6, 4] and [j for b in out for j in b] == jobs
 
 
-def test_head_chunk_size_does_not_change_losses(monkeypatch):
-    """The LM head + cross-entropy runs in chunks of response positions (128 on a CPU, for the cache); chunk
-    boundaries that cut through sequences give the same per-example sums as one chunk for the whole batch."""
+def _tiny_passes(dtype: torch.dtype):
+    """(model in ``dtype``, tokenizer, pad id, both passes of six pool examples) on a tiny ChatML model."""
     model, tok = tiny.model("chatml")
-    model = model.float()
-    pad = prompts.pad_token_id(tok)
+    model = model.to(dtype)
     context = ifd.direct_context(tok, "chat", None, "cherry")
     seqs = []
     for ex in _pool(6):
         r = prompts.render(tok, ex, "chat", train_eot=False, max_length=96)
         seqs += list(ifd.passes(r, context, tok))
+    return model, tok, prompts.pad_token_id(tok), seqs
+
+
+def test_head_chunk_size_does_not_change_losses(monkeypatch):
+    """The LM head + cross-entropy runs in chunks of response positions (128 on a CPU, for the cache); chunk
+    boundaries that cut through sequences give the same per-example sums as one chunk for the whole batch."""
+    model, tok, pad, seqs = _tiny_passes(torch.float32)
     assert sum(len(ids) - start for ids, start in seqs) > 7 * 5  # several chunks of 7 below
     monkeypatch.setattr(ifd, "head_chunk", lambda device_type: 7)
     small = ifd.sequence_losses(model, seqs, pad)
@@ -118,14 +123,7 @@ def test_losses_in_the_logits_dtype_match_an_fp32_cross_entropy_of_the_same_logi
     """A bf16 model's per-token losses come from the bf16 logits' own log-softmax (fp32 inside the kernel, rounded to
     bf16 per token) and are summed in fp64: the sums stay within rounding of an fp32 cross-entropy of the very same
     logits. A sum accumulated in bf16, or a position off by one, is far outside this."""
-    model, tok = tiny.model("chatml")
-    model = model.to(torch.bfloat16)
-    pad = prompts.pad_token_id(tok)
-    context = ifd.direct_context(tok, "chat", None, "cherry")
-    seqs = []
-    for ex in _pool(6):
-        r = prompts.render(tok, ex, "chat", train_eot=False, max_length=96)
-        seqs += list(ifd.passes(r, context, tok))
+    model, _, pad, seqs = _tiny_passes(torch.bfloat16)
     got = ifd.sequence_losses(model, seqs, pad)
     for (ids, start), (total, n) in zip(seqs, got):
         with torch.inference_mode():
