@@ -101,8 +101,8 @@ def limit_with_loss(model: Any, batches: list[list[tuple[int, ...]]], starts: di
                     pad_id: int) -> float:
     """Seconds for the bare forwards over exactly ``batches`` plus the loss any IFD implementation must compute:
     cross-entropy of the full logits (in their dtype, as the pipeline takes it) at every scored position (what the
-    pipeline computes with the head applied only there). Not the target's reference — a decomposition: pipeline/limit vs pipeline/(limit + loss) shows how
-    much of the gap is the loss itself."""
+    pipeline computes with the head applied only there). Not the target's reference — a decomposition:
+    pipeline/limit vs pipeline/(limit + loss) shows how much of the gap is the loss itself."""
     import torch.nn.functional as F
 
     t0 = time.perf_counter()
