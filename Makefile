@@ -33,7 +33,12 @@ $(VENV)/.installed: pyproject.toml examples/plugin_selector/pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e examples/plugin_selector
 	touch $@
 
-test: install
+# ruff (lint + format check, settings in pyproject.toml); `make test` runs it first, so CI fails on it
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install lint
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 test-slow: install

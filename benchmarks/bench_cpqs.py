@@ -13,6 +13,7 @@ Same model (the embedded SmolLM2-135M-Instruct unless ``--model``), same Alpaca-
 Also: hook capture vs ``output_hidden_states`` capture inside (a), and peak RSS of (a) on 1x and 10x pool sizes (each
 in a fresh subprocess). Not a test: prints numbers, asserts nothing. Run: ``python benchmarks/bench_cpqs.py --n 200``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,7 @@ from cpqs_bench.selectors.cpqs.textcnn import TextCNN, TextCNNConfig, collate  #
 
 def load_examples(n: int, offset: int = 0):
     pool = read_pool("alpaca_gpt4", limit=n + offset)
-    return pool.examples[offset: offset + n]
+    return pool.examples[offset : offset + n]
 
 
 def make_cnn(model) -> TextCNN:
@@ -66,14 +67,17 @@ def run_a(cnn, model, tok, exs, spec, batch_size, method="hooks"):
 
 def run_b(cnn32, model32, tok, exs, template, max_length):
     """The official loop's shape (see module docstring)."""
+
     def loop():
         scores = []
         for ex in exs:
-            full_text = tok.apply_chat_template(list(ex.prompt) + [{"role": "assistant", "content": ex.response}],
-                                                tokenize=False)
+            full_text = tok.apply_chat_template(
+                list(ex.prompt) + [{"role": "assistant", "content": ex.response}], tokenize=False
+            )
             prompt_text = prompts.prompt_text(tok, ex, template)
-            ids = tok(full_text, return_tensors="pt", add_special_tokens=False, truncation=True,
-                      max_length=max_length)["input_ids"].to(model32.device)
+            ids = tok(full_text, return_tensors="pt", add_special_tokens=False, truncation=True, max_length=max_length)[
+                "input_ids"
+            ].to(model32.device)
             start = len(tok(prompt_text, add_special_tokens=False)["input_ids"])
             with torch.no_grad():
                 out = model32(input_ids=ids, output_hidden_states=True)
@@ -82,23 +86,27 @@ def run_b(cnn32, model32, tok, exs, template, max_length):
                 logits = cnn32.reference_forward(x, torch.tensor([x.shape[1]], device=x.device))
                 scores.append(torch.softmax(logits, -1)[0, 1].item())
         return scores
+
     return timed(loop)
 
 
 def run_c(cnn, model, tok, exs, spec, batch_sizes):
     """Best backbone-only time + best CNN-only time over batch sizes."""
     base = F.backbone(model)
-    rendered = sorted((prompts.render(tok, ex, spec.template, max_length=spec.max_length) for ex in exs),
-                      key=lambda r: len(r.input_ids))
+    rendered = sorted(
+        (prompts.render(tok, ex, spec.template, max_length=spec.max_length) for ex in exs),
+        key=lambda r: len(r.input_ids),
+    )
     pad = tok.pad_token_id
     feats = [f for b in F.iter_batches(model, tok, exs, spec, 8) for f in b.features]
     feats.sort(key=lambda f: f.shape[0])
     best_bb, best_cnn = {}, {}
     for bs in batch_sizes:
-        def backbone_only():
+
+        def backbone_only(bs: int = bs):
             with torch.no_grad():
                 for s in range(0, len(rendered), bs):
-                    group = rendered[s: s + bs]
+                    group = rendered[s : s + bs]
                     w = max(len(r.input_ids) for r in group)
                     ids = torch.full((len(group), w), pad)
                     mask = torch.zeros((len(group), w), dtype=torch.long)
@@ -107,11 +115,12 @@ def run_c(cnn, model, tok, exs, spec, batch_sizes):
                         mask[i, : len(r.input_ids)] = 1
                     base(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), use_cache=False)
 
-        def cnn_only():
+        def cnn_only(bs: int = bs):
             dev = next(cnn.parameters()).device  # features come back on the host, as in the pipeline
             for s in range(0, len(feats), bs):
-                x, lengths = collate(feats[s: s + bs])
+                x, lengths = collate(feats[s : s + bs])
                 cnn.score(x.to(dev), lengths.to(dev))
+
         best_bb[bs] = timed(backbone_only)[0]
         best_cnn[bs] = timed(cnn_only)[0]
     return best_bb, best_cnn
@@ -119,10 +128,17 @@ def run_c(cnn, model, tok, exs, spec, batch_sizes):
 
 def peak_rss_child(n: int, batch_size: int, max_length: int, model: str = "embedded", device: str = "cpu") -> float:
     """Peak host RSS (MiB) of a fresh process scoring n examples with the pipeline."""
-    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import benchmarks.bench_cpqs as b; "
-            f"b._rss_main({n}, {batch_size}, {max_length}, {model!r}, {device!r})")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r}); import benchmarks.bench_cpqs as b; "
+        f"b._rss_main({n}, {batch_size}, {max_length}, {model!r}, {device!r})"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -136,7 +152,7 @@ def _rss_main(n: int, batch_size: int, max_length: int, model_spec: str = "embed
 
     # score in fixed chunks, as CPQSSelector does; nothing accumulates except the rows
     for s in itertools.count(0, 64):
-        chunk = exs[s: s + 64]
+        chunk = exs[s : s + 64]
         if not chunk:
             break
         S.score_chunk(cnn, model, tok, chunk, spec, batch_size)
@@ -163,14 +179,18 @@ def main() -> None:
     spec = F.FeatureSpec(max_length=args.max_length)
     cnn = make_cnn(model)
     n_tok = sum(prompts.render(tok, ex, "chat", max_length=args.max_length).n_response for ex in exs)
-    print(f"model {info.spec} dtype {info.dtype} device {device}; {len(exs)} Alpaca-GPT4 samples, {n_tok} response tokens; "
-          f"threads {args.threads}")
+    print(
+        f"model {info.spec} dtype {info.dtype} device {device}; {len(exs)} Alpaca-GPT4 samples, {n_tok} response tokens; "
+        f"threads {args.threads}"
+    )
     run_a(cnn, model, tok, exs[:4], spec, args.batch_size)  # warm-up (tap cache, allocator)
     # What the pipeline runs: CPQSSelector calls score_chunk with method "auto" (hidden_states when the final layer
     # is among the channels, as with every layer; hooks otherwise). Both methods and the limit are timed in
     # interleaved rounds, best per path: on a shared machine load drifts between measurements.
     n_blocks = F.num_blocks(model)
-    auto = "hidden_states" if n_blocks in F.resolve_layers(spec.layers, n_blocks) else "hooks"  # features._forward_batch
+    auto = (
+        "hidden_states" if n_blocks in F.resolve_layers(spec.layers, n_blocks) else "hooks"
+    )  # features._forward_batch
     ta = tah = tc = float("inf")
     bb: dict = {}
     cn: dict = {}
@@ -189,8 +209,10 @@ def main() -> None:
     print(f"    hidden_states:  {len(exs) / tah:7.2f} samples/s  ({tah:.1f} s); max |score diff| {diff:.2e}")
     bbs, cns = min(bb, key=bb.get), min(cn, key=cn.get)
     tc = bb[bbs] + cn[cns]
-    print(f"(c) limit: backbone {len(exs) / bb[bbs]:.2f}/s (bs {bbs}), CNN {len(exs) / cn[cns]:.2f}/s (bs {cns}) "
-          f"-> {len(exs) / tc:7.2f} samples/s  ({tc:.1f} s)")
+    print(
+        f"(c) limit: backbone {len(exs) / bb[bbs]:.2f}/s (bs {bbs}), CNN {len(exs) / cn[cns]:.2f}/s (bs {cns}) "
+        f"-> {len(exs) / tc:7.2f} samples/s  ({tc:.1f} s)"
+    )
     print("    backbone s by batch size: " + json.dumps({k: round(v, 2) for k, v in bb.items()}))
     print("    CNN s by batch size:      " + json.dumps({k: round(v, 2) for k, v in cn.items()}))
     if not args.skip_b:
@@ -205,8 +227,10 @@ def main() -> None:
     print(f"ratio (a)/(c) = {tc / t_pipe:.1%} of the limit (hooks: {tc / ta:.1%}, hidden_states: {tc / tah:.1%})")
     r1 = peak_rss_child(args.rss_n, args.batch_size, args.max_length, args.model, device)
     r10 = peak_rss_child(10 * args.rss_n, args.batch_size, args.max_length, args.model, device)
-    print(f"peak RSS: {args.rss_n} samples {r1:.0f} MiB, {10 * args.rss_n} samples {r10:.0f} MiB "
-          f"(growth {r10 / r1 - 1:+.1%})")
+    print(
+        f"peak RSS: {args.rss_n} samples {r1:.0f} MiB, {10 * args.rss_n} samples {r10:.0f} MiB "
+        f"(growth {r10 / r1 - 1:+.1%})"
+    )
 
 
 if __name__ == "__main__":

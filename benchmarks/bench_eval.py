@@ -13,6 +13,7 @@ tokens/s and the ratios harness/bare. Asserts nothing.
 
     .venv/bin/python benchmarks/bench_eval.py --limit 8 [--max-new-tokens 64] [--batch-size 8] [--out bench_eval.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,11 +39,12 @@ def bare_generate(model, tok, prompts: list[str], batch: int, max_new: int) -> t
     t0 = time.perf_counter()
     try:
         for i in range(0, len(prompts), batch):
-            enc = tok(prompts[i: i + batch], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tok(prompts[i : i + batch], return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.no_grad():
-                out = model.generate(**enc.to(model.device), max_new_tokens=max_new, do_sample=False,
-                                     pad_token_id=tok.pad_token_id)
-            for row in out[:, enc["input_ids"].shape[1]:].tolist():
+                out = model.generate(
+                    **enc.to(model.device), max_new_tokens=max_new, do_sample=False, pad_token_id=tok.pad_token_id
+                )
+            for row in out[:, enc["input_ids"].shape[1] :].tolist():
                 n_tokens += row.index(eos) if eos in row else len(row)
     finally:
         tok.padding_side = side
@@ -57,21 +59,36 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2, help="warm harness calls and bare runs; the best time counts")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads (default: torch's; 1 is steadier on a shared, oversubscribed machine)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's; 1 is steadier on a shared, oversubscribed machine)",
+    )
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    cfg = load_config("smoke", [f"model.id={args.model}", f"evaluate.tasks=[{args.task}]", f"evaluate.limit={args.limit}",
-                                f"evaluate.max_new_tokens={args.max_new_tokens}",
-                                f"evaluate.batch_size={args.batch_size}", "evaluate.use_cache=false"])
+    cfg = load_config(
+        "smoke",
+        [
+            f"model.id={args.model}",
+            f"evaluate.tasks=[{args.task}]",
+            f"evaluate.limit={args.limit}",
+            f"evaluate.max_new_tokens={args.max_new_tokens}",
+            f"evaluate.batch_size={args.batch_size}",
+            "evaluate.use_cache=false",
+        ],
+    )
     cache = ModelCache(device=cfg.model.device)
     model, tok, info = cache(cfg.model.id, cfg.model.revision, cfg.evaluate.dtype)
-    print(f"model {args.model} ({info.dtype}, {info.device}); task {args.task}, {args.limit} items, batch "
-          f"{args.batch_size}, {args.max_new_tokens} new tokens; torch threads {torch.get_num_threads()}; shared "
-          "machine: ratios are the signal, absolute numbers vary", flush=True)
+    print(
+        f"model {args.model} ({info.dtype}, {info.device}); task {args.task}, {args.limit} items, batch "
+        f"{args.batch_size}, {args.max_new_tokens} new tokens; torch threads {torch.get_num_threads()}; shared "
+        "machine: ratios are the signal, absolute numbers vary",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         times: dict[str, float] = {}
         for k, name in enumerate(["cold"] + ["warm"] * args.rounds):
@@ -81,8 +98,10 @@ def main() -> None:
             times[name] = min(times.get(name, seconds), seconds)
             print(f"harness {name}: {seconds:.2f} s", flush=True)
         samples = read_jsonl(Path(tmp) / "warm1" / "samples" / f"{args.task}.jsonl")
-        prompts = [s["arguments"]["gen_args_0"]["arg_0"] if isinstance(s["arguments"], dict) else s["arguments"][0][0]
-                   for s in sorted(samples, key=lambda s: s["doc_id"])]
+        prompts = [
+            s["arguments"]["gen_args_0"]["arg_0"] if isinstance(s["arguments"], dict) else s["arguments"][0][0]
+            for s in sorted(samples, key=lambda s: s["doc_id"])
+        ]
         harness_tokens = sum(len(tok(s["resps"][0][0], add_special_tokens=False)["input_ids"]) for s in samples)
         bare_generate(model, tok, prompts[:1], 1, 4)  # warm-up
         bare_s = float("inf")
@@ -91,7 +110,9 @@ def main() -> None:
             bare_s = min(bare_s, seconds)
             print(f"bare generate: {seconds:.2f} s", flush=True)
     result = {
-        "items": len(prompts), "harness_tokens": harness_tokens, "bare_tokens": bare_tokens,
+        "items": len(prompts),
+        "harness_tokens": harness_tokens,
+        "bare_tokens": bare_tokens,
         "harness_cold_tokens_per_s": harness_tokens / times["cold"],
         "harness_warm_tokens_per_s": harness_tokens / times["warm"],
         "bare_tokens_per_s": bare_tokens / bare_s,

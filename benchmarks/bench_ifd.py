@@ -25,10 +25,10 @@ Rounds are interleaved and the best time per method counts. This 2-core VM's spe
 identical timings of a few seconds, and a minimum over more draws is lower, so the pipeline is timed beside every
 limit geometry: both minima are over rounds x geometries draws.
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -70,17 +70,18 @@ def pipeline_batches(seqs: list[tuple[int, ...]], limits: tuple[int, int]) -> li
 
     out = []
     for k in range(0, len(seqs), 2 * SHARD_SIZE):  # two passes per example, one shard at a time
-        jobs = sorted([(0, 0, x, 1) for x in seqs[k: k + 2 * SHARD_SIZE]], key=lambda j: -len(j[2]))
+        jobs = sorted([(0, 0, x, 1) for x in seqs[k : k + 2 * SHARD_SIZE]], key=lambda j: -len(j[2]))
         out += [[j[2] for j in b] for b in batches(jobs, max_seqs=limits[0], max_tokens=limits[1])]
     return out
 
 
-def limit_forwards(model: Any, seqs: list[tuple[int, ...]], batch: int | list[list[tuple[int, ...]]],
-                   pad_id: int) -> float:
+def limit_forwards(
+    model: Any, seqs: list[tuple[int, ...]], batch: int | list[list[tuple[int, ...]]], pad_id: int
+) -> float:
     """Seconds for the bare forwards (full LM head) over ``seqs``, longest first, right padded, ``batch`` sequences
     per forward (or exactly the given batches)."""
     seqs = sorted(seqs, key=len, reverse=True)
-    chunks = batch if isinstance(batch, list) else [seqs[i: i + batch] for i in range(0, len(seqs), batch)]
+    chunks = batch if isinstance(batch, list) else [seqs[i : i + batch] for i in range(0, len(seqs), batch)]
     t0 = time.perf_counter()
     for chunk in chunks:
         chunk = sorted(chunk, key=len, reverse=True)
@@ -91,14 +92,15 @@ def limit_forwards(model: Any, seqs: list[tuple[int, ...]], batch: int | list[li
             ids[b, : len(s)] = torch.tensor(s)
             mask[b, : len(s)] = 1
         with torch.inference_mode():
-            model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+            _ = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
-def limit_with_loss(model: Any, batches: list[list[tuple[int, ...]]], starts: dict[tuple[int, ...], int],
-                    pad_id: int) -> float:
+def limit_with_loss(
+    model: Any, batches: list[list[tuple[int, ...]]], starts: dict[tuple[int, ...], int], pad_id: int
+) -> float:
     """Seconds for the bare forwards over exactly ``batches`` plus the loss any IFD implementation must compute:
     cross-entropy of the full logits (in their dtype, as the pipeline takes it) at every scored position (what the
     pipeline computes with the head applied only there). Not the target's reference — a decomposition:
@@ -114,11 +116,12 @@ def limit_with_loss(model: Any, batches: list[list[tuple[int, ...]]], starts: di
             n = len(s) - starts[s]
             rows += [b] * n
             pos += range(starts[s] - 1, len(s) - 1)
-            tgt += s[starts[s]:]
+            tgt += s[starts[s] :]
         with torch.inference_mode():
             logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
-            F.cross_entropy(logits[torch.tensor(rows), torch.tensor(pos)], torch.tensor(tgt, device=model.device),
-                            reduction="none")
+            F.cross_entropy(
+                logits[torch.tensor(rows), torch.tensor(pos)], torch.tensor(tgt, device=model.device), reduction="none"
+            )
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - t0
@@ -132,11 +135,19 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="4,8,16", help="sequences per forward tried for the limit")
     ap.add_argument("--pipeline-batch", type=int, default=None, help="selectors.batch_size (examples; 2 seqs each)")
     ap.add_argument("--skip-cherry", action="store_true")
-    ap.add_argument("--alt-limits", default=None, metavar="SEQS,TOKENS",
-                    help="also run the pipeline with these batch limits (max seqs, max padded tokens), side by side")
+    ap.add_argument(
+        "--alt-limits",
+        default=None,
+        metavar="SEQS,TOKENS",
+        help="also run the pipeline with these batch limits (max seqs, max padded tokens), side by side",
+    )
     ap.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; the best time per method counts")
-    ap.add_argument("--cherry-rounds", type=int, default=2,
-                    help="rounds that also time the (slow, ~4x) Cherry-style loop: its ratio needs no more precision")
+    ap.add_argument(
+        "--cherry-rounds",
+        type=int,
+        default=2,
+        help="rounds that also time the (slow, ~4x) Cherry-style loop: its ratio needs no more precision",
+    )
     ap.add_argument("--out")
     args = ap.parse_args()
 
@@ -147,8 +158,10 @@ def main() -> None:
     examples = read_pool(args.pool, limit=args.n).examples
     fast, tok, info = models.load(args.model, dtype="auto")
     device = info.device
-    print(f"model {info.spec} dtype {info.dtype} device {device}; {len(examples)} samples; template {template}; "
-          f"max_length {max_length}; torch threads {torch.get_num_threads()}")
+    print(
+        f"model {info.spec} dtype {info.dtype} device {device}; {len(examples)} samples; template {template}; "
+        f"max_length {max_length}; torch threads {torch.get_num_threads()}"
+    )
     context = direct_context(tok, template, cfg.prompt.system_prompt, IFDSelector.default_context)
     seqs = []
     starts: dict[tuple[int, ...], int] = {}  # first scored position of each pass (for the limit + loss reference)
@@ -179,8 +192,9 @@ def main() -> None:
 
     def _pipeline(examples: list) -> tuple[float, list[float]]:
         with tempfile.TemporaryDirectory() as tmp:
-            ctx = ScoringContext(replace(cfg, **{"selectors.drop_ifd_ge_1": False}), Path(tmp),
-                                 loader=lambda s, r, d: (fast, tok, info))
+            ctx = ScoringContext(
+                replace(cfg, **{"selectors.drop_ifd_ge_1": False}), Path(tmp), loader=lambda s, r, d: (fast, tok, info)
+            )
             t0 = time.perf_counter()
             rows = IFDSelector().score(examples, ctx)
             if torch.cuda.is_available():
@@ -233,7 +247,7 @@ def main() -> None:
     def chunks_of(geometry: Any) -> list[list[tuple[int, ...]]]:
         if isinstance(geometry, list):
             return geometry
-        return [ordered[i: i + geometry] for i in range(0, len(ordered), geometry)]
+        return [ordered[i : i + geometry] for i in range(0, len(ordered), geometry)]
 
     def padded(chunks: list[list[tuple[int, ...]]]) -> int:
         return sum(len(c) * max(len(x) for x in c) for c in chunks)
@@ -241,10 +255,15 @@ def main() -> None:
     alt_chunks = pipeline_batches(seqs, alt_limits_)
     t_limit = limits[best_bs]
     result: dict[str, Any] = {
-        "n": len(examples), "model": info.spec, "dtype": info.dtype, "device": device, "rounds": args.rounds,
+        "n": len(examples),
+        "model": info.spec,
+        "dtype": info.dtype,
+        "device": device,
+        "rounds": args.rounds,
         "pipeline_samples_per_s": len(examples) / t_pipe,
         "pipeline_limits_seqs_tokens": list(new_limits),
-        "limit_samples_per_s": len(examples) / t_limit, "limit_best_batches": best_bs,
+        "limit_samples_per_s": len(examples) / t_limit,
+        "limit_best_batches": best_bs,
         "limit_by_batch_samples_per_s": {str(b): round(len(examples) / t, 4) for b, t in limits.items()},
         "pipeline_over_limit": t_limit / t_pipe,
         "pipeline_over_limit_same_batches": limits["pipeline batches"] / t_pipe,
@@ -256,9 +275,15 @@ def main() -> None:
         "limit_padding_waste": padded(chunks_of(geometries[best_bs])) / real - 1.0,
     }
     if alt:
-        result.update({"alt_limits_seqs_tokens": list(alt), "alt_forwards": len(alt_chunks),
-                       "alt_padding_waste": padded(alt_chunks) / real - 1.0,
-                       "alt_samples_per_s": len(examples) / t_alt, "alt_over_limit": t_limit / t_alt})
+        result.update(
+            {
+                "alt_limits_seqs_tokens": list(alt),
+                "alt_forwards": len(alt_chunks),
+                "alt_padding_waste": padded(alt_chunks) / real - 1.0,
+                "alt_samples_per_s": len(examples) / t_alt,
+                "alt_over_limit": t_limit / t_alt,
+            }
+        )
         pairs = [(a, b) for a, b in zip(pipe_scores, alt_scores) if a == a and b == b]
         result["max_abs_ifd_diff_vs_alt"] = max(abs(a - b) for a, b in pairs)
     if slow is not None:

@@ -20,6 +20,7 @@ fraction of the project's micro-batches with length grouping vs the plain random
 
     .venv/bin/python benchmarks/bench_sft.py --n 32 [--model embedded] [--max-length 384] [--out bench_sft.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,11 +44,12 @@ def packed_rows(rows: list[dict], width: int) -> list[dict]:
     """Concatenate every row (ids + labels) and cut into ``width``-token rows: zero padding."""
     ids = [t for r in rows for t in r["input_ids"]]
     labels = [t for r in rows for t in r["labels"]]
-    return [{"input_ids": ids[i: i + width], "labels": labels[i: i + width]} for i in range(0, len(ids), width)]
+    return [{"input_ids": ids[i : i + width], "labels": labels[i : i + width]} for i in range(0, len(ids), width)]
 
 
-def bare_loop(model: Any, ft: Any, rows: list[dict], precision: str, accum: int, seed: int,
-              pad_id: int | None = None) -> dict[str, float]:
+def bare_loop(
+    model: Any, ft: Any, rows: list[dict], precision: str, accum: int, seed: int, pad_id: int | None = None
+) -> dict[str, float]:
     """One pass of plain LoRA training over ``rows``: packed (equal width; the ragged last row trimmed), or with
     ``pad_id`` the rows as they come, right-padded per micro-batch (the project's batches without the Trainer)."""
     peft_model = sft.add_lora(model, ft, seed)
@@ -62,14 +64,15 @@ def bare_loop(model: Any, ft: Any, rows: list[dict], precision: str, accum: int,
         tokens = supervised = 0
         t0 = time.perf_counter()
         for step, i in enumerate(range(0, len(rows), mb)):
-            chunk = rows[i: i + mb]
+            chunk = rows[i : i + mb]
             if pad_id is None:
                 width = min(len(r["input_ids"]) for r in chunk)  # the ragged last row is trimmed, never padded
                 ids = torch.tensor([r["input_ids"][:width] for r in chunk], device=device)
                 labels = torch.tensor([r["labels"][:width] for r in chunk], device=device)
             else:
-                ids, _, labels = right_pad([r["input_ids"] for r in chunk], pad_id,
-                                           fill=[r["labels"] for r in chunk], fill_pad=IGNORE_INDEX)
+                ids, _, labels = right_pad(
+                    [r["input_ids"] for r in chunk], pad_id, fill=[r["labels"] for r in chunk], fill_pad=IGNORE_INDEX
+                )
                 ids, labels = ids.to(device), labels.to(device)
             with autocast:
                 loss = peft_model(input_ids=ids, labels=labels).loss / accum
@@ -96,18 +99,31 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=384)
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     ap.add_argument("--rounds", type=int, default=1, help="repetitions; the best time per path counts")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads (default: torch's; 1 is steadier on a shared, oversubscribed machine)")
-    ap.add_argument("--padded", action="store_true",
-                    help="also time the project path with finetune.packing=false (the padded micro-batches), "
-                         "side by side in every round")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's; 1 is steadier on a shared, oversubscribed machine)",
+    )
+    ap.add_argument(
+        "--padded",
+        action="store_true",
+        help="also time the project path with finetune.packing=false (the padded micro-batches), "
+        "side by side in every round",
+    )
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    overrides = [f"model.id={args.model}", "finetune.epochs=1", f"finetune.max_length={args.max_length}",
-                 f"finetune.precision={args.precision}", "finetune.logging_steps=1000", "publish.wandb=false"]
+    overrides = [
+        f"model.id={args.model}",
+        "finetune.epochs=1",
+        f"finetune.max_length={args.max_length}",
+        f"finetune.precision={args.precision}",
+        "finetune.logging_steps=1000",
+        "publish.wandb=false",
+    ]
     cfg = load_config("smoke", [*overrides, "finetune.packing=true"] if args.padded else overrides)
     ft = cfg.finetune
     pool = read_pool(args.pool, limit=args.n).examples
@@ -121,29 +137,37 @@ def main() -> None:
         sel.write_text("".join(json.dumps({"id": ex.id, "kept": True}) + "\n" for ex in pool))
         data = sft.build_data(cfg, sel, pool, tok, sft.models.model_max_length(model))
         n_tokens, n_sup = data.n_tokens, data.n_supervised
-        print(f"model {args.model} ({precision}, {device}); {len(data.rows)} rows, {n_tokens} tokens "
-              f"({n_sup} supervised); micro-batch {ft.micro_batch_size} x accum {accum}; torch threads "
-              f"{torch.get_num_threads()}; shared machine: ratios are the signal, absolute numbers vary", flush=True)
+        print(
+            f"model {args.model} ({precision}, {device}); {len(data.rows)} rows, {n_tokens} tokens "
+            f"({n_sup} supervised); micro-batch {ft.micro_batch_size} x accum {accum}; torch threads "
+            f"{torch.get_num_threads()}; shared machine: ratios are the signal, absolute numbers vary",
+            flush=True,
+        )
         bare_rows = packed_rows(data.rows, args.max_length)
         bare_loop(model, ft, bare_rows[: ft.micro_batch_size], precision, 1, 0)  # warm-up (kernels, allocator)
         grouped = length_grouped_order([len(r["input_ids"]) for r in data.rows], ft.micro_batch_size, 0, 0)
         best: dict[str, Any] = {}
         for rnd in range(args.rounds):
             t0 = time.perf_counter()
-            manifest = sft.finetune_arm(cfg, sel, pool, Path(tmp) / f"arm{rnd}", seed=0, arm="bench", loader=cache,
-                                        progress_bar=False)
+            manifest = sft.finetune_arm(
+                cfg, sel, pool, Path(tmp) / f"arm{rnd}", seed=0, arm="bench", loader=cache, progress_bar=False
+            )
             call = time.perf_counter() - t0
             loop = manifest["training"]["wall_seconds"]
             if args.padded:
                 cfg_pad = load_config("smoke", [*overrides, "finetune.packing=false"])
-                padded = sft.finetune_arm(cfg_pad, sel, pool, Path(tmp) / f"pad{rnd}", seed=0, arm="bench",
-                                          loader=cache, progress_bar=False)["training"]["wall_seconds"]
+                padded = sft.finetune_arm(
+                    cfg_pad, sel, pool, Path(tmp) / f"pad{rnd}", seed=0, arm="bench", loader=cache, progress_bar=False
+                )["training"]["wall_seconds"]
                 print(f"[round {rnd}] project loop with packing=false {padded:.2f} s", flush=True)
                 best["padded"] = min(best.get("padded", padded), padded)
             bare = bare_loop(model, ft, bare_rows, precision, accum, 0)
             same = bare_loop(model, ft, [data.rows[i] for i in grouped], precision, accum, 0, pad_token_id(tok))
-            print(f"[round {rnd}] project loop {loop:.2f} s, call {call:.2f} s; bare packed {bare['seconds']:.2f} s; "
-                  f"bare on the project's batches {same['seconds']:.2f} s", flush=True)
+            print(
+                f"[round {rnd}] project loop {loop:.2f} s, call {call:.2f} s; bare packed {bare['seconds']:.2f} s; "
+                f"bare on the project's batches {same['seconds']:.2f} s",
+                flush=True,
+            )
             if "loop" not in best or loop < best["loop"]:
                 best.update(loop=loop, call=call)
             if "bare" not in best or bare["seconds"] < best["bare"]["seconds"]:
@@ -153,7 +177,10 @@ def main() -> None:
         shuffled = list(torch.randperm(len(data.rows), generator=torch.Generator().manual_seed(0)).tolist())
         bare = best["bare"]
         result = {
-            "rows": len(data.rows), "tokens": n_tokens, "supervised_tokens": n_sup, "precision": precision,
+            "rows": len(data.rows),
+            "tokens": n_tokens,
+            "supervised_tokens": n_sup,
+            "precision": precision,
             "project_loop_tokens_per_s": n_tokens / best["loop"],
             "project_loop_supervised_per_s": n_sup / best["loop"],
             "project_call_tokens_per_s": n_tokens / best["call"],
@@ -165,13 +192,16 @@ def main() -> None:
         }
         if "padded" in best:
             result["project_loop_padded_tokens_per_s"] = n_tokens / best["padded"]
-            result["ratio_loop_padded_tokens"] = result["project_loop_padded_tokens_per_s"] / result["bare_tokens_per_s"]
+            result["ratio_loop_padded_tokens"] = (
+                result["project_loop_padded_tokens_per_s"] / result["bare_tokens_per_s"]
+            )
             result["ratio_loop_padded_supervised"] = (n_sup / best["padded"]) / result["bare_supervised_per_s"]
         result["ratio_loop_tokens"] = result["project_loop_tokens_per_s"] / result["bare_tokens_per_s"]
         result["ratio_loop_supervised"] = result["project_loop_supervised_per_s"] / result["bare_supervised_per_s"]
         result["ratio_call_tokens"] = result["project_call_tokens_per_s"] / result["bare_tokens_per_s"]
-        result["ratio_loop_vs_bare_same_batches"] = (result["project_loop_tokens_per_s"]
-                                                     / result["bare_same_batches_tokens_per_s"])
+        result["ratio_loop_vs_bare_same_batches"] = (
+            result["project_loop_tokens_per_s"] / result["bare_same_batches_tokens_per_s"]
+        )
     print("\nSFT, project vs bare packed LoRA loop (same rows, same process)")
     for k, v in result.items():
         print(f"{k:>32}: {v:.3f}" if isinstance(v, float) else f"{k:>32}: {v}")

@@ -6,6 +6,7 @@ head + fp32 copy + fp32 cross-entropy (what IFD ran before). Prints the minimum 
 
     .venv/bin/python benchmarks/ifd_head_chunk.py [--chunks 64,128,192,256,512] [--reps 9]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,12 +51,14 @@ def main() -> None:
                 fn = variants[name]
                 t0 = time.perf_counter()
                 for i in range(0, n, chunk):
-                    fn(hidden[i: i + chunk], targets[i: i + chunk])
+                    fn(hidden[i : i + chunk], targets[i : i + chunk])
                 if info.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 out.append(time.perf_counter() - t0)
-    print(f"model {info.spec} dtype {info.dtype} device {info.device}; {n} positions, vocab {head.weight.shape[0]}; "
-          f"torch threads {torch.get_num_threads()}; {args.reps} interleaved repetitions")
+    print(
+        f"model {info.spec} dtype {info.dtype} device {info.device}; {n} positions, vocab {head.weight.shape[0]}; "
+        f"torch threads {torch.get_num_threads()}; {args.reps} interleaved repetitions"
+    )
     for (name, chunk), out in times.items():
         print(f"{name:>26} @ {chunk:>4}: min {min(out) * 1e3:6.0f} ms, median {statistics.median(out) * 1e3:6.0f} ms")
 

@@ -14,6 +14,7 @@ mean |IFD - fp32 CE|: the loss's own precision against the error the bf16 backbo
 
     .venv/bin/python benchmarks/ifd_loss_precision.py --n 150
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ VARIANTS = ("fp32 CE", "logits' dtype", "exact lse")
 
 def mean_loss(model, ids: tuple[int, ...], start: int, variant: str) -> float:
     with torch.inference_mode():
-        hidden = model.base_model(input_ids=torch.tensor([ids])).last_hidden_state[0, start - 1: len(ids) - 1]
+        hidden = model.base_model(input_ids=torch.tensor([ids])).last_hidden_state[0, start - 1 : len(ids) - 1]
         logits = model.get_output_embeddings()(hidden)
         target = torch.tensor(ids[start:])
         if variant == "fp32 CE":
@@ -74,9 +75,11 @@ def main() -> None:
     for v in VARIANTS:
         a = np.array(got[v])
         diff = np.abs(a - reference)
-        print(f"{v:>14}: mean |IFD - fp32 model| {diff.mean():.2e}, max {diff.max():.2e}, "
-              f"Spearman {spearmanr(a, reference).statistic:.5f}; mean |IFD - fp32 CE| "
-              f"{np.abs(a - np.array(got['fp32 CE'])).mean():.2e}")
+        print(
+            f"{v:>14}: mean |IFD - fp32 model| {diff.mean():.2e}, max {diff.max():.2e}, "
+            f"Spearman {spearmanr(a, reference).statistic:.5f}; mean |IFD - fp32 CE| "
+            f"{np.abs(a - np.array(got['fp32 CE'])).mean():.2e}"
+        )
 
 
 if __name__ == "__main__":

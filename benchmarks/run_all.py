@@ -1,4 +1,5 @@
 """`make bench`: every speed benchmark, each printing its ratios side by side from one run. Not a test."""
+
 from __future__ import annotations
 
 import subprocess

@@ -7,6 +7,7 @@ AST — including imports inside functions, so lazily imported code counts), the
 extractor therefore changes the evaluation stages' hashes and nothing upstream (scoring does not import it), and a
 ``make reproduce`` after the edit reruns exactly the stages the edit can affect.
 """
+
 from __future__ import annotations
 
 import ast
@@ -121,5 +122,10 @@ def code_version(entries: Iterable[str], files: Iterable[str | Path] = ()) -> di
         version = importlib.metadata.version("cpqs-bench")
     except importlib.metadata.PackageNotFoundError:
         version = None
-    return {"package": version, "modules": len(mods), "source_sha256": h.hexdigest()[:16],
-            "files_sha256": extra.hexdigest()[:16] if names else None, "libraries": _library_versions()}
+    return {
+        "package": version,
+        "modules": len(mods),
+        "source_sha256": h.hexdigest()[:16],
+        "files_sha256": extra.hexdigest()[:16] if names else None,
+        "libraries": _library_versions(),
+    }

@@ -21,10 +21,10 @@ scores under ``scores/`` and ``manifest.json`` (inputs + provenance).
 Scores are computed through the registry (built-ins and plugins alike), one shared model cache for the run, or read
 from ``--scores NAME=FILE``; computed scores are reused on a rerun when their inputs did not change.
 """
+
 from __future__ import annotations
 
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,11 +59,18 @@ def _label(spec: str) -> str:
 def _read(spec: str, cfg: Any, field_map: dict[str, str] | None = None, schema: str | None = None):
     from cpqs_bench.data.pool import read_pool
 
-    return read_pool(spec, schema=schema, field_map=field_map, mirror=cfg.data.mirror,
-                     max_rejected_fraction=cfg.data.max_rejected_fraction)
+    return read_pool(
+        spec,
+        schema=schema,
+        field_map=field_map,
+        mirror=cfg.data.mirror,
+        max_rejected_fraction=cfg.data.max_rejected_fraction,
+    )
 
 
-def join_tiers(tier_pools: Sequence[tuple[str, Sequence[Example]]], limit: int | None) -> tuple[list[Example], list[tuple[str, str]]]:
+def join_tiers(
+    tier_pools: Sequence[tuple[str, Sequence[Example]]], limit: int | None
+) -> tuple[list[Example], list[tuple[str, str]]]:
     """Examples ``<tier>#<k>`` for the instructions every tier answers (first tier's order), and the ordered pairs."""
     maps = []
     for _, exs in tier_pools:
@@ -82,17 +89,29 @@ def join_tiers(tier_pools: Sequence[tuple[str, Sequence[Example]]], limit: int |
         for rank, ((label, _), m) in enumerate(zip(tier_pools, maps)):
             src = m[ins]
             ex_id = f"{label}#{k}"
-            examples.append(Example(ex_id, src.prompt, src.response,
-                                    {**src.metadata, "tier": label, "tier_rank": rank, "group": k, "source_id": src.id}))
+            examples.append(
+                Example(
+                    ex_id,
+                    src.prompt,
+                    src.response,
+                    {**src.metadata, "tier": label, "tier_rank": rank, "group": k, "source_id": src.id},
+                )
+            )
             ids.append(ex_id)
         pairs += [(ids[i], ids[j]) for i in range(len(ids)) for j in range(i + 1, len(ids))]
     return examples, pairs
 
 
-def tiered_pool(cfg: Any, *, examples: Sequence[Example] | None = None, source: str = "pool",
-                tiers: Sequence[str] | None = None, pairs: str | None = None,
-                pair_fields: tuple[str, str] = ("output_gpt4", "output_davinci003"),
-                limit: int | None = None) -> TieredPool:
+def tiered_pool(
+    cfg: Any,
+    *,
+    examples: Sequence[Example] | None = None,
+    source: str = "pool",
+    tiers: Sequence[str] | None = None,
+    pairs: str | None = None,
+    pair_fields: tuple[str, str] = ("output_gpt4", "output_davinci003"),
+    limit: int | None = None,
+) -> TieredPool:
     """The pool to compare on: ``examples`` as given (read at the edge), or the instructions several tier pools
     share (``tiers``, strongest first), or both sides of a same-instruction pairs file (``pairs``); ``limit`` caps
     the shared instructions of tiers/pairs (a user's explicit ask only)."""
@@ -107,7 +126,10 @@ def tiered_pool(cfg: Any, *, examples: Sequence[Example] | None = None, source: 
         return TieredPool(exs, pair_ids, labels, {s: p.summary() for s, p in loaded})
     if pairs:
         strong, weak = pair_fields
-        sides = [(strong, _read(pairs, cfg, {"output": strong}, "alpaca")), (weak, _read(pairs, cfg, {"output": weak}, "alpaca"))]
+        sides = [
+            (strong, _read(pairs, cfg, {"output": strong}, "alpaca")),
+            (weak, _read(pairs, cfg, {"output": weak}, "alpaca")),
+        ]
         exs, pair_ids = join_tiers([(lab, p.examples) for lab, p in sides], limit)
         return TieredPool(exs, pair_ids, [strong, weak], {f"{pairs}:{lab}": p.summary() for lab, p in sides})
     if examples is None:
@@ -125,8 +147,10 @@ def _scores_from_file(name: str, path: str | Path, ids: list[str]) -> list[dict[
         by_id[str(r["id"])] = r
     missing = [i for i in ids if i not in by_id]
     if missing:
-        raise CompareError(f"--scores {name}={path}: {len(missing)} of {len(ids)} pool ids have no score "
-                           f"(first: {missing[0]!r}); was it scored on this pool?")
+        raise CompareError(
+            f"--scores {name}={path}: {len(missing)} of {len(ids)} pool ids have no score "
+            f"(first: {missing[0]!r}); was it scored on this pool?"
+        )
     return [by_id[i] for i in ids]
 
 
@@ -140,9 +164,17 @@ def _json_row(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def score_all(names: Sequence[str], examples: list[Example], cfg: Any, out: Path, *, seed: int,
-              scores: dict[str, str], checkpoints: dict[str, str],
-              loader: Callable[..., Any] | None) -> tuple[dict[str, list[dict[str, Any]]], ScoringContext]:
+def score_all(
+    names: Sequence[str],
+    examples: list[Example],
+    cfg: Any,
+    out: Path,
+    *,
+    seed: int,
+    scores: dict[str, str],
+    checkpoints: dict[str, str],
+    loader: Callable[..., Any] | None,
+) -> tuple[dict[str, list[dict[str, Any]]], ScoringContext]:
     """Per selector: rows in pool order (from a file, a previous identical run, or scored now)."""
     from cpqs_bench.config import config_hash
 
@@ -158,16 +190,26 @@ def score_all(names: Sequence[str], examples: list[Example], cfg: Any, out: Path
         selector = registry.get(name, extra=cfg.selectors.plugins)
         ckpt = checkpoints.get(name)
         if selector.needs is Needs.CHECKPOINT and ckpt is None:
-            raise CompareError(f"selector {name!r} needs a trained checkpoint: --selector-checkpoint {name}=DIR "
-                               f"(or --scores {name}=FILE)")
-        key = stable_hash({"pool": pool_key, "config": config_hash(cfg), "seed": seed, "checkpoint": ckpt,
-                           "target": registry.resolve(name, cfg.selectors.plugins)})
+            raise CompareError(
+                f"selector {name!r} needs a trained checkpoint: --selector-checkpoint {name}=DIR "
+                f"(or --scores {name}=FILE)"
+            )
+        key = stable_hash(
+            {
+                "pool": pool_key,
+                "config": config_hash(cfg),
+                "seed": seed,
+                "checkpoint": ckpt,
+                "target": registry.resolve(name, cfg.selectors.plugins),
+            }
+        )
         path, meta = out / "scores" / f"{name}.jsonl", out / "scores" / f"{name}.meta.json"
         if path.exists() and meta.exists() and read_json(meta).get("key") == key:
             result[name] = read_jsonl(path)
             continue
-        ctx = ScoringContext(cfg, out / "work" / name, seed=seed, checkpoint=Path(ckpt) if ckpt else None,
-                             loader=loader, _cache=cache)
+        ctx = ScoringContext(
+            cfg, out / "work" / name, seed=seed, checkpoint=Path(ckpt) if ckpt else None, loader=loader, _cache=cache
+        )
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         rows = [_json_row(r.to_dict()) for r in selector.score(examples, ctx)]
         if [r["id"] for r in rows] != ids:
@@ -224,17 +266,23 @@ def pair_outcomes(rows: list[dict[str, Any]], pairs: Sequence[tuple[str, str]]) 
     return out
 
 
-def pairwise_accuracy(rows: list[dict[str, Any]], pairs: Sequence[tuple[str, str]], n_boot: int, seed: int,
-                      name: str) -> dict[str, Any]:
-    from cpqs_bench.stats import rng_for, bootstrap_mean_ci
+def pairwise_accuracy(
+    rows: list[dict[str, Any]], pairs: Sequence[tuple[str, str]], n_boot: int, seed: int, name: str
+) -> dict[str, Any]:
+    from cpqs_bench.stats import bootstrap_mean_ci, rng_for
 
     outcomes = pair_outcomes(rows, pairs)
     eligible = {r["id"] for r in rows if _eligible(r)}
     low, high = bootstrap_mean_ci(outcomes, n_boot, rng_for(seed, "pairwise_accuracy", name))
     both = [o for o, (s, w) in zip(outcomes, pairs) if s in eligible and w in eligible]
-    return {"accuracy": sum(outcomes) / len(outcomes), "ci95": [low, high], "n_pairs": len(outcomes),
-            "ties": sum(o == 0.5 for o in outcomes), "both_eligible": len(both),
-            "accuracy_both_eligible": sum(both) / len(both) if both else None}
+    return {
+        "accuracy": sum(outcomes) / len(outcomes),
+        "ci95": [low, high],
+        "n_pairs": len(outcomes),
+        "ties": sum(o == 0.5 for o in outcomes),
+        "both_eligible": len(both),
+        "accuracy_both_eligible": sum(both) / len(both) if both else None,
+    }
 
 
 def summarize_scores(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -247,8 +295,13 @@ def summarize_scores(rows: list[dict[str, Any]]) -> dict[str, Any]:
             reasons[r["exclude"]] = reasons.get(r["exclude"], 0) + 1
     stats = {"n": len(rows), "eligible": int(vals.size), "excluded": reasons}
     if vals.size:
-        stats.update(mean=float(vals.mean()), std=float(vals.std()), min=float(vals.min()), max=float(vals.max()),
-                     median=float(np.median(vals)))
+        stats.update(
+            mean=float(vals.mean()),
+            std=float(vals.std()),
+            min=float(vals.min()),
+            max=float(vals.max()),
+            median=float(np.median(vals)),
+        )
     return stats
 
 
@@ -279,8 +332,9 @@ def _figures(out: Path, rows: dict[str, list[dict[str, Any]]], rho: dict, jac: d
     _png(fig, out / "histograms.png")
     made.append("histograms.png")
     fig, axes = plt.subplots(1, 2, figsize=(4 + 1.6 * len(names), 0.8 + 0.8 * len(names)))
-    for ax, (title, m) in zip(axes, [("Spearman rho", {a: {b: rho[a][b]["rho"] for b in names} for a in names}),
-                                     ("top-k Jaccard", jac)]):
+    for ax, (title, m) in zip(
+        axes, [("Spearman rho", {a: {b: rho[a][b]["rho"] for b in names} for a in names}), ("top-k Jaccard", jac)]
+    ):
         grid = np.array([[np.nan if m[a][b] is None else m[a][b] for b in names] for a in names], dtype=float)
         im = ax.imshow(grid, vmin=-1 if "rho" in title else 0, vmax=1, cmap="RdBu_r" if "rho" in title else "viridis")
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
@@ -315,40 +369,69 @@ def markdown(result: dict[str, Any]) -> str:
     names = list(result["selectors"])
     budget = result["budget"]
     budget = int(budget) if float(budget).is_integer() else budget
-    lines = ["# Selector comparison", "", f"Pool: {result['pool']['n']} examples; budget {budget} "
-             f"(top {result['k']}).", ""]
+    lines = [
+        "# Selector comparison",
+        "",
+        f"Pool: {result['pool']['n']} examples; budget {budget} (top {result['k']}).",
+        "",
+    ]
     lines += ["| selector | eligible | excluded | mean | rho vs length |", "|---|---|---|---|---|"]
     for n in names:
         s = result["selectors"][n]
         excl = ", ".join(f"{k}: {v}" for k, v in s["excluded"].items()) or "0"
-        lines.append(f"| {n} | {s['eligible']} | {excl} | {_fmt(s.get('mean'))} | {_fmt(result['length_spearman'][n]['rho'])} |")
+        lines.append(
+            f"| {n} | {s['eligible']} | {excl} | {_fmt(s.get('mean'))} | {_fmt(result['length_spearman'][n]['rho'])} |"
+        )
     lines += ["", "Degeneracy (a selector whose scores cannot rank the pool):", ""]
     lines += [f"- {degeneracy.line(n, result['degeneracy'][n])}" for n in names if n in result.get("degeneracy", {})]
-    lines += ["", "Pairwise Spearman (over examples both leave eligible) / top-k Jaccard:", "",
-              "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [
+        "",
+        "Pairwise Spearman (over examples both leave eligible) / top-k Jaccard:",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
     for a in names:
         cells = [f"{_fmt(result['spearman'][a][b]['rho'])} / {_fmt(result['jaccard'][a][b])}" for b in names]
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
     if result.get("pairwise_accuracy"):
         tiers = " > ".join(result["pool"]["tiers"])
-        lines += ["", f"Pairwise accuracy ({tiers}; {result['pool']['n_pairs']} pairs; 95% bootstrap CI):", "",
-                  "| selector | accuracy | 95% CI | ties | both eligible | accuracy when both eligible |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"Pairwise accuracy ({tiers}; {result['pool']['n_pairs']} pairs; 95% bootstrap CI):",
+            "",
+            "| selector | accuracy | 95% CI | ties | both eligible | accuracy when both eligible |",
+            "|---|---|---|---|---|---|",
+        ]
         for n, a in result["pairwise_accuracy"].items():
-            lines.append(f"| {n} | {a['accuracy']:.3f} | [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] | {a['ties']} | "
-                         f"{a['both_eligible']} | {_fmt(a['accuracy_both_eligible'])} |")
+            lines.append(
+                f"| {n} | {a['accuracy']:.3f} | [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] | {a['ties']} | "
+                f"{a['both_eligible']} | {_fmt(a['accuracy_both_eligible'])} |"
+            )
     for n, o in (result.get("training_overlap") or {}).items():
-        lines += ["", f"{n}: {o.get('overlap')} of {o.get('pool')} pool instructions were in its training pairs"
-                  + (" (should be 0: score a pool disjoint from the selector's training data)" if o.get("overlap") else "")]
+        lines += [
+            "",
+            f"{n}: {o.get('overlap')} of {o.get('pool')} pool instructions were in its training pairs"
+            + (" (should be 0: score a pool disjoint from the selector's training data)" if o.get("overlap") else ""),
+        ]
     lines += ["", "Figures: " + ", ".join(f"![{f}]({f})" for f in result["figures"]), ""]
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ entry point
-def compare_selectors(cfg: Any, selectors: Sequence[str], out: str | Path, *, pool: TieredPool,
-                      budget: float | None = None, scores: dict[str, str] | None = None,
-                      checkpoints: dict[str, str] | None = None, n_boot: int = 2000, seed: int | None = None,
-                      loader: Callable[..., Any] | None = None) -> dict[str, Any]:
+def compare_selectors(
+    cfg: Any,
+    selectors: Sequence[str],
+    out: str | Path,
+    *,
+    pool: TieredPool,
+    budget: float | None = None,
+    scores: dict[str, str] | None = None,
+    checkpoints: dict[str, str] | None = None,
+    n_boot: int = 2000,
+    seed: int | None = None,
+    loader: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
     """Score (or read) each selector on ``pool`` and write the comparison report to ``out``; returns the JSON."""
     from cpqs_bench import provenance
     from cpqs_bench.config import config_hash, to_dict
@@ -362,14 +445,24 @@ def compare_selectors(cfg: Any, selectors: Sequence[str], out: str | Path, *, po
     seed = cfg.selectors.seed if seed is None else seed
     budget = cfg.selectors.budget if budget is None else budget
     out = Path(out)
-    rows, base = score_all(selectors, pool.examples, cfg, out, seed=seed, scores=dict(scores or {}),
-                           checkpoints=dict(checkpoints or {}), loader=loader)
+    rows, base = score_all(
+        selectors,
+        pool.examples,
+        cfg,
+        out,
+        seed=seed,
+        scores=dict(scores or {}),
+        checkpoints=dict(checkpoints or {}),
+        loader=loader,
+    )
     tok = base.tokenizer()
     lengths = {ex.id: len(response_tokens(tok, ex, cfg)) for ex in pool.examples}
     tops = topk_sets(rows, budget)
     result: dict[str, Any] = {
         "pool": {"n": len(pool.examples), "sources": pool.sources, "tiers": pool.tiers, "n_pairs": len(pool.pairs)},
-        "budget": budget, "k": budget_count(budget, len(pool.examples)), "seed": seed,
+        "budget": budget,
+        "k": budget_count(budget, len(pool.examples)),
+        "seed": seed,
         "selectors": {n: summarize_scores(r) for n, r in rows.items()},
         "degeneracy": {n: degeneracy.report(r) for n, r in rows.items()},
         "spearman": pairwise_spearman(rows),
@@ -380,8 +473,10 @@ def compare_selectors(cfg: Any, selectors: Sequence[str], out: str | Path, *, po
     }
     for name, r in rows.items():
         el = [x for x in r if _eligible(x)]
-        result["length_spearman"][name] = {"rho": spearman([x["score"] for x in el], [lengths[x["id"]] for x in el]),
-                                           "n": len(el)}
+        result["length_spearman"][name] = {
+            "rho": spearman([x["score"] for x in el], [lengths[x["id"]] for x in el]),
+            "n": len(el),
+        }
     for name, ckpt in (checkpoints or {}).items():
         if name in rows and (Path(ckpt) / "selector.json").exists():
             from cpqs_bench.selectors.cpqs.checkpoint import training_instruction_overlap
@@ -393,7 +488,15 @@ def compare_selectors(cfg: Any, selectors: Sequence[str], out: str | Path, *, po
     result["figures"] = _figures(out, rows, result["spearman"], result["jaccard"], result["pairwise_accuracy"])
     write_json(out / "compare.json", result)
     write_text(out / "report.md", markdown(result))
-    write_json(out / "manifest.json", {"selectors": list(selectors), "config": to_dict(cfg),
-                                       "config_hash": config_hash(cfg), "scores_files": dict(scores or {}),
-                                       "checkpoints": dict(checkpoints or {}), **provenance.collect()})
+    write_json(
+        out / "manifest.json",
+        {
+            "selectors": list(selectors),
+            "config": to_dict(cfg),
+            "config_hash": config_hash(cfg),
+            "scores_files": dict(scores or {}),
+            "checkpoints": dict(checkpoints or {}),
+            **provenance.collect(),
+        },
+    )
     return result

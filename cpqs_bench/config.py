@@ -7,6 +7,7 @@ composes them into :class:`Config` and provides the generic machinery:
 * unknown keys are rejected with a did-you-mean; values are type-checked against the dataclass annotations;
 * ``config_hash(cfg)`` — sha256 over the resolved values (key order independent); ``to_dict``/``to_yaml`` print it.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -22,6 +22,7 @@ the hidden states of the selected layers over the response tokens only. This mod
 :class:`FeatureCache` stores features as safetensors shards (atomic writes, a size cap), keyed by everything that
 determines them, so CNN epochs and sweeps do not re-run the LLM.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -67,8 +68,9 @@ def resolve_layers(spec: str | Sequence[int], num_blocks: int) -> list[int]:
         try:
             items = [int(x) for x in s.split(",") if x.strip()]
         except ValueError:
-            raise FeatureError(f"layers={spec!r}: expected one of {', '.join(LAYER_CHOICES)} or a comma list of "
-                               "integers like '0,4,8'") from None
+            raise FeatureError(
+                f"layers={spec!r}: expected one of {', '.join(LAYER_CHOICES)} or a comma list of integers like '0,4,8'"
+            ) from None
     else:
         items = [int(x) for x in spec]
     if not items:
@@ -110,8 +112,9 @@ def _blocks(base: Any, num_blocks: int) -> torch.nn.ModuleList:
     for mod in base.children():
         if isinstance(mod, torch.nn.ModuleList) and len(mod) == num_blocks:
             return mod
-    raise FeatureError(f"cannot find the {num_blocks} transformer blocks of {type(base).__name__}; use "
-                       "method='hidden_states'")
+    raise FeatureError(
+        f"cannot find the {num_blocks} transformer blocks of {type(base).__name__}; use method='hidden_states'"
+    )
 
 
 def num_blocks(model: Any) -> int:
@@ -126,7 +129,9 @@ class _StopForward(Exception):
     """Raised by a hook after the deepest needed block: the rest of the forward is not needed."""
 
 
-def _capture_hooks(base: Any, ids: torch.Tensor, mask: torch.Tensor, layers: list[int], n_blocks: int) -> list[torch.Tensor]:
+def _capture_hooks(
+    base: Any, ids: torch.Tensor, mask: torch.Tensor, layers: list[int], n_blocks: int
+) -> list[torch.Tensor]:
     """Selected hidden states via forward hooks, stopping after the deepest needed block."""
     blocks = _blocks(base, n_blocks)
     captured: dict[int, torch.Tensor] = {}
@@ -146,6 +151,7 @@ def _capture_hooks(base: Any, ids: torch.Tensor, mask: torch.Tensor, layers: lis
                 captured[i + 1] = output[0] if isinstance(output, tuple) else output
             if i == deepest_block and not need_final:
                 raise _StopForward
+
         return hook
 
     if 0 in wanted or deepest_block < 0:
@@ -176,15 +182,18 @@ def selective_hidden_states() -> bool:
     return hasattr(output_capturing, "resolve_hidden_states_indices")
 
 
-def _capture_hidden_states(base: Any, ids: torch.Tensor, mask: torch.Tensor, layers: list[int],
-                           n_blocks: int) -> list[torch.Tensor]:
+def _capture_hidden_states(
+    base: Any, ids: torch.Tensor, mask: torch.Tensor, layers: list[int], n_blocks: int
+) -> list[torch.Tensor]:
     selective = selective_hidden_states() and len(set(layers)) < n_blocks + 1
-    out = base(input_ids=ids, attention_mask=mask, use_cache=False,
-               output_hidden_states=list(layers) if selective else True)
+    out = base(
+        input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=list(layers) if selective else True
+    )
     hs = out.hidden_states
     if not selective and len(hs) != n_blocks + 1:
-        raise FeatureError(f"{type(base).__name__} returned {len(hs)} hidden states for {n_blocks} blocks "
-                           "(expected blocks + 1)")
+        raise FeatureError(
+            f"{type(base).__name__} returned {len(hs)} hidden states for {n_blocks} blocks (expected blocks + 1)"
+        )
     return [hs[i] for i in layers]
 
 
@@ -199,8 +208,12 @@ class ExtractStats:
     padded_tokens: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.lengths.as_dict(), "batches": self.batches, "tokens": self.tokens,
-                "padded_tokens": self.padded_tokens}
+        return {
+            **self.lengths.as_dict(),
+            "batches": self.batches,
+            "tokens": self.tokens,
+            "padded_tokens": self.padded_tokens,
+        }
 
 
 @dataclass(frozen=True)
@@ -214,13 +227,26 @@ class FeatureSpec:
     train_eot: bool = True
 
     def as_dict(self) -> dict[str, Any]:
-        return {"template": self.template, "layers": self.layers, "max_length": self.max_length,
-                "system_prompt": self.system_prompt, "train_eot": self.train_eot}
+        return {
+            "template": self.template,
+            "layers": self.layers,
+            "max_length": self.max_length,
+            "system_prompt": self.system_prompt,
+            "train_eot": self.train_eot,
+        }
 
 
 def _render(tokenizer: Any, ex: Example, spec: FeatureSpec, stats: ExtractStats) -> prompts.Rendered | None:
-    return prompts.render(tokenizer, ex, spec.template, system_prompt=spec.system_prompt, train_eot=spec.train_eot,
-                          max_length=spec.max_length, overflow="truncate", stats=stats.lengths)
+    return prompts.render(
+        tokenizer,
+        ex,
+        spec.template,
+        system_prompt=spec.system_prompt,
+        train_eot=spec.train_eot,
+        max_length=spec.max_length,
+        overflow="truncate",
+        stats=stats.lengths,
+    )
 
 
 def _fit_context(model: Any, spec: FeatureSpec) -> FeatureSpec:
@@ -243,8 +269,15 @@ def _windows(examples: Iterable[Example], size: int) -> Iterator[list[Example]]:
 
 
 @torch.no_grad()
-def _forward_batch(base: Any, rendered: list[prompts.Rendered], layers: list[int], n_blocks: int, pad_id: int,
-                   method: Method, out_dtype: torch.dtype | None) -> list[torch.Tensor]:
+def _forward_batch(
+    base: Any,
+    rendered: list[prompts.Rendered],
+    layers: list[int],
+    n_blocks: int,
+    pad_id: int,
+    method: Method,
+    out_dtype: torch.dtype | None,
+) -> list[torch.Tensor]:
     """Right-padded forward of one batch; returns each row's ``(T_resp, L, H)`` response slice (contiguous)."""
     device = next(base.parameters()).device
     ids, mask = prompts.right_pad([r.input_ids for r in rendered], pad_id)
@@ -259,7 +292,7 @@ def _forward_batch(base: Any, rendered: list[prompts.Rendered], layers: list[int
         raise FeatureError(f"unknown capture method {method!r}; use 'hooks' or 'hidden_states'")
     out = []
     for row, r in enumerate(rendered):
-        per_layer = [s[row, r.response_start: r.response_end] for s in states]  # each (T_resp, H)
+        per_layer = [s[row, r.response_start : r.response_end] for s in states]  # each (T_resp, H)
         feat = torch.stack(per_layer, dim=1)  # (T_resp, L, H), a fresh tensor: the batch can be freed
         if out_dtype is not None:
             feat = feat.to(out_dtype)
@@ -276,10 +309,19 @@ class FeatureBatch:
     n_tokens: list[int]  # full sequence length (prompt + response) per row
 
 
-def iter_batches(model: Any, tokenizer: Any, examples: Iterable[Example], spec: FeatureSpec = FeatureSpec(),
-                 batch_size: int = 8, *, window: int | None = None, method: Method = "auto",
-                 out_dtype: torch.dtype | None = None, stats: ExtractStats | None = None,
-                 dropped: list[tuple[str, str]] | None = None) -> Iterator[FeatureBatch]:
+def iter_batches(
+    model: Any,
+    tokenizer: Any,
+    examples: Iterable[Example],
+    spec: FeatureSpec = FeatureSpec(),
+    batch_size: int = 8,
+    *,
+    window: int | None = None,
+    method: Method = "auto",
+    out_dtype: torch.dtype | None = None,
+    stats: ExtractStats | None = None,
+    dropped: list[tuple[str, str]] | None = None,
+) -> Iterator[FeatureBatch]:
     """Stream feature batches in length-bucketed order (fastest; consumers keyed by id need nothing more).
 
     ``window`` examples (default ``16 * batch_size``) are rendered and sorted by length together, so memory is
@@ -307,7 +349,7 @@ def iter_batches(model: Any, tokenizer: Any, examples: Iterable[Example], spec: 
             items.append((ex.id, r))
         items.sort(key=lambda item: len(item[1].input_ids))
         for start in range(0, len(items), batch_size):
-            group = items[start: start + batch_size]
+            group = items[start : start + batch_size]
             rendered = [r for _, r in group]
             feats = _forward_batch(base, rendered, layers, n_blocks, pad_id, method, out_dtype)
             width = max(len(r.input_ids) for r in rendered)
@@ -317,19 +359,31 @@ def iter_batches(model: Any, tokenizer: Any, examples: Iterable[Example], spec: 
             yield FeatureBatch([i for i, _ in group], feats, [len(r.input_ids) for r in rendered])
 
 
-def extract(model: Any, tokenizer: Any, examples: Iterable[Example], template: str = "chat",
-            layers: str = "all", max_length: int = 2048, batch_size: int = 8, *, system_prompt: str | None = None,
-            train_eot: bool = True, window: int | None = None, method: Method = "auto",
-            out_dtype: torch.dtype | None = None, stats: ExtractStats | None = None
-            ) -> Iterator[tuple[str, torch.Tensor | None]]:
+def extract(
+    model: Any,
+    tokenizer: Any,
+    examples: Iterable[Example],
+    template: str = "chat",
+    layers: str = "all",
+    max_length: int = 2048,
+    batch_size: int = 8,
+    *,
+    system_prompt: str | None = None,
+    train_eot: bool = True,
+    window: int | None = None,
+    method: Method = "auto",
+    out_dtype: torch.dtype | None = None,
+    stats: ExtractStats | None = None,
+) -> Iterator[tuple[str, torch.Tensor | None]]:
     """Yield ``(id, features (T_resp, L, H))`` in input order; ``None`` features for examples the length policy
     dropped (reason counted in ``stats``). Streams window by window."""
     spec = FeatureSpec(template, layers, max_length, system_prompt, train_eot)
     window = window or 16 * batch_size
     for chunk in _windows(examples, window):
         got: dict[str, torch.Tensor] = {}
-        for batch in iter_batches(model, tokenizer, chunk, spec, batch_size, window=window, method=method,
-                                  out_dtype=out_dtype, stats=stats):
+        for batch in iter_batches(
+            model, tokenizer, chunk, spec, batch_size, window=window, method=method, out_dtype=out_dtype, stats=stats
+        ):
             got.update(zip(batch.ids, batch.features))
         for ex in chunk:
             yield ex.id, got.pop(ex.id, None)
@@ -406,10 +460,20 @@ class FeatureCache:
         return out
 
 
-def cached_features(model: Any, tokenizer: Any, examples: Sequence[Example], spec: FeatureSpec,
-                    cache: FeatureCache | None, batch_size: int = 8, *, method: Method = "auto",
-                    out_dtype: torch.dtype | None = None, stats: ExtractStats | None = None,
-                    dropped: list[tuple[str, str]] | None = None, progress: Any = None) -> int:
+def cached_features(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    spec: FeatureSpec,
+    cache: FeatureCache | None,
+    batch_size: int = 8,
+    *,
+    method: Method = "auto",
+    out_dtype: torch.dtype | None = None,
+    stats: ExtractStats | None = None,
+    dropped: list[tuple[str, str]] | None = None,
+    progress: Any = None,
+) -> int:
     """Make sure every example's features are in ``cache`` (computing the missing ones); returns how many were
     computed. ``progress`` is an optional callable ``advance(n)``."""
     if cache is None:
@@ -422,8 +486,9 @@ def cached_features(model: Any, tokenizer: Any, examples: Sequence[Example], spe
     pending: dict[str, torch.Tensor] = {}
     pending_bytes = 0
     shard_bytes = 256 << 20
-    for batch in iter_batches(model, tokenizer, todo, spec, batch_size, method=method, out_dtype=out_dtype,
-                              stats=stats, dropped=dropped):
+    for batch in iter_batches(
+        model, tokenizer, todo, spec, batch_size, method=method, out_dtype=out_dtype, stats=stats, dropped=dropped
+    ):
         for ex_id, feat in zip(batch.ids, batch.features):
             pending[key_of[ex_id]] = feat
             pending_bytes += feat.numel() * feat.element_size()
@@ -432,13 +497,17 @@ def cached_features(model: Any, tokenizer: Any, examples: Sequence[Example], spe
             progress(len(batch.ids))
         if pending_bytes >= shard_bytes:
             if not cache.put(pending):
-                raise FeatureError(f"feature cache {cache.path} is full (cap {cache.max_bytes / (1 << 30):.1f} GB); "
-                                   "raise selectors.cpqs.feature_cache_max_gb, lower feature_max_length or use fewer "
-                                   "layers")
+                raise FeatureError(
+                    f"feature cache {cache.path} is full (cap {cache.max_bytes / (1 << 30):.1f} GB); "
+                    "raise selectors.cpqs.feature_cache_max_gb, lower feature_max_length or use fewer "
+                    "layers"
+                )
             pending, pending_bytes = {}, 0
     if pending and not cache.put(pending):
-        raise FeatureError(f"feature cache {cache.path} is full (cap {cache.max_bytes / (1 << 30):.1f} GB); raise "
-                           "selectors.cpqs.feature_cache_max_gb, lower feature_max_length or use fewer layers")
+        raise FeatureError(
+            f"feature cache {cache.path} is full (cap {cache.max_bytes / (1 << 30):.1f} GB); raise "
+            "selectors.cpqs.feature_cache_max_gb, lower feature_max_length or use fewer layers"
+        )
     return computed
 
 

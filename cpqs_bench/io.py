@@ -4,6 +4,7 @@ A write goes to a temporary file in the same directory, is fsync'ed, then rename
 (or a resumed run after ``kill -9``) sees either the old file or the complete new one, never a torn file.
 Write errors (read-only or full disk) propagate: nothing here swallows an ``OSError``.
 """
+
 from __future__ import annotations
 
 import contextlib

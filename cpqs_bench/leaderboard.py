@@ -22,6 +22,7 @@ Accuracy-like scores (exact match, pass@1) are fractions in [0, 1] in the JSON; 
 and percentage points (differences). Continuous proxy metrics (NLL per byte or token, bits per byte; lower is better)
 are shown in their own unit with 3 decimals and labelled "proxy".
 """
+
 from __future__ import annotations
 
 import io
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cpqs_bench.io import write_bytes, write_json, write_text
-from cpqs_bench.stats import (DOMAINS, ArmResult, DEFAULT_REFERENCES, load_arm_result, summarize, task_domain)
+from cpqs_bench.stats import DEFAULT_REFERENCES, DOMAINS, ArmResult, load_arm_result, summarize, task_domain
 
 SCHEMA = "cpqs-bench/leaderboard/v1"
 PACKAGES = ("torch", "transformers", "peft", "trl", "lm_eval")
@@ -63,7 +64,7 @@ def fmt_delta(x: float | None, unit: str) -> str:
 
 
 def task_unit(facts: dict[str, Any]) -> str:
-    """"pct" for accuracy-like metrics (shown in % / pp), "raw" for proxies (own unit)."""
+    """ "pct" for accuracy-like metrics (shown in % / pp), "raw" for proxies (own unit)."""
     return "raw" if facts.get("proxy") or not facts.get("higher_is_better", True) else "pct"
 
 
@@ -110,15 +111,19 @@ def provenance_row(result: ArmResult) -> dict[str, Any]:
     inputs = m.get("inputs") if isinstance(m.get("inputs"), dict) else {}
     info = m.get("arm_info") if isinstance(m.get("arm_info"), dict) else {}
     return {
-        "arm": result.arm, "seed": result.seed, "recipe_hash": result.recipe_hash,
-        "commit": _commit(m), "config_hash": m.get("config_hash") or MISSING,
+        "arm": result.arm,
+        "seed": result.seed,
+        "recipe_hash": result.recipe_hash,
+        "commit": _commit(m),
+        "config_hash": m.get("config_hash") or MISSING,
         "data_sha256": dict(sorted(data.items())) if isinstance(data, dict) else {"?": str(data)},
         # the harness writes model: {spec, revision} (and inputs.model_revision); model_id/model_revision: older
         "model_id": m.get("model_id") or model.get("spec") or inputs.get("model") or MISSING,
         "model_revision": model.get("revision") or inputs.get("model_revision") or m.get("model_revision") or MISSING,
         "arm_info": {k: info[k] for k in ("kept", "budget_k", "total", "selector") if k in info},
         "package_versions": {p: versions.get(p) or MISSING for p in PACKAGES},
-        "hardware": m.get("hardware") or MISSING, "seeds": m.get("seeds") or MISSING,
+        "hardware": m.get("hardware") or MISSING,
+        "seeds": m.get("seeds") or MISSING,
     }
 
 
@@ -143,12 +148,20 @@ def _task_rows(task_summary: dict[str, Any], arms: list[str], refs: list[str]) -
         if stats is None:
             continue
         vs = {ref: (None if arm == ref else task_summary["comparisons"].get(ref, {}).get(arm)) for ref in refs}
-        rows.append({
-            "arm": arm, "mean": stats["mean"], "std": stats["std"], "n_seeds": stats["n_seeds"],
-            "n_items": stats["n_items"], "item_mean": stats["item_mean"],
-            "item_ci_low": stats["item_ci_low"], "item_ci_high": stats["item_ci_high"],
-            "vs": vs, "marker": _marker(arm, vs),
-        })
+        rows.append(
+            {
+                "arm": arm,
+                "mean": stats["mean"],
+                "std": stats["std"],
+                "n_seeds": stats["n_seeds"],
+                "n_items": stats["n_items"],
+                "item_mean": stats["item_mean"],
+                "item_ci_low": stats["item_ci_low"],
+                "item_ci_high": stats["item_ci_high"],
+                "vs": vs,
+                "marker": _marker(arm, vs),
+            }
+        )
     return rows
 
 
@@ -182,28 +195,45 @@ def _items_by_arm_seed(results: Sequence[ArmResult]) -> dict[str, dict[str, dict
     for r in results:
         for task, scores in r.items.items():
             out.setdefault(task, {}).setdefault(r.arm, {})["null" if r.seed is None else str(r.seed)] = dict(
-                sorted(scores.items()))
+                sorted(scores.items())
+            )
     return out
 
 
 def _power_table(summary: dict[str, Any]) -> dict[str, Any]:
-    keys = ("n_paired", "n_nonzero", "n_seeds_paired", "p_min_item", "p_min_seed", "can_reach_alpha", "sd_diff",
-            "mde", "seed_variation_estimable")
-    return {task: {ref: {arm: {k: cmp.get(k) for k in keys} for arm, cmp in per_ref.items()}
-                   for ref, per_ref in summary["per_task"][task]["comparisons"].items()}
-            for task in summary["tasks"]}
+    keys = (
+        "n_paired",
+        "n_nonzero",
+        "n_seeds_paired",
+        "p_min_item",
+        "p_min_seed",
+        "can_reach_alpha",
+        "sd_diff",
+        "mde",
+        "seed_variation_estimable",
+    )
+    return {
+        task: {
+            ref: {arm: {k: cmp.get(k) for k in keys} for arm, cmp in per_ref.items()}
+            for ref, per_ref in summary["per_task"][task]["comparisons"].items()
+        }
+        for task in summary["tasks"]
+    }
 
 
 def figure_caption(summary: dict[str, Any]) -> str:
-    return (f"Bars: mean over items of the per-item score (averaged over seeds first), in %, for the accuracy-like "
-            f"metrics (continuous proxies are in the tables). Error bars: "
-            f"{100 * summary['ci_level']:.0f}% percentile bootstrap CI of that mean over items "
-            f"({summary['n_boot']:,} resamples), i.e. benchmark-sampling uncertainty; seed-to-seed variation is "
-            f"the ± std in the tables.")
+    return (
+        f"Bars: mean over items of the per-item score (averaged over seeds first), in %, for the accuracy-like "
+        f"metrics (continuous proxies are in the tables). Error bars: "
+        f"{100 * summary['ci_level']:.0f}% percentile bootstrap CI of that mean over items "
+        f"({summary['n_boot']:,} resamples), i.e. benchmark-sampling uncertainty; seed-to-seed variation is "
+        f"the ± std in the tables."
+    )
 
 
-def load_pairwise(judge_dirs: Sequence[str | Path], arm_order: Sequence[str] = (), n_boot: int = 2000,
-                  seed: int = 0) -> dict[str, Any]:
+def load_pairwise(
+    judge_dirs: Sequence[str | Path], arm_order: Sequence[str] = (), n_boot: int = 2000, seed: int = 0
+) -> dict[str, Any]:
     """The pairwise-judge section from judge stage directories (``summary.json``, ``judgements.jsonl`` and the
     stage ``manifest.json``): one row per (arm, reference, judge), its seeds pooled."""
     from cpqs_bench.evaluate.judge import read_judgements, summarize_over_seeds
@@ -216,31 +246,65 @@ def load_pairwise(judge_dirs: Sequence[str | Path], arm_order: Sequence[str] = (
             raise FileNotFoundError(f"{d}: not a finished pairwise judge directory (missing {', '.join(missing)})")
         m, doc = read_json(d / "manifest.json"), read_json(d / "summary.json")
         key = (m["arm"], m["reference"], doc["judge_identity"], doc["rule"])
-        groups.setdefault(key, []).append({"dir": str(d), "manifest": m, "doc": doc,
-                                           "judgements": read_judgements(d / "judgements.jsonl")})
+        groups.setdefault(key, []).append(
+            {"dir": str(d), "manifest": m, "doc": doc, "judgements": read_judgements(d / "judgements.jsonl")}
+        )
     rank = {a: i for i, a in enumerate(arm_order)}
     rows = []
-    for (arm, reference, _identity, rule), runs in sorted(groups.items(),
-                                                         key=lambda kv: (rank.get(kv[0][0], len(rank)), kv[0])):
-        runs.sort(key=lambda r: (r["manifest"].get("seed") if r["manifest"].get("seed") is not None
-                                 else r["manifest"].get("reference_seed") or 0))
+    for (arm, reference, _identity, rule), runs in sorted(
+        groups.items(), key=lambda kv: (rank.get(kv[0][0], len(rank)), kv[0])
+    ):
+        runs.sort(
+            key=lambda r: (
+                r["manifest"].get("seed")
+                if r["manifest"].get("seed") is not None
+                else r["manifest"].get("reference_seed") or 0
+            )
+        )
         first = runs[0]["doc"]
         stats = summarize_over_seeds([r["judgements"] for r in runs], n_boot=n_boot, seed=seed)
         sets = list(dict.fromkeys(j.id.split("/")[0] for r in runs for j in r["judgements"]))
-        rows.append({"arm": arm, "reference": reference, "rule": rule, "judge": first.get("judge_name") or first["judge"],
-                     "judge_label": first["judge"], "weak_judge": bool(first.get("weak_judge")),
-                     "seeds": [r["manifest"].get("seed") for r in runs],
-                     "reference_seeds": [r["manifest"].get("reference_seed") for r in runs], "sets": sets, **stats,
-                     "per_seed": [{"seed": r["manifest"].get("seed"), "reference_seed": r["manifest"].get("reference_seed"),
-                                   **r["doc"]["summary"]} for r in runs],
-                     "dirs": [r["dir"] for r in runs]})
-    return {"title": "general (pairwise judge)", "rows": rows, "n_boot": n_boot, "seed": seed,
-            "judge_prompt": sorted({r["doc"].get("judge_prompt") for g in groups.values() for r in g
-                                    if r["doc"].get("judge_prompt")})}
+        rows.append(
+            {
+                "arm": arm,
+                "reference": reference,
+                "rule": rule,
+                "judge": first.get("judge_name") or first["judge"],
+                "judge_label": first["judge"],
+                "weak_judge": bool(first.get("weak_judge")),
+                "seeds": [r["manifest"].get("seed") for r in runs],
+                "reference_seeds": [r["manifest"].get("reference_seed") for r in runs],
+                "sets": sets,
+                **stats,
+                "per_seed": [
+                    {
+                        "seed": r["manifest"].get("seed"),
+                        "reference_seed": r["manifest"].get("reference_seed"),
+                        **r["doc"]["summary"],
+                    }
+                    for r in runs
+                ],
+                "dirs": [r["dir"] for r in runs],
+            }
+        )
+    return {
+        "title": "general (pairwise judge)",
+        "rows": rows,
+        "n_boot": n_boot,
+        "seed": seed,
+        "judge_prompt": sorted(
+            {r["doc"].get("judge_prompt") for g in groups.values() for r in g if r["doc"].get("judge_prompt")}
+        ),
+    }
 
 
-def build_document(summary: dict[str, Any], results: Sequence[ArmResult], experiment: str,
-                   title_note: str, pairwise: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_document(
+    summary: dict[str, Any],
+    results: Sequence[ArmResult],
+    experiment: str,
+    title_note: str,
+    pairwise: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The machine-readable leaderboard: everything the Markdown shows, plus the full statistics summary."""
     refs = list(summary["references"])
     arms = list(summary["arms"])
@@ -248,16 +312,32 @@ def build_document(summary: dict[str, Any], results: Sequence[ArmResult], experi
     ordered = sorted(results, key=lambda r: (rank.get(r.arm, len(rank)), r.arm, r.seed is not None, r.seed or 0))
     provenance = [provenance_row(r) for r in ordered]
     return {
-        "schema": SCHEMA, "experiment": experiment, "note": title_note,
+        "schema": SCHEMA,
+        "experiment": experiment,
+        "note": title_note,
         "score_unit": "fraction in [0, 1] (Markdown shows % and percentage points)",
-        "stats": {k: summary[k] for k in ("alpha", "ci_level", "n_boot", "n_perm", "seed", "exact_max_nonzero",
-                                          "min_seeds_for_verdict", "references", "missing_references",
-                                          "recipe_hash")}
-                 | {"p_adjustment": "none"},
-        "arms": arms, "tasks": list(summary["tasks"]),
+        "stats": {
+            k: summary[k]
+            for k in (
+                "alpha",
+                "ci_level",
+                "n_boot",
+                "n_perm",
+                "seed",
+                "exact_max_nonzero",
+                "min_seeds_for_verdict",
+                "references",
+                "missing_references",
+                "recipe_hash",
+            )
+        }
+        | {"p_adjustment": "none"},
+        "arms": arms,
+        "tasks": list(summary["tasks"]),
         "conditional_on": summary.get("conditional_on"),
-        "task_facts": {t: {**summary["task_facts"][t], "unit": task_unit(summary["task_facts"][t])}
-                       for t in summary["tasks"]},
+        "task_facts": {
+            t: {**summary["task_facts"][t], "unit": task_unit(summary["task_facts"][t])} for t in summary["tasks"]
+        },
         "domains": _domains(summary),
         "arm_info": summary.get("arm_info") or {},
         "tables": {t: _task_rows(summary["per_task"][t], arms, refs) for t in summary["tasks"]},
@@ -319,15 +399,30 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines += [f"## Domain: {domain}", "", *_domain_table(doc, tasks), ""]
         for task in tasks:
             f = facts[task]
-            kind = (f"metric `{f['metric']}`" + (", proxy" if f["proxy"] else "")
-                    + (", lower is better" if not f["higher_is_better"] else ""))
-            lines += [f"### {task}", "", f"*{kind}.* {_mde_sentence(doc['tables'][task], refs, task_unit(f))}", "",
-                      *_task_table(doc["tables"][task], refs, st["ci_level"], task_unit(f)), ""]
+            kind = (
+                f"metric `{f['metric']}`"
+                + (", proxy" if f["proxy"] else "")
+                + (", lower is better" if not f["higher_is_better"] else "")
+            )
+            lines += [
+                f"### {task}",
+                "",
+                f"*{kind}.* {_mde_sentence(doc['tables'][task], refs, task_unit(f))}",
+                "",
+                *_task_table(doc["tables"][task], refs, st["ci_level"], task_unit(f)),
+                "",
+            ]
     if doc.get("pairwise"):
         lines += _pairwise_section(doc["pairwise"])
     fig = doc["figure"]
-    lines += ["## Figure", "", f"![{doc['experiment']} scores per task and arm]({fig['file']})", "",
-              f"*{fig['caption']}*", ""]
+    lines += [
+        "## Figure",
+        "",
+        f"![{doc['experiment']} scores per task and arm]({fig['file']})",
+        "",
+        f"*{fig['caption']}*",
+        "",
+    ]
     lines += ["## Provenance", "", *_provenance_table(doc["provenance"]), ""]
     if doc["warnings"]:
         lines += ["## Warnings", "", *(f"- {_cell(w)}" for w in doc["warnings"]), ""]
@@ -336,30 +431,54 @@ def render_markdown(doc: dict[str, Any]) -> str:
 
 def _pairwise_section(section: dict[str, Any]) -> list[str]:
     rows = section["rows"]
-    lines = [f"## Domain: {section['title']}", "",
-             "Each model's greedy answers on the general-domain prompt sets, compared by an LLM judge with the "
-             "reference arm's answers to the same prompts (a fine-tuned reference of the same seed), asked twice "
-             "with the order swapped. *strict* rule: a win needs both orders to prefer the arm, a loss both to "
-             "prefer the reference, anything else is a tie; *unparsed*: the judge's first line held no two scores "
-             "(left out of N). Counts are summed over seeds; *win rate* = (W + T/2) / N; *winning score* = "
-             "(W − L) / N + 1 (1 = even); *sign-test p*: two-sided, prompts the arm wins on average over seeds vs "
-             f"loses; *net CI*: 95% bootstrap interval of (W − L) / N over prompts ({section['n_boot']:,} "
-             "resamples). A weak judge (the embedded / target model judging) is a pipeline check, not a quality "
-             "signal.", "",
-             "| arm | vs | seeds | sets | win | tie | lose | unparsed | win rate (%) | winning score | sign-test p "
-             "| net (W−L)/N [95% CI] | judge |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## Domain: {section['title']}",
+        "",
+        "Each model's greedy answers on the general-domain prompt sets, compared by an LLM judge with the "
+        "reference arm's answers to the same prompts (a fine-tuned reference of the same seed), asked twice "
+        "with the order swapped. *strict* rule: a win needs both orders to prefer the arm, a loss both to "
+        "prefer the reference, anything else is a tie; *unparsed*: the judge's first line held no two scores "
+        "(left out of N). Counts are summed over seeds; *win rate* = (W + T/2) / N; *winning score* = "
+        "(W − L) / N + 1 (1 = even); *sign-test p*: two-sided, prompts the arm wins on average over seeds vs "
+        f"loses; *net CI*: 95% bootstrap interval of (W − L) / N over prompts ({section['n_boot']:,} "
+        "resamples). A weak judge (the embedded / target model judging) is a pipeline check, not a quality "
+        "signal.",
+        "",
+        "| arm | vs | seeds | sets | win | tie | lose | unparsed | win rate (%) | winning score | sign-test p "
+        "| net (W−L)/N [95% CI] | judge |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        seeds = ",".join("—" if s is None else str(s) for s in (r["seeds"] if r["arm"] != "base" or r["reference"] == "base"
-                                                                else r["reference_seeds"]))
+        seeds = ",".join(
+            "—" if s is None else str(s)
+            for s in (r["seeds"] if r["arm"] != "base" or r["reference"] == "base" else r["reference_seeds"])
+        )
         net = None if r["winning_score"] is None else r["winning_score"] - 1
         ci = r["net_ci95"]
         net_cell = "—" if net is None else (f"{net:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""))
         judge = r["judge"] + (f" ({r['rule']}); weak judge: a pipeline check" if r["weak_judge"] else f" ({r['rule']})")
-        lines.append("| " + " | ".join(_cell(c) for c in (
-            r["arm"], r["reference"], seeds, ", ".join(r["sets"]), r["win"], r["tie"], r["lose"], r["unparsed"],
-            fmt_pct(r["win_rate"]), "—" if r["winning_score"] is None else f"{r['winning_score']:.3f}",
-            fmt_p(r["sign_test_p"]), net_cell, judge)) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                _cell(c)
+                for c in (
+                    r["arm"],
+                    r["reference"],
+                    seeds,
+                    ", ".join(r["sets"]),
+                    r["win"],
+                    r["tie"],
+                    r["lose"],
+                    r["unparsed"],
+                    fmt_pct(r["win_rate"]),
+                    "—" if r["winning_score"] is None else f"{r['winning_score']:.3f}",
+                    fmt_p(r["sign_test_p"]),
+                    net_cell,
+                    judge,
+                )
+            )
+            + " |"
+        )
     labels = sorted({r["judge_label"] for r in rows})
     lines += ["", "Judge(s): " + "; ".join(labels) + ".", ""]
     return lines
@@ -369,14 +488,24 @@ def _mde_sentence(rows: list[dict[str, Any]], refs: list[str], unit: str) -> str
     """What this design can detect at all: the range of minimum detectable effects per reference, over arms."""
     parts = []
     for ref in refs:
-        mdes = [row["vs"][ref]["mde"] for row in rows
-                if row["arm"] != ref and row["vs"].get(ref) and row["vs"][ref].get("mde") is not None]
+        mdes = [
+            row["vs"][ref]["mde"]
+            for row in rows
+            if row["arm"] != ref and row["vs"].get(ref) and row["vs"][ref].get("mde") is not None
+        ]
         if mdes:
             lo, hi = fmt_value(min(mdes), unit), fmt_value(max(mdes), unit)
             parts.append(f"vs {ref} {lo}" + ("" if lo == hi else f"–{hi}"))
     n = max((row["n_items"] for row in rows), default=0)
-    return (f"n = {n} items; minimum detectable effect at 80% power{' (pp)' if unit == 'pct' else ''}: "
-            + "; ".join(parts) + ".") if parts else f"n = {n} items."
+    return (
+        (
+            f"n = {n} items; minimum detectable effect at 80% power{' (pp)' if unit == 'pct' else ''}: "
+            + "; ".join(parts)
+            + "."
+        )
+        if parts
+        else f"n = {n} items."
+    )
 
 
 def _arm_budget_cells(info: dict[str, Any] | None) -> list[str]:
@@ -416,8 +545,7 @@ def _domain_table(doc: dict[str, Any], tasks: list[str]) -> list[str]:
                     cells.append("—")
                 else:
                     mark = _verdict_text(arm, ref, cmp)
-                    cells.append(f"{fmt_delta(cmp['mean_diff'], unit)}"
-                                 + (f" {mark}" if mark in (UP, DOWN) else ""))
+                    cells.append(f"{fmt_delta(cmp['mean_diff'], unit)}" + (f" {mark}" if mark in (UP, DOWN) else ""))
         if any_row:
             out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return out
@@ -426,8 +554,11 @@ def _domain_table(doc: dict[str, Any], tasks: list[str]) -> list[str]:
 def _task_table(rows: list[dict[str, Any]], refs: list[str], level: float, unit: str = "pct") -> list[str]:
     header = ["Arm", f"Mean ± std{' (%)' if unit == 'pct' else ''}", "n seeds"]
     for ref in refs:
-        header += [f"Δ vs {ref}{' (pp)' if unit == 'pct' else ''} [{100 * level:.0f}% CI]", "p items / seeds",
-                   "power: min p items / seeds; MDE"]
+        header += [
+            f"Δ vs {ref}{' (pp)' if unit == 'pct' else ''} [{100 * level:.0f}% CI]",
+            "p items / seeds",
+            "power: min p items / seeds; MDE",
+        ]
     header.append("Verdict")
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 2) + ["---"]) + "|"]
     for row in rows:
@@ -441,27 +572,51 @@ def _task_table(rows: list[dict[str, Any]], refs: list[str], level: float, unit:
                 cells += ["n/a", "—", "—"]
             else:
                 mde = cmp.get("mde")
-                cells += [f"{fmt_delta(cmp['mean_diff'], unit)} [{fmt_delta(cmp['ci_low'], unit)}, "
-                          f"{fmt_delta(cmp['ci_high'], unit)}]",
-                          f"{fmt_p(cmp['p_value'])} / {fmt_p(cmp.get('p_value_seed'))}",
-                          f"{fmt_p(cmp.get('p_min_item'))} / {fmt_p(cmp.get('p_min_seed'))}; "
-                          f"{'—' if mde is None else fmt_value(mde, unit).lstrip('+')}"
-                          f"{'' if cmp.get('can_reach_alpha', True) else ' (cannot reach α)'}"]
+                cells += [
+                    f"{fmt_delta(cmp['mean_diff'], unit)} [{fmt_delta(cmp['ci_low'], unit)}, "
+                    f"{fmt_delta(cmp['ci_high'], unit)}]",
+                    f"{fmt_p(cmp['p_value'])} / {fmt_p(cmp.get('p_value_seed'))}",
+                    f"{fmt_p(cmp.get('p_min_item'))} / {fmt_p(cmp.get('p_min_seed'))}; "
+                    f"{'—' if mde is None else fmt_value(mde, unit).lstrip('+')}"
+                    f"{'' if cmp.get('can_reach_alpha', True) else ' (cannot reach α)'}",
+                ]
         cells.append(row["marker"])
         out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return out
 
 
 def _provenance_table(rows: list[dict[str, Any]]) -> list[str]:
-    header = ["Arm", "Seed", "Commit", "Config hash", "Recipe hash", "Data sha256", "Model", "Revision",
-              *PACKAGES, "Hardware", "Seeds", "Kept / k"]
+    header = [
+        "Arm",
+        "Seed",
+        "Commit",
+        "Config hash",
+        "Recipe hash",
+        "Data sha256",
+        "Model",
+        "Revision",
+        *PACKAGES,
+        "Hardware",
+        "Seeds",
+        "Kept / k",
+    ]
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for r in rows:
         data = ", ".join(f"{k}:{str(v)[:8]}" for k, v in r["data_sha256"].items()) or MISSING
-        cells = [r["arm"], "—" if r["seed"] is None else r["seed"], _short_commit(r["commit"]), r["config_hash"],
-                 r["recipe_hash"] or "— (not fine-tuned)", data, r["model_id"], r["model_revision"],
-                 *(r["package_versions"][p] for p in PACKAGES), _compact(r["hardware"]), _compact(r["seeds"]),
-                 _kept_k(r.get("arm_info") or {})]
+        cells = [
+            r["arm"],
+            "—" if r["seed"] is None else r["seed"],
+            _short_commit(r["commit"]),
+            r["config_hash"],
+            r["recipe_hash"] or "— (not fine-tuned)",
+            data,
+            r["model_id"],
+            r["model_revision"],
+            *(r["package_versions"][p] for p in PACKAGES),
+            _compact(r["hardware"]),
+            _compact(r["seeds"]),
+            _kept_k(r.get("arm_info") or {}),
+        ]
         out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return out
 
@@ -506,8 +661,16 @@ def render_png(doc: dict[str, Any]) -> bytes:
             lo.append(scale * (y - row["item_ci_low"]) if has_ci else 0.0)
             hi.append(scale * (row["item_ci_high"] - y) if has_ci else 0.0)
         if xs:
-            ax.bar(xs, ys, width * 0.95, yerr=[lo, hi], capsize=3, label=arm, color=colors[i],
-                   error_kw={"elinewidth": 1, "ecolor": "black"})
+            ax.bar(
+                xs,
+                ys,
+                width * 0.95,
+                yerr=[lo, hi],
+                capsize=3,
+                label=arm,
+                color=colors[i],
+                error_kw={"elinewidth": 1, "ecolor": "black"},
+            )
     ax.set_xticks(range(len(tasks)))
     ax.set_xticklabels(tasks)
     ax.set_ylabel("score (%)" if pct else "proxy value (lower is better)")
@@ -524,8 +687,11 @@ def render_png(doc: dict[str, Any]) -> bytes:
 
 
 def _ymax(doc: dict[str, Any], tasks: Sequence[str]) -> float:
-    tops = [100 * (r["item_ci_high"] if r["item_ci_high"] is not None else r["mean"])
-            for t in tasks for r in doc["tables"][t]]
+    tops = [
+        100 * (r["item_ci_high"] if r["item_ci_high"] is not None else r["mean"])
+        for t in tasks
+        for r in doc["tables"][t]
+    ]
     return max(tops, default=0.0)
 
 
@@ -543,16 +709,25 @@ def _wrap(text: str, width: int) -> str:
 # ----------------------------------------------------------------------------------------------- entry points
 
 
-def render(summary: dict[str, Any], results: Sequence[ArmResult], out_dir: str | Path, experiment: str,
-           title_note: str, pairwise: dict[str, Any] | None = None) -> dict[str, Path]:
+def render(
+    summary: dict[str, Any],
+    results: Sequence[ArmResult],
+    out_dir: str | Path,
+    experiment: str,
+    title_note: str,
+    pairwise: dict[str, Any] | None = None,
+) -> dict[str, Path]:
     """Write ``<experiment>.md``, ``.json`` and ``.png`` atomically under ``out_dir``; return their paths."""
     _check_experiment_name(experiment)
     if not title_note or not title_note.strip():
         raise ValueError("title_note must say what this run is (e.g. 'Smoke run of a 135M model on CPU')")
     out_dir = Path(out_dir)
     doc = build_document(summary, results, experiment, title_note.strip(), pairwise)
-    paths = {"md": out_dir / f"{experiment}.md", "json": out_dir / f"{experiment}.json",
-             "png": out_dir / f"{experiment}.png"}
+    paths = {
+        "md": out_dir / f"{experiment}.md",
+        "json": out_dir / f"{experiment}.json",
+        "png": out_dir / f"{experiment}.png",
+    }
     write_bytes(paths["png"], render_png(doc))
     write_json(paths["json"], doc)
     write_text(paths["md"], render_markdown(doc))
@@ -576,8 +751,11 @@ def find_eval_dirs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
     for root in map(Path, inputs):
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: not a directory")
-        hits = [root] if _is_eval_dir(root) else sorted(p.parent for p in root.rglob("items.jsonl")
-                                                        if _is_eval_dir(p.parent))
+        hits = (
+            [root]
+            if _is_eval_dir(root)
+            else sorted(p.parent for p in root.rglob("items.jsonl") if _is_eval_dir(p.parent))
+        )
         if not hits:
             raise FileNotFoundError(f"{root}: no evaluation directory (manifest.json + items.jsonl + metrics.json)")
         found += [h for h in hits if h not in found]
@@ -604,11 +782,15 @@ def find_judge_dirs(inputs: str | Path | Sequence[str | Path], *, required: bool
     for root in map(Path, inputs):
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: not a directory")
-        hits = [root] if all((root / n).is_file() for n in names) else sorted(
-            p.parent for p in root.rglob("judgements.jsonl") if all((p.parent / n).is_file() for n in names))
+        hits = (
+            [root]
+            if all((root / n).is_file() for n in names)
+            else sorted(
+                p.parent for p in root.rglob("judgements.jsonl") if all((p.parent / n).is_file() for n in names)
+            )
+        )
         if required and not hits:
-            raise FileNotFoundError(f"{root}: no finished pairwise judge directory "
-                                    f"({' + '.join(names)})")
+            raise FileNotFoundError(f"{root}: no finished pairwise judge directory ({' + '.join(names)})")
         found += [h for h in hits if h not in found]
     return found
 
@@ -618,13 +800,24 @@ def default_note(results: Sequence[ArmResult]) -> str:
     models = sorted({str(r.manifest.get("model_id") or MISSING) for r in results})
     hardware = sorted({_compact(r.manifest.get("hardware")) for r in results})
     n_seeds = sorted({sum(1 for o in results if o.arm == r.arm) for r in results if r.arm != "base"})
-    return (f"Model(s): {', '.join(models)}; hardware: {'; '.join(hardware)}; seeds per fine-tuned arm: "
-            f"{', '.join(map(str, n_seeds)) or '0'}. Generated by cpqs-bench; check provenance before citing.")
+    return (
+        f"Model(s): {', '.join(models)}; hardware: {'; '.join(hardware)}; seeds per fine-tuned arm: "
+        f"{', '.join(map(str, n_seeds)) or '0'}. Generated by cpqs-bench; check provenance before citing."
+    )
 
 
-def main(inputs: str | Path | Sequence[str | Path], out_dir: str | Path, experiment: str,
-         title_note: str | None = None, *, references: Sequence[str] = DEFAULT_REFERENCES, n_boot: int = 10_000,
-         seed: int = 0, compare_base: bool = True, pairwise: Sequence[str | Path] = ()) -> dict[str, Path]:
+def main(
+    inputs: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    experiment: str,
+    title_note: str | None = None,
+    *,
+    references: Sequence[str] = DEFAULT_REFERENCES,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    compare_base: bool = True,
+    pairwise: Sequence[str | Path] = (),
+) -> dict[str, Path]:
     """``cpqs-bench leaderboard``: load evaluation results, compute statistics, write the leaderboard files.
 
     ``inputs`` is one or more evaluation directories or run directories (searched recursively for evaluation
@@ -639,5 +832,18 @@ def main(inputs: str | Path | Sequence[str | Path], out_dir: str | Path, experim
     return render(summary, results, out_dir, experiment, title_note or default_note(results), section)
 
 
-__all__ = ["render", "main", "build_document", "load_pairwise", "render_markdown", "render_png", "find_eval_dirs", "provenance_row",
-           "default_note", "fmt_pct", "fmt_pp", "fmt_p", "fmt_value"]
+__all__ = [
+    "render",
+    "main",
+    "build_document",
+    "load_pairwise",
+    "render_markdown",
+    "render_png",
+    "find_eval_dirs",
+    "provenance_row",
+    "default_note",
+    "fmt_pct",
+    "fmt_pp",
+    "fmt_p",
+    "fmt_value",
+]

@@ -19,6 +19,7 @@ Inputs: the leaderboard JSON written by :mod:`cpqs_bench.leaderboard` (keys read
 power analyses or kept counts are shown when present), and optionally the evaluation directories it was computed
 from (their manifests give each arm's model, budget and kept count; their ``items.jsonl`` the per-item outcomes).
 """
+
 from __future__ import annotations
 
 import html
@@ -44,10 +45,18 @@ WEAK_JUDGE = "weak judge: a pipeline check"
 # (``metadata.dataset_id`` / ``metadata.domain`` win).
 _LOADER_FACTS: dict[str, dict[str, str]] = {
     "load_gsm8k": {"dataset_id": "openai/gsm8k", "dataset_name": "GSM8K", "domain": "math", "license": "mit"},
-    "load_humaneval": {"dataset_id": "openai/openai_humaneval", "dataset_name": "HumanEval", "domain": "code",
-                       "license": "mit"},
-    "load_humaneval_plus": {"dataset_id": "evalplus/humanevalplus", "dataset_name": "HumanEval+", "domain": "code",
-                            "license": "apache-2.0"},
+    "load_humaneval": {
+        "dataset_id": "openai/openai_humaneval",
+        "dataset_name": "HumanEval",
+        "domain": "code",
+        "license": "mit",
+    },
+    "load_humaneval_plus": {
+        "dataset_id": "evalplus/humanevalplus",
+        "dataset_name": "HumanEval+",
+        "domain": "code",
+        "license": "apache-2.0",
+    },
 }
 
 
@@ -56,8 +65,12 @@ class _TaskYamlLoader(yaml.SafeLoader):
     """Reads lm-eval task YAMLs without importing anything: ``!function x.y`` becomes the string ``x.y``."""
 
 
-_TaskYamlLoader.add_multi_constructor("!", lambda loader, suffix, node: (
-    f"{suffix}" if not isinstance(node, yaml.ScalarNode) else f"{suffix} {loader.construct_scalar(node)}".strip()))
+_TaskYamlLoader.add_multi_constructor(
+    "!",
+    lambda loader, suffix, node: (
+        f"{suffix}" if not isinstance(node, yaml.ScalarNode) else f"{suffix} {loader.construct_scalar(node)}".strip()
+    ),
+)
 
 
 def _load_task_yaml(path: Path, depth: int = 0) -> dict[str, Any]:
@@ -88,8 +101,9 @@ def _task_yaml(task: str, folders: Sequence[Path]) -> dict[str, Any]:
     return {}
 
 
-def task_facts(tasks: Iterable[str], manifests: Sequence[Mapping[str, Any]] = (),
-               folders: Sequence[str | Path] | None = None) -> dict[str, dict[str, Any]]:
+def task_facts(
+    tasks: Iterable[str], manifests: Sequence[Mapping[str, Any]] = (), folders: Sequence[str | Path] | None = None
+) -> dict[str, dict[str, Any]]:
     """Per task: ``domain``, ``metric``, ``higher_is_better``, ``dataset_id``, ``dataset_name``, ``license``.
 
     Sources, first wins per field: the evaluation manifests' ``tasks`` entries (what the harness read from the task
@@ -154,7 +168,8 @@ def read_eval_extras(eval_dirs: Iterable[str | Path]) -> dict[str, Any]:
                 if isinstance(score, bool):
                     score = float(score)
                 per_task.setdefault(str(row.get("task")), []).append(
-                    [row.get("doc_id"), score if isinstance(score, (int, float)) else None])
+                    [row.get("doc_id"), score if isinstance(score, (int, float)) else None]
+                )
         items.setdefault(arm, {})[str(seed)] = per_task
     return {"arms": arms, "items": items, "manifests": manifests}
 
@@ -183,8 +198,10 @@ def pairwise_data(section: Any) -> dict[str, Any] | None:
         return None
     rows = section.get("rows") if isinstance(section, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise ValueError("pairwise: expected a section {\"title\", \"rows\": [{...}, ...]}, got "
-                         f"{type(rows if isinstance(section, dict) else section).__name__}")
+        raise ValueError(
+            'pairwise: expected a section {"title", "rows": [{...}, ...]}, got '
+            f"{type(rows if isinstance(section, dict) else section).__name__}"
+        )
     out = []
     for r in rows:
         arm, reference = str(r.get("arm")), str(r.get("reference"))
@@ -193,24 +210,37 @@ def pairwise_data(section: Any) -> dict[str, Any] | None:
         ci = r.get("net_ci95")
         ci = [_num(ci[0]), _num(ci[1])] if isinstance(ci, list) and len(ci) == 2 else None
         score = _num(r.get("winning_score"))
-        out.append({
-            "arm": arm, "reference": reference,
-            "seeds": [_count(s) for s in seeds] if isinstance(seeds, list) else [],
-            "sets": [str(x) for x in r.get("sets") or []],
-            **{k: _count(r.get(k)) for k in ("win", "tie", "lose", "unparsed", "n", "n_prompts")},
-            "win_rate": _num(r.get("win_rate")), "winning_score": score,
-            "net": None if score is None else score - 1, "net_ci95": None if ci is None or None in ci else ci,
-            "sign_test_p": _num(r.get("sign_test_p")),
-            "judge": str(_first(r.get("judge"), r.get("judge_label"), "unknown")),
-            "judge_label": str(r.get("judge_label") or ""), "rule": str(r.get("rule") or "?"),
-            "weak_judge": r.get("weak_judge") is True,
-        })
-    return {"title": str(section.get("title") or PAIRWISE_TITLE), "rows": out, "n_boot": _count(section.get("n_boot")),
-            "judge_prompt": [str(x) for x in section.get("judge_prompt") or []]}
+        out.append(
+            {
+                "arm": arm,
+                "reference": reference,
+                "seeds": [_count(s) for s in seeds] if isinstance(seeds, list) else [],
+                "sets": [str(x) for x in r.get("sets") or []],
+                **{k: _count(r.get(k)) for k in ("win", "tie", "lose", "unparsed", "n", "n_prompts")},
+                "win_rate": _num(r.get("win_rate")),
+                "winning_score": score,
+                "net": None if score is None else score - 1,
+                "net_ci95": None if ci is None or None in ci else ci,
+                "sign_test_p": _num(r.get("sign_test_p")),
+                "judge": str(_first(r.get("judge"), r.get("judge_label"), "unknown")),
+                "judge_label": str(r.get("judge_label") or ""),
+                "rule": str(r.get("rule") or "?"),
+                "weak_judge": r.get("weak_judge") is True,
+            }
+        )
+    return {
+        "title": str(section.get("title") or PAIRWISE_TITLE),
+        "rows": out,
+        "n_boot": _count(section.get("n_boot")),
+        "judge_prompt": [str(x) for x in section.get("judge_prompt") or []],
+    }
 
 
-def page_data(doc: Mapping[str, Any], extras: Mapping[str, Any] | None = None,
-              facts: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def page_data(
+    doc: Mapping[str, Any],
+    extras: Mapping[str, Any] | None = None,
+    facts: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The JSON inlined in the page: the leaderboard document reshaped per domain, plus arm attributes."""
     extras = extras or {}
     summary = doc.get("summary") if isinstance(doc.get("summary"), dict) else {}
@@ -254,29 +284,67 @@ def page_data(doc: Mapping[str, Any], extras: Mapping[str, Any] | None = None,
             arm_sum = ((per_task.get(t) or {}).get("arms") or {}).get(arm) or {}
             vs = row.get("vs") if isinstance(row.get("vs"), dict) else {}
             cells[t][arm] = {
-                "mean": _num(row.get("mean")), "std": _num(row.get("std")),
-                "ci_low": _num(row.get("item_ci_low")), "ci_high": _num(row.get("item_ci_high")),
+                "mean": _num(row.get("mean")),
+                "std": _num(row.get("std")),
+                "ci_low": _num(row.get("item_ci_low")),
+                "ci_high": _num(row.get("item_ci_high")),
                 "item_mean": _num(row.get("item_mean")),
-                "n_items": row.get("n_items"), "n_seeds": row.get("n_seeds"), "marker": row.get("marker") or "",
+                "n_items": row.get("n_items"),
+                "n_seeds": row.get("n_seeds"),
+                "marker": row.get("marker") or "",
                 "per_seed": [s for s in arm_sum.get("per_seed") or [] if isinstance(s, dict)],
-                "vs": {str(r): ({k: (_num(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
-                                 for k, v in c.items()} if isinstance(c, dict) else None) for r, c in vs.items()},
+                "vs": {
+                    str(r): (
+                        {
+                            k: (_num(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                            for k, v in c.items()
+                        }
+                        if isinstance(c, dict)
+                        else None
+                    )
+                    for r, c in vs.items()
+                },
             }
     domains: dict[str, list[str]] = {}
     for t in tasks:
         domains.setdefault(str(facts.get(t, {}).get("domain") or DEFAULT_DOMAIN), []).append(t)
-    known = [k for k in ("note", "warnings", "score_unit", "figure", "power", "stats", "experiment", "schema",
-                         "tasks", "arms", "tables", "summary", "provenance", "pairwise")]
+    known = [
+        k
+        for k in (
+            "note",
+            "warnings",
+            "score_unit",
+            "figure",
+            "power",
+            "stats",
+            "experiment",
+            "schema",
+            "tasks",
+            "arms",
+            "tables",
+            "summary",
+            "provenance",
+            "pairwise",
+        )
+    ]
     return {
-        "schema": PAGE_SCHEMA, "source_schema": doc.get("schema"), "experiment": str(doc.get("experiment") or "?"),
-        "note": doc.get("note") or "", "warnings": [str(w) for w in doc.get("warnings") or []],
-        "references": refs, "ci_level": _num((doc.get("stats") or {}).get("ci_level") or summary.get("ci_level")),
+        "schema": PAGE_SCHEMA,
+        "source_schema": doc.get("schema"),
+        "experiment": str(doc.get("experiment") or "?"),
+        "note": doc.get("note") or "",
+        "warnings": [str(w) for w in doc.get("warnings") or []],
+        "references": refs,
+        "ci_level": _num((doc.get("stats") or {}).get("ci_level") or summary.get("ci_level")),
         "alpha": _num((doc.get("stats") or {}).get("alpha") or summary.get("alpha")),
         "stats": doc.get("stats") if isinstance(doc.get("stats"), dict) else {},
         "power": doc.get("power") if doc.get("power") is not None else summary.get("power"),
         "tasks": [{"name": t, **{k: v for k, v in facts.get(t, {}).items()}} for t in tasks],
         "domains": [{"name": d, "tasks": ts} for d, ts in domains.items()],
-        "arms": arm_rows, "arm_order": arms, "cells": cells, "provenance": provenance, "items": extras.get("items") or {},
+        "arms": arm_rows,
+        "arm_order": arms,
+        "cells": cells,
+        "provenance": provenance,
+        "items": extras.get("items") or {},
         "pairwise": pairwise_data(doc.get("pairwise")),
         "extra_keys": sorted(k for k in doc if k not in known),
     }
@@ -286,8 +354,13 @@ def page_data(doc: Mapping[str, Any], extras: Mapping[str, Any] | None = None,
 def _inline_json(data: Any) -> str:
     """JSON safe inside a <script> element: no ``</script>``, no ``<!--``, no U+2028/9 surprises."""
     text = json.dumps(data, ensure_ascii=False, sort_keys=True, allow_nan=False)
-    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 _ASSET_DIR = Path(__file__).resolve().parent / "leaderboard_assets"
@@ -304,10 +377,21 @@ def render_pairwise(section: Mapping[str, Any] | None) -> str:
     if not section:
         return ""
     e = html.escape
-    cols = [("arm", "arm"), ("reference", "vs"), ("seeds", "seeds"), ("sets", "sets"), ("win", "win"),
-            ("tie", "tie"), ("lose", "lose"), ("unparsed", "unparsed"), ("win_rate", "win rate (%)"),
-            ("winning_score", "winning score"), ("net", "net (W−L)/N [95% CI]"), ("sign_test_p", "sign-test p"),
-            ("judge", "judge")]
+    cols = [
+        ("arm", "arm"),
+        ("reference", "vs"),
+        ("seeds", "seeds"),
+        ("sets", "sets"),
+        ("win", "win"),
+        ("tie", "tie"),
+        ("lose", "lose"),
+        ("unparsed", "unparsed"),
+        ("win_rate", "win rate (%)"),
+        ("winning_score", "winning score"),
+        ("net", "net (W−L)/N [95% CI]"),
+        ("sign_test_p", "sign-test p"),
+        ("judge", "judge"),
+    ]
     head = "".join(f'<th scope="col" data-col="{c}">{e(label)}</th>' for c, label in cols)
     body = []
     for r in section["rows"]:
@@ -321,52 +405,65 @@ def render_pairwise(section: Mapping[str, Any] | None) -> str:
             "net": _signed(r["net"]) + ("" if ci is None else f" [{_signed(ci[0])}, {_signed(ci[1])}]"),
             "sign_test_p": fmt_p(r["sign_test_p"]),
         }
-        cells = [f'<th scope="row" class="arm" data-col="arm">{e(r["arm"])}</th>',
-                 f'<td class="txt" data-col="reference">{e(r["reference"])}</td>']
-        for c in ("seeds", "sets", "win", "tie", "lose", "unparsed", "win_rate", "winning_score", "net",
-                  "sign_test_p"):
+        cells = [
+            f'<th scope="row" class="arm" data-col="arm">{e(r["arm"])}</th>',
+            f'<td class="txt" data-col="reference">{e(r["reference"])}</td>',
+        ]
+        for c in ("seeds", "sets", "win", "tie", "lose", "unparsed", "win_rate", "winning_score", "net", "sign_test_p"):
             value = r.get(c) if c not in ("seeds", "sets") else None
             attr = "" if value is None else f' data-value="{e(repr(value))}"'
             cells.append(f'<td data-col="{c}"{attr}>{e(text[c])}</td>')
         weak = f' <span class="weak">{e(WEAK_JUDGE)}</span>' if r["weak_judge"] else ""
-        cells.append(f'<td class="txt" data-col="judge" title="{e(r["judge_label"])}">'
-                     f'{e(r["judge"])} ({e(r["rule"])}){weak}</td>')
+        cells.append(
+            f'<td class="txt" data-col="judge" title="{e(r["judge_label"])}">'
+            f"{e(r['judge'])} ({e(r['rule'])}){weak}</td>"
+        )
         body.append(f'<tr data-arm="{e(r["arm"])}" data-reference="{e(r["reference"])}">{"".join(cells)}</tr>')
     if not body:
         body.append(f'<tr><td colspan="{len(cols)}">no pairwise comparisons</td></tr>')
     n_boot = section.get("n_boot")
-    explain = ("Each model's greedy answers on the general-domain prompt sets, compared by an LLM judge with the "
-               "reference arm's answers to the same prompts, asked twice with the order swapped (rule strict: a "
-               "win needs both orders to prefer the arm, a loss both to prefer the reference; rule sum: the sign of "
-               "the two orders' preferences added). Counts are summed "
-               "over seeds; unparsed judgements are left out of N. Win rate = (W + T/2) / N; winning score = "
-               "(W − L) / N + 1 (1 = even); net CI: 95% bootstrap interval of (W − L) / N over prompts"
-               + (f" ({n_boot:,} resamples)" if n_boot else "") + "; sign-test p: two-sided, prompts won vs lost. "
-               "A weak judge (the embedded / target model judging) is a pipeline check, not a quality signal.")
-    prompt = (f'<p class="foot">Judge prompt: {e(", ".join(section["judge_prompt"]))}.</p>'
-              if section.get("judge_prompt") else "")
+    explain = (
+        "Each model's greedy answers on the general-domain prompt sets, compared by an LLM judge with the "
+        "reference arm's answers to the same prompts, asked twice with the order swapped (rule strict: a "
+        "win needs both orders to prefer the arm, a loss both to prefer the reference; rule sum: the sign of "
+        "the two orders' preferences added). Counts are summed "
+        "over seeds; unparsed judgements are left out of N. Win rate = (W + T/2) / N; winning score = "
+        "(W − L) / N + 1 (1 = even); net CI: 95% bootstrap interval of (W − L) / N over prompts"
+        + (f" ({n_boot:,} resamples)" if n_boot else "")
+        + "; sign-test p: two-sided, prompts won vs lost. "
+        "A weak judge (the embedded / target model judging) is a pipeline check, not a quality signal."
+    )
+    prompt = (
+        f'<p class="foot">Judge prompt: {e(", ".join(section["judge_prompt"]))}.</p>'
+        if section.get("judge_prompt")
+        else ""
+    )
     title = e(section["title"])
-    return (f'<section class="domain pairwise" id="pairwise"><h2>Domain: {title}</h2><p class="explain">'
-            f'{e(explain)}</p><div class="scroll"><table class="pairwise" data-domain="{title}"><thead><tr>{head}'
-            f'</tr></thead><tbody>{"".join(body)}</tbody></table></div>{prompt}</section>')
+    return (
+        f'<section class="domain pairwise" id="pairwise"><h2>Domain: {title}</h2><p class="explain">'
+        f'{e(explain)}</p><div class="scroll"><table class="pairwise" data-domain="{title}"><thead><tr>{head}'
+        f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>{prompt}</section>"
+    )
 
 
 def render_page(data: Mapping[str, Any]) -> str:
     css = (_ASSET_DIR / "page.css").read_text(encoding="utf-8")
     js = (_ASSET_DIR / "page.js").read_text(encoding="utf-8")
     title = html.escape(f"cpqs-bench leaderboard: {data['experiment']}")
-    return (f"<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-            f"style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">\n"
-            f"<title>{title}</title>\n<style>\n{css}</style>\n</head>\n<body>\n"
-            f"<header><a class=\"up\" href=\"../index.html\">all experiments</a><h1>{title}</h1>"
-            f"<p id=\"note\"></p></header>\n<main id=\"app\"><noscript>This page needs JavaScript to draw its "
-            f"tables; the same numbers are in the leaderboard's .md and .json files.</noscript>"
-            f"{render_pairwise(data.get('pairwise'))}</main>\n"
-            f"<aside id=\"drawer\" hidden></aside>\n"
-            f"<script type=\"application/json\" id=\"board-data\">{_inline_json(data)}</script>\n"
-            f"<script>\n{js}</script>\n</body>\n</html>\n")
+    return (
+        f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        f"style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">\n"
+        f"<title>{title}</title>\n<style>\n{css}</style>\n</head>\n<body>\n"
+        f'<header><a class="up" href="../index.html">all experiments</a><h1>{title}</h1>'
+        f'<p id="note"></p></header>\n<main id="app"><noscript>This page needs JavaScript to draw its '
+        f"tables; the same numbers are in the leaderboard's .md and .json files.</noscript>"
+        f"{render_pairwise(data.get('pairwise'))}</main>\n"
+        f'<aside id="drawer" hidden></aside>\n'
+        f'<script type="application/json" id="board-data">{_inline_json(data)}</script>\n'
+        f"<script>\n{js}</script>\n</body>\n</html>\n"
+    )
 
 
 def render_index(entries: Sequence[Mapping[str, Any]]) -> str:
@@ -374,17 +471,21 @@ def render_index(entries: Sequence[Mapping[str, Any]]) -> str:
     rows = []
     for e in entries:
         name = html.escape(str(e["experiment"]))
-        rows.append(f"<tr><td><a href=\"{html.escape(str(e['href']))}\">{name}</a></td>"
-                    f"<td>{html.escape(', '.join(e['domains']))}</td><td>{len(e['tasks'])}</td>"
-                    f"<td>{len(e['arms'])}</td><td class=\"txt\">{html.escape(str(e['note']))}</td></tr>")
-    body = "\n".join(rows) or "<tr><td colspan=\"5\">no leaderboards yet</td></tr>"
-    return (f"<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n"
-            f"<title>cpqs-bench leaderboards</title>\n<style>\n{css}</style>\n</head>\n<body>\n"
-            f"<header><h1>cpqs-bench leaderboards</h1><p>One page per experiment: arms (data selectors) compared "
-            f"end to end, select → LoRA fine-tune → evaluate. Each page is static and works offline.</p></header>\n"
-            f"<main><table id=\"experiments\"><thead><tr><th>experiment</th><th>domains</th><th>tasks</th>"
-            f"<th>arms</th><th>note</th></tr></thead>\n<tbody>\n{body}\n</tbody></table></main>\n</body>\n</html>\n")
+        rows.append(
+            f'<tr><td><a href="{html.escape(str(e["href"]))}">{name}</a></td>'
+            f"<td>{html.escape(', '.join(e['domains']))}</td><td>{len(e['tasks'])}</td>"
+            f'<td>{len(e["arms"])}</td><td class="txt">{html.escape(str(e["note"]))}</td></tr>'
+        )
+    body = "\n".join(rows) or '<tr><td colspan="5">no leaderboards yet</td></tr>'
+    return (
+        f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n"
+        f"<title>cpqs-bench leaderboards</title>\n<style>\n{css}</style>\n</head>\n<body>\n"
+        f"<header><h1>cpqs-bench leaderboards</h1><p>One page per experiment: arms (data selectors) compared "
+        f"end to end, select → LoRA fine-tune → evaluate. Each page is static and works offline.</p></header>\n"
+        f'<main><table id="experiments"><thead><tr><th>experiment</th><th>domains</th><th>tasks</th>'
+        f"<th>arms</th><th>note</th></tr></thead>\n<tbody>\n{body}\n</tbody></table></main>\n</body>\n</html>\n"
+    )
 
 
 _DATA_OPEN = '<script type="application/json" id="board-data">'
@@ -394,7 +495,7 @@ def read_page_data(page: str | Path) -> dict[str, Any]:
     """The JSON inlined in a page written by :func:`write_pages` (what the tests compare the DOM with)."""
     text = Path(page).read_text(encoding="utf-8")
     start = text.index(_DATA_OPEN) + len(_DATA_OPEN)
-    return json.loads(text[start:text.index("</script>", start)])
+    return json.loads(text[start : text.index("</script>", start)])
 
 
 def write_index(out_dir: str | Path) -> Path:
@@ -408,18 +509,29 @@ def write_index(out_dir: str | Path) -> Path:
             continue  # not one of our pages
         if data.get("schema") != PAGE_SCHEMA:
             continue
-        entries.append({"experiment": data["experiment"], "href": f"{page.parent.name}/index.html",
-                        "tasks": [t["name"] for t in data["tasks"]], "arms": list(data["arms"]),
-                        "domains": [d["name"] for d in data["domains"]]
-                        + ([data["pairwise"]["title"]] if data.get("pairwise") else []),
-                        "note": data.get("note") or ""})
+        entries.append(
+            {
+                "experiment": data["experiment"],
+                "href": f"{page.parent.name}/index.html",
+                "tasks": [t["name"] for t in data["tasks"]],
+                "arms": list(data["arms"]),
+                "domains": [d["name"] for d in data["domains"]]
+                + ([data["pairwise"]["title"]] if data.get("pairwise") else []),
+                "note": data.get("note") or "",
+            }
+        )
     path = out_dir / "index.html"
     write_text(path, render_index(entries))
     return path
 
 
-def write_pages(board_json: str | Path, out_dir: str | Path, *, eval_dirs: Sequence[str | Path] | None = None,
-                facts: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+def write_pages(
+    board_json: str | Path,
+    out_dir: str | Path,
+    *,
+    eval_dirs: Sequence[str | Path] | None = None,
+    facts: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Path:
     """Write ``out_dir/<experiment>/index.html`` from ``board_json`` and refresh ``out_dir/index.html``.
 
     ``eval_dirs`` (optional): the evaluation directories behind the board, for per-item results, models and
@@ -446,5 +558,14 @@ def write_pages(board_json: str | Path, out_dir: str | Path, *, eval_dirs: Seque
     return page
 
 
-__all__ = ["write_pages", "write_index", "read_page_data", "page_data", "pairwise_data", "render_page",
-           "render_pairwise", "task_facts", "read_eval_extras"]
+__all__ = [
+    "write_pages",
+    "write_index",
+    "read_page_data",
+    "page_data",
+    "pairwise_data",
+    "render_page",
+    "render_pairwise",
+    "task_facts",
+    "read_eval_extras",
+]

@@ -8,6 +8,7 @@ least recently used one is dropped (and its memory released) when another model 
 A stage that changes a model in place (LoRA) must not hand the changed model back to the cache: the fine-tuning stage
 adds its adapter to the shared base and removes it (``peft``'s ``unload``) before it returns.
 """
+
 from __future__ import annotations
 
 import gc

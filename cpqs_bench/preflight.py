@@ -16,6 +16,7 @@ Two parts, both before any real stage runs:
 Offline, a Hub model cannot be opened; its facts come from the Hub config when cached, else from
 :data:`KNOWN_MODELS` (labelled as such in the table), and the scratch run uses the stand-in family.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,25 +33,70 @@ from cpqs_bench.config import Config, config_hash, replace, to_dict
 # Facts about Hub models the paper presets use, for offline checks (from each model's config.json /
 # tokenizer_config.json on the Hub). family = tiny stand-in tokenizer family with the same BOS / template behaviour.
 KNOWN_MODELS: dict[str, dict[str, Any]] = {
-    "meta-llama/Llama-2-7b-hf": {"family": "llama2", "chat_template": False, "bos": True, "context": 4096,
-                                 "params_b": 6.7},
-    "meta-llama/Llama-2-7b-chat-hf": {"family": "llama2", "chat_template": True, "bos": True, "context": 4096,
-                                      "params_b": 6.7},
-    "Qwen/Qwen2.5-7B-Instruct": {"family": "chatml", "chat_template": True, "bos": False, "context": 32768,
-                                 "params_b": 7.6},
+    "meta-llama/Llama-2-7b-hf": {
+        "family": "llama2",
+        "chat_template": False,
+        "bos": True,
+        "context": 4096,
+        "params_b": 6.7,
+    },
+    "meta-llama/Llama-2-7b-chat-hf": {
+        "family": "llama2",
+        "chat_template": True,
+        "bos": True,
+        "context": 4096,
+        "params_b": 6.7,
+    },
+    "Qwen/Qwen2.5-7B-Instruct": {
+        "family": "chatml",
+        "chat_template": True,
+        "bos": False,
+        "context": 32768,
+        "params_b": 7.6,
+    },
     "Qwen/Qwen2.5-7B": {"family": "chatml", "chat_template": True, "bos": False, "context": 131072, "params_b": 7.6},
-    "Qwen/Qwen2.5-0.5B-Instruct": {"family": "chatml", "chat_template": True, "bos": False, "context": 32768,
-                                   "params_b": 0.49},
-    "Qwen/Qwen2.5-1.5B-Instruct": {"family": "chatml", "chat_template": True, "bos": False, "context": 32768,
-                                   "params_b": 1.5},
-    "Qwen/Qwen2.5-Coder-7B-Instruct": {"family": "chatml", "chat_template": True, "bos": False, "context": 32768,
-                                       "params_b": 7.6},
-    "Qwen/Qwen2.5-Coder-0.5B-Instruct": {"family": "chatml", "chat_template": True, "bos": False, "context": 32768,
-                                         "params_b": 0.49},
-    "meta-llama/Llama-3.1-8B-Instruct": {"family": "chatml", "chat_template": True, "bos": True, "context": 131072,
-                                         "params_b": 8.0},
-    "OpenAssistant/reward-model-deberta-v3-large-v2": {"family": "gpt2", "chat_template": False, "bos": True,
-                                                       "context": 512, "params_b": 0.435},
+    "Qwen/Qwen2.5-0.5B-Instruct": {
+        "family": "chatml",
+        "chat_template": True,
+        "bos": False,
+        "context": 32768,
+        "params_b": 0.49,
+    },
+    "Qwen/Qwen2.5-1.5B-Instruct": {
+        "family": "chatml",
+        "chat_template": True,
+        "bos": False,
+        "context": 32768,
+        "params_b": 1.5,
+    },
+    "Qwen/Qwen2.5-Coder-7B-Instruct": {
+        "family": "chatml",
+        "chat_template": True,
+        "bos": False,
+        "context": 32768,
+        "params_b": 7.6,
+    },
+    "Qwen/Qwen2.5-Coder-0.5B-Instruct": {
+        "family": "chatml",
+        "chat_template": True,
+        "bos": False,
+        "context": 32768,
+        "params_b": 0.49,
+    },
+    "meta-llama/Llama-3.1-8B-Instruct": {
+        "family": "chatml",
+        "chat_template": True,
+        "bos": True,
+        "context": 131072,
+        "params_b": 8.0,
+    },
+    "OpenAssistant/reward-model-deberta-v3-large-v2": {
+        "family": "gpt2",
+        "chat_template": False,
+        "bos": True,
+        "context": 512,
+        "params_b": 0.435,
+    },
     "gpt2": {"family": "gpt2", "chat_template": False, "bos": False, "context": 1024, "params_b": 0.124},
     "embedded": {"family": "chatml", "chat_template": True, "bos": False, "context": 8192, "params_b": 0.135},
 }
@@ -111,8 +157,9 @@ class Report:
 
 # ----------------------------------------------------------------------------------------------------- helpers
 def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or os.environ.get("TRANSFORMERS_OFFLINE",
-                                                                                              "0") not in ("0", "")
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or os.environ.get(
+        "TRANSFORMERS_OFFLINE", "0"
+    ) not in ("0", "")
 
 
 def model_facts(spec: str, revision: str | None, mode: str) -> dict[str, Any]:
@@ -135,8 +182,15 @@ def model_facts(spec: str, revision: str | None, mode: str) -> dict[str, Any]:
             known = KNOWN_MODELS.get(spec, {})
             n_params = _param_count_b(conf) or known.get("params_b")
             family = known.get("family") or _family_of(tok)
-            return {"source": "opened", "family": family, "chat_template": bool(tok.chat_template), "bos": bos,
-                    "context": ctx, "params_b": n_params, "revision": rev}
+            return {
+                "source": "opened",
+                "family": family,
+                "chat_template": bool(tok.chat_template),
+                "bos": bos,
+                "context": ctx,
+                "params_b": n_params,
+                "revision": rev,
+            }
         except Exception as exc:  # noqa: BLE001 — fall back to the table below, and say so
             if local:
                 raise
@@ -148,8 +202,10 @@ def model_facts(spec: str, revision: str | None, mode: str) -> dict[str, Any]:
     base = spec.split("@")[0]
     if base in KNOWN_MODELS:
         return {"source": f"known-model table ({err})", "revision": revision, **KNOWN_MODELS[base]}
-    raise LookupError(f"model {spec!r} cannot be opened ({err}) and is not in preflight.KNOWN_MODELS; run "
-                      f"--preflight=full online, or cache it locally first")
+    raise LookupError(
+        f"model {spec!r} cannot be opened ({err}) and is not in preflight.KNOWN_MODELS; run "
+        f"--preflight=full online, or cache it locally first"
+    )
 
 
 def _family_of(tok: Any) -> str:
@@ -198,22 +254,36 @@ def check_data(cfg: Config, rep: Report) -> list[Any]:
     def pool_check() -> tuple[str, str]:
         source, _ = resolve_source(d.pool, d.mirror)
         if source.startswith("hf:") and offline():
-            return PROBLEM, (f"{d.pool} resolves to {source}, unreachable offline (no mirror copy): name a mirrored "
-                             f"dataset or run --preflight=full online")
-        pool = read_pool(d.pool, schema=d.schema, field_map=d.field_map, mirror=d.mirror, limit=d.pool_limit,
-                         offset=d.pool_offset, max_rejected_fraction=d.max_rejected_fraction)
+            return PROBLEM, (
+                f"{d.pool} resolves to {source}, unreachable offline (no mirror copy): name a mirrored "
+                f"dataset or run --preflight=full online"
+            )
+        pool = read_pool(
+            d.pool,
+            schema=d.schema,
+            field_map=d.field_map,
+            mirror=d.mirror,
+            limit=d.pool_limit,
+            offset=d.pool_offset,
+            max_rejected_fraction=d.max_rejected_fraction,
+        )
         found["pool"] = pool.examples
         s = pool.summary()
-        return OK, (f"{source}: schema {s['schema']}, read {s['read']}, kept {s['kept']}, rejected {s['rejected']}"
-                    + (f" (limited by data.pool_limit={d.pool_limit})" if d.pool_limit else ""))
+        return OK, (
+            f"{source}: schema {s['schema']}, read {s['read']}, kept {s['kept']}, rejected {s['rejected']}"
+            + (f" (limited by data.pool_limit={d.pool_limit})" if d.pool_limit else "")
+        )
 
     rep.guard("data", f"pool {d.pool}", pool_check)
     pw = cfg.evaluate.pairwise
     for name in pw.sets:
         rep.guard("data", f"pairwise prompt set {name}", lambda name=name: _prompt_set_check(cfg, name))
     if "cpqs" in cfg.selectors.names:
-        rep.guard("data", f"cpqs pairs ({cfg.selectors.cpqs.pairs_source}: {cfg.selectors.cpqs.pairs})",
-                  lambda: _pairs_check(cfg, found["pool"]))
+        rep.guard(
+            "data",
+            f"cpqs pairs ({cfg.selectors.cpqs.pairs_source}: {cfg.selectors.cpqs.pairs})",
+            lambda: _pairs_check(cfg, found["pool"]),
+        )
     return found["pool"]
 
 
@@ -242,15 +312,19 @@ def _pairs_check(cfg: Config, pool: list[Any]) -> tuple[str, str]:
         rows = read_pool(cq.pairs, mirror=d.mirror, max_rejected_fraction=d.max_rejected_fraction).examples
         pool_instr = {e.instruction for e in pool}
         n = sum(1 for e in rows if e.instruction not in pool_instr)
-        detail = (f"{source}: {len(rows)} rows, {n} with instructions disjoint from the pool to answer with "
-                  f"{', '.join(cq.generators) or cq.generator} (n_pairs = {want})")
+        detail = (
+            f"{source}: {len(rows)} rows, {n} with instructions disjoint from the pool to answer with "
+            f"{', '.join(cq.generators) or cq.generator} (n_pairs = {want})"
+        )
     else:
         pairset = build_pairs(cfg)
         kept, dropped = P.disjoint_pairs(pairset, pool)
         n = kept.n_pairs
         source = pairset.source
-        detail = (f"{source}: {pairset.n_pairs} pairs, {dropped} dropped as overlapping the pool, {n} left "
-                  f"(n_pairs = {want}); skipped {dict(pairset.skipped) or 'none'}")
+        detail = (
+            f"{source}: {pairset.n_pairs} pairs, {dropped} dropped as overlapping the pool, {n} left "
+            f"(n_pairs = {want}); skipped {dict(pairset.skipped) or 'none'}"
+        )
     if want is not None and n < want:
         named = _mirror.NAMED.get(cq.pairs)
         if named is not None and "mirror" in named.description and not str(source).startswith("hf:"):
@@ -267,19 +341,28 @@ def check_models(cfg: Config, rep: Report, mode: str, task_chat: dict[str, bool]
     def target() -> tuple[str, str]:
         f = model_facts(cfg.model.id, cfg.model.revision, mode)
         facts.update(f)
-        return OK, (f"family {f['family']}, chat template {'yes' if f['chat_template'] else 'no'}, "
-                    f"BOS {'added' if f['bos'] else 'none'}, context {f['context']}, "
-                    f"~{f['params_b']:.2f}B params, revision {f.get('revision') or 'unpinned'} [{f['source']}]")
+        return OK, (
+            f"family {f['family']}, chat template {'yes' if f['chat_template'] else 'no'}, "
+            f"BOS {'added' if f['bos'] else 'none'}, context {f['context']}, "
+            f"~{f['params_b']:.2f}B params, revision {f.get('revision') or 'unpinned'} [{f['source']}]"
+        )
 
     rep.guard("model", cfg.model.id, target)
     if not facts:
         return facts
     rep.guard("model", "prompt template vs tasks", lambda: _template_check(cfg, facts, task_chat))
-    for key, limit in (("prompt.max_length", cfg.prompt.max_length), ("finetune.max_length", cfg.finetune.max_length),
-                       ("selectors.cpqs.feature_max_length", cfg.selectors.cpqs.feature_max_length)):
+    for key, limit in (
+        ("prompt.max_length", cfg.prompt.max_length),
+        ("finetune.max_length", cfg.finetune.max_length),
+        ("selectors.cpqs.feature_max_length", cfg.selectors.cpqs.feature_max_length),
+    ):
         ctx = facts.get("context")
-        rep.add("model", key, PROBLEM if ctx and limit > ctx else OK,
-                f"{limit} {'>' if ctx and limit > ctx else '<='} context length {ctx}")
+        rep.add(
+            "model",
+            key,
+            PROBLEM if ctx and limit > ctx else OK,
+            f"{limit} {'>' if ctx and limit > ctx else '<='} context length {ctx}",
+        )
     extra = []
     if "superfiltering" in cfg.selectors.names:
         extra.append(("proxy", cfg.selectors.proxy_model))
@@ -289,23 +372,35 @@ def check_models(cfg: Config, rep: Report, mode: str, task_chat: dict[str, bool]
     j = cfg.selectors.judge
     if "alpagasus" in cfg.selectors.names:
         if j.backend == "openai":
-            rep.add("model", f"judge {j.model} @ {j.base_url}", WARN if offline() or not os.environ.get(j.api_key_env)
-                    else OK, f"OpenAI-compatible endpoint; key from ${j.api_key_env} "
-                             f"({'set' if os.environ.get(j.api_key_env) else 'NOT set'}); not contacted offline")
+            rep.add(
+                "model",
+                f"judge {j.model} @ {j.base_url}",
+                WARN if offline() or not os.environ.get(j.api_key_env) else OK,
+                f"OpenAI-compatible endpoint; key from ${j.api_key_env} "
+                f"({'set' if os.environ.get(j.api_key_env) else 'NOT set'}); not contacted offline",
+            )
         elif j.model:
             extra.append(("judge", j.model))
     pj = cfg.evaluate.pairwise.judge
     if cfg.evaluate.pairwise.enabled:
         if pj.backend == "openai":
-            rep.add("model", f"pairwise judge {pj.model} @ {pj.base_url}",
-                    WARN if offline() or not os.environ.get(pj.api_key_env) else OK,
-                    f"OpenAI-compatible endpoint; key from ${pj.api_key_env} "
-                    f"({'set' if os.environ.get(pj.api_key_env) else 'NOT set'}); not contacted offline")
+            rep.add(
+                "model",
+                f"pairwise judge {pj.model} @ {pj.base_url}",
+                WARN if offline() or not os.environ.get(pj.api_key_env) else OK,
+                f"OpenAI-compatible endpoint; key from ${pj.api_key_env} "
+                f"({'set' if os.environ.get(pj.api_key_env) else 'NOT set'}); not contacted offline",
+            )
         elif pj.model:
             extra.append(("pairwise judge", pj.model))
         else:
-            rep.add("model", "pairwise judge", WARN, "evaluate.pairwise.judge names no model: the target model judges "
-                                                     "its own arms (a weak judge: a pipeline check, labelled so)")
+            rep.add(
+                "model",
+                "pairwise judge",
+                WARN,
+                "evaluate.pairwise.judge names no model: the target model judges "
+                "its own arms (a weak judge: a pipeline check, labelled so)",
+            )
     if "mods" in cfg.selectors.names:
         extra.append(("reward model", cfg.selectors.mods.reward_model))
     for role, spec in extra:
@@ -323,22 +418,28 @@ def _template_check(cfg: Config, facts: dict[str, Any], task_chat: dict[str, boo
     tpl = cfg.prompt.template
     if tpl == "chat" and not facts["chat_template"]:
         if chat_tasks:
-            return PROBLEM, (f"prompt.template=chat but {cfg.model.id} has no chat template, and chat tasks "
-                             f"{chat_tasks} need one: set prompt.template (alpaca, llama2, none or a Jinja template); "
-                             f"the harness then evaluates with that same template")
+            return PROBLEM, (
+                f"prompt.template=chat but {cfg.model.id} has no chat template, and chat tasks "
+                f"{chat_tasks} need one: set prompt.template (alpaca, llama2, none or a Jinja template); "
+                f"the harness then evaluates with that same template"
+            )
         return PROBLEM, f"prompt.template=chat but {cfg.model.id} has no chat template"
     how = "the tokenizer's own chat template" if tpl == "chat" else f"the {tpl!r} template set as the chat template"
-    return OK, (f"training and evaluation both use {how}"
-                + (f"; chat tasks {chat_tasks}" if chat_tasks else "") + "; system prompt "
-                + (repr(cfg.prompt.system_prompt) if cfg.prompt.system_prompt else "the template's default"))
+    return OK, (
+        f"training and evaluation both use {how}"
+        + (f"; chat tasks {chat_tasks}" if chat_tasks else "")
+        + "; system prompt "
+        + (repr(cfg.prompt.system_prompt) if cfg.prompt.system_prompt else "the template's default")
+    )
 
 
 def check_selectors(cfg: Config, rep: Report) -> None:
     from cpqs_bench.selectors import registry
 
     for name in cfg.selectors.names:
-        rep.guard("selectors", name, lambda name=name: (OK, type(registry.get(name, dict(cfg.selectors.plugins)))
-                                                        .__module__))
+        rep.guard(
+            "selectors", name, lambda name=name: (OK, type(registry.get(name, dict(cfg.selectors.plugins))).__module__)
+        )
 
 
 def check_tasks(cfg: Config, rep: Report) -> dict[str, bool]:
@@ -356,14 +457,19 @@ def check_tasks(cfg: Config, rep: Report) -> dict[str, bool]:
         except Exception as exc:  # noqa: BLE001 — classified below, never silent
             if src.defaults and offline():
                 chat[task] = False
-                return WARN, (f"lm-eval task; its dataset is not available offline ({type(exc).__name__}); "
-                              f"checked by --preflight=full online, left out of the scratch run")
+                return WARN, (
+                    f"lm-eval task; its dataset is not available offline ({type(exc).__name__}); "
+                    f"checked by --preflight=full online, left out of the scratch run"
+                )
             raise
         chat[task] = bool(info.get("chat"))
         rep.offline_tasks.append(task)
-        return OK, (f"{info.get('output_type', '?')}, metric {info.get('metric', '?')}, "
-                    f"{'chat' if chat[task] else 'completion'}" + (", proxy" if info.get("proxy") else "")
-                    + (f", {info['n_docs']} docs" if info.get("n_docs") else ""))
+        return OK, (
+            f"{info.get('output_type', '?')}, metric {info.get('metric', '?')}, "
+            f"{'chat' if chat[task] else 'completion'}"
+            + (", proxy" if info.get("proxy") else "")
+            + (f", {info['n_docs']} docs" if info.get("n_docs") else "")
+        )
 
     for task in cfg.evaluate.tasks:
         rep.guard("tasks", task, lambda task=task: one(task))
@@ -375,9 +481,16 @@ def check_recipe(cfg: Config, rep: Report) -> None:
 
     precision = cfg.finetune.precision
     rec = recipe(cfg, precision=precision, model_revision=cfg.model.revision)
-    rep.guard("recipe", "frozen SFT recipe", lambda: (OK, f"hash {recipe_hash(rec)} (precision {precision}); LoRA r="
-                                                          f"{cfg.finetune.lora_r} α={cfg.finetune.lora_alpha}, "
-                                                          f"{cfg.finetune.epochs} epochs, lr {cfg.finetune.lr}"))
+    rep.guard(
+        "recipe",
+        "frozen SFT recipe",
+        lambda: (
+            OK,
+            f"hash {recipe_hash(rec)} (precision {precision}); LoRA r="
+            f"{cfg.finetune.lora_r} α={cfg.finetune.lora_alpha}, "
+            f"{cfg.finetune.epochs} epochs, lr {cfg.finetune.lr}",
+        ),
+    )
     rep.add("recipe", "config", OK, f"hash {config_hash(cfg)}; seeds {list(cfg.experiment.seeds)}")
 
 
@@ -401,29 +514,50 @@ def estimate_work(cfg: Config, pool: list[Any], facts: dict[str, Any], device: s
     arm_sizes = {a: (n_pool if sel is None else k) for a, sel, _ in arms(cfg)}
     train_tokens = {a: int(n * tok_per_ex * cfg.finetune.epochs) for a, n in arm_sizes.items()}
     # MoDS's seed model (one fine-tune per run; its seed set is a share of the high-quality subset: bounded by the pool)
-    seed_tokens = (int(diversity.count(cfg.selectors.mods.seed_count, n_pool) * tok_per_ex * cfg.finetune.epochs)
-                   if builds_mods_seed(cfg) else 0)
+    seed_tokens = (
+        int(diversity.count(cfg.selectors.mods.seed_count, n_pool) * tok_per_ex * cfg.finetune.epochs)
+        if builds_mods_seed(cfg)
+        else 0
+    )
     n_models = 1 + len(arm_sizes) * len(cfg.experiment.seeds)
     per_task = {t: cfg.evaluate.task_limits.get(t, cfg.evaluate.limit) or 500 for t in cfg.evaluate.tasks}
     requests = n_models * sum(per_task.values())
     proxy = {t for t in cfg.evaluate.tasks if t.endswith("_nll")}  # loglikelihood: one forward, no generation
-    gen_tokens = n_models * sum(n for t, n in per_task.items() if t not in proxy) * (cfg.evaluate.max_new_tokens
-                                                                                      or 512) * 0.5
+    gen_tokens = (
+        n_models * sum(n for t, n in per_task.items() if t not in proxy) * (cfg.evaluate.max_new_tokens or 512) * 0.5
+    )
     ll_tokens = n_models * sum(n for t, n in per_task.items() if t in proxy) * 2 * tok_per_ex
-    seconds = {"score": score_tokens / fwd,
-               "finetune": (sum(train_tokens.values()) * len(cfg.experiment.seeds) + seed_tokens) / train,
-               "evaluate": gen_tokens / gen + ll_tokens / fwd}
+    seconds = {
+        "score": score_tokens / fwd,
+        "finetune": (sum(train_tokens.values()) * len(cfg.experiment.seeds) + seed_tokens) / train,
+        "evaluate": gen_tokens / gen + ll_tokens / fwd,
+    }
     label = "measured here" if tp["measured"] else "ESTIMATE (GPU figures not measured)"
-    rep.add("work", "scoring", INFO, f"{score_tokens / 1e6:.2f}M tokens ({n_pool} examples × ~{tok_per_ex:.0f} tokens "
-                                     f"× forward passes) ≈ {_fmt_time(seconds['score'])} [{label}]")
-    rep.add("work", "fine-tuning", INFO, f"per arm × seed: " + ", ".join(f"{a} {t / 1e3:.0f}k"
-                                                                           for a, t in train_tokens.items())
-            + f" tokens; {len(arm_sizes) * len(cfg.experiment.seeds)} runs"
-            + (f" + the MoDS seed model (≤ {seed_tokens / 1e3:.0f}k tokens)" if seed_tokens else "")
-            + f" ≈ {_fmt_time(seconds['finetune'])} [{label}]")
-    rep.add("work", "evaluation", INFO, f"{requests} requests ({n_models} models × items per task "
-                                        f"{per_task}; 500 assumed where unlimited) ≈ "
-                                        f"{_fmt_time(seconds['evaluate'])} [{label}]")
+    rep.add(
+        "work",
+        "scoring",
+        INFO,
+        f"{score_tokens / 1e6:.2f}M tokens ({n_pool} examples × ~{tok_per_ex:.0f} tokens "
+        f"× forward passes) ≈ {_fmt_time(seconds['score'])} [{label}]",
+    )
+    rep.add(
+        "work",
+        "fine-tuning",
+        INFO,
+        "per arm × seed: "
+        + ", ".join(f"{a} {t / 1e3:.0f}k" for a, t in train_tokens.items())
+        + f" tokens; {len(arm_sizes) * len(cfg.experiment.seeds)} runs"
+        + (f" + the MoDS seed model (≤ {seed_tokens / 1e3:.0f}k tokens)" if seed_tokens else "")
+        + f" ≈ {_fmt_time(seconds['finetune'])} [{label}]",
+    )
+    rep.add(
+        "work",
+        "evaluation",
+        INFO,
+        f"{requests} requests ({n_models} models × items per task "
+        f"{per_task}; 500 assumed where unlimited) ≈ "
+        f"{_fmt_time(seconds['evaluate'])} [{label}]",
+    )
     pw = cfg.evaluate.pairwise
     if pw.enabled:
         from cpqs_bench.evaluate.judge import load_prompt_sets
@@ -431,14 +565,18 @@ def estimate_work(cfg: Config, pool: list[Any], facts: dict[str, Any], device: s
         n_prompts = len(load_prompt_sets(pw.sets, cfg.data.mirror, pw.limit))
         n_judged = len(arm_sizes) * len(cfg.experiment.seeds)  # every model but the reference, per seed
         seconds["pairwise answers"] = n_models * n_prompts * pw.max_new_tokens * 0.5 / gen
-        rep.add("work", "pairwise judge", INFO,
-                f"answers: {n_models} models × {n_prompts} prompts ≈ {_fmt_time(seconds['pairwise answers'])} "
-                f"[{label}]; judge: {n_judged} comparisons × {n_prompts} prompts × 2 orders = "
-                f"{2 * n_judged * n_prompts} judge calls ({pw.judge.backend}"
-                + (f" {pw.judge.model}" if pw.judge.model else ", the target model") + ")")
+        rep.add(
+            "work",
+            "pairwise judge",
+            INFO,
+            f"answers: {n_models} models × {n_prompts} prompts ≈ {_fmt_time(seconds['pairwise answers'])} "
+            f"[{label}]; judge: {n_judged} comparisons × {n_prompts} prompts × 2 orders = "
+            f"{2 * n_judged * n_prompts} judge calls ({pw.judge.backend}"
+            + (f" {pw.judge.model}" if pw.judge.model else ", the target model")
+            + ")",
+        )
     rep.add("work", "total", INFO, f"≈ {_fmt_time(sum(seconds.values()))} on {device} [{label}]")
-    return {"score_tokens": score_tokens, "train_tokens": train_tokens, "eval_requests": requests,
-            "seconds": seconds}
+    return {"score_tokens": score_tokens, "train_tokens": train_tokens, "eval_requests": requests, "seconds": seconds}
 
 
 def check_disk(cfg: Config, rep: Report, facts: dict[str, Any], n_pool: int) -> None:
@@ -454,32 +592,59 @@ def check_disk(cfg: Config, rep: Report, facts: dict[str, Any], n_pool: int) -> 
     lora = cfg.finetune.lora_r * 2 * hidden * 7 * 32 * 4  # r × (in + out) × 7 linear layers × L layers × fp32
     adapters = lora * len(cfg.experiment.seeds) * (2 + len(cfg.selectors.names) + len(cfg.selectors.bottom_arms))
     need = feats + adapters
-    rep.add("disk", str(probe), PROBLEM if need > free else OK,
-            f"free {free / 1e9:.1f} GB; need ≈ {need / 1e9:.2f} GB (features {feats / 1e9:.2f}, adapters "
-            f"{adapters / 1e9:.2f})")
+    rep.add(
+        "disk",
+        str(probe),
+        PROBLEM if need > free else OK,
+        f"free {free / 1e9:.1f} GB; need ≈ {need / 1e9:.2f} GB (features {feats / 1e9:.2f}, adapters "
+        f"{adapters / 1e9:.2f})",
+    )
 
 
 # -------------------------------------------------------------------------------------------------- scratch run
 def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None, tasks: list[str] | None = None) -> Config:
     """The preset shrunk to a handful of examples, one seed, tiny sizes, writing only under ``out_dir``."""
     changes: dict[str, Any] = {
-        "experiment.name": f"preflight-{cfg.experiment.name}", "experiment.seeds": [cfg.experiment.seeds[0]],
+        "experiment.name": f"preflight-{cfg.experiment.name}",
+        "experiment.seeds": [cfg.experiment.seeds[0]],
         "experiment.output_dir": str(out_dir / "runs"),
-        "data.pool_limit": 4, "selectors.budget": 2, "selectors.batch_size": 2,
-        "selectors.cpqs.n_pairs": 4, "selectors.cpqs.epochs": 1, "selectors.cpqs.grad_accum": 1,
-        "selectors.cpqs.batch_size": 2, "selectors.cpqs.num_filters": 4, "selectors.cpqs.mlp_hidden": 8,
-        "selectors.cpqs.feature_cache": False, "selectors.cpqs.generation_max_new_tokens": 4,
+        "data.pool_limit": 4,
+        "selectors.budget": 2,
+        "selectors.batch_size": 2,
+        "selectors.cpqs.n_pairs": 4,
+        "selectors.cpqs.epochs": 1,
+        "selectors.cpqs.grad_accum": 1,
+        "selectors.cpqs.batch_size": 2,
+        "selectors.cpqs.num_filters": 4,
+        "selectors.cpqs.mlp_hidden": 8,
+        "selectors.cpqs.feature_cache": False,
+        "selectors.cpqs.generation_max_new_tokens": 4,
         "selectors.cpqs.generation_drop_unfinished": False,  # a random stand-in never finishes in 4 tokens
-        "selectors.cpqs.generation_batch_size": 2, "selectors.cpqs.extract_batch_size": 2,
+        "selectors.cpqs.generation_batch_size": 2,
+        "selectors.cpqs.extract_batch_size": 2,
         "selectors.cpqs.val_fraction": 0.5,
-        "prompt.max_length": min(cfg.prompt.max_length, 256), "finetune.max_length": min(cfg.finetune.max_length, 256),
+        "prompt.max_length": min(cfg.prompt.max_length, 256),
+        "finetune.max_length": min(cfg.finetune.max_length, 256),
         "selectors.cpqs.feature_max_length": min(cfg.selectors.cpqs.feature_max_length, 256),
-        "finetune.epochs": 1, "finetune.lr": 1e-2,  # one step must move the stand-in's LoRA past the probe
-        "finetune.warmup_ratio": 0.0, "finetune.batch_size": 2, "finetune.micro_batch_size": 2, "finetune.max_steps": 1,
-        "finetune.save_steps": 1, "finetune.logging_steps": 1, "finetune.precision": "fp32",
-        "evaluate.limit": 1, "evaluate.task_limits": {}, "evaluate.max_new_tokens": 4, "evaluate.batch_size": 2, "evaluate.code_workers": 1,
-        "publish.dry_run": True, "publish.wandb": False,
-        "evaluate.pairwise.limit": 1, "evaluate.pairwise.max_new_tokens": 4, "evaluate.pairwise.batch_size": 2,
+        "finetune.epochs": 1,
+        "finetune.lr": 1e-2,  # one step must move the stand-in's LoRA past the probe
+        "finetune.warmup_ratio": 0.0,
+        "finetune.batch_size": 2,
+        "finetune.micro_batch_size": 2,
+        "finetune.max_steps": 1,
+        "finetune.save_steps": 1,
+        "finetune.logging_steps": 1,
+        "finetune.precision": "fp32",
+        "evaluate.limit": 1,
+        "evaluate.task_limits": {},
+        "evaluate.max_new_tokens": 4,
+        "evaluate.batch_size": 2,
+        "evaluate.code_workers": 1,
+        "publish.dry_run": True,
+        "publish.wandb": False,
+        "evaluate.pairwise.limit": 1,
+        "evaluate.pairwise.max_new_tokens": 4,
+        "evaluate.pairwise.batch_size": 2,
         "evaluate.pairwise.n_boot": 50,
         "selectors.drop_ifd_ge_1": False,  # a random stand-in often has IFD >= 1 everywhere: arms would be empty
     }
@@ -490,17 +655,29 @@ def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None, tasks: li
         changes["selectors.names"] = [n for n in cfg.selectors.names if n.partition("+")[0] != "alpagasus"]
         changes["selectors.bottom_arms"] = [n for n in cfg.selectors.bottom_arms if n != "alpagasus"]
     if model_dir is not None:  # every model the preset names is stood in for by the tiny one
-        changes.update({"model.id": str(model_dir), "model.revision": None, "model.dtype": "float32",
-                        "evaluate.dtype": "float32", "selectors.proxy_model": str(model_dir),
-                        "selectors.cpqs.generator": str(model_dir), "selectors.judge.backend": "local",
-                        "selectors.judge.model": None, "selectors.judge.max_new_tokens": 4,
-                        # the pairwise judge too (an endpoint is not contacted offline; a random stand-in's
-                        # reviews do not parse: every prompt is "unparsed", the stages and the section still run)
-                        "evaluate.pairwise.judge.backend": "local", "evaluate.pairwise.judge.model": None,
-                        "evaluate.pairwise.judge.max_new_tokens": 4,
-                        "selectors.mods.reward_model": str(model_dir), "selectors.mods.embedding": "target",
-                        "selectors.mods.seed_model": None, "selectors.mods.max_new_tokens": 4,
-                        "selectors.diversity.embedding": "target"})
+        changes.update(
+            {
+                "model.id": str(model_dir),
+                "model.revision": None,
+                "model.dtype": "float32",
+                "evaluate.dtype": "float32",
+                "selectors.proxy_model": str(model_dir),
+                "selectors.cpqs.generator": str(model_dir),
+                "selectors.judge.backend": "local",
+                "selectors.judge.model": None,
+                "selectors.judge.max_new_tokens": 4,
+                # the pairwise judge too (an endpoint is not contacted offline; a random stand-in's
+                # reviews do not parse: every prompt is "unparsed", the stages and the section still run)
+                "evaluate.pairwise.judge.backend": "local",
+                "evaluate.pairwise.judge.model": None,
+                "evaluate.pairwise.judge.max_new_tokens": 4,
+                "selectors.mods.reward_model": str(model_dir),
+                "selectors.mods.embedding": "target",
+                "selectors.mods.seed_model": None,
+                "selectors.mods.max_new_tokens": 4,
+                "selectors.diversity.embedding": "target",
+            }
+        )
     return replace(cfg, **changes)
 
 
@@ -520,7 +697,8 @@ def scratch_run(cfg: Config, facts: dict[str, Any], mode: str, rep: Report, log:
                 from tokenizers.processors import TemplateProcessing
 
                 tok._tokenizer.post_processor = TemplateProcessing(
-                    single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.bos_token_id)])
+                    single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.bos_token_id)]
+                )
             if not facts.get("chat_template", True):
                 tok.chat_template = None  # the stand-in behaves as the real tokenizer: no template of its own
             m.save_pretrained(model_dir)
@@ -528,14 +706,22 @@ def scratch_run(cfg: Config, facts: dict[str, Any], mode: str, rep: Report, log:
         small = scratch_config(cfg, tmp, model_dir, rep.offline_tasks if mode != "full" else None)
         left_out = sorted(set(cfg.selectors.names) - set(small.selectors.names))
         if left_out:
-            rep.add("scratch run", "judge selectors", INFO, f"{left_out} left out: a random stand-in judge cannot rate "
-                                                           f"(their parsing and caching are unit-tested)")
+            rep.add(
+                "scratch run",
+                "judge selectors",
+                INFO,
+                f"{left_out} left out: a random stand-in judge cannot rate (their parsing and caching are unit-tested)",
+            )
         lines: list[str] = []
         result = reproduce(small, log=lines.append)
         ran = len(result["ran"])
-        rep.add("scratch run", f"{'real model' if mode == 'full' else 'tiny ' + str(facts.get('family'))} stand-in",
-                OK, f"{ran} stages ran on {small.data.pool_limit} examples in {time.monotonic() - t0:.0f} s "
-                    f"(scratch dir deleted)")
+        rep.add(
+            "scratch run",
+            f"{'real model' if mode == 'full' else 'tiny ' + str(facts.get('family'))} stand-in",
+            OK,
+            f"{ran} stages ran on {small.data.pool_limit} examples in {time.monotonic() - t0:.0f} s "
+            f"(scratch dir deleted)",
+        )
     except Exception as exc:  # noqa: BLE001 — the scratch run's failure is the preflight's finding
         rep.add("scratch run", "pipeline", PROBLEM, f"{type(exc).__name__}: {str(exc)[:300]}")
     finally:
@@ -543,21 +729,32 @@ def scratch_run(cfg: Config, facts: dict[str, Any], mode: str, rep: Report, log:
         rep.scratch_seconds = time.monotonic() - t0
 
 
-def preflight(cfg: Config, *, mode: str = "offline", preset: str | None = None, log: Callable[[str], None] = print,
-              scratch: bool = True) -> Report:
+def preflight(
+    cfg: Config,
+    *,
+    mode: str = "offline",
+    preset: str | None = None,
+    log: Callable[[str], None] = print,
+    scratch: bool = True,
+) -> Report:
     """All checks, then (when no check failed) the scratch run; prints the table; returns the report."""
     from cpqs_bench import models
 
     rep = Report()
-    log(f"preflight of {preset or cfg.experiment.name} ({mode}{', offline' if offline() else ''}): "
-        f"config hash {config_hash(cfg)}")
+    log(
+        f"preflight of {preset or cfg.experiment.name} ({mode}{', offline' if offline() else ''}): "
+        f"config hash {config_hash(cfg)}"
+    )
     pool = check_data(cfg, rep)
     task_chat = check_tasks(cfg, rep)
     facts = check_models(cfg, rep, mode, task_chat)
     check_selectors(cfg, rep)
     check_recipe(cfg, rep)
-    device = models.pick_device(cfg.model.device) if mode == "full" else (
-        "cuda" if cfg.model.id in KNOWN_MODELS and cfg.model.id != "embedded" else "cpu")
+    device = (
+        models.pick_device(cfg.model.device)
+        if mode == "full"
+        else ("cuda" if cfg.model.id in KNOWN_MODELS and cfg.model.id != "embedded" else "cpu")
+    )
     rep.guard("work", "estimate", lambda: (INFO, f"device for the estimate: {device}"))
     if pool and facts:
         rep.work = estimate_work(cfg, pool, facts, device, rep)

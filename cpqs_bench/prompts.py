@@ -23,6 +23,7 @@ Length policy (explicit, counted by :class:`LengthStats`): when ``prompt + respo
 ``overflow="truncate"`` cuts the response tail (no end-of-turn token: the answer did not end) and ``"drop"`` returns
 ``None``. A prompt that leaves fewer than ``min_response_tokens`` for the answer is always dropped.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ class Rendered:
 
     @property
     def response_ids(self) -> tuple[int, ...]:
-        return self.input_ids[self.response_start: self.response_end]
+        return self.input_ids[self.response_start : self.response_end]
 
     @property
     def n_response(self) -> int:
@@ -62,8 +63,11 @@ class Rendered:
     def labels(self, ignore_index: int = -100) -> list[int]:
         """SFT labels: prompt tokens masked; only the response span (and its end-of-turn token) supervised."""
         ids = list(self.input_ids)
-        return [ignore_index] * self.response_start + ids[self.response_start: self.response_end] + \
-            [ignore_index] * (len(ids) - self.response_end)
+        return (
+            [ignore_index] * self.response_start
+            + ids[self.response_start : self.response_end]
+            + [ignore_index] * (len(ids) - self.response_end)
+        )
 
 
 @dataclass
@@ -91,12 +95,14 @@ def _messages(example: Example, system_prompt: str | None) -> list[dict[str, str
 
 
 def _apply(tokenizer: Any, jinja: str, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, chat_template=jinja, tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(
+        messages, chat_template=jinja, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
-def _chat_parts(tokenizer: Any, example: Example, system_prompt: str | None,
-                template: str = "chat") -> tuple[str, str, str]:
+def _chat_parts(
+    tokenizer: Any, example: Example, system_prompt: str | None, template: str = "chat"
+) -> tuple[str, str, str]:
     """(prefix, rendered answer, suffix) of the rendering of ``example`` under ``template``'s Jinja."""
     jinja = templates.chat_template(tokenizer, template)
     msgs = _messages(example, system_prompt)
@@ -107,7 +113,7 @@ def _chat_parts(tokenizer: Any, example: Example, system_prompt: str | None,
     prefix, suffix = probe.split(_SENTINEL)
     if not (full.startswith(prefix) and full.endswith(suffix)) or len(full) < len(prefix) + len(suffix):
         raise TemplateError("chat template renders the answer in a way that cannot be located")
-    answer = full[len(prefix): len(full) - len(suffix)]
+    answer = full[len(prefix) : len(full) - len(suffix)]
     return prefix, answer, suffix
 
 
@@ -151,16 +157,24 @@ def response_header(tokenizer: Any, template: str = "chat", system_prompt: str |
     with_gen = _apply(tokenizer, jinja, msgs, add_generation_prompt=True)
     without = _apply(tokenizer, jinja, msgs, add_generation_prompt=False)
     if with_gen.startswith(without) and len(with_gen) > len(without):
-        return with_gen[len(without):]
+        return with_gen[len(without) :]
     if with_gen.count(_USER_SENTINEL) != 1:
         raise TemplateError("chat template does not render the instruction exactly once")
     return with_gen.split(_USER_SENTINEL)[1].lstrip()
 
 
-def render(tokenizer: Any, example: Example, template: str = "chat", *, system_prompt: str | None = None,
-           train_eot: bool = True, max_length: int | None = None,
-           overflow: Literal["truncate", "drop"] = "truncate", min_response_tokens: int = 1,
-           stats: LengthStats | None = None) -> Rendered | None:
+def render(
+    tokenizer: Any,
+    example: Example,
+    template: str = "chat",
+    *,
+    system_prompt: str | None = None,
+    train_eot: bool = True,
+    max_length: int | None = None,
+    overflow: Literal["truncate", "drop"] = "truncate",
+    min_response_tokens: int = 1,
+    stats: LengthStats | None = None,
+) -> Rendered | None:
     """Tokenise ``example`` under ``template``; None when the length policy drops it (counted in ``stats``)."""
     prefix, answer, suffix = _chat_parts(tokenizer, example, system_prompt, template)
     suffix_ids = _encode(tokenizer, suffix)
@@ -202,8 +216,9 @@ def pad_token_id(tokenizer: Any) -> int:
     return int(pid)
 
 
-def right_pad(sequences: Sequence[Sequence[int]], pad_id: int, fill: Sequence[Sequence[int]] | None = None,
-              fill_pad: int = -100) -> tuple[Any, Any] | tuple[Any, Any, Any]:
+def right_pad(
+    sequences: Sequence[Sequence[int]], pad_id: int, fill: Sequence[Sequence[int]] | None = None, fill_pad: int = -100
+) -> tuple[Any, Any] | tuple[Any, Any, Any]:
     """``(input_ids, attention_mask)`` long tensors, right-padded: real tokens keep positions 0..n-1 in every row,
     so causal attention makes padding invisible to them. With ``fill`` (e.g. SFT labels, same lengths) a third
     tensor padded with ``fill_pad`` is returned."""

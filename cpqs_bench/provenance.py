@@ -3,6 +3,7 @@
 Nothing secret is collected: no environment variables are read here except to *check* a token is set (never its
 value), and :func:`scrub` removes known token values from any text before it is written.
 """
+
 from __future__ import annotations
 
 import functools
@@ -14,8 +15,22 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterable
 
-PACKAGES = ("cpqs-bench", "torch", "transformers", "datasets", "peft", "trl", "accelerate", "lm_eval", "evaluate",
-            "huggingface_hub", "safetensors", "gguf", "wandb", "numpy")
+PACKAGES = (
+    "cpqs-bench",
+    "torch",
+    "transformers",
+    "datasets",
+    "peft",
+    "trl",
+    "accelerate",
+    "lm_eval",
+    "evaluate",
+    "huggingface_hub",
+    "safetensors",
+    "gguf",
+    "wandb",
+    "numpy",
+)
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

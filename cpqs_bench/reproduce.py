@@ -13,6 +13,7 @@ once and passed inward as ``Example`` objects; one :class:`~cpqs_bench.model_cac
 the target model is loaded once for all scoring stages. Arms: ``base`` (no fine-tune), ``full``, one per selector
 (top budget), ``<selector>-bottom`` for ``selectors.bottom_arms``; every fine-tuned arm uses the one frozen recipe.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,21 @@ def count_stages(cfg: Config) -> int:
     negatives = cpqs and cfg.selectors.cpqs.pairs_source == "generate"
     seeds = len(cfg.experiment.seeds)
     redrawn = ("random" in cfg.selectors.names and cfg.selectors.random_per_seed) * (seeds - 1)
-    return (1 + negatives + cpqs + 2 * builds_mods_seed(cfg) + len(cfg.selectors.names) + redrawn + n_arms + redrawn
-            + n_arms * seeds + (1 + n_arms * seeds) + pairwise_stage_count(cfg) + 1 + int(cfg.publish.enabled))
+    return (
+        1
+        + negatives
+        + cpqs
+        + 2 * builds_mods_seed(cfg)
+        + len(cfg.selectors.names)
+        + redrawn
+        + n_arms
+        + redrawn
+        + n_arms * seeds
+        + (1 + n_arms * seeds)
+        + pairwise_stage_count(cfg)
+        + 1
+        + int(cfg.publish.enabled)
+    )
 
 
 def builds_mods_seed(cfg: Config) -> bool:
@@ -93,8 +107,16 @@ def evaluation_settings(cfg: Config) -> dict[str, Any]:
 
 
 # the judge settings that do not change a judgement (how requests are sent and where answers are cached)
-_JUDGE_EXECUTION = ("concurrency", "max_retries", "backoff_s", "timeout_s", "cache", "cache_dir", "api_key_env",
-                    "batch_size")
+_JUDGE_EXECUTION = (
+    "concurrency",
+    "max_retries",
+    "backoff_s",
+    "timeout_s",
+    "cache",
+    "cache_dir",
+    "api_key_env",
+    "batch_size",
+)
 
 
 def judge_settings(cfg: Config) -> dict[str, Any]:
@@ -127,8 +149,11 @@ def scoring_settings(cfg: Config) -> dict[str, Any]:
 
 
 def messages_row(ex: Example) -> dict[str, Any]:
-    return {"id": ex.id, "messages": list(ex.prompt) + [{"role": "assistant", "content": ex.response}],
-            **({"metadata": ex.metadata} if ex.metadata else {})}
+    return {
+        "id": ex.id,
+        "messages": list(ex.prompt) + [{"role": "assistant", "content": ex.response}],
+        **({"metadata": ex.metadata} if ex.metadata else {}),
+    }
 
 
 def evaluation_files(cfg: Config) -> list[Path]:
@@ -158,9 +183,14 @@ class Experiment:
     def __post_init__(self) -> None:
         if self.loader is None:
             self.loader = ModelCache(device=self.cfg.model.device)
-        self.pipe = Pipeline(self.root, self.cfg.experiment.name, count_stages(self.cfg), log=self.log,
-                             tracker_factory=self.tracker,
-                             load_clock=lambda: float(getattr(self.loader, "load_seconds", 0.0)))
+        self.pipe = Pipeline(
+            self.root,
+            self.cfg.experiment.name,
+            count_stages(self.cfg),
+            log=self.log,
+            tracker_factory=self.tracker,
+            load_clock=lambda: float(getattr(self.loader, "load_seconds", 0.0)),
+        )
 
     def tracker(self, stage_name: str) -> Any:
         """A W&B run for one stage (``publish.wandb``); offline without a key; never fails the pipeline."""
@@ -168,8 +198,15 @@ class Experiment:
 
         pub = self.cfg.publish
         mode = None if pub.wandb_mode == "auto" else pub.wandb_mode
-        return Tracker(self.cfg.experiment.name, stage_name, enabled=pub.wandb, mode=mode,
-                       dir=self.root / self.cfg.experiment.name, project=pub.wandb_project, config=to_dict(self.cfg))
+        return Tracker(
+            self.cfg.experiment.name,
+            stage_name,
+            enabled=pub.wandb,
+            mode=mode,
+            dir=self.root / self.cfg.experiment.name,
+            project=pub.wandb_project,
+            config=to_dict(self.cfg),
+        )
 
     # ----------------------------------------------------------------------------------------------------- stages
     def data(self) -> dict[str, Any]:
@@ -183,9 +220,16 @@ class Experiment:
         generate = "cpqs" in cfg.selectors.names and cq.pairs_source == "generate"
 
         def run(st: Any, tr: Any) -> dict[str, Any]:
-            pool = read_pool(d.pool, schema=d.schema, field_map=d.field_map, mirror=d.mirror, limit=d.pool_limit,
-                             offset=d.pool_offset, max_rejected_fraction=d.max_rejected_fraction,
-                             rejected_path=st.file("rejected.jsonl"))
+            pool = read_pool(
+                d.pool,
+                schema=d.schema,
+                field_map=d.field_map,
+                mirror=d.mirror,
+                limit=d.pool_limit,
+                offset=d.pool_offset,
+                max_rejected_fraction=d.max_rejected_fraction,
+                rejected_path=st.file("rejected.jsonl"),
+            )
             write_jsonl(st.file("pool.jsonl"), (messages_row(e) for e in pool.examples))
             extra: dict[str, Any] = {"pool": pool.summary(), "data_sha256": {"pool": pool.sha256}}
             if generate:  # instructions for generated negatives: from the pairs source, disjoint from the pool
@@ -193,19 +237,33 @@ class Experiment:
                 pairs = read_pool(cq.pairs, mirror=d.mirror, max_rejected_fraction=d.max_rejected_fraction)
                 fresh = [e for e in pairs.examples if e.instruction not in seen][: cq.n_pairs]
                 write_jsonl(st.file("pairs_pool.jsonl"), (messages_row(e) for e in fresh))
-                extra["pairs_pool"] = {"source": pairs.source, "sha256": pairs.sha256, "n": len(fresh),
-                                       "overlap_with_pool": 0}
+                extra["pairs_pool"] = {
+                    "source": pairs.source,
+                    "sha256": pairs.sha256,
+                    "n": len(fresh),
+                    "overlap_with_pool": 0,
+                }
             return extra
 
-        inputs = {"data": to_dict(d), "source": src_hash, "cpqs_pairs": cq.pairs_source, "n_pairs": cq.n_pairs,
-                  "pairs": cq.pairs, "generate": generate}
+        inputs = {
+            "data": to_dict(d),
+            "source": src_hash,
+            "cpqs_pairs": cq.pairs_source,
+            "n_pairs": cq.n_pairs,
+            "pairs": cq.pairs,
+            "generate": generate,
+        }
         st = self.pipe.run(FnStep("data", inputs, run, code=["cpqs_bench.data.pool"], track=False), "data")
         self.pool = read_project_pool(st.file("pool.jsonl")).examples
         if st.file("pairs_pool.jsonl").exists():
             self.pairs_pool = read_project_pool(st.file("pairs_pool.jsonl")).examples
         m = st.manifest()
-        return {"pool": str(st.file("pool.jsonl")), "pool_hash": st.input_hash, "pool_sha256": m["data_sha256"]["pool"],
-                "n": m["pool"]["kept"]}
+        return {
+            "pool": str(st.file("pool.jsonl")),
+            "pool_hash": st.input_hash,
+            "pool_sha256": m["data_sha256"]["pool"],
+            "n": m["pool"]["kept"],
+        }
 
     def negatives(self, data: dict[str, Any]) -> Path | None:
         cfg, cq = self.cfg, self.cfg.selectors.cpqs
@@ -214,13 +272,20 @@ class Experiment:
         from cpqs_bench.selectors.cpqs.negatives import make_negatives
 
         def run(st: Any, tr: Any) -> dict[str, Any]:
-            return {"summary": make_negatives(cfg, self.pairs_pool, None, st.file("negatives.jsonl"),
-                                              loader=self.loader)}
+            return {
+                "summary": make_negatives(cfg, self.pairs_pool, None, st.file("negatives.jsonl"), loader=self.loader)
+            }
 
-        inputs = {"data": data["pool_hash"], "generator": cq.generator, "model": to_dict(cfg.model),
-                  "prompt": to_dict(cfg.prompt), "cpqs": to_dict(cq)}
-        st = self.pipe.run(FnStep("negatives", inputs, run, code=["cpqs_bench.selectors.cpqs.negatives"], track=False),
-                           "negatives")
+        inputs = {
+            "data": data["pool_hash"],
+            "generator": cq.generator,
+            "model": to_dict(cfg.model),
+            "prompt": to_dict(cfg.prompt),
+            "cpqs": to_dict(cq),
+        }
+        st = self.pipe.run(
+            FnStep("negatives", inputs, run, code=["cpqs_bench.selectors.cpqs.negatives"], track=False), "negatives"
+        )
         return st.file("negatives.jsonl")
 
     def train_selector(self, data: dict[str, Any], negatives: Path | None) -> Path | None:
@@ -230,18 +295,34 @@ class Experiment:
         from cpqs_bench.selectors.cpqs.train import train_selector
 
         def run(st: Any, tr: Any) -> dict[str, Any]:
-            metrics = train_selector(cfg, st.path / "checkpoint", pairs=self.pairs_pool or None, negatives=negatives,
-                                     exclude=self.pool, loader=self.loader)
+            metrics = train_selector(
+                cfg,
+                st.path / "checkpoint",
+                pairs=self.pairs_pool or None,
+                negatives=negatives,
+                exclude=self.pool,
+                loader=self.loader,
+            )
             if tr is not None:
-                tr.log_metrics({f"val/{k}": v for k, v in (metrics.get("val") or {}).items()
-                                if isinstance(v, (int, float))})
-            return {"metrics": {k: v for k, v in metrics.items()
-                                if k in ("val", "train", "n_pairs", "pairs", "overlap", "length")}}
+                tr.log_metrics(
+                    {f"val/{k}": v for k, v in (metrics.get("val") or {}).items() if isinstance(v, (int, float))}
+                )
+            return {
+                "metrics": {
+                    k: v for k, v in metrics.items() if k in ("val", "train", "n_pairs", "pairs", "overlap", "length")
+                }
+            }
 
-        inputs = {"data": data["pool_hash"], "negatives": sha256_file(negatives) if negatives else None,
-                  "cpqs": to_dict(cfg.selectors.cpqs), "model": to_dict(cfg.model), "prompt": to_dict(cfg.prompt)}
-        st = self.pipe.run(FnStep("train-selector", inputs, run, code=["cpqs_bench.selectors.cpqs.train"]),
-                           "train-selector")
+        inputs = {
+            "data": data["pool_hash"],
+            "negatives": sha256_file(negatives) if negatives else None,
+            "cpqs": to_dict(cfg.selectors.cpqs),
+            "model": to_dict(cfg.model),
+            "prompt": to_dict(cfg.prompt),
+        }
+        st = self.pipe.run(
+            FnStep("train-selector", inputs, run, code=["cpqs_bench.selectors.cpqs.train"]), "train-selector"
+        )
         return st.path / "checkpoint"
 
     def score_seeds(self, name: str) -> list[int | None]:
@@ -266,21 +347,36 @@ class Experiment:
             for seed in self.score_seeds(name):
                 cfg = self.cfg if seed is None else replace(self.cfg, **{"selectors.seed": seed})
 
-                def run(st: Any, tr: Any, name: str = name, ckpt: Path | None = ckpt, cfg: Config = cfg
-                        ) -> dict[str, Any]:
-                    summary = score_pool(cfg, self.pool, st.file("scores.jsonl"), selector=name, checkpoint=ckpt,
-                                         workdir=st.path / "work", loader=self.loader)
+                def run(
+                    st: Any, tr: Any, name: str = name, ckpt: Path | None = ckpt, cfg: Config = cfg
+                ) -> dict[str, Any]:
+                    summary = score_pool(
+                        cfg,
+                        self.pool,
+                        st.file("scores.jsonl"),
+                        selector=name,
+                        checkpoint=ckpt,
+                        workdir=st.path / "work",
+                        loader=self.loader,
+                    )
                     _log_scores(tr, name, st.file("scores.jsonl"))
                     return {"summary": summary}
 
-                inputs = {"data": data["pool_hash"], "selector": name, "selectors": scoring_settings(cfg),
-                          "model": to_dict(cfg.model), "prompt": to_dict(cfg.prompt),
-                          "checkpoint": sha256_file(Path(ckpt) / "model.safetensors") if ckpt else None}
+                inputs = {
+                    "data": data["pool_hash"],
+                    "selector": name,
+                    "selectors": scoring_settings(cfg),
+                    "model": to_dict(cfg.model),
+                    "prompt": to_dict(cfg.prompt),
+                    "checkpoint": sha256_file(Path(ckpt) / "model.safetensors") if ckpt else None,
+                }
                 code = ["cpqs_bench.score"] + ([sel_module] if sel_module.startswith("cpqs_bench") else [])
                 files = [] if sel_module.startswith("cpqs_bench") else _module_files(sel_module)
                 suffix = "" if seed is None else f"-s{seed}"
-                st = self.pipe.run(FnStep(f"score/{name}{suffix}", inputs, run, code=code, files=files),
-                                   f"score {name}" + ("" if seed is None else f" seed {seed}"))
+                st = self.pipe.run(
+                    FnStep(f"score/{name}{suffix}", inputs, run, code=code, files=files),
+                    f"score {name}" + ("" if seed is None else f" seed {seed}"),
+                )
                 out.setdefault(name, {})[seed] = str(st.file("scores.jsonl"))
         return out
 
@@ -301,17 +397,39 @@ class Experiment:
             cov = mods.quality_and_coverage(self.pool, ctx)
             cov.write(st.file(mods.COVERAGE_FILE), self.pool)
             pick = {sid: j for j, sid in enumerate(cov.seeds)}
-            write_jsonl(st.file("selection.jsonl"), (
-                {"id": ex.id, "score": None, "rank": pick[ex.id] + 1 if ex.id in pick else None, "kept": ex.id in pick,
-                 "reason": f"MoDS seed set (k-center pick {pick[ex.id]})" if ex.id in pick else "not in the seed set"}
-                for ex in self.pool))
-            return {"n": len(self.pool), "n_scored": len(cov.quality), "n_high_quality": len(cov.high),
-                    "n_seed": len(cov.seeds)}
+            write_jsonl(
+                st.file("selection.jsonl"),
+                (
+                    {
+                        "id": ex.id,
+                        "score": None,
+                        "rank": pick[ex.id] + 1 if ex.id in pick else None,
+                        "kept": ex.id in pick,
+                        "reason": f"MoDS seed set (k-center pick {pick[ex.id]})"
+                        if ex.id in pick
+                        else "not in the seed set",
+                    }
+                    for ex in self.pool
+                ),
+            )
+            return {
+                "n": len(self.pool),
+                "n_scored": len(cov.quality),
+                "n_high_quality": len(cov.high),
+                "n_seed": len(cov.seeds),
+            }
 
-        inputs = {"data": data["pool_hash"], "selector": "mods", "phases": "quality+coverage",
-                  "settings": mods.coverage_settings(cfg), "model": to_dict(cfg.model)}
-        cov_st = self.pipe.run(FnStep("score/mods-seed", inputs, run_coverage, code=["cpqs_bench.selectors.mods"],
-                                      track=False), "score mods seed set (quality + coverage)")
+        inputs = {
+            "data": data["pool_hash"],
+            "selector": "mods",
+            "phases": "quality+coverage",
+            "settings": mods.coverage_settings(cfg),
+            "model": to_dict(cfg.model),
+        }
+        cov_st = self.pipe.run(
+            FnStep("score/mods-seed", inputs, run_coverage, code=["cpqs_bench.selectors.mods"], track=False),
+            "score mods seed set (quality + coverage)",
+        )
         n_seed = int(cov_st.manifest()["n_seed"])
         selection = cov_st.file("selection.jsonl")
         seed = cfg.experiment.seeds[0]
@@ -319,22 +437,41 @@ class Experiment:
         def run_finetune(st: Any, tr: Any) -> dict[str, Any]:
             if n_seed == 0:  # no high-quality example: nothing for a seed model to answer, nothing to train on
                 return {"arm": "mods-seed", "seed": seed, "n_seed": 0, "adapter": None}
-            manifest = finetune_arm(cfg, selection, self.pool, st.path / "adapter", seed=seed, arm="mods-seed",
-                                    loader=self.loader)
+            manifest = finetune_arm(
+                cfg, selection, self.pool, st.path / "adapter", seed=seed, arm="mods-seed", loader=self.loader
+            )
             if tr is not None:
-                tr.log_metrics({k: v for k, v in manifest.items()
-                                if isinstance(v, (int, float)) and not isinstance(v, bool)})
+                tr.log_metrics(
+                    {k: v for k, v in manifest.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                )
             return {"recipe_hash": manifest["recipe_hash"], "arm": "mods-seed", "seed": seed, "n_seed": n_seed}
 
-        inputs = {"arm": "mods-seed", "seed": seed, "selection": sha256_file(selection),
-                  "finetune": to_dict(cfg.finetune), "model": to_dict(cfg.model), "prompt": to_dict(cfg.prompt),
-                  "data": data["pool_hash"]}
-        ft_st = self.pipe.run(FnStep(f"finetune/mods-seed-s{seed}", inputs, run_finetune,
-                                     code=["cpqs_bench.finetune.sft"]), f"finetune mods seed set seed {seed}")
-        label = (f"target + LoRA fine-tuned on the MoDS seed set ({n_seed} examples, stage {ft_st.input_hash})"
-                 if n_seed else mods.NO_SEED_MODEL)
-        self.mods_seed_built = ModsSeed(cov_st.file(mods.COVERAGE_FILE), cov_st.input_hash,
-                                        ft_st.path / "adapter" if n_seed else None, ft_st.input_hash, n_seed, label)
+        inputs = {
+            "arm": "mods-seed",
+            "seed": seed,
+            "selection": sha256_file(selection),
+            "finetune": to_dict(cfg.finetune),
+            "model": to_dict(cfg.model),
+            "prompt": to_dict(cfg.prompt),
+            "data": data["pool_hash"],
+        }
+        ft_st = self.pipe.run(
+            FnStep(f"finetune/mods-seed-s{seed}", inputs, run_finetune, code=["cpqs_bench.finetune.sft"]),
+            f"finetune mods seed set seed {seed}",
+        )
+        label = (
+            f"target + LoRA fine-tuned on the MoDS seed set ({n_seed} examples, stage {ft_st.input_hash})"
+            if n_seed
+            else mods.NO_SEED_MODEL
+        )
+        self.mods_seed_built = ModsSeed(
+            cov_st.file(mods.COVERAGE_FILE),
+            cov_st.input_hash,
+            ft_st.path / "adapter" if n_seed else None,
+            ft_st.input_hash,
+            n_seed,
+            label,
+        )
         return self.mods_seed_built
 
     def mods_scores(self, data: dict[str, Any], name: str, sel_module: str) -> str:
@@ -361,26 +498,48 @@ class Experiment:
                 with Attached(base, str(seed.adapter)) as model:
                     nec = mods.necessity(self.pool, coverage, ctx, mods.SeedModel(model, tok, seed.label))
             nec.write(phases / mods.NECESSITY_FILE)
-            summary = score_pool(cfg, self.pool, st.file("scores.jsonl"), selector=name, checkpoint=phases,
-                                 workdir=st.path / "work", loader=self.loader)
+            summary = score_pool(
+                cfg,
+                self.pool,
+                st.file("scores.jsonl"),
+                selector=name,
+                checkpoint=phases,
+                workdir=st.path / "work",
+                loader=self.loader,
+            )
             _log_scores(tr, name, st.file("scores.jsonl"))
             threshold = cfg.selectors.mods.necessity_threshold
-            return {"summary": summary, "seed_model": seed.label,
-                    "necessity": {"answered": len(nec.reward),
-                                  "necessary": sum(r < threshold for r in nec.reward.values())}}
+            return {
+                "summary": summary,
+                "seed_model": seed.label,
+                "necessity": {
+                    "answered": len(nec.reward),
+                    "necessary": sum(r < threshold for r in nec.reward.values()),
+                },
+            }
 
-        inputs = {"data": data["pool_hash"], "selector": name, "selectors": scoring_settings(cfg),
-                  "model": to_dict(cfg.model), "prompt": to_dict(cfg.prompt), "checkpoint": None,
-                  "mods_seed": {"coverage": seed.coverage_stage, "finetune": seed.stage,
-                                "adapter": adapter_hash(seed.adapter)}}
+        inputs = {
+            "data": data["pool_hash"],
+            "selector": name,
+            "selectors": scoring_settings(cfg),
+            "model": to_dict(cfg.model),
+            "prompt": to_dict(cfg.prompt),
+            "checkpoint": None,
+            "mods_seed": {
+                "coverage": seed.coverage_stage,
+                "finetune": seed.stage,
+                "adapter": adapter_hash(seed.adapter),
+            },
+        }
         code = ["cpqs_bench.score", "cpqs_bench.selectors.mods", "cpqs_bench.evaluate.harness"]
         code += [sel_module] if sel_module.startswith("cpqs_bench") and sel_module not in code else []
         files = [] if sel_module.startswith("cpqs_bench") else _module_files(sel_module)
         st = self.pipe.run(FnStep(f"score/{name}", inputs, run, code=code, files=files), f"score {name}")
         return str(st.file("scores.jsonl"))
 
-    def selections(self, data: dict[str, Any], scores: dict[str, dict[int | None, str]]
-                   ) -> dict[str, dict[int | None, dict[str, Any]]]:
+    def selections(
+        self, data: dict[str, Any], scores: dict[str, dict[int | None, str]]
+    ) -> dict[str, dict[int | None, dict[str, Any]]]:
         """arm → {seed (None: one selection for every seed) → selection info}."""
         from cpqs_bench.select import select
 
@@ -389,29 +548,47 @@ class Experiment:
         for arm, selector, bottom in arms(cfg):
             sources: dict[int | None, str | None] = scores[selector] if selector else {None: None}
             for seed, src in sources.items():
+
                 def run(st: Any, tr: Any, src: str | None = src, bottom: bool = bottom) -> dict[str, Any]:
                     if src is None:  # the full pool: every example kept
-                        rows = [{"id": ex.id, "score": None, "rank": k + 1, "kept": True, "reason": "full pool"}
-                                for k, ex in enumerate(self.pool)]
+                        rows = [
+                            {"id": ex.id, "score": None, "rank": k + 1, "kept": True, "reason": "full pool"}
+                            for k, ex in enumerate(self.pool)
+                        ]
                     else:
                         rows = select(read_jsonl(src), cfg.selectors.budget, bottom=bottom)
                     write_jsonl(st.file("selection.jsonl"), rows)
                     return {"kept": sum(r["kept"] for r in rows), "total": len(rows)}
 
-                inputs = {"arm": arm, "budget": cfg.selectors.budget, "bottom": bottom, "data": data["pool_hash"],
-                          "scores": sha256_file(src) if src else None}
+                inputs = {
+                    "arm": arm,
+                    "budget": cfg.selectors.budget,
+                    "bottom": bottom,
+                    "data": data["pool_hash"],
+                    "scores": sha256_file(src) if src else None,
+                }
                 suffix = "" if seed is None else f"-s{seed}"
-                st = self.pipe.run(FnStep(f"select/{arm}{suffix}", inputs, run, code=["cpqs_bench.select"],
-                                          track=False), f"select {arm}" + ("" if seed is None else f" seed {seed}"))
+                st = self.pipe.run(
+                    FnStep(f"select/{arm}{suffix}", inputs, run, code=["cpqs_bench.select"], track=False),
+                    f"select {arm}" + ("" if seed is None else f" seed {seed}"),
+                )
                 m = st.manifest()
                 budget_k = len(self.pool) if selector is None else budget_count(cfg.selectors.budget, m["total"])
-                out.setdefault(arm, {})[seed] = {"path": str(st.file("selection.jsonl")), "kept": m["kept"],
-                                                 "total": m["total"], "budget_k": budget_k, "selector": selector,
-                                                 "bottom": bottom, "redrawn_per_seed": seed is not None,
-                                                 "length_spearman": _length_spearman(src)}
+                out.setdefault(arm, {})[seed] = {
+                    "path": str(st.file("selection.jsonl")),
+                    "kept": m["kept"],
+                    "total": m["total"],
+                    "budget_k": budget_k,
+                    "selector": selector,
+                    "bottom": bottom,
+                    "redrawn_per_seed": seed is not None,
+                    "length_spearman": _length_spearman(src),
+                }
                 if m["kept"] < budget_k:
-                    msg = (f"arm {arm} keeps {m['kept']} examples, fewer than its budget k = {budget_k} "
-                           f"(the selector excluded some)")
+                    msg = (
+                        f"arm {arm} keeps {m['kept']} examples, fewer than its budget k = {budget_k} "
+                        f"(the selector excluded some)"
+                    )
                     if cfg.selectors.min_kept == "error":
                         raise ValueError(msg + "; selectors.min_kept=error")
                     self.log("warning: " + msg)
@@ -421,8 +598,9 @@ class Experiment:
     def selection_for(sel: dict[int | None, dict[str, Any]], seed: int) -> dict[str, Any]:
         return sel[seed] if seed in sel else sel[None]
 
-    def finetune(self, data: dict[str, Any], selections: dict[str, dict[int | None, dict[str, Any]]]
-                 ) -> dict[tuple[str, int], Path]:
+    def finetune(
+        self, data: dict[str, Any], selections: dict[str, dict[int | None, dict[str, Any]]]
+    ) -> dict[tuple[str, int], Path]:
         from cpqs_bench.finetune.sft import finetune_arm
 
         cfg, out = self.cfg, {}
@@ -431,23 +609,41 @@ class Experiment:
                 sel = self.selection_for(by_seed, seed)
 
                 def run(st: Any, tr: Any, arm: str = arm, seed: int = seed, path: str = sel["path"]) -> dict[str, Any]:
-                    manifest = finetune_arm(cfg, Path(path), self.pool, st.path / "adapter", seed=seed, arm=arm,
-                                            loader=self.loader)
+                    manifest = finetune_arm(
+                        cfg, Path(path), self.pool, st.path / "adapter", seed=seed, arm=arm, loader=self.loader
+                    )
                     if tr is not None:
-                        tr.log_metrics({k: v for k, v in manifest.items()
-                                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+                        tr.log_metrics(
+                            {
+                                k: v
+                                for k, v in manifest.items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool)
+                            }
+                        )
                     return {"recipe_hash": manifest["recipe_hash"], "arm": arm, "seed": seed}
 
-                inputs = {"arm": arm, "seed": seed, "selection": sha256_file(sel["path"]),
-                          "finetune": to_dict(cfg.finetune), "model": to_dict(cfg.model),
-                          "prompt": to_dict(cfg.prompt), "data": data["pool_hash"]}
-                st = self.pipe.run(FnStep(f"finetune/{arm}-s{seed}", inputs, run, code=["cpqs_bench.finetune.sft"]),
-                                   f"finetune {arm} seed {seed}")
+                inputs = {
+                    "arm": arm,
+                    "seed": seed,
+                    "selection": sha256_file(sel["path"]),
+                    "finetune": to_dict(cfg.finetune),
+                    "model": to_dict(cfg.model),
+                    "prompt": to_dict(cfg.prompt),
+                    "data": data["pool_hash"],
+                }
+                st = self.pipe.run(
+                    FnStep(f"finetune/{arm}-s{seed}", inputs, run, code=["cpqs_bench.finetune.sft"]),
+                    f"finetune {arm} seed {seed}",
+                )
                 out[(arm, seed)] = st.path / "adapter"
         return out
 
-    def evaluate(self, data: dict[str, Any], adapters: dict[tuple[str, int], Path],
-                 selections: dict[str, dict[int | None, dict[str, Any]]]) -> list[str]:
+    def evaluate(
+        self,
+        data: dict[str, Any],
+        adapters: dict[tuple[str, int], Path],
+        selections: dict[str, dict[int | None, dict[str, Any]]],
+    ) -> list[str]:
         from cpqs_bench.evaluate.harness import evaluate_model
 
         cfg = self.cfg
@@ -460,9 +656,16 @@ class Experiment:
             recipe_hash = read_json(adapter / "manifest.json")["recipe_hash"] if adapter else None
             sel = self.selection_for(selections[arm], seed) if arm in selections and seed is not None else {}
             info = {k: v for k, v in sel.items() if k != "path"}
-            extra = {"arm": arm, "seed": seed, "recipe_hash": recipe_hash, "config_hash": config_hash(cfg),
-                     "seeds": list(cfg.experiment.seeds), "data_sha256": {"pool": data["pool_sha256"]},
-                     "model_id": cfg.model.id, "arm_info": info}
+            extra = {
+                "arm": arm,
+                "seed": seed,
+                "recipe_hash": recipe_hash,
+                "config_hash": config_hash(cfg),
+                "seeds": list(cfg.experiment.seeds),
+                "data_sha256": {"pool": data["pool_sha256"]},
+                "model_id": cfg.model.id,
+                "arm_info": info,
+            }
 
             def run(st: Any, tr: Any, adapter: Path | None = adapter, extra: dict = extra) -> dict[str, Any]:
                 metrics = evaluate_model(cfg, st.path, adapter=adapter, extra_manifest=extra, loader=self.loader)
@@ -473,11 +676,19 @@ class Experiment:
                 own = read_json(st.path / "manifest.json")
                 return {("evaluation_" + k if k in _PIPELINE_KEYS else k): v for k, v in own.items()}
 
-            inputs = {"arm": arm, "seed": seed, "adapter": sha256_file(adapter / "manifest.json") if adapter else None,
-                      "evaluate": evaluation_settings(cfg), "model": to_dict(cfg.model), "prompt": to_dict(cfg.prompt),
-                      "arm_info": info}
-            st = self.pipe.run(FnStep(f"evaluate/{arm}{suffix}", inputs, run, code=["cpqs_bench.evaluate.harness"],
-                                      files=files), f"evaluate {arm}" + (f" seed {seed}" if seed is not None else ""))
+            inputs = {
+                "arm": arm,
+                "seed": seed,
+                "adapter": sha256_file(adapter / "manifest.json") if adapter else None,
+                "evaluate": evaluation_settings(cfg),
+                "model": to_dict(cfg.model),
+                "prompt": to_dict(cfg.prompt),
+                "arm_info": info,
+            }
+            st = self.pipe.run(
+                FnStep(f"evaluate/{arm}{suffix}", inputs, run, code=["cpqs_bench.evaluate.harness"], files=files),
+                f"evaluate {arm}" + (f" seed {seed}" if seed is not None else ""),
+            )
             out.append(str(st.path))
         return out
 
@@ -488,14 +699,18 @@ class Experiment:
         cfg, pw = self.cfg, self.cfg.evaluate.pairwise
         if not pw.enabled:
             return []
-        from cpqs_bench.evaluate.judge import (answer_prompt_sets, judge_answer_files, load_prompt_sets,
-                                               prompt_set_path)
+        from cpqs_bench.evaluate.judge import answer_prompt_sets, judge_answer_files, load_prompt_sets, prompt_set_path
         from cpqs_bench.judge.backends import make_judge
 
         prompts = load_prompt_sets(pw.sets, cfg.data.mirror, pw.limit)
-        generation = {"sets": {s: sha256_file(prompt_set_path(s, cfg.data.mirror)) for s in pw.sets},
-                      "limit": pw.limit, "max_new_tokens": pw.max_new_tokens, "batch_size": pw.batch_size,
-                      "dtype": cfg.evaluate.dtype, "do_sample": False}
+        generation = {
+            "sets": {s: sha256_file(prompt_set_path(s, cfg.data.mirror)) for s in pw.sets},
+            "limit": pw.limit,
+            "max_new_tokens": pw.max_new_tokens,
+            "batch_size": pw.batch_size,
+            "dtype": cfg.evaluate.dtype,
+            "do_sample": False,
+        }
         jobs: list[tuple[str, int | None, Path | None]] = [("base", None, None)]
         jobs += [(arm, seed, path) for (arm, seed), path in adapters.items()]
         answers: dict[tuple[str, int | None], Path] = {}
@@ -505,11 +720,18 @@ class Experiment:
             def run(st: Any, tr: Any, adapter: Path | None = adapter) -> dict[str, Any]:
                 return answer_prompt_sets(cfg, prompts, st.path, adapter=adapter, loader=self.loader)
 
-            inputs = {"arm": arm, "seed": seed, "adapter": adapter_hash(adapter), "generation": generation,
-                      "model": to_dict(cfg.model), "prompt": to_dict(cfg.prompt)}
-            st = self.pipe.run(FnStep(f"answers/{arm}{suffix}", inputs, run, code=["cpqs_bench.evaluate.judge"],
-                                      track=False),
-                               f"answers {arm}" + (f" seed {seed}" if seed is not None else ""))
+            inputs = {
+                "arm": arm,
+                "seed": seed,
+                "adapter": adapter_hash(adapter),
+                "generation": generation,
+                "model": to_dict(cfg.model),
+                "prompt": to_dict(cfg.prompt),
+            }
+            st = self.pipe.run(
+                FnStep(f"answers/{arm}{suffix}", inputs, run, code=["cpqs_bench.evaluate.judge"], track=False),
+                f"answers {arm}" + (f" seed {seed}" if seed is not None else ""),
+            )
             answers[(arm, seed)] = st.file("answers.jsonl")
 
         ref = pw.reference
@@ -528,33 +750,68 @@ class Experiment:
         cache_dir = self.root / cfg.experiment.name / "cache" / "pairwise-judge"
         out = []
         for (arm, seed), (ref_arm, ref_seed) in pairs:
-            name = f"{arm}{'' if seed is None else f'-s{seed}'}-vs-{ref_arm}{'' if ref_seed is None else f'-s{ref_seed}'}"
+            name = (
+                f"{arm}{'' if seed is None else f'-s{seed}'}-vs-{ref_arm}{'' if ref_seed is None else f'-s{ref_seed}'}"
+            )
             mine, theirs = answers[(arm, seed)], answers[(ref_arm, ref_seed)]
 
-            def run(st: Any, tr: Any, mine: Path = mine, theirs: Path = theirs, arm: str = arm,
-                    seed: int | None = seed, ref_arm: str = ref_arm, ref_seed: int | None = ref_seed
-                    ) -> dict[str, Any]:
-                judge = make_judge(judge_cfg, lambda spec, rev: self.loader(spec, rev, cfg.evaluate.dtype),
-                                   target_spec=cfg.model.id, target_revision=cfg.model.revision,
-                                   cache_dir=cache_dir)
+            def run(
+                st: Any,
+                tr: Any,
+                mine: Path = mine,
+                theirs: Path = theirs,
+                arm: str = arm,
+                seed: int | None = seed,
+                ref_arm: str = ref_arm,
+                ref_seed: int | None = ref_seed,
+            ) -> dict[str, Any]:
+                judge = make_judge(
+                    judge_cfg,
+                    lambda spec, rev: self.loader(spec, rev, cfg.evaluate.dtype),
+                    target_spec=cfg.model.id,
+                    target_revision=cfg.model.revision,
+                    cache_dir=cache_dir,
+                )
                 try:
                     doc = judge_answer_files(mine, theirs, judge, st.path, rule=pw.rule, n_boot=pw.n_boot)
                 finally:
                     if judge.cache is not None:
                         judge.cache.close()
                 if tr is not None:
-                    tr.log_metrics({f"pairwise/{k}": v for k, v in doc["summary"].items()
-                                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
-                return {"arm": arm, "seed": seed, "reference": ref_arm, "reference_seed": ref_seed,
-                        "summary": doc["summary"], "judge": doc["judge"], "weak_judge": doc["weak_judge"],
-                        "rule": pw.rule, "judge_calls": {"cache_hits": judge.hits, "cache_misses": judge.misses}}
+                    tr.log_metrics(
+                        {
+                            f"pairwise/{k}": v
+                            for k, v in doc["summary"].items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)
+                        }
+                    )
+                return {
+                    "arm": arm,
+                    "seed": seed,
+                    "reference": ref_arm,
+                    "reference_seed": ref_seed,
+                    "summary": doc["summary"],
+                    "judge": doc["judge"],
+                    "weak_judge": doc["weak_judge"],
+                    "rule": pw.rule,
+                    "judge_calls": {"cache_hits": judge.hits, "cache_misses": judge.misses},
+                }
 
-            inputs = {"arm": arm, "seed": seed, "reference": ref_arm, "reference_seed": ref_seed,
-                      "answers": sha256_file(mine), "reference_answers": sha256_file(theirs), "judge": settings,
-                      "rule": pw.rule, "n_boot": pw.n_boot}
-            st = self.pipe.run(FnStep(f"judge/{name}", inputs, run, code=["cpqs_bench.evaluate.judge",
-                                                                            "cpqs_bench.judge.backends"]),
-                               f"judge {name}")
+            inputs = {
+                "arm": arm,
+                "seed": seed,
+                "reference": ref_arm,
+                "reference_seed": ref_seed,
+                "answers": sha256_file(mine),
+                "reference_answers": sha256_file(theirs),
+                "judge": settings,
+                "rule": pw.rule,
+                "n_boot": pw.n_boot,
+            }
+            st = self.pipe.run(
+                FnStep(f"judge/{name}", inputs, run, code=["cpqs_bench.evaluate.judge", "cpqs_bench.judge.backends"]),
+                f"judge {name}",
+            )
             out.append(str(st.path))
         return out
 
@@ -562,13 +819,16 @@ class Experiment:
         from cpqs_bench import leaderboard
 
         cfg = self.cfg
-        out_dir = LEADERBOARD_DIR if cfg.experiment.name in _COMMITTED else self.root / cfg.experiment.name / "leaderboards"
+        out_dir = (
+            LEADERBOARD_DIR if cfg.experiment.name in _COMMITTED else self.root / cfg.experiment.name / "leaderboards"
+        )
 
         def run() -> dict[str, Path]:
             from cpqs_bench.leaderboard_page import write_pages
 
-            board = leaderboard.main(eval_dirs, out_dir, cfg.experiment.name, cfg.experiment.description or None,
-                                     pairwise=judge_dirs or ())
+            board = leaderboard.main(
+                eval_dirs, out_dir, cfg.experiment.name, cfg.experiment.description or None, pairwise=judge_dirs or ()
+            )
             board["html"] = write_pages(Path(board["json"]), out_dir, eval_dirs=eval_dirs)
             return board
 
@@ -602,12 +862,20 @@ def _module_files(module: str) -> list[Path]:
     return [Path(origin).parent] if origin else []
 
 
-def reproduce(cfg: Config, *, preset: str | None = None, overrides: tuple[str, ...] = (),
-              log: Callable[[str], None] = print, loader: Any = None) -> dict[str, Any]:
+def reproduce(
+    cfg: Config,
+    *,
+    preset: str | None = None,
+    overrides: tuple[str, ...] = (),
+    log: Callable[[str], None] = print,
+    loader: Any = None,
+) -> dict[str, Any]:
     """Run (or resume) the experiment ``cfg`` describes; returns the index of every artifact and the timings."""
     exp = Experiment(cfg, Path(cfg.experiment.output_dir), log=log, loader=loader)
-    log(f"cpqs-bench reproduce {cfg.experiment.name}: config hash {config_hash(cfg)}, {exp.pipe.n_stages} stages, "
-        f"run dir {exp.root / cfg.experiment.name}")
+    log(
+        f"cpqs-bench reproduce {cfg.experiment.name}: config hash {config_hash(cfg)}, {exp.pipe.n_stages} stages, "
+        f"run dir {exp.root / cfg.experiment.name}"
+    )
     data = exp.data()
     negatives = exp.negatives(data)
     checkpoint = exp.train_selector(data, negatives)
@@ -617,26 +885,45 @@ def reproduce(cfg: Config, *, preset: str | None = None, overrides: tuple[str, .
     eval_dirs = exp.evaluate(data, adapters, selections)
     judge_dirs = exp.pairwise(adapters)
     board = exp.leaderboard(eval_dirs, judge_dirs)
-    index = {"experiment": cfg.experiment.name, "config_hash": config_hash(cfg), "preset": preset,
-             "overrides": list(overrides), "data": data, "scores": scores,
-             # arm → selection, or arm-s<seed> → selection for an arm redrawn per seed (random)
-             "selections": {a + ("" if s is None else f"-s{s}"): info["path"]
-                            for a, by_seed in selections.items() for s, info in by_seed.items()},
-             "adapters": {f"{a}-s{s}": str(v) for (a, s), v in adapters.items()}, "evaluations": eval_dirs,
-             **({"pairwise": judge_dirs} if judge_dirs else {}),
-             **({"mods_seed": {"coverage": str(exp.mods_seed_built.coverage),
-                               "adapter": str(exp.mods_seed_built.adapter) if exp.mods_seed_built.adapter else None,
-                               "seed_model": exp.mods_seed_built.label}} if exp.mods_seed_built else {}),
-             "leaderboard": {k: str(v) for k, v in board.items()},
-             "checkpoint": str(checkpoint) if checkpoint else None}
+    index = {
+        "experiment": cfg.experiment.name,
+        "config_hash": config_hash(cfg),
+        "preset": preset,
+        "overrides": list(overrides),
+        "data": data,
+        "scores": scores,
+        # arm → selection, or arm-s<seed> → selection for an arm redrawn per seed (random)
+        "selections": {
+            a + ("" if s is None else f"-s{s}"): info["path"]
+            for a, by_seed in selections.items()
+            for s, info in by_seed.items()
+        },
+        "adapters": {f"{a}-s{s}": str(v) for (a, s), v in adapters.items()},
+        "evaluations": eval_dirs,
+        **({"pairwise": judge_dirs} if judge_dirs else {}),
+        **(
+            {
+                "mods_seed": {
+                    "coverage": str(exp.mods_seed_built.coverage),
+                    "adapter": str(exp.mods_seed_built.adapter) if exp.mods_seed_built.adapter else None,
+                    "seed_model": exp.mods_seed_built.label,
+                }
+            }
+            if exp.mods_seed_built
+            else {}
+        ),
+        "leaderboard": {k: str(v) for k, v in board.items()},
+        "checkpoint": str(checkpoint) if checkpoint else None,
+    }
     write_json(exp.root / cfg.experiment.name / "index.json", index)
     published = None
     if cfg.publish.enabled:
         from cpqs_bench.publish.run import publish_run
 
-        published = exp.pipe.step_always(f"publish ({'dry run' if cfg.publish.dry_run else 'Hub'})",
-                                         lambda: publish_run(exp.root / cfg.experiment.name, cfg.publish,
-                                                             dry_run=cfg.publish.dry_run))
+        published = exp.pipe.step_always(
+            f"publish ({'dry run' if cfg.publish.dry_run else 'Hub'})",
+            lambda: publish_run(exp.root / cfg.experiment.name, cfg.publish, dry_run=cfg.publish.dry_run),
+        )
     minutes = (time.monotonic() - exp.pipe.t0) / 60
     log(f"done in {minutes:.1f} min: ran {len(exp.pipe.ran)} stages, skipped {len(exp.pipe.skipped)} (DONE)")
     for line in exp.pipe.breakdown():
@@ -645,8 +932,15 @@ def reproduce(cfg: Config, *, preset: str | None = None, overrides: tuple[str, .
     if loads is not None:
         log(f"model loads in this process: {len(loads)} ({', '.join(k[0] for k in loads) or 'none'})")
     print_summary(Path(board["json"]), log)
-    return {"index": index, "minutes": minutes, "ran": exp.pipe.ran, "skipped": exp.pipe.skipped,
-            "published": published, "timings": exp.pipe.timings, "model_loads": list(loads or [])}
+    return {
+        "index": index,
+        "minutes": minutes,
+        "ran": exp.pipe.ran,
+        "skipped": exp.pipe.skipped,
+        "published": published,
+        "timings": exp.pipe.timings,
+        "model_loads": list(loads or []),
+    }
 
 
 def print_summary(board_json: Path, log: Callable[[str], None]) -> None:
@@ -666,8 +960,9 @@ def print_summary(board_json: Path, log: Callable[[str], None]) -> None:
             t.add_column(col)
         for row in doc["tables"][task]:
             std = "—" if row.get("std") is None else fmt_value(row["std"], unit)
-            t.add_row(row["arm"], f"{fmt_value(row['mean'], unit)} ± {std}", str(row.get("n_seeds")),
-                      str(row.get("marker")))
+            t.add_row(
+                row["arm"], f"{fmt_value(row['mean'], unit)} ± {std}", str(row.get("n_seeds")), str(row.get("marker"))
+            )
         con.print(t)
     if doc.get("pairwise"):
         t = Table(title=doc["pairwise"]["title"])
@@ -677,7 +972,14 @@ def print_summary(board_json: Path, log: Callable[[str], None]) -> None:
             ws = "—" if row["winning_score"] is None else f"{row['winning_score']:.3f}"
             wr = "—" if row["win_rate"] is None else f"{100 * row['win_rate']:.1f}%"
             p = "—" if row["sign_test_p"] is None else f"{row['sign_test_p']:.3g}"
-            t.add_row(row["arm"], row["reference"], f"{row['win']} / {row['tie']} / {row['lose']} / {row['unparsed']}",
-                      wr, ws, p, row["judge"] + (" (weak judge: a pipeline check)" if row["weak_judge"] else ""))
+            t.add_row(
+                row["arm"],
+                row["reference"],
+                f"{row['win']} / {row['tie']} / {row['lose']} / {row['unparsed']}",
+                wr,
+                ws,
+                p,
+                row["judge"] + (" (weak judge: a pipeline check)" if row["weak_judge"] else ""),
+            )
         con.print(t)
     log(f"leaderboard: {Path(board_json).with_suffix('.md')}")

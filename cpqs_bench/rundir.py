@@ -5,6 +5,7 @@ data sha256s, model revision). If that directory holds ``DONE``, the stage is co
 input hashes to a new directory, so stale results are never reused. Partial work inside an unfinished directory is
 the stage's own resume state (shards, checkpoints), written atomically.
 """
+
 from __future__ import annotations
 
 import time

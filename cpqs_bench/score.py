@@ -10,6 +10,7 @@ own part file; after a barrier, rank 0 merges the parts in pool order. A single 
 selector's own resume state (e.g. cpqs shards) lives in a per-rank work directory, so an interrupted multi-process
 run resumes too.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,10 @@ def score_examples(selector: Any, examples: Sequence[Example], ctx: ScoringConte
     """Run one selector and check its contract (one row per example, same ids, same order)."""
     rows = selector.score(list(examples), ctx)
     if [r.id for r in rows] != [ex.id for ex in examples]:
-        raise ScoreError(f"selector {selector.name!r} returned {len(rows)} rows whose ids do not match the "
-                         f"{len(examples)} examples in order")
+        raise ScoreError(
+            f"selector {selector.name!r} returned {len(rows)} rows whose ids do not match the "
+            f"{len(examples)} examples in order"
+        )
     return [row_dict(r) for r in rows]
 
 
@@ -70,10 +73,19 @@ def parts_dir(out: str | Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
-def score_pool(cfg: Any, examples: Sequence[Example], out: str | Path, *, selector: str,
-               checkpoint: str | Path | None = None, workdir: str | Path | None = None, loader: Any = None,
-               source: str | None = None, data_sha256: str | None = None,
-               overlap: dict[str, Any] | None = None) -> dict[str, Any]:
+def score_pool(
+    cfg: Any,
+    examples: Sequence[Example],
+    out: str | Path,
+    *,
+    selector: str,
+    checkpoint: str | Path | None = None,
+    workdir: str | Path | None = None,
+    loader: Any = None,
+    source: str | None = None,
+    data_sha256: str | None = None,
+    overlap: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Score ``examples`` with the registered ``selector`` into ``out`` (one row per example, pool order); returns the
     summary (rank 0) or this rank's part info. ``source`` / ``data_sha256`` describe the pool in the summary;
     ``overlap`` (e.g. a selector's training overlap with this pool) is recorded in it as given."""
@@ -85,8 +97,13 @@ def score_pool(cfg: Any, examples: Sequence[Example], out: str | Path, *, select
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
     out = Path(out)
     work = Path(workdir) if workdir is not None else out.with_name(out.name + ".work")
-    ctx = ScoringContext(config=cfg, workdir=work / selector / f"rank{rank}-of{world}", seed=cfg.selectors.seed,
-                         checkpoint=Path(checkpoint) if checkpoint is not None else None, loader=loader)
+    ctx = ScoringContext(
+        config=cfg,
+        workdir=work / selector / f"rank{rank}-of{world}",
+        seed=cfg.selectors.seed,
+        checkpoint=Path(checkpoint) if checkpoint is not None else None,
+        loader=loader,
+    )
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     mine = examples[rank::world]
     t0 = time.perf_counter()
@@ -104,11 +121,18 @@ def score_pool(cfg: Any, examples: Sequence[Example], out: str | Path, *, select
         if rank != 0:
             return {"rank": rank, "world": world, "scored": len(mine)}
     n = write_jsonl(out, rows)
-    summary = {"selector": selector, "data": source, "data_sha256": data_sha256, "n": n,
-               "excluded": sum(1 for r in rows if r.get("exclude") is not None),
-               "processes": world, "seconds": seconds, "examples_per_second": n / seconds if seconds > 0 else None,
-               "checkpoint": str(checkpoint) if checkpoint is not None else None,
-               "degeneracy": degeneracy.report(rows)}  # ties, distinct values, NaN count, Spearman with length
+    summary = {
+        "selector": selector,
+        "data": source,
+        "data_sha256": data_sha256,
+        "n": n,
+        "excluded": sum(1 for r in rows if r.get("exclude") is not None),
+        "processes": world,
+        "seconds": seconds,
+        "examples_per_second": n / seconds if seconds > 0 else None,
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "degeneracy": degeneracy.report(rows),
+    }  # ties, distinct values, NaN count, Spearman with length
     if overlap is not None:
         summary["overlap"] = overlap
     elif checkpoint is not None and selector == "cpqs":
@@ -141,6 +165,7 @@ def merge_parts(out: str | Path, examples: Sequence[Example], world: int) -> lis
             by_id[row["id"]] = row
     missing = [ex.id for ex in examples if ex.id not in by_id]
     if missing or len(by_id) != len(examples):
-        raise ScoreError(f"merged parts hold {len(by_id)} rows for {len(examples)} examples "
-                         f"(first missing: {missing[:1]})")
+        raise ScoreError(
+            f"merged parts hold {len(by_id)} rows for {len(examples)} examples (first missing: {missing[:1]})"
+        )
     return [by_id[ex.id] for ex in examples]

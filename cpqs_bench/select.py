@@ -4,6 +4,7 @@ Budget: an integer >= 1 is a count; a number in (0, 1) is a fraction of the scor
 Ties break by id so the result does not depend on file order. Each output row says kept or not, its rank among the
 eligible examples, and why (``top-k``, ``bottom-k``, ``beyond budget``, or the selector's exclusion reason).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,9 @@ def select(rows: Iterable[dict[str, Any]], budget: float, bottom: bool = False) 
     if len(set(ids)) != len(ids):
         raise SelectionError("scores contain duplicate ids")
     for r in rows:
-        if r.get("exclude") is None and (r.get("score") is None or isinstance(r["score"], float) and math.isnan(r["score"])):
+        if r.get("exclude") is None and (
+            r.get("score") is None or isinstance(r["score"], float) and math.isnan(r["score"])
+        ):
             raise SelectionError(f"example {r['id']!r} has no score and no exclusion reason")
     k = budget_count(budget, len(rows))
     eligible = [r for r in rows if r.get("exclude") is None]
@@ -41,12 +44,26 @@ def select(rows: Iterable[dict[str, Any]], budget: float, bottom: bool = False) 
     out = []
     for rank, r in enumerate(eligible, 1):
         kept = rank <= k
-        out.append({"id": r["id"], "score": r["score"], "rank": rank, "kept": kept,
-                    "reason": ("bottom-k" if bottom else "top-k") if kept else "beyond budget"})
+        out.append(
+            {
+                "id": r["id"],
+                "score": r["score"],
+                "rank": rank,
+                "kept": kept,
+                "reason": ("bottom-k" if bottom else "top-k") if kept else "beyond budget",
+            }
+        )
     for r in rows:
         if r.get("exclude") is not None:
-            out.append({"id": r["id"], "score": r.get("score"), "rank": None, "kept": False,
-                        "reason": f"excluded: {r['exclude']}"})
+            out.append(
+                {
+                    "id": r["id"],
+                    "score": r.get("score"),
+                    "rank": None,
+                    "kept": False,
+                    "reason": f"excluded: {r['exclude']}",
+                }
+            )
     assert len(out) == len(rows)
     return out
 
@@ -63,8 +80,14 @@ def select_file(scores: str | Path, budget: float, out: str | Path, bottom: bool
     selection = select(rows, budget, bottom)
     write_jsonl(out, selection)
     n_kept = sum(r["kept"] for r in selection)
-    summary = {"scores": str(scores), "budget": budget, "bottom": bottom, "pool": len(rows), "kept": n_kept,
-               "excluded": sum(r["rank"] is None for r in selection)}
+    summary = {
+        "scores": str(scores),
+        "budget": budget,
+        "bottom": bottom,
+        "pool": len(rows),
+        "kept": n_kept,
+        "excluded": sum(r["rank"] is None for r in selection),
+    }
     if n_kept < budget_count(budget, len(rows)):
         summary["warning"] = f"only {n_kept} eligible examples for a budget of {budget_count(budget, len(rows))}"
     write_json(Path(out).with_suffix(".summary.json"), summary)

@@ -57,6 +57,7 @@ item p-values are two-sided sign-flip permutation p-values, exact when at most `
 non-zero, else Monte Carlo with the +1 correction so a p-value is never 0. p-values are not adjusted for multiple
 comparisons.
 """
+
 from __future__ import annotations
 
 import json
@@ -109,12 +110,19 @@ def load_arm_result(eval_dir: str | Path) -> ArmResult:
     manifest_path, items_path, metrics_path = (eval_dir / n for n in ("manifest.json", "items.jsonl", "metrics.json"))
     for p in (manifest_path, items_path, metrics_path):
         if not p.is_file():
-            raise FileNotFoundError(f"{p}: missing (expected an evaluation directory with manifest.json, "
-                                    "items.jsonl, metrics.json)")
+            raise FileNotFoundError(
+                f"{p}: missing (expected an evaluation directory with manifest.json, items.jsonl, metrics.json)"
+            )
     manifest = _read_json_object(manifest_path)
     arm, seed, recipe_hash = _parse_identity(manifest, manifest_path)
-    return ArmResult(arm=arm, seed=seed, recipe_hash=recipe_hash, manifest=manifest,
-                     items=_read_items(items_path), metrics=_read_metrics(metrics_path))
+    return ArmResult(
+        arm=arm,
+        seed=seed,
+        recipe_hash=recipe_hash,
+        manifest=manifest,
+        items=_read_items(items_path),
+        metrics=_read_metrics(metrics_path),
+    )
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
@@ -151,8 +159,9 @@ def _read_items(path: Path) -> dict[str, dict[str, float]]:
         task, doc_id, score = _parse_item(row, where)
         key = (task, doc_id)
         if key in first_line:
-            raise ValueError(f"{where}: duplicate item task={task!r} doc_id={doc_id!r} "
-                             f"(first seen on line {first_line[key]})")
+            raise ValueError(
+                f"{where}: duplicate item task={task!r} doc_id={doc_id!r} (first seen on line {first_line[key]})"
+            )
         first_line[key] = lineno
         items.setdefault(task, {})[doc_id] = score
     return items
@@ -240,8 +249,11 @@ def seed_stats(scores: Sequence[float]) -> dict[str, Any]:
     arr = np.asarray(scores, dtype=float)
     if arr.size == 0:
         raise ValueError("seed_stats needs at least one score")
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else None,
-            "n_seeds": int(arr.size)}
+    return {
+        "mean": float(arr.mean()),
+        "std": float(arr.std(ddof=1)) if arr.size > 1 else None,
+        "n_seeds": int(arr.size),
+    }
 
 
 def _seed_task_score(r: ArmResult, task: str) -> float | None:
@@ -278,8 +290,9 @@ def _chunks(total: int, width: int) -> Iterable[int]:
         done += step
 
 
-def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, n_boot: int, rng: np.random.Generator,
-                      level: float = 0.95) -> tuple[float, float]:
+def bootstrap_mean_ci(
+    values: Sequence[float] | np.ndarray, n_boot: int, rng: np.random.Generator, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean (resampling items with replacement, vectorised in chunks)."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:
@@ -290,15 +303,19 @@ def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, n_boot: int, rng: np
     pos = 0
     for step in _chunks(n_boot, x.size):
         idx = rng.integers(0, x.size, size=(step, x.size))
-        means[pos:pos + step] = x[idx].mean(axis=1)
+        means[pos : pos + step] = x[idx].mean(axis=1)
         pos += step
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return float(low), float(high)
 
 
-def sign_flip_pvalue(diffs: Sequence[float] | np.ndarray, rng: np.random.Generator, n_perm: int = 10_000,
-                     exact_max: int = EXACT_MAX_NONZERO) -> tuple[float, str]:
+def sign_flip_pvalue(
+    diffs: Sequence[float] | np.ndarray,
+    rng: np.random.Generator,
+    n_perm: int = 10_000,
+    exact_max: int = EXACT_MAX_NONZERO,
+) -> tuple[float, str]:
     """Two-sided paired permutation p-value for H0 "mean difference is 0", by flipping signs of differences.
 
     Zero differences are unchanged by a flip, so only non-zero ones are permuted. With ``m <= exact_max`` of them all
@@ -313,10 +330,10 @@ def sign_flip_pvalue(diffs: Sequence[float] | np.ndarray, rng: np.random.Generat
     observed = abs(float(d.sum()))
     threshold = observed - 1e-9 * max(1.0, observed)  # float sums of the same values may differ in the last bits
     if m <= exact_max:
-        codes = np.arange(2 ** m, dtype=np.int64)[:, None]
+        codes = np.arange(2**m, dtype=np.int64)[:, None]
         signs = 1.0 - 2.0 * ((codes >> np.arange(m)) & 1)
         extreme = int(np.count_nonzero(np.abs(signs @ d) >= threshold))
-        return extreme / float(2 ** m), "exact"
+        return extreme / float(2**m), "exact"
     if n_perm < 1:
         raise ValueError(f"n_perm must be >= 1, got {n_perm}")
     extreme = 0
@@ -349,7 +366,7 @@ def hierarchical_bootstrap_means(diffs: np.ndarray, n_boot: int, rng: np.random.
     for step in _chunks(n_boot, n_seeds + n_items):
         ws = _draw_counts(rng, step, n_seeds)
         wi = _draw_counts(rng, step, n_items)
-        out[pos:pos + step] = np.sum(ws * (wi @ d.T), axis=1) / (n_seeds * n_items)
+        out[pos : pos + step] = np.sum(ws * (wi @ d.T), axis=1) / (n_seeds * n_items)
         pos += step
     return out
 
@@ -374,7 +391,7 @@ def attainable_p(n_nonzero: int) -> float:
     """
     if n_nonzero < 0:
         raise ValueError(f"n_nonzero must be >= 0, got {n_nonzero}")
-    return 1.0 if n_nonzero == 0 else min(1.0, 2.0 / 2.0 ** n_nonzero)
+    return 1.0 if n_nonzero == 0 else min(1.0, 2.0 / 2.0**n_nonzero)
 
 
 def min_detectable_effect(sd_diff: float, n: int, alpha: float = 0.05, power: float = POWER) -> float | None:
@@ -402,8 +419,12 @@ def task_facts(task: str, results: Sequence[ArmResult]) -> dict[str, Any]:
     metric = str(info.get("metric") or task)
     names = f"{task} {metric}".lower()
     lower = any(m in names for m in LOWER_IS_BETTER_MARKERS) or info.get("higher_is_better") is False
-    return {"metric": metric, "higher_is_better": not lower, "proxy": bool(info.get("proxy")) or lower,
-            "domain": str(info.get("domain") or task_domain(task))}
+    return {
+        "metric": metric,
+        "higher_is_better": not lower,
+        "proxy": bool(info.get("proxy")) or lower,
+        "domain": str(info.get("domain") or task_domain(task)),
+    }
 
 
 def task_domain(task: str) -> str:
@@ -426,25 +447,33 @@ def arm_info(runs: Sequence[ArmResult]) -> dict[str, Any]:
             extra = r.manifest.get("extra")
             raw = extra.get("arm_info") if isinstance(extra, dict) else None
         if isinstance(raw, dict):
-            per_seed[str(r.seed)] = {k: raw.get(k) for k in ("kept", "budget_k", "total", "selector", "length_spearman")
-                                     if k in raw}
+            per_seed[str(r.seed)] = {
+                k: raw.get(k) for k in ("kept", "budget_k", "total", "selector", "length_spearman") if k in raw
+            }
     kept = sorted({v["kept"] for v in per_seed.values() if isinstance(v.get("kept"), int)})
     budget = sorted({v["budget_k"] for v in per_seed.values() if isinstance(v.get("budget_k"), int)})
     total = sorted({v["total"] for v in per_seed.values() if isinstance(v.get("total"), int)})
     selector = sorted({str(v["selector"]) for v in per_seed.values() if v.get("selector")})
     k = budget[0] if len(budget) == 1 else None
-    rhos = [float(v["length_spearman"]) for v in per_seed.values() if isinstance(v.get("length_spearman"), (int, float))]
-    return {"per_seed": per_seed, "length_spearman": (sum(rhos) / len(rhos)) if rhos else None, "kept": kept, "budget_k": k, "total": total[0] if len(total) == 1 else None,
-            "selector": selector[0] if len(selector) == 1 else (selector or None),
-            "budget_fraction": (k / total[0]) if k is not None and len(total) == 1 and total[0] else None,
-            "short": bool(k is not None and kept and min(kept) < k)}
+    rhos = [
+        float(v["length_spearman"]) for v in per_seed.values() if isinstance(v.get("length_spearman"), (int, float))
+    ]
+    return {
+        "per_seed": per_seed,
+        "length_spearman": (sum(rhos) / len(rhos)) if rhos else None,
+        "kept": kept,
+        "budget_k": k,
+        "total": total[0] if len(total) == 1 else None,
+        "selector": selector[0] if len(selector) == 1 else (selector or None),
+        "budget_fraction": (k / total[0]) if k is not None and len(total) == 1 and total[0] else None,
+        "short": bool(k is not None and kept and min(kept) < k),
+    }
 
 
 # ----------------------------------------------------------------------------------------------- comparisons
 
 
-def paired_matrix(arm_runs: Sequence[ArmResult], ref_runs: Sequence[ArmResult],
-                  task: str) -> dict[str, Any] | None:
+def paired_matrix(arm_runs: Sequence[ArmResult], ref_runs: Sequence[ArmResult], task: str) -> dict[str, Any] | None:
     """The seeds × items difference matrix of ``arm − reference`` on one task (None when a side has no items).
 
     Seeds are paired by experiment seed (the same seed trained both arms); a side with a single run (``base``) is
@@ -475,21 +504,45 @@ def paired_matrix(arm_runs: Sequence[ArmResult], ref_runs: Sequence[ArmResult],
     d = np.array([[x.items[task][k] - y.items[task][k] for k in docs] for x, y in pairs], dtype=float)
     if docs:
         d[np.abs(d) <= ZERO_TOL] = 0.0
-    return {"diffs": d.reshape(len(pairs), len(docs)), "docs": docs, "pairing": pairing,
-            "seeds": [[x.seed, y.seed] for x, y in pairs],
-            "n_unpaired_arm": len(all_arm - set(docs)), "n_unpaired_reference": len(all_ref - set(docs))}
+    return {
+        "diffs": d.reshape(len(pairs), len(docs)),
+        "docs": docs,
+        "pairing": pairing,
+        "seeds": [[x.seed, y.seed] for x, y in pairs],
+        "n_unpaired_arm": len(all_arm - set(docs)),
+        "n_unpaired_reference": len(all_ref - set(docs)),
+    }
 
 
-def compare_matrix(diffs: np.ndarray, *, rng: np.random.Generator, higher_is_better: bool = True,
-                   n_boot: int = 10_000, n_perm: int = 10_000, alpha: float = 0.05,
-                   level: float = 0.95) -> dict[str, Any]:
+def compare_matrix(
+    diffs: np.ndarray,
+    *,
+    rng: np.random.Generator,
+    higher_is_better: bool = True,
+    n_boot: int = 10_000,
+    n_perm: int = 10_000,
+    alpha: float = 0.05,
+    level: float = 0.95,
+) -> dict[str, Any]:
     """Δ, hierarchical CI, item- and seed-level tests, power and the verdict for one seeds × items matrix."""
     d = np.asarray(diffs, dtype=float)
     n_seeds, n_items = d.shape if d.ndim == 2 else (0, 0)
     if n_items == 0 or n_seeds == 0:
-        return {"n_paired": 0, "n_seeds_paired": n_seeds, "mean_diff": None, "ci_low": None, "ci_high": None,
-                "p_value": None, "p_method": None, "p_value_seed": None, "n_nonzero": 0, "significant": False,
-                "direction": None, "label": "n/a", "verdict": None}
+        return {
+            "n_paired": 0,
+            "n_seeds_paired": n_seeds,
+            "mean_diff": None,
+            "ci_low": None,
+            "ci_high": None,
+            "p_value": None,
+            "p_method": None,
+            "p_value_seed": None,
+            "n_nonzero": 0,
+            "significant": False,
+            "direction": None,
+            "label": "n/a",
+            "verdict": None,
+        }
     item_d = d.mean(axis=0)
     item_d[np.abs(item_d) <= ZERO_TOL] = 0.0
     seed_d = d.mean(axis=1)
@@ -525,39 +578,75 @@ def compare_matrix(diffs: np.ndarray, *, rng: np.random.Generator, higher_is_bet
             parts.append("no verdict (seeds disagree)")
         label = "; ".join(parts) or "n.s."
     return {
-        "n_paired": n_items, "n_seeds_paired": n_seeds, "mean_diff": mean,
-        "ci_low": low, "ci_high": high, "ci_method": "hierarchical bootstrap (seeds, then items)",
-        "item_ci_low": item_low, "item_ci_high": item_high,
-        "p_value": p_item, "p_method": method, "n_nonzero": m,
-        "p_value_seed": p_seed, "p_seed_method": seed_method, "seed_diffs": [float(x) for x in seed_d],
-        "seed_agrees": seed_agrees, "seed_variation_estimable": estimable,
-        "p_min_item": p_min_item, "p_min_seed": p_min_seed, "can_reach_alpha": can_reach,
-        "sd_diff": None if math.isnan(sd) else sd, "mde": mde, "power": POWER,
-        "higher_is_better": higher_is_better, "significant": significant, "direction": direction,
-        "verdict": ("▲" if better else "▼") if significant else None, "label": label,
+        "n_paired": n_items,
+        "n_seeds_paired": n_seeds,
+        "mean_diff": mean,
+        "ci_low": low,
+        "ci_high": high,
+        "ci_method": "hierarchical bootstrap (seeds, then items)",
+        "item_ci_low": item_low,
+        "item_ci_high": item_high,
+        "p_value": p_item,
+        "p_method": method,
+        "n_nonzero": m,
+        "p_value_seed": p_seed,
+        "p_seed_method": seed_method,
+        "seed_diffs": [float(x) for x in seed_d],
+        "seed_agrees": seed_agrees,
+        "seed_variation_estimable": estimable,
+        "p_min_item": p_min_item,
+        "p_min_seed": p_min_seed,
+        "can_reach_alpha": can_reach,
+        "sd_diff": None if math.isnan(sd) else sd,
+        "mde": mde,
+        "power": POWER,
+        "higher_is_better": higher_is_better,
+        "significant": significant,
+        "direction": direction,
+        "verdict": ("▲" if better else "▼") if significant else None,
+        "label": label,
     }
 
 
-def paired_comparison(arm_scores: Mapping[str, float], ref_scores: Mapping[str, float], *, rng: np.random.Generator,
-                      n_boot: int = 10_000, n_perm: int = 10_000, alpha: float = 0.05, level: float = 0.95,
-                      higher_is_better: bool = True) -> dict[str, Any]:
+def paired_comparison(
+    arm_scores: Mapping[str, float],
+    ref_scores: Mapping[str, float],
+    *,
+    rng: np.random.Generator,
+    n_boot: int = 10_000,
+    n_perm: int = 10_000,
+    alpha: float = 0.05,
+    level: float = 0.95,
+    higher_is_better: bool = True,
+) -> dict[str, Any]:
     """Compare per-doc scores (one run, or already averaged over seeds) of an arm with a reference on the docs both
     have; unpaired docs are counted. One row of :func:`compare_matrix`: seed variation is not estimable here."""
     common = sorted(set(arm_scores) & set(ref_scores))
     d = np.array([[arm_scores[k] - ref_scores[k] for k in common]], dtype=float).reshape(1, len(common))
-    out = compare_matrix(d, rng=rng, higher_is_better=higher_is_better, n_boot=n_boot, n_perm=n_perm, alpha=alpha,
-                         level=level)
-    out.update(n_unpaired_arm=len(set(arm_scores) - set(ref_scores)),
-               n_unpaired_reference=len(set(ref_scores) - set(arm_scores)))
+    out = compare_matrix(
+        d, rng=rng, higher_is_better=higher_is_better, n_boot=n_boot, n_perm=n_perm, alpha=alpha, level=level
+    )
+    out.update(
+        n_unpaired_arm=len(set(arm_scores) - set(ref_scores)),
+        n_unpaired_reference=len(set(ref_scores) - set(arm_scores)),
+    )
     return out
 
 
 # ----------------------------------------------------------------------------------------------- summary
 
 
-def summarize(results: Sequence[ArmResult], references: Sequence[str] = DEFAULT_REFERENCES, n_boot: int = 10_000,
-              seed: int = 0, *, n_perm: int = 10_000, alpha: float = 0.05, level: float = 0.95,
-              compare_base: bool = True) -> dict[str, Any]:
+def summarize(
+    results: Sequence[ArmResult],
+    references: Sequence[str] = DEFAULT_REFERENCES,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    *,
+    n_perm: int = 10_000,
+    alpha: float = 0.05,
+    level: float = 0.95,
+    compare_base: bool = True,
+) -> dict[str, Any]:
     """All statistics the leaderboard shows, as a JSON-serialisable dict (see module docstring for conventions).
 
     ``compare_base``: also compare every arm with ``base`` when a base result exists (Δ vs base: does fine-tuning
@@ -575,28 +664,64 @@ def summarize(results: Sequence[ArmResult], references: Sequence[str] = DEFAULT_
     infos = {arm: arm_info(groups[arm]) for arm in arms}
     for arm, info in infos.items():
         if info["short"]:
-            warnings.append(f"arm {arm!r} trained on fewer examples than its budget: kept "
-                            f"{', '.join(map(str, info['kept']))} < k = {info['budget_k']}")
+            warnings.append(
+                f"arm {arm!r} trained on fewer examples than its budget: kept "
+                f"{', '.join(map(str, info['kept']))} < k = {info['budget_k']}"
+            )
     facts = {t: task_facts(t, results) for t in tasks}
     per_task = {}
     for task in tasks:
-        per_task[task] = _summarize_task(task, arms, groups, present_refs, warnings, facts[task],
-                                         n_boot=n_boot, n_perm=n_perm, seed=seed, alpha=alpha, level=level)
+        per_task[task] = _summarize_task(
+            task,
+            arms,
+            groups,
+            present_refs,
+            warnings,
+            facts[task],
+            n_boot=n_boot,
+            n_perm=n_perm,
+            seed=seed,
+            alpha=alpha,
+            level=level,
+        )
     return {
-        "schema": SCHEMA, "alpha": alpha, "ci_level": level, "n_boot": n_boot, "n_perm": n_perm, "seed": seed,
-        "exact_max_nonzero": EXACT_MAX_NONZERO, "min_seeds_for_verdict": MIN_SEEDS_FOR_VERDICT, "power": POWER,
+        "schema": SCHEMA,
+        "alpha": alpha,
+        "ci_level": level,
+        "n_boot": n_boot,
+        "n_perm": n_perm,
+        "seed": seed,
+        "exact_max_nonzero": EXACT_MAX_NONZERO,
+        "min_seeds_for_verdict": MIN_SEEDS_FOR_VERDICT,
+        "power": POWER,
         "references": present_refs,
-        "missing_references": [r for r in references if r not in groups], "recipe_hash": recipe_hash,
-        "arms": arms, "tasks": tasks, "task_facts": facts, "arm_info": infos,
+        "missing_references": [r for r in references if r not in groups],
+        "recipe_hash": recipe_hash,
+        "arms": arms,
+        "tasks": tasks,
+        "task_facts": facts,
+        "arm_info": infos,
         "seeds": {a: [r.seed for r in groups[a]] for a in arms},
-        "per_task": per_task, "warnings": warnings,
+        "per_task": per_task,
+        "warnings": warnings,
         "conditional_on": "the evaluation items and the drawn fine-tuning seeds",
     }
 
 
-def _summarize_task(task: str, arms: list[str], groups: dict[str, list[ArmResult]], refs: list[str],
-                    warnings: list[str], facts: dict[str, Any], *, n_boot: int, n_perm: int, seed: int,
-                    alpha: float, level: float) -> dict[str, Any]:
+def _summarize_task(
+    task: str,
+    arms: list[str],
+    groups: dict[str, list[ArmResult]],
+    refs: list[str],
+    warnings: list[str],
+    facts: dict[str, Any],
+    *,
+    n_boot: int,
+    n_perm: int,
+    seed: int,
+    alpha: float,
+    level: float,
+) -> dict[str, Any]:
     arm_stats: dict[str, Any] = {}
     docs: dict[str, dict[str, float]] = {}
     for arm in arms:
@@ -609,12 +734,19 @@ def _summarize_task(task: str, arms: list[str], groups: dict[str, list[ArmResult
             warnings.append(f"{task}: arm {arm!r} is scored for {len(scored)} of {len(runs)} seeds")
         stats = seed_stats([s for _, s in scored])
         docs[arm], n_partial = doc_means(runs, task)
-        item_ci = (bootstrap_mean_ci(list(docs[arm].values()), n_boot, rng_for(seed, "item-ci", task, arm), level)
-                   if docs[arm] else (None, None))
-        stats.update(per_seed=[{"seed": s, "score": v} for s, v in scored], n_items=len(docs[arm]),
-                     n_items_partial_seeds=n_partial,
-                     item_mean=float(np.mean(list(docs[arm].values()))) if docs[arm] else None,
-                     item_ci_low=item_ci[0], item_ci_high=item_ci[1])
+        item_ci = (
+            bootstrap_mean_ci(list(docs[arm].values()), n_boot, rng_for(seed, "item-ci", task, arm), level)
+            if docs[arm]
+            else (None, None)
+        )
+        stats.update(
+            per_seed=[{"seed": s, "score": v} for s, v in scored],
+            n_items=len(docs[arm]),
+            n_items_partial_seeds=n_partial,
+            item_mean=float(np.mean(list(docs[arm].values()))) if docs[arm] else None,
+            item_ci_low=item_ci[0],
+            item_ci_high=item_ci[1],
+        )
         arm_stats[arm] = stats
     comparisons: dict[str, dict[str, Any]] = {}
     for ref in refs:
@@ -628,16 +760,28 @@ def _summarize_task(task: str, arms: list[str], groups: dict[str, list[ArmResult
             mat = paired_matrix(groups[arm], groups[ref], task)
             if mat is None:
                 continue
-            cmp = compare_matrix(mat["diffs"], rng=rng_for(seed, "paired", task, arm, ref),
-                                 higher_is_better=facts["higher_is_better"], n_boot=n_boot, n_perm=n_perm,
-                                 alpha=alpha, level=level)
-            cmp.update(pairing=mat["pairing"], seed_pairs=mat["seeds"], n_unpaired_arm=mat["n_unpaired_arm"],
-                       n_unpaired_reference=mat["n_unpaired_reference"])
+            cmp = compare_matrix(
+                mat["diffs"],
+                rng=rng_for(seed, "paired", task, arm, ref),
+                higher_is_better=facts["higher_is_better"],
+                n_boot=n_boot,
+                n_perm=n_perm,
+                alpha=alpha,
+                level=level,
+            )
+            cmp.update(
+                pairing=mat["pairing"],
+                seed_pairs=mat["seeds"],
+                n_unpaired_arm=mat["n_unpaired_arm"],
+                n_unpaired_reference=mat["n_unpaired_reference"],
+            )
             if mat["pairing"] == "by order":
                 warnings.append(f"{task}: {arm} vs {ref}: no common seed; seeds paired in seed order")
             if cmp["n_unpaired_arm"] or cmp["n_unpaired_reference"]:
-                warnings.append(f"{task}: {arm} vs {ref}: {cmp['n_unpaired_arm']} docs only in {arm}, "
-                                f"{cmp['n_unpaired_reference']} only in {ref} (excluded from the pairing)")
+                warnings.append(
+                    f"{task}: {arm} vs {ref}: {cmp['n_unpaired_arm']} docs only in {arm}, "
+                    f"{cmp['n_unpaired_reference']} only in {ref} (excluded from the pairing)"
+                )
             comparisons[ref][arm] = cmp
     return {**facts, "arms": arm_stats, "comparisons": comparisons}
 
@@ -649,6 +793,8 @@ def _metric_warnings(results: Sequence[ArmResult]) -> list[str]:
         for task, value in r.metrics.items():
             scores = r.items.get(task)
             if scores and abs(float(np.mean(list(scores.values()))) - value) > METRIC_TOL * max(1.0, abs(value)):
-                out.append(f"{r.arm} seed {r.seed}: metrics.json {task}={value:.6g} differs from its item mean "
-                           f"{np.mean(list(scores.values())):.6g}; the item mean is used")
+                out.append(
+                    f"{r.arm} seed {r.seed}: metrics.json {task}={value:.6g} differs from its item mean "
+                    f"{np.mean(list(scores.values())):.6g}; the item mean is used"
+                )
     return out

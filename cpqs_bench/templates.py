@@ -35,6 +35,7 @@ the first system message in ``<<SYS>>``.
 **Multi-turn prompts** under a plain template: the user turns are joined with a blank line, earlier assistant turns
 are dropped (a plain template has no place for them); the chat templates render every turn.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,8 +45,10 @@ from typing import Any
 PLAIN_TEMPLATES = ("alpaca", "none", "llama2")
 NAMED_TEMPLATES = ("chat",) + PLAIN_TEMPLATES
 
-ALPACA_PROMPT = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
-                 "request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+ALPACA_PROMPT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the "
+    "request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+)
 
 
 class TemplateError(ValueError):
@@ -64,8 +67,10 @@ _USERS = (
     "{%- endfor -%}"
     "{%- set user = ns.users | join('\\n\\n') -%}"
 )
-_ANSWER = ("{%- if messages and messages[-1]['role'] == 'assistant' -%}"
-           "{{- messages[-1]['content'] + eos_token -}}{%- endif -%}")
+_ANSWER = (
+    "{%- if messages and messages[-1]['role'] == 'assistant' -%}"
+    "{{- messages[-1]['content'] + eos_token -}}{%- endif -%}"
+)
 
 
 def _jinja_literal(text: str) -> str:
@@ -83,10 +88,19 @@ def plain_jinja(name: str, with_bos: bool) -> str:
     elif name == "llama2":
         # as Meta's template: the prompt ends "[/INST]" and the answer turn is " " + answer + "</s>", so the
         # generation prompt has no dangling space (SentencePiece puts it on the answer's first token)
-        body = ("{{- '[INST] ' -}}{%- if ns.system -%}{{- '<<SYS>>\\n' + ns.system + '\\n<</SYS>>\\n\\n' -}}{%- endif -%}"
-                "{{- user | trim -}}{{- ' [/INST]' -}}")
-        return _USERS + bos + body + ("{%- if messages and messages[-1]['role'] == 'assistant' -%}"
-                                      "{{- ' ' + messages[-1]['content'] + eos_token -}}{%- endif -%}")
+        body = (
+            "{{- '[INST] ' -}}{%- if ns.system -%}{{- '<<SYS>>\\n' + ns.system + '\\n<</SYS>>\\n\\n' -}}{%- endif -%}"
+            "{{- user | trim -}}{{- ' [/INST]' -}}"
+        )
+        return (
+            _USERS
+            + bos
+            + body
+            + (
+                "{%- if messages and messages[-1]['role'] == 'assistant' -%}"
+                "{{- ' ' + messages[-1]['content'] + eos_token -}}{%- endif -%}"
+            )
+        )
     else:
         raise TemplateError(f"unknown plain template {name!r}; known: {', '.join(PLAIN_TEMPLATES)}")
     return _USERS + bos + body + _ANSWER
@@ -99,7 +113,7 @@ def default_bos_ids(tokenizer: Any) -> tuple[int, ...]:
     plain = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
     full = list(tokenizer(probe)["input_ids"])
     for k in range(len(full) - len(plain) + 1):
-        if full[k: k + len(plain)] == plain:
+        if full[k : k + len(plain)] == plain:
             return tuple(full[:k])
     raise TemplateError("cannot tell which special tokens the tokenizer adds by default")
 
@@ -131,8 +145,10 @@ def chat_template(tokenizer: Any, template: str) -> str:
     if template == "chat":
         own = getattr(tokenizer, "chat_template", None)
         if not own:
-            raise TemplateError("template 'chat' needs a tokenizer with a chat template; use 'alpaca', 'none' or "
-                                "'llama2', or give a Jinja chat template (string or .jinja file)")
+            raise TemplateError(
+                "template 'chat' needs a tokenizer with a chat template; use 'alpaca', 'none' or "
+                "'llama2', or give a Jinja chat template (string or .jinja file)"
+            )
         if isinstance(own, dict):  # several named templates: the default one, as apply_chat_template picks it
             if "default" not in own:
                 raise TemplateError(f"the tokenizer has named chat templates {sorted(own)} but no 'default'")
@@ -145,8 +161,10 @@ def chat_template(tokenizer: Any, template: str) -> str:
         return from_file
     if is_jinja(template):
         return template
-    raise TemplateError(f"unknown template {template!r}; known: {', '.join(NAMED_TEMPLATES)}, a Jinja chat template "
-                        "string, or a path to a .jinja/.j2 file")
+    raise TemplateError(
+        f"unknown template {template!r}; known: {', '.join(NAMED_TEMPLATES)}, a Jinja chat template "
+        "string, or a path to a .jinja/.j2 file"
+    )
 
 
 def apply(tokenizer: Any, prompt_cfg: Any) -> Any:

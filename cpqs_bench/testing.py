@@ -23,6 +23,7 @@ and asserts the contract every stage downstream relies on:
 Failures raise :class:`ContractError` (an ``AssertionError``, so pytest reports it as a test failure) naming the
 selector and the check.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,14 +49,24 @@ def contract_examples() -> list[Example]:
     """The kit's pool: small, but with every case a selector tends to get wrong."""
     story = "Once upon a time a small fox lived near the sea and watched the sky every evening. " * 12
     return [
-        Example("plain", _user("Explain why the sky is blue in simple words."),
-                "Sunlight scatters off air molecules, and blue light scatters the most."),
+        Example(
+            "plain",
+            _user("Explain why the sky is blue in simple words."),
+            "Sunlight scatters off air molecules, and blue light scatters the most.",
+        ),
         Example("code", _user("Write a Python function that adds two numbers."), "def add(a, b):\n    return a + b\n"),
         Example("long", _user("Tell me a long story about a fox."), story),
         Example("unicode", _user("Say hello in Japanese."), "こんにちは — Café naïve 🙂"),
-        Example("multi_turn", ({"role": "system", "content": "You are terse."},
-                               {"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello."},
-                               {"role": "user", "content": "What is 6 times 12?"}), "72. #### 72"),
+        Example(
+            "multi_turn",
+            (
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "Hi!"},
+                {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "What is 6 times 12?"},
+            ),
+            "72. #### 72",
+        ),
         Example("dup_a", _user("Give three tips for staying healthy."), "Eat well, sleep, exercise."),
         Example("dup_b", _user("Give three tips for staying healthy."), "Eat well, sleep, exercise."),
         Example("short", _user("Answer yes or no: is water wet?"), "Yes."),
@@ -72,8 +83,13 @@ def contract_config(**overrides: Any) -> Any:
     generations for judge / seed-model answers)."""
     from cpqs_bench.config import Config, replace
 
-    values = {"prompt.max_length": 96, "selectors.batch_size": 2, "selectors.judge.max_new_tokens": 8,
-              "selectors.mods.max_new_tokens": 8, **overrides}
+    values = {
+        "prompt.max_length": 96,
+        "selectors.batch_size": 2,
+        "selectors.judge.max_new_tokens": 8,
+        "selectors.mods.max_new_tokens": 8,
+        **overrides,
+    }
     return replace(Config(), **values)
 
 
@@ -106,9 +122,17 @@ def tiny_reward_loader(family: str = "chatml", seed: int = 0) -> Callable[..., A
 
             tok = tiny.tokenizer(family)
             torch.manual_seed(seed + 1)
-            cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                              num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                              pad_token_id=tok.pad_token_id, num_labels=1)
+            cfg = LlamaConfig(
+                vocab_size=len(tok),
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+                max_position_embeddings=512,
+                pad_token_id=tok.pad_token_id,
+                num_labels=1,
+            )
             cache["model"] = (LlamaForSequenceClassification(cfg).eval(), tok)
         return cache["model"]
 
@@ -178,13 +202,26 @@ def _check_not_degenerate(name: str, rows: list[ScoreRow]) -> None:
 
     rep = report(rows)
     if rep["eligible"] >= 2 and rep["distinct"] == 1:
-        raise _fail(name, "scores not degenerate", f"all {rep['eligible']} eligible rows have the same score "
-                    f"{next(float(r.score) for r in rows if r.exclude is None)!r}: selection would be by id order")
+        raise _fail(
+            name,
+            "scores not degenerate",
+            f"all {rep['eligible']} eligible rows have the same score "
+            f"{next(float(r.score) for r in rows if r.exclude is None)!r}: selection would be by id order",
+        )
 
 
-def check_selector(selector_or_name: Selector | str, *, examples: Sequence[Example] | None = None,
-                   config: Any = None, family: str = "chatml", seed: int = 0, checkpoint: str | Path | None = None,
-                   check_order: bool = True, rtol: float = 1e-4, workdir: str | Path | None = None) -> ContractReport:
+def check_selector(
+    selector_or_name: Selector | str,
+    *,
+    examples: Sequence[Example] | None = None,
+    config: Any = None,
+    family: str = "chatml",
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    check_order: bool = True,
+    rtol: float = 1e-4,
+    workdir: str | Path | None = None,
+) -> ContractReport:
     """Run the whole contract; returns the report of the checks passed, raises :class:`ContractError` on a failure.
 
     ``checkpoint`` is required for selectors that declare ``Needs.CHECKPOINT``; ``family`` picks the tiny model
@@ -204,9 +241,16 @@ def check_selector(selector_or_name: Selector | str, *, examples: Sequence[Examp
     ckpt = Path(checkpoint) if checkpoint is not None else None
     report = ContractReport(name, [])
     with tempfile.TemporaryDirectory(prefix=f"contract-{name}-", dir=workdir) as tmp:
+
         def run(pool: Sequence[Example], sub: str) -> list[ScoreRow]:
-            ctx = ScoringContext(config, Path(tmp) / sub, seed=seed, checkpoint=ckpt, loader=tiny_loader(family),
-                                 reward_loader=tiny_reward_loader(family))
+            ctx = ScoringContext(
+                config,
+                Path(tmp) / sub,
+                seed=seed,
+                checkpoint=ckpt,
+                loader=tiny_loader(family),
+                reward_loader=tiny_reward_loader(family),
+            )
             ctx.workdir.mkdir(parents=True, exist_ok=True)
             return selector.score(list(pool), ctx)
 

@@ -1,4 +1,5 @@
 """Hermetic test environment: no network, the data mirror at ../shared/data, W&B off, small thread counts."""
+
 from __future__ import annotations
 
 import os

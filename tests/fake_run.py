@@ -5,6 +5,7 @@ with deterministic, arm-dependent scores, and ``metrics.json`` equal to the item
 computed from them by :func:`cpqs_bench.leaderboard.main`, so the board, the Parquet rows and the page can be
 checked against each other.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ def _write(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, sort_keys=True))
 
 
-def make_run(root: Path, experiment: str = "exp", arms=ARMS, seeds=SEEDS, tasks=TASKS, n_items: int = N_ITEMS,
-             budget_k: int = 4) -> Path:
+def make_run(
+    root: Path, experiment: str = "exp", arms=ARMS, seeds=SEEDS, tasks=TASKS, n_items: int = N_ITEMS, budget_k: int = 4
+) -> Path:
     from cpqs_bench import leaderboard
 
     run = root / "runs" / experiment
@@ -39,23 +41,51 @@ def make_run(root: Path, experiment: str = "exp", arms=ARMS, seeds=SEEDS, tasks=
     for arm, seed in jobs:
         key = arm if seed is None else f"{arm}-s{seed}"
         ev = run / "evaluate" / key
-        items = [{"task": t, "doc_id": d, "item_id": f"{t}/{d}", "prediction": f"answer {d}", "extracted": str(d),
-                  "correct": _score(arm, seed, t, d)} for t in tasks for d in range(n_items)]
+        items = [
+            {
+                "task": t,
+                "doc_id": d,
+                "item_id": f"{t}/{d}",
+                "prediction": f"answer {d}",
+                "extracted": str(d),
+                "correct": _score(arm, seed, t, d),
+            }
+            for t in tasks
+            for d in range(n_items)
+        ]
         ev.mkdir(parents=True)
         (ev / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
         metrics = {t: sum(r["correct"] for r in items if r["task"] == t) / n_items for t in tasks}
         _write(ev / "metrics.json", metrics)
-        info = {} if arm == "base" else {"kept": budget_k if arm != "full" else 16, "total": 16,
-                                        "budget_k": budget_k if arm != "full" else 16,
-                                        "selector": None if arm == "full" else arm}
-        _write(ev / "manifest.json", {
-            "stage": "evaluate", "arm": arm, "seed": seed, "recipe_hash": None if arm == "base" else RECIPE,
-            "config_hash": "cfg0123", "model_id": "tiny/model", "seeds": list(seeds), "arm_info": info,
-            "data_sha256": {"pool": "ab" * 32}, "n_items": {t: n_items for t in tasks},
-            "tasks": {t: {"task": t, "metric": "exact_match" if "gsm8k" in t else "pass@1"} for t in tasks},
-            "git": {"sha": "c0ffee" * 6 + "abcd", "dirty": False},
-            "packages": {"torch": "2.0", "transformers": "5.0", "peft": "0.1", "trl": "1.0", "lm-eval": "0.4"},
-            "hardware": {"cpu": "test", "cpus": 2}})
+        info = (
+            {}
+            if arm == "base"
+            else {
+                "kept": budget_k if arm != "full" else 16,
+                "total": 16,
+                "budget_k": budget_k if arm != "full" else 16,
+                "selector": None if arm == "full" else arm,
+            }
+        )
+        _write(
+            ev / "manifest.json",
+            {
+                "stage": "evaluate",
+                "arm": arm,
+                "seed": seed,
+                "recipe_hash": None if arm == "base" else RECIPE,
+                "config_hash": "cfg0123",
+                "model_id": "tiny/model",
+                "seeds": list(seeds),
+                "arm_info": info,
+                "data_sha256": {"pool": "ab" * 32},
+                "n_items": {t: n_items for t in tasks},
+                "tasks": {t: {"task": t, "metric": "exact_match" if "gsm8k" in t else "pass@1"} for t in tasks},
+                "git": {"sha": "c0ffee" * 6 + "abcd", "dirty": False},
+                "packages": {"torch": "2.0", "transformers": "5.0", "peft": "0.1", "trl": "1.0", "lm-eval": "0.4"},
+                "hardware": {"cpu": "test", "cpus": 2},
+            },
+        )
         (ev / "DONE").write_text("done\n")
         evals.append(str(ev))
         if arm != "base":
@@ -68,11 +98,21 @@ def make_run(root: Path, experiment: str = "exp", arms=ARMS, seeds=SEEDS, tasks=
             sel = run / "select" / arm / "selection.jsonl"
             if not sel.exists():
                 sel.parent.mkdir(parents=True, exist_ok=True)
-                sel.write_text("".join(json.dumps({"id": f"ex{i}", "kept": i < budget_k, "rank": i + 1})
-                                       + "\n" for i in range(16)))
+                sel.write_text(
+                    "".join(json.dumps({"id": f"ex{i}", "kept": i < budget_k, "rank": i + 1}) + "\n" for i in range(16))
+                )
             selections[arm] = str(sel)
-    board = leaderboard.main(evals, run / "leaderboards", experiment, "Test run on a fake model: not a result.",
-                             n_boot=200, seed=0)
-    _write(run / "index.json", {"experiment": experiment, "evaluations": evals, "adapters": adapters,
-                                "selections": selections, "leaderboard": {k: str(v) for k, v in board.items()}})
+    board = leaderboard.main(
+        evals, run / "leaderboards", experiment, "Test run on a fake model: not a result.", n_boot=200, seed=0
+    )
+    _write(
+        run / "index.json",
+        {
+            "experiment": experiment,
+            "evaluations": evals,
+            "adapters": adapters,
+            "selections": selections,
+            "leaderboard": {k: str(v) for k, v in board.items()},
+        },
+    )
     return run

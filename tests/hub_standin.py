@@ -19,6 +19,7 @@ Like the real Hub, a new repo starts with one commit holding ``.gitattributes``.
 (``fail_next`` queues statuses, ``fail_always`` makes a route fail permanently); every request is recorded with
 whether it carried the expected ``Authorization: Bearer`` token.
 """
+
 from __future__ import annotations
 
 import base64
@@ -314,11 +315,13 @@ def _tree(hub: HubStandIn, repo_type: str, repo_id: str, sub: str, *, query: dic
         for path, stored in sorted(repo.files.items()):
             if not path.startswith(prefix):
                 continue
-            rel_parts = path[len(prefix):].split("/")
+            rel_parts = path[len(prefix) :].split("/")
             for depth in range(1, len(rel_parts)):  # folders on the way down
                 folder = prefix + "/".join(rel_parts[:depth])
                 if recursive or depth == 1:
-                    entries.setdefault(folder, {"type": "directory", "path": folder, "oid": git_blob_sha1(folder.encode())})
+                    entries.setdefault(
+                        folder, {"type": "directory", "path": folder, "oid": git_blob_sha1(folder.encode())}
+                    )
             if recursive or len(rel_parts) == 1:
                 entries[path] = stored.tree_entry(path)
         return list(entries.values())
@@ -338,7 +341,7 @@ def _validate_yaml(hub: HubStandIn, *, body: bytes, **_: Any) -> dict[str, Any]:
     try:
         meta = yaml.safe_load(content[4:].split("\n---\n", 1)[0])
     except yaml.YAMLError as e:
-        raise _Reply(400, {"errors": [{"message": f"invalid yaml: {e}"}]})
+        raise _Reply(400, {"errors": [{"message": f"invalid yaml: {e}"}]}) from e
     if not isinstance(meta, dict):
         raise _Reply(400, {"errors": [{"message": "metadata must be a mapping"}]})
     if "model-index" in meta and not isinstance(meta["model-index"], list):
@@ -357,7 +360,9 @@ def _preupload(hub: HubStandIn, repo_type: str, repo_id: str, *, body: bytes, **
             oid = None
             if existing is not None:
                 oid = hashlib.sha256(existing.content).hexdigest() if existing.lfs else git_blob_sha1(existing.content)
-            out.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
+            out.append(
+                {"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid}
+            )
     return {"files": out}
 
 
@@ -418,7 +423,9 @@ def _commit(hub: HubStandIn, repo_type: str, repo_id: str, *, body: bytes, heade
                 files[path] = StoredFile(hub.lfs_store[value["oid"]], lfs=True)
             elif key == "deletedFile":
                 if path not in files:
-                    raise _Reply(404, {"error": "A file with this name doesn't exist"}, {"X-Error-Code": "EntryNotFound"})
+                    raise _Reply(
+                        404, {"error": "A file with this name doesn't exist"}, {"X-Error-Code": "EntryNotFound"}
+                    )
                 del files[path]
             elif key == "deletedFolder":
                 files = {p: f for p, f in files.items() if not p.startswith(path.rstrip("/") + "/")}

@@ -4,6 +4,7 @@ It checks the bearer key, answers the first ``fail_first`` requests with HTTP 42
 every request (without the key) and the most requests it saw in flight at once, and answers with
 ``responder(messages) -> str``.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,14 @@ from typing import Callable
 
 
 class StandIn:
-    def __init__(self, key: str, responder: Callable[[list[dict]], str], fail_first: int = 0,
-                 always_status: int | None = None, delay_s: float = 0.02):
+    def __init__(
+        self,
+        key: str,
+        responder: Callable[[list[dict]], str],
+        fail_first: int = 0,
+        always_status: int | None = None,
+        delay_s: float = 0.02,
+    ):
         self.key, self.responder, self.fail_first = key, responder, fail_first
         self.always_status, self.delay_s = always_status, delay_s
         self.requests: list[dict] = []  # {"status", "model", "n_messages"}
@@ -64,8 +71,9 @@ class StandIn:
                 status = 429
             else:
                 status = 200
-            self.requests.append({"status": status, "model": body.get("model"),
-                                  "n_messages": len(body.get("messages", []))})
+            self.requests.append(
+                {"status": status, "model": body.get("model"), "n_messages": len(body.get("messages", []))}
+            )
         if status == 429:
             return 429, {"error": {"message": "rate limited"}}, {"retry-after": "0"}
         if status != 200:

@@ -1,9 +1,11 @@
 """BOS exactly as the tokenizer adds it by default, on every path: the render prefix, the CPQS features input, both
 IFD passes and the SFT row — for ChatML (no BOS), a Llama tokenizer (adds ``<s>``) and GPT-2 (no BOS)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from test_templates import _tiny_llama_model, llama_with_bos  # tests/ is on sys.path (rootdir conftest)
 
 from cpqs_bench import features as F
 from cpqs_bench import prompts, templates, tiny
@@ -12,12 +14,13 @@ from cpqs_bench.finetune import dataset
 from cpqs_bench.selectors import ifd as ifd_mod
 from cpqs_bench.selectors.base import ScoringContext
 from cpqs_bench.testing import contract_config
-from test_templates import _tiny_llama_model, llama_with_bos  # tests/ is on sys.path (rootdir conftest)
 
 torch.set_num_threads(1)
 
-POOL = [Example("a", ({"role": "user", "content": "Explain why the sky is blue."},), "Because of scattering."),
-        Example("b", ({"role": "user", "content": "Add two numbers."},), "def add(a, b):\n    return a + b\n")]
+POOL = [
+    Example("a", ({"role": "user", "content": "Explain why the sky is blue."},), "Because of scattering."),
+    Example("b", ({"role": "user", "content": "Add two numbers."},), "def add(a, b):\n    return a + b\n"),
+]
 
 
 def _family(name: str):
@@ -28,8 +31,16 @@ def _family(name: str):
 
 
 # (family, template, the first token every conditioned path must start with: None = "not a BOS")
-CASES = [("chatml", "chat", None), ("chatml", "alpaca", None), ("llama", "alpaca", "bos"), ("llama", "none", "bos"),
-         ("llama", "llama2", "bos"), ("llama", "chat", "bos"), ("gpt2", "alpaca", None), ("gpt2", "none", None)]
+CASES = [
+    ("chatml", "chat", None),
+    ("chatml", "alpaca", None),
+    ("llama", "alpaca", "bos"),
+    ("llama", "none", "bos"),
+    ("llama", "llama2", "bos"),
+    ("llama", "chat", "bos"),
+    ("gpt2", "alpaca", None),
+    ("gpt2", "none", None),
+]
 
 
 def _expected_first(tok, template: str, expect: str | None, ex: Example = POOL[0]) -> int:
@@ -54,8 +65,16 @@ def test_first_token_of_every_path(tmp_path, monkeypatch, family, template, expe
     assert r.input_ids[0] == first
     if expect == "bos":
         assert r.input_ids.count(tok.bos_token_id) == 1  # exactly one BOS, never two
-    sft = dataset.tokenize(tok, POOL, template=template, system_prompt=None, train_eot=True, max_length=256,
-                           overflow="truncate", cache=None)
+    sft = dataset.tokenize(
+        tok,
+        POOL,
+        template=template,
+        system_prompt=None,
+        train_eot=True,
+        max_length=256,
+        overflow="truncate",
+        cache=None,
+    )
     firsts = {_expected_first(tok, template, expect, ex) for ex in POOL}
     assert [row["input_ids"][0] for row in sft.rows] == [_expected_first(tok, template, expect, ex) for ex in POOL]
     assert sft.rows[0]["input_ids"] == list(r.input_ids)
@@ -83,8 +102,9 @@ def test_first_token_of_every_path(tmp_path, monkeypatch, family, template, expe
     monkeypatch.setattr(ifd_mod, "sequence_losses", spy_losses)
     for kind in ifd_mod.CONTEXTS:
         seen.clear()
-        cfg = contract_config(**{"prompt.template": template, "prompt.max_length": 256,
-                                 "selectors.drop_ifd_ge_1": False})
+        cfg = contract_config(
+            **{"prompt.template": template, "prompt.max_length": 256, "selectors.drop_ifd_ge_1": False}
+        )
         ctx = ScoringContext(cfg, tmp_path / kind, loader=lambda spec, rev, dt: (model, tok, None))
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         rows = ifd_mod.IFDSelector(context=kind).score(POOL, ctx)
@@ -100,10 +120,12 @@ def test_first_token_of_every_path(tmp_path, monkeypatch, family, template, expe
             if expect == "bos":
                 assert ids[0] == tok.bos_token_id and ids[1] != tok.bos_token_id
             elif kind == "superfiltering":  # no BOS by default: nothing before the response
-                assert any(ids == tuple(x.response_ids) for x in
-                           (prompts.render(tok, ex, template, train_eot=False) for ex in POOL))
+                assert any(
+                    ids == tuple(x.response_ids)
+                    for x in (prompts.render(tok, ex, template, train_eot=False) for ex in POOL)
+                )
             if kind == "cherry" and header.strip():
-                assert tok.decode(ids[len(default):]).startswith(header.rstrip(" "))
+                assert tok.decode(ids[len(default) :]).startswith(header.rstrip(" "))
 
 
 def test_the_old_eos_start_is_gone_for_chat_models_without_bos():
@@ -119,7 +141,7 @@ def test_the_old_eos_start_is_gone_for_chat_models_without_bos():
     cherry = ifd_mod.direct_context(tok, "chat", None, "cherry")
     assert tok.decode(cherry.ids(r.prompt_ids, tok)) == "<|im_start|>assistant\n"
     got = cherry.ids(r.prompt_ids, tok)
-    assert got == tuple(r.prompt_ids[-len(got):])  # the prompt's own header tokens
+    assert got == tuple(r.prompt_ids[-len(got) :])  # the prompt's own header tokens
     assert ifd_mod.direct_context(tok, "chat", None, "superfiltering").ids(r.prompt_ids, tok) == ()
 
 

@@ -1,4 +1,5 @@
 """HumanEval / HumanEval+ execution: canonical solutions pass, wrong ones fail, EvalPlus comparison rules hold."""
+
 from __future__ import annotations
 
 import math
@@ -56,9 +57,17 @@ def test_malformed_problem_file_names_line(tmp_path):
         load_problems(False, bad)
 
 
-@pytest.mark.parametrize(("n", "c", "k", "expected"), [
-    (10, 0, 1, 0.0), (10, 10, 1, 1.0), (5, 2, 1, 0.4), (4, 1, 2, 0.5), (10, 3, 5, 1 - math.comb(7, 5) / math.comb(10, 5)),
-    (3, 2, 2, 1.0)])
+@pytest.mark.parametrize(
+    ("n", "c", "k", "expected"),
+    [
+        (10, 0, 1, 0.0),
+        (10, 10, 1, 1.0),
+        (5, 2, 1, 0.4),
+        (4, 1, 2, 0.5),
+        (10, 3, 5, 1 - math.comb(7, 5) / math.comb(10, 5)),
+        (3, 2, 2, 1.0),
+    ],
+)
 def test_pass_at_k_matches_closed_form(n, c, k, expected):
     assert pass_at_k(n, c, k) == pytest.approx(expected)
 
@@ -117,15 +126,21 @@ def test_exit_zero_before_the_checks_fails(box, problems_base, problems_plus, gt
     problems = problems_plus if plus else problems_base
     p = problems["HumanEval/0"]
     solution = p.prompt + p.canonical_solution + "\n" + exit_call + "\n"
-    res = evaluate_humaneval([{"task_id": p.task_id, "solution": solution}], plus=plus, sandbox=box,
-                             problems=problems, cache_dir=gt_cache)
+    res = evaluate_humaneval(
+        [{"task_id": p.task_id, "solution": solution}], plus=plus, sandbox=box, problems=problems, cache_dir=gt_cache
+    )
     assert not res[0]["passed"] and res[0]["status"] in {"early_exit", "fail"}
 
 
 def test_list_instead_of_tuple_fails_plus_like_evalplus(box, problems_plus, gt_cache):
     body = "    s, p = 0, 1\n    for n in numbers:\n        s += n\n        p *= n\n    return [s, p]\n"
-    res = evaluate_humaneval([{"task_id": "HumanEval/8", "completion": body}], plus=True, sandbox=box,
-                             problems=problems_plus, cache_dir=gt_cache)
+    res = evaluate_humaneval(
+        [{"task_id": "HumanEval/8", "completion": body}],
+        plus=True,
+        sandbox=box,
+        problems=problems_plus,
+        cache_dir=gt_cache,
+    )
     assert not res[0]["passed"]
 
 
@@ -135,9 +150,11 @@ def test_float_within_atol_and_any_valid_find_zero_root_pass(box, problems_plus,
     p32 = problems_plus["HumanEval/32"]
     stricter = p32.canonical_solution.replace("1e-5", "1e-8")
     assert stricter != p32.canonical_solution
-    samples = [{"task_id": "HumanEval/2", "completion": "    return number - int(number)\n"},
-               {"task_id": "HumanEval/32", "completion": stricter},
-               {"task_id": "HumanEval/32", "completion": stricter.replace("return x", "return x + 1.0")}]
+    samples = [
+        {"task_id": "HumanEval/2", "completion": "    return number - int(number)\n"},
+        {"task_id": "HumanEval/32", "completion": stricter},
+        {"task_id": "HumanEval/32", "completion": stricter.replace("return x", "return x + 1.0")},
+    ]
     res = evaluate_humaneval(samples, plus=True, sandbox=box, problems=problems_plus, cache_dir=gt_cache)
     assert [r["passed"] for r in res] == [True, True, False], res
 
@@ -145,10 +162,17 @@ def test_float_within_atol_and_any_valid_find_zero_root_pass(box, problems_plus,
 def test_timeout_is_retried_alone(box, problems_base, problems_plus, gt_cache):
     hang = "    while True:\n        pass\n"
     t0 = time.monotonic()
-    base = evaluate_humaneval([{"task_id": "HumanEval/0", "completion": hang}], plus=False, sandbox=box,
-                              problems=problems_base, timeout_s=2.0)
-    plus = evaluate_humaneval([{"task_id": "HumanEval/0", "completion": hang}], plus=True, sandbox=box,
-                              problems=problems_plus, cache_dir=gt_cache, min_time_limit=1.0)
+    base = evaluate_humaneval(
+        [{"task_id": "HumanEval/0", "completion": hang}], plus=False, sandbox=box, problems=problems_base, timeout_s=2.0
+    )
+    plus = evaluate_humaneval(
+        [{"task_id": "HumanEval/0", "completion": hang}],
+        plus=True,
+        sandbox=box,
+        problems=problems_plus,
+        cache_dir=gt_cache,
+        min_time_limit=1.0,
+    )
     for r in base + plus:
         assert r["status"] == "timeout" and r["retried"] and r["first_status"] == "timeout" and not r["passed"]
     assert time.monotonic() - t0 < 45
@@ -161,8 +185,9 @@ def test_time_limits_follow_evalplus_rule():
 
 def test_unknown_task_id_is_an_error(box, problems_base):
     with pytest.raises(KeyError, match="HumanEval/999"):
-        evaluate_humaneval([{"task_id": "HumanEval/999", "completion": ""}], plus=False, sandbox=box,
-                           problems=problems_base)
+        evaluate_humaneval(
+            [{"task_id": "HumanEval/999", "completion": ""}], plus=False, sandbox=box, problems=problems_base
+        )
 
 
 @pytest.mark.slow
@@ -171,8 +196,14 @@ def test_all_164_canonical_solutions_pass(plus, tmp_path):
     problems = load_problems(plus)
     box = Sandbox(SandboxLimits(timeout_s=60.0))
     t0 = time.monotonic()
-    res = evaluate_humaneval(_canonical(problems, list(problems)), plus=plus, sandbox=box, problems=problems,
-                             cache_dir=tmp_path, timeout_s=60.0)
+    res = evaluate_humaneval(
+        _canonical(problems, list(problems)),
+        plus=plus,
+        sandbox=box,
+        problems=problems,
+        cache_dir=tmp_path,
+        timeout_s=60.0,
+    )
     failed = [(r["task_id"], r["status"], r["detail"]) for r in res if not r["passed"]]
     assert failed == [] and summarize(res)["pass@1"] == 1.0 and summarize(res)["n_tasks"] == 164
     print(f"{'HumanEval+' if plus else 'HumanEval'}: 164/164 canonical pass in {time.monotonic() - t0:.1f}s")

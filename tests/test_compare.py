@@ -1,4 +1,5 @@
 """compare: tier joining, pairwise accuracy and its CI, agreement metrics, score reuse, CLI, error paths."""
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ def run_compare(selectors, out, *, cfg, tiers=None, limit=None, **kw):
     """What the CLI does: build the tiered pool, then one library call."""
     pool = compare.tiered_pool(cfg, tiers=tiers, limit=limit)
     return compare.compare_selectors(cfg, selectors, out, pool=pool, **kw)
+
 
 torch.set_num_threads(1)
 
@@ -48,8 +50,13 @@ def test_join_tiers_keeps_shared_instructions_in_first_tier_order():
 
 
 def test_pair_outcomes_ties_and_exclusions():
-    rows = [{"id": "a", "score": 2.0}, {"id": "b", "score": 1.0}, {"id": "c", "score": 1.0},
-            {"id": "d", "score": 9.0, "exclude": "ifd>=1"}, {"id": "e", "score": math.nan, "exclude": "empty_response"}]
+    rows = [
+        {"id": "a", "score": 2.0},
+        {"id": "b", "score": 1.0},
+        {"id": "c", "score": 1.0},
+        {"id": "d", "score": 9.0, "exclude": "ifd>=1"},
+        {"id": "e", "score": math.nan, "exclude": "empty_response"},
+    ]
     pairs = [("a", "b"), ("b", "a"), ("b", "c"), ("a", "d"), ("d", "a"), ("d", "e")]
     assert compare.pair_outcomes(rows, pairs) == [1.0, 0.0, 0.5, 1.0, 0.0, 0.5]
     acc = compare.pairwise_accuracy(rows, pairs, n_boot=500, seed=0, name="x")
@@ -69,25 +76,43 @@ def _tier_files(tmp_path: Path) -> list[str]:
 def test_compare_with_given_scores_files(tmp_path):
     tiers = _tier_files(tmp_path)
     ids = [f"{t}#{k}" for k in range(6) for t in ("strong", "weak")]
-    perfect = _write(tmp_path / "perfect.jsonl", [{"id": i, "score": (1.0 if i.startswith("strong") else 0.0)
-                                                   + int(i[-1]) / 10} for i in ids])
-    reverse = _write(tmp_path / "reverse.jsonl", [{"id": i, "score": -(1.0 if i.startswith("strong") else 0.0)
-                                                   - int(i[-1]) / 10} for i in ids])
-    res = run_compare(["perfect", "reverse"], tmp_path / "out", tiers=tiers, budget=6, cfg=contract_config(),
-                       scores={"perfect": perfect, "reverse": reverse}, loader=tiny_loader(), n_boot=200)
+    perfect = _write(
+        tmp_path / "perfect.jsonl",
+        [{"id": i, "score": (1.0 if i.startswith("strong") else 0.0) + int(i[-1]) / 10} for i in ids],
+    )
+    reverse = _write(
+        tmp_path / "reverse.jsonl",
+        [{"id": i, "score": -(1.0 if i.startswith("strong") else 0.0) - int(i[-1]) / 10} for i in ids],
+    )
+    res = run_compare(
+        ["perfect", "reverse"],
+        tmp_path / "out",
+        tiers=tiers,
+        budget=6,
+        cfg=contract_config(),
+        scores={"perfect": perfect, "reverse": reverse},
+        loader=tiny_loader(),
+        n_boot=200,
+    )
     acc = res["pairwise_accuracy"]
     assert acc["perfect"]["accuracy"] == 1.0 and acc["perfect"]["ci95"] == [1.0, 1.0]
     assert acc["reverse"]["accuracy"] == 0.0
     assert res["spearman"]["perfect"]["reverse"]["rho"] == pytest.approx(-1.0)
     assert res["jaccard"]["perfect"]["reverse"] == 0.0 and res["jaccard"]["perfect"]["perfect"] == 1.0
     assert res["k"] == 6 and res["pool"]["n_pairs"] == 6
-    for f in ("compare.json", "report.md", "histograms.png", "agreement.png", "pairwise_accuracy.png",
-              "manifest.json"):
+    for f in ("compare.json", "report.md", "histograms.png", "agreement.png", "pairwise_accuracy.png", "manifest.json"):
         assert (tmp_path / "out" / f).stat().st_size > 0
     with pytest.raises(compare.CompareError, match="have no score"):
         bad = _write(tmp_path / "bad.jsonl", [{"id": "strong#0", "score": 1.0}])
-        run_compare(["bad"], tmp_path / "out2", tiers=tiers, budget=2, cfg=contract_config(),
-                     scores={"bad": bad}, loader=tiny_loader())
+        run_compare(
+            ["bad"],
+            tmp_path / "out2",
+            tiers=tiers,
+            budget=2,
+            cfg=contract_config(),
+            scores={"bad": bad},
+            loader=tiny_loader(),
+        )
 
 
 class Counting:
@@ -106,12 +131,12 @@ class NeedsCheckpoint(Counting):
 
 
 def test_computed_scores_are_reused_and_lengths_correlate(tmp_path):
-    cfg = contract_config(**{"selectors.plugins": {"counting": f"{__name__}:Counting",
-                                                   "needs_ckpt": f"{__name__}:NeedsCheckpoint"}})
+    cfg = contract_config(
+        **{"selectors.plugins": {"counting": f"{__name__}:Counting", "needs_ckpt": f"{__name__}:NeedsCheckpoint"}}
+    )
     tiers = _tier_files(tmp_path)
     Counting.calls = 0
-    res = run_compare(["counting", "longest"], tmp_path / "out", tiers=tiers, budget=4, cfg=cfg,
-                       loader=tiny_loader())
+    res = run_compare(["counting", "longest"], tmp_path / "out", tiers=tiers, budget=4, cfg=cfg, loader=tiny_loader())
     run_compare(["counting", "longest"], tmp_path / "out", tiers=tiers, budget=4, cfg=cfg, loader=tiny_loader())
     assert Counting.calls == 1
     assert res["length_spearman"]["longest"]["rho"] == pytest.approx(1.0)
@@ -121,13 +146,26 @@ def test_computed_scores_are_reused_and_lengths_correlate(tmp_path):
 
 
 def test_alpaca_eval_tiers_end_to_end_tiny(tmp_path):
-    res = run_compare(["longest", "random", "ifd"], tmp_path / "out",
-                       tiers=["alpaca_eval/gpt4", "alpaca_eval/pythia-12b-mix-sft"], limit=6, budget=3,
-                       cfg=contract_config(**{"prompt.max_length": 256}), loader=tiny_loader(), n_boot=200)
+    res = run_compare(
+        ["longest", "random", "ifd"],
+        tmp_path / "out",
+        tiers=["alpaca_eval/gpt4", "alpaca_eval/pythia-12b-mix-sft"],
+        limit=6,
+        budget=3,
+        cfg=contract_config(**{"prompt.max_length": 256}),
+        loader=tiny_loader(),
+        n_boot=200,
+    )
     assert res["pool"]["n"] == 12 and res["pool"]["tiers"] == ["gpt4", "pythia-12b-mix-sft"]
     rows = {r["id"]: r["score"] for r in map(json.loads, (tmp_path / "out/scores/longest.jsonl").open())}
-    manual = sum((rows[f"gpt4#{k}"] > rows[f"pythia-12b-mix-sft#{k}"]) + 0.5 * (
-        rows[f"gpt4#{k}"] == rows[f"pythia-12b-mix-sft#{k}"]) for k in range(6)) / 6
+    manual = (
+        sum(
+            (rows[f"gpt4#{k}"] > rows[f"pythia-12b-mix-sft#{k}"])
+            + 0.5 * (rows[f"gpt4#{k}"] == rows[f"pythia-12b-mix-sft#{k}"])
+            for k in range(6)
+        )
+        / 6
+    )
     assert res["pairwise_accuracy"]["longest"]["accuracy"] == pytest.approx(manual)
 
 
@@ -140,11 +178,25 @@ def test_cli_compare_with_scores_only(tmp_path, capsys):
 
     ids = [e.id for e in read_pool(pool).examples]
     sc = _write(tmp_path / "s.jsonl", [{"id": i, "score": float(k)} for k, i in enumerate(ids)])
-    rc = cli.main(["compare", "--selectors", "mine", "--scores", f"mine={sc}", "--data", pool, "--budget", "2",
-                   "--out", str(tmp_path / "out")])
+    rc = cli.main(
+        [
+            "compare",
+            "--selectors",
+            "mine",
+            "--scores",
+            f"mine={sc}",
+            "--data",
+            pool,
+            "--budget",
+            "2",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "Selector comparison" in out and "| mine | 5 |" in out
-    assert json.loads((tmp_path / "out" / "compare.json").read_text())["length_spearman"]["mine"]["rho"] == \
-        pytest.approx(1.0)
+    assert json.loads((tmp_path / "out" / "compare.json").read_text())["length_spearman"]["mine"][
+        "rho"
+    ] == pytest.approx(1.0)
     assert cli.main(["compare", "--selectors", "mine", "--scores", "oops", "--data", pool, "--out", "x"]) == 1

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from cpqs_bench.config import CONFIG_DIR, Config, ConfigError, config_hash, load_config, replace, to_dict
@@ -70,12 +72,14 @@ def test_unknown_preset_and_bad_yaml(tmp_path):
         load_config(bad)
     typo = tmp_path / "typo.yaml"
     typo.write_text("finetune:\n  lora_alpah: 16\n")
-    with pytest.raises(ConfigError, match=r"typo.yaml: unknown config key 'finetune.lora_alpah'. Did you mean 'finetune.lora_alpha'"):
+    with pytest.raises(
+        ConfigError, match=r"typo.yaml: unknown config key 'finetune.lora_alpah'. Did you mean 'finetune.lora_alpha'"
+    ):
         load_config(typo)
 
 
 def test_config_is_frozen():
     cfg = load_config("smoke")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.finetune.lr = 1.0  # type: ignore[misc]
     assert to_dict(cfg)["finetune"]["lr"] == cfg.finetune.lr

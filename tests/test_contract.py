@@ -1,5 +1,6 @@
 """Every built-in selector except cpqs (needs a trained checkpoint; its own tests cover it) through the contract kit,
 and the kit itself catches broken selectors."""
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,10 @@ class _Base:
     needs = Needs.NOTHING
 
     def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
-        return [ScoreRow(e.id, float(len(e.response)), 0, exclude=None if e.response.strip() else "empty_response")
-                for e in examples]
+        return [
+            ScoreRow(e.id, float(len(e.response)), 0, exclude=None if e.response.strip() else "empty_response")
+            for e in examples
+        ]
 
 
 class Unseeded(_Base):
@@ -64,21 +67,31 @@ class NanEligible(_Base):
     name = "nan_eligible"
 
     def score(self, examples, ctx):
-        return [ScoreRow(r.id, math.nan if r.id == "code" else r.score, 0, r.exclude)
-                for r in super().score(examples, ctx)]
+        return [
+            ScoreRow(r.id, math.nan if r.id == "code" else r.score, 0, r.exclude) for r in super().score(examples, ctx)
+        ]
 
 
 class OrderDependent(_Base):
     name = "order_dependent"
 
     def score(self, examples, ctx):
-        return [ScoreRow(e.id, float(i), 0, None if e.response.strip() else "empty_response")
-                for i, e in enumerate(examples)]
+        return [
+            ScoreRow(e.id, float(i), 0, None if e.response.strip() else "empty_response")
+            for i, e in enumerate(examples)
+        ]
 
 
-@pytest.mark.parametrize("bad, check", [(Unseeded(), "determinism"), (LosesIds(), "one row per example"),
-                                        (EligibleEmpty(), "empty-response policy"), (NanEligible(), "finite"),
-                                        (OrderDependent(), "order invariance")])
+@pytest.mark.parametrize(
+    "bad, check",
+    [
+        (Unseeded(), "determinism"),
+        (LosesIds(), "one row per example"),
+        (EligibleEmpty(), "empty-response policy"),
+        (NanEligible(), "finite"),
+        (OrderDependent(), "order invariance"),
+    ],
+)
 def test_kit_rejects_broken_selectors(bad, check):
     with pytest.raises(ContractError, match=check):
         check_selector(bad)

@@ -1,6 +1,7 @@
 """CPQS trained as the paper trains it (#13): the official contrastive data (a fixture shaped like renlll/CPQS_data),
 both compositions, no overlap with the scored pool (exclusion and out-of-fold), the length-confound report, and the
 scoring-side fidelity checks."""
+
 from __future__ import annotations
 
 import json
@@ -32,24 +33,49 @@ def official_fixture(root: Path, n: int = 16) -> Path:
     """Three JSON arrays as in renlll/CPQS_data: GPT-4 positives (instruction/input/output) and two small-model
     negative files whose answer is in 模型输出 (one instruction missing from the second set)."""
     root.mkdir(parents=True, exist_ok=True)
-    pos = [{"instruction": f"Describe sea creature number {i}", "input": "in one paragraph" if i % 3 == 0 else "",
-            "output": "A detailed and careful answer about the sea. " * (1 + i % 3)} for i in range(n)]
-    llama = [{**{k: r[k] for k in ("instruction", "input")}, "output": r["output"], NEG: f"sea {i}"}
-             for i, r in enumerate(pos)]
-    qwen = [{**{k: r[k] for k in ("instruction", "input")}, NEG: "I do not know." if i % 2 else "fish"}
-            for i, r in enumerate(pos) if i != 1]
-    for name, rows in (("alpaca_gpt4_data.json", pos), ("alpaca_gpt4_data_llama.json", llama),
-                       ("alpaca_gpt4_data_qwen251.json", qwen)):
+    pos = [
+        {
+            "instruction": f"Describe sea creature number {i}",
+            "input": "in one paragraph" if i % 3 == 0 else "",
+            "output": "A detailed and careful answer about the sea. " * (1 + i % 3),
+        }
+        for i in range(n)
+    ]
+    llama = [
+        {**{k: r[k] for k in ("instruction", "input")}, "output": r["output"], NEG: f"sea {i}"}
+        for i, r in enumerate(pos)
+    ]
+    qwen = [
+        {**{k: r[k] for k in ("instruction", "input")}, NEG: "I do not know." if i % 2 else "fish"}
+        for i, r in enumerate(pos)
+        if i != 1
+    ]
+    for name, rows in (
+        ("alpaca_gpt4_data.json", pos),
+        ("alpaca_gpt4_data_llama.json", llama),
+        ("alpaca_gpt4_data_qwen251.json", qwen),
+    ):
         (root / name).write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
     return root
 
 
 def cfg_for(data: Path, **kw) -> Config:
-    values = {"selectors.cpqs.pairs_source": "official", "selectors.cpqs.pairs": str(data),
-              "selectors.cpqs.n_pairs": None, "selectors.cpqs.num_filters": 8, "selectors.cpqs.mlp_hidden": 16,
-              "selectors.cpqs.epochs": 1, "selectors.cpqs.grad_accum": 2, "selectors.cpqs.batch_size": 2,
-              "selectors.cpqs.val_fraction": 0.25, "selectors.cpqs.extract_batch_size": 4,
-              "selectors.cpqs.feature_cache": False, "prompt.max_length": 128, "model.device": "cpu", **kw}
+    values = {
+        "selectors.cpqs.pairs_source": "official",
+        "selectors.cpqs.pairs": str(data),
+        "selectors.cpqs.n_pairs": None,
+        "selectors.cpqs.num_filters": 8,
+        "selectors.cpqs.mlp_hidden": 16,
+        "selectors.cpqs.epochs": 1,
+        "selectors.cpqs.grad_accum": 2,
+        "selectors.cpqs.batch_size": 2,
+        "selectors.cpqs.val_fraction": 0.25,
+        "selectors.cpqs.extract_batch_size": 4,
+        "selectors.cpqs.feature_cache": False,
+        "prompt.max_length": 128,
+        "model.device": "cpu",
+        **kw,
+    }
     return replace(Config(), **values)
 
 
@@ -98,9 +124,15 @@ def test_official_files_resolve_from_the_mirror_and_name_what_is_missing(tmp_pat
     (tmp_path / "mirror" / "cpqs_data" / "alpaca_gpt4_data_qwen251.json").unlink()
     with pytest.raises(FileNotFoundError, match="alpaca_gpt4_data_qwen251.json not found.*renlll/CPQS_data"):
         dataset_files("cpqs_data", files, tmp_path / "mirror", offline=True)
-    ps = P.build(cfg_for(tmp_path / "x").selectors.cpqs.__class__(pairs_source="official", pairs="cpqs_data",
-                                                                  official_negatives=("alpaca_gpt4_data_llama.json",),
-                                                                  n_pairs=None), mirror=tmp_path / "mirror")
+    ps = P.build(
+        cfg_for(tmp_path / "x").selectors.cpqs.__class__(
+            pairs_source="official",
+            pairs="cpqs_data",
+            official_negatives=("alpaca_gpt4_data_llama.json",),
+            n_pairs=None,
+        ),
+        mirror=tmp_path / "mirror",
+    )
     assert ps.n_pairs == 16  # one negative set named: the mirror has it
 
 
@@ -140,18 +172,23 @@ def test_train_from_the_official_fixture_then_score_a_pool_with_zero_overlap(tmp
     data = official_fixture(tmp_path / "cpqs_data")
     cfg = cfg_for(data)
     # the pool to score: 4 of the training instructions + 3 new ones
-    pool = [Example(f"p{i}", ({"role": "user", "content": f"Describe sea creature number {i}"},), "Sea. " * (i + 1))
-            for i in (2, 4, 5, 7)]
-    pool += [Example(f"n{i}", ({"role": "user", "content": f"Name a mountain {i}"},), "Everest. " * i)
-             for i in range(1, 4)]
-    metrics = T.train_selector(cfg, tmp_path / "ckpt", exclude=pool, loader=loader_of(backbone), progress=False,
-                               log=lambda _m: None)
+    pool = [
+        Example(f"p{i}", ({"role": "user", "content": f"Describe sea creature number {i}"},), "Sea. " * (i + 1))
+        for i in (2, 4, 5, 7)
+    ]
+    pool += [
+        Example(f"n{i}", ({"role": "user", "content": f"Name a mountain {i}"},), "Everest. " * i) for i in range(1, 4)
+    ]
+    metrics = T.train_selector(
+        cfg, tmp_path / "ckpt", exclude=pool, loader=loader_of(backbone), progress=False, log=lambda _m: None
+    )
     assert metrics["overlap"] == {"checked_against": 7, "dropped_pairs": 4, "overlap_in_training": 0}
     assert metrics["n_pairs"] == 12 and metrics["pairs"]["source"].startswith("official(")
     assert set(metrics["length"]) >= {"length_matched_auc", "spearman_score_length", "flagged"}
     assert read_json(tmp_path / "ckpt" / "metrics.json")["overlap"]["overlap_in_training"] == 0
-    summary = score_pool(cfg, pool, tmp_path / "s.jsonl", selector="cpqs", checkpoint=tmp_path / "ckpt",
-                         loader=loader_of(backbone))
+    summary = score_pool(
+        cfg, pool, tmp_path / "s.jsonl", selector="cpqs", checkpoint=tmp_path / "ckpt", loader=loader_of(backbone)
+    )
     assert summary["overlap"] == {"pool": 7, "overlap": 0}
     rows = read_jsonl(tmp_path / "s.jsonl")
     assert [r["id"] for r in rows] == [ex.id for ex in pool] and all(0 < r["score"] < 1 for r in rows)
@@ -167,8 +204,15 @@ def test_out_of_fold_scores_a_pool_that_holds_training_instructions(tmp_path, ba
     from cpqs_bench.data.pool import read_pool
 
     pool = read_pool(str(data / "alpaca_gpt4_data.json")).examples[:8]
-    res = T.train_out_of_fold(cfg, tmp_path / "oof", pool, tmp_path / "oof.jsonl", loader=loader_of(backbone),
-                              progress=False, log=lambda _m: None)
+    res = T.train_out_of_fold(
+        cfg,
+        tmp_path / "oof",
+        pool,
+        tmp_path / "oof.jsonl",
+        loader=loader_of(backbone),
+        progress=False,
+        log=lambda _m: None,
+    )
     rows = read_jsonl(tmp_path / "oof.jsonl")
     assert [r["id"] for r in rows] == [ex.id for ex in pool] and all(0 < r["score"] < 1 for r in rows)
     assert len(res["folds"]) == 2 and sum(f["pool"] for f in res["folds"]) == 8
@@ -188,16 +232,41 @@ def test_cli_train_selector_out_of_fold_and_exclusion(tmp_path, backbone, monkey
     tok.save_pretrained(tmp_path / "tiny")
     data = official_fixture(tmp_path / "cpqs_data")
     pool = data / "alpaca_gpt4_data.json"
-    common = ["selectors.cpqs.pairs_source=official", f"selectors.cpqs.pairs={data}", "selectors.cpqs.n_pairs=null",
-              "selectors.cpqs.num_filters=8", "selectors.cpqs.mlp_hidden=16", "selectors.cpqs.epochs=1",
-              "selectors.cpqs.val_fraction=0.25", "selectors.cpqs.feature_cache=false", "prompt.max_length=128",
-              f"model.id={tmp_path / 'tiny'}", "model.dtype=float32", "model.device=cpu",
-              f"data.pool={pool}", "data.pool_limit=6", "--no-progress"]
+    common = [
+        "selectors.cpqs.pairs_source=official",
+        f"selectors.cpqs.pairs={data}",
+        "selectors.cpqs.n_pairs=null",
+        "selectors.cpqs.num_filters=8",
+        "selectors.cpqs.mlp_hidden=16",
+        "selectors.cpqs.epochs=1",
+        "selectors.cpqs.val_fraction=0.25",
+        "selectors.cpqs.feature_cache=false",
+        "prompt.max_length=128",
+        f"model.id={tmp_path / 'tiny'}",
+        "model.dtype=float32",
+        "model.device=cpu",
+        f"data.pool={pool}",
+        "data.pool_limit=6",
+        "--no-progress",
+    ]
     assert cli.main(["train-selector", "--out", str(tmp_path / "ex"), *common]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["overlap"]["dropped_pairs"] == 6 and out["n_pairs"] == 10
-    assert cli.main(["train-selector", "--out", str(tmp_path / "oof"), "selectors.cpqs.overlap=out_of_fold",
-                     "selectors.cpqs.oof_folds=2", "--score-out", str(tmp_path / "oof.jsonl"), *common]) == 0
+    assert (
+        cli.main(
+            [
+                "train-selector",
+                "--out",
+                str(tmp_path / "oof"),
+                "selectors.cpqs.overlap=out_of_fold",
+                "selectors.cpqs.oof_folds=2",
+                "--score-out",
+                str(tmp_path / "oof.jsonl"),
+                *common,
+            ]
+        )
+        == 0
+    )
     assert len(read_jsonl(tmp_path / "oof.jsonl")) == 6
 
 

@@ -1,4 +1,5 @@
 """Contrastive pairs: paired file, two-file join, multi-model (AlpacaEval), generated; instruction-disjoint split."""
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,15 @@ def _write(path, rows):
 
 def _paired_rows():
     return [
-        {"instruction": "Name a fruit.", "input": "", "output_gpt4": "An apple, a sweet red fruit.",
-         "output_davinci003": "Apple", "src": "good"},
+        {
+            "instruction": "Name a fruit.",
+            "input": "",
+            "output_gpt4": "An apple, a sweet red fruit.",
+            "output_davinci003": "Apple",
+            "src": "good",
+        },
         {"instruction": "Add numbers.", "input": "2 and 3", "output_gpt4": "5", "output_davinci003": " 5 "},
-        {"instruction": "Say hi.", "input": "", "output_gpt4": "Hello there!", "output_davinci003": "hi",
-         "src": "bad"},
+        {"instruction": "Say hi.", "input": "", "output_gpt4": "Hello there!", "output_davinci003": "hi", "src": "bad"},
         {"instruction": "Broken row", "input": "", "output_gpt4": None, "output_davinci003": "x"},
         {"instruction": "Name a fruit.", "input": "", "output_gpt4": "Pear", "output_davinci003": "Plum"},
     ]
@@ -40,12 +45,22 @@ def test_paired_file_labels_groups_and_skips(tmp_path):
 
 
 def test_two_files_join_on_instruction_and_input(tmp_path):
-    strong = _write(tmp_path / "s.jsonl", [{"instruction": "A", "input": "x", "output": "long good answer"},
-                                          {"instruction": "B", "input": "", "output": "good B"},
-                                          {"instruction": "C", "input": "", "output": "only strong"}])
-    weak = _write(tmp_path / "w.jsonl", [{"instruction": "B", "input": "", "output": "bad B"},
-                                        {"instruction": "A", "input": "y", "output": "different input"},
-                                        {"instruction": "A", "input": "x", "output": "bad A"}])
+    strong = _write(
+        tmp_path / "s.jsonl",
+        [
+            {"instruction": "A", "input": "x", "output": "long good answer"},
+            {"instruction": "B", "input": "", "output": "good B"},
+            {"instruction": "C", "input": "", "output": "only strong"},
+        ],
+    )
+    weak = _write(
+        tmp_path / "w.jsonl",
+        [
+            {"instruction": "B", "input": "", "output": "bad B"},
+            {"instruction": "A", "input": "y", "output": "different input"},
+            {"instruction": "A", "input": "x", "output": "bad A"},
+        ],
+    )
     ps = P.from_two_files(str(strong), str(weak))
     got = {(x.example.instruction, x.label): x.example.response for x in ps.items}
     assert got == {("A\n\nx", 1): "long good answer", ("A\n\nx", 0): "bad A", ("B", 1): "good B", ("B", 0): "bad B"}
@@ -68,16 +83,19 @@ def test_multi_model_alpaca_eval(mirror):
 
 def test_generated_negatives_join_on_id(tmp_path):
     pool = [Example(f"p{i}", ({"role": "user", "content": f"q{i}"},), f"strong {i}") for i in range(4)]
-    neg = _write(tmp_path / "neg.jsonl", [{"id": "p0", "response": "weak 0"}, {"id": "p1", "response": ""},
-                                          {"id": "p2", "response": "strong 2"}])
+    neg = _write(
+        tmp_path / "neg.jsonl",
+        [{"id": "p0", "response": "weak 0"}, {"id": "p1", "response": ""}, {"id": "p2", "response": "strong 2"}],
+    )
     ps = P.from_generated(pool, neg)
     assert ps.n_pairs == 1 and {x.example.response for x in ps.items} == {"strong 0", "weak 0"}
     assert dict(ps.skipped) == {"empty_negative": 1, "identical": 1, "no_negative": 1}
 
 
 def test_real_pairs_file_and_split_is_instruction_disjoint(mirror):
-    ps = P.from_paired_file("alpaca_gpt4_vs_davinci003", exclude={"gpt4_from": ["nuggets_alpaca_gpt4_bad"]},
-                            mirror=mirror)
+    ps = P.from_paired_file(
+        "alpaca_gpt4_vs_davinci003", exclude={"gpt4_from": ["nuggets_alpaca_gpt4_bad"]}, mirror=mirror
+    )
     assert ps.n_pairs > 1000 and ps.skipped["excluded"] == 8831
     train, val = P.split_by_group(ps.items, 0.1, seed=0)
     assert not {x.group for x in train} & {x.group for x in val}
@@ -90,8 +108,10 @@ def test_real_pairs_file_and_split_is_instruction_disjoint(mirror):
 
 
 def test_subsample_is_seeded_whole_pairs(tmp_path):
-    rows = [{"instruction": f"I{i}", "input": "", "output_gpt4": f"good {i}", "output_davinci003": f"bad {i}"}
-            for i in range(20)]
+    rows = [
+        {"instruction": f"I{i}", "input": "", "output_gpt4": f"good {i}", "output_davinci003": f"bad {i}"}
+        for i in range(20)
+    ]
     f = _write(tmp_path / "p.jsonl", rows)
     a = P.from_paired_file(str(f), n_pairs=5, seed=3)
     b = P.from_paired_file(str(f), n_pairs=5, seed=3)

@@ -1,4 +1,5 @@
 """CPQS training on a tiny backbone: metrics, checkpoint round trip, wrong backbone, per-epoch resume, selector."""
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,9 @@ from cpqs_bench.selectors.cpqs.config import CPQSConfig
 from cpqs_bench.selectors.cpqs.textcnn import TextCNN
 
 torch.set_num_threads(1)
-CQ = CPQSConfig(num_filters=8, mlp_hidden=16, epochs=2, grad_accum=2, batch_size=2, val_fraction=0.25,
-                extract_batch_size=4)
+CQ = CPQSConfig(
+    num_filters=8, mlp_hidden=16, epochs=2, grad_accum=2, batch_size=2, val_fraction=0.25, extract_batch_size=4
+)
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,18 @@ def _pairset(n: int = 24) -> P.PairSet:
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cpqs")
     model, tok = tiny.model("chatml", num_layers=2)
-    metrics = T.fit_selector(model, tok, {"spec": "tiny-a", "revision": "r1"}, _pairset(), CQ,
-                             F.FeatureSpec(max_length=128), root / "ckpt", cache_root=root / "cache", progress=False,
-                             log=lambda _msg: None)
+    metrics = T.fit_selector(
+        model,
+        tok,
+        {"spec": "tiny-a", "revision": "r1"},
+        _pairset(),
+        CQ,
+        F.FeatureSpec(max_length=128),
+        root / "ckpt",
+        cache_root=root / "cache",
+        progress=False,
+        log=lambda _msg: None,
+    )
     return model, tok, root, metrics
 
 
@@ -101,8 +112,12 @@ def test_batched_scores_equal_unbatched(trained):
 
 def _ctx(tmp_path: Path, root: Path, model, tok, info: Info) -> ScoringContext:
     cfg = load_config("smoke", ["selectors.cpqs.extract_batch_size=3"])
-    return ScoringContext(config=cfg, workdir=tmp_path / "work", checkpoint=root / "ckpt",
-                          loader=lambda spec, rev, dtype: (model, tok, info))
+    return ScoringContext(
+        config=cfg,
+        workdir=tmp_path / "work",
+        checkpoint=root / "ckpt",
+        loader=lambda spec, rev, dtype: (model, tok, info),
+    )
 
 
 def test_selector_scores_and_refuses_wrong_backbone(trained, tmp_path):
@@ -138,8 +153,16 @@ def test_training_resumes_per_epoch(trained, tmp_path):
     train, val = P.split_by_group(ps.items, 0.25, 0)
     cache = F.FeatureCache(root / "cache", F.model_identity(model, "r1"), F.FeatureSpec(max_length=128))
     cfg = T.textcnn_config(CQ, 3, 32)
-    kw = dict(lr=1e-3, grad_accum=2, batch_size=2, seed=0, device=torch.device("cpu"), amp=None, progress=False,
-              log=lambda _msg: None)
+    kw = dict(
+        lr=1e-3,
+        grad_accum=2,
+        batch_size=2,
+        seed=0,
+        device=torch.device("cpu"),
+        amp=None,
+        progress=False,
+        log=lambda _msg: None,
+    )
 
     def run(epochs, state):
         torch.manual_seed(0)
@@ -167,16 +190,38 @@ def test_train_selector_cli_generate_end_to_end(tmp_path, monkeypatch, capsys):
     model.save_pretrained(tmp_path / "tiny")
     tok.save_pretrained(tmp_path / "tiny")
     pool = tmp_path / "pool.jsonl"
-    pool.write_text("".join(json.dumps({"instruction": f"Write about the sea {i}", "input": "",
-                                        "output": "The quick brown fox jumps. " * (1 + i % 3)}) + "\n"
-                            for i in range(12)))
-    overrides = [f"model.id={tmp_path / 'tiny'}", "model.dtype=float32", "model.device=cpu",
-                 f"experiment.output_dir={tmp_path / 'runs'}", f"data.pool={pool}", "data.pool_limit=4",
-                 "selectors.cpqs.pairs_source=generate", f"selectors.cpqs.pairs={pool}",
-                 f"selectors.cpqs.generator={tmp_path / 'tiny'}", "selectors.cpqs.generation_max_new_tokens=5",
-                 "selectors.cpqs.generation_drop_unfinished=false",
-                 "selectors.cpqs.n_pairs=6", "selectors.cpqs.num_filters=8", "selectors.cpqs.mlp_hidden=16",
-                 "selectors.cpqs.epochs=1", "selectors.cpqs.val_fraction=0.34", "selectors.cpqs.feature_max_length=96"]
+    pool.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "instruction": f"Write about the sea {i}",
+                    "input": "",
+                    "output": "The quick brown fox jumps. " * (1 + i % 3),
+                }
+            )
+            + "\n"
+            for i in range(12)
+        )
+    )
+    overrides = [
+        f"model.id={tmp_path / 'tiny'}",
+        "model.dtype=float32",
+        "model.device=cpu",
+        f"experiment.output_dir={tmp_path / 'runs'}",
+        f"data.pool={pool}",
+        "data.pool_limit=4",
+        "selectors.cpqs.pairs_source=generate",
+        f"selectors.cpqs.pairs={pool}",
+        f"selectors.cpqs.generator={tmp_path / 'tiny'}",
+        "selectors.cpqs.generation_max_new_tokens=5",
+        "selectors.cpqs.generation_drop_unfinished=false",
+        "selectors.cpqs.n_pairs=6",
+        "selectors.cpqs.num_filters=8",
+        "selectors.cpqs.mlp_hidden=16",
+        "selectors.cpqs.epochs=1",
+        "selectors.cpqs.val_fraction=0.34",
+        "selectors.cpqs.feature_max_length=96",
+    ]
     assert cli.main(["train-selector", "--config", "smoke", *overrides, "--no-progress"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     ckpt = Path(result["checkpoint"])

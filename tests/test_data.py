@@ -16,21 +16,21 @@ def _good(i, out=None):
 def planted(tmp_path):
     """A JSONL file with every kind of bad line the data layer must quarantine, plus good ones."""
     lines = [
-        b"\xef\xbb\xbf" + _good(1).encode(),                      # 1 BOM on first line: fine
-        _good(2).encode() + b"\r",                                # 2 CRLF: fine
-        b'{"instruction": "x", "output": ',                       # 3 malformed JSON
-        b'{"instruction": "caf\xe9", "output": "ok"}',            # 4 invalid UTF-8
-        json.dumps({"instruction": "no output"}).encode(),         # 5 missing field
+        b"\xef\xbb\xbf" + _good(1).encode(),  # 1 BOM on first line: fine
+        _good(2).encode() + b"\r",  # 2 CRLF: fine
+        b'{"instruction": "x", "output": ',  # 3 malformed JSON
+        b'{"instruction": "caf\xe9", "output": "ok"}',  # 4 invalid UTF-8
+        json.dumps({"instruction": "no output"}).encode(),  # 5 missing field
         json.dumps({"instruction": "null out", "output": None}).encode(),  # 6 null
         json.dumps({"instruction": "num", "output": 42}).encode(),  # 7 wrong type
         json.dumps({"instruction": "blank", "output": "   "}).encode(),  # 8 whitespace-only response
         json.dumps({"id": "a", "instruction": "q", "output": "r1"}).encode(),  # 9 ok
         json.dumps({"id": "a", "instruction": "q", "output": "r2"}).encode(),  # 10 conflicting duplicate id
-        _good(1).encode(),                                        # 11 exact duplicate of line 1
-        b"",                                                       # 12 blank line: not a record
-        b"[1, 2]",                                                 # 13 not an object
-        _good(3).encode(),                                         # 14 ok
-        b'{"instruction": "trunc", "output": "cut',                # 15 truncated last line (no newline)
+        _good(1).encode(),  # 11 exact duplicate of line 1
+        b"",  # 12 blank line: not a record
+        b"[1, 2]",  # 13 not an object
+        _good(3).encode(),  # 14 ok
+        b'{"instruction": "trunc", "output": "cut',  # 15 truncated last line (no newline)
     ]
     path = tmp_path / "planted.jsonl"
     path.write_bytes(b"\n".join(lines))
@@ -43,9 +43,18 @@ def test_planted_bad_lines_are_quarantined_with_reason_and_line(planted, tmp_pat
     assert len(pool.examples) + len(pool.rejected) == pool.n_read == 14
     assert [e.response for e in pool.examples] == ["Answer 1", "Answer 2", "r1", "Answer 3"]
     where = {r["location"].rsplit(":", 1)[1]: r["reason"] for r in pool.rejected}
-    assert where == {"3": "malformed_json", "4": "invalid_utf8", "5": "missing_field", "6": "missing_field",
-                     "7": "wrong_type", "8": "empty_field", "10": "duplicate_conflict", "11": "duplicate",
-                     "13": "wrong_type", "15": "truncated_json"}
+    assert where == {
+        "3": "malformed_json",
+        "4": "invalid_utf8",
+        "5": "missing_field",
+        "6": "missing_field",
+        "7": "wrong_type",
+        "8": "empty_field",
+        "10": "duplicate_conflict",
+        "11": "duplicate",
+        "13": "wrong_type",
+        "15": "truncated_json",
+    }
     written = read_jsonl(rej)
     assert len(written) == len(pool.rejected) and all(r["detail"] for r in written)
     assert str(planted) in written[0]["location"]
@@ -87,9 +96,17 @@ def test_formats_json_jsonl_gz_parquet(tmp_path):
 def test_schema_detection_and_field_map(tmp_path):
     f = tmp_path / "mixed.jsonl"
     rows = {
-        "sharegpt": {"id": "s1", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
-        "messages": {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"},
-                                  {"role": "assistant", "content": "a"}]},
+        "sharegpt": {
+            "id": "s1",
+            "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}],
+        },
+        "messages": {
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a"},
+            ]
+        },
         "gsm8k": {"question": "1+1?", "answer": "2\n#### 2"},
         "code": {"prompt": "def f():", "completion": "    return 1"},
     }
@@ -101,7 +118,9 @@ def test_schema_detection_and_field_map(tmp_path):
     ex = read_pool(str(f)).examples[0]
     assert ex.prompt == ({"role": "system", "content": "be brief"}, {"role": "user", "content": "q"})
     assert ex.response == "a" and ex.instruction == "q"
-    f.write_text(json.dumps({"instruction": "q", "input": "", "output_gpt4": "good", "output_davinci003": "meh"}) + "\n")
+    f.write_text(
+        json.dumps({"instruction": "q", "input": "", "output_gpt4": "good", "output_davinci003": "meh"}) + "\n"
+    )
     assert read_pool(str(f), schema="alpaca", field_map={"output": "output_gpt4"}).examples[0].response == "good"
     f.write_text(json.dumps({"conversations": [{"from": "gpt", "value": "no question"}]}) + "\n")
     pool = read_pool(str(f), max_rejected_fraction=None)

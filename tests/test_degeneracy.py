@@ -8,8 +8,13 @@ from cpqs_bench.testing import ContractError, check_selector
 
 
 def test_report_counts_ties_nan_and_length_correlation():
-    rows = [ScoreRow("a", 1.0, 3), ScoreRow("b", 1.0, 5), ScoreRow("c", 2.0, 7), ScoreRow("d", 3.0, 9),
-            ScoreRow("e", math.nan, 0, exclude="empty_response")]
+    rows = [
+        ScoreRow("a", 1.0, 3),
+        ScoreRow("b", 1.0, 5),
+        ScoreRow("c", 2.0, 7),
+        ScoreRow("d", 3.0, 9),
+        ScoreRow("e", math.nan, 0, exclude="empty_response"),
+    ]
     rep = report(rows)
     assert rep["n"] == 5 and rep["eligible"] == 4 and rep["excluded"] == 1 and rep["nan"] == 1
     assert rep["distinct"] == 3 and rep["tie_fraction"] == 0.5

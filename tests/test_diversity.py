@@ -7,8 +7,15 @@ from cpqs_bench.data.example import Example
 from cpqs_bench.select import select
 from cpqs_bench.selectors import registry
 from cpqs_bench.selectors.base import ScoreRow, ScoringContext
-from cpqs_bench.selectors.diversity import (BEYOND_PRE, Composed, compose, diversity_scores, facility_location_greedy,
-                                            kcenter_greedy, similarity)
+from cpqs_bench.selectors.diversity import (
+    BEYOND_PRE,
+    Composed,
+    compose,
+    diversity_scores,
+    facility_location_greedy,
+    kcenter_greedy,
+    similarity,
+)
 from cpqs_bench.testing import check_selector, contract_config, contract_examples, tiny_loader
 
 
@@ -58,8 +65,14 @@ def test_diversity_contract(name):
 
 
 def _pool(n=20):
-    return [Example(f"x{i:02d}", ({"role": "user", "content": f"Question number {i} about topic {i % 4}?"},),
-                    ("answer " * (1 + i % 7)) + str(i)) for i in range(n)]
+    return [
+        Example(
+            f"x{i:02d}",
+            ({"role": "user", "content": f"Question number {i} about topic {i % 4}?"},),
+            ("answer " * (1 + i % 7)) + str(i),
+        )
+        for i in range(n)
+    ]
 
 
 def test_compose_keeps_top_pre_fraction_then_diversifies(tmp_path):
@@ -71,11 +84,15 @@ def test_compose_keeps_top_pre_fraction_then_diversifies(tmp_path):
     assert [r.id for r in rows] == [ex.id for ex in pool]
     pre = {r.id for r in rows if r.exclude is None}
     assert pre == {f"x{i:02d}" for i in range(12, 20)}  # top 40 % of 20 by the base score
-    assert all(r.exclude == BEYOND_PRE and r.extra["pre_score"] == float(int(r.id[1:])) for r in rows
-               if r.id not in pre)
+    assert all(
+        r.exclude == BEYOND_PRE and r.extra["pre_score"] == float(int(r.id[1:])) for r in rows if r.id not in pre
+    )
     kept = [s["id"] for s in select([r.to_dict() for r in rows], budget=3) if s["kept"]]
-    assert len(kept) == 3 and set(kept) <= pre and all(r.extra["picked"] == (r.id in kept) for r in rows
-                                                       if r.exclude is None)
+    assert (
+        len(kept) == 3
+        and set(kept) <= pre
+        and all(r.extra["picked"] == (r.id in kept) for r in rows if r.exclude is None)
+    )
     with pytest.raises(ValueError, match="fewer than the budget"):
         compose(base, pool, 10, ctx, pre_fraction=0.2)
 
@@ -88,7 +105,9 @@ def test_registry_builds_composed_and_rejects_unknown_step():
 
 
 def test_model_spec_encoder_embeds_text(tmp_path):
-    cfg = contract_config(**{"selectors.diversity.embedding": "some/encoder", "selectors.diversity.text": "instruction"})
+    cfg = contract_config(
+        **{"selectors.diversity.embedding": "some/encoder", "selectors.diversity.text": "instruction"}
+    )
     ctx = ScoringContext(cfg, tmp_path, loader=tiny_loader())
     sel = registry.get("kcenter")
     rows = sel.score(contract_examples(), ctx)
@@ -120,13 +139,17 @@ def test_embeddings_are_computed_once_per_run(tmp_path, monkeypatch):
     monkeypatch.setattr(diversity, "_embed", lambda todo, ctx: calls.append(len(todo)) or real(todo, ctx))
     cfg = contract_config()
     loader = tiny_loader()
-    a = registry.get("kcenter").score(contract_examples(), ScoringContext(cfg, tmp_path / "k", loader=loader,
-                                                                           shared_workdir=tmp_path / "s"))
-    b = registry.get("facility_location").score(contract_examples(), ScoringContext(
-        cfg, tmp_path / "f", loader=loader, shared_workdir=tmp_path / "s"))
+    a = registry.get("kcenter").score(
+        contract_examples(), ScoringContext(cfg, tmp_path / "k", loader=loader, shared_workdir=tmp_path / "s")
+    )
+    b = registry.get("facility_location").score(
+        contract_examples(), ScoringContext(cfg, tmp_path / "f", loader=loader, shared_workdir=tmp_path / "s")
+    )
     assert calls == [8] and len(a) == len(b) == 10
-    again = registry.get("kcenter").score(list(reversed(contract_examples())), ScoringContext(
-        cfg, tmp_path / "k2", loader=loader, shared_workdir=tmp_path / "s"))
+    again = registry.get("kcenter").score(
+        list(reversed(contract_examples())),
+        ScoringContext(cfg, tmp_path / "k2", loader=loader, shared_workdir=tmp_path / "s"),
+    )
     assert calls == [8] and {r.id: r.score for r in again} == pytest.approx({r.id: r.score for r in a}, nan_ok=True)
 
 

@@ -1,4 +1,5 @@
 """Scoring externally produced samples files: formats, malformed lines, unknown and missing ids."""
+
 from __future__ import annotations
 
 import gzip
@@ -34,10 +35,12 @@ def problems():
 
 def test_humaneval_solutions_and_completions_with_unknown_and_missing(tmp_path, box, problems):
     p0, p1 = problems["HumanEval/0"], problems["HumanEval/1"]
-    rows = [{"task_id": "HumanEval/0", "solution": p0.prompt + p0.canonical_solution},
-            {"task_id": "HumanEval/1", "completion": p1.canonical_solution},
-            {"task_id": "HumanEval/1", "completion": "    return []\n"},
-            {"task_id": "HumanEval/9999", "completion": "    return 1\n"}]
+    rows = [
+        {"task_id": "HumanEval/0", "solution": p0.prompt + p0.canonical_solution},
+        {"task_id": "HumanEval/1", "completion": p1.canonical_solution},
+        {"task_id": "HumanEval/1", "completion": "    return []\n"},
+        {"task_id": "HumanEval/9999", "completion": "    return 1\n"},
+    ]
     out = eval_samples("humaneval", _write(tmp_path / "s.jsonl", rows), sandbox=box)
     assert out["metric"] == "pass@1"
     # per-task pass@1: task0 = 1, task1 = 1/2, 162 missing tasks = 0
@@ -46,8 +49,11 @@ def test_humaneval_solutions_and_completions_with_unknown_and_missing(tmp_path, 
     assert out["n_missing"] == 162 and "HumanEval/2" in out["missing_ids"]
     assert "missing" in out["missing_policy"] and out["n_rows"] == 4 and out["isolation"] == box.isolation
     scored = [i for i in out["items"] if i.get("status") != "missing"]
-    assert [(i["doc_id"], i["correct"]) for i in scored] == [("HumanEval/0", True), ("HumanEval/1", True),
-                                                             ("HumanEval/1", False)]
+    assert [(i["doc_id"], i["correct"]) for i in scored] == [
+        ("HumanEval/0", True),
+        ("HumanEval/1", True),
+        ("HumanEval/1", False),
+    ]
     assert scored[1]["extracted"].startswith(p1.prompt)  # completion was appended to the prompt
     assert {"task", "doc_id", "prediction", "extracted", "correct"} <= set(scored[0])
     missing_items = [i for i in out["items"] if i.get("status") == "missing"]
@@ -64,12 +70,15 @@ def test_humaneval_plus_gzip_input(tmp_path, box):
     assert out["task"] == "humaneval_plus" and out["pass@1"] == pytest.approx(1 / 164) and out["n_missing"] == 163
 
 
-@pytest.mark.parametrize(("line", "match"), [
-    ("{not json", r"s\.jsonl:2: invalid JSON"),
-    ("[1, 2]", r"s\.jsonl:2: expected a JSON object"),
-    ('{"task_id": "HumanEval/0"}', r"s\.jsonl:2: .*'solution' or 'completion'"),
-    ('{"task_id": 5, "completion": "x"}', r"s\.jsonl:2: field 'task_id'"),
-])
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        ("{not json", r"s\.jsonl:2: invalid JSON"),
+        ("[1, 2]", r"s\.jsonl:2: expected a JSON object"),
+        ('{"task_id": "HumanEval/0"}', r"s\.jsonl:2: .*'solution' or 'completion'"),
+        ('{"task_id": 5, "completion": "x"}', r"s\.jsonl:2: field 'task_id'"),
+    ],
+)
 def test_malformed_code_lines_name_file_and_line(tmp_path, box, line, match):
     path = _write(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "    return True\n"}, line])
     with pytest.raises(ValueError, match=match):
@@ -84,10 +93,12 @@ def _gsm8k_golds() -> list[str]:
 def test_gsm8k_scoring_unknown_and_missing(tmp_path):
     golds = _gsm8k_golds()
     gold0 = golds[0].rsplit("####", 1)[1].strip()
-    rows = [{"idx": 0, "response": f"Reasoning...\n#### {gold0}"},
-            {"idx": 1, "response": "I am not sure, maybe \\boxed{123456789}"},
-            {"idx": 2, "response": "no idea"},
-            {"idx": 5000, "response": "#### 1"}]
+    rows = [
+        {"idx": 0, "response": f"Reasoning...\n#### {gold0}"},
+        {"idx": 1, "response": "I am not sure, maybe \\boxed{123456789}"},
+        {"idx": 2, "response": "no idea"},
+        {"idx": 5000, "response": "#### 1"},
+    ]
     out = eval_samples("gsm8k", _write(tmp_path / "g.jsonl", rows))
     assert out["metric"] == "accuracy" and out["accuracy"] == pytest.approx(1 / len(golds))
     assert out["n_unknown"] == 1 and out["unknown_ids"] == ["5000 (line 4)"]
@@ -98,11 +109,14 @@ def test_gsm8k_scoring_unknown_and_missing(tmp_path):
     assert by_id[2]["extracted"] is None and not by_id[2]["correct"]
 
 
-@pytest.mark.parametrize(("line", "match"), [
-    ('{"idx": "0", "response": "1"}', r"g\.jsonl:1: field 'idx'"),
-    ('{"idx": 0}', r"g\.jsonl:1: field 'response'"),
-    ("nope", r"g\.jsonl:1: invalid JSON"),
-])
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        ('{"idx": "0", "response": "1"}', r"g\.jsonl:1: field 'idx'"),
+        ('{"idx": 0}', r"g\.jsonl:1: field 'response'"),
+        ("nope", r"g\.jsonl:1: invalid JSON"),
+    ],
+)
 def test_malformed_gsm8k_lines_name_file_and_line(tmp_path, line, match):
     with pytest.raises(ValueError, match=match):
         eval_samples("gsm8k", _write(tmp_path / "g.jsonl", [line]))

@@ -1,4 +1,5 @@
 """Hidden-state features: response span only, batched == unbatched, layer selection, streaming order, cache."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,14 @@ torch.set_num_threads(1)
 
 
 def _examples(n: int = 9) -> list[Example]:
-    return [Example(f"e{i}", ({"role": "user", "content": "Write a poem about the sea " * (i % 3 + 1)},),
-                    "The quick brown fox jumps. " * (i % 4 + 1)) for i in range(n)]
+    return [
+        Example(
+            f"e{i}",
+            ({"role": "user", "content": "Write a poem about the sea " * (i % 3 + 1)},),
+            "The quick brown fox jumps. " * (i % 4 + 1),
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module", params=["chatml", "gpt2"])
@@ -29,7 +36,7 @@ def _manual(model, tok, ex, template, layers):
     with torch.no_grad():
         out = model(input_ids=torch.tensor([r.input_ids]), output_hidden_states=True)
     idx = F.resolve_layers(layers, 3)
-    return torch.stack([out.hidden_states[i][0, r.response_start: r.response_end] for i in idx], dim=1), r
+    return torch.stack([out.hidden_states[i][0, r.response_start : r.response_end] for i in idx], dim=1), r
 
 
 def test_resolve_layers():

@@ -5,6 +5,7 @@ checkpoint) and optimizer state, so its adapter must match the uninterrupted one
 The 2-process run (gloo) sums the same examples per optimizer step as the 1-process run with gradient accumulation;
 with dropout off the adapters agree to 1e-5 (reduction order differs, nothing else).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,10 +21,10 @@ import pytest
 import torch
 
 from cpqs_bench import tiny
+from cpqs_bench.config import load_config
 from cpqs_bench.data.pool import read_pool
 from cpqs_bench.finetune import checkpoints, sft
 from cpqs_bench.finetune.recipe import RecipeMismatch, check_same_recipe, recipe, recipe_hash
-from cpqs_bench.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -41,18 +42,30 @@ def env(tmp_path_factory):
     model.save_pretrained(root / "model")
     tok.save_pretrained(root / "model")
     pool = read_pool("alpaca_gpt4", limit=24)
-    rows = [{"id": ex.id, "kept": i < 16, "rank": i + 1, "score": float(-i), "reason": "top-k" if i < 16 else "beyond"}
-            for i, ex in enumerate(pool.examples)]
+    rows = [
+        {"id": ex.id, "kept": i < 16, "rank": i + 1, "score": float(-i), "reason": "top-k" if i < 16 else "beyond"}
+        for i, ex in enumerate(pool.examples)
+    ]
     (root / "sel.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 
 
 def overrides(env: Path, **extra) -> list[str]:
-    base = {"model.id": str(env / "model"), "finetune.max_length": 96, "finetune.batch_size": 4,
-            "finetune.micro_batch_size": 2, "finetune.max_steps": 8, "finetune.save_steps": 3,
-            "finetune.save_interval_s": 0,
-            "finetune.logging_steps": 1, "finetune.precision": "fp32", "finetune.lr": 1e-2,
-            "finetune.warmup_ratio": 0.0, "finetune.lora_r": 4, "finetune.lora_alpha": 8}
+    base = {
+        "model.id": str(env / "model"),
+        "finetune.max_length": 96,
+        "finetune.batch_size": 4,
+        "finetune.micro_batch_size": 2,
+        "finetune.max_steps": 8,
+        "finetune.save_steps": 3,
+        "finetune.save_interval_s": 0,
+        "finetune.logging_steps": 1,
+        "finetune.precision": "fp32",
+        "finetune.lr": 1e-2,
+        "finetune.warmup_ratio": 0.0,
+        "finetune.lora_r": 4,
+        "finetune.lora_alpha": 8,
+    }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
 
@@ -63,8 +76,16 @@ def pool_examples():
 
 def train(env: Path, out: Path, ov: list[str], *, seed: int = 0, loader=None, **kw) -> dict:
     """The library entry as the CLI calls it: a resolved Config, the pool's Examples, the selection file."""
-    return sft.finetune_arm(load_config("smoke", ov), env / "sel.jsonl", pool_examples(), out, seed=seed,
-                            loader=loader, progress_bar=False, **kw)
+    return sft.finetune_arm(
+        load_config("smoke", ov),
+        env / "sel.jsonl",
+        pool_examples(),
+        out,
+        seed=seed,
+        loader=loader,
+        progress_bar=False,
+        **kw,
+    )
 
 
 def adapter(out: Path) -> dict[str, torch.Tensor]:
@@ -93,14 +114,18 @@ def baseline(env):
 # ------------------------------------------------------------------------------------------------- recipe guard
 def test_recipe_hash_guard(env, baseline):
     cfg = load_config("smoke", overrides(env))
-    same = recipe_hash(recipe(load_config("smoke", overrides(env, **{"finetune.save_steps": 7})),
-                              precision="fp32", model_revision="r"))
+    same = recipe_hash(
+        recipe(load_config("smoke", overrides(env, **{"finetune.save_steps": 7})), precision="fp32", model_revision="r")
+    )
     assert recipe_hash(recipe(cfg, precision="fp32", model_revision="r")) == same  # operational keys don't count
     assert recipe_hash(recipe(cfg, precision="bf16", model_revision="r")) != same  # resolved precision does
     other = load_config("smoke", overrides(env, **{"finetune.lora_alpha": 16}))
     m1 = {"arm": "a", "recipe_hash": same, "recipe": recipe(cfg, precision="fp32", model_revision="r")}
-    m2 = {"arm": "b", "recipe_hash": recipe_hash(recipe(other, precision="fp32", model_revision="r")),
-          "recipe": recipe(other, precision="fp32", model_revision="r")}
+    m2 = {
+        "arm": "b",
+        "recipe_hash": recipe_hash(recipe(other, precision="fp32", model_revision="r")),
+        "recipe": recipe(other, precision="fp32", model_revision="r"),
+    }
     assert check_same_recipe([m1, dict(m1, arm="c")]) == same
     with pytest.raises(RecipeMismatch, match="lora_alpha: 8 != 16"):
         check_same_recipe([m1, m2])
@@ -127,8 +152,14 @@ def test_adapter_changes_model_and_loss_decreases(env, baseline):
 
     out, manifest = baseline
     assert (out / "DONE").exists() and not (out / "checkpoints").exists()
-    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "training_config.yaml",
-                 "recipe.json", "manifest.json"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "training_config.yaml",
+        "recipe.json",
+        "manifest.json",
+    ):
         assert (out / name).is_file(), name
     loss = manifest["train_data_loss"]
     assert loss["after"] < loss["before"] - 0.05, loss
@@ -175,8 +206,12 @@ def test_resume_after_kill9_equals_uninterrupted(env, baseline, tmp_path):
     out = tmp_path / "killed"
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    proc = subprocess.Popen([PY, str(driver), str(env / "sel.jsonl"), str(out), json.dumps(overrides(env))],
-                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [PY, str(driver), str(env / "sel.jsonl"), str(out), json.dumps(overrides(env))],
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 60
     try:
         while checkpoints.newest_complete(out / "checkpoints", deep=False) is None:
@@ -233,10 +268,32 @@ def free_port() -> int:
 def test_two_process_accelerate_matches_single_process(env, tmp_path):
     ov = overrides(env, **{"finetune.lora_dropout": 0.0, "finetune.max_steps": 4, "finetune.save_steps": 2})
     single = train(env, tmp_path / "one", ov)
-    cmd = [str(Path(PY).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           "-m", "cpqs_bench.cli", "finetune", "--config", "smoke", "--selection", str(env / "sel.jsonl"),
-           "--out", str(tmp_path / "two"), "--no-progress", *ov]
+    cmd = [
+        str(Path(PY).parent / "accelerate"),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "cpqs_bench.cli",
+        "finetune",
+        "--config",
+        "smoke",
+        "--selection",
+        str(env / "sel.jsonl"),
+        "--out",
+        str(tmp_path / "two"),
+        "--no-progress",
+        *ov,
+    ]
     res = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "manifest.json").read_text())
@@ -282,16 +339,24 @@ def test_arms_in_one_process_equal_separate_runs_and_the_base_stays_clean(env, t
     from cpqs_bench.model_cache import ModelCache
 
     rows = [json.loads(line) for line in (env / "sel.jsonl").read_text().splitlines()]
-    (tmp_path / "sel2.jsonl").write_text("".join(json.dumps({**r, "kept": 8 <= i < 24}) + "\n"
-                                                 for i, r in enumerate(rows)))
+    (tmp_path / "sel2.jsonl").write_text(
+        "".join(json.dumps({**r, "kept": 8 <= i < 24}) + "\n" for i, r in enumerate(rows))
+    )
     ov = overrides(env, **{"finetune.max_steps": 3})
     arms = [(env / "sel.jsonl", 0), (tmp_path / "sel2.jsonl", 0), (env / "sel.jsonl", 1)]
     cache = ModelCache(device="cpu")
     base = cache(str(env / "model"), None, "float32")[0]
     before = {k: v.clone() for k, v in base.state_dict().items()}
     for k, (sel, seed) in enumerate(arms):
-        sft.finetune_arm(load_config("smoke", ov), sel, pool_examples(), tmp_path / f"shared{k}", seed=seed,
-                         loader=cache, progress_bar=False)
+        sft.finetune_arm(
+            load_config("smoke", ov),
+            sel,
+            pool_examples(),
+            tmp_path / f"shared{k}",
+            seed=seed,
+            loader=cache,
+            progress_bar=False,
+        )
     assert len(cache.loads) == 1
     assert not any("lora" in n for n, _ in base.named_modules())
     after = base.state_dict()
@@ -299,8 +364,13 @@ def test_arms_in_one_process_equal_separate_runs_and_the_base_stays_clean(env, t
     script = tmp_path / "separate.py"
     script.write_text(SEPARATE)
     for k, (sel, seed) in enumerate(arms):
-        res = subprocess.run([PY, str(script), str(sel), str(tmp_path / f"alone{k}"), str(seed), json.dumps(ov)],
-                             env=subprocess_env(), capture_output=True, text=True, timeout=300)
+        res = subprocess.run(
+            [PY, str(script), str(sel), str(tmp_path / f"alone{k}"), str(seed), json.dumps(ov)],
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert res.returncode == 0, res.stderr[-2000:]
         assert max_diff(adapter(tmp_path / f"shared{k}"), adapter(tmp_path / f"alone{k}")) == 0.0, k
     assert max_diff(adapter(tmp_path / "shared0"), adapter(tmp_path / "shared2")) > 0  # the seed matters
@@ -315,9 +385,11 @@ def test_packed_micro_batch_keeps_examples_apart(env):
     from cpqs_bench.finetune.dataset import PackCollator, PadCollator
 
     model = AutoModelForCausalLM.from_pretrained(env / "model", attn_implementation="sdpa").eval()
-    rows = [{"input_ids": [5, 17, 42, 99, 7, 3, 11], "labels": [-100, -100, 42, 99, 7, 3, 11]},
-            {"input_ids": [8, 9, 10, 12], "labels": [-100, 9, 10, 12]},
-            {"input_ids": [20, 21, 22, 23, 24, 25], "labels": [20, 21, -100, 23, 24, 25]}]  # first label set
+    rows = [
+        {"input_ids": [5, 17, 42, 99, 7, 3, 11], "labels": [-100, -100, 42, 99, 7, 3, 11]},
+        {"input_ids": [8, 9, 10, 12], "labels": [-100, 9, 10, 12]},
+        {"input_ids": [20, 21, 22, 23, 24, 25], "labels": [20, 21, -100, 23, 24, 25]},
+    ]  # first label set
     packed = PackCollator()(rows)
     assert packed["input_ids"].shape == (1, 17) and packed["attention_mask"].all()
     assert packed["position_ids"].tolist() == [list(range(7)) + list(range(4)) + list(range(6))]
@@ -330,12 +402,16 @@ def test_packed_micro_batch_keeps_examples_apart(env):
         for r in rows:
             alone = model(input_ids=torch.tensor([r["input_ids"]])).logits[0]
             n = len(r["input_ids"])
-            assert (out[start: start + n] - alone).abs().max().item() < 1e-5
+            assert (out[start : start + n] - alone).abs().max().item() < 1e-5
             start += n
         assert (mixed[7:] - out[7:]).abs().max().item() > 1e-3
         padded = PadCollator(0)(rows)
-        loss_sum = lambda logits, labels: torch.nn.functional.cross_entropy(  # noqa: E731
-            logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), reduction="sum")
+
+        def loss_sum(logits, labels):
+            return torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), reduction="sum"
+            )
+
         lp = loss_sum(model(input_ids=padded["input_ids"]).logits, padded["labels"])
         lk = loss_sum(out[None], packed["labels"])
         assert (padded["labels"][:, 1:] != -100).sum() == (packed["labels"][:, 1:] != -100).sum()

@@ -3,6 +3,7 @@
 Labels come from the prompt layer (``Rendered.labels()``) through ``finetune.dataset.tokenize`` and the padding
 collator; these tests decode what would actually be trained on, after batching.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,17 +12,18 @@ import pytest
 
 from cpqs_bench import tiny
 from cpqs_bench.data.example import Example
-from cpqs_bench.finetune.dataset import (IGNORE_INDEX, PadCollator, SelectionFileError, pick, read_selection,
-                                         tokenize)
+from cpqs_bench.finetune.dataset import IGNORE_INDEX, PadCollator, SelectionFileError, pick, read_selection, tokenize
 
 # Plain printable ASCII (the tiny Llama-2 tokenizer has no byte fallback), no leading/trailing whitespace
 # (the Llama-2 chat template strips the answer), multi-line, code, numbers, punctuation.
 EXAMPLES = [
     Example("a", ({"role": "user", "content": "Say hello."},), "Hello, world! How are you today?"),
-    Example("b", ({"role": "user", "content": "Write add in Python."},),
-            "def add(a, b):\n    return a + b"),
-    Example("c", ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "How many clips?"}),
-            "Natalia sold 48 clips in April and 24 in May.\nAnswer: 72 clips. #### 72"),
+    Example("b", ({"role": "user", "content": "Write add in Python."},), "def add(a, b):\n    return a + b"),
+    Example(
+        "c",
+        ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "How many clips?"}),
+        "Natalia sold 48 clips in April and 24 in May.\nAnswer: 72 clips. #### 72",
+    ),
     Example("d", ({"role": "user", "content": "Why is the sky blue?"},), "Rayleigh scattering."),
 ]
 
@@ -37,8 +39,9 @@ def supervised_texts(tok, rows):
     """Decode, per row of a padded batch, the tokens whose label is not ignored (and check label == input id)."""
     batch = PadCollator(tok.pad_token_id)(rows)
     out = []
-    for ids, labels, mask in zip(batch["input_ids"].tolist(), batch["labels"].tolist(),
-                                 batch["attention_mask"].tolist()):
+    for ids, labels, mask in zip(
+        batch["input_ids"].tolist(), batch["labels"].tolist(), batch["attention_mask"].tolist()
+    ):
         positions = [i for i, t in enumerate(labels) if t != IGNORE_INDEX]
         assert positions == list(range(positions[0], positions[-1] + 1)), "supervised span must be contiguous"
         assert all(labels[i] == ids[i] for i in positions), "labels must equal the input ids they supervise"
@@ -50,8 +53,9 @@ def supervised_texts(tok, rows):
 @pytest.mark.parametrize("family,template,eot", CASES)
 def test_supervised_tokens_are_response_plus_eot(family, template, eot):
     tok = tiny.tokenizer(family)
-    data = tokenize(tok, EXAMPLES, template=template, system_prompt=None, train_eot=True, max_length=512,
-                    overflow="truncate")
+    data = tokenize(
+        tok, EXAMPLES, template=template, system_prompt=None, train_eot=True, max_length=512, overflow="truncate"
+    )
     assert data.ids == [e.id for e in EXAMPLES]
     texts = supervised_texts(tok, data.rows)
     assert texts == [e.response + eot for e in EXAMPLES]
@@ -65,16 +69,18 @@ def test_supervised_tokens_are_response_plus_eot(family, template, eot):
 @pytest.mark.parametrize("family,template,eot", CASES)
 def test_no_eot_policy_supervises_response_only(family, template, eot):
     tok = tiny.tokenizer(family)
-    data = tokenize(tok, EXAMPLES, template=template, system_prompt=None, train_eot=False, max_length=512,
-                    overflow="truncate")
+    data = tokenize(
+        tok, EXAMPLES, template=template, system_prompt=None, train_eot=False, max_length=512, overflow="truncate"
+    )
     assert supervised_texts(tok, data.rows) == [e.response for e in EXAMPLES]
 
 
 def test_chatml_template_tail_is_not_in_sequence():
     """ChatML writes '\\n' after <|im_end|>; it must be neither supervised nor present."""
     tok = tiny.tokenizer("chatml")
-    data = tokenize(tok, EXAMPLES[:1], template="chat", system_prompt=None, train_eot=True, max_length=512,
-                    overflow="truncate")
+    data = tokenize(
+        tok, EXAMPLES[:1], template="chat", system_prompt=None, train_eot=True, max_length=512, overflow="truncate"
+    )
     row = data.rows[0]
     assert row["input_ids"][-1] == tok.convert_tokens_to_ids("<|im_end|>")
     assert row["labels"][-1] == row["input_ids"][-1]
@@ -83,16 +89,33 @@ def test_chatml_template_tail_is_not_in_sequence():
 def test_truncated_response_has_no_eot_and_drop_policy_counts():
     tok = tiny.tokenizer("chatml")
     long = Example("long", ({"role": "user", "content": "Count."},), " ".join(str(i) for i in range(200)))
-    room = len(tokenize(tok, [EXAMPLES[3]], template="chat", system_prompt=None, train_eot=True, max_length=None,
-                        overflow="truncate").rows[0]["input_ids"])  # the short example fits exactly
-    data = tokenize(tok, [long, EXAMPLES[3]], template="chat", system_prompt=None, train_eot=True, max_length=room,
-                    overflow="truncate")
+    room = len(
+        tokenize(
+            tok,
+            [EXAMPLES[3]],
+            template="chat",
+            system_prompt=None,
+            train_eot=True,
+            max_length=None,
+            overflow="truncate",
+        ).rows[0]["input_ids"]
+    )  # the short example fits exactly
+    data = tokenize(
+        tok,
+        [long, EXAMPLES[3]],
+        template="chat",
+        system_prompt=None,
+        train_eot=True,
+        max_length=room,
+        overflow="truncate",
+    )
     texts = supervised_texts(tok, data.rows)
     assert long.response.startswith(texts[0]) and len(texts[0]) < len(long.response)
     assert not texts[0].endswith("<|im_end|>") and data.stats.truncated == 1
     assert len(data.rows[0]["input_ids"]) == room and texts[1] == EXAMPLES[3].response + "<|im_end|>"
-    dropped = tokenize(tok, [long, EXAMPLES[3]], template="chat", system_prompt=None, train_eot=True, max_length=room,
-                       overflow="drop")
+    dropped = tokenize(
+        tok, [long, EXAMPLES[3]], template="chat", system_prompt=None, train_eot=True, max_length=room, overflow="drop"
+    )
     assert dropped.ids == ["d"] and dropped.dropped_ids == ["long"] and dropped.stats.dropped_too_long == 1
 
 

@@ -1,4 +1,5 @@
 """GSM8K answer extraction and normalisation on crafted model outputs."""
+
 from __future__ import annotations
 
 import json
@@ -10,23 +11,26 @@ import pytest
 from cpqs_bench.evaluate.gsm8k import extract_answer, gold_answer, is_correct, normalize_number, score_response
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("Step 1: 3 + 4 = 7\n#### 7", "7"),
-    ("So she makes 9 * 2 = 18 dollars.\n#### $18", "18"),
-    ("#### 1,234", "1234"),
-    ("#### 42 apples. The end, 99 more words 5", "42"),  # the number right after #### wins over later ones
-    ("The answer is \\boxed{72}.", "72"),
-    ("First \\boxed{3}, corrected: \\boxed{5}", "5"),  # last boxed
-    ("\\boxed{\\$1,000}", "1000"),
-    ("It costs $18.00 dollars.", "18"),
-    ("Total: 1,250 meters.", "1250"),
-    ("She ends with -5 apples.", "-5"),
-    ("The temperature drops to −3 degrees", "-3"),  # unicode minus
-    ("x = 7.50 m.", "7.5"),
-    ("That gives 12 and then 15 kg", "15"),
-    ("The answer is 0.5", "0.5"),
-    ("The answer is 50%", "50"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Step 1: 3 + 4 = 7\n#### 7", "7"),
+        ("So she makes 9 * 2 = 18 dollars.\n#### $18", "18"),
+        ("#### 1,234", "1234"),
+        ("#### 42 apples. The end, 99 more words 5", "42"),  # the number right after #### wins over later ones
+        ("The answer is \\boxed{72}.", "72"),
+        ("First \\boxed{3}, corrected: \\boxed{5}", "5"),  # last boxed
+        ("\\boxed{\\$1,000}", "1000"),
+        ("It costs $18.00 dollars.", "18"),
+        ("Total: 1,250 meters.", "1250"),
+        ("She ends with -5 apples.", "-5"),
+        ("The temperature drops to −3 degrees", "-3"),  # unicode minus
+        ("x = 7.50 m.", "7.5"),
+        ("That gives 12 and then 15 kg", "15"),
+        ("The answer is 0.5", "0.5"),
+        ("The answer is 50%", "50"),
+    ],
+)
 def test_extraction_and_normalisation(text, expected):
     assert normalize_number(extract_answer(text)) == expected
 
@@ -57,8 +61,11 @@ def test_numeric_equivalence():
 def test_gold_answer_and_score_response():
     gold_field = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"
     assert gold_answer(gold_field) == "72"
-    assert score_response("... so 48 + 24 = 72 clips.", gold_field) == {"extracted": "72", "gold": "72",
-                                                                        "correct": True}
+    assert score_response("... so 48 + 24 = 72 clips.", gold_field) == {
+        "extracted": "72",
+        "gold": "72",
+        "correct": True,
+    }
     assert score_response("I think 71.", gold_field)["correct"] is False
     with pytest.raises(ValueError, match="####"):
         gold_answer("no marker")

@@ -1,6 +1,7 @@
 """``evaluate_model`` end to end on a tiny random model saved to disk: every task offline with limit 2,
 per-item/metrics/manifest files, adapter-inactive refusal, keyed request cache, batched == unbatched generation,
 tasks defined by their YAML alone (a user task folder via ``evaluate.include_path``), one base load for many arms."""
+
 from __future__ import annotations
 
 import json
@@ -30,13 +31,15 @@ GENERATIVE = sorted(p.stem for p in TASKS_DIR.glob("cpqs_*.yaml") if not p.stem.
 def config(model: Path | str, settings: EvaluateConfig = SETTINGS, **evaluate) -> Config:
     """A resolved Config as the CLI would build it: model + the evaluate section (+ overrides)."""
     values = {**to_dict(settings), **evaluate}
-    return replace(Config(), **{"model.id": str(model), "model.device": "cpu",
-                                **{f"evaluate.{k}": v for k, v in values.items()}})
+    return replace(
+        Config(), **{"model.id": str(model), "model.device": "cpu", **{f"evaluate.{k}": v for k, v in values.items()}}
+    )
 
 
 def evaluate(model, out, *, adapter=None, cache_root=None, loader=None, settings=SETTINGS, **ev):
-    return harness.evaluate_model(config(model, settings, **ev), out, adapter=adapter, cache_root=cache_root,
-                                  loader=loader)
+    return harness.evaluate_model(
+        config(model, settings, **ev), out, adapter=adapter, cache_root=cache_root, loader=loader
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +94,12 @@ def test_all_tasks_end_to_end_write_items_metrics_manifest(full_run, tiny_dir):
     assert {r["item_id"] for r in code_rows} == {"HumanEval/0", "HumanEval/1"}
     for r in code_rows:  # the executed program starts with the function prompt
         assert r["extracted"].startswith(("from typing import List", "\n")) and r["status"] in (
-            "pass", "fail", "timeout", "output_limit", "early_exit")
+            "pass",
+            "fail",
+            "timeout",
+            "output_limit",
+            "early_exit",
+        )
     gsm = [r for r in items if r["task"].startswith("cpqs_gsm8k")]
     assert [r["item_id"] for r in gsm] == ["0", "1", "0", "1"]
     m = read_json(out / "manifest.json")
@@ -134,8 +142,7 @@ def test_finished_dir_is_reused_and_different_inputs_are_refused(full_run, tiny_
 def test_inactive_adapter_is_refused(tiny_dir, cache_root, tmp_path):
     adapter = _save_lora(tiny_dir, tmp_path / "lora-untrained", active=False)
     with pytest.raises(harness.AdapterInactiveError, match="inactive"):
-        evaluate(tiny_dir, tmp_path / "out", adapter=adapter, tasks=["cpqs_gsm8k_chat"], limit=1,
-                 cache_root=cache_root)
+        evaluate(tiny_dir, tmp_path / "out", adapter=adapter, tasks=["cpqs_gsm8k_chat"], limit=1, cache_root=cache_root)
     assert not (tmp_path / "out" / "DONE").exists()
 
 
@@ -148,17 +155,25 @@ def test_active_adapter_goes_through_the_same_path(tiny_dir, cache_root, tmp_pat
     assert m["adapter"]["hash"] == harness.adapter_fingerprint(str(adapter))["hash"]
     assert m["adapter"]["probe_max_abs_logit_delta"] > 0
     assert m["request_cache"]["cpqs_gsm8k_chat"] != harness.cache_path(
-        str(tiny_dir), m["model"]["revision"], None, config(tiny_dir).evaluate, True,
-        cache_root / "lm_eval_requests", m["inputs"]["prompt"])
+        str(tiny_dir),
+        m["model"]["revision"],
+        None,
+        config(tiny_dir).evaluate,
+        True,
+        cache_root / "lm_eval_requests",
+        m["inputs"]["prompt"],
+    )
 
 
 def test_cache_path_keys_on_revision_adapter_and_generation_settings(tmp_path):
     base = harness.cache_path("m", "r1", None, SETTINGS, True, tmp_path)
     assert base == harness.cache_path("m", "r1", None, SETTINGS, True, tmp_path)
-    others = {harness.cache_path("m", "r2", None, SETTINGS, True, tmp_path),
-              harness.cache_path("m", "r1", "abc", SETTINGS, True, tmp_path),
-              harness.cache_path("m", "r1", None, EvaluateConfig(max_new_tokens=9), True, tmp_path),
-              harness.cache_path("m", "r1", None, SETTINGS, False, tmp_path)}
+    others = {
+        harness.cache_path("m", "r2", None, SETTINGS, True, tmp_path),
+        harness.cache_path("m", "r1", "abc", SETTINGS, True, tmp_path),
+        harness.cache_path("m", "r1", None, EvaluateConfig(max_new_tokens=9), True, tmp_path),
+        harness.cache_path("m", "r1", None, SETTINGS, False, tmp_path),
+    }
     assert base not in others and len(others) == 4
 
 
@@ -253,8 +268,14 @@ def test_an_evaluation_of_our_tasks_never_indexes_lm_evals_own_task_tree(tiny_di
     monkeypatch.setattr(TaskManager, "__init__", counting_init)
     harness._task_manager.cache_clear()
     harness._built.cache_clear()
-    evaluate(tiny_dir, tmp_path / "e", tasks=["cpqs_gsm8k_chat", "cpqs_gsm8k_chat_nll"], limit=1,
-             task_limits={"cpqs_gsm8k_chat_nll": 2}, use_cache=False)
+    evaluate(
+        tiny_dir,
+        tmp_path / "e",
+        tasks=["cpqs_gsm8k_chat", "cpqs_gsm8k_chat_nll"],
+        limit=1,
+        task_limits={"cpqs_gsm8k_chat_nll": 2},
+        use_cache=False,
+    )
     assert built == [False], f"TaskManagers built (include_defaults): {built}"
 
 
@@ -264,8 +285,13 @@ def test_batched_generation_equals_unbatched_and_unpadded_reference():
     from lm_eval.models.huggingface import HFLM
 
     model, tok = tiny.model("chatml", seed=3)
-    prompts = ["Hello", "The quick brown fox jumps over the lazy dog. Write a poem about the sea and the sky.",
-               "def add(a, b):\n", "Explain why the sky is blue in simple words. Hello, world!", "Answer: 72"]
+    prompts = [
+        "Hello",
+        "The quick brown fox jumps over the lazy dog. Write a poem about the sea and the sky.",
+        "def add(a, b):\n",
+        "Explain why the sky is blue in simple words. Hello, world!",
+        "Answer: 72",
+    ]
     gen = {"until": ["\n\n\n"], "max_gen_toks": 10, "do_sample": False}
 
     def run(batch_size: int) -> list[str]:
@@ -277,8 +303,13 @@ def test_batched_generation_equals_unbatched_and_unpadded_reference():
     for p in prompts:  # one prompt at a time, no padding at all
         ids = tok(p, return_tensors="pt", add_special_tokens=False).input_ids
         with torch.no_grad():
-            new = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)[0, ids.shape[1]:]
+            new = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=10,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+            )[0, ids.shape[1] :]
         reference.append(tok.decode(new, skip_special_tokens=True).split("\n\n\n")[0])
     batched, unbatched = run(4), run(1)
     assert any(r.strip() for r in reference), "degenerate reference: the test would not detect a slicing error"
@@ -289,8 +320,9 @@ def test_identical_generation_requests_are_decoded_once_and_fanned_back_in_order
     """HumanEval and HumanEval+ send the same prompts: the backend decodes each distinct (context, settings) once."""
     from types import SimpleNamespace
 
-    reqs = [SimpleNamespace(args=(c, {"max_gen_toks": m})) for c, m in
-            [("a", 8), ("b", 8), ("a", 8), ("a", 4), ("b", 8)]]
+    reqs = [
+        SimpleNamespace(args=(c, {"max_gen_toks": m})) for c, m in [("a", 8), ("b", 8), ("a", 8), ("a", 4), ("b", 8)]
+    ]
     seen = []
 
     def generate(batch):
@@ -314,12 +346,13 @@ def test_humaneval_and_humaneval_plus_share_one_decoding_per_prompt(tiny_dir, tm
 
     monkeypatch.setattr(HFLM, "generate_until", counting)
     out = tmp_path / "he"
-    evaluate(tiny_dir, out, tasks=["cpqs_humaneval_instruct", "cpqs_humaneval_plus_instruct"], limit=2,
-             use_cache=False)
+    evaluate(tiny_dir, out, tasks=["cpqs_humaneval_instruct", "cpqs_humaneval_plus_instruct"], limit=2, use_cache=False)
     assert sizes == [2], f"requests per generate_until call: {sizes}"
     rows = read_jsonl(out / "items.jsonl")
-    preds = {t: [r["prediction"] for r in rows if r["task"] == t]
-             for t in ("cpqs_humaneval_instruct", "cpqs_humaneval_plus_instruct")}
+    preds = {
+        t: [r["prediction"] for r in rows if r["task"] == t]
+        for t in ("cpqs_humaneval_instruct", "cpqs_humaneval_plus_instruct")
+    }
     assert preds["cpqs_humaneval_instruct"] == preds["cpqs_humaneval_plus_instruct"]
     assert len(preds["cpqs_humaneval_instruct"]) == 2
 

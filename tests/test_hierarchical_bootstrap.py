@@ -1,4 +1,5 @@
 """The hierarchical (seeds, then items) paired bootstrap against a brute-force enumeration of every resample."""
+
 from __future__ import annotations
 
 import itertools
@@ -24,11 +25,14 @@ def _cdf(sorted_values: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.searchsorted(sorted_values, x, side="right") / sorted_values.size
 
 
-@pytest.mark.parametrize("d", [
-    np.array([[1.0, 0.0, 0.0], [0.0, 1.0, -1.0]]),            # 2 seeds × 3 items (binary-ish differences)
-    np.array([[0.3, -0.2, 0.9], [0.1, 0.4, -0.5], [0.0, 0.2, 0.7]]),  # 3 × 3, continuous
-    np.array([[1.0, -1.0, 0.0, 1.0]]),                         # 1 seed: reduces to the item bootstrap
-])
+@pytest.mark.parametrize(
+    "d",
+    [
+        np.array([[1.0, 0.0, 0.0], [0.0, 1.0, -1.0]]),  # 2 seeds × 3 items (binary-ish differences)
+        np.array([[0.3, -0.2, 0.9], [0.1, 0.4, -0.5], [0.0, 0.2, 0.7]]),  # 3 × 3, continuous
+        np.array([[1.0, -1.0, 0.0, 1.0]]),  # 1 seed: reduces to the item bootstrap
+    ],
+)
 def test_bootstrap_distribution_matches_enumeration(d):
     exact, _ = _exact_distribution(d)
     exact = np.round(exact, 9)  # the same mean summed in another order differs in the last bits: align the atoms

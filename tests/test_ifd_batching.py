@@ -1,5 +1,6 @@
 """IFD's length-grouped batching (sorted per shard, cut under a sequence cap and a padded-token budget): the same losses per example as one-at-a-time scoring (each pass its own
 forward, no padding), whatever the order of the pool, and batches that really mix lengths under the budget."""
+
 from __future__ import annotations
 
 import random
@@ -35,8 +36,15 @@ def _one_at_a_time(model, tok, examples, s):
     pad = prompts.pad_token_id(tok)
     out = {}
     for ex in examples:
-        r = prompts.render(tok, ex, s.template, system_prompt=s.system_prompt, train_eot=False,
-                           max_length=s.max_length, overflow=s.overflow)
+        r = prompts.render(
+            tok,
+            ex,
+            s.template,
+            system_prompt=s.system_prompt,
+            train_eot=False,
+            max_length=s.max_length,
+            overflow=s.overflow,
+        )
         (c, nc), (u, nu) = [ifd.sequence_losses(model, [p], pad)[0] for p in ifd.passes(r, context, tok)]
         out[ex.id] = (c / nc, u / nu, nc)
     return out
@@ -127,7 +135,7 @@ def test_losses_in_the_logits_dtype_match_an_fp32_cross_entropy_of_the_same_logi
     got = ifd.sequence_losses(model, seqs, pad)
     for (ids, start), (total, n) in zip(seqs, got):
         with torch.inference_mode():
-            logits = model(input_ids=torch.tensor([ids])).logits[0, start - 1: len(ids) - 1].float()
+            logits = model(input_ids=torch.tensor([ids])).logits[0, start - 1 : len(ids) - 1].float()
         want = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[start:]), reduction="sum").item()
         assert n == len(ids) - start
         assert total == pytest.approx(want, rel=2e-3)

@@ -3,6 +3,7 @@
 Cherry_LLM (cherry_seletion/data_analysis.py) scores ``'### Response:' + output`` alone; Superfiltering
 (code_ifd/data_analysis.py) scores ``tokenizer.encode(output)`` — the default BOS or nothing.
 """
+
 from __future__ import annotations
 
 import math
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_templates import _tiny_llama_model, llama_with_bos  # tests/ is on sys.path (rootdir conftest)
 
 from cpqs_bench import prompts, templates, tiny
 from cpqs_bench.data.example import Example
@@ -17,15 +19,22 @@ from cpqs_bench.selectors import ifd as ifd_mod
 from cpqs_bench.selectors import registry
 from cpqs_bench.selectors.base import ScoringContext
 from cpqs_bench.testing import contract_config
-from test_templates import _tiny_llama_model, llama_with_bos  # tests/ is on sys.path (rootdir conftest)
 
 torch.set_num_threads(1)
 
-POOL = [Example("a", ({"role": "user", "content": "Explain why the sky is blue in simple words."},),
-                "Sunlight scatters off air molecules; blue scatters most."),
-        Example("b", ({"role": "user", "content": "Write a Python function that adds two numbers."},),
-                "def add(a, b):\n    return a + b\n"),
-        Example("d", ({"role": "user", "content": "Answer yes or no."},), "Yes.")]
+POOL = [
+    Example(
+        "a",
+        ({"role": "user", "content": "Explain why the sky is blue in simple words."},),
+        "Sunlight scatters off air molecules; blue scatters most.",
+    ),
+    Example(
+        "b",
+        ({"role": "user", "content": "Write a Python function that adds two numbers."},),
+        "def add(a, b):\n    return a + b\n",
+    ),
+    Example("d", ({"role": "user", "content": "Answer yes or no."},), "Yes."),
+]
 
 
 def _model(family: str):
@@ -49,8 +58,9 @@ def _hand(model, tok, ex: Example, template: str, kind: str) -> tuple[float, flo
     context = list(bos)
     if kind == "cherry":  # the shortest tail of the prompt that spells the template's response header
         header = prompts.response_header(tok, template).strip()
-        k = next((k for k in range(1, len(r.prompt_ids)) if header and
-                  tok.decode(r.prompt_ids[-k:]).strip() == header), 0)
+        k = next(
+            (k for k in range(1, len(r.prompt_ids)) if header and tok.decode(r.prompt_ids[-k:]).strip() == header), 0
+        )
         context += list(r.prompt_ids[-k:]) if k else []
     skip = 0 if context else 1  # nothing before r_1: it is scored in neither pass
     cond = _mean_loss(model, list(r.input_ids), r.response_start + skip)
@@ -65,8 +75,14 @@ CASES = [("chatml", "chat"), ("gpt2", "alpaca"), ("gpt2", "none"), ("llama", "al
 @pytest.mark.parametrize("kind", ifd_mod.CONTEXTS)
 def test_both_contexts_match_a_hand_computation(tmp_path, family, template, kind):
     model, tok = _model(family)
-    cfg = contract_config(**{"prompt.template": template, "prompt.max_length": 320, "selectors.drop_ifd_ge_1": False,
-                             "selectors.batch_size": 2})
+    cfg = contract_config(
+        **{
+            "prompt.template": template,
+            "prompt.max_length": 320,
+            "selectors.drop_ifd_ge_1": False,
+            "selectors.batch_size": 2,
+        }
+    )
     ctx = ScoringContext(cfg, tmp_path, loader=lambda spec, rev, dt: (model, tok, None))
     for cls in (ifd_mod.IFDSelector, ifd_mod.IFDPerplexitySelector):
         rows = cls(context=kind).score(POOL, ctx)
@@ -85,13 +101,14 @@ def test_cherry_context_is_the_response_header_after_the_default_bos():
     c = ifd_mod.direct_context(llama, "alpaca", None, "cherry")
     ids = c.ids(r.prompt_ids, llama)
     assert ids[0] == llama.bos_token_id and llama.decode(ids[1:]) == "### Response:\n"
-    assert tuple(r.prompt_ids[-(len(ids) - 1):]) == ids[1:]  # the very tokens the conditioned pass sees
+    assert tuple(r.prompt_ids[-(len(ids) - 1) :]) == ids[1:]  # the very tokens the conditioned pass sees
     assert ifd_mod.direct_context(llama, "alpaca", None, "superfiltering").ids(r.prompt_ids, llama) == (
-        llama.bos_token_id,)
+        llama.bos_token_id,
+    )
     # Llama-2: the header is "[/INST]", with the space the answer's first token carries
     r2 = prompts.render(llama, POOL[0], "llama2", train_eot=False)
     ids2 = ifd_mod.direct_context(llama, "llama2", None, "cherry").ids(r2.prompt_ids, llama)
-    assert llama.decode(ids2[1:]) == "[/INST]" and tuple(r2.prompt_ids[-(len(ids2) - 1):]) == ids2[1:]
+    assert llama.decode(ids2[1:]) == "[/INST]" and tuple(r2.prompt_ids[-(len(ids2) - 1) :]) == ids2[1:]
     # GPT-2 under Superfiltering's own prompt: no BOS by default, and `none` has no header -> nothing
     gpt2 = tiny.tokenizer("gpt2")
     for kind in ifd_mod.CONTEXTS:

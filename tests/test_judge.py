@@ -1,15 +1,13 @@
 """Judge backends: the OpenAI-compatible path against a loopback stand-in (429 + retry, concurrency limit, cache
 hit on rerun, key never written), the local path on a tiny model."""
-import os
 
 import pytest
+from openai_standin import StandIn
 
 from cpqs_bench.judge.backends import CachedJudge, JudgeError, OpenAIJudge, make_judge
 from cpqs_bench.judge.cache import JudgeCache
 from cpqs_bench.judge.config import JudgeConfig
 from cpqs_bench.testing import tiny_loader
-
-from openai_standin import StandIn
 
 SECRET = "sk-standin-0123456789abcdef-never-on-disk"
 ENV = "CPQS_TEST_JUDGE_KEY"
@@ -25,8 +23,14 @@ def _convs(n):
 
 def test_openai_retries_429_limits_concurrency_and_caches(tmp_path, monkeypatch, capsys, caplog):
     monkeypatch.setenv(ENV, SECRET)
-    cfg = JudgeConfig(backend="openai", model="standin-judge", api_key_env=ENV, concurrency=2, backoff_s=0.01,
-                      cache_dir=str(tmp_path / "cache"))
+    cfg = JudgeConfig(
+        backend="openai",
+        model="standin-judge",
+        api_key_env=ENV,
+        concurrency=2,
+        backoff_s=0.01,
+        cache_dir=str(tmp_path / "cache"),
+    )
     with StandIn(SECRET, _echo, fail_first=3) as server:
         cfg = JudgeConfig(**{**cfg.__dict__, "base_url": server.base_url})
         judge = make_judge(cfg)

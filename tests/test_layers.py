@@ -1,4 +1,5 @@
 """No module imports a module of a later layer in the data flow (static: every import, top level or lazy)."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -9,8 +10,21 @@ from cpqs_bench.code_version import direct_imports
 
 # data → prompts → features → selectors → select → finetune → evaluate → stats/leaderboard → publish → reproduce → cli
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("io", "config", "provenance", "rundir", "models", "tiny", "code_version", "model_cache",
-                    "*.config", "__init__")),
+    (
+        "foundation",
+        (
+            "io",
+            "config",
+            "provenance",
+            "rundir",
+            "models",
+            "tiny",
+            "code_version",
+            "model_cache",
+            "*.config",
+            "__init__",
+        ),
+    ),
     ("data", ("data", "data.*")),
     ("prompts", ("prompts", "templates")),
     ("features", ("features",)),

@@ -1,4 +1,5 @@
 """Leaderboard rendering on synthetic results: coverage of arms/tasks, md ↔ JSON agreement, PNG, provenance, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -17,20 +18,32 @@ ARMS = {"base": 0.1, "full": 0.5, "random": 0.4, "cpqs": 0.8, "my-plugin": 0.45}
 
 
 def _manifest(arm: str, seed: int | None, recipe: str | None = "rec1") -> dict:
-    return {"arm": arm, "seed": seed, "recipe_hash": None if arm == "base" else recipe,
-            "commit": "c0ffee1234567890", "config_hash": f"cfg-{arm}",
-            "data_sha256": {"pool": "ab" * 32, "gsm8k": "cd" * 32},
-            "model_id": "HuggingFaceTB/SmolLM2-135M", "model_revision": "rev-9f8e",
-            "package_versions": {"torch": "2.13.0", "transformers": "5.24.0", "peft": "0.21.0", "trl": "1.16.0",
-                                 "lm-eval": "0.4.13"},
-            "hardware": {"device": "cpu", "threads": 1}, "seeds": {"train": seed, "data": 7}}
+    return {
+        "arm": arm,
+        "seed": seed,
+        "recipe_hash": None if arm == "base" else recipe,
+        "commit": "c0ffee1234567890",
+        "config_hash": f"cfg-{arm}",
+        "data_sha256": {"pool": "ab" * 32, "gsm8k": "cd" * 32},
+        "model_id": "HuggingFaceTB/SmolLM2-135M",
+        "model_revision": "rev-9f8e",
+        "package_versions": {
+            "torch": "2.13.0",
+            "transformers": "5.24.0",
+            "peft": "0.21.0",
+            "trl": "1.16.0",
+            "lm-eval": "0.4.13",
+        },
+        "hardware": {"device": "cpu", "threads": 1},
+        "seeds": {"train": seed, "data": 7},
+    }
 
 
 def _results(seed: int = 0) -> list[ArmResult]:
     rng = np.random.default_rng(seed)
     out = []
     for arm, p in ARMS.items():
-        for s in ([None] if arm == "base" else [1, 2, 3]):
+        for s in [None] if arm == "base" else [1, 2, 3]:
             items = {t: {f"{t}-{i}": float(rng.random() < p) for i in range(n)} for t, n in TASKS.items()}
             m = _manifest(arm, s)
             out.append(ArmResult(arm, s, m["recipe_hash"], m, items, {}))
@@ -106,8 +119,9 @@ def test_json_round_trips_and_matches_markdown_numbers(rendered):
                     assert cmp is None and delta == "(reference)"
                     continue
                 nums = [float(x) for x in re.findall(r"[+-]\d+\.\d", delta)]
-                assert nums == pytest.approx([100 * cmp["mean_diff"], 100 * cmp["ci_low"], 100 * cmp["ci_high"]],
-                                             abs=0.051)
+                assert nums == pytest.approx(
+                    [100 * cmp["mean_diff"], 100 * cmp["ci_low"], 100 * cmp["ci_high"]], abs=0.051
+                )
                 p_item, p_seed = p.split(" / ")
                 _assert_p_cell(p_item, cmp["p_value"], abs=6e-4)
                 _assert_p_cell(p_seed, cmp["p_value_seed"], abs=6e-4)
@@ -116,8 +130,9 @@ def test_json_round_trips_and_matches_markdown_numbers(rendered):
                 _assert_p_cell(min_item, cmp["p_min_item"])
                 _assert_p_cell(min_seed, cmp["p_min_seed"])
                 assert float(mde) == pytest.approx(100 * cmp["mde"], abs=0.051)
-                marker = f"{ref}: " + (("▲" if cmp["direction"] == "better" else "▼") if cmp["significant"]
-                                       else cmp["label"])
+                marker = f"{ref}: " + (
+                    ("▲" if cmp["direction"] == "better" else "▼") if cmp["significant"] else cmp["label"]
+                )
                 assert marker in cells[-1]
 
 
@@ -140,8 +155,20 @@ def test_provenance_rows_carry_fields(rendered):
     assert len(prov) == len(results)
     for cells in prov:
         text = " ".join(cells)
-        for needle in ("c0ffee1234", f"cfg-{cells[0]}", "pool:abababab", "gsm8k:cdcdcdcd", "rev-9f8e",
-                       "2.13.0", "5.24.0", "0.21.0", "1.16.0", "0.4.13", "device=cpu", "data=7"):
+        for needle in (
+            "c0ffee1234",
+            f"cfg-{cells[0]}",
+            "pool:abababab",
+            "gsm8k:cdcdcdcd",
+            "rev-9f8e",
+            "2.13.0",
+            "5.24.0",
+            "0.21.0",
+            "1.16.0",
+            "0.4.13",
+            "device=cpu",
+            "data=7",
+        ):
             assert needle in text, (needle, cells)
     doc = json.loads(paths["json"].read_text(encoding="utf-8"))
     row = next(r for r in doc["provenance"] if r["arm"] == "cpqs" and r["seed"] == 2)
@@ -150,8 +177,10 @@ def test_provenance_rows_carry_fields(rendered):
 
 
 def test_missing_provenance_is_marked_not_guessed(tmp_path):
-    results = [ArmResult("random", 1, "r", {"arm": "random"}, {"t": {"0": 1.0}}, {}),
-               ArmResult("cpqs", 1, "r", {"arm": "cpqs", "commit": "abc"}, {"t": {"0": 0.0}}, {})]
+    results = [
+        ArmResult("random", 1, "r", {"arm": "random"}, {"t": {"0": 1.0}}, {}),
+        ArmResult("cpqs", 1, "r", {"arm": "cpqs", "commit": "abc"}, {"t": {"0": 0.0}}, {}),
+    ]
     paths = leaderboard.render(summarize(results, n_boot=50), results, tmp_path, "x", NOTE)
     prov = _table(paths["md"].read_text(encoding="utf-8"), "Provenance")
     assert prov[0][0] == "random" and prov[0][2] == "missing" and prov[0][-2] == "missing"
@@ -187,8 +216,13 @@ def _write_eval(d, result: ArmResult):
     d.mkdir(parents=True)
     (d / "manifest.json").write_text(json.dumps(result.manifest))
     (d / "metrics.json").write_text(json.dumps({t: float(np.mean(list(v.values()))) for t, v in result.items.items()}))
-    (d / "items.jsonl").write_text("".join(json.dumps({"task": t, "doc_id": k, "correct": s}) + "\n"
-                                           for t, docs in result.items.items() for k, s in docs.items()))
+    (d / "items.jsonl").write_text(
+        "".join(
+            json.dumps({"task": t, "doc_id": k, "correct": s}) + "\n"
+            for t, docs in result.items.items()
+            for k, s in docs.items()
+        )
+    )
     (d / "DONE").write_text("x\n")
 
 
@@ -235,12 +269,20 @@ def test_main_propagates_recipe_mismatch_and_missing_inputs(tmp_path):
 
 def test_provenance_accepts_rundir_manifest_layout(tmp_path):
     """Manifests written through cpqs_bench.rundir carry ``git`` and ``packages`` instead of commit/package_versions."""
-    m = {"arm": "random", "git": {"sha": "1234567890abcdef", "dirty": True},
-         "packages": {"torch": "2.13.0", "lm_eval": "0.4.13", "trl": None}}
+    m = {
+        "arm": "random",
+        "git": {"sha": "1234567890abcdef", "dirty": True},
+        "packages": {"torch": "2.13.0", "lm_eval": "0.4.13", "trl": None},
+    }
     row = leaderboard.provenance_row(ArmResult("random", 1, "r", m, {}, {}))
     assert row["commit"] == "1234567890abcdef+dirty"
-    assert row["package_versions"] == {"torch": "2.13.0", "transformers": "missing", "peft": "missing",
-                                       "trl": "missing", "lm_eval": "0.4.13"}
+    assert row["package_versions"] == {
+        "torch": "2.13.0",
+        "transformers": "missing",
+        "peft": "missing",
+        "trl": "missing",
+        "lm_eval": "0.4.13",
+    }
     results = [ArmResult("random", 1, "r", m, {"t": {"0": 1.0}}, {})]
     paths = leaderboard.render(summarize(results, n_boot=20), results, tmp_path, "g", NOTE)
     assert _table(paths["md"].read_text(encoding="utf-8"), "Provenance")[0][2] == "1234567890+dirty"
@@ -252,15 +294,30 @@ def test_cli_verb_writes_files_and_reports_recipe_mismatch_cleanly(tmp_path, cap
     run = tmp_path / "run"
     for r in _results(seed=2)[:5]:  # base, full x2, random x2
         _write_eval(run / f"{r.arm}-{r.seed}", r)
-    rc = cli.main(["leaderboard", str(run), "--experiment", "v", "--out-dir", str(tmp_path / "o"),
-                   "--note", NOTE, "--references", "random", "--n-boot", "50"])
+    rc = cli.main(
+        [
+            "leaderboard",
+            str(run),
+            "--experiment",
+            "v",
+            "--out-dir",
+            str(tmp_path / "o"),
+            "--note",
+            NOTE,
+            "--references",
+            "random",
+            "--n-boot",
+            "50",
+        ]
+    )
     assert rc == 0
     doc = json.loads((tmp_path / "o" / "v.json").read_text(encoding="utf-8"))
     assert doc["stats"]["references"] == ["random", "base"] and doc["stats"]["n_boot"] == 50
     assert "Δ vs full" not in (tmp_path / "o" / "v.md").read_text(encoding="utf-8")
     bad = _results()[3]
-    _write_eval(run / "odd", ArmResult("ifd", 1, "zzz", {**bad.manifest, "arm": "ifd", "recipe_hash": "zzz"},
-                                       bad.items, {}))
+    _write_eval(
+        run / "odd", ArmResult("ifd", 1, "zzz", {**bad.manifest, "arm": "ifd", "recipe_hash": "zzz"}, bad.items, {})
+    )
     rc = cli.main(["leaderboard", str(run), "--experiment", "v2", "--out-dir", str(tmp_path / "o")])
     assert rc == 1 and "zzz" in capsys.readouterr().err
 
@@ -270,11 +327,17 @@ def test_cli_verb_writes_files_and_reports_recipe_mismatch_cleanly(tmp_path, cap
 
 def _harness_manifest(arm: str, seed: int | None, kept: int | None = None) -> dict:
     """The layout cpqs_bench.evaluate.harness writes: model {spec, revision}, tasks {...}; arm_info from the lead."""
-    m = {"arm": arm, "seed": seed, "recipe_hash": None if arm == "base" else "rec",
-         "model": {"spec": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": "12fd25f7", "device": "cpu"},
-         "inputs": {"model_revision": "12fd25f7"},
-         "tasks": {"gsm8k_nll": {"metric": "nll", "higher_is_better": False, "proxy": True},
-                   "gsm8k": {"metric": "exact_match", "higher_is_better": True}}}
+    m = {
+        "arm": arm,
+        "seed": seed,
+        "recipe_hash": None if arm == "base" else "rec",
+        "model": {"spec": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": "12fd25f7", "device": "cpu"},
+        "inputs": {"model_revision": "12fd25f7"},
+        "tasks": {
+            "gsm8k_nll": {"metric": "nll", "higher_is_better": False, "proxy": True},
+            "gsm8k": {"metric": "exact_match", "higher_is_better": True},
+        },
+    }
     if arm not in ("base", "full"):
         m["arm_info"] = {"kept": kept if kept is not None else 10, "budget_k": 10, "total": 100, "selector": arm}
     return m
@@ -287,12 +350,13 @@ def _synthetic(seeds, effect_per_seed: dict, n: int = 60, kept: dict | None = No
     base_nll = rng.uniform(1.0, 2.0, size=n)
     out = []
     for arm in ("base", "full", "random", "cpqs"):
-        for s in ([None] if arm == "base" else seeds):
+        for s in [None] if arm == "base" else seeds:
             gain = effect_per_seed[s] if arm == "cpqs" else 0.0
             draws = np.random.default_rng([s or 0, len(arm)])
-            items = {"gsm8k": {str(i): float(draws.random() < min(1.0, max(0.0, base_p[i] + gain)))
-                               for i in range(n)},
-                     "gsm8k_nll": {str(i): float(base_nll[i] - gain + draws.normal(0, 0.01)) for i in range(n)}}
+            items = {
+                "gsm8k": {str(i): float(draws.random() < min(1.0, max(0.0, base_p[i] + gain))) for i in range(n)},
+                "gsm8k_nll": {str(i): float(base_nll[i] - gain + draws.normal(0, 0.01)) for i in range(n)},
+            }
             m = _harness_manifest(arm, s, (kept or {}).get(arm))
             out.append(ArmResult(arm, s, m["recipe_hash"], m, items, {}))
     return out
@@ -355,8 +419,9 @@ def test_domain_tables_budget_kept_revision_and_items(tmp_path):
     assert prov["model_revision"] == "12fd25f7" and prov["model_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     # the JSON twin re-tests any row: its per-item scores reproduce the published Δ
     items = doc["items"]["gsm8k"]
-    d = np.array([[items["cpqs"][s][k] - items["random"][s][k] for k in sorted(items["cpqs"][s])]
-                  for s in ("1", "2", "3")])
+    d = np.array(
+        [[items["cpqs"][s][k] - items["random"][s][k] for k in sorted(items["cpqs"][s])] for s in ("1", "2", "3")]
+    )
     row = next(r for r in doc["tables"]["gsm8k"] if r["arm"] == "cpqs")
     assert row["vs"]["random"]["mean_diff"] == pytest.approx(d.mean())
     assert set(items["base"]) == {"null"}

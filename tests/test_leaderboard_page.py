@@ -1,5 +1,6 @@
 """The static leaderboard page: data faithful to the leaderboard JSON, robust to missing keys, and, in a real headless
 Chromium, sortable, filterable, with a provenance drawer; a screenshot is kept as an artifact."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from fake_run import ARMS, make_run
 
 from cpqs_bench.leaderboard_page import read_page_data, task_facts, write_index, write_pages
-from fake_run import ARMS, make_run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,8 +27,11 @@ def _chromium() -> str | None:
 
 
 CHROMIUM = _chromium()
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get "
-                                    "install -y chromium; .ci/run installs it) - the browser test cannot run")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="headless Chromium not installed (Debian: apt-get "
+    "install -y chromium; .ci/run installs it) - the browser test cannot run",
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +70,16 @@ def test_page_is_self_contained(board):
 
 
 def test_missing_and_unknown_keys_are_tolerated(tmp_path):
-    for doc in ({}, {"experiment": "e1"}, {"experiment": "e2", "tables": {"t": [{"arm": "a", "mean": None}]},
-                                            "power": {"t": {"mde_pp": 12.5}}, "brand_new_key": [1, 2]}):
+    for doc in (
+        {},
+        {"experiment": "e1"},
+        {
+            "experiment": "e2",
+            "tables": {"t": [{"arm": "a", "mean": None}]},
+            "power": {"t": {"mde_pp": 12.5}},
+            "brand_new_key": [1, 2],
+        },
+    ):
         path = tmp_path / "b.json"
         path.write_text(json.dumps(doc))
         page = write_pages(path, tmp_path / "out")
@@ -81,8 +93,12 @@ def test_missing_and_unknown_keys_are_tolerated(tmp_path):
 
 
 def test_hostile_strings_cannot_break_out_of_the_data_script(tmp_path):
-    doc = {"experiment": "x", "note": "</script><script>alert(1)</script> & <!--", "tasks": ["t"],
-           "tables": {"t": [{"arm": "</script>", "mean": 0.5}]}}
+    doc = {
+        "experiment": "x",
+        "note": "</script><script>alert(1)</script> & <!--",
+        "tasks": ["t"],
+        "tables": {"t": [{"arm": "</script>", "mean": 0.5}]},
+    }
     path = tmp_path / "x.json"
     path.write_text(json.dumps(doc))
     text = write_pages(path, tmp_path / "out").read_text()
@@ -106,8 +122,10 @@ def test_task_facts_come_from_the_task_yaml(tmp_path):
     assert facts["cpqs_gsm8k_chat"]["dataset_id"] == "openai/gsm8k" and facts["cpqs_gsm8k_chat"]["domain"] == "math"
     assert facts["cpqs_humaneval_instruct"]["metric"] == "pass@1"  # through its include: chain
     assert facts["unknown_task"]["dataset_id"] is None and facts["unknown_task"]["domain"] == "other"
-    (tmp_path / "mine.yaml").write_text("task: mine\ncustom_dataset: !function my.module.load\nmetadata:\n"
-                                        "  domain: law\n  dataset_id: me/law\nmetric_list:\n  - metric: acc\n")
+    (tmp_path / "mine.yaml").write_text(
+        "task: mine\ncustom_dataset: !function my.module.load\nmetadata:\n"
+        "  domain: law\n  dataset_id: me/law\nmetric_list:\n  - metric: acc\n"
+    )
     mine = task_facts(["mine"], folders=[tmp_path])["mine"]
     assert (mine["domain"], mine["dataset_id"], mine["metric"]) == ("law", "me/law", "acc")
 
@@ -115,9 +133,25 @@ def test_task_facts_come_from_the_task_yaml(tmp_path):
 def test_cli_leaderboard_writes_the_page(tmp_path):
     run = make_run(tmp_path, experiment="clirun", arms=("random", "cpqs"), seeds=(0,))
     out = tmp_path / "boards"
-    proc = subprocess.run([sys.executable, "-m", "cpqs_bench", "leaderboard", str(run), "--experiment", "clirun",
-                           "--out-dir", str(out), "--n-boot", "100"], capture_output=True, text=True, timeout=300,
-                          cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cpqs_bench",
+            "leaderboard",
+            str(run),
+            "--experiment",
+            "clirun",
+            "--out-dir",
+            str(out),
+            "--n-boot",
+            "100",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "clirun.json").is_file() and (out / "clirun" / "index.html").is_file()
     assert 'href="clirun/index.html"' in (out / "index.html").read_text()
@@ -182,12 +216,22 @@ class _Dom(HTMLParser):
 
 def _browse(page: Path, fragment: str, tmp_path: Path, screenshot: Path | None = None) -> _Dom:
     profile = tmp_path / f"chromium-profile-{abs(hash(fragment))}"
-    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-            f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--run-all-compositor-stages-before-draw",
-            "--window-size=1400,1000", "--hide-scrollbars"]
+    base = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-extensions",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=5000",
+        "--run-all-compositor-stages-before-draw",
+        "--window-size=1400,1000",
+        "--hide-scrollbars",
+    ]
     url = page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
     proc = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and "data-ready=\"1\"" in proc.stdout, proc.stderr[-2000:]
+    assert proc.returncode == 0 and 'data-ready="1"' in proc.stdout, proc.stderr[-2000:]
     if screenshot is not None:
         shot = subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True, text=True, timeout=120)
         assert shot.returncode == 0 and screenshot.stat().st_size > 10_000, shot.stderr[-2000:]
@@ -212,7 +256,7 @@ def test_browser_renders_numbers_of_the_json_sorts_filters_and_opens_provenance(
     for domain, rows in dom.tables.items():
         for row in rows:
             assert not row["hidden"]
-            for t in (["cpqs_gsm8k_chat"] if domain == "math" else ["cpqs_humaneval_instruct"]):
+            for t in ["cpqs_gsm8k_chat"] if domain == "math" else ["cpqs_humaneval_instruct"]:
                 want = next(r for r in doc["tables"][t] if r["arm"] == row["arm"])
                 value, text = row["cells"][f"mean:{t}"]
                 assert float(value) == want["mean"] and text.startswith(_pct(want["mean"]))

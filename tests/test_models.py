@@ -15,10 +15,14 @@ def test_embedded_fetch_is_cached_and_generates():
     model, tok, info = models.load("embedded", dtype="float32")
     assert info.revision.startswith("gguf-sha256:") and not hasattr(model.config, "quantization_config")
     assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
-    enc = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    enc = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**enc, max_new_tokens=12, do_sample=False)
-    text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    text = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in text
 
 

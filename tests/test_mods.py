@@ -1,11 +1,11 @@
 """MoDS on tiny stand-ins: a tiny sequence-classification model as the reward model, the tiny LM as seed model."""
+
 import math
 
 import pytest
 
-from cpqs_bench.selectors import registry
+from cpqs_bench.selectors import mods, registry
 from cpqs_bench.selectors.base import ScoringContext
-from cpqs_bench.selectors import mods
 from cpqs_bench.selectors.mods import LOW_QUALITY, UNTUNED, MoDSSelector, reward_scores, seed_ids
 from cpqs_bench.testing import check_selector, contract_config, contract_examples, tiny_loader, tiny_reward_loader
 
@@ -21,9 +21,17 @@ def test_mods_contract():
 
 def test_mods_tiers_seed_then_necessary_then_quality(tmp_path):
     # threshold below every reward: the whole pool is high quality; necessity threshold above every reward
-    rows = MoDSSelector().score(contract_examples(), _ctx(
-        tmp_path, **{"selectors.mods.quality_threshold": -1e9, "selectors.mods.seed_count": 3,
-                     "selectors.mods.necessity_threshold": 1e9}))
+    rows = MoDSSelector().score(
+        contract_examples(),
+        _ctx(
+            tmp_path,
+            **{
+                "selectors.mods.quality_threshold": -1e9,
+                "selectors.mods.seed_count": 3,
+                "selectors.mods.necessity_threshold": 1e9,
+            },
+        ),
+    )
     live = [r for r in rows if r.exclude is None]
     assert len(live) == 8
     kinds = {r.id: r.extra["mods"] for r in live}
@@ -35,9 +43,17 @@ def test_mods_tiers_seed_then_necessary_then_quality(tmp_path):
     assert len(seed_ids(rows)) == 3 and seed_ids([r.to_dict() for r in rows]) == seed_ids(rows)
     assert all(r.extra["seed_model"] == UNTUNED for r in live)  # standalone, no seed_model: the labelled deviation
     # nothing necessary: non-seeds are ranked by quality below the seeds
-    rows2 = MoDSSelector().score(contract_examples(), _ctx(
-        tmp_path / "b", **{"selectors.mods.quality_threshold": -1e9, "selectors.mods.seed_count": 3,
-                           "selectors.mods.necessity_threshold": -1e9}))
+    rows2 = MoDSSelector().score(
+        contract_examples(),
+        _ctx(
+            tmp_path / "b",
+            **{
+                "selectors.mods.quality_threshold": -1e9,
+                "selectors.mods.seed_count": 3,
+                "selectors.mods.necessity_threshold": -1e9,
+            },
+        ),
+    )
     q = sorted((r for r in rows2 if r.exclude is None and r.extra["mods"] == "quality_only"), key=lambda r: -r.score)
     assert [r.extra["quality"] for r in q] == sorted((r.extra["quality"] for r in q), reverse=True)
 
@@ -60,8 +76,11 @@ def test_registered():
     assert registry.get("mods").name == "mods"
 
 
-ALL_HIGH = {"selectors.mods.quality_threshold": -1e9, "selectors.mods.seed_count": 3,
-            "selectors.mods.necessity_threshold": 0.5}
+ALL_HIGH = {
+    "selectors.mods.quality_threshold": -1e9,
+    "selectors.mods.seed_count": 3,
+    "selectors.mods.necessity_threshold": 0.5,
+}
 
 
 def test_the_phases_run_separately_compose_to_the_selector(tmp_path):
@@ -86,24 +105,41 @@ def test_a_phase_folder_supplies_the_phases_it_holds(tmp_path):
     assert mods.Coverage.read(folder / mods.COVERAGE_FILE, ex) == cov
     rest = sorted(cov.rest)
     necessary = set(rest[:2])  # rewards below necessity_threshold=0.5 for two of them, above for the others
-    made = mods.Necessity("a seed model of the test", {i: "answer" for i in rest},
-                          {i: (0.0 if i in necessary else 1.0) for i in rest})
+    made = mods.Necessity(
+        "a seed model of the test", {i: "answer" for i in rest}, {i: (0.0 if i in necessary else 1.0) for i in rest}
+    )
     made.write(folder / mods.NECESSITY_FILE)
     assert mods.Necessity.read(folder / mods.NECESSITY_FILE) == made
-    rows = MoDSSelector().score(ex, ScoringContext(ctx.config, tmp_path / "w", checkpoint=folder,
-                                                   loader=tiny_loader(), reward_loader=tiny_reward_loader()))
+    rows = MoDSSelector().score(
+        ex,
+        ScoringContext(
+            ctx.config, tmp_path / "w", checkpoint=folder, loader=tiny_loader(), reward_loader=tiny_reward_loader()
+        ),
+    )
     kinds = {r.id: r.extra["mods"] for r in rows if r.exclude is None}
     assert {i for i, k in kinds.items() if k == "necessary"} == necessary
     assert {i for i, k in kinds.items() if k == "seed"} == set(cov.seeds)
     assert all(r.extra["seed_model"] == "a seed model of the test" for r in rows if r.exclude is None)
     # coverage only: necessity is computed with the standalone seed model
     (folder / mods.NECESSITY_FILE).unlink()
-    rows = MoDSSelector().score(ex, ScoringContext(ctx.config, tmp_path / "w2", checkpoint=folder,
-                                                   loader=tiny_loader(), reward_loader=tiny_reward_loader()))
+    rows = MoDSSelector().score(
+        ex,
+        ScoringContext(
+            ctx.config, tmp_path / "w2", checkpoint=folder, loader=tiny_loader(), reward_loader=tiny_reward_loader()
+        ),
+    )
     assert {r.extra["seed_model"] for r in rows if r.exclude is None} == {UNTUNED}
     with pytest.raises(FileNotFoundError, match="coverage.jsonl"):
-        MoDSSelector().score(ex, ScoringContext(ctx.config, tmp_path / "w3", checkpoint=tmp_path / "w3",
-                                                loader=tiny_loader(), reward_loader=tiny_reward_loader()))
+        MoDSSelector().score(
+            ex,
+            ScoringContext(
+                ctx.config,
+                tmp_path / "w3",
+                checkpoint=tmp_path / "w3",
+                loader=tiny_loader(),
+                reward_loader=tiny_reward_loader(),
+            ),
+        )
 
 
 def test_phases_that_disagree_are_refused(tmp_path):
@@ -120,15 +156,21 @@ def test_phases_that_disagree_are_refused(tmp_path):
 
 
 def test_a_named_seed_model_is_recorded(tmp_path):
-    rows = MoDSSelector().score(contract_examples(), _ctx(tmp_path, **ALL_HIGH,
-                                                          **{"selectors.mods.seed_model": "my/seed-model"}))
+    rows = MoDSSelector().score(
+        contract_examples(), _ctx(tmp_path, **ALL_HIGH, **{"selectors.mods.seed_model": "my/seed-model"})
+    )
     assert {r.extra["seed_model"] for r in rows if r.exclude is None} == {"my/seed-model"}
 
 
 def test_coverage_settings_leave_out_the_necessity_phase():
     """reproduce keys its seed stages on these: a necessity change must not retrain the seed model."""
     base = contract_config()
-    same = contract_config(**{"selectors.mods.necessity_threshold": 3.0, "selectors.mods.max_new_tokens": 99,
-                              "selectors.mods.generation_batch_size": 1})
+    same = contract_config(
+        **{
+            "selectors.mods.necessity_threshold": 3.0,
+            "selectors.mods.max_new_tokens": 99,
+            "selectors.mods.generation_batch_size": 1,
+        }
+    )
     assert mods.coverage_settings(same) == mods.coverage_settings(base)
     assert mods.coverage_settings(contract_config(**{"selectors.mods.seed_count": 5})) != mods.coverage_settings(base)

@@ -2,6 +2,7 @@
 the HF path's prompt ids, greedy / sampling parameters and max_new_tokens reach SamplingParams, finish_reason
 "length" is unfinished (dropped and counted), the stop token is cut as on the HF path, rows and resume as on HF;
 ``auto`` picks vLLM only on CUDA with vllm importable."""
+
 from __future__ import annotations
 
 import json
@@ -67,15 +68,23 @@ def fake_vllm(monkeypatch):
 
 
 def _pool(n: int = 9) -> list[Example]:
-    return [Example(f"q{i}", ({"role": "user", "content": "Write a poem about the sea " * (i % 4 + 1) + "!" * i},),
-                    "x") for i in range(n)]
+    return [
+        Example(f"q{i}", ({"role": "user", "content": "Write a poem about the sea " * (i % 4 + 1) + "!" * i},), "x")
+        for i in range(n)
+    ]
 
 
 def _cfg(**kw):
     from cpqs_bench.testing import contract_config
 
-    return contract_config(**{"selectors.cpqs.generation_backend": "vllm", "selectors.cpqs.generation_max_new_tokens": 3,
-                              "selectors.cpqs.generators": ["small"], **kw})
+    return contract_config(
+        **{
+            "selectors.cpqs.generation_backend": "vllm",
+            "selectors.cpqs.generation_max_new_tokens": 3,
+            "selectors.cpqs.generators": ["small"],
+            **kw,
+        }
+    )
 
 
 def _rows(path):
@@ -91,7 +100,7 @@ def test_vllm_prompts_params_and_drop_count(tmp_path, fake_vllm):
     (llm,) = FakeLLM.instances
     assert llm.init["model"] == "/models/small" and llm.init["seed"] == 0
     # the prompts: the HF path's chat-templated prompt strings, as the HF path encodes them (no added specials)
-    (requests, params), = llm.calls
+    ((requests, params),) = llm.calls
     sent = [r["prompt_token_ids"] for r in requests]
     want = {ex.id: tok(prompts.prompt_text(tok, ex, "chat"), add_special_tokens=False)["input_ids"] for ex in exs}
     assert sorted(map(tuple, sent)) == sorted(tuple(v) for v in want.values())
@@ -125,14 +134,31 @@ def test_vllm_prompts_params_and_drop_count(tmp_path, fake_vllm):
 
 def test_vllm_sampling_seeds_and_resume(tmp_path, fake_vllm):
     exs = _pool(6)
-    cfg = _cfg(**{"selectors.cpqs.generation_do_sample": True, "selectors.cpqs.generation_temperature": 0.7,
-                  "selectors.cpqs.generation_top_p": 0.9, "selectors.cpqs.generation_drop_unfinished": False})
+    cfg = _cfg(
+        **{
+            "selectors.cpqs.generation_do_sample": True,
+            "selectors.cpqs.generation_temperature": 0.7,
+            "selectors.cpqs.generation_top_p": 0.9,
+            "selectors.cpqs.generation_drop_unfinished": False,
+        }
+    )
     out = tmp_path / "neg.jsonl"
     llm, tok, _ = N.load_vllm("small", "auto", 0)
     sampling = {"do_sample": True, "temperature": 0.7, "top_p": 0.9}
-    first = N.generate_negatives(exs, llm, tok, out, generator="small@rev-small", max_new_tokens=3, part_size=2,
-                                 sampling=sampling, progress=False, stop_after=1, drop_unfinished=False,
-                                 backend="vllm")
+    first = N.generate_negatives(
+        exs,
+        llm,
+        tok,
+        out,
+        generator="small@rev-small",
+        max_new_tokens=3,
+        part_size=2,
+        sampling=sampling,
+        progress=False,
+        stop_after=1,
+        drop_unfinished=False,
+        backend="vllm",
+    )
     assert first == {"complete": False, "generated": 2, "total": 6}
     requests, params = llm.calls[0]
     assert isinstance(params, list) and len(params) == len(requests) == 2
@@ -149,13 +175,22 @@ def test_vllm_sampling_seeds_and_resume(tmp_path, fake_vllm):
     assert {p.kw["seed"] for _, ps in llm.calls + resumed.calls for p in ps} == seeds
     # parts made by vLLM are not resumed into by HF (settings differ: backend)
     with pytest.raises(ValueError, match="backend"):
-        N.make_negatives(_cfg(**{"selectors.cpqs.generation_backend": "hf",
-                                 "selectors.cpqs.generation_do_sample": True,
-                                 "selectors.cpqs.generation_temperature": 0.7,
-                                 "selectors.cpqs.generation_top_p": 0.9,
-                                 "selectors.cpqs.generation_drop_unfinished": False}), exs, None, out,
-                         loader=lambda s, r, d: (*tiny.model("chatml"), type("I", (), {"spec": s, "revision": "rev-" + s})()),
-                         progress=False)
+        N.make_negatives(
+            _cfg(
+                **{
+                    "selectors.cpqs.generation_backend": "hf",
+                    "selectors.cpqs.generation_do_sample": True,
+                    "selectors.cpqs.generation_temperature": 0.7,
+                    "selectors.cpqs.generation_top_p": 0.9,
+                    "selectors.cpqs.generation_drop_unfinished": False,
+                }
+            ),
+            exs,
+            None,
+            out,
+            loader=lambda s, r, d: (*tiny.model("chatml"), type("I", (), {"spec": s, "revision": "rev-" + s})()),
+            progress=False,
+        )
 
 
 def test_vllm_matches_hf_rows_when_answers_agree(tmp_path, fake_vllm, monkeypatch):
@@ -163,28 +198,41 @@ def test_vllm_matches_hf_rows_when_answers_agree(tmp_path, fake_vllm, monkeypatc
     model, tok = tiny.model("chatml")
     exs = _pool(5)
     hf_out = tmp_path / "hf.jsonl"
-    N.generate_negatives(exs, model, tok, hf_out, generator="g", max_new_tokens=4, batch_size=2, progress=False,
-                         drop_unfinished=False)
+    N.generate_negatives(
+        exs, model, tok, hf_out, generator="g", max_new_tokens=4, batch_size=2, progress=False, drop_unfinished=False
+    )
     hf = {r["id"]: r for r in _rows(hf_out)}
     stop = min(N._stop_ids(tok))
 
     class Replay(FakeLLM):  # vLLM "generates" what HF generated: the kept tokens + a stop token when finished
         def generate(self, requests, params, use_tqdm=True):
             outs = []
-            by_prompt = {tuple(tok(prompts.prompt_text(tok, ex, "chat"), add_special_tokens=False)["input_ids"]): ex
-                         for ex in exs}
+            by_prompt = {
+                tuple(tok(prompts.prompt_text(tok, ex, "chat"), add_special_tokens=False)["input_ids"]): ex
+                for ex in exs
+            }
             for req in requests:
                 r = hf[by_prompt[tuple(req["prompt_token_ids"])].id]
                 new = tok(r["response"], add_special_tokens=False)["input_ids"] if r["response"] else []
                 reason = "stop" if r["finished"] else "length"
-                completion = types.SimpleNamespace(text=r["response"], finish_reason=reason,
-                                                   token_ids=tuple(new + ([stop] if r["finished"] else [])))
+                completion = types.SimpleNamespace(
+                    text=r["response"], finish_reason=reason, token_ids=tuple(new + ([stop] if r["finished"] else []))
+                )
                 outs.append(types.SimpleNamespace(outputs=[completion]))
             return outs
 
     vl_out = tmp_path / "vllm.jsonl"
-    N.generate_negatives(exs, Replay(), tok, vl_out, generator="g", max_new_tokens=4, progress=False,
-                         drop_unfinished=False, backend="vllm")
+    N.generate_negatives(
+        exs,
+        Replay(),
+        tok,
+        vl_out,
+        generator="g",
+        max_new_tokens=4,
+        progress=False,
+        drop_unfinished=False,
+        backend="vllm",
+    )
     for r in _rows(vl_out):
         h = hf[r["id"]]
         assert (r["response"], r["finished"]) == (h["response"], h["finished"])
@@ -205,8 +253,13 @@ def test_auto_backend(monkeypatch):
 
 
 def test_auto_on_cuda_uses_vllm_in_make_negatives(tmp_path, fake_vllm):
-    summary = N.make_negatives(_cfg(**{"selectors.cpqs.generation_backend": "auto", "model.device": "cuda"}),
-                               _pool(3), None, tmp_path / "n.jsonl", progress=False)
+    summary = N.make_negatives(
+        _cfg(**{"selectors.cpqs.generation_backend": "auto", "model.device": "cuda"}),
+        _pool(3),
+        None,
+        tmp_path / "n.jsonl",
+        progress=False,
+    )
     assert summary["backend"] == "vllm" and len(FakeLLM.instances) == 1
 
 
@@ -215,8 +268,14 @@ def test_auto_on_cpu_uses_hf(tmp_path, fake_vllm):
         model, tok = tiny.model("chatml")
         return model, tok, type("Info", (), {"spec": spec, "revision": None})()
 
-    summary = N.make_negatives(_cfg(**{"selectors.cpqs.generation_backend": "auto", "model.device": "cpu"}),
-                               _pool(3), None, tmp_path / "n.jsonl", loader=load, progress=False)
+    summary = N.make_negatives(
+        _cfg(**{"selectors.cpqs.generation_backend": "auto", "model.device": "cpu"}),
+        _pool(3),
+        None,
+        tmp_path / "n.jsonl",
+        loader=load,
+        progress=False,
+    )
     assert summary["backend"] == "hf" and not FakeLLM.instances
 
 

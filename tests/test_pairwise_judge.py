@@ -1,17 +1,26 @@
 """Pairwise judge evaluation: position swap, ties when the judge disagrees with itself, on a tiny model."""
+
 import re
 
 import pytest
 
-from cpqs_bench.evaluate.judge import (evaluate_pairwise, judge_pairs, outcome, parse_pair, read_prompts, summarize)
+from cpqs_bench.evaluate.judge import evaluate_pairwise, judge_pairs, outcome, parse_pair, read_prompts, summarize
 from cpqs_bench.judge.backends import make_judge
 from cpqs_bench.judge.config import JudgeConfig
 from cpqs_bench.testing import tiny_loader
 
 
-@pytest.mark.parametrize("text,pair", [("8 6\nbecause", (8.0, 6.0)), ("7, 9", (7.0, 9.0)),
-                                       ("Assistant 1: 5 Assistant 2: 3", (5.0, 3.0)), ("great", None),
-                                       ("8", None), ("", None)])
+@pytest.mark.parametrize(
+    "text,pair",
+    [
+        ("8 6\nbecause", (8.0, 6.0)),
+        ("7, 9", (7.0, 9.0)),
+        ("Assistant 1: 5 Assistant 2: 3", (5.0, 3.0)),
+        ("great", None),
+        ("8", None),
+        ("", None),
+    ],
+)
 def test_parse_pair(text, pair):
     assert parse_pair(text) == pair
 
@@ -28,13 +37,17 @@ def test_outcome_rules():
 
 class FirstIsBetter:
     """A judge with pure position bias, except when an answer says "excellent"."""
+
     label, weak = "scripted", False
 
     def complete(self, convs):
         out = []
         for c in convs:
-            m = re.search(r"1's answer begins\]\n(.*)\n\[Assistant 1.*2's answer begins\]\n(.*)\n\[Assistant 2",
-                          c[-1]["content"], re.S)
+            m = re.search(
+                r"1's answer begins\]\n(.*)\n\[Assistant 1.*2's answer begins\]\n(.*)\n\[Assistant 2",
+                c[-1]["content"],
+                re.S,
+            )
             a1, a2 = m.group(1), m.group(2)
             s1 = 9 if "excellent" in a1 else 5
             s2 = 9 if "excellent" in a2 else 5

@@ -3,6 +3,7 @@ stage directories found like evaluation directories, or named by ``--pairwise``)
 Hub publish path (results dataset ``pairwise`` config, model cards). The judge stages here are written by the real
 ``judge_answer_files`` with a deterministic stand-in judge (no model), plus the manifest and DONE the pipeline adds.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from fake_run import make_run
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard import metadata_load
+from test_leaderboard_page import CHROMIUM, needs_chromium
 
 from cpqs_bench import cli, leaderboard
 from cpqs_bench.evaluate.judge import judge_answer_files
@@ -23,14 +26,17 @@ from cpqs_bench.leaderboard_page import read_page_data, write_pages
 from cpqs_bench.publish.config import PublishConfig
 from cpqs_bench.publish.results_dataset import PAIRWISE_SCHEMA, RUNS_SCHEMA, pairwise_rows
 from cpqs_bench.publish.run import publish_run
-from fake_run import make_run
-from test_leaderboard_page import CHROMIUM, needs_chromium
 
 ARMS = ("random", "cpqs", "full")
 SEEDS = (0, 1)
 REFERENCE = "full"
-PROMPTS = [("vicuna/1", "vicuna"), ("vicuna/2", "vicuna"), ("koala/k0", "koala"), ("koala/k1", "koala"),
-           ("koala/k2", "koala")]
+PROMPTS = [
+    ("vicuna/1", "vicuna"),
+    ("vicuna/2", "vicuna"),
+    ("koala/k0", "koala"),
+    ("koala/k1", "koala"),
+    ("koala/k2", "koala"),
+]
 HOSTILE_JUDGE = "judge<script>alert(1)</script>&co"
 SECTION = "## Domain: general (pairwise judge)"
 
@@ -80,9 +86,21 @@ def add_judge_stages(run: Path, arms=ARMS, seeds=SEEDS, n_boot: int = 200, tag: 
         name = f"{arm}{'' if seed is None else f'-s{seed}'}-vs-{ref}-s{ref_seed}"
         out = run / "judge" / name / tag
         doc = judge_answer_files(answers[(arm, seed)], answers[(ref, ref_seed)], LengthJudge(), out, n_boot=n_boot)
-        (out / "manifest.json").write_text(json.dumps({
-            "stage": f"judge/{name}", "arm": arm, "seed": seed, "reference": ref, "reference_seed": ref_seed,
-            "summary": doc["summary"], "judge": doc["judge"], "weak_judge": doc["weak_judge"], "rule": "strict"}))
+        (out / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "stage": f"judge/{name}",
+                    "arm": arm,
+                    "seed": seed,
+                    "reference": ref,
+                    "reference_seed": ref_seed,
+                    "summary": doc["summary"],
+                    "judge": doc["judge"],
+                    "weak_judge": doc["weak_judge"],
+                    "rule": "strict",
+                }
+            )
+        )
         (out / "DONE").write_text("done\n")
         dirs.append(out)
     return dirs
@@ -132,7 +150,9 @@ def test_cli_rebuild_from_the_run_dir_has_the_pairwise_section(run, tmp_path, ca
     assert rows["random"]["seeds"] == [0, 1] and rows["base"]["reference_seeds"] == [0, 1]
     assert rows["cpqs"]["unparsed"] == len(SEEDS)  # koala/k2 once per seed
     for r in rows.values():
-        assert f"| {r['arm']} | {r['reference']} |" in section and f"| {r['win']} | {r['tie']} | {r['lose']} |" in section
+        assert (
+            f"| {r['arm']} | {r['reference']} |" in section and f"| {r['win']} | {r['tie']} | {r['lose']} |" in section
+        )
     # the page written by the same command shows it too
     assert 'id="pairwise"' in (tmp_path / "boards" / "pw" / "index.html").read_text()
 
@@ -144,13 +164,35 @@ def test_cli_pairwise_option_names_judge_dirs_explicitly(run, tmp_path, capsys):
     assert "pairwise judge" not in (tmp_path / "plain.md").read_text()
     assert "pairwise" not in json.loads((tmp_path / "plain.json").read_text())
     random_dirs = [d for d in dirs if d.parent.name.startswith("random-")]
-    assert _cli(*evals, "--experiment", "some", "--out-dir", str(tmp_path), "--no-page",
-                "--pairwise", *map(str, random_dirs)) == 0
+    assert (
+        _cli(
+            *evals,
+            "--experiment",
+            "some",
+            "--out-dir",
+            str(tmp_path),
+            "--no-page",
+            "--pairwise",
+            *map(str, random_dirs),
+        )
+        == 0
+    )
     doc = json.loads((tmp_path / "some.json").read_text())
     assert [r["arm"] for r in doc["pairwise"]["rows"]] == ["random"]
     # a run dir plus --pairwise naming a judge dir inside it: each judge dir counted once
-    assert _cli(str(root), "--experiment", "both", "--out-dir", str(tmp_path), "--no-page",
-                "--pairwise", str(root / "judge")) == 0
+    assert (
+        _cli(
+            str(root),
+            "--experiment",
+            "both",
+            "--out-dir",
+            str(tmp_path),
+            "--no-page",
+            "--pairwise",
+            str(root / "judge"),
+        )
+        == 0
+    )
     both = json.loads((tmp_path / "both.json").read_text())["pairwise"]["rows"]
     assert both == json.loads(json.dumps(load_pairwise(dirs, doc["arms"], n_boot=200)))["rows"]
     capsys.readouterr()
@@ -222,8 +264,9 @@ def test_page_renders_the_pairwise_section_from_the_json(board, tmp_path):
     parser = _Pairwise()
     parser.feed(text)
     assert parser.title == "general (pairwise judge)"
-    assert [(r["arm"], r["reference"]) for r in parser.rows] == [(r["arm"], r["reference"])
-                                                                 for r in doc["pairwise"]["rows"]]
+    assert [(r["arm"], r["reference"]) for r in parser.rows] == [
+        (r["arm"], r["reference"]) for r in doc["pairwise"]["rows"]
+    ]
     for got, want in zip(parser.rows, doc["pairwise"]["rows"]):
         c = got["cells"]
         for k in ("win", "tie", "lose", "unparsed"):
@@ -272,10 +315,23 @@ def test_page_tolerates_missing_fields_in_a_pairwise_row(tmp_path):
 def test_browser_shows_the_pairwise_section_after_the_domain_tables(board, tmp_path):
     paths, doc = board
     page = write_pages(paths["json"], tmp_path)
-    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                           "--disable-extensions", f"--user-data-dir={tmp_path / 'profile'}",
-                           "--virtual-time-budget=5000", "--dump-dom", page.resolve().as_uri()],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-extensions",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     dom = proc.stdout
     assert proc.returncode == 0 and 'data-ready="1"' in dom, proc.stderr[-2000:]
     assert dom.count('id="pairwise"') == 1  # the script keeps the static section when it draws the page
@@ -297,8 +353,9 @@ def published(run, tmp_path_factory):
     for key in ("adapters", "selections"):
         index[key] = {k: str(pub / Path(v).relative_to(root)) for k, v in index[key].items()}
     judge_dirs = [pub / d.relative_to(root) for d in dirs]
-    board = leaderboard.main(index["evaluations"], pub / "leaderboards", "exp", "Test run: not a result.",
-                             n_boot=200, pairwise=judge_dirs)
+    board = leaderboard.main(
+        index["evaluations"], pub / "leaderboards", "exp", "Test run: not a result.", n_boot=200, pairwise=judge_dirs
+    )
     index["leaderboard"] = {k: str(v) for k, v in board.items()}
     index["pairwise"] = [str(d) for d in judge_dirs]
     (pub / "index.json").write_text(json.dumps(index))
@@ -327,7 +384,8 @@ def test_results_dataset_has_a_pairwise_config_equal_to_the_judge_stages(publish
     for row in rows:
         s = summaries[(row["arm"], row["seed"], row["reference"], row["reference_seed"])]["summary"]
         assert {k: row[k] for k in ("win", "tie", "lose", "unparsed", "n")} == {
-            k: s[k] for k in ("win", "tie", "lose", "unparsed", "n")}
+            k: s[k] for k in ("win", "tie", "lose", "unparsed", "n")
+        }
         assert row["win_rate"] == s["win_rate"] and row["winning_score"] == s["winning_score"]
         assert [row["net_ci_low"], row["net_ci_high"]] == s["net_ci95"] and row["sign_test_p"] == s["sign_test_p"]
         assert row["judge"] == HOSTILE_JUDGE and row["weak_judge"] is True and row["rule"] == "strict"
@@ -354,7 +412,9 @@ def test_model_cards_show_their_own_pairwise_rows_outside_the_model_index(publis
             results = metadata_load(folder / "README.md")["model-index"][0]["results"]
             assert len(results) == 2  # the two tasks only: the pairwise judge is no Hub benchmark
             assert sorted(p.name for p in (folder / ".eval_results").iterdir()) == [
-                "cpqs_gsm8k_chat.yaml", "cpqs_humaneval_instruct.yaml"]
+                "cpqs_gsm8k_chat.yaml",
+                "cpqs_humaneval_instruct.yaml",
+            ]
             if arm == REFERENCE:
                 assert "Pairwise LLM judge" not in card.text
                 continue
@@ -379,10 +439,25 @@ def test_a_run_without_pairwise_publishes_exactly_as_before(tmp_path):
 def test_pairwise_rows_reject_a_malformed_section():
     assert pairwise_rows("e", None) == []
     with pytest.raises(ValueError, match=r"b\.json: pairwise.rows\[0\]: missing per_seed"):
-        pairwise_rows("e", {"rows": [{"arm": "a", "reference": "r", "judge": "j", "rule": "strict",
-                                      "weak_judge": False, "sets": []}]}, "b.json")
+        pairwise_rows(
+            "e",
+            {"rows": [{"arm": "a", "reference": "r", "judge": "j", "rule": "strict", "weak_judge": False, "sets": []}]},
+            "b.json",
+        )
     with pytest.raises(ValueError, match=r"per_seed\[0\]: missing n"):
-        pairwise_rows("e", {"rows": [{"arm": "a", "reference": "r", "judge": "j", "rule": "strict",
-                                      "weak_judge": False, "sets": [],
-                                      "per_seed": [{"seed": 0, "reference_seed": 0, "win": 1, "tie": 0, "lose": 0,
-                                                    "unparsed": 0}]}]})
+        pairwise_rows(
+            "e",
+            {
+                "rows": [
+                    {
+                        "arm": "a",
+                        "reference": "r",
+                        "judge": "j",
+                        "rule": "strict",
+                        "weak_judge": False,
+                        "sets": [],
+                        "per_seed": [{"seed": 0, "reference_seed": 0, "win": 1, "tie": 0, "lose": 0, "unparsed": 0}],
+                    }
+                ]
+            },
+        )

@@ -1,6 +1,7 @@
 """The pairwise LLM-judge evaluation as pipeline stages (``evaluate.pairwise``): answers per evaluated model, one
 judge stage per arm × seed vs the reference arm, a "general (pairwise judge)" leaderboard section — and, while it is
 off, not one existing stage's inputs changed. (Position swap and the tie rule: tests/test_pairwise_judge.py.)"""
+
 from __future__ import annotations
 
 import json
@@ -9,18 +10,23 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from cpqs_bench import tiny
-from cpqs_bench.config import load_config, replace, to_dict
-from cpqs_bench.io import read_jsonl, stable_hash
 from openai_standin import StandIn
 from test_reproduce import run_preset, tiny_preset
 
+from cpqs_bench import tiny
+from cpqs_bench.config import load_config, replace
+from cpqs_bench.io import read_jsonl, stable_hash
+
 KEY_ENV = "CPQS_TEST_PAIRWISE_KEY"
 SECRET = "sk-pairwise-standin-0123456789abcdef"
-PAIRWISE = ["evaluate.pairwise.sets=[vicuna,koala]", "evaluate.pairwise.limit=2",
-            "evaluate.pairwise.max_new_tokens=6", "evaluate.pairwise.batch_size=2",
-            "evaluate.pairwise.judge.max_new_tokens=6", "evaluate.pairwise.n_boot=200"]
+PAIRWISE = [
+    "evaluate.pairwise.sets=[vicuna,koala]",
+    "evaluate.pairwise.limit=2",
+    "evaluate.pairwise.max_new_tokens=6",
+    "evaluate.pairwise.batch_size=2",
+    "evaluate.pairwise.judge.max_new_tokens=6",
+    "evaluate.pairwise.n_boot=200",
+]
 
 
 # ------------------------------------------------------------------------------------------- off = nothing changes
@@ -98,15 +104,24 @@ def test_turning_pairwise_on_reruns_no_existing_stage(runs):
     assert stages <= set(on["skipped"]), sorted(stages - set(on["skipped"]))
     new = {r for r in on["ran"] if not r.startswith("leaderboard")}
     # base + (full, random) × 2 seeds answer; base vs full per seed and random vs full per seed are judged
-    assert new == {"answers base", "answers full seed 0", "answers full seed 1", "answers random seed 0",
-                   "answers random seed 1", "judge base-vs-full-s0", "judge base-vs-full-s1",
-                   "judge random-s0-vs-full-s0", "judge random-s1-vs-full-s1"}, sorted(new)
+    assert new == {
+        "answers base",
+        "answers full seed 0",
+        "answers full seed 1",
+        "answers random seed 0",
+        "answers random seed 1",
+        "judge base-vs-full-s0",
+        "judge base-vs-full-s1",
+        "judge random-s0-vs-full-s0",
+        "judge random-s1-vs-full-s1",
+    }, sorted(new)
     from cpqs_bench.reproduce import count_stages
 
     cfg = load_config(str(runs["preset"]), PAIRWISE)
     assert len(on["ran"]) + len(on["skipped"]) == count_stages(cfg)  # the leaderboard included; publish is off
-    assert any(re.match(r"\[stage \d+/%d\] judge random-s1-vs-full-s1: run" % count_stages(cfg), ln)
-               for ln in runs["log"])
+    assert any(
+        re.match(r"\[stage \d+/%d\] judge random-s1-vs-full-s1: run" % count_stages(cfg), ln) for ln in runs["log"]
+    )
 
 
 def test_judge_stages_write_judgements_and_the_summary(runs):
@@ -162,12 +177,23 @@ def _length_judge(messages: list[dict]) -> str:
 def test_an_endpoint_judge_reruns_only_the_judge_stages_and_its_counts_are_the_answers(runs, monkeypatch):
     monkeypatch.setenv(KEY_ENV, SECRET)
     with StandIn(SECRET, _length_judge) as server:
-        out = run_preset(runs["preset"], PAIRWISE + [
-            "evaluate.pairwise.judge.backend=openai", f"evaluate.pairwise.judge.base_url={server.base_url}",
-            "evaluate.pairwise.judge.model=standin-judge", f"evaluate.pairwise.judge.api_key_env={KEY_ENV}"])
+        out = run_preset(
+            runs["preset"],
+            PAIRWISE
+            + [
+                "evaluate.pairwise.judge.backend=openai",
+                f"evaluate.pairwise.judge.base_url={server.base_url}",
+                "evaluate.pairwise.judge.model=standin-judge",
+                f"evaluate.pairwise.judge.api_key_env={KEY_ENV}",
+            ],
+        )
     ran = {r for r in out["ran"] if not r.startswith("leaderboard")}
-    assert ran == {"judge base-vs-full-s0", "judge base-vs-full-s1", "judge random-s0-vs-full-s0",
-                   "judge random-s1-vs-full-s1"}
+    assert ran == {
+        "judge base-vs-full-s0",
+        "judge base-vs-full-s1",
+        "judge random-s0-vs-full-s0",
+        "judge random-s1-vs-full-s1",
+    }
     calls = [json.loads((d / "manifest.json").read_text())["judge_calls"] for d in _judge_dirs(out)]
     assert sum(c["cache_hits"] + c["cache_misses"] for c in calls) == 4 * 4 * 2  # stages × prompts × both orders
     assert len(server.requests) == sum(c["cache_misses"] for c in calls)  # a repeated conversation is asked once

@@ -33,6 +33,13 @@ def test_perplexity_is_minus_ifd_conditioned_loss_and_reuses_its_shards(tmp_path
             assert b.exclude is None
         else:
             assert b.exclude == a.exclude
-    high = PerplexitySelector().score(examples, ScoringContext(
-        contract_config(**{"selectors.perplexity_keep": "high"}), tmp_path / "x", loader=loader, shared_workdir=shared))
+    high = PerplexitySelector().score(
+        examples,
+        ScoringContext(
+            contract_config(**{"selectors.perplexity_keep": "high"}),
+            tmp_path / "x",
+            loader=loader,
+            shared_workdir=shared,
+        ),
+    )
     assert [r.score for r in high if r.exclude is None] == [-r.score for r in rows if r.exclude is None]

@@ -5,14 +5,15 @@ plugin's own pyproject.toml) into a temp dir and puts it and the plugin source o
 editable install provides to ``importlib.metadata``. CI additionally runs
 ``.venv/bin/pip install --no-deps -e examples/plugin_selector`` (the Makefile's install target).
 """
+
 from __future__ import annotations
 
 import json
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
 from cpqs_bench.selectors import registry
@@ -71,15 +72,22 @@ def test_plugin_runs_through_compare(installed_plugin, tmp_path):
     from cpqs_bench.testing import contract_config, tiny_loader
 
     pool = tmp_path / "pool.jsonl"
-    rows = [{"instruction": f"Question {i}?", "output": ("word " * (i + 1)) + " ".join(map(str, range(i)))}
-            for i in range(8)]
+    rows = [
+        {"instruction": f"Question {i}?", "output": ("word " * (i + 1)) + " ".join(map(str, range(i)))}
+        for i in range(8)
+    ]
     pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
     from cpqs_bench.data.pool import read_pool
 
     cfg = contract_config()
-    result = compare.compare_selectors(cfg, ["vocab_diversity", "longest"], tmp_path / "out", budget=3,
-                                       pool=compare.tiered_pool(cfg, examples=read_pool(str(pool)).examples),
-                                       loader=tiny_loader())
+    result = compare.compare_selectors(
+        cfg,
+        ["vocab_diversity", "longest"],
+        tmp_path / "out",
+        budget=3,
+        pool=compare.tiered_pool(cfg, examples=read_pool(str(pool)).examples),
+        loader=tiny_loader(),
+    )
     assert result["selectors"]["vocab_diversity"]["eligible"] == 8
     assert (tmp_path / "out" / "scores" / "vocab_diversity.jsonl").exists()
     assert (tmp_path / "out" / "report.md").read_text().count("vocab_diversity") >= 2

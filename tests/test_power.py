@@ -1,4 +1,5 @@
 """Power helpers against hand-computed values, and the cells they produce."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,9 @@ import pytest
 from cpqs_bench import stats
 
 
-@pytest.mark.parametrize("m, expected", [(0, 1.0), (1, 1.0), (2, 0.5), (3, 0.25), (5, 0.0625), (6, 0.03125),
-                                         (10, 2 / 1024)])
+@pytest.mark.parametrize(
+    "m, expected", [(0, 1.0), (1, 1.0), (2, 0.5), (3, 0.25), (5, 0.0625), (6, 0.03125), (10, 2 / 1024)]
+)
 def test_attainable_p_is_two_over_two_to_the_m(m, expected):
     assert stats.attainable_p(m) == pytest.approx(expected)
 
@@ -40,8 +42,12 @@ def test_five_items_cannot_reach_alpha_even_when_all_improve():
 def test_mde_in_a_comparison_uses_seed_averaged_item_differences():
     rng = np.random.default_rng(0)
     base = rng.random(50)
-    arm = [stats.ArmResult("cpqs", s, "r", {}, {"t": {str(i): float(v + 0.01 * s) for i, v in enumerate(
-        rng.random(50))}}, {}) for s in (1, 2, 3)]
+    arm = [
+        stats.ArmResult(
+            "cpqs", s, "r", {}, {"t": {str(i): float(v + 0.01 * s) for i, v in enumerate(rng.random(50))}}, {}
+        )
+        for s in (1, 2, 3)
+    ]
     ref = stats.ArmResult("base", None, None, {}, {"t": {str(i): float(v) for i, v in enumerate(base)}}, {})
     c = stats.summarize([ref, *arm], references=("base",), n_boot=200)["per_task"]["t"]["comparisons"]["base"]["cpqs"]
     d = np.mean([[arm_r.items["t"][str(i)] - base[i] for i in range(50)] for arm_r in arm], axis=0)

@@ -1,5 +1,6 @@
 """``reproduce --preflight``: every preset in configs/ passes offline (mirror + tiny stand-ins); a preset that would
 fail after fine-tuning is refused up front with one line naming the cause."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,18 +34,30 @@ def fixture_mirror(tmp: Path, shared: Path) -> Path:
         (root / entry.name).symlink_to(entry)
     cpqs = root / "cpqs_data"
     cpqs.mkdir()
-    pos = [{"instruction": f"Explain idea number {i} of physics", "input": "", "output": "A careful answer. " * 4}
-           for i in range(24)]
-    for name, rows in (("alpaca_gpt4_data.json", pos),
-                       ("alpaca_gpt4_data_llama.json", [{**r, "模型输出": "idk"} for r in pos]),
-                       ("alpaca_gpt4_data_qwen251.json", [{**r, "模型输出": "no"} for r in pos])):
+    pos = [
+        {"instruction": f"Explain idea number {i} of physics", "input": "", "output": "A careful answer. " * 4}
+        for i in range(24)
+    ]
+    for name, rows in (
+        ("alpaca_gpt4_data.json", pos),
+        ("alpaca_gpt4_data_llama.json", [{**r, "模型输出": "idk"} for r in pos]),
+        ("alpaca_gpt4_data_qwen251.json", [{**r, "模型输出": "no"} for r in pos]),
+    ):
         (cpqs / name).write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
     (root / "reasoning").mkdir()
     with gzip.open(root / "reasoning" / "openr1_math.jsonl.gz", "wt", encoding="utf-8") as fh:
         for i in range(40):
-            fh.write(json.dumps({"messages": [
-                {"role": "user", "content": f"What is {i} + {i}?"},
-                {"role": "assistant", "content": f"<think>\n{i} plus {i} is {2 * i}.\n</think>\n\n{2 * i}"}]}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "messages": [
+                            {"role": "user", "content": f"What is {i} + {i}?"},
+                            {"role": "assistant", "content": f"<think>\n{i} plus {i} is {2 * i}.\n</think>\n\n{2 * i}"},
+                        ]
+                    }
+                )
+                + "\n"
+            )
     return root
 
 
@@ -76,8 +89,15 @@ def test_chat_tasks_on_a_model_without_template_are_refused_before_any_stage(mir
     from cpqs_bench.preflight import preflight
 
     model = _base_model_dir(tmp_path)
-    cfg = replace(load_config("smoke"), **{"model.id": str(model), "prompt.template": "chat",
-                                           "selectors.proxy_model": str(model), "selectors.cpqs.generator": str(model)})
+    cfg = replace(
+        load_config("smoke"),
+        **{
+            "model.id": str(model),
+            "prompt.template": "chat",
+            "selectors.proxy_model": str(model),
+            "selectors.cpqs.generator": str(model),
+        },
+    )
     lines: list[str] = []
     rep = preflight(cfg, log=lines.append)
     assert not rep.ok
@@ -90,8 +110,15 @@ def test_the_alpaca_template_on_a_base_model_is_evaluated_with_that_template(mir
     from cpqs_bench.preflight import preflight
 
     model = _base_model_dir(tmp_path)
-    cfg = replace(load_config("smoke"), **{"model.id": str(model), "prompt.template": "alpaca",
-                                           "selectors.proxy_model": str(model), "selectors.cpqs.generator": str(model)})
+    cfg = replace(
+        load_config("smoke"),
+        **{
+            "model.id": str(model),
+            "prompt.template": "alpaca",
+            "selectors.proxy_model": str(model),
+            "selectors.cpqs.generator": str(model),
+        },
+    )
     lines: list[str] = []
     rep = preflight(cfg, log=lines.append)
     assert rep.ok, "\n".join(lines)
@@ -103,8 +130,21 @@ def test_problems_exit_non_zero_from_the_cli(mirror, offline_env, tmp_path):
     from cpqs_bench.cli import main
 
     model = _base_model_dir(tmp_path)
-    assert main(["reproduce", "--config", "smoke", f"model.id={model}", "prompt.template=chat",
-                 f"selectors.proxy_model={model}", f"selectors.cpqs.generator={model}", "--preflight"]) == 1
+    assert (
+        main(
+            [
+                "reproduce",
+                "--config",
+                "smoke",
+                f"model.id={model}",
+                "prompt.template=chat",
+                f"selectors.proxy_model={model}",
+                f"selectors.cpqs.generator={model}",
+                "--preflight",
+            ]
+        )
+        == 1
+    )
 
 
 def _work_line(cfg):

@@ -1,4 +1,5 @@
 """The response span is token-exact for every tokenizer family, at awkward boundaries, under every length policy."""
+
 import pytest
 
 from cpqs_bench import prompts, tiny
@@ -20,8 +21,14 @@ def _ex(response, instruction="Explain why the sky is blue.", system=None):
     return Example("x", prompt + ({"role": "user", "content": instruction},), response)
 
 
-CASES = [("chatml", "chat"), ("chatml", "none"), ("llama2", "chat"), ("llama2", "llama2"), ("gpt2", "none"),
-         ("gpt2", "alpaca")]
+CASES = [
+    ("chatml", "chat"),
+    ("chatml", "none"),
+    ("llama2", "chat"),
+    ("llama2", "llama2"),
+    ("gpt2", "none"),
+    ("gpt2", "alpaca"),
+]
 
 
 @pytest.mark.parametrize("family,template", CASES)
@@ -33,7 +40,10 @@ def test_span_decodes_to_response_plus_eot(family, template, response):
     if family == "llama2" and expected.startswith(" "):
         # SentencePiece-style (Metaspace) tokenizers encode " x" and "x" to the same ids: one leading space is
         # not representable, whatever the span logic does.
-        assert tok(expected, add_special_tokens=False)["input_ids"] == tok(expected[1:], add_special_tokens=False)["input_ids"]
+        assert (
+            tok(expected, add_special_tokens=False)["input_ids"]
+            == tok(expected[1:], add_special_tokens=False)["input_ids"]
+        )
         expected = expected[1:]
     eot = tok.eos_token
     assert r.has_eot and r.input_ids[-1] == tok.convert_tokens_to_ids(eot)
@@ -41,7 +51,7 @@ def test_span_decodes_to_response_plus_eot(family, template, response):
     assert tok.decode(r.response_ids) == expected + eot
     assert r.response_end == len(r.input_ids)  # nothing the template writes after the end-of-turn token
     assert r.labels()[: r.response_start] == [-100] * r.response_start
-    assert r.labels()[r.response_start:] == list(r.response_ids)
+    assert r.labels()[r.response_start :] == list(r.response_ids)
 
 
 def test_chatml_prompt_equals_generation_prompt():
@@ -73,8 +83,13 @@ def test_length_policy_truncate_and_drop_are_counted():
     assert prompts.render(tok, ex, "none", max_length=40, overflow="drop", stats=stats) is None
     assert prompts.render(tok, _ex("x", instruction="long " * 100), "none", max_length=20, stats=stats) is None
     assert prompts.render(tok, _ex(""), "none", stats=stats) is None
-    assert (stats.kept, stats.truncated, stats.dropped_too_long, stats.dropped_prompt_too_long,
-            stats.dropped_empty) == (1, 1, 1, 1, 1)
+    assert (
+        stats.kept,
+        stats.truncated,
+        stats.dropped_too_long,
+        stats.dropped_prompt_too_long,
+        stats.dropped_empty,
+    ) == (1, 1, 1, 1, 1)
 
 
 def test_no_chat_template_is_a_clear_error():

@@ -1,5 +1,6 @@
 """The continuous proxy tasks: the same prompt as their generative twin, one loglikelihood per item, values that
 equal a direct computation of −log p(reference | context) per byte."""
+
 from __future__ import annotations
 
 import math
@@ -25,10 +26,13 @@ def _yaml(name: str) -> dict:
     return yaml.load((TASKS / f"{name}.yaml").read_text(), Loader=_Loader)
 
 
-@pytest.mark.parametrize("proxy,twin,keys", [
-    ("cpqs_gsm8k_chat_nll", "cpqs_gsm8k_chat", ("doc_to_text",)),
-    ("cpqs_humaneval_instruct_nll", "cpqs_humaneval_instruct", ("doc_to_text", "gen_prefix")),
-])
+@pytest.mark.parametrize(
+    "proxy,twin,keys",
+    [
+        ("cpqs_gsm8k_chat_nll", "cpqs_gsm8k_chat", ("doc_to_text",)),
+        ("cpqs_humaneval_instruct_nll", "cpqs_humaneval_instruct", ("doc_to_text", "gen_prefix")),
+    ],
+)
 def test_proxy_uses_the_generative_prompt(proxy, twin, keys):
     p, t = _yaml(proxy), _yaml(twin)
     for k in keys:
@@ -54,12 +58,20 @@ def test_lm_eval_scores_the_proxy_task_on_a_tiny_model(mirror):
 
     model, tok = tiny.model("chatml")
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=2, device="cpu")
-    res = simple_evaluate(model=lm, tasks=["cpqs_gsm8k_chat_nll"], limit=2, apply_chat_template=True,
-                          task_manager=TaskManager(include_path=str(TASKS)), log_samples=True)
+    res = simple_evaluate(
+        model=lm,
+        tasks=["cpqs_gsm8k_chat_nll"],
+        limit=2,
+        apply_chat_template=True,
+        task_manager=TaskManager(include_path=str(TASKS)),
+        log_samples=True,
+    )
     samples = res["samples"]["cpqs_gsm8k_chat_nll"]
     assert len(samples) == 2
     s = samples[0]
-    context, target = s["arguments"][0] if isinstance(s["arguments"][0], (list, tuple)) else s["arguments"]["gen_args_0"].values()
+    context, target = (
+        s["arguments"][0] if isinstance(s["arguments"][0], (list, tuple)) else s["arguments"]["gen_args_0"].values()
+    )
     # lm-eval's own split (context + continuation tokenized together; trailing context whitespace, here the newline
     # after the assistant header, moves to the continuation), recomputed by hand from the model's logits
     ctx_ids, tgt_ids = lm._encode_pair(context, target)
@@ -82,10 +94,19 @@ def test_task_limits_give_the_proxy_more_items_than_the_generative_task(mirror, 
     d = tmp_path / "m"
     model.save_pretrained(d)
     tok.save_pretrained(d)
-    cfg = replace(Config(), **{"model.id": str(d), "model.device": "cpu", "evaluate.dtype": "float32",
-                               "evaluate.tasks": ["cpqs_gsm8k_chat", "cpqs_gsm8k_chat_nll"], "evaluate.limit": 1,
-                               "evaluate.task_limits": {"cpqs_gsm8k_chat_nll": 3}, "evaluate.max_new_tokens": 4,
-                               "evaluate.use_cache": False})
+    cfg = replace(
+        Config(),
+        **{
+            "model.id": str(d),
+            "model.device": "cpu",
+            "evaluate.dtype": "float32",
+            "evaluate.tasks": ["cpqs_gsm8k_chat", "cpqs_gsm8k_chat_nll"],
+            "evaluate.limit": 1,
+            "evaluate.task_limits": {"cpqs_gsm8k_chat_nll": 3},
+            "evaluate.max_new_tokens": 4,
+            "evaluate.use_cache": False,
+        },
+    )
     metrics = evaluate_model(cfg, tmp_path / "ev")
     items = [json.loads(line) for line in (tmp_path / "ev" / "items.jsonl").read_text().splitlines()]
     per_task = {t: sum(1 for i in items if i["task"] == t) for t in cfg.evaluate.tasks}

@@ -1,4 +1,5 @@
 """Publishing through the real huggingface_hub client against the local stand-in Hub (127.0.0.1, ephemeral port)."""
+
 from __future__ import annotations
 
 import json
@@ -8,6 +9,8 @@ from pathlib import Path
 import httpx2
 import pytest
 import yaml
+from fake_run import make_run
+from hub_standin import HubStandIn  # tests/ is on sys.path (pytest rootdir-relative "prepend" import mode)
 from huggingface_hub import ModelCard
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import HfHubHTTPError
@@ -17,8 +20,6 @@ from cpqs_bench.publish import hub as P
 from cpqs_bench.publish.config import PublishConfig
 from cpqs_bench.publish.results_dataset import build_results_folder
 from cpqs_bench.publish.run import publish_run
-from fake_run import make_run
-from hub_standin import HubStandIn  # tests/ is on sys.path (pytest rootdir-relative "prepend" import mode)
 
 CANARY = "hf_CANARYtoken0123456789abcdef"
 REPO = "cpqs-test/exp1-cpqs"
@@ -60,9 +61,16 @@ def _arm_folder(root: Path, manifest: dict | None = None, metrics: dict | None =
     if not sel.exists():
         sel.write_text('{"id": "a", "score": 0.9}\n{"id": "b", "score": 0.8}\n')
     return P.build_arm_folder(
-        "cpqs", ad, sel, manifest or {"selector": "cpqs", "datasets": ["alpaca"], "seed": 1},
+        "cpqs",
+        ad,
+        sel,
+        manifest or {"selector": "cpqs", "datasets": ["alpaca"], "seed": 1},
         metrics or {"gsm8k": 0.31, "humaneval": 0.125, "humaneval_plus": 0.1},
-        "Qwen/Qwen2.5-0.5B", "exp1", root / "out" / "cpqs", facts=FACTS, eval_date="2026-12-01",
+        "Qwen/Qwen2.5-0.5B",
+        "exp1",
+        root / "out" / "cpqs",
+        facts=FACTS,
+        eval_date="2026-12-01",
         source_url="https://huggingface.co/datasets/cpqs-test/exp1-results",
     )
 
@@ -85,7 +93,11 @@ def _commits(hub: HubStandIn) -> list[dict]:
 def test_arm_folder_layout_and_card_metadata(tmp_path):
     folder = _arm_folder(tmp_path)
     assert sorted(os.listdir(folder)) == [
-        ".eval_results", "README.md", "adapter_config.json", "adapter_model.safetensors", "manifest.json",
+        ".eval_results",
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "manifest.json",
         "selection.jsonl",
     ]
     assert sorted(os.listdir(folder / ".eval_results")) == ["gsm8k.yaml", "humaneval.yaml", "humaneval_plus.yaml"]
@@ -325,13 +337,18 @@ def test_publish_run_pushes_models_dataset_and_space_then_repush_is_a_no_op(hub,
     report = publish_run(run, cfg, dry_run=False, endpoint=hub.endpoint)
     repos = report["repos"]
     assert {r: e["action"] for r, e in repos.items()} == {
-        "cpqs-test/exp-random-s0": "committed", "cpqs-test/exp-cpqs-s0": "committed",
-        "cpqs-test/exp-results": "committed", "cpqs-test/exp-leaderboard": "committed"}
+        "cpqs-test/exp-random-s0": "committed",
+        "cpqs-test/exp-cpqs-s0": "committed",
+        "cpqs-test/exp-results": "committed",
+        "cpqs-test/exp-leaderboard": "committed",
+    }
     assert len(hub.routes_hit("commit")) == 4
     stored = hub.stored_files("cpqs-test/exp-results", "dataset")
     assert {"data/runs.parquet", "data/items.parquet", "README.md", "page/index.html"} <= set(stored)
-    assert hub.stored_files("cpqs-test/exp-results", "dataset")["data/runs.parquet"] == (
-        run / "publish" / "folders" / "results" / "data" / "runs.parquet").read_bytes()
+    assert (
+        hub.stored_files("cpqs-test/exp-results", "dataset")["data/runs.parquet"]
+        == (run / "publish" / "folders" / "results" / "data" / "runs.parquet").read_bytes()
+    )
     space = hub.stored_files("cpqs-test/exp-leaderboard", "space")
     assert b"sdk: static" in space["README.md"] and b'id="board-data"' in space["index.html"]
     assert ".eval_results/cpqs_gsm8k_chat.yaml" in hub.stored_files("cpqs-test/exp-cpqs-s0")

@@ -3,6 +3,7 @@
 One uninterrupted run (module fixture) is the reference; the kill -9 test interrupts a second run mid-way, reruns
 it, and requires the same leaderboard tables.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,22 +25,57 @@ CANARY_WANDB = "wandb-canary-0123456789abcdef0123456789abcdef"
 
 def tiny_preset(tmp: Path, model_dir: Path, name: str = "tiny") -> Path:
     cfg = {
-        "experiment": {"name": name, "seeds": [0, 1], "output_dir": str(tmp / "runs"),
-                       "description": "Test run of a tiny random model: a pipeline check, not a result."},
+        "experiment": {
+            "name": name,
+            "seeds": [0, 1],
+            "output_dir": str(tmp / "runs"),
+            "description": "Test run of a tiny random model: a pipeline check, not a result.",
+        },
         "model": {"id": str(model_dir), "dtype": "float32"},
         "prompt": {"template": "chat", "max_length": 384},
         "data": {"pool": "alpaca_gpt4", "pool_limit": 16},
-        "selectors": {"names": ["random", "longest", "ifd", "superfiltering", "cpqs"], "budget": 4,
-                      "bottom_arms": ["cpqs"], "proxy_model": str(model_dir), "batch_size": 4,
-                      "cpqs": {"pairs_source": "generate", "pairs": "alpaca_gpt4", "generator": str(model_dir),
-                               "generation_max_new_tokens": 8, "generation_batch_size": 4, "n_pairs": 12,
-                               "generation_drop_unfinished": False,
-                               "feature_max_length": 384, "extract_batch_size": 4, "epochs": 1, "grad_accum": 2,
-                               "num_filters": 8, "mlp_hidden": 16, "feature_cache": False}},
-        "finetune": {"epochs": 2, "lr": 1e-3, "warmup_ratio": 0.0, "batch_size": 4, "micro_batch_size": 2,
-                     "save_steps": 1, "logging_steps": 1, "precision": "fp32", "max_length": 384},
-        "evaluate": {"tasks": ["cpqs_gsm8k_chat", "cpqs_humaneval_instruct"], "limit": 2, "max_new_tokens": 8,
-                     "batch_size": 4, "code_workers": 1, "dtype": "float32"},
+        "selectors": {
+            "names": ["random", "longest", "ifd", "superfiltering", "cpqs"],
+            "budget": 4,
+            "bottom_arms": ["cpqs"],
+            "proxy_model": str(model_dir),
+            "batch_size": 4,
+            "cpqs": {
+                "pairs_source": "generate",
+                "pairs": "alpaca_gpt4",
+                "generator": str(model_dir),
+                "generation_max_new_tokens": 8,
+                "generation_batch_size": 4,
+                "n_pairs": 12,
+                "generation_drop_unfinished": False,
+                "feature_max_length": 384,
+                "extract_batch_size": 4,
+                "epochs": 1,
+                "grad_accum": 2,
+                "num_filters": 8,
+                "mlp_hidden": 16,
+                "feature_cache": False,
+            },
+        },
+        "finetune": {
+            "epochs": 2,
+            "lr": 1e-3,
+            "warmup_ratio": 0.0,
+            "batch_size": 4,
+            "micro_batch_size": 2,
+            "save_steps": 1,
+            "logging_steps": 1,
+            "precision": "fp32",
+            "max_length": 384,
+        },
+        "evaluate": {
+            "tasks": ["cpqs_gsm8k_chat", "cpqs_humaneval_instruct"],
+            "limit": 2,
+            "max_new_tokens": 8,
+            "batch_size": 4,
+            "code_workers": 1,
+            "dtype": "float32",
+        },
         "publish": {"enabled": True, "dry_run": True, "wandb": True, "wandb_mode": "offline"},
     }
     path = tmp / f"{name}.yaml"
@@ -118,7 +154,9 @@ def test_rerun_skips_every_stage(reference_run):
     _, preset, first = reference_run
     again = run_preset(preset)
     always = {r for r in first["ran"] if r.startswith(("leaderboard", "publish"))}  # regenerated from DONE stages
-    assert set(again["ran"]) == always and len(again["skipped"]) == len(first["ran"]) - len(always) + len(first["skipped"])
+    assert set(again["ran"]) == always and len(again["skipped"]) == len(first["ran"]) - len(always) + len(
+        first["skipped"]
+    )
     assert _tables(again["index"]["leaderboard"]["json"]) == _tables(first["index"]["leaderboard"]["json"])
 
 
@@ -156,8 +194,7 @@ def test_kill9_then_rerun_gives_the_same_leaderboard(reference_run, tiny_model_d
     _, _, first = reference_run
     preset = tiny_preset(tmp_path, tiny_model_dir)
     cmd = [sys.executable, "-m", "cpqs_bench", "reproduce", "--config", str(preset)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     killed_at = None
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -183,16 +220,21 @@ def test_a_code_change_reruns_exactly_the_stages_it_affects(reference_run, monke
     target = code_version.module_file("cpqs_bench.evaluate.gsm8k")
     edited = target.read_text() + "\n# one edited line\n"
     real = code_version._file_digest
-    monkeypatch.setattr(code_version, "_file_digest",
-                        lambda p: code_version.hashlib.sha256(edited.encode()).hexdigest() if p == target else real(p))
+    monkeypatch.setattr(
+        code_version,
+        "_file_digest",
+        lambda p: code_version.hashlib.sha256(edited.encode()).hexdigest() if p == target else real(p),
+    )
     again = run_preset(preset)
     ran = set(again["ran"])
     evaluations = {r for r in ran if r.startswith("evaluate ")}
-    assert evaluations and len(evaluations) == sum(1 for r in first["ran"] + first["skipped"]
-                                                   if r.startswith("evaluate "))
+    assert evaluations and len(evaluations) == sum(
+        1 for r in first["ran"] + first["skipped"] if r.startswith("evaluate ")
+    )
     assert any(r.startswith("leaderboard") for r in ran)
-    upstream = {r for r in ran if not (r.startswith("evaluate ") or r.startswith("leaderboard")
-                                       or r.startswith("publish"))}
+    upstream = {
+        r for r in ran if not (r.startswith("evaluate ") or r.startswith("leaderboard") or r.startswith("publish"))
+    }
     assert upstream == set(), upstream
 
 

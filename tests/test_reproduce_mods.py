@@ -1,6 +1,7 @@
 """MoDS inside ``reproduce`` as its paper describes it: phases 1–2 (``score/mods-seed``), a LoRA fine-tuned on the
 seed set (``finetune/mods-seed-s<first seed>``), then the necessity phase answered by the target model *with that
 adapter attached* — on a tiny random model and a tiny saved reward model, offline."""
+
 from __future__ import annotations
 
 import json
@@ -9,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_reproduce import run_preset, tiny_preset
 
 from cpqs_bench import tiny
 from cpqs_bench.config import load_config
 from cpqs_bench.data.pool import read_project_pool
 from cpqs_bench.io import read_jsonl
-from test_reproduce import run_preset, tiny_preset
 
 SEED = 3  # the experiment's (only, hence first) seed: the seed model is trained with it
 
@@ -25,10 +26,22 @@ def mods_preset(tmp: Path, model_dir: Path, reward_dir: Path) -> Path:
     cfg["experiment"]["seeds"] = [SEED]
     cfg["data"]["pool_limit"] = 8
     # everything is high quality, 2 k-center seeds, every seed answer "necessary": the arm = 2 seeds + 2 necessary
-    cfg["selectors"] = {"names": ["mods"], "bottom_arms": [], "budget": 4, "batch_size": 4,
-                        "mods": {"reward_model": str(reward_dir), "embedding": "target", "quality_threshold": -1.0e9,
-                                 "seed_count": 2, "necessity_threshold": 1.0e9, "max_new_tokens": 8,
-                                 "generation_batch_size": 4, "reward_batch_size": 4}}
+    cfg["selectors"] = {
+        "names": ["mods"],
+        "bottom_arms": [],
+        "budget": 4,
+        "batch_size": 4,
+        "mods": {
+            "reward_model": str(reward_dir),
+            "embedding": "target",
+            "quality_threshold": -1.0e9,
+            "seed_count": 2,
+            "necessity_threshold": 1.0e9,
+            "max_new_tokens": 8,
+            "generation_batch_size": 4,
+            "reward_batch_size": 4,
+        },
+    }
     cfg["finetune"].update({"epochs": 2, "lr": 2e-2})  # enough for the seed adapter to change greedy answers
     cfg["evaluate"].update({"tasks": ["cpqs_gsm8k_chat"], "limit": 1, "max_new_tokens": 4})
     cfg["publish"] = {"enabled": False, "wandb": False}
@@ -60,8 +73,12 @@ def test_the_seed_stages_run_and_count_stages_counts_them(run):
 
     out, cfg = run["out"], load_config(str(run["preset"]))
     ran = out["ran"]
-    assert ran[:4] == ["data", "score mods seed set (quality + coverage)", f"finetune mods seed set seed {SEED}",
-                       "score mods"], ran
+    assert ran[:4] == [
+        "data",
+        "score mods seed set (quality + coverage)",
+        f"finetune mods seed set seed {SEED}",
+        "score mods",
+    ], ran
     assert len(ran) + len(out["skipped"]) == count_stages(cfg) == 12  # + select/finetune/evaluate, leaderboard
     assert any(re.match(r"\[stage 3/12\] finetune mods seed set seed %d: run" % SEED, ln) for ln in run["log"])
     seed = out["index"]["mods_seed"]

@@ -1,5 +1,6 @@
 """`publish --dry-run` writes a results dataset that `datasets` loads, `.eval_results` YAMLs the Hub can read, and
 the static page; every number agrees with the evaluation files it came from."""
+
 from __future__ import annotations
 
 import json
@@ -9,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fake_run import ARMS, N_ITEMS, SEEDS, TASKS, make_run
 from huggingface_hub.repocard import metadata_load
 
 from cpqs_bench.publish.config import PublishConfig
 from cpqs_bench.publish.eval_results import percent
 from cpqs_bench.publish.run import publish_run
-from fake_run import ARMS, N_ITEMS, SEEDS, TASKS, make_run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,7 +37,10 @@ def _metrics(run: Path) -> dict[tuple[str, int | None], dict[str, float]]:
 
 def test_dry_run_plans_every_repo(dry):
     run, report = dry
-    expected = {f"dry-run/exp-{a}-s{s}" for a in ARMS for s in SEEDS} | {"dry-run/exp-results", "dry-run/exp-leaderboard"}
+    expected = {f"dry-run/exp-{a}-s{s}" for a in ARMS for s in SEEDS} | {
+        "dry-run/exp-results",
+        "dry-run/exp-leaderboard",
+    }
     assert set(report["repos"]) == expected
     assert {e["repo_type"] for r, e in report["repos"].items() if r.endswith("-leaderboard")} == {"space"}
     assert json.loads((run / "publish" / "dry-run" / "plan.json").read_text())["repos"].keys() == expected
@@ -78,8 +82,15 @@ def test_dataset_card_declares_configs_schema_and_licences(dry):
     text = (folder / "README.md").read_text()
     assert "`value`" in text and "`prediction`" in text and "licence mit" in text
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
-        "README.md", "data/items.parquet", "data/runs.parquet", "leaderboards/exp.json", "leaderboards/exp.md",
-        "leaderboards/exp.png", "page/index.html", "summary.json"]
+        "README.md",
+        "data/items.parquet",
+        "data/runs.parquet",
+        "leaderboards/exp.json",
+        "leaderboards/exp.md",
+        "leaderboards/exp.png",
+        "page/index.html",
+        "summary.json",
+    ]
 
 
 def test_every_arm_repo_has_eval_results_consistent_with_model_index(dry):
@@ -124,8 +135,13 @@ def test_rebuild_is_byte_identical(dry):
 
 def test_cli_publish_dry_run_writes_dataset_repos_and_page(tmp_path):
     run = make_run(tmp_path, experiment="cli")
-    proc = subprocess.run([sys.executable, "-m", "cpqs_bench", "publish", "--run", str(run), "--dry-run"],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cpqs_bench", "publish", "--run", str(run), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     dry = run / "publish" / "dry-run"
     assert (dry / "dry-run__cli-results" / "data" / "runs.parquet").is_file()

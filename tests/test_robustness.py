@@ -9,6 +9,7 @@ right after the n-th matching temp file is fully written and before it is rename
 window in which a torn or half-finished artifact could exist. The test then checks that nothing partial is read as
 complete and that a rerun produces exactly (bit-identically) what an uninterrupted run produces.
 """
+
 from __future__ import annotations
 
 import errno
@@ -28,8 +29,8 @@ import torch
 
 from cpqs_bench import tiny
 from cpqs_bench.config import load_config
-from cpqs_bench.data.pool import read_pool
 from cpqs_bench.data.example import Example
+from cpqs_bench.data.pool import read_pool
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -41,18 +42,38 @@ torch.set_num_threads(1)
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO),
-            "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **extra}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+        **extra,
+    }
 
 
 def _examples(n: int, words: int = 6) -> list[Example]:
-    return [Example(f"ex{i}", ({"role": "user", "content": f"Question {i}: write about the sea"},),
-                    " ".join(["The quick brown fox jumps."] * (1 + (i * 7) % words))) for i in range(n)]
+    return [
+        Example(
+            f"ex{i}",
+            ({"role": "user", "content": f"Question {i}: write about the sea"},),
+            " ".join(["The quick brown fox jumps."] * (1 + (i * 7) % words)),
+        )
+        for i in range(n)
+    ]
 
 
 def _write_pool(path: Path, n: int = 8) -> Path:
-    path.write_text("".join(json.dumps({"instruction": f"Task {i}: describe the sky", "input": "",
-                                        "output": "The sky is blue. " * (1 + i % 3)}) + "\n" for i in range(n)))
+    path.write_text(
+        "".join(
+            json.dumps(
+                {"instruction": f"Task {i}: describe the sky", "input": "", "output": "The sky is blue. " * (1 + i % 3)}
+            )
+            + "\n"
+            for i in range(n)
+        )
+    )
     return path
 
 
@@ -76,8 +97,11 @@ def test_sample_longer_than_model_context_is_truncated_and_counted_and_scoring_a
 
     model, tok = tiny.model("gpt2")
     context = model.config.n_positions
-    long = Example("long", ({"role": "user", "content": "Write about the sea."},),
-                   "The quick brown fox jumps over the lazy dog. " * 300)
+    long = Example(
+        "long",
+        ({"role": "user", "content": "Write about the sea."},),
+        "The quick brown fox jumps over the lazy dog. " * 300,
+    )
     short = _examples(1)[0]
     stats = LengthStats()
     full = render(tok, long, "alpaca")
@@ -87,15 +111,21 @@ def test_sample_longer_than_model_context_is_truncated_and_counted_and_scoring_a
 
     # CPQS features: the spec asks for 2048 tokens; extraction caps at the model's context instead of crashing.
     ex_stats = F.ExtractStats()
-    batches = list(F.iter_batches(model, tok, [long, short], F.FeatureSpec(template="alpaca", max_length=2048), 2,
-                                  stats=ex_stats))
+    batches = list(
+        F.iter_batches(model, tok, [long, short], F.FeatureSpec(template="alpaca", max_length=2048), 2, stats=ex_stats)
+    )
     assert sorted(i for b in batches for i in b.ids) == ["ex0", "long"]
     assert ex_stats.lengths.truncated == 1 and max(ex_stats.lengths.lengths) == context
 
     # IFD: prompt.max_length=2048 is capped at the model's context; the long sample gets a finite score.
     cfg = load_config("smoke", ["prompt.template=alpaca", "prompt.max_length=2048", "selectors.batch_size=2"])
-    ctx = ScoringContext(config=cfg, workdir=tmp_path / "ifd", seed=0, checkpoint=None,
-                         loader=lambda spec, rev, dtype: (model, tok, None))
+    ctx = ScoringContext(
+        config=cfg,
+        workdir=tmp_path / "ifd",
+        seed=0,
+        checkpoint=None,
+        loader=lambda spec, rev, dtype: (model, tok, None),
+    )
     rows = IFDSelector().score([long, short], ctx)
     assert [r.id for r in rows] == ["long", "ex0"]
     assert all(torch.isfinite(torch.tensor(r.score)) or r.exclude for r in rows)
@@ -106,20 +136,38 @@ def test_sample_longer_than_model_context_is_truncated_and_counted_and_scoring_a
     model.save_pretrained(root / "model")
     tok.save_pretrained(root / "model")
     pool = root / "pool.jsonl"
-    pool.write_text(json.dumps({"instruction": "Write about the sea.", "input": "", "output": long.response}) + "\n"
-                    + json.dumps({"instruction": "Say hi.", "input": "", "output": "Hi there."}) + "\n")
+    pool.write_text(
+        json.dumps({"instruction": "Write about the sea.", "input": "", "output": long.response})
+        + "\n"
+        + json.dumps({"instruction": "Say hi.", "input": "", "output": "Hi there."})
+        + "\n"
+    )
     sel = root / "sel.jsonl"
     from cpqs_bench.data.pool import read_pool
 
     ids = [e.id for e in read_pool(str(pool)).examples]
-    sel.write_text("".join(json.dumps({"id": i, "kept": True, "rank": n + 1, "score": 0.0, "reason": "top-k"}) + "\n"
-                           for n, i in enumerate(ids)))
+    sel.write_text(
+        "".join(
+            json.dumps({"id": i, "kept": True, "rank": n + 1, "score": 0.0, "reason": "top-k"}) + "\n"
+            for n, i in enumerate(ids)
+        )
+    )
     from cpqs_bench.config import load_config
 
-    cfg = load_config(None, [
-        f"model.id={root / 'model'}", "prompt.template=alpaca", "finetune.max_length=2048", "finetune.batch_size=2",
-        "finetune.micro_batch_size=2", "finetune.max_steps=1", "finetune.precision=fp32", "finetune.save_steps=10",
-        "finetune.measure_train_loss=false"])
+    cfg = load_config(
+        None,
+        [
+            f"model.id={root / 'model'}",
+            "prompt.template=alpaca",
+            "finetune.max_length=2048",
+            "finetune.batch_size=2",
+            "finetune.micro_batch_size=2",
+            "finetune.max_steps=1",
+            "finetune.precision=fp32",
+            "finetune.save_steps=10",
+            "finetune.measure_train_loss=false",
+        ],
+    )
     manifest = sft.finetune_arm(cfg, sel, read_pool(str(pool)).examples, root / "out", seed=0, progress_bar=False)
     assert (root / "out" / "DONE").exists()
     assert manifest["data"]["length_stats"]["truncated"] == 1 and manifest["dropped_ids"] == []
@@ -163,8 +211,10 @@ def test_unknown_task_ids_and_missing_tasks_in_eval_samples_cli_are_counted(tmp_
     from cpqs_bench.evaluate.samples import eval_samples
 
     n_docs = eval_samples("gsm8k", _jsonl(tmp_path / "probe.jsonl", [{"idx": 0, "response": "x"}]))["n_docs"]
-    samples = _jsonl(tmp_path / "g.jsonl", [{"idx": 0, "response": "#### 1"}, {"idx": 999999, "response": "#### 2"},
-                                            {"idx": 1, "response": "#### 3"}])
+    samples = _jsonl(
+        tmp_path / "g.jsonl",
+        [{"idx": 0, "response": "#### 1"}, {"idx": 999999, "response": "#### 2"}, {"idx": 1, "response": "#### 3"}],
+    )
     assert main(["eval-samples", "gsm8k", str(samples), "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -179,13 +229,21 @@ def test_unknown_task_ids_and_missing_tasks_in_eval_samples_cli_are_counted(tmp_
     assert "unknown task 'mbpp'" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"", r"pool\.jsonl: no records"),
-    (b"{oops\n" + json.dumps({"instruction": "a", "output": "b"}).encode() + b"\n{bad", r"2 of 3 records rejected.*"
-     r"pool\.jsonl:1: malformed_json"),
-    (b"\xef\xbb\xbf" + json.dumps({"instruction": "a"}).encode() + b"\r\n",
-     r"pool\.jsonl:1: cannot detect the record schema"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r"pool\.jsonl: no records"),
+        (
+            b"{oops\n" + json.dumps({"instruction": "a", "output": "b"}).encode() + b"\n{bad",
+            r"2 of 3 records rejected.*"
+            r"pool\.jsonl:1: malformed_json",
+        ),
+        (
+            b"\xef\xbb\xbf" + json.dumps({"instruction": "a"}).encode() + b"\r\n",
+            r"pool\.jsonl:1: cannot detect the record schema",
+        ),
+    ],
+)
 def test_bad_pool_via_cli_is_a_one_line_error_naming_file_and_line(tmp_path, capsys, content, message):
     import re
 
@@ -204,17 +262,21 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("finetune.nope=1", "unknown config key 'finetune.nope'"),
-    ("finetune.lr=fast", "finetune.lr"),
-    ("selectors.budget=[1, 2]", "selectors.budget"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("finetune.nope=1", "unknown config key 'finetune.nope'"),
+        ("finetune.lr=fast", "finetune.lr"),
+        ("selectors.budget=[1, 2]", "selectors.budget"),
+    ],
+)
 def test_config_with_unknown_key_or_wrong_type_via_cli_is_a_one_line_error(tmp_path, capsys, override, message):
     from cpqs_bench.cli import main
 
     pool = _write_pool(tmp_path / "pool.jsonl")
-    rc = main(["score", "random", "--data", str(pool), "--out", str(tmp_path / "s.jsonl"), "--config", "smoke",
-               override])
+    rc = main(
+        ["score", "random", "--data", str(pool), "--out", str(tmp_path / "s.jsonl"), "--config", "smoke", override]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s.jsonl").exists()
@@ -223,8 +285,10 @@ def test_config_with_unknown_key_or_wrong_type_via_cli_is_a_one_line_error(tmp_p
 def test_config_file_with_unknown_key_or_wrong_type_names_the_file(tmp_path, capsys):
     from cpqs_bench.cli import main
 
-    for name, body, message in [("unknown.yaml", "finetune:\n  lrr: 0.1\n", "finetune.lrr"),
-                                ("wrongtype.yaml", "finetune:\n  epochs: many\n", "finetune.epochs")]:
+    for name, body, message in [
+        ("unknown.yaml", "finetune:\n  lrr: 0.1\n", "finetune.lrr"),
+        ("wrongtype.yaml", "finetune:\n  epochs: many\n", "finetune.epochs"),
+    ]:
         (tmp_path / name).write_text(body)
         assert main(["config", "show", str(tmp_path / name)]) == 1
         err = capsys.readouterr().err
@@ -256,11 +320,30 @@ def train_tiny_selector(out: Path, cache: Path, **cq_changes) -> dict:
         bad = Example("b", prompt, "Hello" if i % 2 else "ok")
         items += P._pair(P.prompt_key(prompt), good, bad)
     model, tok = tiny_backbone()
-    cq = CPQSConfig(**{"num_filters": 4, "mlp_hidden": 8, "epochs": 1, "grad_accum": 1, "batch_size": 4,
-                       "val_fraction": 0.25, "extract_batch_size": 4, **cq_changes})
-    return T.fit_selector(model, tok, {"spec": "tiny-a", "revision": "r1"}, P.PairSet("synthetic", items, n_pairs=12),
-                            cq, F.FeatureSpec(max_length=128), out, cache_root=cache, progress=False,
-                            log=lambda _msg: None)
+    cq = CPQSConfig(
+        **{
+            "num_filters": 4,
+            "mlp_hidden": 8,
+            "epochs": 1,
+            "grad_accum": 1,
+            "batch_size": 4,
+            "val_fraction": 0.25,
+            "extract_batch_size": 4,
+            **cq_changes,
+        }
+    )
+    return T.fit_selector(
+        model,
+        tok,
+        {"spec": "tiny-a", "revision": "r1"},
+        P.PairSet("synthetic", items, n_pairs=12),
+        cq,
+        F.FeatureSpec(max_length=128),
+        out,
+        cache_root=cache,
+        progress=False,
+        log=lambda _msg: None,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -298,9 +381,23 @@ def test_selector_checkpoint_for_a_different_backbone_via_cli_is_a_one_line_erro
     tok.save_pretrained(tmp_path / "other")
     pool = _write_pool(tmp_path / "pool.jsonl", 4)
     capsys.readouterr()  # drop the progress output of saving the model
-    rc = main(["score", "cpqs", "--data", str(pool), "--selector", str(cpqs_checkpoint), "--out",
-               str(tmp_path / "s.jsonl"), "--config", "smoke", f"model.id={tmp_path / 'other'}", "model.dtype=float32",
-               "model.device=cpu"])
+    rc = main(
+        [
+            "score",
+            "cpqs",
+            "--data",
+            str(pool),
+            "--selector",
+            str(cpqs_checkpoint),
+            "--out",
+            str(tmp_path / "s.jsonl"),
+            "--config",
+            "smoke",
+            f"model.id={tmp_path / 'other'}",
+            "model.dtype=float32",
+            "model.device=cpu",
+        ]
+    )
     err = capsys.readouterr().err  # besides the error: only transformers' "Loading weights" progress bar
     errors = [line for line in err.splitlines() if "error" in line.lower()]
     assert rc == 1 and "Traceback" not in err and len(errors) == 1
@@ -323,8 +420,13 @@ def test_changed_config_in_the_same_score_output_never_reuses_stale_results(tmp_
     score.score_pool(load_config(None, short), read_pool(str(pool)).examples, out, selector="ifd", loader=loader)
     first = out.read_bytes()
     score.score_pool(load_config(None, long), read_pool(str(pool)).examples, out, selector="ifd", loader=loader)
-    score.score_pool(load_config(None, long),
-                     read_pool(str(pool)).examples, tmp_path / "fresh" / "scores.jsonl", selector="ifd", loader=loader)
+    score.score_pool(
+        load_config(None, long),
+        read_pool(str(pool)).examples,
+        tmp_path / "fresh" / "scores.jsonl",
+        selector="ifd",
+        loader=loader,
+    )
     assert out.read_bytes() == (tmp_path / "fresh" / "scores.jsonl").read_bytes() != first
 
 
@@ -335,19 +437,28 @@ def test_changed_data_with_the_same_ids_in_the_same_score_output_never_reuses_st
 
     model, tok = tiny_backbone()
     loader = lambda spec, rev, dtype: (model, tok, Info("tiny-a", "r1"))  # noqa: E731
-    rows = [{"id": f"r{i}", "instruction": f"Task {i}: describe the sky", "input": "", "output": "The sky is blue."}
-            for i in range(4)]
+    rows = [
+        {"id": f"r{i}", "instruction": f"Task {i}: describe the sky", "input": "", "output": "The sky is blue."}
+        for i in range(4)
+    ]
     pool = _jsonl(tmp_path / "pool.jsonl", rows)
     out = tmp_path / "same" / "scores.jsonl"
-    score.score_pool(load_config(None, ["selectors.batch_size=2"]),
-                     read_pool(str(pool)).examples, out, selector="ifd", loader=loader)
+    score.score_pool(
+        load_config(None, ["selectors.batch_size=2"]), read_pool(str(pool)).examples, out, selector="ifd", loader=loader
+    )
     first = out.read_bytes()
     rows[1]["output"] = "Photosynthesis converts light energy into chemical energy."
     _jsonl(pool, rows)
-    score.score_pool(load_config(None, ["selectors.batch_size=2"]),
-                     read_pool(str(pool)).examples, out, selector="ifd", loader=loader)
-    score.score_pool(load_config(None, ["selectors.batch_size=2"]),
-                     read_pool(str(pool)).examples, tmp_path / "fresh" / "scores.jsonl", selector="ifd", loader=loader)
+    score.score_pool(
+        load_config(None, ["selectors.batch_size=2"]), read_pool(str(pool)).examples, out, selector="ifd", loader=loader
+    )
+    score.score_pool(
+        load_config(None, ["selectors.batch_size=2"]),
+        read_pool(str(pool)).examples,
+        tmp_path / "fresh" / "scores.jsonl",
+        selector="ifd",
+        loader=loader,
+    )
     assert out.read_bytes() == (tmp_path / "fresh" / "scores.jsonl").read_bytes() != first
 
 
@@ -357,16 +468,38 @@ def test_changed_generation_settings_in_the_same_negatives_output_are_refused(tm
 
     model, tok = tiny_backbone()
     out = tmp_path / "neg.jsonl"
-    N.generate_negatives(_examples(3), model, tok, out, drop_unfinished=False, generator="tiny", max_new_tokens=4, batch_size=3, progress=False)
+    N.generate_negatives(
+        _examples(3),
+        model,
+        tok,
+        out,
+        drop_unfinished=False,
+        generator="tiny",
+        max_new_tokens=4,
+        batch_size=3,
+        progress=False,
+    )
     first = out.read_bytes()
     for changed in ({"max_new_tokens": 2}, {"generator": "other"}, {"template": "alpaca"}):
         kwargs = {"generator": "tiny", "max_new_tokens": 4, **changed}
         key = next(iter(changed))
         with pytest.raises(ValueError, match=rf"neg\.jsonl\.parts holds answers made with different {key}"):
-            N.generate_negatives(_examples(3), model, tok, out, drop_unfinished=False, batch_size=3, progress=False, **kwargs)
+            N.generate_negatives(
+                _examples(3), model, tok, out, drop_unfinished=False, batch_size=3, progress=False, **kwargs
+            )
     assert out.read_bytes() == first
     # the same settings resume (nothing regenerated; a different batch size is not a different setting)
-    N.generate_negatives(_examples(3), model, tok, out, drop_unfinished=False, generator="tiny", max_new_tokens=4, batch_size=1, progress=False)
+    N.generate_negatives(
+        _examples(3),
+        model,
+        tok,
+        out,
+        drop_unfinished=False,
+        generator="tiny",
+        max_new_tokens=4,
+        batch_size=1,
+        progress=False,
+    )
     assert out.read_bytes() == first
 
 
@@ -391,8 +524,14 @@ print("JOB FINISHED WITHOUT BEING KILLED")
 
 def kill_during(match: str, nth: int, job: str, *args: str, timeout: int = 240) -> None:
     """Run ``job(*args)`` in a child that is SIGKILLed at the n-th rename onto a file whose name contains ``match``."""
-    proc = subprocess.run([PY, "-c", KILL_HOOK, match, str(nth), str(TESTS), job, *args], env=child_env(),
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    proc = subprocess.run(
+        [PY, "-c", KILL_HOOK, match, str(nth), str(TESTS), job, *args],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
     assert proc.returncode == -signal.SIGKILL, f"rc={proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
 
 
@@ -422,17 +561,37 @@ def job_negatives(out: str) -> None:
     from cpqs_bench.selectors.cpqs import negatives as N
 
     model, tok = tiny_backbone()
-    N.generate_negatives(_examples(6), model, tok, out, drop_unfinished=False, generator="tiny", max_new_tokens=6, batch_size=2, part_size=2,
-                     progress=False)
+    N.generate_negatives(
+        _examples(6),
+        model,
+        tok,
+        out,
+        drop_unfinished=False,
+        generator="tiny",
+        max_new_tokens=6,
+        batch_size=2,
+        part_size=2,
+        progress=False,
+    )
 
 
 def job_evaluate(model_dir: str, out: str, limit: str = "2", force: str = "") -> None:
     from cpqs_bench.config import Config, replace
     from cpqs_bench.evaluate import harness
 
-    cfg = replace(Config(), **{"model.id": model_dir, "model.device": "cpu", "evaluate.tasks": ["cpqs_gsm8k_chat"],
-                               "evaluate.limit": int(limit), "evaluate.batch_size": 2, "evaluate.max_new_tokens": 6,
-                               "evaluate.dtype": "float32", "evaluate.use_cache": False})
+    cfg = replace(
+        Config(),
+        **{
+            "model.id": model_dir,
+            "model.device": "cpu",
+            "evaluate.tasks": ["cpqs_gsm8k_chat"],
+            "evaluate.limit": int(limit),
+            "evaluate.batch_size": 2,
+            "evaluate.max_new_tokens": 6,
+            "evaluate.dtype": "float32",
+            "evaluate.use_cache": False,
+        },
+    )
     harness.evaluate_model(cfg, out, force=bool(force))
 
 
@@ -518,9 +677,20 @@ def test_read_only_output_directory_fails_loudly(tmp_path):
     out_dir.mkdir()
     cmd = f"{PY} -m cpqs_bench score random --data {pool} --out {out_dir}/scores.jsonl"
     if _unshare_works():  # a real read-only bind mount (running as root, chmod would not stop writes)
-        proc = subprocess.run(["unshare", "-rm", "sh", "-c",
-                               f"mount --bind {out_dir} {out_dir} && mount -o remount,ro,bind {out_dir} && exec {cmd}"],
-                              capture_output=True, text=True, env=child_env(), cwd=REPO, timeout=120)
+        proc = subprocess.run(
+            [
+                "unshare",
+                "-rm",
+                "sh",
+                "-c",
+                f"mount --bind {out_dir} {out_dir} && mount -o remount,ro,bind {out_dir} && exec {cmd}",
+            ],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            cwd=REPO,
+            timeout=120,
+        )
         assert proc.returncode != 0 and "Read-only file system" in proc.stderr, proc.stderr[-2000:]
     else:  # pragma: no cover - hosts without user namespaces
         pytest.skip("unshare -rm is not available for a read-only bind mount")
@@ -529,11 +699,13 @@ def test_read_only_output_directory_fails_loudly(tmp_path):
 
 def _dev_full_mkstemp(real):
     """``mkstemp`` whose file descriptor is /dev/full: every write/flush fails with ENOSPC, like a full disk."""
+
     def mkstemp(*args, **kwargs):
         fd, path = real(*args, **kwargs)
         os.close(fd)
         os.unlink(path)
         return os.open("/dev/full", os.O_WRONLY), path
+
     return mkstemp
 
 
@@ -546,8 +718,9 @@ def test_full_disk_fails_loudly_and_leaves_no_partial_file(tmp_path, monkeypatch
     pool = _write_pool(tmp_path / "pool.jsonl")
     monkeypatch.setattr(io.tempfile, "mkstemp", _dev_full_mkstemp(tempfile.mkstemp))
     with pytest.raises(OSError) as exc:
-        score.score_pool(load_config(None), read_pool(str(pool)).examples, tmp_path / "out" / "scores.jsonl",
-                         selector="random")
+        score.score_pool(
+            load_config(None), read_pool(str(pool)).examples, tmp_path / "out" / "scores.jsonl", selector="random"
+        )
     assert exc.value.errno == errno.ENOSPC
     assert not (tmp_path / "out" / "scores.jsonl").exists() and not _tmp_leftovers(tmp_path)
     # a pipeline stage cannot be marked done on a full disk either
@@ -565,9 +738,13 @@ def test_lm_eval_swallowed_write_error_is_caught_by_output_verification(tmp_path
     out = tmp_path / "eval"
     (out / "samples").mkdir(parents=True)
     task = "cpqs_gsm8k_chat"
-    files = {"items.jsonl": json.dumps({"task": task, "doc_id": 0, "correct": 1.0}) + "\n",
-             "metrics.json": json.dumps({task: 1.0}), "lm_eval_results.json": "{}", "manifest.json": "{}",
-             f"samples/{task}.jsonl": "{}\n"}
+    files = {
+        "items.jsonl": json.dumps({"task": task, "doc_id": 0, "correct": 1.0}) + "\n",
+        "metrics.json": json.dumps({task: 1.0}),
+        "lm_eval_results.json": "{}",
+        "manifest.json": "{}",
+        f"samples/{task}.jsonl": "{}\n",
+    }
     for name, text in files.items():
         (out / name).write_text(text)
     harness._verify_outputs(out, [task])  # complete: accepted
@@ -595,24 +772,59 @@ def _closed_port() -> int:
 def test_wandb_unreachable_training_completes(tmp_path, monkeypatch):
     """W&B online with a key but nothing listening at WANDB_BASE_URL: training finishes, the failure is recorded."""
     from cpqs_bench.data.pool import read_pool
-    from cpqs_bench.finetune import sft
 
     model, tok = tiny_backbone()
     model.save_pretrained(tmp_path / "model")
     tok.save_pretrained(tmp_path / "model")
     pool = _write_pool(tmp_path / "pool.jsonl", 4)
-    sel = _jsonl(tmp_path / "sel.jsonl", [{"id": e.id, "kept": True, "rank": i + 1, "score": 0.0, "reason": "top-k"}
-                                          for i, e in enumerate(read_pool(str(pool)).examples)])
+    sel = _jsonl(
+        tmp_path / "sel.jsonl",
+        [
+            {"id": e.id, "kept": True, "rank": i + 1, "score": 0.0, "reason": "top-k"}
+            for i, e in enumerate(read_pool(str(pool)).examples)
+        ],
+    )
     # A fresh process: wandb keeps process-wide setup state, so an earlier test (or `make test`'s
     # WANDB_MODE=disabled) must not decide what this run does.
-    env = {**os.environ, "WANDB_MODE": "online", "WANDB_BASE_URL": f"http://127.0.0.1:{_closed_port()}",
-           "WANDB_API_KEY": CANARY_WANDB, "WANDB_INIT_TIMEOUT": "3", "WANDB_DIR": str(tmp_path / "wandb")}
-    overrides = [f"model.id={tmp_path / 'model'}", "finetune.max_length=64", "finetune.batch_size=2",
-                 "finetune.micro_batch_size=2", "finetune.max_steps=2", "finetune.precision=fp32",
-                 "finetune.save_steps=10", "finetune.measure_train_loss=false", "publish.wandb=true"]
-    proc = subprocess.run([sys.executable, "-m", "cpqs_bench", "finetune", "--selection", str(sel), "--pool",
-                           str(pool), "--out", str(tmp_path / "out"), "--no-progress", *overrides],
-                          env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "WANDB_MODE": "online",
+        "WANDB_BASE_URL": f"http://127.0.0.1:{_closed_port()}",
+        "WANDB_API_KEY": CANARY_WANDB,
+        "WANDB_INIT_TIMEOUT": "3",
+        "WANDB_DIR": str(tmp_path / "wandb"),
+    }
+    overrides = [
+        f"model.id={tmp_path / 'model'}",
+        "finetune.max_length=64",
+        "finetune.batch_size=2",
+        "finetune.micro_batch_size=2",
+        "finetune.max_steps=2",
+        "finetune.precision=fp32",
+        "finetune.save_steps=10",
+        "finetune.measure_train_loss=false",
+        "publish.wandb=true",
+    ]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cpqs_bench",
+            "finetune",
+            "--selection",
+            str(sel),
+            "--pool",
+            str(pool),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+            *overrides,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert CANARY_WANDB not in proc.stdout + proc.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -645,17 +857,30 @@ def _fake_run(root: Path) -> Path:
     for ext, text in (("md", "# board\n"), ("json", "{}"), ("png", "png")):
         (run / f"board.{ext}").write_text(text)
         board[ext] = str(run / f"board.{ext}")
-    (run / "index.json").write_text(json.dumps({"experiment": "exp", "evaluations": list(evals.values()),
-                                                "adapters": {"random-s0": str(adapter)},
-                                                "selections": {"random": str(sel)}, "leaderboard": board}))
+    (run / "index.json").write_text(
+        json.dumps(
+            {
+                "experiment": "exp",
+                "evaluations": list(evals.values()),
+                "adapters": {"random-s0": str(adapter)},
+                "selections": {"random": str(sel)},
+                "leaderboard": board,
+            }
+        )
+    )
     return run
 
 
 def test_canary_secrets_never_reach_publish_dry_run_folders_or_logs(tmp_path):
     run = _fake_run(tmp_path)
-    proc = subprocess.run([PY, "-m", "cpqs_bench", "publish", "--run", str(run), "--dry-run"], capture_output=True,
-                          text=True, timeout=120, cwd=REPO,
-                          env=child_env(HF_TOKEN=CANARY_HF, WANDB_API_KEY=CANARY_WANDB, CPQS_DEBUG="1"))
+    proc = subprocess.run(
+        [PY, "-m", "cpqs_bench", "publish", "--run", str(run), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=child_env(HF_TOKEN=CANARY_HF, WANDB_API_KEY=CANARY_WANDB, CPQS_DEBUG="1"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     dry = run / "publish" / "dry-run"
     plan = json.loads((dry / "plan.json").read_text())

@@ -1,4 +1,5 @@
 """Adversarial programs must be contained by the sandbox and fail cleanly (each attack is its own test)."""
+
 from __future__ import annotations
 
 import os
@@ -39,13 +40,14 @@ def _procs_with_comm(comm: str) -> list[int]:
     return found
 
 
-_SET_COMM = ("import ctypes\n"
-             "ctypes.CDLL(None).prctl(15, ctypes.c_char_p({comm!r}.encode()), 0, 0, 0)\n")  # PR_SET_NAME
+_SET_COMM = "import ctypes\nctypes.CDLL(None).prctl(15, ctypes.c_char_p({comm!r}.encode()), 0, 0, 0)\n"  # PR_SET_NAME
 
 
 def test_plain_program_runs_with_allowlisted_env_and_collects_files(box, tmp_path):
-    res = box.run("import os, json\nprint(json.dumps(sorted(os.environ)))\nopen('out.txt','w').write('hi')\n",
-                  collect=("out.txt",))
+    res = box.run(
+        "import os, json\nprint(json.dumps(sorted(os.environ)))\nopen('out.txt','w').write('hi')\n",
+        collect=("out.txt",),
+    )
     assert res.returncode == 0 and res.ok, res.stderr
     env_keys = set(eval(res.stdout))
     assert "HOME" not in env_keys and {"PATH"} <= env_keys
@@ -69,10 +71,8 @@ def test_infinite_loop_times_out(box):
 def test_fork_bomb_is_contained_and_reaped(box):
     comm = "fb" + secrets.token_hex(5)
     prog = _SET_COMM.format(comm=comm) + (
-        "import os\n"
-        "while True:\n"
-        "    try:\n        os.fork()\n"
-        "    except OSError:\n        pass\n")
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    )
     res = box.run(prog, timeout_s=3.0, pid_max=320)
     assert not res.ok
     time.sleep(0.5)
@@ -86,9 +86,11 @@ def test_memory_blowup_fails_cleanly(box):
 
 
 def test_disk_fill_is_capped_and_wiped(box, tmp_path):
-    prog = ("chunk = b'x' * (1 << 20)\n"
-            "with open('big.bin', 'wb') as fh:\n"
-            "    for _ in range(4096):\n        fh.write(chunk)\n")
+    prog = (
+        "chunk = b'x' * (1 << 20)\n"
+        "with open('big.bin', 'wb') as fh:\n"
+        "    for _ in range(4096):\n        fh.write(chunk)\n"
+    )
     res = box.run(prog, fsize_bytes=16 << 20, timeout_s=15.0)
     assert res.returncode not in (0, None)
     assert "File too large" in res.stderr or "No space" in res.stderr
@@ -97,9 +99,11 @@ def test_disk_fill_is_capped_and_wiped(box, tmp_path):
 
 @needs_ns
 def test_many_files_fill_a_capped_tmpfs(box):
-    prog = ("chunk = b'x' * (1 << 20)\n"
-            "for i in range(2048):\n"
-            "    with open(f'f{i}.bin', 'wb') as fh:\n        fh.write(chunk * 4)\n")
+    prog = (
+        "chunk = b'x' * (1 << 20)\n"
+        "for i in range(2048):\n"
+        "    with open(f'f{i}.bin', 'wb') as fh:\n        fh.write(chunk * 4)\n"
+    )
     res = box.run(prog, tmpfs_bytes=32 << 20, timeout_s=15.0)
     assert res.returncode not in (0, None) and "No space left" in res.stderr
 
@@ -118,9 +122,11 @@ def test_network_is_unreachable(box):
     server.settimeout(0.5)
     port = server.getsockname()[1]
     try:
-        prog = ("import socket\ns = socket.socket()\ns.settimeout(3)\n"
-                f"try:\n    s.connect(('127.0.0.1', {port}))\n    print('CONNECTED')\n"
-                "except OSError as e:\n    print('REFUSED', e)\n")
+        prog = (
+            "import socket\ns = socket.socket()\ns.settimeout(3)\n"
+            f"try:\n    s.connect(('127.0.0.1', {port}))\n    print('CONNECTED')\n"
+            "except OSError as e:\n    print('REFUSED', e)\n"
+        )
         res = box.run(prog)
         assert res.returncode == 0 and "REFUSED" in res.stdout and "CONNECTED" not in res.stdout
         with pytest.raises(socket.timeout):
@@ -133,10 +139,12 @@ def test_network_is_unreachable(box):
 def test_canary_token_in_parent_env_is_not_visible(box, monkeypatch):
     token = "canary-" + secrets.token_hex(12)
     monkeypatch.setenv("CPQS_TEST_CANARY", token)
-    prog = ("import os\nprint(dict(os.environ))\n"
-            f"for pid in ('self', str(os.getppid()), '1', '{os.getpid()}', '{os.getppid()}'):\n"
-            "    try:\n        print(pid, open(f'/proc/{pid}/environ', 'rb').read())\n"
-            "    except OSError as e:\n        print(pid, 'unreadable', e)\n")
+    prog = (
+        "import os\nprint(dict(os.environ))\n"
+        f"for pid in ('self', str(os.getppid()), '1', '{os.getpid()}', '{os.getppid()}'):\n"
+        "    try:\n        print(pid, open(f'/proc/{pid}/environ', 'rb').read())\n"
+        "    except OSError as e:\n        print(pid, 'unreadable', e)\n"
+    )
     res = box.run(prog)
     assert res.returncode == 0, res.stderr
     assert token not in res.stdout and token not in res.stderr
@@ -145,11 +153,13 @@ def test_canary_token_in_parent_env_is_not_visible(box, monkeypatch):
 
 @needs_ns
 def test_killing_the_parent_does_not_reach_the_test_process(box):
-    prog = ("import os, signal\n"
-            "for pid in (os.getppid(), 1, %d, %d):\n"
-            "    try:\n        os.kill(pid, signal.SIGKILL)\n"
-            "    except OSError as e:\n        print(pid, e)\n"
-            "print('still here')\n") % (os.getpid(), os.getppid())
+    prog = (
+        "import os, signal\n"
+        "for pid in (os.getppid(), 1, %d, %d):\n"
+        "    try:\n        os.kill(pid, signal.SIGKILL)\n"
+        "    except OSError as e:\n        print(pid, e)\n"
+        "print('still here')\n"
+    ) % (os.getpid(), os.getppid())
     res = box.run(prog)
     assert res.returncode == 0 and "still here" in res.stdout  # in-namespace init ignores SIGKILL from inside
     assert box.run("print('next run fine')\n").stdout.strip() == "next run fine"
@@ -164,7 +174,8 @@ def _daemon_program(comm: str) -> str:
         "        for _ in range(600):\n            time.sleep(0.1)\n"
         "    os._exit(0)\n"
         "time.sleep(0.3)\n"
-        "print('parent done')\n")
+        "print('parent done')\n"
+    )
 
 
 def test_setsid_daemon_is_gone_after_the_sample(box):
@@ -201,8 +212,10 @@ def test_refuses_below_minimum_isolation(monkeypatch):
 @needs_ns
 def test_root_filesystem_is_read_only(box, tmp_path):
     outside = tmp_path / f"escape-{secrets.token_hex(4)}"
-    prog = (f"try:\n    open({str(outside)!r}, 'w').write('x')\n    print('WROTE')\n"
-            "except OSError as e:\n    print('DENIED', e)\n")
+    prog = (
+        f"try:\n    open({str(outside)!r}, 'w').write('x')\n    print('WROTE')\n"
+        "except OSError as e:\n    print('DENIED', e)\n"
+    )
     res = box.run(prog)
     assert "DENIED" in res.stdout and not outside.exists()
 
@@ -227,9 +240,11 @@ def test_sandboxed_program_dies_with_its_parent(level):
         pytest.skip("namespaces unavailable")
     comm = "pd" + secrets.token_hex(5)
     prog = _SET_COMM.format(comm=comm) + "import time\ntime.sleep(60)\n"
-    script = ("import sys\nfrom cpqs_bench.evaluate import sandbox as s\n"
-              f"s.probe_isolation = lambda: {level!r}\n"
-              f"s.Sandbox(allow_weaker=True).run({prog!r}, timeout_s=60)\n")
+    script = (
+        "import sys\nfrom cpqs_bench.evaluate import sandbox as s\n"
+        f"s.probe_isolation = lambda: {level!r}\n"
+        f"s.Sandbox(allow_weaker=True).run({prog!r}, timeout_s=60)\n"
+    )
     repo = Path(__file__).resolve().parents[1]
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=repo)
     try:

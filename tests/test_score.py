@@ -1,5 +1,6 @@
 """``cpqs-bench score`` / ``score_pool``: generic over selectors, one row per pool example (no hidden limit),
 2-process sharding == 1 process."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cpqs_bench import features as F
 from cpqs_bench import cli, models, score, tiny
+from cpqs_bench import features as F
 from cpqs_bench.config import load_config
-from cpqs_bench.data.pool import read_pool
 from cpqs_bench.data.example import Example
+from cpqs_bench.data.pool import read_pool
 from cpqs_bench.io import read_jsonl
 from cpqs_bench.selectors.cpqs import pairs as P
 from cpqs_bench.selectors.cpqs import train as T
@@ -36,18 +37,36 @@ def setup(tmp_path_factory):
     items = []
     for i in range(12):
         prompt = ({"role": "user", "content": f"Question {i} about the sea"},)
-        items += P._pair(P.prompt_key(prompt), Example("g", prompt, "The quick brown fox jumps. " * (1 + i % 3)),
-                         Example("b", prompt, "Hello"))
+        items += P._pair(
+            P.prompt_key(prompt),
+            Example("g", prompt, "The quick brown fox jumps. " * (1 + i % 3)),
+            Example("b", prompt, "Hello"),
+        )
     cq = CPQSConfig(num_filters=8, mlp_hidden=16, epochs=1, grad_accum=2, batch_size=2, val_fraction=0.25)
-    T.fit_selector(loaded, ltok, {"spec": info.spec, "revision": info.revision}, P.PairSet("t", items, n_pairs=12),
-                     cq, F.FeatureSpec(max_length=128), root / "ckpt", cache_root=root / "cache", progress=False,
-                     log=lambda _msg: None)
+    T.fit_selector(
+        loaded,
+        ltok,
+        {"spec": info.spec, "revision": info.revision},
+        P.PairSet("t", items, n_pairs=12),
+        cq,
+        F.FeatureSpec(max_length=128),
+        root / "ckpt",
+        cache_root=root / "cache",
+        progress=False,
+        log=lambda _msg: None,
+    )
     pool = root / "pool.jsonl"
-    rows = [{"instruction": f"Write about topic {i}", "input": "", "output": "Hello world. " * (1 + i % 4)}
-            for i in range(9)]
+    rows = [
+        {"instruction": f"Write about topic {i}", "input": "", "output": "Hello world. " * (1 + i % 4)}
+        for i in range(9)
+    ]
     pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    overrides = [f"model.id={root / 'tiny'}", "model.dtype=float32", "model.device=cpu",
-                 "selectors.cpqs.extract_batch_size=2"]
+    overrides = [
+        f"model.id={root / 'tiny'}",
+        "model.dtype=float32",
+        "model.device=cpu",
+        "selectors.cpqs.extract_batch_size=2",
+    ]
     return root, pool, overrides
 
 
@@ -63,8 +82,14 @@ def test_score_cpqs_single_process(setup, tmp_path):
     rows = read_jsonl(tmp_path / "s.jsonl")
     assert summary["n"] == 9 and [r["id"] for r in rows] == [r["id"] for r in read_jsonl(tmp_path / "s.jsonl")]
     assert all(0 < r["score"] < 1 and r["n_tokens"] > 0 for r in rows)
-    again = _score("cpqs", pool, tmp_path / "s2.jsonl", checkpoint=root / "ckpt", overrides=overrides,
-                   workdir=tmp_path / "s.jsonl.work")  # resumes from the first run's shards
+    again = _score(
+        "cpqs",
+        pool,
+        tmp_path / "s2.jsonl",
+        checkpoint=root / "ckpt",
+        overrides=overrides,
+        workdir=tmp_path / "s.jsonl.work",
+    )  # resumes from the first run's shards
     assert read_jsonl(tmp_path / "s2.jsonl") == rows and again["n"] == 9
 
 
@@ -90,11 +115,35 @@ def test_two_processes_merge_equals_single_process(setup, tmp_path):
     single = tmp_path / "one.jsonl"
     _score("cpqs", pool, single, checkpoint=root / "ckpt", overrides=overrides)
     multi = tmp_path / "two.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CPQS_DATA_MIRROR":
-           os.environ.get("CPQS_DATA_MIRROR", ""), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "cpqs_bench", "score", "cpqs", "--data", str(pool), "--selector", str(root / "ckpt"),
-           "--out", str(multi), "--config", "smoke", *overrides]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "CPQS_DATA_MIRROR": os.environ.get("CPQS_DATA_MIRROR", ""),
+        "HF_HUB_OFFLINE": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "cpqs_bench",
+        "score",
+        "cpqs",
+        "--data",
+        str(pool),
+        "--selector",
+        str(root / "ckpt"),
+        "--out",
+        str(multi),
+        "--config",
+        "smoke",
+        *overrides,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     parts = sorted(p.name for p in (tmp_path / "two.jsonl.parts").glob("*.jsonl"))
@@ -112,15 +161,34 @@ def test_cli_score_without_config_writes_every_row_of_a_large_pool(setup, tmp_pa
     scored, and the counts line says so. An explicit --limit is applied and named as coming from the command line."""
     root, _, _ = setup
     big = tmp_path / "big.jsonl"
-    big.write_text("".join(json.dumps({"instruction": f"Topic {i}", "input": "", "output": "word " * (1 + i % 7)})
-                           + "\n" for i in range(130)))
+    big.write_text(
+        "".join(
+            json.dumps({"instruction": f"Topic {i}", "input": "", "output": "word " * (1 + i % 7)}) + "\n"
+            for i in range(130)
+        )
+    )
     out = tmp_path / "s.jsonl"
     assert cli.main(["score", "longest", "--data", str(big), "--out", str(out), "--model", str(root / "tiny")]) == 0
     assert len(read_jsonl(out)) == 130
     err = capsys.readouterr().err
     assert "read 130, kept 130, rejected 0" in err and "limited" not in err
-    assert cli.main(["score", "longest", "--data", str(big), "--out", str(tmp_path / "l.jsonl"), "--limit", "100",
-                     "--model", str(root / "tiny")]) == 0
+    assert (
+        cli.main(
+            [
+                "score",
+                "longest",
+                "--data",
+                str(big),
+                "--out",
+                str(tmp_path / "l.jsonl"),
+                "--limit",
+                "100",
+                "--model",
+                str(root / "tiny"),
+            ]
+        )
+        == 0
+    )
     assert len(read_jsonl(tmp_path / "l.jsonl")) == 100
     assert "limited to 100 by data.pool_limit=100 (command line)" in capsys.readouterr().err
 
@@ -129,8 +197,8 @@ def test_cpqs_work_key_includes_the_checkpoint_weights(setup, tmp_path):
     """Retraining into the same checkpoint directory must not reuse the old weights' shards."""
     import shutil
 
-    from cpqs_bench.selectors.cpqs.checkpoint import load_checkpoint, write_checkpoint
     from cpqs_bench.io import read_json
+    from cpqs_bench.selectors.cpqs.checkpoint import load_checkpoint, write_checkpoint
 
     root, pool, overrides = setup
     ck = tmp_path / "ckpt"

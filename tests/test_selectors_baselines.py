@@ -1,5 +1,6 @@
 """Baselines: IFD (both variants) against a hand computation, identical response tokens in both passes, the IFD >= 1
 rule, padding/batching invariance, resume, and seeded random / longest."""
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,9 @@ def _ex(i: str, user: str, answer: str) -> Example:
 
 
 POOL = [
-    _ex("a", "Explain why the sky is blue in simple words.", "Sunlight scatters off air molecules; blue scatters most."),
+    _ex(
+        "a", "Explain why the sky is blue in simple words.", "Sunlight scatters off air molecules; blue scatters most."
+    ),
     _ex("b", "Write a Python function that adds two numbers.", "def add(a, b):\n    return a + b\n"),
     _ex("c", "Tell me a story.", "The quick brown fox jumps over the lazy dog. " * 8),
     _ex("d", "Answer yes or no.", "Yes."),
@@ -39,13 +42,15 @@ def family(request):
 
 def _ctx(tmp_path: Path, family: str = "chatml", seed: int = 0, **cfg) -> ScoringContext:
     model, tok = tiny.model(family)
-    config = contract_config(**{"prompt.template": "chat" if family != "gpt2" else "alpaca",
-                                "prompt.max_length": 320, **cfg})
+    config = contract_config(
+        **{"prompt.template": "chat" if family != "gpt2" else "alpaca", "prompt.max_length": 320, **cfg}
+    )
     return ScoringContext(config, tmp_path, seed=seed, loader=lambda spec, rev, dt: (model, tok, None))
 
 
-def _hand_losses(model, tok, ex: Example, template: str, max_length: int,
-                 context: str = "cherry") -> tuple[float, float, int]:
+def _hand_losses(
+    model, tok, ex: Example, template: str, max_length: int, context: str = "cherry"
+) -> tuple[float, float, int]:
     """Reference: two plain forwards, per-token CE gathered one by one, fp32. The unconditioned context is IFD's
     named direct-answer context (cpqs_bench.selectors.ifd): the tokenizer's default BOS, then (``cherry``) the
     prompt's own tail that spells the template's response header; with nothing before r_1 it is scored in neither
@@ -56,8 +61,9 @@ def _hand_losses(model, tok, ex: Example, template: str, max_length: int,
     ctx = list(templates.default_bos_ids(tok))
     if context == "cherry":
         header = prompts.response_header(tok, template).strip()
-        k = next((k for k in range(1, len(r.prompt_ids)) if header and
-                  tok.decode(r.prompt_ids[-k:]).strip() == header), 0)
+        k = next(
+            (k for k in range(1, len(r.prompt_ids)) if header and tok.decode(r.prompt_ids[-k:]).strip() == header), 0
+        )
         ctx += list(r.prompt_ids[-k:]) if k else []
     skip = 0 if ctx else 1
 

@@ -1,4 +1,5 @@
 """Statistics: hand-computable cases for seeds, paired bootstrap, sign-flip permutation and recipe checks."""
+
 from __future__ import annotations
 
 import itertools
@@ -15,8 +16,14 @@ from cpqs_bench.stats import ArmResult, RecipeMismatch
 def _arm(arm: str, seed: int | None, scores: dict[str, list[float]], recipe: str | None = "r1") -> ArmResult:
     items = {task: {str(i): float(v) for i, v in enumerate(vals)} for task, vals in scores.items()}
     metrics = {task: float(np.mean(vals)) for task, vals in scores.items()}
-    return ArmResult(arm=arm, seed=seed, recipe_hash=None if arm == "base" else recipe,
-                     manifest={"arm": arm, "seed": seed}, items=items, metrics=metrics)
+    return ArmResult(
+        arm=arm,
+        seed=seed,
+        recipe_hash=None if arm == "base" else recipe,
+        manifest={"arm": arm, "seed": seed},
+        items=items,
+        metrics=metrics,
+    )
 
 
 # ------------------------------------------------------------------ seeds
@@ -33,8 +40,11 @@ def test_seed_mean_std_by_hand():
 
 
 def test_summarize_seed_stats_use_item_means_per_seed():
-    results = [_arm("cpqs", 1, {"t": [1, 0, 0, 0]}), _arm("cpqs", 2, {"t": [1, 1, 0, 0]}),
-               _arm("cpqs", 3, {"t": [1, 1, 1, 0]})]
+    results = [
+        _arm("cpqs", 1, {"t": [1, 0, 0, 0]}),
+        _arm("cpqs", 2, {"t": [1, 1, 0, 0]}),
+        _arm("cpqs", 3, {"t": [1, 1, 1, 0]}),
+    ]
     s = stats.summarize(results, n_boot=200)
     a = s["per_task"]["t"]["arms"]["cpqs"]
     assert a["mean"] == pytest.approx(0.5)
@@ -50,8 +60,11 @@ def test_summarize_seed_stats_use_item_means_per_seed():
 def _enumerate_p(d: list[float]) -> float:
     """Independent reference: every sign pattern written out with itertools."""
     obs = abs(sum(d))
-    hits = sum(1 for signs in itertools.product((1, -1), repeat=len(d))
-               if abs(sum(s * x for s, x in zip(signs, d))) >= obs - 1e-12)
+    hits = sum(
+        1
+        for signs in itertools.product((1, -1), repeat=len(d))
+        if abs(sum(s * x for s, x in zip(signs, d))) >= obs - 1e-12
+    )
     return hits / 2 ** len(d)
 
 
@@ -87,7 +100,7 @@ def test_sign_flip_monte_carlo_close_to_exact_and_plus_one():
 
 def _exact_p_vectorised(d: np.ndarray) -> float:
     m = d.size
-    codes = np.arange(2 ** m, dtype=np.int64)[:, None]
+    codes = np.arange(2**m, dtype=np.int64)[:, None]
     signs = 1 - 2 * ((codes >> np.arange(m)) & 1)
     return float(np.mean(np.abs(signs @ d) >= abs(d.sum()) - 1e-9))
 
@@ -132,8 +145,7 @@ def test_seeds_that_disagree_give_no_verdict():
     # seed 1 and 2: cpqs better on every item; seed 3: much worse -> item-level significant, seeds disagree
     n = 40
     rand = [_arm("random", s, {"t": [0.0] * n}) for s in (1, 2, 3)]
-    cpqs = [_arm("cpqs", 1, {"t": [1.0] * n}), _arm("cpqs", 2, {"t": [1.0] * n}),
-            _arm("cpqs", 3, {"t": [0.0] * n})]
+    cpqs = [_arm("cpqs", 1, {"t": [1.0] * n}), _arm("cpqs", 2, {"t": [1.0] * n}), _arm("cpqs", 3, {"t": [0.0] * n})]
     c = stats.summarize(rand + cpqs, n_boot=2000)["per_task"]["t"]["comparisons"]["random"]["cpqs"]
     assert c["seed_diffs"] == [1.0, 1.0, 0.0]
     assert c["p_value"] < 0.05 and c["seed_agrees"] is False
@@ -226,8 +238,11 @@ def test_per_item_seed_averaging_and_unpaired_counts():
 
 def test_summary_is_json_serialisable_and_deterministic():
     rng = np.random.default_rng(0)
-    results = [_arm(a, s, {"gsm8k": list(rng.integers(0, 2, 40)), "humaneval": list(rng.random(20))})
-               for a in ("random", "full", "cpqs") for s in (1, 2)]
+    results = [
+        _arm(a, s, {"gsm8k": list(rng.integers(0, 2, 40)), "humaneval": list(rng.random(20))})
+        for a in ("random", "full", "cpqs")
+        for s in (1, 2)
+    ]
     results.append(_arm("base", None, {"gsm8k": [0] * 40, "humaneval": [0.0] * 20}))
     one = stats.summarize(results, n_boot=500)
     two = stats.summarize(list(reversed(results)), n_boot=500)
@@ -248,8 +263,11 @@ def test_missing_reference_is_reported():
 
 
 def test_recipe_mismatch_raises_naming_arms_and_hashes():
-    results = [_arm("random", 1, {"t": [1]}, recipe="aaa"), _arm("cpqs", 1, {"t": [1]}, recipe="bbb"),
-               _arm("base", None, {"t": [0]})]
+    results = [
+        _arm("random", 1, {"t": [1]}, recipe="aaa"),
+        _arm("cpqs", 1, {"t": [1]}, recipe="bbb"),
+        _arm("base", None, {"t": [0]}),
+    ]
     with pytest.raises(RecipeMismatch) as exc:
         stats.summarize(results)
     msg = str(exc.value)
@@ -279,11 +297,16 @@ def _write_eval_dir(path, manifest, rows, metrics):
 
 
 def test_load_arm_result_round_trip(tmp_path):
-    d = _write_eval_dir(tmp_path / "e", {"arm": "cpqs", "seed": 3, "recipe_hash": "abc", "commit": "deadbeef"},
-                        [{"task": "gsm8k", "doc_id": 0, "correct": True, "extra": "x"},
-                         {"task": "gsm8k", "doc_id": "1", "correct": 0},
-                         {"task": "humaneval", "doc_id": "HumanEval/0", "correct": 0.5}],
-                        {"gsm8k": 0.5, "humaneval": 0.5})
+    d = _write_eval_dir(
+        tmp_path / "e",
+        {"arm": "cpqs", "seed": 3, "recipe_hash": "abc", "commit": "deadbeef"},
+        [
+            {"task": "gsm8k", "doc_id": 0, "correct": True, "extra": "x"},
+            {"task": "gsm8k", "doc_id": "1", "correct": 0},
+            {"task": "humaneval", "doc_id": "HumanEval/0", "correct": 0.5},
+        ],
+        {"gsm8k": 0.5, "humaneval": 0.5},
+    )
     r = stats.load_arm_result(d)
     assert (r.arm, r.seed, r.recipe_hash) == ("cpqs", 3, "abc")
     assert r.items == {"gsm8k": {"0": 1.0, "1": 0.0}, "humaneval": {"HumanEval/0": 0.5}}
@@ -291,17 +314,24 @@ def test_load_arm_result_round_trip(tmp_path):
     assert r.manifest["commit"] == "deadbeef"
 
 
-@pytest.mark.parametrize("bad_row, message", [
-    ("{not json", "invalid JSON"),
-    ({"task": "gsm8k", "doc_id": "2"}, "missing key 'correct'"),
-    ({"task": "gsm8k", "doc_id": "2", "correct": float("nan")}, r"finite number"),
-    ({"task": "gsm8k", "doc_id": "2", "correct": "yes"}, r"boolean or a finite number"),
-    ({"task": "", "doc_id": "2", "correct": 1}, "non-empty string"),
-    ({"task": "gsm8k", "doc_id": "0", "correct": 1}, "duplicate item.*line 1"),
-])
+@pytest.mark.parametrize(
+    "bad_row, message",
+    [
+        ("{not json", "invalid JSON"),
+        ({"task": "gsm8k", "doc_id": "2"}, "missing key 'correct'"),
+        ({"task": "gsm8k", "doc_id": "2", "correct": float("nan")}, r"finite number"),
+        ({"task": "gsm8k", "doc_id": "2", "correct": "yes"}, r"boolean or a finite number"),
+        ({"task": "", "doc_id": "2", "correct": 1}, "non-empty string"),
+        ({"task": "gsm8k", "doc_id": "0", "correct": 1}, "duplicate item.*line 1"),
+    ],
+)
 def test_load_malformed_item_names_file_and_line(tmp_path, bad_row, message):
-    d = _write_eval_dir(tmp_path / "e", {"arm": "cpqs", "seed": 1, "recipe_hash": "abc"},
-                        [{"task": "gsm8k", "doc_id": "0", "correct": 1}, "", bad_row], {"gsm8k": 1.0})
+    d = _write_eval_dir(
+        tmp_path / "e",
+        {"arm": "cpqs", "seed": 1, "recipe_hash": "abc"},
+        [{"task": "gsm8k", "doc_id": "0", "correct": 1}, "", bad_row],
+        {"gsm8k": 1.0},
+    )
     with pytest.raises(ValueError, match=message) as exc:
         stats.load_arm_result(d)
     assert f"{d / 'items.jsonl'}:3:" in str(exc.value)

@@ -7,6 +7,7 @@ lm-eval's task logic is taken from the installed lm-eval itself: its YAMLs (``hu
 without executing the module, whose import loads ``code_eval`` from the Hub). Greedy decoding is deterministic, so a
 stop sequence only truncates the one output the model would write: each case below is that untruncated output.
 """
+
 from __future__ import annotations
 
 import ast
@@ -63,8 +64,10 @@ def test_prompt_stops_and_budget_match_lm_evals_humaneval_instruct():
     extra = set(our_gen["until"]) - set(their_gen["until"])
     # the documented differences (tasks/cpqs_humaneval_instruct.yaml): the fence and end-of-turn strings only
     assert extra == {"```", "<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "</s>", "<|endoftext|>"}
-    assert harness.task_info("cpqs_humaneval")["generation_kwargs"]["until"] == lm_eval_config("humaneval")[
-        "generation_kwargs"]["until"]
+    assert (
+        harness.task_info("cpqs_humaneval")["generation_kwargs"]["until"]
+        == lm_eval_config("humaneval")["generation_kwargs"]["until"]
+    )
 
 
 def _cases() -> list[tuple[str, str]]:
@@ -89,8 +92,9 @@ def test_same_output_gives_the_same_program_as_lm_eval(k):
     probs = tasks_utils.problems(False)
     doc = {"task_id": task_id, "prompt": probs[task_id].prompt, "entry_point": probs[task_id].entry_point}
     their_until = handle_stop_sequences(list(lm_eval_config("humaneval_instruct")["generation_kwargs"]["until"]), EOS)
-    our_until = handle_stop_sequences(list(harness.task_info("cpqs_humaneval_instruct")["generation_kwargs"]["until"]),
-                                      EOS)
+    our_until = handle_stop_sequences(
+        list(harness.task_info("cpqs_humaneval_instruct")["generation_kwargs"]["until"]), EOS
+    )
     theirs = lm_eval_builder()([[postprocess_generated_text(output, their_until, None)]], [doc])[0][0]
     ours = tasks_utils.instruct_program(postprocess_generated_text(output, our_until, None), doc)
     assert ours == theirs

@@ -1,5 +1,6 @@
 """The lm-eval task YAMLs in tasks/: every one loads through lm-eval's TaskManager offline, with docs from the data
 mirror, the intended prompts, and scoring through our GSM8K extraction and code sandbox (never the Hub)."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,14 @@ from cpqs_bench.evaluate import harness, tasks_utils  # noqa: E402
 TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
 ALL_YAMLS = sorted(p.stem for p in TASKS_DIR.glob("*.yaml"))
 YAMLS = [t for t in ALL_YAMLS if not t.endswith("_nll")]  # generative; the proxies: tests/test_proxy_tasks.py
-EXPECTED_DOCS = {"cpqs_gsm8k_chat": 1319, "cpqs_gsm8k_5shot": 1319, "cpqs_humaneval": 164,
-                 "cpqs_humaneval_plus": 164, "cpqs_humaneval_instruct": 164, "cpqs_humaneval_plus_instruct": 164}
+EXPECTED_DOCS = {
+    "cpqs_gsm8k_chat": 1319,
+    "cpqs_gsm8k_5shot": 1319,
+    "cpqs_humaneval": 164,
+    "cpqs_humaneval_plus": 164,
+    "cpqs_humaneval_instruct": 164,
+    "cpqs_humaneval_plus_instruct": 164,
+}
 CHAT = {"cpqs_gsm8k_chat", "cpqs_humaneval_instruct", "cpqs_humaneval_plus_instruct"}
 
 
@@ -39,8 +46,9 @@ def test_task_manager_indexes_only_our_tasks():
 def test_chat_mode_metric_and_scorer_are_declared_by_the_yaml(name):
     info = harness.task_info(name)
     assert info["chat"] is (name in CHAT or name.endswith("_nll"))
-    assert info["metric"] == ("nll_per_byte" if name.endswith("_nll") else
-                              "pass@1" if "humaneval" in name else "exact_match")
+    assert info["metric"] == (
+        "nll_per_byte" if name.endswith("_nll") else "pass@1" if "humaneval" in name else "exact_match"
+    )
     assert info["unsafe_code"] is ("humaneval" in name and not name.endswith("_nll"))
 
 
@@ -97,8 +105,10 @@ def test_humaneval_prompts_and_targets(loaded):
 
 
 def test_instruct_program_cuts_at_the_fence_and_prepends_the_prompt():
-    doc = {"prompt": "def f(x):\n    \"\"\"Double.\"\"\"\n", "entry_point": "f"}
-    assert tasks_utils.instruct_program("    return 2 * x\n```\nExplanation", doc) == doc["prompt"] + "    return 2 * x\n"
+    doc = {"prompt": 'def f(x):\n    """Double."""\n', "entry_point": "f"}
+    assert (
+        tasks_utils.instruct_program("    return 2 * x\n```\nExplanation", doc) == doc["prompt"] + "    return 2 * x\n"
+    )
     assert tasks_utils.instruct_program("    return 2 * x\n", doc) == doc["prompt"] + "    return 2 * x\n"
     assert tasks_utils.completion_program("    return 2 * x", doc) == doc["prompt"] + "    return 2 * x"
 

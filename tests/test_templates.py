@@ -5,6 +5,7 @@ A GSM8K item of ``cpqs_gsm8k_chat`` goes through lm-eval's own request building 
 ``generate_until`` request is encoded; the ids must equal ``prompts.render``'s prompt ids of the same item, for the
 base tokenizer (``templates.apply``) and for an arm's tokenizer (saved next to the adapter and loaded back).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,9 @@ def llama_with_bos():
 
     tok = tiny.tokenizer("llama2")
     bos = tok.bos_token_id
-    tok._tokenizer.post_processor = TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                       special_tokens=[("<s>", bos)])
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
     assert tok("x")["input_ids"][0] == bos
     return tok
 
@@ -35,9 +37,18 @@ def _tiny_llama_model(tok):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -51,17 +62,28 @@ def gsm8k_task(mirror):
 
 def _lm_eval_context_ids(task, lm, system_prompt):
     """One cpqs_gsm8k_chat request built and encoded as lm-eval does for generate_until."""
-    task.build_all_requests(limit=1, rank=0, world_size=1, apply_chat_template=True,
-                            system_instruction=system_prompt, chat_template=lm.apply_chat_template,
-                            tokenizer_name=getattr(lm, "tokenizer_name", ""))
+    task.build_all_requests(
+        limit=1,
+        rank=0,
+        world_size=1,
+        apply_chat_template=True,
+        system_instruction=system_prompt,
+        chat_template=lm.apply_chat_template,
+        tokenizer_name=getattr(lm, "tokenizer_name", ""),
+    )
     inst = task.instances[0]
     context = inst.args[0]
     batch_ids, _ = lm.tok_batch_encode([context])
     return task.doc_to_text(inst.doc), context, batch_ids[0].tolist(), lm.tok_encode(context)
 
 
-TEMPLATES = [("chatml", tiny.CHATML_TEMPLATE), ("llama2", "llama2"), ("llama2_chat", "chat"), ("alpaca", "alpaca"),
-             ("none", "none")]
+TEMPLATES = [
+    ("chatml", tiny.CHATML_TEMPLATE),
+    ("llama2", "llama2"),
+    ("llama2_chat", "chat"),
+    ("alpaca", "alpaca"),
+    ("none", "none"),
+]
 
 
 @pytest.mark.parametrize("system_prompt", [None, "You are a careful math tutor."])
@@ -79,13 +101,15 @@ def test_lm_eval_chat_path_equals_render_prefix_on_llama(gsm8k_task, tmp_path, l
     assert arm_tok.chat_template == base_tok.chat_template
     for who, tok in (("base", base_tok), ("arm", arm_tok)):
         settings = templates.lm_eval_settings(tok, cfg)
-        lm = HFLM(pretrained=model, tokenizer=tok, batch_size=1, device="cpu",
-                  **templates.lm_eval_model_args(chat=True))
+        lm = HFLM(
+            pretrained=model, tokenizer=tok, batch_size=1, device="cpu", **templates.lm_eval_model_args(chat=True)
+        )
         question, context, batch_ids, single_ids = _lm_eval_context_ids(gsm8k_task, lm, settings.system_instruction)
         ex = Example("gsm8k-0", ({"role": "user", "content": question},), "x")
         r = prompts.render(tok, ex, template, system_prompt=system_prompt)
-        hf_ids = tok.apply_chat_template(prompts._messages(ex, system_prompt), add_generation_prompt=True,
-                                         tokenize=True, return_dict=False)
+        hf_ids = tok.apply_chat_template(
+            prompts._messages(ex, system_prompt), add_generation_prompt=True, tokenize=True, return_dict=False
+        )
         assert list(r.prompt_ids) == batch_ids == single_ids, (who, context)
         assert list(hf_ids) == list(r.prompt_ids), who
         if template in ("alpaca", "none", "llama2"):  # the tokenizer adds <s> by default: so does the template
@@ -96,9 +120,10 @@ def test_lm_eval_chat_path_equals_render_prefix_on_llama(gsm8k_task, tmp_path, l
 
 @pytest.mark.parametrize("template", ["chat", "alpaca"])
 def test_lm_eval_chat_path_equals_render_prefix_on_the_embedded_model(gsm8k_task, embedded_tokenizer, template):
+    import copy
+
     from lm_eval.models.huggingface import HFLM
 
-    import copy
     tok = templates.apply(copy.deepcopy(embedded_tokenizer), PromptConfig(template=template))
     model, _ = tiny.model("chatml")  # the ids are what is compared; any model with a large enough vocab is fine
     model.resize_token_embeddings(len(tok))
@@ -118,15 +143,24 @@ def test_plain_jinja_text_is_the_named_format():
     assert prompts.prompt_text(llama, ex, "alpaca").startswith("<s>Below is an instruction")
     assert prompts.prompt_text(llama, ex, "llama2").startswith("<s>[INST] <<SYS>>")
     # a multi-turn prompt under a plain template: user turns joined, earlier assistant turns dropped
-    multi = Example("m", ({"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
-                          {"role": "user", "content": "Add 2 and 2."}), "4")
+    multi = Example(
+        "m",
+        (
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "Add 2 and 2."},
+        ),
+        "4",
+    )
     assert prompts.prompt_text(gpt2, multi, "none") == "Hi\n\nAdd 2 and 2.\n"
 
 
 def test_jinja_string_and_file_templates(tmp_path):
     tok = tiny.tokenizer("gpt2")
-    jinja = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}"
-             "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
+    jinja = (
+        "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+    )
     path = tmp_path / "mine.jinja"
     path.write_text(jinja)
     ex = Example("x", ({"role": "user", "content": "Hi"},), "Hello.")

@@ -1,4 +1,5 @@
 """W&B tracking: disabled by default, offline without a key, and never able to fail the pipeline."""
+
 from __future__ import annotations
 
 import logging
@@ -89,6 +90,7 @@ def test_wandb_not_importable_is_recorded_not_raised(tmp_path, monkeypatch):
 
 def test_logging_failure_mid_run_is_recorded_and_run_closed(tmp_path, monkeypatch):
     with Tracker("exp1", "eval", enabled=True, dir=tmp_path) as t:
+
         def broken_log(*a, **k):
             raise OSError("disk full")
 

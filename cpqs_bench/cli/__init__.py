@@ -5,6 +5,7 @@ start-up import only that verb. A verb module provides ``add_arguments(parser)``
 resolves the config once (:func:`cpqs_bench.cli.common.resolve`), reads inputs, and makes one library call with the
 parsed objects. One override syntax for every verb: ``cpqs-bench VERB [--config PRESET] [key=value ...] [flags]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,15 @@ VERBS: dict[str, tuple[str, str]] = {
     "data": ("cpqs_bench.cli.data", "inspect an instruction pool: counts, rejected records, token lengths"),
     "config": ("cpqs_bench.cli.config", "show a resolved preset and its hash"),
     "model": ("cpqs_bench.cli.model", "prepare or inspect the embedded default model"),
-    "make-negatives": ("cpqs_bench.cli.make_negatives", "answer a pool's instructions with a weaker model (CPQS negatives)"),
+    "make-negatives": (
+        "cpqs_bench.cli.make_negatives",
+        "answer a pool's instructions with a weaker model (CPQS negatives)",
+    ),
     "train-selector": ("cpqs_bench.cli.train_selector", "train the CPQS TextCNN on contrastive pairs"),
-    "score": ("cpqs_bench.cli.score", "score a pool with a selector (cpqs, ifd, superfiltering, random, longest, plugins)"),
+    "score": (
+        "cpqs_bench.cli.score",
+        "score a pool with a selector (cpqs, ifd, superfiltering, random, longest, plugins)",
+    ),
     "select": ("cpqs_bench.cli.select", "keep the top (or bottom) budget of a scores file"),
     "compare": ("cpqs_bench.cli.compare", "score a pool with several selectors and write a diagnostics report"),
     "finetune": ("cpqs_bench.cli.finetune", "LoRA fine-tune one arm on a selection"),
@@ -32,7 +39,9 @@ VERBS: dict[str, tuple[str, str]] = {
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cpqs-bench", description="Compare instruction-tuning data selectors end to end.")
+    parser = argparse.ArgumentParser(
+        prog="cpqs-bench", description="Compare instruction-tuning data selectors end to end."
+    )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb, (_, help_text) in VERBS.items():
         sub.add_parser(verb, help=help_text, add_help=False)
@@ -70,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = build_parser(verb).parse_intermixed_args(argv[1:])  # key=value may stand between flags
     if getattr(args, "_missing", None):
-        print(f"cpqs-bench {verb}: not built yet ({args._missing} has no command-line entry in this version)",
-              file=sys.stderr)
+        print(
+            f"cpqs-bench {verb}: not built yet ({args._missing} has no command-line entry in this version)",
+            file=sys.stderr,
+        )
         return 3
     try:
         return int(args._run(args) or 0)

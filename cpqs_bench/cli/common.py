@@ -5,6 +5,7 @@ dataclass defaults (no preset's limits). A verb flag that mirrors a config key i
 ``key=value`` (declared with :func:`alias`), never a second path: :func:`resolve` turns it into an override, so the
 printed config, its hash and the run all see the same value.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,10 +18,19 @@ ALIASES = "_config_aliases"
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     """``--config PRESET`` and trailing ``key=value`` overrides (parsed intermixed with the verb's flags)."""
-    p.add_argument("--config", default=None, metavar="PRESET",
-                   help="preset name (configs/<name>.yaml) or YAML path; default: built-in defaults, no preset")
-    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides, e.g. finetune.lr=1e-4 data.pool_limit=100")
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="PRESET",
+        help="preset name (configs/<name>.yaml) or YAML path; default: built-in defaults, no preset",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. finetune.lr=1e-4 data.pool_limit=100",
+    )
 
 
 def alias(p: argparse.ArgumentParser, flag: str, key: str, *, type: Any = str, help: str = "", **kw: Any) -> None:
@@ -82,15 +92,23 @@ def print_counts(pool: Any, *, limit: int | None, origin: str, file: Any = None)
     print(line, file=file or sys.stderr)
 
 
-def read_pool_at_edge(resolved: Resolved, data: str | None = None, *, rejected_path: Any = None,
-                      limit_key: str = "data.pool_limit") -> Any:
+def read_pool_at_edge(
+    resolved: Resolved, data: str | None = None, *, rejected_path: Any = None, limit_key: str = "data.pool_limit"
+) -> Any:
     """Read the pool named by ``data`` (or ``data.pool``) with the config's reader settings; print its counts."""
     from cpqs_bench.data.pool import read_pool
 
     d = resolved.cfg.data
-    pool = read_pool(data or d.pool, schema=d.schema, field_map=d.field_map, mirror=d.mirror, limit=d.pool_limit,
-                     offset=d.pool_offset, max_rejected_fraction=d.max_rejected_fraction,
-                     rejected_path=rejected_path)
+    pool = read_pool(
+        data or d.pool,
+        schema=d.schema,
+        field_map=d.field_map,
+        mirror=d.mirror,
+        limit=d.pool_limit,
+        offset=d.pool_offset,
+        max_rejected_fraction=d.max_rejected_fraction,
+        rejected_path=rejected_path,
+    )
     print_counts(pool, limit=d.pool_limit, origin=limit_origin(resolved, limit_key))
     return pool
 

@@ -5,6 +5,7 @@ Jaccard, each selector's length correlation, pairwise accuracy on quality tiers,
 selectors). ``--data`` is read here with the config's reader settings (``--limit`` = ``data.pool_limit``); with
 ``--tiers``/``--pairs``, ``--limit`` caps the shared instructions.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,15 +21,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     alias(p, "--budget", "selectors.budget", type=float, metavar="K", help="count (>= 1) or fraction (< 1)")
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--scores", action="append", metavar="NAME=FILE", help="reuse a scores JSONL, repeatable")
-    p.add_argument("--selector-checkpoint", action="append", metavar="NAME=DIR",
-                   help="checkpoint for a selector that needs one (e.g. cpqs=DIR), repeatable")
-    p.add_argument("--tiers", help="pools answering the same instructions, strongest first, comma-separated "
-                                   "(e.g. alpaca_eval/gpt4,alpaca_eval/pythia-12b-mix-sft)")
+    p.add_argument(
+        "--selector-checkpoint",
+        action="append",
+        metavar="NAME=DIR",
+        help="checkpoint for a selector that needs one (e.g. cpqs=DIR), repeatable",
+    )
+    p.add_argument(
+        "--tiers",
+        help="pools answering the same instructions, strongest first, comma-separated "
+        "(e.g. alpaca_eval/gpt4,alpaca_eval/pythia-12b-mix-sft)",
+    )
     p.add_argument("--pairs", help="same-instruction pairs file (e.g. alpaca_gpt4_vs_davinci003)")
-    p.add_argument("--pair-fields", default="output_gpt4,output_davinci003",
-                   help="stronger,weaker answer fields of --pairs (default: output_gpt4,output_davinci003)")
-    p.add_argument("--limit", type=int, help="at most this many examples (= data.pool_limit for --data; "
-                                             "instructions with --tiers/--pairs)")
+    p.add_argument(
+        "--pair-fields",
+        default="output_gpt4,output_davinci003",
+        help="stronger,weaker answer fields of --pairs (default: output_gpt4,output_davinci003)",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="at most this many examples (= data.pool_limit for --data; instructions with --tiers/--pairs)",
+    )
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for pairwise-accuracy CIs")
     alias(p, "--seed", "selectors.seed", type=int, metavar="N", help="selection/bootstrap seed")
 
@@ -52,10 +66,15 @@ def run(args: argparse.Namespace) -> int:
         pool.sources = {args.data: read.summary()}
     else:
         raise CompareError("give a pool: --data POOL, or --tiers A,B, or --pairs FILE")
-    result = compare_selectors(cfg, csv(args.selectors), args.out, pool=pool,
-                               scores=key_values(args.scores, "--scores"),
-                               checkpoints=key_values(args.selector_checkpoint, "--selector-checkpoint"),
-                               n_boot=args.n_boot)
+    result = compare_selectors(
+        cfg,
+        csv(args.selectors),
+        args.out,
+        pool=pool,
+        scores=key_values(args.scores, "--scores"),
+        checkpoints=key_values(args.selector_checkpoint, "--selector-checkpoint"),
+        n_boot=args.n_boot,
+    )
     print(markdown(result))
     print(f"wrote {Path(args.out) / 'report.md'} and {Path(args.out) / 'compare.json'}")
     return 0

@@ -3,6 +3,7 @@
 ``cpqs-bench config show smoke finetune.lr=1e-4`` (the older form, preset as a bare word) still works: one bare
 word without ``=`` is taken as the preset when ``--config`` is not given.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,13 @@ from cpqs_bench.cli.common import add_config_arguments, resolve
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # a positional with choices, not a subparser: the dispatcher parses intermixed args, which subparsers refuse
-    p.add_argument("action", nargs="?", choices=["show"], default="show",
-                   help="show: print the resolved preset (YAML) and its hash (the default)")
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["show"],
+        default="show",
+        help="show: print the resolved preset (YAML) and its hash (the default)",
+    )
     add_config_arguments(p)
 
 

@@ -4,6 +4,7 @@ Every record is read (no row limit, no rejected-fraction limit): inspection repo
 ``--mirror`` are aliases of ``data.schema`` / ``data.mirror``; ``--field-map TARGET=SOURCE`` adds to
 ``data.field_map``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pool", help="file (.json/.jsonl/.jsonl.gz/.parquet), named dataset, or hf:owner/name")
     add_config_arguments(p)
     alias(p, "--schema", "data.schema", help="force a schema instead of detecting it")
-    p.add_argument("--field-map", action="append", default=[], metavar="TARGET=SOURCE",
-                   help="read SOURCE as the schema's TARGET field (repeatable), e.g. output=output_gpt4")
+    p.add_argument(
+        "--field-map",
+        action="append",
+        default=[],
+        metavar="TARGET=SOURCE",
+        help="read SOURCE as the schema's TARGET field (repeatable), e.g. output=output_gpt4",
+    )
     alias(p, "--mirror", "data.mirror", help="local data mirror directory (default: $CPQS_DATA_MIRROR)")
     p.add_argument("--tokenizer", default="embedded", help="model whose tokenizer measures lengths; 'none' to skip")
     alias(p, "--template", "prompt.template", help="prompt template for token lengths")
@@ -32,8 +38,15 @@ def run(args: argparse.Namespace) -> int:
     from cpqs_bench.data.inspect import inspect_pool
 
     fmap = {**dict(cfg.data.field_map or {}), **key_values(args.field_map, "--field-map")}
-    rep = inspect_pool(args.pool, schema=cfg.data.schema, field_map=fmap or None, mirror=cfg.data.mirror,
-                       tokenizer=args.tokenizer, template=cfg.prompt.template, rejected_out=args.rejected_out)
+    rep = inspect_pool(
+        args.pool,
+        schema=cfg.data.schema,
+        field_map=fmap or None,
+        mirror=cfg.data.mirror,
+        tokenizer=args.tokenizer,
+        template=cfg.prompt.template,
+        rejected_out=args.rejected_out,
+    )
     con = Console(highlight=False, soft_wrap=True)
     con.print(f"[bold]{rep['source']}[/bold]  schema={rep['schema']}  sha256={rep['sha256']}")
     con.print(f"read {rep['read']} = kept {rep['kept']} + rejected {rep['rejected']}")

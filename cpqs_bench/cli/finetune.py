@@ -5,6 +5,7 @@ Multi-process (one process per GPU, or gloo on CPU):
 The pool the selection indexes is read here (``--pool``, else ``data.pool``) with the config's reader settings and
 no row limit (every selected id must be found); the library call gets the ``Example`` objects.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,17 @@ def run(args: argparse.Namespace) -> int:
     pool = read_pool_at_edge(unlimited, args.pool)
     cfg = resolved.cfg
     seed = cfg.experiment.seeds[0] if args.seed is None else args.seed
-    manifest = finetune_arm(cfg, args.selection, pool.examples, args.out, seed=seed, arm=args.arm, merge=args.merge,
-                            progress_bar=not args.no_progress, pool_summary=pool.summary())
+    manifest = finetune_arm(
+        cfg,
+        args.selection,
+        pool.examples,
+        args.out,
+        seed=seed,
+        arm=args.arm,
+        merge=args.merge,
+        progress_bar=not args.no_progress,
+        pool_summary=pool.summary(),
+    )
     if manifest.get("process_index", 0) == 0:
         summary = {k: manifest.get(k) for k in ("recipe_hash", "seed", "arm", "train_data_loss")}
         summary["training"] = {k: v for k, v in manifest.get("training", {}).items() if k != "loss_curve"}

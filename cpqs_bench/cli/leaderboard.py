@@ -12,6 +12,7 @@ Pairwise LLM-judge results (``evaluate.pairwise``): the finished judge stage dir
 directories of the same comparison (arm, seed, reference, reference seed, judge, rule), e.g. a stale stage beside a
 rerun, are an error rather than pooled as two seeds: name the directories to use explicitly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,21 +28,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_config_arguments(p)  # positional words: input directories and key=value overrides (split in run)
     p.add_argument("--inputs", nargs="+", type=Path, default=[], help="input directories (same as positional DIRs)")
-    p.add_argument("--experiment", default=None,
-                   help="file stem of the outputs (<experiment>.md/.json/.png); default: experiment.name")
+    p.add_argument(
+        "--experiment",
+        default=None,
+        help="file stem of the outputs (<experiment>.md/.json/.png); default: experiment.name",
+    )
     p.add_argument("--out-dir", type=Path, required=True, help="where the leaderboard files are written")
-    p.add_argument("--note", default=None,
-                   help="plain note at the top, e.g. 'Smoke run of a 135M model on CPU - not a paper result' "
-                        "(default: a factual note built from the manifests)")
-    p.add_argument("--references", default=DEFAULT_REFERENCES,
-                   help="comma-separated reference arms for paired comparisons (default: %(default)s)")
+    p.add_argument(
+        "--note",
+        default=None,
+        help="plain note at the top, e.g. 'Smoke run of a 135M model on CPU - not a paper result' "
+        "(default: a factual note built from the manifests)",
+    )
+    p.add_argument(
+        "--references",
+        default=DEFAULT_REFERENCES,
+        help="comma-separated reference arms for paired comparisons (default: %(default)s)",
+    )
     p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap/permutation RNG (default: 0)")
-    p.add_argument("--pairwise", nargs="+", type=Path, default=[], metavar="DIR",
-                   help="pairwise judge stage directories (or folders holding them) besides those found under the "
-                        "inputs; each must hold at least one finished judge directory")
-    p.add_argument("--no-page", action="store_true",
-                   help="skip the static HTML page (<out-dir>/<experiment>/index.html and <out-dir>/index.html)")
+    p.add_argument(
+        "--pairwise",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="pairwise judge stage directories (or folders holding them) besides those found under the "
+        "inputs; each must hold at least one finished judge directory",
+    )
+    p.add_argument(
+        "--no-page",
+        action="store_true",
+        help="skip the static HTML page (<out-dir>/<experiment>/index.html and <out-dir>/index.html)",
+    )
 
 
 def split_positionals(words: list[str]) -> tuple[list[Path], list[str]]:
@@ -63,14 +82,24 @@ def run(args: argparse.Namespace) -> int:
     known = {d.resolve() for d in judge_dirs}  # a judge dir under an input and also named by --pairwise: once
     judge_dirs += [d for d in leaderboard.find_judge_dirs(args.pairwise, required=True) if d.resolve() not in known]
     check_one_per_comparison(judge_dirs)
-    paths = leaderboard.main(inputs, args.out_dir, experiment, args.note,
-                             references=tuple(csv(args.references)), n_boot=args.n_boot, seed=args.seed,
-                             pairwise=judge_dirs)
+    paths = leaderboard.main(
+        inputs,
+        args.out_dir,
+        experiment,
+        args.note,
+        references=tuple(csv(args.references)),
+        n_boot=args.n_boot,
+        seed=args.seed,
+        pairwise=judge_dirs,
+    )
     if not args.no_page:
         from cpqs_bench.leaderboard_page import write_pages
 
-        paths = {**paths, "html": write_pages(paths["json"], args.out_dir, eval_dirs=leaderboard.find_eval_dirs(inputs)),
-                 "index": Path(args.out_dir) / "index.html"}
+        paths = {
+            **paths,
+            "html": write_pages(paths["json"], args.out_dir, eval_dirs=leaderboard.find_eval_dirs(inputs)),
+            "index": Path(args.out_dir) / "index.html",
+        }
     if judge_dirs:
         print(f"pairwise: {len(judge_dirs)} judge director{'y' if len(judge_dirs) == 1 else 'ies'}")
     for kind, path in paths.items():
@@ -87,7 +116,9 @@ def check_one_per_comparison(judge_dirs: list[Path]) -> None:
         m, doc = read_json(d / "manifest.json"), read_json(d / "summary.json")
         key = (m["arm"], m.get("seed"), m["reference"], m.get("reference_seed"), doc["judge_identity"], doc["rule"])
         if key in seen:
-            raise ValueError(f"two pairwise judge directories for {key[0]} seed {key[1]} vs {key[2]} seed {key[3]} "
-                             f"(same judge and rule): {seen[key]} and {d}; pass the evaluation directories and "
-                             f"--pairwise with the judge directories to use")
+            raise ValueError(
+                f"two pairwise judge directories for {key[0]} seed {key[1]} vs {key[2]} seed {key[3]} "
+                f"(same judge and rule): {seen[key]} and {d}; pass the evaluation directories and "
+                f"--pairwise with the judge directories to use"
+            )
         seen[key] = d

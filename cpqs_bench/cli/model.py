@@ -1,5 +1,6 @@
 """``cpqs-bench model fetch [--force] [--generate PROMPT]``: prepare the embedded default model (dequantise the GGUF
 once, cache safetensors); instant when already cached."""
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@ The ``publish`` config section decides what happens; the flags are aliases of it
 ``--namespace NS`` is ``publish.hub_namespace=NS``. Tokens come only from the environment (``HF_TOKEN``) or
 ``HF_HOME``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,12 +18,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--run", required=True, help="runs/<experiment> directory of a finished reproduce run")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--dry-run", dest="mode", action="store_const", const="true",
-                      help="write the folders that would be pushed under RUN/publish/dry-run; push nothing "
-                           "(= publish.dry_run=true, the default)")
-    mode.add_argument("--push", dest="mode", action="store_const", const="false",
-                      help="push to the Hub (= publish.dry_run=false; needs publish.hub_namespace)")
-    alias(p, "--namespace", "publish.hub_namespace", metavar="NS", help="Hub user or organisation (required for a real push)")
+    mode.add_argument(
+        "--dry-run",
+        dest="mode",
+        action="store_const",
+        const="true",
+        help="write the folders that would be pushed under RUN/publish/dry-run; push nothing "
+        "(= publish.dry_run=true, the default)",
+    )
+    mode.add_argument(
+        "--push",
+        dest="mode",
+        action="store_const",
+        const="false",
+        help="push to the Hub (= publish.dry_run=false; needs publish.hub_namespace)",
+    )
+    alias(
+        p,
+        "--namespace",
+        "publish.hub_namespace",
+        metavar="NS",
+        help="Hub user or organisation (required for a real push)",
+    )
     p.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
 
 

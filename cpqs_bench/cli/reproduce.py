@@ -1,4 +1,5 @@
 """``cpqs-bench reproduce [--config PRESET] [key=value ...] [--preflight[=full]]``: the whole experiment."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,9 +9,15 @@ from cpqs_bench.cli.common import add_config_arguments, resolve
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
-    p.add_argument("--preflight", nargs="?", const="offline", choices=("offline", "full"), default=None,
-                   help="check everything the preset needs and run every stage on a few examples with a tiny "
-                        "stand-in (offline) or the real model (full), then exit; non-zero on any problem")
+    p.add_argument(
+        "--preflight",
+        nargs="?",
+        const="offline",
+        choices=("offline", "full"),
+        default=None,
+        help="check everything the preset needs and run every stage on a few examples with a tiny "
+        "stand-in (offline) or the real model (full), then exit; non-zero on any problem",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

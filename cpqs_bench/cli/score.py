@@ -7,6 +7,7 @@ line says what was read, kept, rejected and limited, and where a limit came from
 
 Multi-process: ``accelerate launch --num_processes N -m cpqs_bench.cli score ...`` (each rank scores a slice).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("selector", help="registered selector name (cpqs, ifd, superfiltering, random, longest, plugins)")
     add_config_arguments(p)  # after the selector: `score NAME k=v` gives NAME to the selector
     p.add_argument("--data", default=None, help="pool: named dataset, file or hf: spec (default: data.pool)")
-    p.add_argument("--selector", dest="checkpoint", default=None,
-                   help="trained selector directory (cpqs: the TextCNN checkpoint; mods: a phases folder)")
+    p.add_argument(
+        "--selector",
+        dest="checkpoint",
+        default=None,
+        help="trained selector directory (cpqs: the TextCNN checkpoint; mods: a phases folder)",
+    )
     p.add_argument("--out", required=True, help="scores JSONL")
     alias(p, "--limit", "data.pool_limit", type=int, metavar="N", help="only the first N pool examples")
     alias(p, "--model", "model.id", metavar="MODEL", help="target model: Hub id, folder or 'embedded'")
@@ -33,12 +38,23 @@ def run(args: argparse.Namespace) -> int:
     pool = read_pool_at_edge(resolved, args.data)
     from cpqs_bench.score import score_pool
 
-    summary = score_pool(resolved.cfg, pool.examples, args.out, selector=args.selector, checkpoint=args.checkpoint,
-                         workdir=args.workdir, source=pool.source, data_sha256=pool.sha256)
+    summary = score_pool(
+        resolved.cfg,
+        pool.examples,
+        args.out,
+        selector=args.selector,
+        checkpoint=args.checkpoint,
+        workdir=args.workdir,
+        source=pool.source,
+        data_sha256=pool.sha256,
+    )
     if summary.get("rank", 0) == 0:
         overlap = (summary.get("overlap") or {}).get("overlap")
         if overlap:
-            print(f"warning: {overlap} of {len(pool.examples)} pool instructions were in the selector's training "
-                  "pairs (it scores answers it was trained on); train it with this pool excluded", file=sys.stderr)
+            print(
+                f"warning: {overlap} of {len(pool.examples)} pool instructions were in the selector's training "
+                "pairs (it scores answers it was trained on); train it with this pool excluded",
+                file=sys.stderr,
+            )
         print(json.dumps({**summary, "rejected_records": len(pool.rejected)}))
     return 0

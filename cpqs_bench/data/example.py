@@ -1,4 +1,5 @@
 """The one example type every stage consumes: prompt messages, a response, a stable id, metadata."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,8 +31,12 @@ class Example:
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> "Example":
-        return cls(id=str(row["id"]), prompt=tuple(dict(m) for m in row["prompt"]), response=row["response"],
-                   metadata=dict(row.get("metadata") or {}))
+        return cls(
+            id=str(row["id"]),
+            prompt=tuple(dict(m) for m in row["prompt"]),
+            response=row["response"],
+            metadata=dict(row.get("metadata") or {}),
+        )
 
 
 def content_hash(prompt: tuple[dict[str, str], ...] | list, response: str) -> str:

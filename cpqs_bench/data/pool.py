@@ -4,6 +4,7 @@ Every record read ends up either in ``Pool.examples`` or in ``Pool.rejected`` (w
 ``file:line``), so ``kept + rejected == read`` always holds. ``max_rejected_fraction`` turns a mostly-broken file
 into a clear error instead of a silently tiny pool.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -39,8 +40,15 @@ class Pool:
         return len(self.examples)
 
     def summary(self) -> dict[str, Any]:
-        return {"source": self.source, "schema": self.schema, "read": self.n_read, "kept": len(self.examples),
-                "rejected": len(self.rejected), "rejected_by_reason": dict(self.by_reason), "sha256": self.sha256}
+        return {
+            "source": self.source,
+            "schema": self.schema,
+            "read": self.n_read,
+            "kept": len(self.examples),
+            "rejected": len(self.rejected),
+            "rejected_by_reason": dict(self.by_reason),
+            "sha256": self.sha256,
+        }
 
 
 _HF_SPEC = re.compile(r"^hf:(?P<name>[^:@#]+)(?::(?P<config>[^@#]+))?(?:@(?P<rev>[^#]+))?(?:#(?P<split>.+))?$")
@@ -77,7 +85,11 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any, tuple[str, str] | None]]
             try:
                 yield loc, json.loads(text), None
             except json.JSONDecodeError as exc:
-                kind = "truncated_json" if not text.endswith("\n") and exc.msg.startswith(("Unterminated", "Expecting")) else "malformed_json"
+                kind = (
+                    "truncated_json"
+                    if not text.endswith("\n") and exc.msg.startswith(("Unterminated", "Expecting"))
+                    else "malformed_json"
+                )
                 yield loc, text[:200], (kind, f"{exc.msg} at column {exc.colno}")
 
 
@@ -90,7 +102,9 @@ def _iter_json(path: Path) -> Iterator[tuple[str, Any, tuple[str, str] | None]]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: invalid UTF-8 ({exc.reason}); a JSON array file cannot be read around it") from None
+        raise DataError(
+            f"{path}:{line}: invalid UTF-8 ({exc.reason}); a JSON array file cannot be read around it"
+        ) from None
     if not text.strip():
         return
     try:
@@ -150,15 +164,28 @@ def iter_raw(source: str) -> Iterator[tuple[str, Any, tuple[str, str] | None]]:
 # ------------------------------------------------------------------------------------------------------ reading
 def resolve_source(pool: str, mirror: str | os.PathLike | None = None) -> tuple[str, str | None]:
     """A named dataset resolves through the mirror; a path or hf: spec is taken as is."""
-    if pool.startswith("hf:") or Path(pool).exists() or "/" in pool and pool not in _mirror.NAMED or pool.endswith(
-            (".json", ".jsonl", ".gz", ".parquet")):
+    if (
+        pool.startswith("hf:")
+        or Path(pool).exists()
+        or "/" in pool
+        and pool not in _mirror.NAMED
+        or pool.endswith((".json", ".jsonl", ".gz", ".parquet"))
+    ):
         return pool, None
     return _mirror.resolve(pool, mirror)
 
 
-def read_pool(pool: str, *, schema: str | None = None, field_map: dict[str, str] | None = None,
-              mirror: str | os.PathLike | None = None, limit: int | None = None, offset: int = 0,
-              max_rejected_fraction: float | None = 0.05, rejected_path: str | os.PathLike | None = None) -> Pool:
+def read_pool(
+    pool: str,
+    *,
+    schema: str | None = None,
+    field_map: dict[str, str] | None = None,
+    mirror: str | os.PathLike | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    max_rejected_fraction: float | None = 0.05,
+    rejected_path: str | os.PathLike | None = None,
+) -> Pool:
     """Read and normalise a pool. ``limit``/``offset`` apply to kept examples, in file order."""
     source, named_schema = resolve_source(pool, mirror)
     schema = schema or named_schema
@@ -185,8 +212,10 @@ def read_pool(pool: str, *, schema: str | None = None, field_map: dict[str, str]
         if detected is None and isinstance(rec, dict):
             detected = detect(rec if not field_map else {**rec, **{k: rec.get(v) for k, v in field_map.items()}})
             if detected is None:
-                raise DataError(f"{loc}: cannot detect the record schema from keys {sorted(rec)[:10]}; "
-                                f"pass a schema ({', '.join(SCHEMAS)}) or a field mapping")
+                raise DataError(
+                    f"{loc}: cannot detect the record schema from keys {sorted(rec)[:10]}; "
+                    f"pass a schema ({', '.join(SCHEMAS)}) or a field mapping"
+                )
         try:
             ex = normalise(rec, detected or "alpaca", field_map)
         except RecordError as exc:
@@ -198,7 +227,9 @@ def read_pool(pool: str, *, schema: str | None = None, field_map: dict[str, str]
             if first_key == key:
                 reject(loc, "duplicate", f"same id and content as {first_loc}", rec)
             else:
-                reject(loc, "duplicate_conflict", f"id {ex.id!r} already used with different content at {first_loc}", rec)
+                reject(
+                    loc, "duplicate_conflict", f"id {ex.id!r} already used with different content at {first_loc}", rec
+                )
             continue
         seen[ex.id] = (key, loc)
         if skipped < offset:
@@ -209,8 +240,15 @@ def read_pool(pool: str, *, schema: str | None = None, field_map: dict[str, str]
 
     by_reason = Counter(r["reason"] for r in rejected)
     sha = sha256_file(source) if not source.startswith("hf:") else None
-    result = Pool(source=source, examples=examples, rejected=rejected, n_read=n_read, schema=detected, sha256=sha,
-                  by_reason=by_reason)
+    result = Pool(
+        source=source,
+        examples=examples,
+        rejected=rejected,
+        n_read=n_read,
+        schema=detected,
+        sha256=sha,
+        by_reason=by_reason,
+    )
     assert len(examples) + len(rejected) == n_read, "kept + rejected must equal read"
     if rejected_path is not None:
         write_jsonl(rejected_path, rejected)
@@ -222,7 +260,8 @@ def read_pool(pool: str, *, schema: str | None = None, field_map: dict[str, str]
         raise DataError(
             f"{source}: {len(rejected)} of {n_read} records rejected ({len(rejected) / n_read:.1%} > the allowed "
             f"{max_rejected_fraction:.1%}; data.max_rejected_fraction); reasons: {top}; first: {first['location']}: "
-            f"{first['reason']}: {first['detail']}")
+            f"{first['reason']}: {first['detail']}"
+        )
     return result
 
 

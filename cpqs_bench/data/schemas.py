@@ -6,6 +6,7 @@ Supported: ``alpaca`` (instruction / input / output), ``sharegpt`` (``conversati
 question format ``instruction\nInput:input``; never detected, only named). A ``field_map`` renames source fields to a schema's fields,
 e.g. ``{"output": "output_gpt4"}`` reads the GPT-4 side of a pair file as an Alpaca pool.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -23,8 +24,17 @@ class RecordError(ValueError):
 
 
 ID_FIELDS = ("id", "task_id", "idx", "uid")
-_ROLE = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
-         "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system"}
+_ROLE = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "model": "assistant",
+    "system": "system",
+}
 
 
 def _text(rec: dict, key: str, *, required: bool = True, allow_empty: bool = False) -> str:
@@ -54,7 +64,11 @@ def _alpaca_reference(rec: dict) -> tuple[list[dict], str, dict]:
     instruction = _text(rec, "instruction")
     extra = _text(rec, "input", required=False)
     project = instruction if not extra.strip() else f"{instruction}\n\n{extra}"
-    return [{"role": "user", "content": f"{instruction}\nInput:{extra}"}], _text(rec, "output"), {"overlap_text": project}
+    return (
+        [{"role": "user", "content": f"{instruction}\nInput:{extra}"}],
+        _text(rec, "output"),
+        {"overlap_text": project},
+    )
 
 
 def _alpaca_eval(rec: dict) -> tuple[list[dict], str, dict]:
@@ -73,8 +87,9 @@ def _code(rec: dict) -> tuple[list[dict], str, dict]:
 
 def _turns(turns: Any, role_key: str, text_key: str, field_name: str) -> tuple[list[dict], str, dict]:
     if not isinstance(turns, list):
-        raise RecordError("wrong_type" if turns is not None else "missing_field",
-                          f"field {field_name!r} must be a list of turns")
+        raise RecordError(
+            "wrong_type" if turns is not None else "missing_field", f"field {field_name!r} must be a list of turns"
+        )
     msgs = []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
@@ -147,6 +162,8 @@ def normalise(rec: Any, schema: str, field_map: dict[str, str] | None = None) ->
         raise ValueError(f"unknown schema {schema!r}; known: {', '.join(SCHEMAS)}") from None
     prompt, response, meta = fn(rec)
     prompt_t = tuple(prompt)
-    source_id = next((rec[k] for k in ID_FIELDS if isinstance(rec.get(k), (str, int)) and not isinstance(rec.get(k), bool)), None)
+    source_id = next(
+        (rec[k] for k in ID_FIELDS if isinstance(rec.get(k), (str, int)) and not isinstance(rec.get(k), bool)), None
+    )
     ex_id = str(source_id) if source_id is not None else content_hash(prompt_t, response)
     return Example(id=ex_id, prompt=prompt_t, response=response, metadata=meta)

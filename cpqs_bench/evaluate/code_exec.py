@@ -10,9 +10,9 @@
   ``sys.exit(0)`` / ``os._exit(0)`` before the checks fail.
 * A timed-out sample is re-run once alone after the parallel pass, to tell machine contention from a real hang.
 """
+
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import secrets
@@ -34,7 +34,7 @@ GT_FILE_LIMIT = 512 << 20
 # Runner executed inside the sandbox. It reads its job and deletes the files *before* running untrusted code, runs
 # the code in a separate namespace (``__name__`` is not "__main__", as in human-eval/EvalPlus exec), swallows the
 # candidate's stdout like EvalPlus' swallow_io, and prints the sentinel only after every check passed.
-_RUNNER = r'''
+_RUNNER = r"""
 import json, math, os, pickle, signal, sys, time, zlib
 job = json.load(open("job.json")); os.unlink("job.json")
 expected = None
@@ -113,7 +113,7 @@ except _TimeLimit:
     os._exit(3)
 sys.stdout = real_stdout
 print(sentinel, flush=True)
-'''
+"""
 
 
 @dataclass(frozen=True)
@@ -138,9 +138,16 @@ def load_problems(plus: bool, path: str | Path | None = None) -> dict[str, Probl
     problems: dict[str, Problem] = {}
     for lineno, row in iter_jsonl_objects(path):
         try:
-            p = Problem(row["task_id"], row["prompt"], row["entry_point"], row["canonical_solution"],
-                        row.get("test", ""), float(row.get("atol") or 0.0),
-                        row.get("base_input") if plus else None, row.get("plus_input") if plus else None)
+            p = Problem(
+                row["task_id"],
+                row["prompt"],
+                row["entry_point"],
+                row["canonical_solution"],
+                row.get("test", ""),
+                float(row.get("atol") or 0.0),
+                row.get("base_input") if plus else None,
+                row.get("plus_input") if plus else None,
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}:{lineno}: malformed problem row ({exc!r})") from exc
         if plus and p.base_input is None:
@@ -176,6 +183,7 @@ def sample_code(sample: dict, problem: Problem) -> str:
 # expected outputs (HumanEval+)
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class GroundTruth:
     expected_blob: bytes  # zlib-compressed pickle, opaque to the parent: only ever unpickled inside the sandbox
@@ -190,25 +198,42 @@ def _gt_cache_files(cache_dir: Path, dataset_sha: str, task_id: str) -> tuple[Pa
 
 def compute_ground_truth(problem: Problem, sandbox: Sandbox, timeout_s: float = 300.0) -> GroundTruth:
     """Run the canonical solution on all inputs in the sandbox, timing each call like EvalPlus' trusted_exec."""
-    job = {"mode": "groundtruth", "code": problem.prompt + problem.canonical_solution,
-           "entry_point": problem.entry_point, "inputs": problem.inputs, "limit": timeout_s,
-           "sentinel": secrets.token_hex(16)}
+    job = {
+        "mode": "groundtruth",
+        "code": problem.prompt + problem.canonical_solution,
+        "entry_point": problem.entry_point,
+        "inputs": problem.inputs,
+        "limit": timeout_s,
+        "sentinel": secrets.token_hex(16),
+    }
     # Some expected outputs are large (HumanEval/15: ~150 MB pickled, compressible), hence the raised file limits.
-    res = sandbox.run(_RUNNER, {"job.json": json.dumps(job)}, timeout_s=timeout_s,
-                      collect=("expected.out.pkl.z", "times.json"), fsize_bytes=GT_FILE_LIMIT,
-                      tmpfs_bytes=GT_FILE_LIMIT)
+    res = sandbox.run(
+        _RUNNER,
+        {"job.json": json.dumps(job)},
+        timeout_s=timeout_s,
+        collect=("expected.out.pkl.z", "times.json"),
+        fsize_bytes=GT_FILE_LIMIT,
+        tmpfs_bytes=GT_FILE_LIMIT,
+    )
     if not _reached_end(res, job["sentinel"]) or "expected.out.pkl.z" not in res.files or "times.json" not in res.files:
-        raise RuntimeError(f"canonical solution of {problem.task_id} failed in the sandbox "
-                           f"(rc={res.returncode}, timed_out={res.timed_out}): {res.stderr[-2000:]}")
+        raise RuntimeError(
+            f"canonical solution of {problem.task_id} failed in the sandbox "
+            f"(rc={res.returncode}, timed_out={res.timed_out}): {res.stderr[-2000:]}"
+        )
     times = json.loads(res.files["times.json"])
     if len(times) != len(problem.inputs):
         raise RuntimeError(f"{problem.task_id}: {len(times)} timings for {len(problem.inputs)} inputs")
     return GroundTruth(res.files["expected.out.pkl.z"], [float(t) for t in times])
 
 
-def ground_truths(problems: Iterable[Problem], sandbox: Sandbox, cache_dir: str | Path | None,
-                  dataset_path: str | Path | None = None, workers: int = 2,
-                  progress: Callable[[str], None] | None = None) -> dict[str, GroundTruth]:
+def ground_truths(
+    problems: Iterable[Problem],
+    sandbox: Sandbox,
+    cache_dir: str | Path | None,
+    dataset_path: str | Path | None = None,
+    workers: int = 2,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, GroundTruth]:
     """Expected outputs per task, from the on-disk cache when present (resumable), else computed and cached."""
     problems = list(problems)
     dataset_sha = sha256_file(dataset_path or resolve_path("humaneval_plus")) if cache_dir is not None else ""
@@ -240,6 +265,7 @@ def ground_truths(problems: Iterable[Problem], sandbox: Sandbox, cache_dir: str 
 # checking samples
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 def _reached_end(res: SandboxResult, sentinel: str) -> bool:
     """Pass condition: clean exit 0 *and* the sentinel line printed after the last check."""
     return res.ok and sentinel in res.stdout.splitlines()
@@ -261,10 +287,18 @@ def _time_limits(gt: GroundTruth, min_time_limit: float, factor: float) -> list[
     return [max(min_time_limit, factor * t) for t in gt.times]
 
 
-def check_sample(code: str, problem: Problem, sandbox: Sandbox, *, plus: bool, gt: GroundTruth | None = None,
-                 timeout_s: float = 20.0, min_time_limit: float = DEFAULT_MIN_TIME_LIMIT,
-                 gt_time_limit_factor: float = DEFAULT_GT_TIME_LIMIT_FACTOR,
-                 max_timeout_s: float = 300.0) -> dict[str, Any]:
+def check_sample(
+    code: str,
+    problem: Problem,
+    sandbox: Sandbox,
+    *,
+    plus: bool,
+    gt: GroundTruth | None = None,
+    timeout_s: float = 20.0,
+    min_time_limit: float = DEFAULT_MIN_TIME_LIMIT,
+    gt_time_limit_factor: float = DEFAULT_GT_TIME_LIMIT_FACTOR,
+    max_timeout_s: float = 300.0,
+) -> dict[str, Any]:
     """Run one program against one task; returns {passed, status, detail, wall_s}."""
     sentinel = secrets.token_hex(16)
     files: dict[str, str | bytes]
@@ -272,13 +306,25 @@ def check_sample(code: str, problem: Problem, sandbox: Sandbox, *, plus: bool, g
         if gt is None:
             raise ValueError(f"{problem.task_id}: HumanEval+ check needs ground-truth outputs")
         limits = _time_limits(gt, min_time_limit, gt_time_limit_factor)
-        job = {"mode": "plus", "code": code, "entry_point": problem.entry_point, "inputs": problem.inputs,
-               "time_limits": limits, "atol": problem.atol, "sentinel": sentinel}
+        job = {
+            "mode": "plus",
+            "code": code,
+            "entry_point": problem.entry_point,
+            "inputs": problem.inputs,
+            "time_limits": limits,
+            "atol": problem.atol,
+            "sentinel": sentinel,
+        }
         files = {"job.json": json.dumps(job), "expected.pkl.z": gt.expected_blob}
         timeout = min(max_timeout_s, sum(limits) + _STARTUP_SLACK_S)
     else:
-        job = {"mode": "base", "code": code, "test": problem.test, "entry_point": problem.entry_point,
-               "sentinel": sentinel}
+        job = {
+            "mode": "base",
+            "code": code,
+            "test": problem.test,
+            "entry_point": problem.entry_point,
+            "sentinel": sentinel,
+        }
         files = {"job.json": json.dumps(job)}
         timeout = timeout_s
     res = sandbox.run(_RUNNER, files, timeout_s=timeout)
@@ -287,12 +333,21 @@ def check_sample(code: str, problem: Problem, sandbox: Sandbox, *, plus: bool, g
     return {"passed": passed, "status": status, "detail": detail, "wall_s": round(res.wall_s, 3)}
 
 
-def evaluate_humaneval(samples: list[dict], plus: bool, workers: int = 2, *, sandbox: Sandbox | None = None,
-                       problems: dict[str, Problem] | None = None, cache_dir: str | Path | None = None,
-                       dataset_path: str | Path | None = None, timeout_s: float = 20.0,
-                       min_time_limit: float = DEFAULT_MIN_TIME_LIMIT,
-                       gt_time_limit_factor: float = DEFAULT_GT_TIME_LIMIT_FACTOR, max_timeout_s: float = 300.0,
-                       progress: bool = False) -> list[dict[str, Any]]:
+def evaluate_humaneval(
+    samples: list[dict],
+    plus: bool,
+    workers: int = 2,
+    *,
+    sandbox: Sandbox | None = None,
+    problems: dict[str, Problem] | None = None,
+    cache_dir: str | Path | None = None,
+    dataset_path: str | Path | None = None,
+    timeout_s: float = 20.0,
+    min_time_limit: float = DEFAULT_MIN_TIME_LIMIT,
+    gt_time_limit_factor: float = DEFAULT_GT_TIME_LIMIT_FACTOR,
+    max_timeout_s: float = 300.0,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
     """Check every sample (``task_id`` + ``solution`` or ``completion``); one result dict per sample, in order.
 
     Result: {task_id, sample_index, passed, status, detail, wall_s, retried}. ``status`` is one of pass, fail,
@@ -311,9 +366,17 @@ def evaluate_humaneval(samples: list[dict], plus: bool, workers: int = 2, *, san
 
     def one(i: int) -> dict[str, Any]:
         task = samples[i]["task_id"]
-        r = check_sample(codes[i], problems[task], sandbox, plus=plus, gt=gts.get(task), timeout_s=timeout_s,
-                         min_time_limit=min_time_limit, gt_time_limit_factor=gt_time_limit_factor,
-                         max_timeout_s=max_timeout_s)
+        r = check_sample(
+            codes[i],
+            problems[task],
+            sandbox,
+            plus=plus,
+            gt=gts.get(task),
+            timeout_s=timeout_s,
+            min_time_limit=min_time_limit,
+            gt_time_limit_factor=gt_time_limit_factor,
+            max_timeout_s=max_timeout_s,
+        )
         return {"task_id": task, "sample_index": i, **r, "retried": False}
 
     results: list[dict[str, Any] | None] = [None] * len(samples)
@@ -361,5 +424,9 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     for r in results:
         by_task.setdefault(r["task_id"], []).append(bool(r["passed"]))
     per_task = {t: pass_at_k(len(v), sum(v), 1) for t, v in by_task.items()}
-    return {"pass@1": (sum(per_task.values()) / len(per_task)) if per_task else math.nan, "n_tasks": len(per_task),
-            "n_samples": len(results), "n_passed": sum(bool(r["passed"]) for r in results)}
+    return {
+        "pass@1": (sum(per_task.values()) / len(per_task)) if per_task else math.nan,
+        "n_tasks": len(per_task),
+        "n_samples": len(results),
+        "n_passed": sum(bool(r["passed"]) for r in results),
+    }

@@ -1,4 +1,5 @@
 """Evaluation settings shared by every arm and the base model (one evaluation path for all)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

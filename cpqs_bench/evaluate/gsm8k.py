@@ -6,6 +6,7 @@ scored wrong. Normalisation strips thousands separators, currency, trailing unit
 zero decimals; fractions such as ``3/4`` are kept as fractions and only compared as fractions when the gold answer is
 itself written as a fraction (GSM8K golds are integers, so a model's ``3/4`` does not silently become 0.75).
 """
+
 from __future__ import annotations
 
 import re

@@ -23,6 +23,7 @@ did-you-mean. Chat and completion tasks are evaluated in one ``simple_evaluate``
 request cache on the request alone, so the cache path here includes the model revision, the adapter hash and the
 generation settings.
 """
+
 from __future__ import annotations
 
 import copy
@@ -57,6 +58,7 @@ class AdapterInactiveError(EvaluationError):
 # ----------------------------------------------------------------------------------------------------------------------
 # tasks: defined by their YAML alone
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def tasks_dir() -> Path:
     """The project's task YAML folder: ``$CPQS_TASKS_DIR``, else ``tasks/`` at the repository root."""
@@ -129,8 +131,10 @@ def resolve_tasks(tasks: str | Sequence[str], settings: EvaluateConfig | None = 
     known = src.manager.all_subtasks
     for n in names:
         if n not in known:
-            raise EvaluationError(_unknown_task_message(n, known) + f"\n(task folders: {', '.join(src.paths)} and "
-                                  "lm-eval's own tasks; add folders with evaluate.include_path)")
+            raise EvaluationError(
+                _unknown_task_message(n, known) + f"\n(task folders: {', '.join(src.paths)} and "
+                "lm-eval's own tasks; add folders with evaluate.include_path)"
+            )
     return names, src
 
 
@@ -163,11 +167,20 @@ def task_config_info(name: str, cfg: Any) -> dict[str, Any]:
     entry = next((m for m in metrics if _metric_name(m.get("metric")) == metric), {})
     filters = list(getattr(cfg, "filter_list", None) or [])
     flt = meta.get("filter") or (filters[0]["name"] if filters and isinstance(filters[0], dict) else "none")
-    return {"task": name, "output_type": getattr(cfg, "output_type", None), "metric": metric, "filter": flt,
-            "higher_is_better": entry.get("higher_is_better", True), "chat": bool(meta.get("chat", False)),
-            "unsafe_code": bool(getattr(cfg, "unsafe_code", False)), "proxy": bool(meta.get("proxy", False)),
-            "version": meta.get("version"), "domain": meta.get("domain"), "dataset_id": meta.get("dataset_id"),
-            "generation_kwargs": copy.deepcopy(getattr(cfg, "generation_kwargs", None))}
+    return {
+        "task": name,
+        "output_type": getattr(cfg, "output_type", None),
+        "metric": metric,
+        "filter": flt,
+        "higher_is_better": entry.get("higher_is_better", True),
+        "chat": bool(meta.get("chat", False)),
+        "unsafe_code": bool(getattr(cfg, "unsafe_code", False)),
+        "proxy": bool(meta.get("proxy", False)),
+        "version": meta.get("version"),
+        "domain": meta.get("domain"),
+        "dataset_id": meta.get("dataset_id"),
+        "generation_kwargs": copy.deepcopy(getattr(cfg, "generation_kwargs", None)),
+    }
 
 
 def task_info(task: str, settings: EvaluateConfig | None = None) -> dict[str, Any]:
@@ -181,6 +194,7 @@ def task_info(task: str, settings: EvaluateConfig | None = None) -> dict[str, An
 # ----------------------------------------------------------------------------------------------------------------------
 # model, adapter
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def adapter_fingerprint(adapter: str) -> dict[str, Any]:
     """Content hash of a local adapter folder (every file), or the Hub id when it is not a local folder."""
@@ -214,7 +228,8 @@ def check_adapter_active(model: Any, tokenizer: Any, adapter: str, atol: float =
         raise AdapterInactiveError(
             f"adapter {adapter} is inactive: logits with and without it differ by at most {delta:.3g} (<= {atol:g}) "
             "on a probe prompt. An untrained LoRA (B = 0), target modules that match nothing, or a failed load would "
-            "make this 'arm' the base model; refusing to evaluate it.")
+            "make this 'arm' the base model; refusing to evaluate it."
+        )
     return delta
 
 
@@ -263,8 +278,13 @@ def _build_vllm(path: str, hub_revision: str | None, adapter: str | None, settin
         from lm_eval.models.vllm_causallms import VLLM
     except ImportError as exc:
         raise EvaluationError("backend 'vllm' needs the optional extra: pip install 'cpqs-bench[vllm]'") from exc
-    kwargs: dict[str, Any] = {"pretrained": path, "revision": hub_revision, "dtype": settings.dtype,
-                              "batch_size": "auto", "max_gen_toks": settings.max_new_tokens}
+    kwargs: dict[str, Any] = {
+        "pretrained": path,
+        "revision": hub_revision,
+        "dtype": settings.dtype,
+        "batch_size": "auto",
+        "max_gen_toks": settings.max_new_tokens,
+    }
     if adapter:
         kwargs["lora_local_path"] = adapter
     return VLLM(**kwargs)
@@ -288,32 +308,58 @@ def _probe_adapter_hf(path: str, hub_revision: str | None, adapter: str, device:
 # running lm-eval and collecting its outputs
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 def generation_settings(settings: EvaluateConfig) -> dict[str, Any]:
     """What, besides the request itself, decides a generation (part of the request-cache key and the manifest)."""
-    return {"max_gen_toks": settings.max_new_tokens, "do_sample": False, "dtype": settings.dtype,
-            "batch_size": settings.batch_size, "backend": settings.backend,
-            "apply_chat_template": settings.apply_chat_template}
+    return {
+        "max_gen_toks": settings.max_new_tokens,
+        "do_sample": False,
+        "dtype": settings.dtype,
+        "batch_size": settings.batch_size,
+        "backend": settings.backend,
+        "apply_chat_template": settings.apply_chat_template,
+    }
 
 
-def cache_path(model_path: str, revision: str | None, adapter_hash: str | None, settings: EvaluateConfig,
-               chat: bool, root: Path | None = None, prompt: dict[str, Any] | None = None) -> str:
+def cache_path(
+    model_path: str,
+    revision: str | None,
+    adapter_hash: str | None,
+    settings: EvaluateConfig,
+    chat: bool,
+    root: Path | None = None,
+    prompt: dict[str, Any] | None = None,
+) -> str:
     """lm-eval request-cache prefix; lm-eval appends ``_rank<N>.db``. Distinct per model/adapter/settings/prompt and
     per code version of this module's import closure (how the model is loaded, the adapter attached and the requests
     answered): the cache lives outside the run dir, so without the code a re-run evaluation stage after a harness
     change would read the old code's answers for the same adapter files."""
     from cpqs_bench.code_version import code_version
 
-    key = {"model": model_path, "revision": revision, "adapter": adapter_hash, "chat": chat,
-           "generation": generation_settings(settings), "code": code_version([__name__])}
+    key = {
+        "model": model_path,
+        "revision": revision,
+        "adapter": adapter_hash,
+        "chat": chat,
+        "generation": generation_settings(settings),
+        "code": code_version([__name__]),
+    }
     if prompt:
         key["prompt"] = prompt
     root = root or (models.cache_root() / "lm_eval_requests")
     return str(root / f"req-{stable_hash(key, length=20)}")
 
 
-def _run_group(lm: Any, tasks: list[Any], chat: bool, limit: int | None, settings: EvaluateConfig,
-               use_cache: str | None, system_instruction: str | None = None,
-               manager: Any = None) -> dict[str, Any]:
+def _run_group(
+    lm: Any,
+    tasks: list[Any],
+    chat: bool,
+    limit: int | None,
+    settings: EvaluateConfig,
+    use_cache: str | None,
+    system_instruction: str | None = None,
+    manager: Any = None,
+) -> dict[str, Any]:
     """One ``simple_evaluate`` call over built ``tasks``. ``manager``: the TaskManager that built them; without one,
     lm-eval indexes its whole task tree (thousands of YAMLs, seconds per call) only to pass the objects through."""
     from lm_eval import simple_evaluate
@@ -321,9 +367,19 @@ def _run_group(lm: Any, tasks: list[Any], chat: bool, limit: int | None, setting
     names = [t.task_name for t in tasks]
     gen = {"max_gen_toks": settings.max_new_tokens} if settings.max_new_tokens is not None else None
     results = simple_evaluate(
-        model=lm, tasks=tasks, limit=limit, log_samples=True, apply_chat_template=chat,
-        fewshot_as_multiturn=chat, gen_kwargs=gen, system_instruction=system_instruction,
-        use_cache=use_cache, bootstrap_iters=0, confirm_run_unsafe_code=True, task_manager=manager)
+        model=lm,
+        tasks=tasks,
+        limit=limit,
+        log_samples=True,
+        apply_chat_template=chat,
+        fewshot_as_multiturn=chat,
+        gen_kwargs=gen,
+        system_instruction=system_instruction,
+        use_cache=use_cache,
+        bootstrap_iters=0,
+        confirm_run_unsafe_code=True,
+        task_manager=manager,
+    )
     if results is None:
         raise EvaluationError("lm-eval returned no results (non-zero rank?)")
     missing = [t for t in names if t not in results.get("results", {}) or t not in results.get("samples", {})]
@@ -350,9 +406,14 @@ def items_from_samples(task: str, samples: list[dict], info: dict[str, Any]) -> 
         filtered = s.get("filtered_resps") or []
         first_resp = (s.get("resps") or [[None]])[0]
         prediction = first_resp[0] if isinstance(first_resp, list) and first_resp else first_resp
-        row = {"task": task, "doc_id": int(s["doc_id"]), "item_id": _item_id(s["doc"]),
-               "prediction": prediction if isinstance(prediction, str) else _jsonable(prediction),
-               "correct": float(s[metric]), "n_repeats": len(first_resp) if isinstance(first_resp, list) else 1}
+        row = {
+            "task": task,
+            "doc_id": int(s["doc_id"]),
+            "item_id": _item_id(s["doc"]),
+            "prediction": prediction if isinstance(prediction, str) else _jsonable(prediction),
+            "correct": float(s[metric]),
+            "n_repeats": len(first_resp) if isinstance(first_resp, list) else 1,
+        }
         judged = filtered[0] if filtered else None
         if info["output_type"] == "generate_until" and isinstance(judged, list):
             if not judged:
@@ -408,6 +469,7 @@ def _verify_outputs(out: Path, tasks: list[str]) -> None:
 # entry point
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 def default_loader(device: str) -> Loader:
     def load(spec: str, revision: str | None, dtype: str) -> tuple[Any, Any, Any]:
         return models.load(spec, revision, dtype=dtype, device=device)
@@ -447,9 +509,16 @@ class Attached:
             self.base.eval()
 
 
-def evaluate_model(cfg: Any, out: str | Path, *, adapter: str | Path | None = None,
-                   extra_manifest: dict[str, Any] | None = None, loader: Loader | None = None,
-                   cache_root: str | Path | None = None, force: bool = False) -> dict[str, float]:
+def evaluate_model(
+    cfg: Any,
+    out: str | Path,
+    *,
+    adapter: str | Path | None = None,
+    extra_manifest: dict[str, Any] | None = None,
+    loader: Loader | None = None,
+    cache_root: str | Path | None = None,
+    force: bool = False,
+) -> dict[str, float]:
     """Evaluate ``cfg.model`` (+ optional ``adapter``) on ``cfg.evaluate.tasks``; write results into ``out``; return
     ``{task: score}``.
 
@@ -473,27 +542,39 @@ def evaluate_model(cfg: Any, out: str | Path, *, adapter: str | Path | None = No
     hub_revision = None if Path(path).is_dir() else model_rev
     fingerprint = adapter_fingerprint(adapter) if adapter else None
     prompt = to_dict(cfg.prompt)
-    inputs = {"model": model_spec, "model_path": path, "model_revision": model_rev,
-              "adapter_hash": fingerprint["hash"] if fingerprint else None, "tasks": task_list, "limit": limit,
-              "settings": dataclasses.asdict(settings), "prompt": {k: prompt.get(k) for k in ("template",
-                                                                                           "system_prompt")}}
+    inputs = {
+        "model": model_spec,
+        "model_path": path,
+        "model_revision": model_rev,
+        "adapter_hash": fingerprint["hash"] if fingerprint else None,
+        "tasks": task_list,
+        "limit": limit,
+        "settings": dataclasses.asdict(settings),
+        "prompt": {k: prompt.get(k) for k in ("template", "system_prompt")},
+    }
     inputs_hash = stable_hash(inputs, length=16)
     if (out / "DONE").exists():
         if (out / "DONE").read_text().strip() == inputs_hash and not force:
             return read_json(out / "metrics.json")
         if not force:
-            raise EvaluationError(f"{out} holds a finished evaluation of different inputs; use another --out or "
-                                  "--force to overwrite it")
+            raise EvaluationError(
+                f"{out} holds a finished evaluation of different inputs; use another --out or --force to overwrite it"
+            )
     out.mkdir(parents=True, exist_ok=True)
     _clear_outputs(out)
 
     tasks = {t: built_task(t, src) for t in task_list}
     infos = {t: task_config_info(t, tasks[t].config) for t in task_list}
     code_tasks = [t for t in task_list if infos[t]["unsafe_code"]]
-    tasks_utils.configure(tasks_utils.ExecSettings(
-        workers=settings.code_workers, timeout_s=settings.code_timeout_s, min_isolation=settings.sandbox_min_level,
-        allow_weaker=settings.allow_weaker_sandbox,
-        cache_dir=str(Path(cache_root) / "humanevalplus-expected") if cache_root else None))
+    tasks_utils.configure(
+        tasks_utils.ExecSettings(
+            workers=settings.code_workers,
+            timeout_s=settings.code_timeout_s,
+            min_isolation=settings.sandbox_min_level,
+            allow_weaker=settings.allow_weaker_sandbox,
+            cache_dir=str(Path(cache_root) / "humanevalplus-expected") if cache_root else None,
+        )
+    )
     sandbox_info = tasks_utils.sandbox_manifest() if code_tasks else None  # probe + refuse before loading a model
 
     dev = models.pick_device(cfg.model.device)
@@ -530,57 +611,100 @@ def evaluate_model(cfg: Any, out: str | Path, *, adapter: str | Path | None = No
         if lm is None:
             adapter_delta = check_adapter_active(model, tokenizer, adapter) if adapter else None
             lm = build_lm(model, tokenizer, settings)
+
         def task_limit(t: str) -> int | None:
             return settings.task_limits.get(t, limit)
 
-        groups = [(chat, lim) for chat in (True, False)
-                  for lim in sorted({task_limit(t) for t in task_list if infos[t]["chat"] == chat},
-                                    key=lambda x: (x is None, x or 0))]
+        groups = [
+            (chat, lim)
+            for chat in (True, False)
+            for lim in sorted(
+                {task_limit(t) for t in task_list if infos[t]["chat"] == chat}, key=lambda x: (x is None, x or 0)
+            )
+        ]
         for chat, group_limit in groups:  # one lm-eval call per (chat template?, items per task)
             group = [t for t in task_list if infos[t]["chat"] == chat and task_limit(t) == group_limit]
             if not group:
                 continue
             use_chat = chat and settings.apply_chat_template
             lm.add_bos_token = templates.lm_eval_model_args(use_chat).get("add_bos_token")  # the template has BOS
-            cache = (cache_path(path, model_rev, inputs["adapter_hash"], settings, use_chat,
-                                Path(cache_root) / "lm_eval_requests" if cache_root else None,
-                                {**inputs["prompt"], "chat_template": template_hash if use_chat else None})
-                     if settings.use_cache else None)
-            results = _run_group(lm, [tasks[t] for t in group], use_chat, group_limit, settings, cache,
-                                 cfg.prompt.system_prompt if use_chat else None, src.manager)
+            cache = (
+                cache_path(
+                    path,
+                    model_rev,
+                    inputs["adapter_hash"],
+                    settings,
+                    use_chat,
+                    Path(cache_root) / "lm_eval_requests" if cache_root else None,
+                    {**inputs["prompt"], "chat_template": template_hash if use_chat else None},
+                )
+                if settings.use_cache
+                else None
+            )
+            results = _run_group(
+                lm,
+                [tasks[t] for t in group],
+                use_chat,
+                group_limit,
+                settings,
+                cache,
+                cfg.prompt.system_prompt if use_chat else None,
+                src.manager,
+            )
             for t in group:
                 info = infos[t]
                 key = f"{info['metric']},{info['filter']}"
                 if key not in results["results"][t]:
-                    raise EvaluationError(f"lm-eval's results for {t} have no {key!r} (metric, filter) entry; "
-                                          f"found {sorted(results['results'][t])}")
+                    raise EvaluationError(
+                        f"lm-eval's results for {t} have no {key!r} (metric, filter) entry; "
+                        f"found {sorted(results['results'][t])}"
+                    )
                 metrics[t] = float(results["results"][t][key])
                 items.extend(items_from_samples(t, results["samples"][t], info))
                 write_jsonl(out / "samples" / f"{t}.jsonl", _jsonable(results["samples"][t]))
                 if cache:
                     caches[t] = cache
-            raw[f"chat={use_chat}" + ("" if group_limit == limit else f",limit={group_limit}")] = _jsonable({k: v for k, v in results.items() if k != "samples"})
+            raw[f"chat={use_chat}" + ("" if group_limit == limit else f",limit={group_limit}")] = _jsonable(
+                {k: v for k, v in results.items() if k != "samples"}
+            )
         del lm
 
     write_jsonl(out / "items.jsonl", items)
     write_json(out / "metrics.json", metrics)
     write_json(out / "lm_eval_results.json", raw)
     task_cfgs = {t: r.get("configs", {}).get(t, {}) for r in raw.values() for t in r.get("configs", {})}
-    write_json(out / "manifest.json", {
-        "stage": "evaluate", "inputs": inputs, "inputs_hash": inputs_hash,
-        "model": {"spec": model_spec, "path": path, "revision": model_rev, "device": dev,
-                  "dtype": str(models.torch_dtype(settings.dtype, dev)).replace("torch.", "")},
-        "adapter": ({**fingerprint, "probe_max_abs_logit_delta": adapter_delta} if fingerprint else None),
-        "generation": {"settings": generation_settings(settings),
-                       "per_task": {t: c.get("generation_kwargs") for t, c in task_cfgs.items()}},
-        "chat_template": {t: (infos[t]["chat"] and settings.apply_chat_template) for t in task_list},
-        "chat_template_sha": template_hash,
-        "tasks": {t: {k: v for k, v in infos[t].items() if k != "generation_kwargs"} for t in task_list},
-        "task_versions": {t: (c.get("metadata") or {}).get("version") for t, c in task_cfgs.items()},
-        "n_items": {t: sum(r["task"] == t for r in items) for t in task_list},
-        "metrics": metrics, "sandbox": sandbox_info, "request_cache": caches,
-        "timing": {"load_s": round(load_s, 3), "wall_s": round(time.monotonic() - t0, 3)},
-        "wall_s": round(time.monotonic() - t0, 2), **provenance.collect(), **(extra_manifest or {})})
+    write_json(
+        out / "manifest.json",
+        {
+            "stage": "evaluate",
+            "inputs": inputs,
+            "inputs_hash": inputs_hash,
+            "model": {
+                "spec": model_spec,
+                "path": path,
+                "revision": model_rev,
+                "device": dev,
+                "dtype": str(models.torch_dtype(settings.dtype, dev)).replace("torch.", ""),
+            },
+            "adapter": ({**fingerprint, "probe_max_abs_logit_delta": adapter_delta} if fingerprint else None),
+            "generation": {
+                "settings": generation_settings(settings),
+                "per_task": {t: c.get("generation_kwargs") for t, c in task_cfgs.items()},
+            },
+            "chat_template": {t: (infos[t]["chat"] and settings.apply_chat_template) for t in task_list},
+            "chat_template_sha": template_hash,
+            "tasks": {t: {k: v for k, v in infos[t].items() if k != "generation_kwargs"} for t in task_list},
+            "task_versions": {t: (c.get("metadata") or {}).get("version") for t, c in task_cfgs.items()},
+            "n_items": {t: sum(r["task"] == t for r in items) for t in task_list},
+            "metrics": metrics,
+            "sandbox": sandbox_info,
+            "request_cache": caches,
+            "timing": {"load_s": round(load_s, 3), "wall_s": round(time.monotonic() - t0, 3)},
+            "wall_s": round(time.monotonic() - t0, 2),
+            **provenance.collect(),
+            **(extra_manifest or {}),
+        },
+    )
     _verify_outputs(out, task_list)
     write_text(out / "DONE", inputs_hash + "\n")
     return metrics

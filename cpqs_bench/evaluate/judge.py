@@ -32,6 +32,7 @@ reference arm) and writes every judgement and the summary; :func:`summarize_over
 the leaderboard (counts summed; the sign test and the bootstrap interval over *prompts*, each prompt's outcome
 averaged over the seeds where it parsed, so the seeds of one prompt are not counted as independent prompts).
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,19 +46,23 @@ from cpqs_bench.judge.backends import generate, prompt_text
 
 PROMPT_VERSION = "cpqs-bench-pairwise-v1"
 SYSTEM = "You are a fair and exact reviewer of answers written by AI assistants."
-USER = ("[Question]\n{question}\n\n[Assistant 1's answer begins]\n{answer_1}\n[Assistant 1's answer ends]\n\n"
-        "[Assistant 2's answer begins]\n{answer_2}\n[Assistant 2's answer ends]\n\n"
-        "Judge how helpful, relevant, accurate and detailed each answer is. Give each assistant an overall score "
-        "from 1 to 10 (higher is better). On the first line write only the two scores, Assistant 1 first, "
-        "separated by a space. Then explain briefly. The order in which the answers appear must not affect your "
-        "judgment.")
+USER = (
+    "[Question]\n{question}\n\n[Assistant 1's answer begins]\n{answer_1}\n[Assistant 1's answer ends]\n\n"
+    "[Assistant 2's answer begins]\n{answer_2}\n[Assistant 2's answer ends]\n\n"
+    "Judge how helpful, relevant, accurate and detailed each answer is. Give each assistant an overall score "
+    "from 1 to 10 (higher is better). On the first line write only the two scores, Assistant 1 first, "
+    "separated by a space. Then explain briefly. The order in which the answers appear must not affect your "
+    "judgment."
+)
 QUESTION_KEYS = ("text", "prompt", "instruction", "Instruction", "Question")
 Outcome = Literal["win", "tie", "lose", "unparsed"]
 
 
 def conversation(question: str, answer_1: str, answer_2: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": SYSTEM},
-            {"role": "user", "content": USER.format(question=question, answer_1=answer_1, answer_2=answer_2)}]
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": USER.format(question=question, answer_1=answer_1, answer_2=answer_2)},
+    ]
 
 
 def parse_pair(text: str) -> tuple[float, float] | None:
@@ -77,8 +82,7 @@ def _sign(x: float) -> int:
     return (x > 0) - (x < 0)
 
 
-def outcome(forward: tuple[float, float] | None, reverse: tuple[float, float] | None,
-            rule: str = "strict") -> Outcome:
+def outcome(forward: tuple[float, float] | None, reverse: tuple[float, float] | None, rule: str = "strict") -> Outcome:
     """The arm's outcome: ``forward`` = (arm, ref) scores with the arm shown first; ``reverse`` = (ref, arm)."""
     if forward is None or reverse is None:
         return "unparsed"
@@ -101,8 +105,14 @@ class Judgement:
     review_reverse: str
 
 
-def judge_pairs(ids: Sequence[str], questions: Sequence[str], answers: Sequence[str], reference: Sequence[str],
-                judge: Any, rule: str = "strict") -> list[Judgement]:
+def judge_pairs(
+    ids: Sequence[str],
+    questions: Sequence[str],
+    answers: Sequence[str],
+    reference: Sequence[str],
+    judge: Any,
+    rule: str = "strict",
+) -> list[Judgement]:
     """Both orders for every prompt in one batch of ``2 N`` judge calls (cached by the judge)."""
     if not (len(ids) == len(questions) == len(answers) == len(reference)):
         raise ValueError("judge_pairs: ids, questions, answers and reference must have the same length")
@@ -127,34 +137,63 @@ def summarize(judgements: Sequence[Judgement], n_boot: int = 2000, seed: int = 0
     res: dict[str, Any] = {**counts, "n": n, "total": len(judgements)}
     if n == 0:
         return {**res, "win_rate": None, "winning_score": None, "sign_test_p": None, "net_ci95": None}
-    vals = np.array([1 if j.outcome == "win" else -1 if j.outcome == "lose" else 0 for j in judgements
-                     if j.outcome != "unparsed"], dtype=float)
+    vals = np.array(
+        [1 if j.outcome == "win" else -1 if j.outcome == "lose" else 0 for j in judgements if j.outcome != "unparsed"],
+        dtype=float,
+    )
     rng = np.random.default_rng(seed)
     boots = vals[rng.integers(0, n, size=(n_boot, n))].mean(1)
-    return {**res, "win_rate": (w + t / 2) / n, "winning_score": (w - lo) / n + 1,
-            "sign_test_p": float(binomtest(w, w + lo, 0.5).pvalue) if w + lo else 1.0,
-            "net_ci95": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]}
+    return {
+        **res,
+        "win_rate": (w + t / 2) / n,
+        "winning_score": (w - lo) / n + 1,
+        "sign_test_p": float(binomtest(w, w + lo, 0.5).pvalue) if w + lo else 1.0,
+        "net_ci95": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))],
+    }
 
 
-def generate_answers(model: Any, tokenizer: Any, questions: Sequence[str], max_new_tokens: int = 256,
-                     batch_size: int = 8, system_prompt: str | None = None) -> list[str]:
+def generate_answers(
+    model: Any,
+    tokenizer: Any,
+    questions: Sequence[str],
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    system_prompt: str | None = None,
+) -> list[str]:
     """Greedy answers to single-turn questions under the model's chat template."""
-    convs = [([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": q}]
-             for q in questions]
+    convs = [
+        ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": q}]
+        for q in questions
+    ]
     return generate(model, tokenizer, [prompt_text(tokenizer, c) for c in convs], max_new_tokens, batch_size)
 
 
-def evaluate_pairwise(ids: Sequence[str], questions: Sequence[str], arm: tuple[Any, Any], reference: tuple[Any, Any],
-                      judge: Any, *, max_new_tokens: int = 256, batch_size: int = 8, rule: str = "strict",
-                      seed: int = 0) -> dict[str, Any]:
+def evaluate_pairwise(
+    ids: Sequence[str],
+    questions: Sequence[str],
+    arm: tuple[Any, Any],
+    reference: tuple[Any, Any],
+    judge: Any,
+    *,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    rule: str = "strict",
+    seed: int = 0,
+) -> dict[str, Any]:
     """Answers of ``arm`` and ``reference`` (each ``(model, tokenizer)``) judged pairwise in both orders."""
     a = generate_answers(*arm, questions, max_new_tokens, batch_size)
     r = generate_answers(*reference, questions, max_new_tokens, batch_size)
     judgements = judge_pairs(ids, questions, a, r, judge, rule)
-    return {"summary": summarize(judgements, seed=seed), "rule": rule, "judge": judge.label,
-            "weak_judge": bool(getattr(judge, "weak", False)), "judge_prompt": PROMPT_VERSION,
-            "samples": [{**asdict(j), "question": q, "answer": x, "reference": y}
-                        for j, q, x, y in zip(judgements, questions, a, r)]}
+    return {
+        "summary": summarize(judgements, seed=seed),
+        "rule": rule,
+        "judge": judge.label,
+        "weak_judge": bool(getattr(judge, "weak", False)),
+        "judge_prompt": PROMPT_VERSION,
+        "samples": [
+            {**asdict(j), "question": q, "answer": x, "reference": y} for j, q, x, y in zip(judgements, questions, a, r)
+        ],
+    }
 
 
 def read_prompts(path: str | Path) -> list[tuple[str, str]]:
@@ -175,9 +214,12 @@ def read_prompts(path: str | Path) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------------------------------------ pipeline stages
 # The named prompt sets: files of the data mirror (SOURCES.md section 11, from Victory0431/CPQS-Tuning's
 # ``eval/Pair-wise Comparison/test_data``).
-PROMPT_SETS = {"vicuna": "general_eval/vicuna_test_set.jsonl.gz", "koala": "general_eval/koala_test_set.jsonl.gz",
-               "wizardlm": "general_eval/wizardlm_test_set.jsonl.gz",
-               "self_instruct": "general_eval/sinstruct_test_set.jsonl.gz"}
+PROMPT_SETS = {
+    "vicuna": "general_eval/vicuna_test_set.jsonl.gz",
+    "koala": "general_eval/koala_test_set.jsonl.gz",
+    "wizardlm": "general_eval/wizardlm_test_set.jsonl.gz",
+    "self_instruct": "general_eval/sinstruct_test_set.jsonl.gz",
+}
 VALUE = {"win": 1.0, "tie": 0.0, "lose": -1.0}
 
 
@@ -188,8 +230,10 @@ def prompt_set_path(name: str, mirror: str | Path | None = None) -> Path:
     if name in PROMPT_SETS:
         root = mirror_dir(mirror)
         if root is None:
-            raise FileNotFoundError(f"prompt set {name!r} is read from the data mirror ({PROMPT_SETS[name]}): set "
-                                    f"{ENV_VAR} or data.mirror, or name the file's path in evaluate.pairwise.sets")
+            raise FileNotFoundError(
+                f"prompt set {name!r} is read from the data mirror ({PROMPT_SETS[name]}): set "
+                f"{ENV_VAR} or data.mirror, or name the file's path in evaluate.pairwise.sets"
+            )
         path = root / PROMPT_SETS[name]
         if not path.is_file():
             raise FileNotFoundError(f"prompt set {name!r}: {path} not found (the mirror's general_eval/ folder)")
@@ -204,8 +248,9 @@ def set_label(name: str) -> str:
     return name if name in PROMPT_SETS else Path(name).name.split(".")[0]
 
 
-def load_prompt_sets(sets: Sequence[str], mirror: str | Path | None = None, limit: int | None = None
-                     ) -> list[dict[str, str]]:
+def load_prompt_sets(
+    sets: Sequence[str], mirror: str | Path | None = None, limit: int | None = None
+) -> list[dict[str, str]]:
     """``{"set", "id", "question"}`` for the first ``limit`` prompts of every set (ids are ``<set>/<id>``)."""
     rows = []
     labels = [set_label(s) for s in sets]
@@ -221,9 +266,14 @@ def load_prompt_sets(sets: Sequence[str], mirror: str | Path | None = None, limi
     return rows
 
 
-def answer_prompt_sets(cfg: Any, prompts: Sequence[dict[str, str]], out: str | Path, *,
-                       adapter: str | Path | None = None,
-                       loader: Callable[[str, str | None, str], tuple[Any, Any, Any]] | None = None) -> dict[str, Any]:
+def answer_prompt_sets(
+    cfg: Any,
+    prompts: Sequence[dict[str, str]],
+    out: str | Path,
+    *,
+    adapter: str | Path | None = None,
+    loader: Callable[[str, str | None, str], tuple[Any, Any, Any]] | None = None,
+) -> dict[str, Any]:
     """Greedy answers of ``cfg.model`` (+ ``adapter``) to ``prompts`` under the training template
     (``cfg.prompt``); writes ``answers.jsonl`` into ``out``; returns the manifest fields."""
     from cpqs_bench import models, templates
@@ -235,38 +285,79 @@ def answer_prompt_sets(cfg: Any, prompts: Sequence[dict[str, str]], out: str | P
     base, tokenizer, _info = load(cfg.model.id, cfg.model.revision, cfg.evaluate.dtype)
     tokenizer = templates.apply(copy.deepcopy(tokenizer), cfg.prompt)  # a copy: the loader's may be shared
     with Attached(base, str(adapter) if adapter else None) as model:
-        answers = generate_answers(model, tokenizer, [p["question"] for p in prompts], pw.max_new_tokens,
-                                   pw.batch_size, system_prompt=cfg.prompt.system_prompt)
+        answers = generate_answers(
+            model,
+            tokenizer,
+            [p["question"] for p in prompts],
+            pw.max_new_tokens,
+            pw.batch_size,
+            system_prompt=cfg.prompt.system_prompt,
+        )
     out = Path(out)
     write_jsonl(out / "answers.jsonl", ({**p, "answer": a} for p, a in zip(prompts, answers)))
-    return {"n_prompts": len(prompts), "sets": sorted({p["set"] for p in prompts}),
-            "empty_answers": sum(1 for a in answers if not a.strip()),
-            "generation": {"max_new_tokens": pw.max_new_tokens, "batch_size": pw.batch_size, "do_sample": False,
-                           "dtype": cfg.evaluate.dtype, "template": cfg.prompt.template}}
+    return {
+        "n_prompts": len(prompts),
+        "sets": sorted({p["set"] for p in prompts}),
+        "empty_answers": sum(1 for a in answers if not a.strip()),
+        "generation": {
+            "max_new_tokens": pw.max_new_tokens,
+            "batch_size": pw.batch_size,
+            "do_sample": False,
+            "dtype": cfg.evaluate.dtype,
+            "template": cfg.prompt.template,
+        },
+    }
 
 
-def judge_answer_files(answers: str | Path, reference: str | Path, judge: Any, out: str | Path, *,
-                       rule: str = "strict", n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+def judge_answer_files(
+    answers: str | Path,
+    reference: str | Path,
+    judge: Any,
+    out: str | Path,
+    *,
+    rule: str = "strict",
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Judge an arm's ``answers.jsonl`` against the reference's (same prompts), both orders; writes
     ``judgements.jsonl`` and ``summary.json`` (overall and per set) into ``out``; returns the summary document."""
     from cpqs_bench.io import read_jsonl, write_json, write_jsonl
 
     arm, ref = list(read_jsonl(answers)), list(read_jsonl(reference))
     if [r["id"] for r in arm] != [r["id"] for r in ref]:
-        raise ValueError(f"{answers} and {reference} answer different prompts: the answer stages disagree on the "
-                         f"prompt sets")
-    judgements = judge_pairs([r["id"] for r in arm], [r["question"] for r in arm], [r["answer"] for r in arm],
-                             [r["answer"] for r in ref], judge, rule)
+        raise ValueError(
+            f"{answers} and {reference} answer different prompts: the answer stages disagree on the prompt sets"
+        )
+    judgements = judge_pairs(
+        [r["id"] for r in arm],
+        [r["question"] for r in arm],
+        [r["answer"] for r in arm],
+        [r["answer"] for r in ref],
+        judge,
+        rule,
+    )
     sets = [r["set"] for r in arm]
     out = Path(out)
-    write_jsonl(out / "judgements.jsonl",
-                ({**asdict(j), "set": s, "question": a["question"], "answer": a["answer"], "reference": b["answer"]}
-                 for j, s, a, b in zip(judgements, sets, arm, ref)))
-    doc = {"summary": summarize(judgements, n_boot=n_boot, seed=seed),
-           "per_set": {s: summarize([j for j, x in zip(judgements, sets) if x == s], n_boot=n_boot, seed=seed)
-                       for s in dict.fromkeys(sets)},
-           "rule": rule, "judge": judge.label, "judge_name": judge_name(judge), "judge_identity": judge.identity,
-           "weak_judge": bool(getattr(judge, "weak", False)), "judge_prompt": PROMPT_VERSION}
+    write_jsonl(
+        out / "judgements.jsonl",
+        (
+            {**asdict(j), "set": s, "question": a["question"], "answer": a["answer"], "reference": b["answer"]}
+            for j, s, a, b in zip(judgements, sets, arm, ref)
+        ),
+    )
+    doc = {
+        "summary": summarize(judgements, n_boot=n_boot, seed=seed),
+        "per_set": {
+            s: summarize([j for j, x in zip(judgements, sets) if x == s], n_boot=n_boot, seed=seed)
+            for s in dict.fromkeys(sets)
+        },
+        "rule": rule,
+        "judge": judge.label,
+        "judge_name": judge_name(judge),
+        "judge_identity": judge.identity,
+        "weak_judge": bool(getattr(judge, "weak", False)),
+        "judge_prompt": PROMPT_VERSION,
+    }
     write_json(out / "summary.json", doc)
     return doc
 
@@ -285,13 +376,20 @@ def read_judgements(path: str | Path) -> list[Judgement]:
     out = []
     for row in read_jsonl(path):
         pair = lambda v: tuple(v) if v is not None else None  # noqa: E731
-        out.append(Judgement(str(row["id"]), row["outcome"], pair(row["forward"]), pair(row["reverse"]),
-                             row["review_forward"], row["review_reverse"]))
+        out.append(
+            Judgement(
+                str(row["id"]),
+                row["outcome"],
+                pair(row["forward"]),
+                pair(row["reverse"]),
+                row["review_forward"],
+                row["review_reverse"],
+            )
+        )
     return out
 
 
-def summarize_over_seeds(per_seed: Sequence[Sequence[Judgement]], n_boot: int = 2000, seed: int = 0
-                         ) -> dict[str, Any]:
+def summarize_over_seeds(per_seed: Sequence[Sequence[Judgement]], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """One arm over its seeds: win / tie / lose / unparsed summed over seeds, win rate and winning score from the
     pooled counts; the sign test (prompts the arm wins on average vs loses on average) and the bootstrap 95 %
     interval of the net score ``(W - L) / N`` resample *prompts*, each prompt's outcome averaged over its parsed
@@ -307,15 +405,19 @@ def summarize_over_seeds(per_seed: Sequence[Sequence[Judgement]], n_boot: int = 
     for j in flat:
         if j.outcome != "unparsed":
             by_prompt.setdefault(j.id, []).append(VALUE[j.outcome])
-    res: dict[str, Any] = {**counts, "n": n, "total": len(flat), "n_seeds": len(per_seed),
-                           "n_prompts": len(by_prompt)}
+    res: dict[str, Any] = {**counts, "n": n, "total": len(flat), "n_seeds": len(per_seed), "n_prompts": len(by_prompt)}
     if n == 0:
         return {**res, "win_rate": None, "winning_score": None, "sign_test_p": None, "net_ci95": None}
     means = np.array([sum(v) / len(v) for v in by_prompt.values()], dtype=float)
     pos, neg = int((means > 0).sum()), int((means < 0).sum())
     rng = np.random.default_rng(seed)
     boots = means[rng.integers(0, len(means), size=(n_boot, len(means)))].mean(1)
-    return {**res, "win_rate": (w + t / 2) / n, "winning_score": (w - lo) / n + 1,
-            "sign_test_p": float(binomtest(pos, pos + neg, 0.5).pvalue) if pos + neg else 1.0,
-            "prompts_won": pos, "prompts_lost": neg,
-            "net_ci95": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]}
+    return {
+        **res,
+        "win_rate": (w + t / 2) / n,
+        "winning_score": (w - lo) / n + 1,
+        "sign_test_p": float(binomtest(pos, pos + neg, 0.5).pvalue) if pos + neg else 1.0,
+        "prompts_won": pos,
+        "prompts_lost": neg,
+        "net_ci95": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))],
+    }

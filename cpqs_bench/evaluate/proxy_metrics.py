@@ -14,6 +14,7 @@ tokenizers are compared on one scale (lm-eval's own ``bits_per_byte`` uses the s
 log-likelihoods). Lower is better. lm-eval moves trailing whitespace of the context (the newline after a chat
 template's assistant header) into the continuation, so that one token is scored too: a constant shift for every arm.
 """
+
 from __future__ import annotations
 
 import math

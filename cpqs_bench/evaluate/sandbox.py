@@ -11,12 +11,12 @@ it starts dies with the sandbox's pid 1 (so double-forked ``setsid`` daemons are
 This module is stdlib-only on purpose: it is also the in-sandbox bootstrap (``python -I sandbox.py --inner ...``),
 which must not import the project package.
 """
+
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import functools
-import json
 import os
 import resource
 import selectors
@@ -37,10 +37,24 @@ _SYS_MOUNT_SETATTR = 442  # same number in the generic and x86_64 syscall tables
 _AT_RECURSIVE = 0x8000
 _MOUNT_ATTR_RDONLY = 0x1
 _AT_FDCWD = -100
-_SAFE_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-             "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
-_UNSHARE_FLAGS = ["--user", "--map-root-user", "--pid", "--kill-child", "--net", "--mount", "--mount-proc",
-                  "--ipc", "--uts"]
+_SAFE_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+}
+_UNSHARE_FLAGS = [
+    "--user",
+    "--map-root-user",
+    "--pid",
+    "--kill-child",
+    "--net",
+    "--mount",
+    "--mount-proc",
+    "--ipc",
+    "--uts",
+]
 
 
 class SandboxUnavailable(RuntimeError):
@@ -82,6 +96,7 @@ class SandboxResult:
 # parent side
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 @functools.lru_cache(maxsize=None)
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -93,8 +108,20 @@ def _unshare_cmd() -> list[str] | None:
 
 
 def _inner_cmd(level: str, limits: SandboxLimits, main: str, result_fd: int, collect: tuple[str, ...]) -> list[str]:
-    return [sys.executable, "-I", str(Path(__file__).resolve()), "--inner", level, str(limits.nproc),
-            str(limits.pid_max), str(limits.tmpfs_bytes), str(limits.fsize_bytes), str(result_fd), main, *collect]
+    return [
+        sys.executable,
+        "-I",
+        str(Path(__file__).resolve()),
+        "--inner",
+        level,
+        str(limits.nproc),
+        str(limits.pid_max),
+        str(limits.tmpfs_bytes),
+        str(limits.fsize_bytes),
+        str(result_fd),
+        main,
+        *collect,
+    ]
 
 
 def _child_env() -> dict[str, str]:
@@ -109,9 +136,13 @@ def _make_preexec(limits: SandboxLimits, level: str):
     """Build the post-fork hook. Everything it needs is resolved before fork (no imports or dlopen in the child)."""
     prctl = _libc().prctl
     cpu = int(limits.cpu_s if limits.cpu_s is not None else max(1, round(limits.timeout_s)) + 1)
-    rl = [(resource.RLIMIT_AS, limits.memory_bytes), (resource.RLIMIT_CPU, cpu),
-          (resource.RLIMIT_FSIZE, limits.fsize_bytes), (resource.RLIMIT_NOFILE, limits.nofile),
-          (resource.RLIMIT_CORE, 0)]
+    rl = [
+        (resource.RLIMIT_AS, limits.memory_bytes),
+        (resource.RLIMIT_CPU, cpu),
+        (resource.RLIMIT_FSIZE, limits.fsize_bytes),
+        (resource.RLIMIT_NOFILE, limits.nofile),
+        (resource.RLIMIT_CORE, 0),
+    ]
     if level != "namespaces":
         # In namespace mode NPROC is set inside the new user namespace (counted per namespace there); set here it
         # would also be checked against every process the host user owns.
@@ -164,7 +195,7 @@ def _read_capped(streams: dict, deadline: float) -> tuple[dict, bool, bool]:
                     continue
                 buf = bufs[key.fileobj]
                 room = streams[key.fileobj] - len(buf)
-                buf.extend(chunk[:max(room, 0)])
+                buf.extend(chunk[: max(room, 0)])
                 if len(chunk) > room:
                     limited = True
             if limited:
@@ -206,7 +237,8 @@ _PROBE = (
     "try:\n    open('/probe_ro', 'w'); raise SystemExit('root writable')\n"
     "except OSError:\n    pass\n"
     "open('w.txt', 'w').write('x')\n"
-    "print('ISOLATION-OK')\n")
+    "print('ISOLATION-OK')\n"
+)
 
 
 @functools.lru_cache(maxsize=None)
@@ -220,7 +252,7 @@ def isolation_details() -> dict[str, Any]:
     """
     try:
         resource.getrlimit(resource.RLIMIT_AS)
-        _libc().prctl
+        _ = _libc().prctl
     except (AttributeError, OSError) as exc:
         return {"level": "none", "pid_max_cap": False, "reason": f"rlimits/prctl unavailable: {exc!r}"}
     if _unshare_cmd() is None:
@@ -242,8 +274,9 @@ def probe_isolation() -> str:
     return isolation_details()["level"]
 
 
-def _run(main_source: str, level: str, limits: SandboxLimits, files: Mapping[str, str | bytes],
-         collect: tuple[str, ...]) -> SandboxResult:
+def _run(
+    main_source: str, level: str, limits: SandboxLimits, files: Mapping[str, str | bytes], collect: tuple[str, ...]
+) -> SandboxResult:
     workdir = Path(tempfile.mkdtemp(prefix="cpqs-sbx-"))
     try:
         for name, content in {**files, "__main__.py": main_source}.items():
@@ -256,17 +289,29 @@ def _run(main_source: str, level: str, limits: SandboxLimits, files: Mapping[str
             cmd = _unshare_cmd() + cmd  # type: ignore[operator]
         start = time.monotonic()
         try:
-            proc = subprocess.Popen(cmd, cwd=workdir, env=_child_env(), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                                    preexec_fn=_make_preexec(limits, level), close_fds=True, pass_fds=(result_w,))
+            proc = subprocess.Popen(
+                cmd,
+                cwd=workdir,
+                env=_child_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=_make_preexec(limits, level),
+                close_fds=True,
+                pass_fds=(result_w,),
+            )
         except BaseException:
             os.close(result_r)
             raise
         finally:
             os.close(result_w)
         result_pipe = os.fdopen(result_r, "rb", buffering=0)
-        caps = {proc.stdout: limits.output_cap_bytes, proc.stderr: limits.output_cap_bytes,
-                result_pipe: (limits.fsize_bytes + 4096) * max(1, len(collect))}
+        caps = {
+            proc.stdout: limits.output_cap_bytes,
+            proc.stderr: limits.output_cap_bytes,
+            result_pipe: (limits.fsize_bytes + 4096) * max(1, len(collect)),
+        }
         try:
             data, timed_out, limited = _read_capped(caps, start + limits.timeout_s)
             if not (timed_out or limited):
@@ -283,9 +328,16 @@ def _run(main_source: str, level: str, limits: SandboxLimits, files: Mapping[str
                 f.close()
         wall = time.monotonic() - start
         rc = None if (timed_out or limited) else proc.returncode
-        return SandboxResult(rc, data[proc.stdout].decode("utf-8", "replace"),
-                             data[proc.stderr].decode("utf-8", "replace"), timed_out, limited, wall, level,
-                             _parse_collected(data[result_pipe]))
+        return SandboxResult(
+            rc,
+            data[proc.stdout].decode("utf-8", "replace"),
+            data[proc.stderr].decode("utf-8", "replace"),
+            timed_out,
+            limited,
+            wall,
+            level,
+            _parse_collected(data[result_pipe]),
+        )
     finally:
         shutil.rmtree(workdir, onerror=_rmtree_onerror)
 
@@ -303,8 +355,9 @@ def _rmtree_onerror(func, path, exc_info) -> None:
 class Sandbox:
     """Runs programs at a guaranteed isolation level (refuses to run below ``min_isolation`` unless allowed)."""
 
-    def __init__(self, limits: SandboxLimits | None = None, min_isolation: str = "namespaces",
-                 allow_weaker: bool = False) -> None:
+    def __init__(
+        self, limits: SandboxLimits | None = None, min_isolation: str = "namespaces", allow_weaker: bool = False
+    ) -> None:
         if min_isolation not in ISOLATION_LEVELS:
             raise ValueError(f"min_isolation must be one of {list(ISOLATION_LEVELS)}, got {min_isolation!r}")
         self.limits = limits or SandboxLimits()
@@ -315,12 +368,20 @@ class Sandbox:
             raise SandboxUnavailable(
                 f"this host provides only {self.isolation!r} isolation, below the required {min_isolation!r} "
                 "(unprivileged user namespaces and util-linux `unshare` are needed); pass allow_weaker=True to run "
-                "generated code with weaker isolation at your own risk")
+                "generated code with weaker isolation at your own risk"
+            )
         if self.isolation == "none":
             raise SandboxUnavailable("no isolation available at all (rlimits/prctl unsupported on this platform)")
 
-    def run(self, main_source: str, files: Mapping[str, str | bytes] | None = None, *,
-            timeout_s: float | None = None, collect: tuple[str, ...] = (), **overrides: Any) -> SandboxResult:
+    def run(
+        self,
+        main_source: str,
+        files: Mapping[str, str | bytes] | None = None,
+        *,
+        timeout_s: float | None = None,
+        collect: tuple[str, ...] = (),
+        **overrides: Any,
+    ) -> SandboxResult:
         """Run ``main_source`` as ``__main__.py`` in a fresh work dir holding ``files``; return files in ``collect``.
 
         ``timeout_s`` and keyword ``overrides`` (any :class:`SandboxLimits` field) adjust the limits for this run.
@@ -338,17 +399,26 @@ class Sandbox:
     def manifest(self) -> dict:
         """What the run manifest records about code execution."""
         details = isolation_details() if self.isolation == "namespaces" else {}
-        return {"isolation": self.isolation, "pid_max_cap": bool(details.get("pid_max_cap")),
-                "limits": dict(self.limits.__dict__), "python": sys.executable}
+        return {
+            "isolation": self.isolation,
+            "pid_max_cap": bool(details.get("pid_max_cap")),
+            "limits": dict(self.limits.__dict__),
+            "python": sys.executable,
+        }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # inside the sandbox (bootstrap; stdlib only)
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
-                ("userns_fd", ctypes.c_uint64)]
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
 
 
 def _harden_namespace(pid_max: int, tmpfs_bytes: int) -> None:
@@ -363,8 +433,7 @@ def _harden_namespace(pid_max: int, tmpfs_bytes: int) -> None:
     cwd = os.getcwd()
     saved = {n: Path(n).read_bytes() for n in os.listdir(cwd) if Path(n).is_file()}
     attr = _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0)
-    if libc.syscall(_SYS_MOUNT_SETATTR, _AT_FDCWD, b"/", _AT_RECURSIVE, ctypes.byref(attr),
-                    ctypes.sizeof(attr)) != 0:
+    if libc.syscall(_SYS_MOUNT_SETATTR, _AT_FDCWD, b"/", _AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
         raise OSError(ctypes.get_errno(), "mount_setattr(/, RDONLY) failed")
     opts = f"size={tmpfs_bytes},mode=0700".encode()
     if libc.mount(b"tmpfs", cwd.encode(), b"tmpfs", 0, opts) != 0:

@@ -14,6 +14,7 @@ response is a list of judgement dicts ``{"extracted", "correct", ...}`` (one per
 sample, and ``process_results`` turns into the metric. Sandbox settings come from :func:`configure` (the harness sets
 them from ``EvaluateConfig``; a bare ``lm_eval`` run uses the defaults below).
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,6 +35,7 @@ _DEFAULTS = EvaluateConfig()
 # ----------------------------------------------------------------------------------------------------------------------
 # execution settings
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ExecSettings:
@@ -84,8 +86,12 @@ def _sandbox():
 
 def sandbox_manifest() -> dict[str, Any]:
     """Isolation level and limits actually in force (for the manifest)."""
-    return {**_sandbox().manifest(), "workers": _settings.workers, "min_isolation": _settings.min_isolation,
-            "allow_weaker": _settings.allow_weaker}
+    return {
+        **_sandbox().manifest(),
+        "workers": _settings.workers,
+        "min_isolation": _settings.min_isolation,
+        "allow_weaker": _settings.allow_weaker,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -144,9 +150,15 @@ def _humaneval_dataset(plus: bool) -> dict[str, Any]:
 
     # Only small string fields go into docs: HumanEval+ inputs are large mixed-type lists that Arrow cannot hold,
     # and the scorer looks the full problem up by task_id anyway.
-    docs = [{"task_id": p.task_id, "prompt": p.prompt, "entry_point": p.entry_point,
-             "canonical_solution": p.canonical_solution}  # the proxy task's reference (cpqs_humaneval_instruct_nll)
-            for p in problems(plus).values()]
+    docs = [
+        {
+            "task_id": p.task_id,
+            "prompt": p.prompt,
+            "entry_point": p.entry_point,
+            "canonical_solution": p.canonical_solution,
+        }  # the proxy task's reference (cpqs_humaneval_instruct_nll)
+        for p in problems(plus).values()
+    ]
     return {"test": datasets.Dataset.from_list(docs)}
 
 
@@ -163,6 +175,7 @@ def load_humaneval_plus(**_metadata: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------------
 # GSM8K scoring
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def gsm8k_judge(resps: list[list[str]], docs: list[dict]) -> list[list[dict]]:
     """Filter: extract and score every response (``####``, else ``\\boxed{}``, else the last number)."""
@@ -213,8 +226,9 @@ def _single_request(results: list) -> list[dict]:
     return judged
 
 
-def _code_judge(resps: list[list[str]], docs: list[dict], plus: bool,
-                build: Callable[[str, dict], str]) -> list[list[dict]]:
+def _code_judge(
+    resps: list[list[str]], docs: list[dict], plus: bool, build: Callable[[str, dict], str]
+) -> list[list[dict]]:
     """Run every (doc, repeat) program in the sandbox, in parallel, and regroup the verdicts per doc."""
     samples, owner = [], []
     for d, (resp, doc) in enumerate(zip(resps, docs, strict=True)):
@@ -225,12 +239,25 @@ def _code_judge(resps: list[list[str]], docs: list[dict], plus: bool,
         return [[] for _ in docs]
     settings = _settings
     verdicts = code_exec.evaluate_humaneval(
-        samples, plus, settings.workers, sandbox=_sandbox(), problems=problems(plus),
-        cache_dir=expected_cache_dir(settings) if plus else None, timeout_s=settings.timeout_s)
+        samples,
+        plus,
+        settings.workers,
+        sandbox=_sandbox(),
+        problems=problems(plus),
+        cache_dir=expected_cache_dir(settings) if plus else None,
+        timeout_s=settings.timeout_s,
+    )
     out: list[list[dict]] = [[] for _ in docs]
     for sample, owner_idx, v in zip(samples, owner, verdicts, strict=True):
-        out[owner_idx].append({"extracted": sample["solution"], "correct": bool(v["passed"]), "status": v["status"],
-                               "detail": v["detail"], "retried": v["retried"]})
+        out[owner_idx].append(
+            {
+                "extracted": sample["solution"],
+                "correct": bool(v["passed"]),
+                "status": v["status"],
+                "detail": v["detail"],
+                "retried": v["retried"],
+            }
+        )
     return out
 
 
@@ -256,7 +283,23 @@ def pass_at_1_results(doc: dict, results: list[list[dict]]) -> dict[str, float]:
     return {"pass@1": code_exec.pass_at_k(len(judged), sum(j["correct"] for j in judged), 1)}
 
 
-__all__ = ["ExecSettings", "configure", "current_settings", "sandbox_manifest", "load_gsm8k", "load_humaneval",
-           "load_humaneval_plus", "gsm8k_judge", "gsm8k_results", "humaneval_judge", "humaneval_plus_judge",
-           "humaneval_instruct_judge", "humaneval_plus_instruct_judge", "pass_at_1_results", "completion_program",
-           "instruct_program", "named_rows", "problems"]
+__all__ = [
+    "ExecSettings",
+    "configure",
+    "current_settings",
+    "sandbox_manifest",
+    "load_gsm8k",
+    "load_humaneval",
+    "load_humaneval_plus",
+    "gsm8k_judge",
+    "gsm8k_results",
+    "humaneval_judge",
+    "humaneval_plus_judge",
+    "humaneval_instruct_judge",
+    "humaneval_plus_instruct_judge",
+    "pass_at_1_results",
+    "completion_program",
+    "instruct_program",
+    "named_rows",
+    "problems",
+]

@@ -11,6 +11,7 @@ state); ``kill -9`` in the middle leaves a directory that looks like a checkpoin
 * on resume, :func:`newest_complete` picks the newest checkpoint whose marker verifies; unmarked directories are
   removed by :func:`remove_incomplete` (they are the torn remains of a killed save).
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """The SFT recipe. Frozen and hashed: every arm of an experiment trains with the same one (only the data differs)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

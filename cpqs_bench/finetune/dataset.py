@@ -10,6 +10,7 @@ End-of-turn policy (``prompt.train_eot``, default true): the end-of-turn token (
 for Llama-2 / EOS for plain templates) is supervised so the fine-tuned model learns to stop. A response truncated by
 ``max_length`` has no end-of-turn token (the answer did not end there).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,9 +57,14 @@ class SFTData:
         return h.hexdigest()
 
     def summary(self) -> dict[str, Any]:
-        return {"selected": self.n_selected, "rows": len(self.rows), "tokens": self.n_tokens,
-                "supervised_tokens": self.n_supervised, "dropped": len(self.dropped_ids),
-                "length_stats": self.stats.as_dict()}
+        return {
+            "selected": self.n_selected,
+            "rows": len(self.rows),
+            "tokens": self.n_tokens,
+            "supervised_tokens": self.n_supervised,
+            "dropped": len(self.dropped_ids),
+            "length_stats": self.stats.as_dict(),
+        }
 
 
 def read_selection(path: str | Path) -> list[str]:
@@ -90,8 +96,10 @@ def pick(examples: Sequence[Example], kept: Iterable[str], selection_name: str =
     missing = wanted - {ex.id for ex in chosen}
     if missing:
         sample = ", ".join(sorted(missing)[:5])
-        raise SelectionFileError(f"{selection_name}: {len(missing)} kept id(s) not in the pool (e.g. {sample}); "
-                                 "was the selection made on a different pool?")
+        raise SelectionFileError(
+            f"{selection_name}: {len(missing)} kept id(s) not in the pool (e.g. {sample}); "
+            "was the selection made on a different pool?"
+        )
     return chosen
 
 
@@ -129,8 +137,17 @@ def _merge_stats(total: LengthStats, one: LengthStats) -> None:
     total.lengths.extend(one.lengths)
 
 
-def tokenize(tokenizer: Any, examples: Sequence[Example], *, template: str, system_prompt: str | None,
-             train_eot: bool, max_length: int | None, overflow: str, cache: TokenCache | None = TOKEN_CACHE) -> SFTData:
+def tokenize(
+    tokenizer: Any,
+    examples: Sequence[Example],
+    *,
+    template: str,
+    system_prompt: str | None,
+    train_eot: bool,
+    max_length: int | None,
+    overflow: str,
+    cache: TokenCache | None = TOKEN_CACHE,
+) -> SFTData:
     """Render every example; labels are ``Rendered.labels()`` unchanged. ``cache`` (default: the process-wide
     :data:`TOKEN_CACHE`) renders each distinct example once per process; ``None`` renders afresh."""
     stats = LengthStats()
@@ -141,8 +158,16 @@ def tokenize(tokenizer: Any, examples: Sequence[Example], *, template: str, syst
         hit = table.get(key)
         if hit is None:
             one = LengthStats()
-            r = render(tokenizer, ex, template, system_prompt=system_prompt, train_eot=train_eot,
-                       max_length=max_length, overflow=overflow, stats=one)  # type: ignore[arg-type]
+            r = render(
+                tokenizer,
+                ex,
+                template,
+                system_prompt=system_prompt,
+                train_eot=train_eot,
+                max_length=max_length,
+                overflow=overflow,
+                stats=one,
+            )  # type: ignore[arg-type]
             hit = (r, one)
             if cache is not None:
                 table[key] = hit
@@ -154,8 +179,10 @@ def tokenize(tokenizer: Any, examples: Sequence[Example], *, template: str, syst
         rows.append({"input_ids": list(r.input_ids), "labels": r.labels(IGNORE_INDEX)})
         ids.append(ex.id)
     if not rows:
-        raise ValueError(f"all {len(examples)} selected examples were dropped by the length policy "
-                         f"(max_length={max_length}, overflow={overflow}): {stats.as_dict()}")
+        raise ValueError(
+            f"all {len(examples)} selected examples were dropped by the length policy "
+            f"(max_length={max_length}, overflow={overflow}): {stats.as_dict()}"
+        )
     return SFTData(rows=rows, ids=ids, stats=stats, n_selected=len(examples), dropped_ids=dropped)
 
 
@@ -175,8 +202,8 @@ def length_grouped_order(lengths: Sequence[int], group: int, seed: int, epoch: i
     window = max(1, group) * 8
     groups: list[list[int]] = []
     for start in range(0, len(order), window):
-        chunk = sorted(order[start: start + window], key=lambda i: -lengths[i])
-        groups += [chunk[k: k + group] for k in range(0, len(chunk), group)]
+        chunk = sorted(order[start : start + window], key=lambda i: -lengths[i])
+        groups += [chunk[k : k + group] for k in range(0, len(chunk), group)]
     tail = groups.pop() if groups and len(groups[-1]) < group else None  # a short last group stays last
     rng.shuffle(groups)
     return [i for g in groups + ([tail] if tail else []) for i in g]
@@ -202,7 +229,7 @@ def padding_fraction(rows: Sequence[dict[str, list[int]]], order: Sequence[int],
     """Share of padded positions when ``rows`` are batched ``batch`` at a time in ``order`` (right padding)."""
     real = padded = 0
     for k in range(0, len(order), batch):
-        lens = [len(rows[i]["input_ids"]) for i in order[k: k + batch]]
+        lens = [len(rows[i]["input_ids"]) for i in order[k : k + batch]]
         real += sum(lens)
         padded += max(lens) * len(lens)
     return 1.0 - real / padded if padded else 0.0
@@ -228,8 +255,9 @@ class PadCollator:
     pad_id: int
 
     def __call__(self, batch: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
-        ids, mask, labels = right_pad([b["input_ids"] for b in batch], self.pad_id,
-                                      fill=[b["labels"] for b in batch], fill_pad=IGNORE_INDEX)
+        ids, mask, labels = right_pad(
+            [b["input_ids"] for b in batch], self.pad_id, fill=[b["labels"] for b in batch], fill_pad=IGNORE_INDEX
+        )
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
@@ -262,5 +290,9 @@ class PackCollator:
             labels += [IGNORE_INDEX] + list(b["labels"][1:])
             positions += range(n)
         t = lambda x: torch.tensor([x], dtype=torch.long)  # noqa: E731
-        return {"input_ids": t(ids), "labels": t(labels), "position_ids": t(positions),
-                "attention_mask": torch.ones((1, len(ids)), dtype=torch.long)}
+        return {
+            "input_ids": t(ids),
+            "labels": t(labels),
+            "position_ids": t(positions),
+            "attention_mask": torch.ones((1, len(ids)), dtype=torch.long),
+        }

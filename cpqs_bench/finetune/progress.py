@@ -4,6 +4,7 @@ The Trainer counts non-padding input tokens (``include_num_input_tokens_seen="no
 this callback turns that into tokens/s for the current session (a resumed run's speed is not diluted by the steps
 it skipped) and keeps the loss curve from the Trainer's logs.
 """
+
 from __future__ import annotations
 
 import sys
@@ -33,8 +34,14 @@ def callback(enabled: bool = True) -> Any:
             if enabled and state.is_world_process_zero:
                 from tqdm.auto import tqdm
 
-                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="finetune", unit="step",
-                                file=sys.stderr, dynamic_ncols=True)
+                self.bar = tqdm(
+                    total=state.max_steps,
+                    initial=state.global_step,
+                    desc="finetune",
+                    unit="step",
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                )
             return control
 
         def _update(self, state) -> None:  # noqa: ANN001
@@ -56,8 +63,13 @@ def callback(enabled: bool = True) -> Any:
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             if logs and "loss" in logs:
-                self.losses.append({"step": state.global_step, "loss": float(logs["loss"]),
-                                    "lr": float(logs.get("learning_rate", float("nan")))})
+                self.losses.append(
+                    {
+                        "step": state.global_step,
+                        "loss": float(logs["loss"]),
+                        "lr": float(logs.get("learning_rate", float("nan"))),
+                    }
+                )
             return control
 
         def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
@@ -67,8 +79,11 @@ def callback(enabled: bool = True) -> Any:
             return control
 
         def report(self) -> dict[str, Any]:
-            return {"seconds": round(self.seconds, 3), "steps": self.session_steps,
-                    "input_tokens": self.session_tokens,
-                    "tokens_per_s": round(self.tokens_per_s, 2) if self.tokens_per_s else None}
+            return {
+                "seconds": round(self.seconds, 3),
+                "steps": self.session_steps,
+                "input_tokens": self.session_tokens,
+                "tokens_per_s": round(self.tokens_per_s, 2) if self.tokens_per_s else None,
+            }
 
     return Progress()

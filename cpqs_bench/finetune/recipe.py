@@ -7,6 +7,7 @@ resolved revision, the transformers and peft versions, and the resolved precisio
 arm trained in bf16 and one in fp32 never share a hash). ``recipe_hash`` is a stable hash of that mapping. Every arm's manifest carries both, and
 :func:`check_same_recipe` refuses to let arms with different recipes meet in one comparison.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,18 @@ from cpqs_bench.config import to_dict
 from cpqs_bench.io import stable_hash
 
 # Keys of the finetune section that do not change the trained adapter.
-OPERATIONAL_KEYS = frozenset({"save_steps", "save_interval_s", "save_total_limit", "logging_steps", "merge",
-                              "measure_train_loss", "keep_checkpoints",
-                              "precision"})  # precision enters resolved, below
+OPERATIONAL_KEYS = frozenset(
+    {
+        "save_steps",
+        "save_interval_s",
+        "save_total_limit",
+        "logging_steps",
+        "merge",
+        "measure_train_loss",
+        "keep_checkpoints",
+        "precision",
+    }
+)  # precision enters resolved, below
 
 
 class RecipeMismatch(ValueError):
@@ -93,6 +103,8 @@ def check_same_recipe(manifests: Iterable[Mapping[str, Any] | str | Path]) -> st
         if m["recipe_hash"] != ref["recipe_hash"]:
             details = _diff(ref.get("recipe"), m.get("recipe")) if ref.get("recipe") and m.get("recipe") else []
             shown = "; ".join(details[:8]) or "recipes not recorded"
-            raise RecipeMismatch(f"arms trained with different recipes: {ref_name} ({ref['recipe_hash']}) vs {name} "
-                                 f"({m['recipe_hash']}): {shown}")
+            raise RecipeMismatch(
+                f"arms trained with different recipes: {ref_name} ({ref['recipe_hash']}) vs {name} "
+                f"({m['recipe_hash']}): {shown}"
+            )
     return str(ref["recipe_hash"])

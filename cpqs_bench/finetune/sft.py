@@ -28,12 +28,13 @@ W&B (``publish.wandb``): the Trainer's own ``WandbCallback`` (what ``report_to="
 exception in any W&B hook is recorded in the manifest and disables W&B instead of failing training. Offline mode
 unless ``WANDB_API_KEY`` is set.
 """
+
 from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import logging
+import math
 import os
 import shutil
 import time
@@ -44,8 +45,17 @@ from cpqs_bench import models, provenance, templates
 from cpqs_bench.config import config_hash, to_dict, to_yaml
 from cpqs_bench.data.example import Example, content_hash
 from cpqs_bench.finetune import checkpoints, progress
-from cpqs_bench.finetune.dataset import (PACKING_ATTENTION, LengthGroupedSampler, PackCollator, PadCollator, RowDataset,
-                                         SFTData, pick, read_selection, tokenize)
+from cpqs_bench.finetune.dataset import (
+    PACKING_ATTENTION,
+    LengthGroupedSampler,
+    PackCollator,
+    PadCollator,
+    RowDataset,
+    SFTData,
+    pick,
+    read_selection,
+    tokenize,
+)
 from cpqs_bench.finetune.recipe import RecipeMismatch, recipe, recipe_hash
 from cpqs_bench.io import read_json, sha256_file, write_json, write_text
 from cpqs_bench.prompts import pad_token_id
@@ -58,7 +68,7 @@ CKPT_DIR = "checkpoints"
 
 # --------------------------------------------------------------------------------------------- resolution helpers
 def resolve_precision(precision: str, device: str) -> str:
-    """"auto" → bf16 where the hardware runs it natively (CUDA bf16, CPUs with AVX512-BF16/AMX), fp16 on older
+    """ "auto" → bf16 where the hardware runs it natively (CUDA bf16, CPUs with AVX512-BF16/AMX), fp16 on older
     CUDA, else fp32. The Trainer accepts bf16 on CPU when ``use_cpu`` is set (torch CPU autocast)."""
     if precision != "auto":
         return precision
@@ -75,8 +85,10 @@ def world_size() -> int:
 def grad_accum(batch_size: int, micro_batch_size: int, processes: int) -> int:
     per_step = micro_batch_size * processes
     if batch_size % per_step:
-        raise ValueError(f"finetune.batch_size={batch_size} is not a multiple of micro_batch_size×processes="
-                         f"{micro_batch_size}×{processes}; the effective batch is part of the recipe and must be exact")
+        raise ValueError(
+            f"finetune.batch_size={batch_size} is not a multiple of micro_batch_size×processes="
+            f"{micro_batch_size}×{processes}; the effective batch is part of the recipe and must be exact"
+        )
     return batch_size // per_step
 
 
@@ -99,6 +111,7 @@ def _guarded(inner: Any, errors: list[str]) -> Any:
                 log.warning("%s; W&B disabled for the rest of this run", msg)
                 errors.append(msg)
                 return None
+
         return hook
 
     for name in [n for n in dir(TrainerCallback) if n.startswith("on_")]:
@@ -109,8 +122,12 @@ def _guarded(inner: Any, errors: list[str]) -> Any:
 def wandb_env(project: str, out: Path, run_name: str) -> dict[str, str]:
     """Environment for the Trainer's WandbCallback: offline unless a key is set (the key is only checked for)."""
     mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-    return {"WANDB_MODE": mode, "WANDB_PROJECT": os.environ.get("WANDB_PROJECT", project),
-            "WANDB_DIR": os.environ.get("WANDB_DIR", str(out)), "WANDB_NAME": run_name}
+    return {
+        "WANDB_MODE": mode,
+        "WANDB_PROJECT": os.environ.get("WANDB_PROJECT", project),
+        "WANDB_DIR": os.environ.get("WANDB_DIR", str(out)),
+        "WANDB_NAME": run_name,
+    }
 
 
 @contextlib.contextmanager
@@ -167,8 +184,14 @@ def add_lora(model: Any, ft: Any, seed: int) -> Any:
     from peft import LoraConfig, get_peft_model
 
     transformers.set_seed(seed)  # LoRA A matrices are random: their init is part of the seeded state
-    lora = LoraConfig(r=ft.lora_r, lora_alpha=ft.lora_alpha, lora_dropout=ft.lora_dropout,
-                      target_modules=ft.target_modules, task_type="CAUSAL_LM", bias="none")
+    lora = LoraConfig(
+        r=ft.lora_r,
+        lora_alpha=ft.lora_alpha,
+        lora_dropout=ft.lora_dropout,
+        target_modules=ft.target_modules,
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
     peft_model = get_peft_model(model, lora)
     if ft.gradient_checkpointing:
         peft_model.enable_input_require_grads()
@@ -194,18 +217,36 @@ def training_arguments(ft: Any, ckpt_dir: Path, seed: int, precision: str, accum
     from transformers import TrainingArguments
 
     return TrainingArguments(
-        output_dir=str(ckpt_dir), run_name=run_name, seed=seed, data_seed=seed,
-        per_device_train_batch_size=ft.micro_batch_size, gradient_accumulation_steps=accum,
-        num_train_epochs=ft.epochs, max_steps=ft.max_steps, learning_rate=ft.lr,
-        lr_scheduler_type=ft.lr_scheduler, warmup_steps=0, weight_decay=ft.weight_decay,  # warmup: see _trainer
-        optim=ft.optim, max_grad_norm=ft.max_grad_norm,
-        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(),
+        output_dir=str(ckpt_dir),
+        run_name=run_name,
+        seed=seed,
+        data_seed=seed,
+        per_device_train_batch_size=ft.micro_batch_size,
+        gradient_accumulation_steps=accum,
+        num_train_epochs=ft.epochs,
+        max_steps=ft.max_steps,
+        learning_rate=ft.lr,
+        lr_scheduler_type=ft.lr_scheduler,
+        warmup_steps=0,
+        weight_decay=ft.weight_decay,  # warmup: see _trainer
+        optim=ft.optim,
+        max_grad_norm=ft.max_grad_norm,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=ft.gradient_checkpointing,
-        save_strategy="steps" if ft.save_steps > 0 else "no", save_steps=max(ft.save_steps, 1),
+        save_strategy="steps" if ft.save_steps > 0 else "no",
+        save_steps=max(ft.save_steps, 1),
         save_total_limit=None,  # we rotate, after verifying
-        logging_strategy="steps", logging_steps=ft.logging_steps, report_to="none", disable_tqdm=True,
-        remove_unused_columns=False, label_names=["labels"], dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding", ddp_find_unused_parameters=False,
+        logging_strategy="steps",
+        logging_steps=ft.logging_steps,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -251,9 +292,11 @@ def collator(ft: Any, model: Any, tok: Any) -> Any:
         return PadCollator(pad_token_id(tok))
     impl = getattr(model.config, "_attn_implementation", None)
     if impl not in PACKING_ATTENTION:
-        raise ValueError(f"finetune.packing=true needs an attention implementation that separates packed examples "
-                         f"by position ids ({sorted(PACKING_ATTENTION)}); this model uses {impl!r}. "
-                         "Set finetune.packing=false (a different recipe).")
+        raise ValueError(
+            f"finetune.packing=true needs an attention implementation that separates packed examples "
+            f"by position ids ({sorted(PACKING_ATTENTION)}); this model uses {impl!r}. "
+            "Set finetune.packing=false (a different recipe)."
+        )
     return PackCollator()
 
 
@@ -269,11 +312,15 @@ def mean_response_loss(model: Any, data: SFTData, pad_id: int, precision: str, b
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     with torch.no_grad(), autocast:
         for i in range(0, len(data.rows), batch_size):
-            batch = {k: v.to(device) for k, v in collate(data.rows[i: i + batch_size]).items()}
+            batch = {k: v.to(device) for k, v in collate(data.rows[i : i + batch_size]).items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
             shift_logits, shift_labels = logits[:, :-1], batch["labels"][:, 1:]
-            loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
-                                                     shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
+            loss = torch.nn.functional.cross_entropy(
+                shift_logits.reshape(-1, shift_logits.size(-1)),
+                shift_labels.reshape(-1),
+                ignore_index=-100,
+                reduction="sum",
+            )
             total += float(loss)
             count += int((shift_labels != -100).sum())
     model.train(was_training)
@@ -294,8 +341,9 @@ def _guard_out_dir(out: Path, run_id: dict[str, Any]) -> None:
         prev = read_json(path)
         if prev != run_id:
             diff = {k: (prev.get(k), run_id.get(k)) for k in set(prev) | set(run_id) if prev.get(k) != run_id.get(k)}
-            raise RecipeMismatch(f"{out} holds a run with different {sorted(diff)} ({diff}); "
-                                 "use a new --out or delete it")
+            raise RecipeMismatch(
+                f"{out} holds a run with different {sorted(diff)} ({diff}); use a new --out or delete it"
+            )
 
 
 def pool_fingerprint(pool: Sequence[Example]) -> dict[str, Any]:
@@ -304,15 +352,21 @@ def pool_fingerprint(pool: Sequence[Example]) -> dict[str, Any]:
     return {"examples": len(pool), "sha256": h}
 
 
-def build_data(cfg: Any, selection: Path, pool: Sequence[Example], tokenizer: Any,
-               context: int | None = None) -> SFTData:
+def build_data(
+    cfg: Any, selection: Path, pool: Sequence[Example], tokenizer: Any, context: int | None = None
+) -> SFTData:
     """Tokenise the selection; ``context`` (the model's maximum positions) caps ``finetune.max_length`` so a
     sample longer than the model's context is truncated/dropped by the length policy instead of crashing."""
     examples = pick(pool, read_selection(selection), str(selection))
-    return tokenize(tokenizer, examples, template=cfg.prompt.template, system_prompt=cfg.prompt.system_prompt,
-                    train_eot=cfg.prompt.train_eot,
-                    max_length=min(cfg.finetune.max_length, context) if context else cfg.finetune.max_length,
-                    overflow=cfg.prompt.overflow)
+    return tokenize(
+        tokenizer,
+        examples,
+        template=cfg.prompt.template,
+        system_prompt=cfg.prompt.system_prompt,
+        train_eot=cfg.prompt.train_eot,
+        max_length=min(cfg.finetune.max_length, context) if context else cfg.finetune.max_length,
+        overflow=cfg.prompt.overflow,
+    )
 
 
 def _default_loader(spec: str, revision: str | None, dtype: str) -> tuple[Any, Any, Any]:
@@ -320,9 +374,19 @@ def _default_loader(spec: str, revision: str | None, dtype: str) -> tuple[Any, A
 
 
 # -------------------------------------------------------------------------------------------------------- main
-def finetune_arm(cfg: Any, selection: str | os.PathLike, pool: Sequence[Example], out: str | os.PathLike, *,
-                 seed: int, arm: str | None = None, loader: Loader | None = None, merge: bool | None = None,
-                 progress_bar: bool = True, pool_summary: dict[str, Any] | None = None) -> dict[str, Any]:
+def finetune_arm(
+    cfg: Any,
+    selection: str | os.PathLike,
+    pool: Sequence[Example],
+    out: str | os.PathLike,
+    *,
+    seed: int,
+    arm: str | None = None,
+    loader: Loader | None = None,
+    merge: bool | None = None,
+    progress_bar: bool = True,
+    pool_summary: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Fine-tune one arm; return its manifest. Skips (returns the manifest) when ``out/DONE`` exists.
 
     ``cfg``: the resolved :class:`cpqs_bench.config.Config`. ``selection``: a ``cpqs-bench select`` file whose ids
@@ -368,21 +432,67 @@ def finetune_arm(cfg: Any, selection: str | os.PathLike, pool: Sequence[Example]
     model.config.use_cache = False
     peft_model = add_lora(model, ft, seed)
     try:
-        return _train(cfg, ft, peft_model, tok, info, data, args, out, selection, selection_sha, pool_summary,
-                      seed=seed, arm=arm, rec=rec, rhash=rhash, precision=precision, processes=processes,
-                      accum=accum, run_name=run_name, resume_from=resume_from, merge=merge,
-                      progress_bar=progress_bar, load_seconds=load_seconds)
+        return _train(
+            cfg,
+            ft,
+            peft_model,
+            tok,
+            info,
+            data,
+            args,
+            out,
+            selection,
+            selection_sha,
+            pool_summary,
+            seed=seed,
+            arm=arm,
+            rec=rec,
+            rhash=rhash,
+            precision=precision,
+            processes=processes,
+            accum=accum,
+            run_name=run_name,
+            resume_from=resume_from,
+            merge=merge,
+            progress_bar=progress_bar,
+            load_seconds=load_seconds,
+        )
     finally:
         remove_lora(peft_model, model, ft, use_cache)
 
 
-def _train(cfg: Any, ft: Any, peft_model: Any, tok: Any, info: Any, data: SFTData, args: Any, out: Path,
-           selection: Path, selection_sha: str, pool_summary: dict[str, Any], *, seed: int, arm: str | None,
-           rec: dict[str, Any], rhash: str, precision: str, processes: int, accum: int, run_name: str,
-           resume_from: Path | None, merge: bool, progress_bar: bool, load_seconds: float) -> dict[str, Any]:
+def _train(
+    cfg: Any,
+    ft: Any,
+    peft_model: Any,
+    tok: Any,
+    info: Any,
+    data: SFTData,
+    args: Any,
+    out: Path,
+    selection: Path,
+    selection_sha: str,
+    pool_summary: dict[str, Any],
+    *,
+    seed: int,
+    arm: str | None,
+    rec: dict[str, Any],
+    rhash: str,
+    precision: str,
+    processes: int,
+    accum: int,
+    run_name: str,
+    resume_from: Path | None,
+    merge: bool,
+    progress_bar: bool,
+    load_seconds: float,
+) -> dict[str, Any]:
     wandb_errors: list[str] = []
-    callbacks = [checkpoints.callback(ft.save_total_limit), progress.callback(progress_bar),
-                 checkpoints.timed_saves(ft.save_interval_s)]
+    callbacks = [
+        checkpoints.callback(ft.save_total_limit),
+        progress.callback(progress_bar),
+        checkpoints.timed_saves(ft.save_interval_s),
+    ]
     wandb_vars = wandb_env(cfg.publish.wandb_project, out, run_name) if cfg.publish.wandb else {}
     wandb_mode = wandb_vars.get("WANDB_MODE", "disabled")
     wandb_cb = wandb_callback(cfg.publish.wandb, wandb_errors)
@@ -391,20 +501,44 @@ def _train(cfg: Any, ft: Any, peft_model: Any, tok: Any, info: Any, data: SFTDat
     # The adapter's tokenizer carries the training template as its chat template (one prompt format: lm-eval renders
     # it for the arm exactly as prompts.render did for training); a copy, the loaded tokenizer may be shared.
     saved_tok = templates.apply(copy.deepcopy(tok), cfg.prompt)
-    trainer = _trainer(ft, data.rows, seed, ft.micro_batch_size, model=peft_model, args=args,
-                       data_collator=collator(ft, peft_model, tok), processing_class=saved_tok, callbacks=callbacks)
+    trainer = _trainer(
+        ft,
+        data.rows,
+        seed,
+        ft.micro_batch_size,
+        model=peft_model,
+        args=args,
+        data_collator=collator(ft, peft_model, tok),
+        processing_class=saved_tok,
+        callbacks=callbacks,
+    )
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # our progress bar shows loss/tokens/s; no raw dict prints
     prog = callbacks[1]
     if args.process_index == 0:
         if data.dropped_ids:
-            log.warning("%d of %d selected examples dropped by the length policy (finetune.max_length=%d, "
-                        "prompt.overflow=%s); listed in the manifest", len(data.dropped_ids), data.n_selected,
-                        ft.max_length, cfg.prompt.overflow)
-        log.info("finetune %s: %d rows, %d tokens (%d supervised), precision=%s, processes=%d, accum=%d, "
-                 "recipe=%s, resume_from=%s", run_name, len(data.rows), data.n_tokens, data.n_supervised, precision,
-                 processes, accum, rhash, resume_from)
+            log.warning(
+                "%d of %d selected examples dropped by the length policy (finetune.max_length=%d, "
+                "prompt.overflow=%s); listed in the manifest",
+                len(data.dropped_ids),
+                data.n_selected,
+                ft.max_length,
+                cfg.prompt.overflow,
+            )
+        log.info(
+            "finetune %s: %d rows, %d tokens (%d supervised), precision=%s, processes=%d, accum=%d, "
+            "recipe=%s, resume_from=%s",
+            run_name,
+            len(data.rows),
+            data.n_tokens,
+            data.n_supervised,
+            precision,
+            processes,
+            accum,
+            rhash,
+            resume_from,
+        )
     t0 = time.perf_counter()
     with scoped_env(wandb_vars):
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -429,25 +563,41 @@ def _train(cfg: Any, ft: Any, peft_model: Any, tok: Any, info: Any, data: SFTDat
         merged_dir = merge_copy(peft_model, saved_tok, out / "merged")
     history = [h for h in trainer.state.log_history if "loss" in h]
     manifest = {
-        "stage": "finetune", "arm": arm, "seed": seed, "recipe_hash": rhash, "recipe": rec,
-        "config_hash": config_hash(cfg), "config": to_dict(cfg),
-        "model_id": cfg.model.id, "model_path": info.path, "model_revision": info.revision,
+        "stage": "finetune",
+        "arm": arm,
+        "seed": seed,
+        "recipe_hash": rhash,
+        "recipe": rec,
+        "config_hash": config_hash(cfg),
+        "config": to_dict(cfg),
+        "model_id": cfg.model.id,
+        "model_path": info.path,
+        "model_revision": info.revision,
         "seeds": {"data_order": seed, "lora_init": seed, "dropout": seed},
         "selection": {"path": str(selection), "sha256": selection_sha, "kept": data.n_selected},
         "pool": pool_summary,
         "data_sha256": {"selection": selection_sha, "pool": pool_summary.get("sha256"), "tokenized": data.sha256()},
-        "data": data.summary(), "dropped_ids": data.dropped_ids,
+        "data": data.summary(),
+        "dropped_ids": data.dropped_ids,
         "training": {
-            "precision": precision, "processes": processes, "backend": _backend(args),
+            "precision": precision,
+            "processes": processes,
+            "backend": _backend(args),
             "micro_batch_size": ft.micro_batch_size,
-            "grad_accum": accum, "effective_batch": ft.micro_batch_size * accum * processes,
-            "global_steps": trainer.state.global_step, "epochs": trainer.state.epoch,
+            "grad_accum": accum,
+            "effective_batch": ft.micro_batch_size * accum * processes,
+            "global_steps": trainer.state.global_step,
+            "epochs": trainer.state.epoch,
             "warmup_steps": getattr(trainer, "warmup_steps_used", None),
-            "group_by_length": ft.group_by_length, "packing": ft.packing,
+            "group_by_length": ft.group_by_length,
+            "packing": ft.packing,
             "resumed_from": str(resume_from) if resume_from else None,
-            "train_loss": result.training_loss, "wall_seconds": round(wall, 3),
-            "load_seconds": round(load_seconds, 3), "save_seconds": round(time.perf_counter() - t_save, 3),
-            "total_input_tokens": trainer.state.num_input_tokens_seen, "session": prog.report(),
+            "train_loss": result.training_loss,
+            "wall_seconds": round(wall, 3),
+            "load_seconds": round(load_seconds, 3),
+            "save_seconds": round(time.perf_counter() - t_save, 3),
+            "total_input_tokens": trainer.state.num_input_tokens_seen,
+            "session": prog.report(),
             "loss_curve": [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")} for h in history],
         },
         "train_data_loss": loss,
@@ -488,7 +638,11 @@ def merge(adapter_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
 
     adapter_dir = Path(adapter_dir)
     manifest = read_json(adapter_dir / "manifest.json")
-    model, tok, _ = models.load(manifest["model_id"], manifest["model_revision"]
-                                if manifest["model_id"] != models.EMBEDDED else None, dtype="float32", device="cpu")
+    model, tok, _ = models.load(
+        manifest["model_id"],
+        manifest["model_revision"] if manifest["model_id"] != models.EMBEDDED else None,
+        dtype="float32",
+        device="cpu",
+    )
     peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
     return merge_loaded(peft_model, tok, Path(out))

@@ -17,6 +17,7 @@ or log line). At most ``concurrency`` requests are in flight (a thread pool over
 transport errors are retried up to ``max_retries`` times, waiting ``Retry-After`` when the server sends it
 (capped at 60 s) else ``backoff_s * 2**attempt``.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,7 @@ class Judge(Protocol):
     label: str
     weak: bool
 
-    def complete(self, conversations: Sequence[Conversation]) -> list[str]:
-        ...
+    def complete(self, conversations: Sequence[Conversation]) -> list[str]: ...
 
 
 # ------------------------------------------------------------------------------------------------ local
@@ -75,20 +75,28 @@ def generate(model: Any, tokenizer: Any, texts: Sequence[str], max_new_tokens: i
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     out: list[str] = [""] * len(texts)
     for start in range(0, len(order), max(1, batch_size)):
-        idx = order[start: start + batch_size]
+        idx = order[start : start + batch_size]
         rows = [encoded[i] for i in idx]
         if limit is not None:  # keep the tail of an over-long prompt (the question to answer is at its end)
-            rows = [r[-(limit - max_new_tokens):] if len(r) > limit - max_new_tokens else r for r in rows]
+            rows = [r[-(limit - max_new_tokens) :] if len(r) > limit - max_new_tokens else r for r in rows]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for b, r in enumerate(rows):
-            ids[b, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[b, width - len(r):] = 1
+            ids[b, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[b, width - len(r) :] = 1
         with torch.inference_mode():
-            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                                 max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=stops,
-                                 temperature=None, top_p=None, top_k=None)
+            gen = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad,
+                eos_token_id=stops,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
         for b, i in enumerate(idx):
             new = gen[b, width:].tolist()
             cut = next((j for j, t in enumerate(new) if t in stops), None)
@@ -147,15 +155,21 @@ class OpenAIJudge:
     def _key(self) -> str:
         value = os.environ.get(self.api_key_env)
         if not value:
-            raise JudgeError(f"judge backend openai needs an API key in the environment variable "
-                             f"{self.api_key_env!r} (selectors.judge.api_key_env); it is not set")
+            raise JudgeError(
+                f"judge backend openai needs an API key in the environment variable "
+                f"{self.api_key_env!r} (selectors.judge.api_key_env); it is not set"
+            )
         return value
 
     def _one(self, client: Any, conversation: Conversation) -> str:
         import httpx
 
-        body = {"model": self.model, "messages": [dict(m) for m in conversation], "temperature": self.temperature,
-                "max_tokens": self.max_new_tokens}
+        body = {
+            "model": self.model,
+            "messages": [dict(m) for m in conversation],
+            "temperature": self.temperature,
+            "max_tokens": self.max_new_tokens,
+        }
         url = self.base_url.rstrip("/") + "/chat/completions"
         last = ""
         for attempt in range(self.max_retries + 1):
@@ -164,22 +178,23 @@ class OpenAIJudge:
                 resp = client.post(url, json=body, headers={"Authorization": f"Bearer {self._key()}"})
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}"
-                wait = self.backoff_s * 2 ** attempt
+                wait = self.backoff_s * 2**attempt
             else:
                 if resp.status_code == 200:
                     try:
                         return resp.json()["choices"][0]["message"]["content"] or ""
                     except (ValueError, KeyError, IndexError, TypeError) as exc:
-                        raise JudgeError(f"{url}: unexpected response shape ({type(exc).__name__}): "
-                                         f"{resp.text[:200]!r}") from None
+                        raise JudgeError(
+                            f"{url}: unexpected response shape ({type(exc).__name__}): {resp.text[:200]!r}"
+                        ) from None
                 if resp.status_code not in RETRY_STATUS:
                     raise JudgeError(f"{url}: HTTP {resp.status_code}: {resp.text[:200]!r}")
                 last = f"HTTP {resp.status_code}"
                 retry_after = resp.headers.get("retry-after")
                 try:
-                    wait = min(60.0, float(retry_after)) if retry_after is not None else self.backoff_s * 2 ** attempt
+                    wait = min(60.0, float(retry_after)) if retry_after is not None else self.backoff_s * 2**attempt
                 except ValueError:
-                    wait = self.backoff_s * 2 ** attempt
+                    wait = self.backoff_s * 2**attempt
             if attempt < self.max_retries:
                 self.retries += 1
                 time.sleep(wait)
@@ -191,8 +206,10 @@ class OpenAIJudge:
         if not conversations:
             return []
         self._key()  # fail before any request when the key is missing
-        with httpx.Client(timeout=self.timeout_s) as client, \
-                ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+        with (
+            httpx.Client(timeout=self.timeout_s) as client,
+            ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool,
+        ):
             return list(pool.map(lambda c: self._one(client, c), conversations))
 
 
@@ -246,25 +263,46 @@ def _weights(info: Any) -> str:
     return stable_hash(repr(info), 16)
 
 
-def make_judge(cfg: JudgeConfig, model_fn: Callable[[str, str | None], tuple[Any, Any, Any]] | None = None,
-               target_spec: str = "embedded", target_revision: str | None = None,
-               cache_dir: str | os.PathLike | None = None) -> CachedJudge:
+def make_judge(
+    cfg: JudgeConfig,
+    model_fn: Callable[[str, str | None], tuple[Any, Any, Any]] | None = None,
+    target_spec: str = "embedded",
+    target_revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> CachedJudge:
     """The configured judge, cached. ``model_fn(spec, revision) -> (model, tokenizer, info)`` loads the local
     judge model (pass the run's shared model cache, e.g. ``ScoringContext.model``); answers are cached in
     ``cfg.cache_dir`` or else ``cache_dir`` (the caller's run scratch) or else the user cache."""
     if cfg.backend == "openai":
         if not cfg.base_url or not cfg.model:
             raise JudgeError("judge backend openai needs selectors.judge.base_url and selectors.judge.model")
-        judge: Any = OpenAIJudge(cfg.base_url, cfg.model, cfg.api_key_env, cfg.concurrency, cfg.max_retries,
-                                 cfg.backoff_s, cfg.timeout_s, cfg.max_new_tokens, cfg.temperature)
+        judge: Any = OpenAIJudge(
+            cfg.base_url,
+            cfg.model,
+            cfg.api_key_env,
+            cfg.concurrency,
+            cfg.max_retries,
+            cfg.backoff_s,
+            cfg.timeout_s,
+            cfg.max_new_tokens,
+            cfg.temperature,
+        )
     elif cfg.backend == "local":
         spec = cfg.model or target_spec
         revision = cfg.revision if cfg.model else target_revision
         if model_fn is None:
             raise JudgeError("the local judge backend needs a model loader (model_fn)")
         model, tok, info = model_fn(spec, revision)
-        judge = LocalJudge(model, tok, spec, revision, cfg.max_new_tokens, cfg.batch_size,
-                           weak=is_weak(cfg, spec, target_spec), weights=_weights(info))
+        judge = LocalJudge(
+            model,
+            tok,
+            spec,
+            revision,
+            cfg.max_new_tokens,
+            cfg.batch_size,
+            weak=is_weak(cfg, spec, target_spec),
+            weights=_weights(info),
+        )
     else:
         raise JudgeError(f"unknown judge backend {cfg.backend!r}; use 'local' or 'openai'")
     return CachedJudge(judge, JudgeCache.at(cfg.cache_dir or cache_dir) if cfg.cache else None)

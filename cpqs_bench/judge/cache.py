@@ -5,6 +5,7 @@ the exact messages sent, which contain the prompt template and the example, so "
 example)" holds by construction: a rerun with the same judge and prompt costs nothing, any change misses.
 SQLite makes concurrent writers (threads of the OpenAI backend, several processes) safe.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Judge settings (a leaf module): which model judges, through which backend, how requests are limited and cached."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Publishing settings: Hub repos for adapters and results, W&B tracking. Tokens never live here (environment only)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

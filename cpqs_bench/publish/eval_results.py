@@ -19,6 +19,7 @@ of the project's own loaders) gets no file, since the Hub cannot attach it to a 
 smoke run on 5 items is not comparable with a full-benchmark score. The ``model-index`` of the model card carries
 the same values (percent), the same dataset ids and the same source, so the two cannot disagree.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,10 +46,20 @@ def skipped_tasks(metrics: Mapping[str, float], facts: Mapping[str, Mapping[str,
     return sorted(t for t in metrics if not _facts(t, facts).get("dataset_id"))
 
 
-def eval_result_entry(task: str, value: float, facts: Mapping[str, Any], *, date: str | None,
-                      source_url: str | None, source_name: str, notes: str | None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"dataset": {"id": str(facts["dataset_id"]), "task_id": str(facts.get("task_id") or "default")},
-                             "value": percent(value)}
+def eval_result_entry(
+    task: str,
+    value: float,
+    facts: Mapping[str, Any],
+    *,
+    date: str | None,
+    source_url: str | None,
+    source_name: str,
+    notes: str | None,
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "dataset": {"id": str(facts["dataset_id"]), "task_id": str(facts.get("task_id") or "default")},
+        "value": percent(value),
+    }
     if facts.get("dataset_revision"):
         entry["dataset"]["revision"] = str(facts["dataset_revision"])
     if date:
@@ -60,34 +71,59 @@ def eval_result_entry(task: str, value: float, facts: Mapping[str, Any], *, date
     return entry
 
 
-def eval_result_files(metrics: Mapping[str, float], facts: Mapping[str, Mapping[str, Any]] | None, *,
-                      date: str | None = None, source_url: str | None = None,
-                      source_name: str = "cpqs-bench results dataset",
-                      notes: Mapping[str, str] | None = None) -> dict[str, str]:
+def eval_result_files(
+    metrics: Mapping[str, float],
+    facts: Mapping[str, Mapping[str, Any]] | None,
+    *,
+    date: str | None = None,
+    source_url: str | None = None,
+    source_name: str = "cpqs-bench results dataset",
+    notes: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """``{".eval_results/<task>.yaml": yaml_text}`` for every task with a Hub dataset id."""
     out = {}
     for task in sorted(metrics):
         f = _facts(task, facts)
         if not f.get("dataset_id"):
             continue
-        entry = eval_result_entry(task, metrics[task], f, date=date, source_url=source_url, source_name=source_name,
-                                  notes=(notes or {}).get(task))
+        entry = eval_result_entry(
+            task,
+            metrics[task],
+            f,
+            date=date,
+            source_url=source_url,
+            source_name=source_name,
+            notes=(notes or {}).get(task),
+        )
         out[f"{EVAL_RESULTS_DIR}/{task}.yaml"] = yaml.safe_dump([entry], sort_keys=False, allow_unicode=True)
     return out
 
 
-def model_index_results(metrics: Mapping[str, float], facts: Mapping[str, Mapping[str, Any]] | None, *,
-                        source_url: str | None = None,
-                        source_name: str = "cpqs-bench results dataset") -> list[EvalResult]:
+def model_index_results(
+    metrics: Mapping[str, float],
+    facts: Mapping[str, Mapping[str, Any]] | None,
+    *,
+    source_url: str | None = None,
+    source_name: str = "cpqs-bench results dataset",
+) -> list[EvalResult]:
     """``model-index`` results with the same values (percent), dataset ids and source as the eval-results files."""
     results = []
     for task in sorted(metrics):
         f = _facts(task, facts)
         metric = str(f.get("metric") or "score")
         pretty = str(f.get("dataset_name") or task)
-        results.append(EvalResult(
-            task_type="text-generation", task_name=f"Text Generation ({task})",
-            dataset_type=str(f.get("dataset_id") or task), dataset_name=pretty, dataset_split="test",
-            metric_type=metric, metric_name=f"{pretty} {metric} (%)", metric_value=percent(metrics[task]),
-            source_url=source_url, source_name=source_name if source_url else None))
+        results.append(
+            EvalResult(
+                task_type="text-generation",
+                task_name=f"Text Generation ({task})",
+                dataset_type=str(f.get("dataset_id") or task),
+                dataset_name=pretty,
+                dataset_split="test",
+                metric_type=metric,
+                metric_name=f"{pretty} {metric} (%)",
+                metric_value=percent(metrics[task]),
+                source_url=source_url,
+                source_name=source_name if source_url else None,
+            )
+        )
     return results

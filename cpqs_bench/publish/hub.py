@@ -22,6 +22,7 @@ Why it is built this way:
   ``HF_HOME``) or an explicit ``token=``; they are never written to the plan, the folders or the logs, and they are
   scrubbed from the message of any error we raise.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,8 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import get_token
 
 from cpqs_bench.io import atomic_open, write_json, write_text
-from cpqs_bench.publish import eval_results
 from cpqs_bench.provenance import scrub
+from cpqs_bench.publish import eval_results
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _HUB_RETRIED_ROUTES = ("/tree/", "/preupload/", ".git/info/lfs/", "/lfs-upload/")
 _PROTECTED_REMOTE = frozenset({".gitattributes"})
 _ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
 
 class PublishError(RuntimeError):
     """A push failed (after retries where they apply). The message never contains the token."""
@@ -98,8 +100,17 @@ def build_arm_folder(
     adapter_files = _adapter_files(adapter_dir)
     n_selected = _count_jsonl(selection_path)
     clean_metrics = _check_metrics(metrics)
-    card = build_model_card(arm, clean_metrics, base_model, experiment, manifest, n_selected, facts=facts,
-                            source_url=source_url, pairwise=pairwise)
+    card = build_model_card(
+        arm,
+        clean_metrics,
+        base_model,
+        experiment,
+        manifest,
+        n_selected,
+        facts=facts,
+        source_url=source_url,
+        pairwise=pairwise,
+    )
     files = eval_results.eval_result_files(clean_metrics, facts, date=eval_date, source_url=source_url, notes=notes)
 
     def fill(tmp: Path) -> None:
@@ -159,12 +170,16 @@ def build_model_card(
         "| task | dataset | metric | value (%) |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {t} | {r.dataset_type} | {r.metric_type} | {r.metric_value:.2f} |"
-              for t, r in zip(sorted(metrics), results)]
+    lines += [
+        f"| {t} | {r.dataset_type} | {r.metric_type} | {r.metric_value:.2f} |" for t, r in zip(sorted(metrics), results)
+    ]
     if not results:
         lines.append("| (none) | | | |")
-    lines += ["", "Single-run point estimates; see the experiment's results dataset for confidence intervals"
-              + (f" ({source_url})." if source_url else ".")]
+    lines += [
+        "",
+        "Single-run point estimates; see the experiment's results dataset for confidence intervals"
+        + (f" ({source_url})." if source_url else "."),
+    ]
     if skipped:
         lines += ["", f"Not in `.eval_results/` (no Hub dataset id for the task): {', '.join(skipped)}."]
     if pairwise:
@@ -176,22 +191,38 @@ def build_model_card(
 def _pairwise_card_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     from cpqs_bench.leaderboard import fmt_p, fmt_pct  # the leaderboard's own number formats
 
-    out = ["## Pairwise LLM judge (general domain)", "",
-           "This adapter's greedy answers on general-domain prompt sets against the reference arm's answers, judged "
-           "in both orders (win / tie / lose per prompt; unparsed judgements are left out of N). Not in "
-           "`model-index` or `.eval_results/`: these prompt sets are no Hub benchmark.", "",
-           "| vs | sets | win | tie | lose | unparsed | win rate (%) | winning score | net (W−L)/N [95% CI] | "
-           "sign-test p | judge |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "## Pairwise LLM judge (general domain)",
+        "",
+        "This adapter's greedy answers on general-domain prompt sets against the reference arm's answers, judged "
+        "in both orders (win / tie / lose per prompt; unparsed judgements are left out of N). Not in "
+        "`model-index` or `.eval_results/`: these prompt sets are no Hub benchmark.",
+        "",
+        "| vs | sets | win | tie | lose | unparsed | win rate (%) | winning score | net (W−L)/N [95% CI] | "
+        "sign-test p | judge |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         vs = r["reference"] + ("" if r["reference_seed"] is None else f" (seed {r['reference_seed']})")
         net = None if r["winning_score"] is None else r["winning_score"] - 1
         ci = "" if r["net_ci_low"] is None else f" [{r['net_ci_low']:+.3f}, {r['net_ci_high']:+.3f}]"
         judge = f"{r['judge']} ({r['rule']})" + ("; weak judge: a pipeline check" if r["weak_judge"] else "")
-        cells = [vs, ", ".join(r["sets"]), r["win"], r["tie"], r["lose"], r["unparsed"],
-                 fmt_pct(r["win_rate"]), "—" if r["winning_score"] is None else f"{r['winning_score']:.3f}",
-                 "—" if net is None else f"{net:+.3f}{ci}", fmt_p(r["sign_test_p"]), judge]
-        out.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
-                                     for c in cells) + " |")
+        cells = [
+            vs,
+            ", ".join(r["sets"]),
+            r["win"],
+            r["tie"],
+            r["lose"],
+            r["unparsed"],
+            fmt_pct(r["win_rate"]),
+            "—" if r["winning_score"] is None else f"{r['winning_score']:.3f}",
+            "—" if net is None else f"{net:+.3f}{ci}",
+            fmt_p(r["sign_test_p"]),
+            judge,
+        ]
+        out.append(
+            "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;") for c in cells) + " |"
+        )
     if any(r["weak_judge"] for r in rows):
         out += ["", "A weak judge (the embedded / target model judging) is a pipeline check, not a quality signal."]
     return out
@@ -215,7 +246,9 @@ def _adapter_files(adapter_dir: Path) -> list[Path]:
             f"{adapter_dir} is not a PEFT adapter: need adapter_config.json and one of {_ADAPTER_WEIGHTS}, found {sorted(names)}"
         )
     # Top-level files only (checkpoints and hidden files are not part of the adapter); our card replaces PEFT's.
-    return sorted(p for p in adapter_dir.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "README.md")
+    return sorted(
+        p for p in adapter_dir.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "README.md"
+    )
 
 
 def _count_jsonl(path: Path) -> int:
@@ -354,13 +387,23 @@ def with_retries(fn: Callable[[], T], what: str, policy: RetryPolicy, secrets: S
         except Exception as err:  # classified below: either retried (recorded in policy.waits) or re-raised
             if not is_transient(err) or attempt > policy.max_retries:
                 raise _scrubbed(err, f"{what} failed after {attempt} attempt(s)", secrets) from None
-            log.warning("%s: transient failure (%s), retry %d/%d", what, scrub(_short(err), secrets), attempt, policy.max_retries)
+            log.warning(
+                "%s: transient failure (%s), retry %d/%d",
+                what,
+                scrub(_short(err), secrets),
+                attempt,
+                policy.max_retries,
+            )
             policy.wait(attempt, err)
 
 
 def _short(err: BaseException) -> str:
     status = getattr(getattr(err, "response", None), "status_code", None)
-    return f"{type(err).__name__}" + (f" HTTP {status}" if status else "") + f": {str(err).splitlines()[0] if str(err) else ''}"
+    return (
+        f"{type(err).__name__}"
+        + (f" HTTP {status}" if status else "")
+        + f": {str(err).splitlines()[0] if str(err) else ''}"
+    )
 
 
 def _scrubbed(err: BaseException, context: str, secrets: Sequence[str]) -> PublishError:
@@ -403,8 +446,9 @@ def publish(
     report: dict[str, Any] = {"dry_run": False, "endpoint": endpoint, "repos": {}}
     for repo_id, entry in plan.items():
         policy = RetryPolicy(max_retries, backoff_base_s, max_wait_s, sleep)
-        report["repos"][repo_id] = _push_repo(api, repo_id, entry, delete_extra, private, commit_message, policy,
-                                              secrets)
+        report["repos"][repo_id] = _push_repo(
+            api, repo_id, entry, delete_extra, private, commit_message, policy, secrets
+        )
     return report
 
 
@@ -440,7 +484,10 @@ def _dry_run(plan: Mapping[str, dict[str, Any]], out: Path, endpoint: str) -> di
             "repo_type": entry["repo_type"],
             "folder": str(target),
             "delete_extra": entry["delete_extra"],
-            "files": [{"path": f.path, "size": f.size, "sha256": f.sha256, "git_sha1": f.git_sha1} for f in entry["files"].values()],
+            "files": [
+                {"path": f.path, "size": f.size, "sha256": f.sha256, "git_sha1": f.git_sha1}
+                for f in entry["files"].values()
+            ],
         }
     write_json(out / "plan.json", report)
     return report
@@ -460,9 +507,13 @@ def _push_repo(
     extra = {"space_sdk": "static"} if repo_type == "space" else {}
     _, attempts = with_retries(
         lambda: api.create_repo(repo_id, repo_type=repo_type, exist_ok=True, private=private, **extra),
-        f"create_repo {repo_id}", policy, secrets)
-    head, n = with_retries(lambda: api.repo_info(repo_id, repo_type=repo_type).sha, f"repo_info {repo_id}", policy,
-                           secrets)
+        f"create_repo {repo_id}",
+        policy,
+        secrets,
+    )
+    head, n = with_retries(
+        lambda: api.repo_info(repo_id, repo_type=repo_type).sha, f"repo_info {repo_id}", policy, secrets
+    )
     attempts += n
     commit_attempt = 0
     while True:
@@ -470,8 +521,9 @@ def _push_repo(
         attempts += 1
         deletions: list[str] = []
         if delete_extra:  # listed again on a retry: a lost-response attempt may have deleted them already
-            remote, n = with_retries(lambda: api.list_repo_files(repo_id, repo_type=repo_type), f"list {repo_id}",
-                                     policy, secrets)
+            remote, n = with_retries(
+                lambda: api.list_repo_files(repo_id, repo_type=repo_type), f"list {repo_id}", policy, secrets
+            )
             attempts += n
             deletions = sorted(p for p in remote if p not in files and p not in _PROTECTED_REMOTE)
         # fresh operations every attempt (the library refuses to reuse committed ones); its preupload re-diffs
@@ -483,19 +535,35 @@ def _push_repo(
         except Exception as err:  # classified: transient ones are retried (the retry re-diffs), others re-raised
             if not is_transient(err) or commit_attempt > policy.max_retries:
                 raise _scrubbed(err, f"commit to {repo_id} failed after {commit_attempt} attempt(s)", secrets) from None
-            log.warning("commit to %s: transient failure (%s), retry %d/%d", repo_id, scrub(_short(err), secrets),
-                        commit_attempt, policy.max_retries)
+            log.warning(
+                "commit to %s: transient failure (%s), retry %d/%d",
+                repo_id,
+                scrub(_short(err), secrets),
+                commit_attempt,
+                policy.max_retries,
+            )
             policy.wait(commit_attempt, err)
     committed = info.oid != head
     # the files huggingface_hub kept in the commit: it skips an addition whose remote oid equals the local one
-    uploaded = sorted(op.path_in_repo for op in adds
-                      if getattr(op, "_remote_oid", None) is None or op._remote_oid != op._local_oid)
+    uploaded = sorted(
+        op.path_in_repo for op in adds if getattr(op, "_remote_oid", None) is None or op._remote_oid != op._local_oid
+    )
     result: dict[str, Any] = {
-        "repo_type": repo_type, "action": "committed" if committed else "unchanged",
-        "uploaded": uploaded if committed else [], "deleted": deletions if committed else [],
-        "commit": info.oid if committed else None, "attempts": attempts, "waits": list(policy.waits)}
+        "repo_type": repo_type,
+        "action": "committed" if committed else "unchanged",
+        "uploaded": uploaded if committed else [],
+        "deleted": deletions if committed else [],
+        "commit": info.oid if committed else None,
+        "attempts": attempts,
+        "waits": list(policy.waits),
+    }
     if committed and not uploaded and not deletions:
         result["note"] = "an earlier attempt whose response was lost had landed; the retry found nothing to do"
-    log.info("%s: %s (%d upload(s), %d deletion(s))", repo_id, result["action"], len(result["uploaded"]),
-             len(result["deleted"]))
+    log.info(
+        "%s: %s (%d upload(s), %d deletion(s))",
+        repo_id,
+        result["action"],
+        len(result["uploaded"]),
+        len(result["deleted"]),
+    )
     return result

@@ -17,6 +17,7 @@ config is added beside ``runs`` and ``items`` (whose schemas do not change) only
 section; its rows are the leaderboard JSON's per-seed pairwise results (:func:`pairwise_rows`), and the statistics
 pooled over seeds stay in ``summary.json`` (``pairwise``).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,58 +31,68 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from cpqs_bench.io import read_json, read_jsonl, write_text
 
-RUNS_SCHEMA = pa.schema([
-    pa.field("experiment", pa.string(), False, {"description": "experiment name"}),
-    pa.field("arm", pa.string(), False, {"description": "arm: the data selector (base = no fine-tuning)"}),
-    pa.field("seed", pa.int64(), True, {"description": "experiment seed (null for the base model)"}),
-    pa.field("task", pa.string(), False, {"description": "lm-eval task name"}),
-    pa.field("domain", pa.string(), False, {"description": "task domain (task YAML metadata.domain)"}),
-    pa.field("dataset_id", pa.string(), True, {"description": "Hub id of the evaluation dataset"}),
-    pa.field("metric", pa.string(), False, {"description": "the task's metric"}),
-    pa.field("value", pa.float64(), False, {"description": "metric value, fraction in [0, 1]"}),
-    pa.field("n_items", pa.int64(), False, {"description": "items evaluated"}),
-    pa.field("model_id", pa.string(), True, {"description": "base model"}),
-    pa.field("selector", pa.string(), True, {"description": "selector that picked the fine-tuning data"}),
-    pa.field("budget_k", pa.int64(), True, {"description": "examples the selector was asked to keep"}),
-    pa.field("kept", pa.int64(), True, {"description": "examples it kept"}),
-    pa.field("recipe_hash", pa.string(), True, {"description": "fine-tuning recipe hash (equal across arms)"}),
-    pa.field("config_hash", pa.string(), True, {"description": "resolved config hash"}),
-    pa.field("commit", pa.string(), True, {"description": "git commit of cpqs-bench"}),
-    pa.field("adapter_repo", pa.string(), True, {"description": "Hub repo of the arm's adapter"}),
-])
-ITEMS_SCHEMA = pa.schema([
-    pa.field("experiment", pa.string(), False, {"description": "experiment name"}),
-    pa.field("arm", pa.string(), False, {"description": "arm"}),
-    pa.field("seed", pa.int64(), True, {"description": "experiment seed (null for the base model)"}),
-    pa.field("task", pa.string(), False, {"description": "lm-eval task name"}),
-    pa.field("doc_id", pa.string(), False, {"description": "item id within the task (as text)"}),
-    pa.field("item_id", pa.string(), True, {"description": "the dataset's own id of the item, when it has one"}),
-    pa.field("score", pa.float64(), True, {"description": "the item's score in [0, 1] (1 = correct / passed)"}),
-    pa.field("prediction", pa.string(), True, {"description": "the model's output"}),
-    pa.field("extracted", pa.string(), True, {"description": "the answer the scorer extracted from it"}),
-])
-PAIRWISE_SCHEMA = pa.schema([
-    pa.field("experiment", pa.string(), False, {"description": "experiment name"}),
-    pa.field("arm", pa.string(), False, {"description": "arm whose answers were judged"}),
-    pa.field("seed", pa.int64(), True, {"description": "experiment seed (null for the base model)"}),
-    pa.field("reference", pa.string(), False, {"description": "the reference arm it was compared with"}),
-    pa.field("reference_seed", pa.int64(), True, {"description": "the reference's seed (null for base)"}),
-    pa.field("sets", pa.list_(pa.string()), False, {"description": "general-domain prompt sets judged"}),
-    pa.field("judge", pa.string(), False, {"description": "the judge model"}),
-    pa.field("weak_judge", pa.bool_(), False,
-             {"description": "true: the embedded / target model judged (a pipeline check, not a quality signal)"}),
-    pa.field("rule", pa.string(), False, {"description": "tie rule over the two orders (strict or sum)"}),
-    pa.field("win", pa.int64(), False, {"description": "prompts won (both orders, strict rule)"}),
-    pa.field("tie", pa.int64(), False, {"description": "prompts tied"}),
-    pa.field("lose", pa.int64(), False, {"description": "prompts lost"}),
-    pa.field("unparsed", pa.int64(), False, {"description": "prompts whose judgement held no two scores"}),
-    pa.field("n", pa.int64(), False, {"description": "win + tie + lose (unparsed left out)"}),
-    pa.field("win_rate", pa.float64(), True, {"description": "(win + tie / 2) / n"}),
-    pa.field("winning_score", pa.float64(), True, {"description": "(win - lose) / n + 1 (1 = even)"}),
-    pa.field("sign_test_p", pa.float64(), True, {"description": "two-sided sign test, wins vs losses"}),
-    pa.field("net_ci_low", pa.float64(), True, {"description": "95% bootstrap CI of (win - lose) / n, low"}),
-    pa.field("net_ci_high", pa.float64(), True, {"description": "95% bootstrap CI of (win - lose) / n, high"}),
-])
+RUNS_SCHEMA = pa.schema(
+    [
+        pa.field("experiment", pa.string(), False, {"description": "experiment name"}),
+        pa.field("arm", pa.string(), False, {"description": "arm: the data selector (base = no fine-tuning)"}),
+        pa.field("seed", pa.int64(), True, {"description": "experiment seed (null for the base model)"}),
+        pa.field("task", pa.string(), False, {"description": "lm-eval task name"}),
+        pa.field("domain", pa.string(), False, {"description": "task domain (task YAML metadata.domain)"}),
+        pa.field("dataset_id", pa.string(), True, {"description": "Hub id of the evaluation dataset"}),
+        pa.field("metric", pa.string(), False, {"description": "the task's metric"}),
+        pa.field("value", pa.float64(), False, {"description": "metric value, fraction in [0, 1]"}),
+        pa.field("n_items", pa.int64(), False, {"description": "items evaluated"}),
+        pa.field("model_id", pa.string(), True, {"description": "base model"}),
+        pa.field("selector", pa.string(), True, {"description": "selector that picked the fine-tuning data"}),
+        pa.field("budget_k", pa.int64(), True, {"description": "examples the selector was asked to keep"}),
+        pa.field("kept", pa.int64(), True, {"description": "examples it kept"}),
+        pa.field("recipe_hash", pa.string(), True, {"description": "fine-tuning recipe hash (equal across arms)"}),
+        pa.field("config_hash", pa.string(), True, {"description": "resolved config hash"}),
+        pa.field("commit", pa.string(), True, {"description": "git commit of cpqs-bench"}),
+        pa.field("adapter_repo", pa.string(), True, {"description": "Hub repo of the arm's adapter"}),
+    ]
+)
+ITEMS_SCHEMA = pa.schema(
+    [
+        pa.field("experiment", pa.string(), False, {"description": "experiment name"}),
+        pa.field("arm", pa.string(), False, {"description": "arm"}),
+        pa.field("seed", pa.int64(), True, {"description": "experiment seed (null for the base model)"}),
+        pa.field("task", pa.string(), False, {"description": "lm-eval task name"}),
+        pa.field("doc_id", pa.string(), False, {"description": "item id within the task (as text)"}),
+        pa.field("item_id", pa.string(), True, {"description": "the dataset's own id of the item, when it has one"}),
+        pa.field("score", pa.float64(), True, {"description": "the item's score in [0, 1] (1 = correct / passed)"}),
+        pa.field("prediction", pa.string(), True, {"description": "the model's output"}),
+        pa.field("extracted", pa.string(), True, {"description": "the answer the scorer extracted from it"}),
+    ]
+)
+PAIRWISE_SCHEMA = pa.schema(
+    [
+        pa.field("experiment", pa.string(), False, {"description": "experiment name"}),
+        pa.field("arm", pa.string(), False, {"description": "arm whose answers were judged"}),
+        pa.field("seed", pa.int64(), True, {"description": "experiment seed (null for the base model)"}),
+        pa.field("reference", pa.string(), False, {"description": "the reference arm it was compared with"}),
+        pa.field("reference_seed", pa.int64(), True, {"description": "the reference's seed (null for base)"}),
+        pa.field("sets", pa.list_(pa.string()), False, {"description": "general-domain prompt sets judged"}),
+        pa.field("judge", pa.string(), False, {"description": "the judge model"}),
+        pa.field(
+            "weak_judge",
+            pa.bool_(),
+            False,
+            {"description": "true: the embedded / target model judged (a pipeline check, not a quality signal)"},
+        ),
+        pa.field("rule", pa.string(), False, {"description": "tie rule over the two orders (strict or sum)"}),
+        pa.field("win", pa.int64(), False, {"description": "prompts won (both orders, strict rule)"}),
+        pa.field("tie", pa.int64(), False, {"description": "prompts tied"}),
+        pa.field("lose", pa.int64(), False, {"description": "prompts lost"}),
+        pa.field("unparsed", pa.int64(), False, {"description": "prompts whose judgement held no two scores"}),
+        pa.field("n", pa.int64(), False, {"description": "win + tie + lose (unparsed left out)"}),
+        pa.field("win_rate", pa.float64(), True, {"description": "(win + tie / 2) / n"}),
+        pa.field("winning_score", pa.float64(), True, {"description": "(win - lose) / n + 1 (1 = even)"}),
+        pa.field("sign_test_p", pa.float64(), True, {"description": "two-sided sign test, wins vs losses"}),
+        pa.field("net_ci_low", pa.float64(), True, {"description": "95% bootstrap CI of (win - lose) / n, low"}),
+        pa.field("net_ci_high", pa.float64(), True, {"description": "95% bootstrap CI of (win - lose) / n, high"}),
+    ]
+)
 CONFIGS = [
     {"config_name": "runs", "data_files": [{"split": "train", "path": "data/runs.parquet"}], "default": True},
     {"config_name": "items", "data_files": [{"split": "train", "path": "data/items.parquet"}]},
@@ -109,9 +120,12 @@ def _commit(m: Mapping[str, Any]) -> str | None:
     return None
 
 
-def collect_rows(experiment: str, eval_dirs: Sequence[str | os.PathLike],
-                 facts: Mapping[str, Mapping[str, Any]], adapter_repos: Mapping[str, str] | None = None
-                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def collect_rows(
+    experiment: str,
+    eval_dirs: Sequence[str | os.PathLike],
+    facts: Mapping[str, Mapping[str, Any]],
+    adapter_repos: Mapping[str, str] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``runs`` and ``items`` rows from evaluation directories (``manifest.json``, ``metrics.json``, ``items.jsonl``)."""
     runs, items = [], []
     for d in eval_dirs:
@@ -127,32 +141,54 @@ def collect_rows(experiment: str, eval_dirs: Sequence[str | os.PathLike],
                 raise ValueError(f"{d / 'metrics.json'}: metric {task!r} is not a number: {value!r}")
             f = facts.get(task) or {}
             task_items = [r for r in rows if r.get("task") == task]
-            runs.append({
-                "experiment": experiment, "arm": arm, "seed": seed, "task": task,
-                "domain": str(f.get("domain") or "other"), "dataset_id": f.get("dataset_id"),
-                "metric": str(f.get("metric") or "score"), "value": float(value),
-                "n_items": int((m.get("n_items") or {}).get(task, len(task_items))
-                               if isinstance(m.get("n_items"), dict) else len(task_items)),
-                "model_id": _text(m.get("model_id")), "selector": _text(info.get("selector") or (None if arm == "base" else arm)),
-                "budget_k": _int(info.get("budget_k")), "kept": _int(info.get("kept")),
-                "recipe_hash": _text(m.get("recipe_hash")), "config_hash": _text(m.get("config_hash")),
-                "commit": _commit(m), "adapter_repo": (adapter_repos or {}).get(key),
-            })
+            runs.append(
+                {
+                    "experiment": experiment,
+                    "arm": arm,
+                    "seed": seed,
+                    "task": task,
+                    "domain": str(f.get("domain") or "other"),
+                    "dataset_id": f.get("dataset_id"),
+                    "metric": str(f.get("metric") or "score"),
+                    "value": float(value),
+                    "n_items": int(
+                        (m.get("n_items") or {}).get(task, len(task_items))
+                        if isinstance(m.get("n_items"), dict)
+                        else len(task_items)
+                    ),
+                    "model_id": _text(m.get("model_id")),
+                    "selector": _text(info.get("selector") or (None if arm == "base" else arm)),
+                    "budget_k": _int(info.get("budget_k")),
+                    "kept": _int(info.get("kept")),
+                    "recipe_hash": _text(m.get("recipe_hash")),
+                    "config_hash": _text(m.get("config_hash")),
+                    "commit": _commit(m),
+                    "adapter_repo": (adapter_repos or {}).get(key),
+                }
+            )
             for r in task_items:
                 score = r.get("score", r.get("correct"))
-                items.append({
-                    "experiment": experiment, "arm": arm, "seed": seed, "task": task,
-                    "doc_id": str(r.get("doc_id")), "item_id": _text(r.get("item_id")),
-                    "score": float(score) if isinstance(score, (int, float)) else None,
-                    "prediction": _text(r.get("prediction")), "extracted": _text(r.get("extracted")),
-                })
+                items.append(
+                    {
+                        "experiment": experiment,
+                        "arm": arm,
+                        "seed": seed,
+                        "task": task,
+                        "doc_id": str(r.get("doc_id")),
+                        "item_id": _text(r.get("item_id")),
+                        "score": float(score) if isinstance(score, (int, float)) else None,
+                        "prediction": _text(r.get("prediction")),
+                        "extracted": _text(r.get("extracted")),
+                    }
+                )
     runs.sort(key=lambda r: (r["arm"], r["seed"] is not None, r["seed"] or 0, r["task"]))
     items.sort(key=lambda r: (r["arm"], r["seed"] is not None, r["seed"] or 0, r["task"], r["doc_id"]))
     return runs, items
 
 
-def pairwise_rows(experiment: str, section: Mapping[str, Any] | None,
-                  source: str = "leaderboard JSON") -> list[dict[str, Any]]:
+def pairwise_rows(
+    experiment: str, section: Mapping[str, Any] | None, source: str = "leaderboard JSON"
+) -> list[dict[str, Any]]:
     """``pairwise`` rows from the leaderboard JSON's pairwise section (``None``: a run without one, no rows): one per
     arm × seed × reference × judge, the per-seed counts and statistics of that judge stage. ``source`` names the
     file in errors."""
@@ -164,28 +200,53 @@ def pairwise_rows(experiment: str, section: Mapping[str, Any] | None,
     out = []
     for i, r in enumerate(rows):
         where = f"{source}: pairwise.rows[{i}]"
-        missing = [k for k in ("arm", "reference", "judge", "rule", "weak_judge", "sets", "per_seed")
-                   if not isinstance(r, dict) or k not in r]
+        missing = [
+            k
+            for k in ("arm", "reference", "judge", "rule", "weak_judge", "sets", "per_seed")
+            if not isinstance(r, dict) or k not in r
+        ]
         if missing:
             raise ValueError(f"{where}: missing {', '.join(missing)}")
         for j, ps in enumerate(r["per_seed"]):
-            missing = [k for k in ("seed", "reference_seed", "win", "tie", "lose", "unparsed", "n")
-                       if not isinstance(ps, dict) or k not in ps]
+            missing = [
+                k
+                for k in ("seed", "reference_seed", "win", "tie", "lose", "unparsed", "n")
+                if not isinstance(ps, dict) or k not in ps
+            ]
             if missing:
                 raise ValueError(f"{where}.per_seed[{j}]: missing {', '.join(missing)}")
             ci = ps.get("net_ci95")
             if ci is not None and not (isinstance(ci, list) and len(ci) == 2):
                 raise ValueError(f"{where}.per_seed[{j}]: net_ci95 must be [low, high] or null, got {ci!r}")
-            out.append({
-                "experiment": experiment, "arm": str(r["arm"]), "seed": _int(ps["seed"]),
-                "reference": str(r["reference"]), "reference_seed": _int(ps["reference_seed"]),
-                "sets": [str(x) for x in r["sets"]], "judge": str(r["judge"]), "weak_judge": r["weak_judge"] is True,
-                "rule": str(r["rule"]), **{k: int(ps[k]) for k in ("win", "tie", "lose", "unparsed", "n")},
-                **{k: _float(ps.get(k)) for k in ("win_rate", "winning_score", "sign_test_p")},
-                "net_ci_low": _float(ci[0]) if ci else None, "net_ci_high": _float(ci[1]) if ci else None,
-            })
-    out.sort(key=lambda r: (r["arm"], r["seed"] is not None, r["seed"] or 0, r["reference"],
-                            r["reference_seed"] is not None, r["reference_seed"] or 0, r["judge"], r["rule"]))
+            out.append(
+                {
+                    "experiment": experiment,
+                    "arm": str(r["arm"]),
+                    "seed": _int(ps["seed"]),
+                    "reference": str(r["reference"]),
+                    "reference_seed": _int(ps["reference_seed"]),
+                    "sets": [str(x) for x in r["sets"]],
+                    "judge": str(r["judge"]),
+                    "weak_judge": r["weak_judge"] is True,
+                    "rule": str(r["rule"]),
+                    **{k: int(ps[k]) for k in ("win", "tie", "lose", "unparsed", "n")},
+                    **{k: _float(ps.get(k)) for k in ("win_rate", "winning_score", "sign_test_p")},
+                    "net_ci_low": _float(ci[0]) if ci else None,
+                    "net_ci_high": _float(ci[1]) if ci else None,
+                }
+            )
+    out.sort(
+        key=lambda r: (
+            r["arm"],
+            r["seed"] is not None,
+            r["seed"] or 0,
+            r["reference"],
+            r["reference_seed"] is not None,
+            r["reference_seed"] or 0,
+            r["judge"],
+            r["rule"],
+        )
+    )
     return out
 
 
@@ -209,13 +270,20 @@ def _schema_table(schema: pa.Schema) -> list[str]:
     return lines
 
 
-def build_results_card(experiment: str, runs: Sequence[Mapping[str, Any]], facts: Mapping[str, Mapping[str, Any]],
-                       leaderboard_names: Sequence[str], pool: str | None = None,
-                       repo_id: str | None = None, pairwise: Sequence[Mapping[str, Any]] = ()) -> DatasetCard:
+def build_results_card(
+    experiment: str,
+    runs: Sequence[Mapping[str, Any]],
+    facts: Mapping[str, Mapping[str, Any]],
+    leaderboard_names: Sequence[str],
+    pool: str | None = None,
+    repo_id: str | None = None,
+    pairwise: Sequence[Mapping[str, Any]] = (),
+) -> DatasetCard:
     tasks = sorted({r["task"] for r in runs})
     arms = sorted({r["arm"] for r in runs})
     data = DatasetCardData(
-        pretty_name=f"cpqs-bench results: {experiment}", license="other",
+        pretty_name=f"cpqs-bench results: {experiment}",
+        license="other",
         tags=["cpqs-bench", "evaluation", "data-selection", "leaderboard"],
         configs=CONFIGS + ([PAIRWISE_CONFIG] if pairwise else []),
     )
@@ -223,48 +291,76 @@ def build_results_card(experiment: str, runs: Sequence[Mapping[str, Any]], facts
     pairwise_text: list[str] = []
     if pairwise:
         refs = sorted({r["reference"] for r in pairwise})
-        judges = sorted({r["judge"] + (" (weak judge: a pipeline check)" if r["weak_judge"] else "")
-                         for r in pairwise})
+        judges = sorted({r["judge"] + (" (weak judge: a pipeline check)" if r["weak_judge"] else "") for r in pairwise})
         pairwise_text = [
-            "### `pairwise`", "",
+            "### `pairwise`",
+            "",
             f'`load_dataset("{repo}", "pairwise", split="train")` ({len(pairwise)} rows): general-domain pairwise '
             f"LLM-judge results, one row per arm and seed against the reference arm ({', '.join(refs)}); judge: "
             f"{'; '.join(judges)}. A weak judge (the embedded / target model judging) is a pipeline check, not a "
-            "quality signal. The statistics pooled over seeds are in `summary.json` (`pairwise`).", "",
-            *_schema_table(PAIRWISE_SCHEMA), ""]
+            "quality signal. The statistics pooled over seeds are in `summary.json` (`pairwise`).",
+            "",
+            *_schema_table(PAIRWISE_SCHEMA),
+            "",
+        ]
 
     licences = []
     for t in tasks:
         f = facts.get(t) or {}
-        licences.append(f"* `{t}`: {f.get('dataset_id') or 'no Hub dataset id'}, licence "
-                        f"{f.get('license') or 'unknown (see the source)'}")
+        licences.append(
+            f"* `{t}`: {f.get('dataset_id') or 'no Hub dataset id'}, licence "
+            f"{f.get('license') or 'unknown (see the source)'}"
+        )
     text = [
-        f"# cpqs-bench results: {experiment}", "",
+        f"# cpqs-bench results: {experiment}",
+        "",
         "Evaluation results of instruction-tuning data selectors compared end to end by "
         "cpqs-bench: each arm's selector picks a budget of examples from one candidate pool, a "
         "LoRA adapter is fine-tuned on them with one fixed recipe (same recipe hash for every arm), and the adapter is "
-        "evaluated with lm-evaluation-harness. Arms differ only in their data.", "",
-        "```python", "from datasets import load_dataset",
+        "evaluated with lm-evaluation-harness. Arms differ only in their data.",
+        "",
+        "```python",
+        "from datasets import load_dataset",
         f'runs = load_dataset("{repo}", "runs", split="train")    # {len(runs)} rows',
         f'items = load_dataset("{repo}", "items", split="train")  # per-item outcomes',
-        "```", "",
-        f"Arms: {', '.join(arms) or 'none'}. Tasks: {', '.join(tasks) or 'none'}.", "",
-        "## How the numbers were produced", "",
+        "```",
+        "",
+        f"Arms: {', '.join(arms) or 'none'}. Tasks: {', '.join(tasks) or 'none'}.",
+        "",
+        "## How the numbers were produced",
+        "",
         "* `runs.value` is the task's metric (the task YAML's `metric_list`; fraction in [0, 1]) for one arm and seed.",
         "* `items.score` is each item's score; `runs.value` is its mean over the task's items.",
         "* `summary.json` holds the statistics of the leaderboard: means over seeds, 95% percentile bootstrap CIs over "
         "items, paired sign-flip permutation tests against the reference arms.",
         "* Provenance (commit, config hash, recipe hash, model) is in every `runs` row; the model repos hold the "
-        "adapters, their selections and manifests.", "",
-        "## Configs", "", "### `runs`", "", *_schema_table(RUNS_SCHEMA), "", "### `items`", "",
-        *_schema_table(ITEMS_SCHEMA), "", *pairwise_text,
-        "## Files", "",
+        "adapters, their selections and manifests.",
+        "",
+        "## Configs",
+        "",
+        "### `runs`",
+        "",
+        *_schema_table(RUNS_SCHEMA),
+        "",
+        "### `items`",
+        "",
+        *_schema_table(ITEMS_SCHEMA),
+        "",
+        *pairwise_text,
+        "## Files",
+        "",
         f"* `leaderboards/`: {', '.join(f'`{n}`' for n in leaderboard_names) or '(none)'}; `page/index.html`: the "
-        "static leaderboard page (opens from disk, no network).", "",
-        "## Licence of the underlying data", "",
+        "static leaderboard page (opens from disk, no network).",
+        "",
+        "## Licence of the underlying data",
+        "",
         "The `items` config contains model outputs on the evaluation datasets below, which keep their own licences; "
         "these results are released under the same terms. The fine-tuning pool"
-        + (f" (`{pool}`)" if pool else "") + " is not redistributed here.", "", *licences, "",
+        + (f" (`{pool}`)" if pool else "")
+        + " is not redistributed here.",
+        "",
+        *licences,
+        "",
     ]
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(text))
 

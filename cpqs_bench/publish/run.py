@@ -15,6 +15,7 @@ folders go to :func:`cpqs_bench.publish.hub.publish` (one commit per repo, none 
 retries). A dry run writes the exact folders that would be pushed under ``runs/<experiment>/publish/dry-run/``.
 Tokens come only from the environment (``HF_TOKEN``) or ``HF_HOME``.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -86,40 +87,70 @@ def build_folders(run_dir: Path, namespace: str, *, space: bool = False) -> dict
         manifest = read_json(Path(adapter) / "manifest.json")
         metrics = read_json(ev / "metrics.json")
         n_items = read_json(ev / "manifest.json").get("n_items") or {}
-        notes = {t: f"cpqs-bench experiment {experiment}, arm {arm} (data selector), seed {seed}; "
-                    f"task {t}" + (f" on {n_items[t]} items" if isinstance(n_items, dict) and t in n_items else "")
-                 for t in metrics}
+        notes = {
+            t: f"cpqs-bench experiment {experiment}, arm {arm} (data selector), seed {seed}; "
+            f"task {t}" + (f" on {n_items[t]} items" if isinstance(n_items, dict) and t in n_items else "")
+            for t in metrics
+        }
         selection = index["selections"].get(key) or index["selections"][arm]  # per-seed (random) or per-arm
         mine = [r for r in pairwise if r["arm"] == arm and r["seed"] == int(seed)]
-        folder = hub.build_arm_folder(key, adapter, selection, manifest, metrics, base_model,
-                                      experiment, stage_dir / key, facts=facts, eval_date=_eval_date(ev),
-                                      source_url=source_url, notes=notes, pairwise=mine)
+        folder = hub.build_arm_folder(
+            key,
+            adapter,
+            selection,
+            manifest,
+            metrics,
+            base_model,
+            experiment,
+            stage_dir / key,
+            facts=facts,
+            eval_date=_eval_date(ev),
+            source_url=source_url,
+            notes=notes,
+            pairwise=mine,
+        )
         folders[adapter_repos[key]] = (folder, "model")
 
     page = None
     if is_board:
         page = write_pages(board_json, run_dir / "publish" / "page", eval_dirs=list(evals.values()), facts=facts)
     results = build_results_folder(
-        experiment, list(evals.values()), [board["md"], board["json"], board["png"]], board_json,
-        stage_dir / "results", facts=facts, adapter_repos=adapter_repos, page=page, repo_id=results_repo,
+        experiment,
+        list(evals.values()),
+        [board["md"], board["json"], board["png"]],
+        board_json,
+        stage_dir / "results",
+        facts=facts,
+        adapter_repos=adapter_repos,
+        page=page,
+        repo_id=results_repo,
         pool=(index.get("data") or {}).get("pool_name") if isinstance(index.get("data"), dict) else None,
-        pairwise=pairwise)
+        pairwise=pairwise,
+    )
     folders[results_repo] = (results, "dataset")
     if space:
         if page is None:
             raise ValueError(f"{board_json}: not a leaderboard document; cannot build the Space page")
         folders[f"{namespace}/{experiment}-leaderboard"] = (
-            build_space_folder(page, experiment, stage_dir / "space", results_repo=results_repo), "space")
+            build_space_folder(page, experiment, stage_dir / "space", results_repo=results_repo),
+            "space",
+        )
     return folders
 
 
-def publish_run(run_dir: str | os.PathLike, cfg: PublishConfig, *, dry_run: bool,
-                endpoint: str | None = None) -> dict[str, Any]:
+def publish_run(
+    run_dir: str | os.PathLike, cfg: PublishConfig, *, dry_run: bool, endpoint: str | None = None
+) -> dict[str, Any]:
     """Publish the experiment in ``run_dir`` (its ``index.json``): to ``cfg.hub_namespace`` on the Hub, or, with
     ``dry_run``, into ``run_dir/publish/dry-run/`` (the exact folders a push would send, plus ``plan.json``)."""
     run_dir = Path(run_dir)
     if not dry_run and not cfg.hub_namespace:
         raise ValueError("a real push needs a Hub namespace (publish.hub_namespace=USER_OR_ORG, or --namespace)")
     folders = build_folders(run_dir, cfg.hub_namespace or DRY_RUN_NAMESPACE, space=cfg.space)
-    return hub.publish(folders, dry_run=dry_run, dry_run_dir=run_dir / "publish" / "dry-run" if dry_run else None,
-                       endpoint=endpoint, private=cfg.private)
+    return hub.publish(
+        folders,
+        dry_run=dry_run,
+        dry_run_dir=run_dir / "publish" / "dry-run" if dry_run else None,
+        endpoint=endpoint,
+        private=cfg.private,
+    )

@@ -23,6 +23,7 @@ pipeline carries on; callers that care can inspect ``tracker.errors``.
 Runs are started with wandb's heavy extras switched off (system-stats sampling, machine/git/code metadata,
 console capture, requirements snapshot), which keeps an offline init under about a second.
 """
+
 from __future__ import annotations
 
 import logging
@@ -178,5 +179,7 @@ class Tracker:
             try:
                 self.run.finish(exit_code=1)
             except Exception as finish_err:  # documented policy; recorded, not raised
-                self.errors.append(scrub(f"W&B finish after failure also failed: {type(finish_err).__name__}: {finish_err}"))
+                self.errors.append(
+                    scrub(f"W&B finish after failure also failed: {type(finish_err).__name__}: {finish_err}")
+                )
         self._finished = True

@@ -22,6 +22,7 @@ The multi-turn prompt is flattened into the instruction (earlier turns as "role:
 of the example is dropped (the judge gets its own). Answers are cached per (judge, prompt, example)
 (:class:`cpqs_bench.judge.cache.JudgeCache`), in ``ctx.shared("judge")`` unless ``selectors.judge.cache_dir`` is set.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,22 +31,35 @@ from typing import Sequence
 
 from cpqs_bench.data.example import Example
 from cpqs_bench.judge.backends import make_judge
-from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response, response_tokens
+from cpqs_bench.selectors.base import (
+    EMPTY_RESPONSE,
+    Needs,
+    ScoreRow,
+    ScoringContext,
+    is_empty_response,
+    response_tokens,
+)
 
 PROMPT_VERSION = "cpqs-bench-alpagasus-v1"
-SYSTEM = ("You are a careful reviewer. You judge how accurately an AI assistant's response carries out the "
-          "instruction it was given.")
-USER = ("[Instruction]\n{instruction}\n\n[Response]\n{response}\n\n"
-        "Rate the accuracy of the response to the instruction on a scale from 0 to 5, where 0 means wrong or "
-        "unrelated and 5 means fully correct and complete. Write only the score on the first line. On the next "
-        "line, briefly explain your rating without letting the response's length sway you.")
+SYSTEM = (
+    "You are a careful reviewer. You judge how accurately an AI assistant's response carries out the "
+    "instruction it was given."
+)
+USER = (
+    "[Instruction]\n{instruction}\n\n[Response]\n{response}\n\n"
+    "Rate the accuracy of the response to the instruction on a scale from 0 to 5, where 0 means wrong or "
+    "unrelated and 5 means fully correct and complete. Write only the score on the first line. On the next "
+    "line, briefly explain your rating without letting the response's length sway you."
+)
 UNPARSEABLE = "judge_unparseable"
 OUT_OF_RANGE = "judge_out_of_range"
 BELOW = "alpagasus<threshold"
 
 _NUM = r"(-?\d+(?:\.\d+)?)"
-_PATTERNS = (re.compile(rf"(?:score|rating)\s*[\])*:=]*\s*(?:is|of)?\s*[:=]?\s*\**\s*{_NUM}", re.I),
-             re.compile(rf"{_NUM}\s*(?:/|out of)\s*5\b", re.I))
+_PATTERNS = (
+    re.compile(rf"(?:score|rating)\s*[\])*:=]*\s*(?:is|of)?\s*[:=]?\s*\**\s*{_NUM}", re.I),
+    re.compile(rf"{_NUM}\s*(?:/|out of)\s*5\b", re.I),
+)
 
 
 def parse_rating(text: str) -> tuple[float | None, str | None]:
@@ -53,8 +67,11 @@ def parse_rating(text: str) -> tuple[float | None, str | None]:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     value = None
     if lines:
-        m = re.match(rf"^[\s*#\[(]*(?:score|rating)?\s*[:=]?\s*\**\s*{_NUM}\s*\**\s*(?:/\s*5)?\s*[\])]?\s*\.?\s*$",
-                     lines[0], re.I)
+        m = re.match(
+            rf"^[\s*#\[(]*(?:score|rating)?\s*[:=]?\s*\**\s*{_NUM}\s*\**\s*(?:/\s*5)?\s*[\])]?\s*\.?\s*$",
+            lines[0],
+            re.I,
+        )
         if m:
             value = float(m.group(1))
     if value is None:
@@ -78,8 +95,10 @@ def instruction_text(ex: Example) -> str:
 
 
 def conversation(ex: Example) -> list[dict[str, str]]:
-    return [{"role": "system", "content": SYSTEM},
-            {"role": "user", "content": USER.format(instruction=instruction_text(ex), response=ex.response)}]
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": USER.format(instruction=instruction_text(ex), response=ex.response)},
+    ]
 
 
 class AlpaGasusSelector:
@@ -88,9 +107,13 @@ class AlpaGasusSelector:
 
     def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
         cfg = ctx.config
-        judge = make_judge(cfg.selectors.judge, lambda spec, rev: ctx.model(spec, rev),
-                           target_spec=cfg.model.id, target_revision=cfg.model.revision,
-                           cache_dir=ctx.shared("judge"))
+        judge = make_judge(
+            cfg.selectors.judge,
+            lambda spec, rev: ctx.model(spec, rev),
+            target_spec=cfg.model.id,
+            target_revision=cfg.model.revision,
+            cache_dir=ctx.shared("judge"),
+        )
         todo = [ex for ex in examples if not is_empty_response(ex)]
         answers = dict(zip((ex.id for ex in todo), judge.complete([conversation(ex) for ex in todo])))
         if judge.cache is not None:

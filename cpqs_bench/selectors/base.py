@@ -4,6 +4,7 @@ A selector is any class with a ``name``, a ``needs`` declaration and a ``score``
 to inherit). It never selects: :mod:`cpqs_bench.select` turns scores into a kept/dropped list for every selector the
 same way. A row may carry ``exclude`` (a reason such as ``"ifd>=1"``): the example is scored but not eligible.
 """
+
 from __future__ import annotations
 
 import functools
@@ -56,7 +57,9 @@ class ScoringContext:
     _cache: dict = field(default_factory=dict)
     _tokenizers: dict = field(default_factory=dict)
 
-    def model(self, spec: str | None = None, revision: str | None = None, dtype: str | None = None) -> tuple[Any, Any, Any]:
+    def model(
+        self, spec: str | None = None, revision: str | None = None, dtype: str | None = None
+    ) -> tuple[Any, Any, Any]:
         spec = spec or self.config.model.id
         revision = revision if spec != self.config.model.id else (revision or self.config.model.revision)
         key = (spec, revision, dtype)
@@ -115,20 +118,29 @@ def response_tokens(tokenizer: Any, example: Example, config: Any) -> tuple[int,
     so "length" means the same tokens IFD and SFT see); empty for an empty response."""
     from cpqs_bench import prompts
 
-    rendered = prompts.render(tokenizer, example, config.prompt.template, system_prompt=config.prompt.system_prompt,
-                              train_eot=False, max_length=None)
+    rendered = prompts.render(
+        tokenizer,
+        example,
+        config.prompt.template,
+        system_prompt=config.prompt.system_prompt,
+        train_eot=False,
+        max_length=None,
+    )
     return () if rendered is None else rendered.response_ids
 
 
-def token_score_rows(examples: Sequence[Example], ctx: ScoringContext,
-                     score: Callable[[Example, tuple[int, ...]], float]) -> list[ScoreRow]:
+def token_score_rows(
+    examples: Sequence[Example], ctx: ScoringContext, score: Callable[[Example, tuple[int, ...]], float]
+) -> list[ScoreRow]:
     """Rows for selectors that need only the tokenizer: ``score(example, response token ids)`` per example, the
     token count as ``n_tokens``, and the empty-response policy applied the same way for all of them."""
     tok = ctx.tokenizer()
     rows = []
     for ex in examples:
         ids = response_tokens(tok, ex, ctx.config)
-        rows.append(ScoreRow(ex.id, score(ex, ids), len(ids), exclude=EMPTY_RESPONSE if is_empty_response(ex) else None))
+        rows.append(
+            ScoreRow(ex.id, score(ex, ids), len(ids), exclude=EMPTY_RESPONSE if is_empty_response(ex) else None)
+        )
     return rows
 
 

@@ -1,8 +1,8 @@
 """Selector settings: which selectors score the pool, the selection budget, baseline options, CPQS."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
 from typing import Literal
 
 from cpqs_bench.judge.config import JudgeConfig
@@ -24,7 +24,9 @@ class DiversityConfig:
 
 @dataclass(frozen=True)
 class AlpaGasusConfig:
-    threshold: float | None = None  # rows rated below it carry exclude="alpagasus<threshold" (paper: 4.5); None = rank all
+    threshold: float | None = (
+        None  # rows rated below it carry exclude="alpagasus<threshold" (paper: 4.5); None = rank all
+    )
 
 
 @dataclass(frozen=True)

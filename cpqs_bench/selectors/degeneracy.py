@@ -13,6 +13,7 @@ selection. :func:`report` measures it on the eligible rows (``exclude`` is None)
 
 ``line(name, report)`` is the one-line form ``compare`` prints.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,6 +62,8 @@ def line(name: str, rep: Mapping[str, Any]) -> str:
     """``name: 291/300 eligible, 287 distinct, ties 2.7%, NaN 9, rho(len) +0.41`` (+ ``DEGENERATE`` when so)."""
     ties = "-" if rep["tie_fraction"] is None else f"{100 * rep['tie_fraction']:.1f}%"
     rho = "-" if rep["spearman_length"] is None else f"{rep['spearman_length']:+.2f}"
-    text = (f"{name}: {rep['eligible']}/{rep['n']} eligible, {rep['distinct']} distinct, ties {ties}, "
-            f"NaN {rep['nan']}, rho(len) {rho}")
+    text = (
+        f"{name}: {rep['eligible']}/{rep['n']} eligible, {rep['distinct']} distinct, ties {ties}, "
+        f"NaN {rep['nan']}, rho(len) {rho}"
+    )
     return text + ("  DEGENERATE" if rep["degenerate"] else "")

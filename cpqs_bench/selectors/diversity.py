@@ -34,6 +34,7 @@ score (ties by id, as ``select`` breaks them), run the diversity step on those, 
 (GPT-2), then facility location down to 2 %. DEITA (Liu et al. 2024, "What Makes Good Data for Alignment") ranks
 by score first, then adds diversity (its Repr Filter); this module implements the Superfiltering.D form.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -73,14 +74,16 @@ def _encoder(ctx: ScoringContext, spec: str) -> tuple[Any, Any]:
     if key not in ctx._cache:
         from cpqs_bench import models
 
-        ctx._cache[key] = models.load(spec, dtype=ctx.config.model.dtype, device=ctx.config.model.device,
-                                      backbone_only=True)
+        ctx._cache[key] = models.load(
+            spec, dtype=ctx.config.model.dtype, device=ctx.config.model.device, backbone_only=True
+        )
     model, tok, _ = ctx._cache[key]
     return model, tok
 
 
-def embed_texts(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = 512,
-                batch_size: int = 16) -> np.ndarray:
+def embed_texts(
+    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = 512, batch_size: int = 16
+) -> np.ndarray:
     """Mean-pooled (attention mask), L2-normalised last hidden states, one row per text (do_fla.py's pooling)."""
     import torch
 
@@ -91,9 +94,10 @@ def embed_texts(model: Any, tokenizer: Any, texts: Sequence[str], max_length: in
     out = np.zeros((len(texts), int(model.config.hidden_size)), dtype=np.float32)
     order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))  # similar lengths per batch
     for start in range(0, len(order), batch_size):
-        idx = order[start: start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
+        idx = order[start : start + batch_size]
+        enc = tokenizer(
+            [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
         enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
         with torch.inference_mode():
             hidden = base(**enc).last_hidden_state.float()
@@ -118,12 +122,22 @@ def embed_examples(examples: Sequence[Example], ctx: ScoringContext) -> dict[str
     dcfg = ctx.config.selectors.diversity
     todo = sorted((ex for ex in examples if not is_empty_response(ex)), key=lambda ex: ex.id)  # order-free batches
     p = ctx.config.prompt
-    key = stable_hash({"diversity": [dcfg.embedding, dcfg.text, dcfg.max_length], "model": ctx.config.model.id,
-                       "revision": ctx.config.model.revision, "dtype": ctx.config.model.dtype,
-                       "prompt": [p.template, p.system_prompt, p.max_length],
-                       "loader": None if ctx.loader is None else repr(ctx.model(
-                           dcfg.embedding if dcfg.embedding != "target" else None)[2]),  # a custom loader's weights
-                       "examples": [ex.id + ":" + ex.content_key() for ex in todo]}, 24)
+    key = stable_hash(
+        {
+            "diversity": [dcfg.embedding, dcfg.text, dcfg.max_length],
+            "model": ctx.config.model.id,
+            "revision": ctx.config.model.revision,
+            "dtype": ctx.config.model.dtype,
+            "prompt": [p.template, p.system_prompt, p.max_length],
+            "loader": None
+            if ctx.loader is None
+            else repr(
+                ctx.model(dcfg.embedding if dcfg.embedding != "target" else None)[2]
+            ),  # a custom loader's weights
+            "examples": [ex.id + ":" + ex.content_key() for ex in todo],
+        },
+        24,
+    )
     path = ctx.shared("embeddings") / f"emb-{key}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
@@ -131,8 +145,11 @@ def embed_examples(examples: Sequence[Example], ctx: ScoringContext) -> dict[str
     got = _embed(todo, ctx)
     ids = sorted(got)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, ids=np.array(ids, dtype=str),
-             emb=np.stack([got[i] for i in ids]) if ids else np.zeros((0, 1), dtype=np.float32))
+    np.savez(
+        tmp,
+        ids=np.array(ids, dtype=str),
+        emb=np.stack([got[i] for i in ids]) if ids else np.zeros((0, 1), dtype=np.float32),
+    )
     tmp.replace(path)
     return got
 
@@ -148,9 +165,13 @@ def _embed(todo: Sequence[Example], ctx: ScoringContext) -> dict[str, np.ndarray
         mat = embed_texts(model, tok, [_text(ex, dcfg.text) for ex in todo], dcfg.max_length, dcfg.batch_size)
         return {ex.id: mat[i] for i, ex in enumerate(todo)}
     model, tok, _ = ctx.model()
-    spec = features.FeatureSpec(template=ctx.config.prompt.template, layers="last",
-                                max_length=min(dcfg.max_length, ctx.config.prompt.max_length),
-                                system_prompt=ctx.config.prompt.system_prompt, train_eot=False)
+    spec = features.FeatureSpec(
+        template=ctx.config.prompt.template,
+        layers="last",
+        max_length=min(dcfg.max_length, ctx.config.prompt.max_length),
+        system_prompt=ctx.config.prompt.system_prompt,
+        train_eot=False,
+    )
     out: dict[str, np.ndarray] = {}
     for batch in features.iter_batches(model, tok, todo, spec, dcfg.batch_size, window=max(1, len(todo))):
         for ex_id, feat in zip(batch.ids, batch.features):
@@ -174,11 +195,11 @@ def kcenter_greedy(x: np.ndarray, k: int) -> tuple[list[int], np.ndarray]:
     centroid = x.mean(0, keepdims=True)
     first = int(np.argmin(_sq_dists(x, centroid)[:, 0]))  # argmin takes the lowest index on ties
     picks = [first]
-    min_d = np.sqrt(_sq_dists(x, x[first: first + 1])[:, 0])
+    min_d = np.sqrt(_sq_dists(x, x[first : first + 1])[:, 0])
     for _ in range(k - 1):
         nxt = int(np.argmax(min_d))
         picks.append(nxt)
-        min_d = np.minimum(min_d, np.sqrt(_sq_dists(x, x[nxt: nxt + 1])[:, 0]))
+        min_d = np.minimum(min_d, np.sqrt(_sq_dists(x, x[nxt : nxt + 1])[:, 0]))
     return picks, min_d
 
 
@@ -243,8 +264,17 @@ def diversify(examples: Sequence[Example], ctx: ScoringContext, method: str, k: 
     """Rows (input order) of the diversity step over ``examples``: k greedy picks on top, the rest below."""
     emb = embed_examples(examples, ctx)
     ids = sorted(emb)
-    scores = diversity_scores(ids, np.stack([emb[i] for i in ids]) if ids else np.zeros((0, 1)), k, method,
-                              ctx.config.selectors.diversity.metric) if ids else {}
+    scores = (
+        diversity_scores(
+            ids,
+            np.stack([emb[i] for i in ids]) if ids else np.zeros((0, 1)),
+            k,
+            method,
+            ctx.config.selectors.diversity.metric,
+        )
+        if ids
+        else {}
+    )
     n_tok = _n_tokens(ctx, examples)
     rows = []
     for ex in examples:
@@ -281,8 +311,14 @@ def _row(r: ScoreRow | Mapping[str, Any]) -> Mapping[str, Any]:
     return r.to_dict() if isinstance(r, ScoreRow) else r
 
 
-def compose(rows: Sequence[ScoreRow | Mapping[str, Any]], examples: Sequence[Example], budget: float,
-            ctx: ScoringContext, step: str | None = None, pre_fraction: float | None = None) -> list[ScoreRow]:
+def compose(
+    rows: Sequence[ScoreRow | Mapping[str, Any]],
+    examples: Sequence[Example],
+    budget: float,
+    ctx: ScoringContext,
+    step: str | None = None,
+    pre_fraction: float | None = None,
+) -> list[ScoreRow]:
     """A score selector's rows followed by a diversity step: the top ``pre_fraction`` of the pool by score, then
     ``step`` (default ``selectors.then``) picks ``budget`` of the pool among them. Rows keep the input order; the
     base score is kept as ``extra["pre_score"]``; rows outside the pre-set are excluded (``beyond_pre_fraction``),
@@ -298,8 +334,10 @@ def compose(rows: Sequence[ScoreRow | Mapping[str, Any]], examples: Sequence[Exa
     n = len(rows)
     k, pre = count(budget, n), count(pre_fraction, n)
     if pre < k:
-        raise ValueError(f"selectors.pre_fraction={pre_fraction} keeps {pre} of {n} examples, fewer than the "
-                         f"budget's {k} (selectors.budget={budget}): raise pre_fraction or lower the budget")
+        raise ValueError(
+            f"selectors.pre_fraction={pre_fraction} keeps {pre} of {n} examples, fewer than the "
+            f"budget's {k} (selectors.budget={budget}): raise pre_fraction or lower the budget"
+        )
     eligible = [r for r in rows if r.get("exclude") is None]
     eligible.sort(key=lambda r: (-float(r["score"]), r["id"]))
     keep = {r["id"] for r in eligible[:pre]}

@@ -56,6 +56,7 @@ dtype and summed per sequence in fp64. An fp32 copy of bf16 logits would not mak
 average either way (Spearman 0.99916 with an fp32 cross-entropy, 0.99915 with the bf16 one; the two differ by
 2.8e-4), while the cast and the fp32 log-softmax cost as much as the head itself on a CPU (below).
 """
+
 from __future__ import annotations
 
 import math
@@ -151,8 +152,9 @@ def direct_context(tok: Any, template: str, system_prompt: str | None, kind: str
     return DirectContext(kind, bos, header, header_ids)
 
 
-def passes(rendered: prompts.Rendered, context: Sequence[int] | DirectContext, tokenizer: Any = None
-           ) -> tuple[tuple[tuple[int, ...], int], tuple[tuple[int, ...], int]] | None:
+def passes(
+    rendered: prompts.Rendered, context: Sequence[int] | DirectContext, tokenizer: Any = None
+) -> tuple[tuple[tuple[int, ...], int], tuple[tuple[int, ...], int]] | None:
     """((conditioned ids, first scored position), (unconditioned ids, first scored position)), or None when no
     response token can be scored in both passes.
 
@@ -173,7 +175,8 @@ def _split_head(model: Any) -> tuple[Any, Any] | None:
     """(backbone, lm_head) when logits == lm_head(backbone hidden states) exactly; None otherwise."""
     cfg = getattr(model, "config", None)
     if getattr(cfg, "final_logit_softcapping", None) or any(
-            getattr(cfg, attr, None) not in (None, 1, 1.0) for attr in ("logit_scale", "logits_scaling")):
+        getattr(cfg, attr, None) not in (None, 1, 1.0) for attr in ("logit_scale", "logits_scaling")
+    ):
         return None
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     backbone = getattr(model, "base_model", None)
@@ -206,8 +209,12 @@ def sequence_losses(model: Any, seqs: Sequence[tuple[tuple[int, ...], int]], pad
             backbone, head = split
             hidden = backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state[rows_t, pos_t]
             chunk = head_chunk(device.type)
-            ce = torch.cat([F.cross_entropy(head(hidden[i: i + chunk]), tgt_t[i: i + chunk], reduction="none")
-                            for i in range(0, len(targets), chunk)])
+            ce = torch.cat(
+                [
+                    F.cross_entropy(head(hidden[i : i + chunk]), tgt_t[i : i + chunk], reduction="none")
+                    for i in range(0, len(targets), chunk)
+                ]
+            )
         else:
             logits = model(input_ids=input_ids, attention_mask=mask).logits[rows_t, pos_t]
             ce = F.cross_entropy(logits, tgt_t, reduction="none")
@@ -224,8 +231,15 @@ def _render_all(tok: Any, examples: Sequence[Example], s: IFDSettings) -> list[p
         if is_empty_response(ex):
             out.append(EMPTY_RESPONSE)
             continue
-        r = prompts.render(tok, ex, s.template, system_prompt=s.system_prompt, train_eot=False,
-                           max_length=s.max_length, overflow=s.overflow)  # type: ignore[arg-type]
+        r = prompts.render(
+            tok,
+            ex,
+            s.template,
+            system_prompt=s.system_prompt,
+            train_eot=False,
+            max_length=s.max_length,
+            overflow=s.overflow,
+        )  # type: ignore[arg-type]
         out.append(r if r is not None else LENGTH_DROPPED)
     return out
 
@@ -289,27 +303,47 @@ def fingerprint(s: IFDSettings, info: Any, tok: Any) -> str:
     are not reused after the loss computation changed."""
     from cpqs_bench.code_version import code_version
 
-    return stable_hash({"settings": asdict(s), "model": getattr(info, "path", str(info)),
-                        "revision": getattr(info, "revision", None), "dtype": getattr(info, "dtype", None),
-                        "context": asdict(direct_context(tok, s.template, s.system_prompt, s.context)),
-                        "vocab": len(tok), "code": code_version([__name__])})
+    return stable_hash(
+        {
+            "settings": asdict(s),
+            "model": getattr(info, "path", str(info)),
+            "revision": getattr(info, "revision", None),
+            "dtype": getattr(info, "dtype", None),
+            "context": asdict(direct_context(tok, s.template, s.system_prompt, s.context)),
+            "vocab": len(tok),
+            "code": code_version([__name__]),
+        }
+    )
 
 
 def _shards(examples: Sequence[Example], size: int) -> Iterator[tuple[int, Sequence[Example]]]:
     for k, i in enumerate(range(0, len(examples), size)):
-        yield k, examples[i: i + size]
+        yield k, examples[i : i + size]
 
 
 def _progress(total: int, label: str):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), disable=not sys.stderr.isatty() or total == 0)
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not sys.stderr.isatty() or total == 0,
+    )
 
 
-def compute_losses(model: Any, tok: Any, info: Any, examples: Sequence[Example], s: IFDSettings,
-                   workdir: Path, shard_size: int = SHARD_SIZE) -> list[Losses]:
+def compute_losses(
+    model: Any,
+    tok: Any,
+    info: Any,
+    examples: Sequence[Example],
+    s: IFDSettings,
+    workdir: Path,
+    shard_size: int = SHARD_SIZE,
+) -> list[Losses]:
     """Losses for every example, in input order, shard by shard; finished shards are reused on resume."""
     root = Path(workdir) / f"ifd-{fingerprint(s, info, tok)}"
     out: list[Losses] = []
@@ -382,12 +416,20 @@ class IFDSelector:
     def model_spec(self, ctx: ScoringContext) -> str:
         return ctx.config.model.id
 
-    def _settings(self, spec: str, template: str, system_prompt: str | None, ctx: ScoringContext,
-                  model: Any) -> IFDSettings:
+    def _settings(
+        self, spec: str, template: str, system_prompt: str | None, ctx: ScoringContext, model: Any
+    ) -> IFDSettings:
         limit = model_max_length(model)
         max_length = ctx.config.prompt.max_length if limit is None else min(ctx.config.prompt.max_length, limit)
-        return IFDSettings(spec, template, system_prompt, max_length, ctx.config.prompt.overflow,
-                           ctx.config.selectors.batch_size, self.direct_context_kind(ctx))
+        return IFDSettings(
+            spec,
+            template,
+            system_prompt,
+            max_length,
+            ctx.config.prompt.overflow,
+            ctx.config.selectors.batch_size,
+            self.direct_context_kind(ctx),
+        )
 
     def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
         model, tok, info = ctx.model(self.model_spec(ctx))
@@ -404,8 +446,9 @@ class IFDSelector:
         if x.loss_uncond <= 0.0:  # the response alone is predicted perfectly: the ratio carries no information
             return ScoreRow(x.id, math.nan, x.n_tokens, exclude=UNDEFINED, extra=extra)
         value = self.formula(x.loss_cond, x.loss_uncond)
-        return ScoreRow(x.id, value, x.n_tokens, exclude=EXCLUDE_GE_1 if drop_ge_1 and value >= 1.0 else None,
-                        extra=extra)
+        return ScoreRow(
+            x.id, value, x.n_tokens, exclude=EXCLUDE_GE_1 if drop_ge_1 and value >= 1.0 else None, extra=extra
+        )
 
 
 class IFDPerplexitySelector(IFDSelector):

@@ -5,6 +5,7 @@ score's correlation with this length. Tokens are counted on the *response text o
 (``prompts.render`` with the configured template, no end-of-turn token, no truncation), so "length" means the same
 tokens IFD and SFT see, and the score does not depend on ``prompt.max_length``.
 """
+
 from __future__ import annotations
 
 from typing import Sequence

@@ -43,6 +43,7 @@ reward = higher), tier 0 the rest of the high-quality subset (higher quality = h
 seed ∪ necessary when the budget equals their number, seeds first when it is smaller, and filled by quality when
 it is larger. ``extra`` carries ``mods`` (seed / necessary / quality_only), ``quality`` and ``seed_answer_reward``.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,7 +56,14 @@ import numpy as np
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import read_json, read_jsonl, write_json, write_jsonl
 from cpqs_bench.judge.backends import generate
-from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response, response_tokens
+from cpqs_bench.selectors.base import (
+    EMPTY_RESPONSE,
+    Needs,
+    ScoreRow,
+    ScoringContext,
+    is_empty_response,
+    response_tokens,
+)
 from cpqs_bench.selectors.diversity import _encoder, count, embed_texts, kcenter_greedy
 
 LOW_QUALITY = "mods_low_quality"
@@ -64,8 +72,14 @@ NO_SEED_MODEL = "none (no high-quality instruction outside the seed set to answe
 COVERAGE_FILE = "coverage.jsonl"
 NECESSITY_FILE = "necessity.json"
 # the selectors.mods fields phases 1–2 read (a pipeline keys its coverage stage on these, not on the necessity ones)
-COVERAGE_SETTINGS = ("reward_model", "reward_revision", "reward_batch_size", "quality_threshold", "seed_count",
-                     "embedding")
+COVERAGE_SETTINGS = (
+    "reward_model",
+    "reward_revision",
+    "reward_batch_size",
+    "quality_threshold",
+    "seed_count",
+    "embedding",
+)
 
 
 def question_text(ex: Example) -> str:
@@ -89,8 +103,9 @@ def _load_reward(ctx: ScoringContext, spec: str, revision: str | None) -> tuple[
     return model, tok
 
 
-def reward_scores(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 8,
-                  max_length: int = 512) -> list[float]:
+def reward_scores(
+    model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 8, max_length: int = 512
+) -> list[float]:
     """First logit of ``model(**tokenizer(question, answer))`` per pair (quality-evaluation.py), batched with
     right padding; pairs sorted by length so batches do not depend on the input order."""
     import torch
@@ -99,9 +114,15 @@ def reward_scores(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], 
     out = [math.nan] * len(pairs)
     order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]) + len(pairs[i][1]), pairs[i]))
     for start in range(0, len(order), max(1, batch_size)):
-        idx = order[start: start + batch_size]
-        enc = tokenizer([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], padding=True, truncation=True,
-                        max_length=max_length, return_tensors="pt")
+        idx = order[start : start + batch_size]
+        enc = tokenizer(
+            [pairs[i][0] for i in idx],
+            [pairs[i][1] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
         enc = {k: v.to(device) for k, v in enc.items()}
         with torch.inference_mode():
             logits = model(**enc).logits.float()
@@ -121,8 +142,10 @@ def coverage_settings(cfg: Any) -> dict[str, Any]:
     """What phases 1–2 depend on in ``selectors`` (the reward model, the thresholds and the embedding that pick the
     seed set), so a changed necessity setting leaves the seed set — and the seed model fine-tuned on it — as is."""
     m, d = cfg.selectors.mods, cfg.selectors.diversity
-    return {"mods": {k: getattr(m, k) for k in COVERAGE_SETTINGS},
-            "diversity": {"max_length": d.max_length, "batch_size": d.batch_size}}
+    return {
+        "mods": {k: getattr(m, k) for k in COVERAGE_SETTINGS},
+        "diversity": {"max_length": d.max_length, "batch_size": d.batch_size},
+    }
 
 
 # --------------------------------------------------------------------------------------------- phases 1–2
@@ -144,8 +167,15 @@ class Coverage:
         """One row per example, in pool order: ``id``, ``quality`` (null for an empty response), ``high_quality``,
         ``seed_pick`` (k-center pick index, null outside the seed set)."""
         high, pick = set(self.high), {sid: j for j, sid in enumerate(self.seeds)}
-        return [{"id": ex.id, "quality": self.quality.get(ex.id), "high_quality": ex.id in high,
-                 "seed_pick": pick.get(ex.id)} for ex in examples]
+        return [
+            {
+                "id": ex.id,
+                "quality": self.quality.get(ex.id),
+                "high_quality": ex.id in high,
+                "seed_pick": pick.get(ex.id),
+            }
+            for ex in examples
+        ]
 
     def write(self, path: str | Path, examples: Sequence[Example]) -> Path:
         write_jsonl(path, self.rows(examples))
@@ -156,16 +186,19 @@ class Coverage:
         """A ``coverage.jsonl`` of exactly these examples (same ids, same order), checked."""
         rows = read_jsonl(path)
         if [r["id"] for r in rows] != [ex.id for ex in examples]:
-            raise ValueError(f"{path}: {len(rows)} rows whose ids do not match the {len(examples)} pool examples in "
-                             "order (phases 1–2 were run on a different pool)")
+            raise ValueError(
+                f"{path}: {len(rows)} rows whose ids do not match the {len(examples)} pool examples in "
+                "order (phases 1–2 were run on a different pool)"
+            )
         quality = {r["id"]: float(r["quality"]) for r in rows if r["quality"] is not None}
         high = tuple(sorted(r["id"] for r in rows if r["high_quality"]))
         picks = sorted((r["seed_pick"], r["id"]) for r in rows if r["seed_pick"] is not None)
         if [j for j, _ in picks] != list(range(len(picks))):
             raise ValueError(f"{path}: seed_pick values are not 0..{len(picks) - 1}")
         if any(i not in quality for i in high) or not {i for _, i in picks} <= set(high):
-            raise ValueError(f"{path}: a high-quality or seed row without a quality, or a seed outside the "
-                             "high-quality subset")
+            raise ValueError(
+                f"{path}: a high-quality or seed row without a quality, or a seed outside the high-quality subset"
+            )
         return cls(quality, high, tuple(i for _, i in picks))
 
 
@@ -176,8 +209,12 @@ def quality_and_coverage(examples: Sequence[Example], ctx: ScoringContext) -> Co
     m = cfg.selectors.mods
     rmodel, rtok = _load_reward(ctx, m.reward_model, m.reward_revision)
     live = [ex for ex in examples if not is_empty_response(ex)]
-    quality = dict(zip((ex.id for ex in live), reward_scores(
-        rmodel, rtok, [(question_text(ex), ex.response) for ex in live], m.reward_batch_size)))
+    quality = dict(
+        zip(
+            (ex.id for ex in live),
+            reward_scores(rmodel, rtok, [(question_text(ex), ex.response) for ex in live], m.reward_batch_size),
+        )
+    )
     high = sorted((ex for ex in live if quality[ex.id] > m.quality_threshold), key=lambda ex: ex.id)
     seeds: list[str] = []
     if high:
@@ -185,8 +222,13 @@ def quality_and_coverage(examples: Sequence[Example], ctx: ScoringContext) -> Co
             emodel, etok, _ = ctx.model()
         else:
             emodel, etok = _encoder(ctx, m.embedding)
-        emb = embed_texts(emodel, etok, [question_text(ex) for ex in high],
-                          cfg.selectors.diversity.max_length, cfg.selectors.diversity.batch_size)
+        emb = embed_texts(
+            emodel,
+            etok,
+            [question_text(ex) for ex in high],
+            cfg.selectors.diversity.max_length,
+            cfg.selectors.diversity.batch_size,
+        )
         picks, _ = kcenter_greedy(emb.astype(np.float64), count(m.seed_count, len(high)))
         seeds = [high[i].id for i in picks]
     return Coverage(quality, tuple(ex.id for ex in high), tuple(seeds))
@@ -220,8 +262,9 @@ class Necessity:
     def read(cls, path: str | Path) -> "Necessity":
         doc = read_json(path)
         rows = doc["answers"]
-        return cls(str(doc["seed_model"]), {r["id"]: r["answer"] for r in rows},
-                   {r["id"]: float(r["reward"]) for r in rows})
+        return cls(
+            str(doc["seed_model"]), {r["id"]: r["answer"] for r in rows}, {r["id"]: float(r["reward"]) for r in rows}
+        )
 
 
 def necessity(examples: Sequence[Example], coverage: Coverage, ctx: ScoringContext, seed: SeedModel) -> Necessity:
@@ -234,18 +277,19 @@ def necessity(examples: Sequence[Example], coverage: Coverage, ctx: ScoringConte
     if not rest:
         return Necessity(seed.label)
     if seed.model is None:
-        raise ValueError(f"MoDS necessity: {len(rest)} high-quality instructions to answer but no seed model "
-                         f"({seed.label})")
+        raise ValueError(
+            f"MoDS necessity: {len(rest)} high-quality instructions to answer but no seed model ({seed.label})"
+        )
     from cpqs_bench import prompts
 
-    texts = [prompts.prompt_text(seed.tokenizer, ex, cfg.prompt.template, system_prompt=cfg.prompt.system_prompt)
-             for ex in rest]
+    texts = [
+        prompts.prompt_text(seed.tokenizer, ex, cfg.prompt.template, system_prompt=cfg.prompt.system_prompt)
+        for ex in rest
+    ]
     answers = generate(seed.model, seed.tokenizer, texts, m.max_new_tokens, m.generation_batch_size)
     rmodel, rtok = _load_reward(ctx, m.reward_model, m.reward_revision)
-    rewards = reward_scores(rmodel, rtok, [(question_text(ex), a) for ex, a in zip(rest, answers)],
-                            m.reward_batch_size)
-    return Necessity(seed.label, {ex.id: a for ex, a in zip(rest, answers)},
-                     {ex.id: r for ex, r in zip(rest, rewards)})
+    rewards = reward_scores(rmodel, rtok, [(question_text(ex), a) for ex, a in zip(rest, answers)], m.reward_batch_size)
+    return Necessity(seed.label, {ex.id: a for ex, a in zip(rest, answers)}, {ex.id: r for ex, r in zip(rest, rewards)})
 
 
 def standalone_seed_model(ctx: ScoringContext) -> SeedModel:
@@ -264,8 +308,10 @@ def mods_rows(examples: Sequence[Example], coverage: Coverage, nec: Necessity, c
     cfg = ctx.config
     m = cfg.selectors.mods
     if set(nec.reward) != set(coverage.rest):
-        raise ValueError(f"MoDS necessity answers {len(nec.reward)} instructions, but the coverage phase left "
-                         f"{len(coverage.rest)} high-quality non-seed instructions: the phases disagree")
+        raise ValueError(
+            f"MoDS necessity answers {len(nec.reward)} instructions, but the coverage phase left "
+            f"{len(coverage.rest)} high-quality non-seed instructions: the phases disagree"
+        )
     seeds, seed_set = coverage.seeds, set(coverage.seeds)
     necessary = {i: r for i, r in nec.reward.items() if r < m.necessity_threshold}
     others = {i: coverage.quality[i] for i in coverage.rest if i not in necessary}
@@ -302,8 +348,11 @@ class MoDSSelector:
         folder = Path(ctx.checkpoint) if ctx.checkpoint is not None else None
         if folder is not None and not (folder / COVERAGE_FILE).is_file():
             raise FileNotFoundError(f"{folder}: a MoDS phase folder holds {COVERAGE_FILE} (phases 1–2)")
-        coverage = (Coverage.read(folder / COVERAGE_FILE, examples) if folder is not None
-                    else quality_and_coverage(examples, ctx))
+        coverage = (
+            Coverage.read(folder / COVERAGE_FILE, examples)
+            if folder is not None
+            else quality_and_coverage(examples, ctx)
+        )
         if folder is not None and (folder / NECESSITY_FILE).is_file():
             nec = Necessity.read(folder / NECESSITY_FILE)
         else:

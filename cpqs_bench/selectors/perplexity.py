@@ -15,6 +15,7 @@ the shards stay interchangeable with IFD's).
 
 Rows that IFD skips (empty response, dropped by the length policy) are excluded with the same reasons.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,6 +48,9 @@ class PerplexitySelector:
         if x.skip is not None:
             return ScoreRow(x.id, math.nan, x.n_tokens, exclude=x.skip)
         assert x.loss_cond is not None
-        return ScoreRow(x.id, sign * x.loss_cond, x.n_tokens,
-                        extra={"loss_cond": x.loss_cond, "ppl": math.exp(min(x.loss_cond, 700.0)),
-                               "truncated": x.truncated})
+        return ScoreRow(
+            x.id,
+            sign * x.loss_cond,
+            x.n_tokens,
+            extra={"loss_cond": x.loss_cond, "ppl": math.exp(min(x.loss_cond, 700.0)), "truncated": x.truncated},
+        )

@@ -4,6 +4,7 @@ Each example's score is a uniform number in [0, 1) derived from ``sha256(seed, i
 so the same example gets the same score whatever else is in the pool and wherever it sits in the file: a top-k of
 these scores is a uniform random subset for a given seed, and adding rows to a pool never reshuffles the old ones.
 """
+
 from __future__ import annotations
 
 import hashlib

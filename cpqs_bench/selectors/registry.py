@@ -4,6 +4,7 @@ Sources, later ones overriding earlier: the built-ins below, installed plugins (
 ``cpqs_bench.selectors``), and ``selectors.plugins`` in the experiment config. Adding a selector = one file + one
 line here (or one entry point in a plugin package) + passing :mod:`cpqs_bench.testing`'s contract kit.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -82,6 +83,8 @@ def get(name: str, extra: dict[str, str] | None = None, **kwargs: Any) -> Select
     cls = load_class(resolve(name, extra))
     selector = cls(**kwargs)
     if not isinstance(selector, Selector):
-        raise TypeError(f"{name!r} ({cls.__module__}.{cls.__qualname__}) does not implement the Selector protocol "
-                        "(name, needs, score(examples, ctx))")
+        raise TypeError(
+            f"{name!r} ({cls.__module__}.{cls.__qualname__}) does not implement the Selector protocol "
+            "(name, needs, score(examples, ctx))"
+        )
     return selector

@@ -11,6 +11,7 @@ the proxy tokenizer's default BOS or nothing (``tokenizer.encode(output_i)`` in 
 header instead. Unlike the original script, nothing here assumes the Alpaca pool size: the budget is
 applied later by :mod:`cpqs_bench.select` (a count or a fraction of whatever pool was scored).
 """
+
 from __future__ import annotations
 
 from typing import Any

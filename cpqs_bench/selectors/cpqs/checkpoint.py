@@ -10,6 +10,7 @@ A checkpoint is a directory:
 
 Scoring imports this module, never the training module.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,10 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     """``selector.json`` of a checkpoint directory, with a clear error for a directory that is not one."""
     path = Path(path)
     if not (path / META).exists() or not (path / WEIGHTS).exists():
-        raise FileNotFoundError(f"{path} is not a CPQS selector checkpoint (needs {META} and {WEIGHTS}); train one "
-                                "with cpqs-bench train-selector")
+        raise FileNotFoundError(
+            f"{path} is not a CPQS selector checkpoint (needs {META} and {WEIGHTS}); train one "
+            "with cpqs-bench train-selector"
+        )
     meta = read_json(path / META)
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path / META}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")

@@ -1,4 +1,5 @@
 """CPQS hyper-parameters (paper defaults). Every one is a config key under ``selectors.cpqs``."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -33,6 +33,7 @@ continuous batching). Work is saved in append-only part files
 (``<out>.parts/<generator>/part-XXXXX.jsonl``, each written atomically), so an interrupted run resumes where it
 stopped and skips ids already answered; the final ``out`` file is assembled in pool order at the end.
 """
+
 from __future__ import annotations
 
 import gc
@@ -78,9 +79,11 @@ def guard_settings(out: str | os.PathLike, settings: dict[str, Any]) -> None:
         prev = read_json(path)
         if prev != settings:
             diff = sorted(k for k in set(prev) | set(settings) if prev.get(k) != settings.get(k))
-            raise ValueError(f"{d} holds answers made with different {', '.join(diff)} "
-                             f"({ {k: prev.get(k) for k in diff} } vs { {k: settings.get(k) for k in diff} }); "
-                             "use another --out or delete it")
+            raise ValueError(
+                f"{d} holds answers made with different {', '.join(diff)} "
+                f"({ {k: prev.get(k) for k in diff} } vs { {k: settings.get(k) for k in diff} }); "
+                "use another --out or delete it"
+            )
         return
     write_json(path, settings)
 
@@ -94,8 +97,9 @@ def _stop_ids(tokenizer: Any) -> set[int]:
     return {i for i in ids if i is not None}
 
 
-def generate_batch(model: Any, tokenizer: Any, texts: Sequence[str], max_new_tokens: int, *,
-                   sampling: dict[str, Any] | None = None) -> list[tuple[str, int, bool]]:
+def generate_batch(
+    model: Any, tokenizer: Any, texts: Sequence[str], max_new_tokens: int, *, sampling: dict[str, Any] | None = None
+) -> list[tuple[str, int, bool]]:
     """Answers for prompt texts: ``(answer, n_new_tokens, finished)`` per row, in input order.
 
     Greedy unless ``sampling = {"do_sample": True, "temperature": t, "top_p": p}``. Left padding; the generated part
@@ -109,19 +113,29 @@ def generate_batch(model: Any, tokenizer: Any, texts: Sequence[str], max_new_tok
     ids = torch.full((len(encoded), width), pad, dtype=torch.long)
     mask = torch.zeros((len(encoded), width), dtype=torch.long)
     for row, e in enumerate(encoded):
-        ids[row, width - len(e):] = torch.tensor(e, dtype=torch.long)
-        mask[row, width - len(e):] = 1
+        ids[row, width - len(e) :] = torch.tensor(e, dtype=torch.long)
+        mask[row, width - len(e) :] = 1
     device = next(model.parameters()).device
     stops = _stop_ids(tokenizer)
     sampling = dict(sampling or {})
     if sampling.get("do_sample"):
-        gen_kw = {"do_sample": True, "temperature": float(sampling.get("temperature", 1.0)),
-                  "top_p": float(sampling.get("top_p", 1.0)), "top_k": None}
+        gen_kw = {
+            "do_sample": True,
+            "temperature": float(sampling.get("temperature", 1.0)),
+            "top_p": float(sampling.get("top_p", 1.0)),
+            "top_k": None,
+        }
     else:
         gen_kw = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     with torch.no_grad():
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                             pad_token_id=pad, eos_token_id=sorted(stops), **gen_kw)
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad,
+            eos_token_id=sorted(stops),
+            **gen_kw,
+        )
     results = []
     for row in range(len(encoded)):
         new = out[row, width:].tolist()
@@ -151,18 +165,26 @@ def resolve_backend(backend: str, device: str) -> str:
     if backend == "auto":
         return "vllm" if str(device).startswith("cuda") and vllm_importable() else "hf"
     if backend == "vllm" and not vllm_importable():
-        raise ValueError("selectors.cpqs.generation_backend=vllm but the vllm package is not importable "
-                         "(pip install vllm, or use generation_backend=hf)")
+        raise ValueError(
+            "selectors.cpqs.generation_backend=vllm but the vllm package is not importable "
+            "(pip install vllm, or use generation_backend=hf)"
+        )
     return backend
 
 
 def _request_seed(seed: int, example_id: str) -> int:
-    return int(stable_hash([seed, example_id], 8), 16) % (2 ** 31)
+    return int(stable_hash([seed, example_id], 8), 16) % (2**31)
 
 
-def vllm_generate_batch(llm: Any, tokenizer: Any, texts: Sequence[str], max_new_tokens: int, *,
-                        sampling: dict[str, Any] | None = None, seeds: Sequence[int] | None = None
-                        ) -> list[tuple[str, int, bool]]:
+def vllm_generate_batch(
+    llm: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_new_tokens: int,
+    *,
+    sampling: dict[str, Any] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> list[tuple[str, int, bool]]:
     """:func:`generate_batch` on a ``vllm.LLM``: same prompt ids, stop tokens, decoding and ``(answer,
     n_new_tokens, finished)`` rows; ``finished`` is ``finish_reason == "stop"``, ``"length"`` is unfinished."""
     from vllm import SamplingParams
@@ -173,9 +195,15 @@ def vllm_generate_batch(llm: Any, tokenizer: Any, texts: Sequence[str], max_new_
     if sampling.get("do_sample"):
         if seeds is None or len(seeds) != len(texts):
             raise ValueError("vLLM sampling needs one seed per prompt")
-        params: Any = [SamplingParams(temperature=float(sampling.get("temperature", 1.0)),
-                                      top_p=float(sampling.get("top_p", 1.0)), seed=int(sd), **common)
-                       for sd in seeds]
+        params: Any = [
+            SamplingParams(
+                temperature=float(sampling.get("temperature", 1.0)),
+                top_p=float(sampling.get("top_p", 1.0)),
+                seed=int(sd),
+                **common,
+            )
+            for sd in seeds
+        ]
     else:
         params = SamplingParams(temperature=0.0, top_p=1.0, **common)
     requests = [{"prompt_token_ids": list(tokenizer(t, add_special_tokens=False)["input_ids"])} for t in texts]
@@ -209,11 +237,25 @@ def load_vllm(spec: str, dtype: str, seed: int, device: str = "cuda") -> tuple[A
     return llm, tok, models.ModelInfo(spec=spec, path=path, revision=rev, dtype=dtype, device=device)
 
 
-def generate_negatives(examples: Sequence[Example], model: Any, tokenizer: Any, out: str | os.PathLike, *,
-                       generator: str, template: str = "chat", system_prompt: str | None = None,
-                       max_new_tokens: int = 256, batch_size: int = 8, part_size: int | None = None,
-                       sampling: dict[str, Any] | None = None, seed: int = 0, drop_unfinished: bool = True,
-                       progress: bool = True, stop_after: int | None = None, backend: str = "hf") -> dict[str, Any]:
+def generate_negatives(
+    examples: Sequence[Example],
+    model: Any,
+    tokenizer: Any,
+    out: str | os.PathLike,
+    *,
+    generator: str,
+    template: str = "chat",
+    system_prompt: str | None = None,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    part_size: int | None = None,
+    sampling: dict[str, Any] | None = None,
+    seed: int = 0,
+    drop_unfinished: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+    backend: str = "hf",
+) -> dict[str, Any]:
     """One generator's answers: generate missing ones into part files, then assemble ``out`` in pool order.
 
     ``backend``: ``hf`` (``model`` is a transformers model) or ``vllm`` (``model`` is a ``vllm.LLM``; one call per
@@ -227,8 +269,12 @@ def generate_negatives(examples: Sequence[Example], model: Any, tokenizer: Any, 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     sampling = {"do_sample": False} if not (sampling or {}).get("do_sample") else dict(sampling)
-    settings = {"generator": generator, "template": template, "system_prompt": system_prompt,
-                "max_new_tokens": max_new_tokens}
+    settings = {
+        "generator": generator,
+        "template": template,
+        "system_prompt": system_prompt,
+        "max_new_tokens": max_new_tokens,
+    }
     if sampling.get("do_sample"):  # greedy runs keep the settings file of earlier versions valid
         settings.update(sampling=sampling, seed=seed)
     if backend == "vllm":  # HF runs keep the settings file of earlier versions valid
@@ -244,25 +290,42 @@ def generate_negatives(examples: Sequence[Example], model: Any, tokenizer: Any, 
     batches = 0
     if sampling.get("do_sample") and backend == "hf":
         torch.manual_seed(seed + n_parts)  # a resumed run continues with a seed of its own part number
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), disable=not progress) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not progress,
+    ) as bar:
         task = bar.add_task(f"make-negatives ({generator})", total=len(examples), completed=len(examples) - len(todo))
         for start in range(0, len(todo), part_size):
-            chunk = todo[start: start + part_size]
+            chunk = todo[start : start + part_size]
             texts = {ex.id: prompts.prompt_text(tokenizer, ex, template, system_prompt) for ex in chunk}
             order = sorted(chunk, key=lambda ex: len(texts[ex.id]))  # less padding inside a part
             rows: dict[str, dict[str, Any]] = {}
             for b in range(0, len(order), step):
-                group = order[b: b + step]
+                group = order[b : b + step]
                 if backend == "vllm":
-                    answers = vllm_generate_batch(model, tokenizer, [texts[ex.id] for ex in group], max_new_tokens,
-                                                  sampling=sampling, seeds=[_request_seed(seed, ex.id) for ex in group])
+                    answers = vllm_generate_batch(
+                        model,
+                        tokenizer,
+                        [texts[ex.id] for ex in group],
+                        max_new_tokens,
+                        sampling=sampling,
+                        seeds=[_request_seed(seed, ex.id) for ex in group],
+                    )
                 else:
-                    answers = generate_batch(model, tokenizer, [texts[ex.id] for ex in group], max_new_tokens,
-                                             sampling=sampling)
+                    answers = generate_batch(
+                        model, tokenizer, [texts[ex.id] for ex in group], max_new_tokens, sampling=sampling
+                    )
                 for ex, (answer, n_new, finished) in zip(group, answers):
-                    rows[ex.id] = {"id": ex.id, "response": answer, "generator": generator,
-                                   "n_new_tokens": n_new, "finished": finished}
+                    rows[ex.id] = {
+                        "id": ex.id,
+                        "response": answer,
+                        "generator": generator,
+                        "n_new_tokens": n_new,
+                        "finished": finished,
+                    }
                 bar.advance(task, len(group))
                 batches += 1
                 if stop_after is not None and batches >= stop_after:
@@ -278,11 +341,19 @@ def generate_negatives(examples: Sequence[Example], model: Any, tokenizer: Any, 
     unfinished = [ex.id for ex in examples if not done[ex.id]["finished"]]
     keep = [ex for ex in examples if done[ex.id]["finished"] or not drop_unfinished]
     n = write_jsonl(out, (done[ex.id] for ex in keep))
-    summary = {"complete": True, "total": len(examples), "written": n, "generator": generator, "backend": backend,
-               "template": template,
-               "max_new_tokens": max_new_tokens, "sampling": sampling,
-               "empty": sum(1 for ex in examples if not done[ex.id]["response"]),
-               "unfinished": len(unfinished), "dropped_unfinished": len(unfinished) if drop_unfinished else 0}
+    summary = {
+        "complete": True,
+        "total": len(examples),
+        "written": n,
+        "generator": generator,
+        "backend": backend,
+        "template": template,
+        "max_new_tokens": max_new_tokens,
+        "sampling": sampling,
+        "empty": sum(1 for ex in examples if not done[ex.id]["response"]),
+        "unfinished": len(unfinished),
+        "dropped_unfinished": len(unfinished) if drop_unfinished else 0,
+    }
     write_json(Path(str(out) + ".summary.json"), summary)
     return summary
 
@@ -307,9 +378,15 @@ def generators_of(cq: Any, generator: str | Sequence[str] | None = None) -> list
     return names
 
 
-def make_negatives(cfg: Any, examples: Sequence[Example], generator: str | Sequence[str] | None,
-                   out: str | os.PathLike, *, loader: Callable[..., Any] | None = None,
-                   progress: bool = True) -> dict[str, Any]:
+def make_negatives(
+    cfg: Any,
+    examples: Sequence[Example],
+    generator: str | Sequence[str] | None,
+    out: str | os.PathLike,
+    *,
+    loader: Callable[..., Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Answer ``examples`` with each generator model into ``out`` (JSONL, pool order, generator by generator).
 
     ``generator``: a model spec, a comma list or a list of specs (``None``: ``selectors.cpqs.generators`` or
@@ -326,8 +403,11 @@ def make_negatives(cfg: Any, examples: Sequence[Example], generator: str | Seque
     device = models.pick_device(cfg.model.device)
     backend = resolve_backend(cq.generation_backend, device)
     out = Path(out)
-    sampling = {"do_sample": bool(cq.generation_do_sample), "temperature": cq.generation_temperature,
-                "top_p": cq.generation_top_p}
+    sampling = {
+        "do_sample": bool(cq.generation_do_sample),
+        "temperature": cq.generation_temperature,
+        "top_p": cq.generation_top_p,
+    }
     per: dict[str, Any] = {}
     files: list[Path] = []
     for name in names:
@@ -339,10 +419,21 @@ def make_negatives(cfg: Any, examples: Sequence[Example], generator: str | Seque
             model, tok, info = models.load(name, dtype=cfg.model.dtype, device=cfg.model.device)
         target = out if len(names) == 1 else out.with_name(f"{out.name}.by-generator") / f"{_slug(name)}.jsonl"
         per[name] = generate_negatives(
-            examples, model, tok, target, generator=f"{info.spec}@{info.revision}", template=cfg.prompt.template,
-            system_prompt=cfg.prompt.system_prompt, max_new_tokens=cq.generation_max_new_tokens,
-            batch_size=cq.generation_batch_size, sampling=sampling, seed=cq.seed,
-            drop_unfinished=cq.generation_drop_unfinished, progress=progress, backend=backend)
+            examples,
+            model,
+            tok,
+            target,
+            generator=f"{info.spec}@{info.revision}",
+            template=cfg.prompt.template,
+            system_prompt=cfg.prompt.system_prompt,
+            max_new_tokens=cq.generation_max_new_tokens,
+            batch_size=cq.generation_batch_size,
+            sampling=sampling,
+            seed=cq.seed,
+            drop_unfinished=cq.generation_drop_unfinished,
+            progress=progress,
+            backend=backend,
+        )
         files.append(target)
         if backend == "vllm":  # free the engine's GPU memory before the next generator's engine starts
             del model
@@ -355,11 +446,17 @@ def make_negatives(cfg: Any, examples: Sequence[Example], generator: str | Seque
         from cpqs_bench.io import read_jsonl
 
         write_jsonl(out, (row for f in files for row in read_jsonl(f)))
-    summary = {"complete": all(s.get("complete") for s in per.values()), "total": len(examples),
-               "generators": names, "backend": backend, "per_generator": per,
-               "written": sum(s.get("written", 0) for s in per.values()),
-               "unfinished": sum(s.get("unfinished", 0) for s in per.values()),
-               "dropped_unfinished": sum(s.get("dropped_unfinished", 0) for s in per.values()),
-               "max_new_tokens": cq.generation_max_new_tokens, "sampling": sampling}
+    summary = {
+        "complete": all(s.get("complete") for s in per.values()),
+        "total": len(examples),
+        "generators": names,
+        "backend": backend,
+        "per_generator": per,
+        "written": sum(s.get("written", 0) for s in per.values()),
+        "unfinished": sum(s.get("unfinished", 0) for s in per.values()),
+        "dropped_unfinished": sum(s.get("dropped_unfinished", 0) for s in per.values()),
+        "max_new_tokens": cq.generation_max_new_tokens,
+        "sampling": sampling,
+    }
     write_json(Path(str(out) + ".summary.json"), summary)
     return summary

@@ -24,6 +24,7 @@ score answers it was trained on) and returns the overlap count for the manifest.
 Every labelled example carries a *group* key, a hash of its prompt, so the validation split can keep each
 instruction on one side only (otherwise the classifier is scored on instructions it has seen).
 """
+
 from __future__ import annotations
 
 import os
@@ -63,9 +64,15 @@ class PairSet:
 
     def summary(self) -> dict[str, Any]:
         labels = Counter(x.label for x in self.items)
-        return {"source": self.source, "pairs": self.n_pairs, "examples": len(self.items),
-                "positives": labels[POSITIVE], "negatives": labels[NEGATIVE],
-                "groups": len({x.group for x in self.items}), "skipped": dict(self.skipped)}
+        return {
+            "source": self.source,
+            "pairs": self.n_pairs,
+            "examples": len(self.items),
+            "positives": labels[POSITIVE],
+            "negatives": labels[NEGATIVE],
+            "groups": len({x.group for x in self.items}),
+            "skipped": dict(self.skipped),
+        }
 
 
 def prompt_key(prompt: Sequence[Mapping[str, str]]) -> str:
@@ -74,16 +81,19 @@ def prompt_key(prompt: Sequence[Mapping[str, str]]) -> str:
 
 
 def _pair(group: str, pos: Example, neg: Example, tag_pos: str = "pos", tag_neg: str = "neg") -> list[Labelled]:
-    return [Labelled(Example(f"{group}:{tag_pos}", pos.prompt, pos.response, pos.metadata), POSITIVE, group),
-            Labelled(Example(f"{group}:{tag_neg}", neg.prompt, neg.response, neg.metadata), NEGATIVE, group)]
+    return [
+        Labelled(Example(f"{group}:{tag_pos}", pos.prompt, pos.response, pos.metadata), POSITIVE, group),
+        Labelled(Example(f"{group}:{tag_neg}", neg.prompt, neg.response, neg.metadata), NEGATIVE, group),
+    ]
 
 
 def _same(a: str, b: str) -> bool:
     return a.strip() == b.strip()
 
 
-def _add(pairs: list[list[Labelled]], seen: set[str], skipped: Counter, pos: Example, neg: Example,
-         drop_identical: bool) -> None:
+def _add(
+    pairs: list[list[Labelled]], seen: set[str], skipped: Counter, pos: Example, neg: Example, drop_identical: bool
+) -> None:
     """Append one (strong, weak) pair unless its answers are identical or its instruction already has a pair."""
     if drop_identical and _same(pos.response, neg.response):
         skipped["identical"] += 1
@@ -111,8 +121,10 @@ def disjoint_pairs(pairs: PairSet, pool_examples: Iterable[Example]) -> tuple[Pa
         return pairs, 0
     kept = [x for x in pairs.items if x.group not in bad]
     if not kept:
-        raise PairsError(f"{pairs.source}: every training pair's instruction is in the scored pool ({len(bad)} "
-                         "groups); train the selector on instructions the pool does not hold")
+        raise PairsError(
+            f"{pairs.source}: every training pair's instruction is in the scored pool ({len(bad)} "
+            "groups); train the selector on instructions the pool does not hold"
+        )
     skipped = Counter(pairs.skipped)
     skipped["overlap_with_pool"] += len(bad)
     return PairSet(pairs.source, kept, skipped, pairs.n_pairs - len(bad)), len(bad)
@@ -137,9 +149,17 @@ def _finish(source: str, pairs: list[list[Labelled]], skipped: Counter, n_pairs:
 
 
 # ---------------------------------------------------------------------------------------------------- sources
-def from_paired_file(source: str, positive_field: str = "output_gpt4", negative_field: str = "output_davinci003", *,
-                     drop_identical: bool = True, exclude: Mapping[str, Sequence[Any]] | None = None,
-                     n_pairs: int | None = None, seed: int = 0, mirror: str | os.PathLike | None = None) -> PairSet:
+def from_paired_file(
+    source: str,
+    positive_field: str = "output_gpt4",
+    negative_field: str = "output_davinci003",
+    *,
+    drop_identical: bool = True,
+    exclude: Mapping[str, Sequence[Any]] | None = None,
+    n_pairs: int | None = None,
+    seed: int = 0,
+    mirror: str | os.PathLike | None = None,
+) -> PairSet:
     """Pairs from one file holding both answers per row (Alpaca fields ``instruction``/``input`` + two outputs).
 
     ``exclude`` drops rows whose field has one of the given values (e.g. ``{"gpt4_from":
@@ -149,7 +169,7 @@ def from_paired_file(source: str, positive_field: str = "output_gpt4", negative_
     skipped: Counter = Counter()
     pairs: list[list[Labelled]] = []
     seen: set[str] = set()
-    for loc, rec, err in _pool.iter_raw(src):
+    for _loc, rec, err in _pool.iter_raw(src):
         if err is not None:
             skipped[err[0]] += 1
             continue
@@ -182,8 +202,15 @@ def _by_prompt(examples: Iterable[Example], skipped: Counter, what: str) -> dict
     return out
 
 
-def from_two_files(positives: str, negatives: str, *, drop_identical: bool = True, n_pairs: int | None = None,
-                   seed: int = 0, mirror: str | os.PathLike | None = None) -> PairSet:
+def from_two_files(
+    positives: str,
+    negatives: str,
+    *,
+    drop_identical: bool = True,
+    n_pairs: int | None = None,
+    seed: int = 0,
+    mirror: str | os.PathLike | None = None,
+) -> PairSet:
     """Pairs from a strong pool and a weak pool joined on the prompt (instruction + input)."""
     skipped: Counter = Counter()
     pos_pool = _pool.read_pool(positives, mirror=mirror)
@@ -205,9 +232,16 @@ def from_two_files(positives: str, negatives: str, *, drop_identical: bool = Tru
     return _finish(f"join({positives}, {negatives})", pairs, +skipped, n_pairs, seed)
 
 
-def from_multi_model(positive_generators: Sequence[str], negative_generators: Sequence[str], *,
-                     drop_identical: bool = True, n_pairs: int | None = None, seed: int = 0,
-                     mirror: str | os.PathLike | None = None, prefix: str = "alpaca_eval/") -> PairSet:
+def from_multi_model(
+    positive_generators: Sequence[str],
+    negative_generators: Sequence[str],
+    *,
+    drop_identical: bool = True,
+    n_pairs: int | None = None,
+    seed: int = 0,
+    mirror: str | os.PathLike | None = None,
+    prefix: str = "alpaca_eval/",
+) -> PairSet:
     """Pairs from several generators' outputs on shared prompts (AlpacaEval: ``alpaca_eval/<generator>``)."""
     overlap = set(positive_generators) & set(negative_generators)
     if overlap:
@@ -231,8 +265,13 @@ def from_multi_model(positive_generators: Sequence[str], negative_generators: Se
                     skipped["identical"] += 1
                 else:
                     pairs.append(_pair(key, p, n, _tag(pgen), _tag(ngen)))
-    return _finish(f"multi_model(+{','.join(positive_generators)} -{','.join(negative_generators)})", pairs,
-                   +skipped, n_pairs, seed)
+    return _finish(
+        f"multi_model(+{','.join(positive_generators)} -{','.join(negative_generators)})",
+        pairs,
+        +skipped,
+        n_pairs,
+        seed,
+    )
 
 
 def _tag(generator: str) -> str:
@@ -274,9 +313,16 @@ def _rotate(group: str, n: int) -> int:
     return int(group[:8], 16) % n if n > 1 else 0
 
 
-def from_generated(pool_examples: Sequence[Example], negatives_path: str | os.PathLike, *,
-                   drop_identical: bool = True, n_pairs: int | None = None, seed: int = 0,
-                   composition: str = "paired", drop_unfinished: bool = True) -> PairSet:
+def from_generated(
+    pool_examples: Sequence[Example],
+    negatives_path: str | os.PathLike,
+    *,
+    drop_identical: bool = True,
+    n_pairs: int | None = None,
+    seed: int = 0,
+    composition: str = "paired",
+    drop_unfinished: bool = True,
+) -> PairSet:
     """Pool answers (positive) vs weaker models' answers to the same instructions (joined on example id).
 
     Unfinished answers (``finished: false``, cut at ``max_new_tokens``) are skipped and counted when
@@ -316,16 +362,26 @@ def _compose(group: str, pos: Example, negs: Sequence[Example], composition: str
     if composition != "reference":
         raise PairsError(f"unknown composition {composition!r}; use paired or reference")
     items = [Labelled(Example(f"{group}:pos", pos.prompt, pos.response, pos.metadata), POSITIVE, group)]
-    items += [Labelled(Example(f"{group}:neg{i}", n.prompt, n.response, n.metadata), NEGATIVE, group)
-              for i, n in enumerate(negs)]
+    items += [
+        Labelled(Example(f"{group}:neg{i}", n.prompt, n.response, n.metadata), NEGATIVE, group)
+        for i, n in enumerate(negs)
+    ]
     return items
 
 
-def from_official(source: str = "cpqs_data", positives: str = "alpaca_gpt4_data.json",
-                  negatives: Sequence[str] = ("alpaca_gpt4_data_llama.json", "alpaca_gpt4_data_qwen251.json"), *,
-                  negative_field: str = "模型输出", composition: str = "paired", question_format: str = "project",
-                  drop_identical: bool = True, n_pairs: int | None = None, seed: int = 0,
-                  mirror: str | os.PathLike | None = None) -> PairSet:
+def from_official(
+    source: str = "cpqs_data",
+    positives: str = "alpaca_gpt4_data.json",
+    negatives: Sequence[str] = ("alpaca_gpt4_data_llama.json", "alpaca_gpt4_data_qwen251.json"),
+    *,
+    negative_field: str = "模型输出",
+    composition: str = "paired",
+    question_format: str = "project",
+    drop_identical: bool = True,
+    n_pairs: int | None = None,
+    seed: int = 0,
+    mirror: str | os.PathLike | None = None,
+) -> PairSet:
     """The reference's training data (``renlll/CPQS_data``; ``source`` may also be a local folder of those files):
     positives' ``output`` vs each negative file's ``negative_field``, joined on instruction + input."""
     from cpqs_bench.data.mirror import dataset_files
@@ -338,7 +394,7 @@ def from_official(source: str = "cpqs_data", positives: str = "alpaca_gpt4_data.
 
     def read(path: Path, field_map: dict[str, str] | None, what: str) -> dict[str, Example]:
         out: dict[str, Example] = {}
-        for loc, rec, err in _pool.iter_raw(str(path)):
+        for _loc, rec, err in _pool.iter_raw(str(path)):
             if err is not None:
                 skipped[f"{what}_{err[0]}"] += 1
                 continue
@@ -376,7 +432,9 @@ def from_official(source: str = "cpqs_data", positives: str = "alpaca_gpt4_data.
 
 
 # ---------------------------------------------------------------------------------------------------- split
-def split_by_group(items: Sequence[Labelled], val_fraction: float, seed: int = 0) -> tuple[list[Labelled], list[Labelled]]:
+def split_by_group(
+    items: Sequence[Labelled], val_fraction: float, seed: int = 0
+) -> tuple[list[Labelled], list[Labelled]]:
     """(train, validation) with every instruction group entirely on one side; seeded, order-independent."""
     if not 0 <= val_fraction < 1:
         raise PairsError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -405,33 +463,70 @@ def parse_exclude(items: Sequence[str] | None) -> dict[str, list[str]]:
     return out
 
 
-def build(cfg: Any, *, mirror: str | os.PathLike | None = None, pool_examples: Sequence[Example] | None = None,
-          negatives_path: str | os.PathLike | None = None, exclude: Mapping[str, Sequence[Any]] | None = None,
-          seed: int | None = None) -> PairSet:
+def build(
+    cfg: Any,
+    *,
+    mirror: str | os.PathLike | None = None,
+    pool_examples: Sequence[Example] | None = None,
+    negatives_path: str | os.PathLike | None = None,
+    exclude: Mapping[str, Sequence[Any]] | None = None,
+    seed: int | None = None,
+) -> PairSet:
     """Pairs as configured by a :class:`CPQSConfig` (``selectors.cpqs``)."""
     seed = cfg.seed if seed is None else seed
     src = cfg.pairs_source
     if src == "pairs":
-        return from_paired_file(cfg.pairs, cfg.positive_field, cfg.negative_field, drop_identical=cfg.drop_identical,
-                                exclude=exclude, n_pairs=cfg.n_pairs, seed=seed, mirror=mirror)
+        return from_paired_file(
+            cfg.pairs,
+            cfg.positive_field,
+            cfg.negative_field,
+            drop_identical=cfg.drop_identical,
+            exclude=exclude,
+            n_pairs=cfg.n_pairs,
+            seed=seed,
+            mirror=mirror,
+        )
     if src == "join":
         if not cfg.negatives:
             raise PairsError("pairs_source=join needs selectors.cpqs.negatives (the weak-answer file)")
-        return from_two_files(cfg.pairs, cfg.negatives, drop_identical=cfg.drop_identical, n_pairs=cfg.n_pairs,
-                              seed=seed, mirror=mirror)
+        return from_two_files(
+            cfg.pairs, cfg.negatives, drop_identical=cfg.drop_identical, n_pairs=cfg.n_pairs, seed=seed, mirror=mirror
+        )
     if src == "multi_model":
-        return from_multi_model(cfg.positive_generators, cfg.negative_generators, drop_identical=cfg.drop_identical,
-                                n_pairs=cfg.n_pairs, seed=seed, mirror=mirror)
+        return from_multi_model(
+            cfg.positive_generators,
+            cfg.negative_generators,
+            drop_identical=cfg.drop_identical,
+            n_pairs=cfg.n_pairs,
+            seed=seed,
+            mirror=mirror,
+        )
     if src == "generate":
         path = negatives_path or cfg.negatives
         if pool_examples is None or path is None or not Path(path).exists():
-            raise PairsError("pairs_source=generate needs the pool and the make-negatives output "
-                             f"(negatives file: {path!r})")
-        return from_generated(pool_examples, path, drop_identical=cfg.drop_identical, n_pairs=cfg.n_pairs, seed=seed,
-                              composition=cfg.composition, drop_unfinished=cfg.generation_drop_unfinished)
+            raise PairsError(
+                f"pairs_source=generate needs the pool and the make-negatives output (negatives file: {path!r})"
+            )
+        return from_generated(
+            pool_examples,
+            path,
+            drop_identical=cfg.drop_identical,
+            n_pairs=cfg.n_pairs,
+            seed=seed,
+            composition=cfg.composition,
+            drop_unfinished=cfg.generation_drop_unfinished,
+        )
     if src == "official":
-        return from_official(cfg.pairs, cfg.official_positives, cfg.official_negatives,
-                             negative_field=cfg.official_negative_field, composition=cfg.composition,
-                             question_format=cfg.question_format, drop_identical=cfg.drop_identical,
-                             n_pairs=cfg.n_pairs, seed=seed, mirror=mirror)
+        return from_official(
+            cfg.pairs,
+            cfg.official_positives,
+            cfg.official_negatives,
+            negative_field=cfg.official_negative_field,
+            composition=cfg.composition,
+            question_format=cfg.question_format,
+            drop_identical=cfg.drop_identical,
+            n_pairs=cfg.n_pairs,
+            seed=seed,
+            mirror=mirror,
+        )
     raise PairsError(f"unknown pairs_source {src!r}; use pairs, join, multi_model, generate or official")

@@ -15,6 +15,7 @@ under ``ctx.workdir``, and a rerun reads finished shards instead of recomputing 
 bucketing inside a chunk are deterministic, so an interrupted and resumed run gives the same scores as one
 uninterrupted run.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,7 +49,8 @@ def check_backbone(meta: dict[str, Any], info: Any, model: Any, checkpoint: Path
             f"CPQS selector {checkpoint} was trained on backbone {want.get('spec')!r} (revision "
             f"{want.get('revision')!r}, config {want.get('config_digest')}), but the target model is "
             f"{getattr(info, 'spec', '?')!r} (revision {getattr(info, 'revision', None)!r}, config {have_digest}); "
-            "score with the model the selector was trained on (model.id / model.revision) or train a new selector")
+            "score with the model the selector was trained on (model.id / model.revision) or train a new selector"
+        )
 
 
 def check_feature_dtype(meta: dict[str, Any], model: Any, checkpoint: Path) -> None:
@@ -56,17 +58,32 @@ def check_feature_dtype(meta: dict[str, Any], model: Any, checkpoint: Path) -> N
     want = meta.get("feature_dtype")
     have = feats.model_identity(model, None)["dtype"]
     if want is not None and want != have:
-        raise BackboneMismatch(f"CPQS selector {checkpoint} was trained on {want} features, but the target model "
-                               f"runs in {have}; set model.dtype to match (e.g. model.dtype={want.replace('torch.', '')})")
+        raise BackboneMismatch(
+            f"CPQS selector {checkpoint} was trained on {want} features, but the target model "
+            f"runs in {have}; set model.dtype to match (e.g. model.dtype={want.replace('torch.', '')})"
+        )
 
 
 def spec_from_meta(meta: dict[str, Any]) -> feats.FeatureSpec:
-    return feats.FeatureSpec(meta["template"], meta["layers"], int(meta["max_length"]), meta.get("system_prompt"),
-                             bool(meta.get("train_eot", True)))
+    return feats.FeatureSpec(
+        meta["template"],
+        meta["layers"],
+        int(meta["max_length"]),
+        meta.get("system_prompt"),
+        bool(meta.get("train_eot", True)),
+    )
 
 
-def score_chunk(cnn: TextCNN, model: Any, tokenizer: Any, examples: Sequence[Example], spec: feats.FeatureSpec,
-                batch_size: int, method: feats.Method = "auto", amp: torch.dtype | None = None) -> list[dict[str, Any]]:
+def score_chunk(
+    cnn: TextCNN,
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    spec: feats.FeatureSpec,
+    batch_size: int,
+    method: feats.Method = "auto",
+    amp: torch.dtype | None = None,
+) -> list[dict[str, Any]]:
     """Rows (id, score, n_tokens[, exclude]) for one chunk, in input order."""
     device = next(cnn.parameters()).device
     dropped: list[tuple[str, str]] = []
@@ -89,9 +106,20 @@ def score_chunk(cnn: TextCNN, model: Any, tokenizer: Any, examples: Sequence[Exa
     return rows
 
 
-def score_resumable(cnn: TextCNN, model: Any, tokenizer: Any, examples: Sequence[Example], spec: feats.FeatureSpec,
-                    workdir: Path, batch_size: int, *, shard_size: int = SHARD_SIZE, progress: bool = False,
-                    stop_after: int | None = None, amp: torch.dtype | None = None) -> list[dict[str, Any]]:
+def score_resumable(
+    cnn: TextCNN,
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    spec: feats.FeatureSpec,
+    workdir: Path,
+    batch_size: int,
+    *,
+    shard_size: int = SHARD_SIZE,
+    progress: bool = False,
+    stop_after: int | None = None,
+    amp: torch.dtype | None = None,
+) -> list[dict[str, Any]]:
     """Score chunk by chunk into ``workdir/shard-*.jsonl``; finished shards are reused. ``stop_after`` (shards)
     simulates an interruption in tests (raises ``KeyboardInterrupt``)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -99,11 +127,16 @@ def score_resumable(cnn: TextCNN, model: Any, tokenizer: Any, examples: Sequence
     workdir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     written = 0
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), disable=not progress) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not progress,
+    ) as bar:
         task = bar.add_task("cpqs", total=len(examples))
         for i, start in enumerate(range(0, len(examples), shard_size)):
-            chunk = examples[start: start + shard_size]
+            chunk = examples[start : start + shard_size]
             name = f"shard-{i:05d}-{stable_hash([ex.id + ':' + ex.content_key() for ex in chunk], 12)}.jsonl"
             path = workdir / name
             if path.exists():
@@ -127,8 +160,9 @@ class CPQSSelector:
 
     def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
         if ctx.checkpoint is None:
-            raise ValueError("the cpqs selector needs a trained checkpoint (--selector DIR from cpqs-bench "
-                             "train-selector)")
+            raise ValueError(
+                "the cpqs selector needs a trained checkpoint (--selector DIR from cpqs-bench train-selector)"
+            )
         checkpoint = Path(ctx.checkpoint)
         model, tokenizer, info = ctx.model()
         meta = read_meta(checkpoint)
@@ -144,5 +178,12 @@ class CPQSSelector:
         workdir = Path(ctx.workdir) / f"cpqs-{stable_hash(key, 12)}"
         torch.manual_seed(ctx.seed)
         rows = score_resumable(cnn, model, tokenizer, list(examples), spec, workdir, batch_size, amp=amp)
-        return [ScoreRow(r["id"], math.nan if r["score"] is None else float(r["score"]), int(r["n_tokens"]),
-                         exclude=r.get("exclude")) for r in rows]
+        return [
+            ScoreRow(
+                r["id"],
+                math.nan if r["score"] is None else float(r["score"]),
+                int(r["n_tokens"]),
+                exclude=r.get("exclude"),
+            )
+            for r in rows
+        ]

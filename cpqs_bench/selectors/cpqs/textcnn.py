@@ -79,9 +79,7 @@ class TextCNNConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"TextCNNConfig.{name} must be a positive int, got {value!r}")
         if not isinstance(self.num_deep_convs, int) or self.num_deep_convs < 0:
-            raise ValueError(
-                f"TextCNNConfig.num_deep_convs must be an int >= 0, got {self.num_deep_convs!r}"
-            )
+            raise ValueError(f"TextCNNConfig.num_deep_convs must be an int >= 0, got {self.num_deep_convs!r}")
         if not self.kernel_sizes:
             raise ValueError("TextCNNConfig.kernel_sizes must not be empty")
         for k in self.kernel_sizes:
@@ -128,13 +126,11 @@ def collate(sequences: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
             raise ValueError(f"collate: item {i} must be a (T, L, H) tensor, got {shape}")
         if seq.shape[1:] != first.shape[1:]:
             raise ValueError(
-                f"collate: item {i} has (L, H)={tuple(seq.shape[1:])}, "
-                f"item 0 has {tuple(first.shape[1:])}"
+                f"collate: item {i} has (L, H)={tuple(seq.shape[1:])}, item 0 has {tuple(first.shape[1:])}"
             )
         if seq.dtype != first.dtype or seq.device != first.device:
             raise ValueError(
-                f"collate: item {i} is {seq.dtype} on {seq.device}, "
-                f"item 0 is {first.dtype} on {first.device}"
+                f"collate: item {i} is {seq.dtype} on {seq.device}, item 0 is {first.dtype} on {first.device}"
             )
         if seq.shape[0] < 1:
             raise ValueError(f"collate: item {i} has no tokens (T=0)")
@@ -166,8 +162,7 @@ class TextCNN(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.convs = nn.ModuleList(
-            nn.Conv2d(cfg.num_layers, cfg.num_filters, kernel_size=(k, cfg.hidden_size))
-            for k in cfg.kernel_sizes
+            nn.Conv2d(cfg.num_layers, cfg.num_filters, kernel_size=(k, cfg.hidden_size)) for k in cfg.kernel_sizes
         )
         self.deep_convs = nn.ModuleList(
             nn.Conv1d(cfg.num_filters, cfg.num_filters, _DEEP_KERNEL, padding=_DEEP_KERNEL // 2)
@@ -205,9 +200,7 @@ class TextCNN(nn.Module):
         if not x.is_floating_point():
             raise ValueError(f"TextCNN: x must be floating point, got {x.dtype}")
         if lengths.dim() != 1 or lengths.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"TextCNN: lengths must be ({x.shape[0]},), got shape {tuple(lengths.shape)}"
-            )
+            raise ValueError(f"TextCNN: lengths must be ({x.shape[0]},), got shape {tuple(lengths.shape)}")
         if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
             raise ValueError(f"TextCNN: lengths must be an integer tensor, got {lengths.dtype}")
         if x.shape[0] == 0:
@@ -215,9 +208,7 @@ class TextCNN(nn.Module):
         lengths = lengths.to(device=x.device, dtype=torch.long)
         lo, hi = int(lengths.min()), int(lengths.max())
         if lo < 1 or hi > x.shape[1]:
-            raise ValueError(
-                f"TextCNN: lengths must lie in [1, T={x.shape[1]}], got min {lo}, max {hi}"
-            )
+            raise ValueError(f"TextCNN: lengths must lie in [1, T={x.shape[1]}], got min {lo}, max {hi}")
         return lengths
 
     def _compute_dtype(self) -> torch.dtype:
@@ -318,9 +309,7 @@ class TextCNN(nn.Module):
     def _branch_masks(self, lengths: torch.Tensor, steps: int) -> torch.Tensor:
         """``(n_kernels * B, 1, steps)`` validity mask matching ``_branch_features``' layout."""
         cfg = self.cfg
-        valid = torch.stack(
-            [_valid_lengths(lengths, k, cfg.max_kernel) for k in cfg.kernel_sizes], dim=0
-        )  # (nK, B)
+        valid = torch.stack([_valid_lengths(lengths, k, cfg.max_kernel) for k in cfg.kernel_sizes], dim=0)  # (nK, B)
         return _time_mask(valid, steps).reshape(-1, 1, steps)
 
     def _deep_and_pool(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ without bf16 (the reference always runs CUDA fp16 autocast with a scaler).
 Training resumes per epoch: ``train_state.pt`` (weights, optimizer, epoch, metrics so far) is written atomically after
 every epoch, and a rerun with the same inputs continues from there.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,6 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,8 +35,10 @@ import torch.nn.functional as F
 from cpqs_bench import features as feats
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import atomic_open, stable_hash, write_json
-from cpqs_bench.selectors.cpqs.checkpoint import (CHECKPOINT_FORMAT, META, WEIGHTS, autocast_dtype,  # noqa: F401
-                                                  load_checkpoint, write_checkpoint)
+from cpqs_bench.selectors.cpqs.checkpoint import (
+    autocast_dtype,  # noqa: F401
+    write_checkpoint,
+)
 from cpqs_bench.selectors.cpqs.pairs import Labelled, PairSet
 from cpqs_bench.selectors.cpqs.textcnn import TextCNN, TextCNNConfig, collate
 
@@ -56,8 +58,14 @@ def binary_metrics(labels: Sequence[int], probs: Sequence[float], threshold: flo
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"n": len(labels), "accuracy": acc, "precision": precision, "recall": recall, "f1": f1,
-            "auc": roc_auc(labels, probs)}
+    return {
+        "n": len(labels),
+        "accuracy": acc,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "auc": roc_auc(labels, probs),
+    }
 
 
 def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
@@ -75,16 +83,23 @@ def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
 
 # ------------------------------------------------------------------------------------------------------ pieces
 def textcnn_config(cq: Any, num_layers: int, hidden_size: int) -> TextCNNConfig:
-    return TextCNNConfig(num_layers=num_layers, hidden_size=hidden_size, kernel_sizes=tuple(cq.kernel_sizes),
-                         num_filters=cq.num_filters, fc_hidden=cq.mlp_hidden, dropout=cq.dropout)
+    return TextCNNConfig(
+        num_layers=num_layers,
+        hidden_size=hidden_size,
+        kernel_sizes=tuple(cq.kernel_sizes),
+        num_filters=cq.num_filters,
+        fc_hidden=cq.mlp_hidden,
+        dropout=cq.dropout,
+    )
 
 
 def _batches(items: Sequence[Labelled], batch_size: int, order: Sequence[int]) -> list[list[Labelled]]:
-    return [[items[i] for i in order[s: s + batch_size]] for s in range(0, len(order), batch_size)]
+    return [[items[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
 
 
-def _load_batch(cache: feats.FeatureCache, batch: Sequence[Labelled], device: torch.device
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _load_batch(
+    cache: feats.FeatureCache, batch: Sequence[Labelled], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     keys = [x.example.content_key() for x in batch]
     got = cache.get_many(keys)
     x, lengths = collate([got[k] for k in keys])
@@ -93,8 +108,15 @@ def _load_batch(cache: feats.FeatureCache, batch: Sequence[Labelled], device: to
 
 
 @torch.no_grad()
-def predict(cnn: TextCNN, cache: feats.FeatureCache, items: Sequence[Labelled], batch_size: int,
-            device: torch.device, amp: torch.dtype | None, lengths_out: list[int] | None = None) -> list[float]:
+def predict(
+    cnn: TextCNN,
+    cache: feats.FeatureCache,
+    items: Sequence[Labelled],
+    batch_size: int,
+    device: torch.device,
+    amp: torch.dtype | None,
+    lengths_out: list[int] | None = None,
+) -> list[float]:
     """P(good) for cached items, in order (``lengths_out`` receives each item's response length in tokens)."""
     out: list[float] = []
     for batch in _batches(items, batch_size, list(range(len(items)))):
@@ -106,8 +128,15 @@ def predict(cnn: TextCNN, cache: feats.FeatureCache, items: Sequence[Labelled], 
     return out
 
 
-def length_report(items: Sequence[Labelled], probs: Sequence[float], lengths: Sequence[int], *, band: float,
-                  floor: float, overall_auc: float | None) -> dict[str, Any]:
+def length_report(
+    items: Sequence[Labelled],
+    probs: Sequence[float],
+    lengths: Sequence[int],
+    *,
+    band: float,
+    floor: float,
+    overall_auc: float | None,
+) -> dict[str, Any]:
     """The length confound on held-out items: Spearman(score, response tokens), Spearman(label, length), and the AUC
     / pairwise accuracy over the (good, bad) pairs of one instruction whose lengths are within ``1 + band`` of each
     other. ``flagged`` when that length-matched AUC is below ``floor`` (or more than 0.1 below the overall AUC)."""
@@ -135,7 +164,9 @@ def length_report(items: Sequence[Labelled], probs: Sequence[float], lengths: Se
     auc = roc_auc([items[k].label for k in idx], [probs[k] for k in idx]) if matched else float("nan")
     wins = [1.0 if probs[i] > probs[j] else 0.5 if probs[i] == probs[j] else 0.0 for i, j in matched]
     out: dict[str, Any] = {
-        "band": band, "pairs": all_pairs, "positive_longer": pos_longer / all_pairs if all_pairs else None,
+        "band": band,
+        "pairs": all_pairs,
+        "positive_longer": pos_longer / all_pairs if all_pairs else None,
         "length_matched_pairs": len(matched),
         "length_matched_auc": None if math.isnan(auc) else auc,
         "length_matched_pair_accuracy": sum(wins) / len(wins) if wins else None,
@@ -149,22 +180,49 @@ def length_report(items: Sequence[Labelled], probs: Sequence[float], lengths: Se
     else:
         collapsed = lm < floor or (overall_auc is not None and not math.isnan(overall_auc) and overall_auc - lm > 0.1)
         out["flagged"] = bool(collapsed)
-        out["flag_reason"] = (f"length-matched AUC {lm:.3f} vs overall {overall_auc:.3f}: the classifier may be "
-                              "ranking by length" if collapsed else None)
+        out["flag_reason"] = (
+            f"length-matched AUC {lm:.3f} vs overall {overall_auc:.3f}: the classifier may be ranking by length"
+            if collapsed
+            else None
+        )
     return out
 
 
-def _save_state(path: Path, cnn: TextCNN, opt: torch.optim.Optimizer, epoch: int, history: list[dict],
-                key: str | None = None) -> None:
+def _save_state(
+    path: Path, cnn: TextCNN, opt: torch.optim.Optimizer, epoch: int, history: list[dict], key: str | None = None
+) -> None:
     with atomic_open(path, "wb") as fh:
-        torch.save({"model": cnn.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
-                    "torch_rng": torch.get_rng_state(), "key": key}, fh)
+        torch.save(
+            {
+                "model": cnn.state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "torch_rng": torch.get_rng_state(),
+                "key": key,
+            },
+            fh,
+        )
 
 
-def fit(cnn: TextCNN, cache: feats.FeatureCache, train: Sequence[Labelled], val: Sequence[Labelled], *, lr: float,
-        grad_accum: int, batch_size: int, epochs: int, seed: int, device: torch.device, amp: torch.dtype | None,
-        state_path: Path | None = None, state_key: str | None = None, progress: bool = True,
-        log: Any = print) -> list[dict[str, Any]]:
+def fit(
+    cnn: TextCNN,
+    cache: feats.FeatureCache,
+    train: Sequence[Labelled],
+    val: Sequence[Labelled],
+    *,
+    lr: float,
+    grad_accum: int,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+    amp: torch.dtype | None,
+    state_path: Path | None = None,
+    state_key: str | None = None,
+    progress: bool = True,
+    log: Any = print,
+) -> list[dict[str, Any]]:
     """Train in place; returns per-epoch history (train loss, validation metrics). Resumes from ``state_path`` only
     when it was saved under the same ``state_key`` (a hash of everything but the epoch count), so a changed
     config in the same output directory never continues — or silently reuses — another run's weights."""
@@ -180,8 +238,10 @@ def fit(cnn: TextCNN, cache: feats.FeatureCache, train: Sequence[Labelled], val:
     if state_path is not None and state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
         if state.get("key") != state_key:
-            raise ValueError(f"{state_path} holds the training state of a run with different inputs (backbone, "
-                             "features, pairs or training settings); use another --out or delete it")
+            raise ValueError(
+                f"{state_path} holds the training state of a run with different inputs (backbone, "
+                "features, pairs or training settings); use another --out or delete it"
+            )
         cnn.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], state["history"]
@@ -190,8 +250,13 @@ def fit(cnn: TextCNN, cache: feats.FeatureCache, train: Sequence[Labelled], val:
     else:
         torch.manual_seed(seed)
     n_batches = math.ceil(len(train) / batch_size)
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), disable=not progress) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not progress,
+    ) as bar:
         for epoch in range(start_epoch, epochs):
             task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=n_batches)
             order = list(range(len(train)))
@@ -222,8 +287,12 @@ def fit(cnn: TextCNN, cache: feats.FeatureCache, train: Sequence[Labelled], val:
                     opt.zero_grad(set_to_none=True)
                 bar.advance(task)
             metrics = binary_metrics([x.label for x in val], predict(cnn, cache, val, max(batch_size, 8), device, amp))
-            entry = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "seconds": time.perf_counter() - t0,
-                     "val": metrics}
+            entry = {
+                "epoch": epoch + 1,
+                "train_loss": total / max(seen, 1),
+                "seconds": time.perf_counter() - t0,
+                "val": metrics,
+            }
             history.append(entry)
             log(json.dumps(entry))
             if state_path is not None:
@@ -232,10 +301,21 @@ def fit(cnn: TextCNN, cache: feats.FeatureCache, train: Sequence[Labelled], val:
 
 
 # ------------------------------------------------------------------------------------------------------ library
-def fit_selector(model: Any, tokenizer: Any, backbone: dict[str, Any], pairset: PairSet, cq: Any,
-                 spec: feats.FeatureSpec, out_dir: str | Path, *, cache_root: str | Path | None = None,
-                 progress: bool = True, method: feats.Method = "auto", log: Any = print,
-                 extra_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def fit_selector(
+    model: Any,
+    tokenizer: Any,
+    backbone: dict[str, Any],
+    pairset: PairSet,
+    cq: Any,
+    spec: feats.FeatureSpec,
+    out_dir: str | Path,
+    *,
+    cache_root: str | Path | None = None,
+    progress: bool = True,
+    method: feats.Method = "auto",
+    log: Any = print,
+    extra_meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train on ``pairset`` with the features of ``model`` and write the checkpoint into ``out_dir``.
 
     ``backbone`` = ``{"spec", "revision"}`` of the target model as the user named it; the model's config digest is
@@ -264,12 +344,26 @@ def fit_selector(model: Any, tokenizer: Any, backbone: dict[str, Any], pairset: 
     everything = [x.example for x in pairset.items]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), disable=not progress) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not progress,
+    ) as bar:
         task = bar.add_task("features", total=len(everything))
-        computed = feats.cached_features(model, tokenizer, everything, spec, cache, cq.extract_batch_size,
-                                         method=method, stats=stats, dropped=dropped,
-                                         progress=lambda n: bar.advance(task, n))
+        computed = feats.cached_features(
+            model,
+            tokenizer,
+            everything,
+            spec,
+            cache,
+            cq.extract_batch_size,
+            method=method,
+            stats=stats,
+            dropped=dropped,
+            progress=lambda n: bar.advance(task, n),
+        )
     extract_s = time.perf_counter() - t0
     if dropped:  # a pair missing one side is no pair: drop both sides of its group
         bad_groups = {x.group for x in pairset.items if x.example.id in {i for i, _ in dropped}}
@@ -277,41 +371,94 @@ def fit_selector(model: Any, tokenizer: Any, backbone: dict[str, Any], pairset: 
         val = [x for x in val if x.group not in bad_groups]
         log(f"dropped {len(bad_groups)} pairs whose answer the length policy dropped")
 
-    hidden = int(getattr(model.config, "hidden_size", 0) or getattr(model.config, "n_embd"))
+    hidden = int(getattr(model.config, "hidden_size", 0) or model.config.n_embd)
     torch.manual_seed(cq.seed)
     cnn = TextCNN(textcnn_config(cq, len(layers), hidden)).to(device)
     amp = autocast_dtype(device, cq.mixed_precision)
     t1 = time.perf_counter()
-    state_key = stable_hash({"model": model_id, "spec": spec.as_dict(), "textcnn": cnn.cfg.to_dict(),
-                             "training": {k: getattr(cq, k) for k in ("lr", "grad_accum", "batch_size", "seed",
-                                                                      "val_fraction", "mixed_precision")},
-                             "train": [(x.example.content_key(), x.label) for x in train],
-                             "val": [(x.example.content_key(), x.label) for x in val]}, 16)
-    history = fit(cnn, cache, train, val, lr=cq.lr, grad_accum=cq.grad_accum, batch_size=cq.batch_size,
-                  epochs=cq.epochs, seed=cq.seed, device=device, amp=amp, state_path=out_dir / STATE,
-                  state_key=state_key, progress=progress, log=log)
+    state_key = stable_hash(
+        {
+            "model": model_id,
+            "spec": spec.as_dict(),
+            "textcnn": cnn.cfg.to_dict(),
+            "training": {
+                k: getattr(cq, k) for k in ("lr", "grad_accum", "batch_size", "seed", "val_fraction", "mixed_precision")
+            },
+            "train": [(x.example.content_key(), x.label) for x in train],
+            "val": [(x.example.content_key(), x.label) for x in val],
+        },
+        16,
+    )
+    history = fit(
+        cnn,
+        cache,
+        train,
+        val,
+        lr=cq.lr,
+        grad_accum=cq.grad_accum,
+        batch_size=cq.batch_size,
+        epochs=cq.epochs,
+        seed=cq.seed,
+        device=device,
+        amp=amp,
+        state_path=out_dir / STATE,
+        state_key=state_key,
+        progress=progress,
+        log=log,
+    )
     train_s = time.perf_counter() - t1
     final = history[-1]["val"] if history else {}
     val_lengths: list[int] = []
     val_probs = predict(cnn, cache, val, max(cq.batch_size, 8), device, amp, val_lengths) if val else []
-    length = length_report(val, val_probs, val_lengths, band=getattr(cq, "length_band", 0.25),
-                           floor=getattr(cq, "length_matched_auc_floor", 0.6), overall_auc=final.get("auc"))
+    length = length_report(
+        val,
+        val_probs,
+        val_lengths,
+        band=getattr(cq, "length_band", 0.25),
+        floor=getattr(cq, "length_matched_auc_floor", 0.6),
+        overall_auc=final.get("auc"),
+    )
     if length.get("flagged"):
         log(f"warning: {length['flag_reason']}")
-    metrics = {"val": final, "history": history, "n_train": len(train), "n_val": len(val),
-               "train_groups": len({x.group for x in train}), "val_groups": len({x.group for x in val}),
-               "features_computed": computed, "extract_seconds": extract_s, "train_seconds": train_s,
-               "extract": stats.as_dict(), "autocast": str(amp) if amp else None, "pairs": pairset.summary(),
-               "length": length, **(extra_meta or {})}
+    metrics = {
+        "val": final,
+        "history": history,
+        "n_train": len(train),
+        "n_val": len(val),
+        "train_groups": len({x.group for x in train}),
+        "val_groups": len({x.group for x in val}),
+        "features_computed": computed,
+        "extract_seconds": extract_s,
+        "train_seconds": train_s,
+        "extract": stats.as_dict(),
+        "autocast": str(amp) if amp else None,
+        "pairs": pairset.summary(),
+        "length": length,
+        **(extra_meta or {}),
+    }
     write_json(out_dir / "metrics.json", metrics)
-    meta = {"backbone": {**backbone, "config_digest": model_id["config"]},
-            "layers": spec.layers, "layer_indices": layers, "template": spec.template,
-            "system_prompt": spec.system_prompt, "train_eot": spec.train_eot, "max_length": spec.max_length,
-            "feature_dtype": model_id["dtype"], "autocast": str(amp).replace("torch.", "") if amp else None,
-            "train_metrics": {"val": final, "n_train": len(train), "n_val": len(val), "length": length,
-                              **(extra_meta or {})},
-            "training": {k: getattr(cq, k) for k in ("lr", "grad_accum", "batch_size", "epochs", "val_fraction",
-                                                      "seed", "mixed_precision")}}
+    meta = {
+        "backbone": {**backbone, "config_digest": model_id["config"]},
+        "layers": spec.layers,
+        "layer_indices": layers,
+        "template": spec.template,
+        "system_prompt": spec.system_prompt,
+        "train_eot": spec.train_eot,
+        "max_length": spec.max_length,
+        "feature_dtype": model_id["dtype"],
+        "autocast": str(amp).replace("torch.", "") if amp else None,
+        "train_metrics": {
+            "val": final,
+            "n_train": len(train),
+            "n_val": len(val),
+            "length": length,
+            **(extra_meta or {}),
+        },
+        "training": {
+            k: getattr(cq, k)
+            for k in ("lr", "grad_accum", "batch_size", "epochs", "val_fraction", "seed", "mixed_precision")
+        },
+    }
     write_checkpoint(out_dir, cnn, meta)
     from cpqs_bench.selectors.cpqs.checkpoint import write_training_instructions
     from cpqs_bench.selectors.cpqs.pairs import overlap_key
@@ -322,16 +469,15 @@ def fit_selector(model: Any, tokenizer: Any, backbone: dict[str, Any], pairset: 
     return metrics
 
 
-
-
 def feature_spec(cfg: Any) -> feats.FeatureSpec:
     """The features a CPQS selector trains on, from the resolved config: ``prompt.template``/``system_prompt``,
     ``selectors.cpqs.layers``, ``min(feature_max_length, prompt.max_length)`` and ``selectors.cpqs.feature_eot``
     (None: follow ``prompt.train_eot``, the SFT labels' end-of-turn rule)."""
     cq = cfg.selectors.cpqs
     eot = cfg.prompt.train_eot if cq.feature_eot is None else bool(cq.feature_eot)
-    return feats.FeatureSpec(cfg.prompt.template, cq.layers, min(cq.feature_max_length, cfg.prompt.max_length),
-                             cfg.prompt.system_prompt, eot)
+    return feats.FeatureSpec(
+        cfg.prompt.template, cq.layers, min(cq.feature_max_length, cfg.prompt.max_length), cfg.prompt.system_prompt, eot
+    )
 
 
 def load_target(cfg: Any, loader: Any = None) -> tuple[Any, Any, Any]:
@@ -343,8 +489,13 @@ def load_target(cfg: Any, loader: Any = None) -> tuple[Any, Any, Any]:
     return models.load(cfg.model.id, revision=cfg.model.revision, dtype=cfg.model.dtype, device=cfg.model.device)
 
 
-def build_pairs(cfg: Any, *, pairs: PairSet | Sequence[Example] | None = None, negatives: str | Path | None = None,
-                row_filter: dict[str, Sequence[Any]] | None = None) -> PairSet:
+def build_pairs(
+    cfg: Any,
+    *,
+    pairs: PairSet | Sequence[Example] | None = None,
+    negatives: str | Path | None = None,
+    row_filter: dict[str, Sequence[Any]] | None = None,
+) -> PairSet:
     """The training pairs: a given :class:`PairSet`; for ``pairs_source=generate`` the given pool examples (the
     positives) joined with the make-negatives file ``negatives``; else the configured source. Never limited by
     ``data.pool_limit`` (``selectors.cpqs.n_pairs`` is the pairs' own size)."""
@@ -355,14 +506,28 @@ def build_pairs(cfg: Any, *, pairs: PairSet | Sequence[Example] | None = None, n
     cq = cfg.selectors.cpqs
     if cq.pairs_source == "generate" and pairs is None:
         raise P.PairsError("pairs_source=generate: pass the examples whose instructions were answered (pairs=...)")
-    return P.build(cq, mirror=cfg.data.mirror, pool_examples=list(pairs) if pairs is not None else None,
-                   negatives_path=negatives, exclude=row_filter)
+    return P.build(
+        cq,
+        mirror=cfg.data.mirror,
+        pool_examples=list(pairs) if pairs is not None else None,
+        negatives_path=negatives,
+        exclude=row_filter,
+    )
 
 
-def train_selector(cfg: Any, out: str | Path, *, pairs: PairSet | Sequence[Example] | None = None,
-                   negatives: str | Path | None = None, exclude: Sequence[Example] | None = None,
-                   row_filter: dict[str, Sequence[Any]] | None = None, loader: Any = None, progress: bool = True,
-                   cache_root: str | Path | None = None, log: Any = print) -> dict[str, Any]:
+def train_selector(
+    cfg: Any,
+    out: str | Path,
+    *,
+    pairs: PairSet | Sequence[Example] | None = None,
+    negatives: str | Path | None = None,
+    exclude: Sequence[Example] | None = None,
+    row_filter: dict[str, Sequence[Any]] | None = None,
+    loader: Any = None,
+    progress: bool = True,
+    cache_root: str | Path | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
     """Train the CPQS TextCNN of ``cfg`` into the checkpoint directory ``out``; returns its metrics.
 
     ``pairs``: a :class:`PairSet`, or for ``pairs_source=generate`` the examples whose instructions ``negatives``
@@ -380,13 +545,26 @@ def train_selector(cfg: Any, out: str | Path, *, pairs: PairSet | Sequence[Examp
         pairset, dropped = disjoint_pairs(pairset, exclude)
         if dropped:
             log(f"dropped {dropped} of {n_before} training pairs whose instruction is in the scored pool")
-    overlap = {"checked_against": len(exclude) if exclude is not None else None, "dropped_pairs": dropped,
-               "overlap_in_training": 0 if exclude is not None else None}
+    overlap = {
+        "checked_against": len(exclude) if exclude is not None else None,
+        "dropped_pairs": dropped,
+        "overlap_in_training": 0 if exclude is not None else None,
+    }
     model, tok, info = load_target(cfg, loader)
     spec = feature_spec(cfg)
-    metrics = fit_selector(model, tok, {"spec": info.spec, "revision": info.revision}, pairset, cfg.selectors.cpqs,
-                           spec, out, cache_root=cache_root, progress=progress, log=log,
-                           extra_meta={"overlap": overlap})
+    metrics = fit_selector(
+        model,
+        tok,
+        {"spec": info.spec, "revision": info.revision},
+        pairset,
+        cfg.selectors.cpqs,
+        spec,
+        out,
+        cache_root=cache_root,
+        progress=progress,
+        log=log,
+        extra_meta={"overlap": overlap},
+    )
     return {"checkpoint": str(out), "n_pairs": pairset.n_pairs, **metrics}
 
 
@@ -398,10 +576,19 @@ def fold_of(ex: Example, folds: int) -> int:
     return int(instruction_hash(overlap_key(ex))[:8], 16) % folds
 
 
-def train_out_of_fold(cfg: Any, out: str | Path, pool_examples: Sequence[Example], score_out: str | Path, *,
-                      pairs: PairSet | Sequence[Example] | None = None, negatives: str | Path | None = None,
-                      row_filter: dict[str, Sequence[Any]] | None = None, loader: Any = None,
-                      progress: bool = True, log: Any = print) -> dict[str, Any]:
+def train_out_of_fold(
+    cfg: Any,
+    out: str | Path,
+    pool_examples: Sequence[Example],
+    score_out: str | Path,
+    *,
+    pairs: PairSet | Sequence[Example] | None = None,
+    negatives: str | Path | None = None,
+    row_filter: dict[str, Sequence[Any]] | None = None,
+    loader: Any = None,
+    progress: bool = True,
+    log: Any = print,
+) -> dict[str, Any]:
     """Score ``pool_examples`` out of fold: ``selectors.cpqs.oof_folds`` CNNs (``out/fold-K``), each trained on the
     pairs minus every instruction of fold K of the pool and scoring fold K. Writes ``score_out`` (one row per pool
     example, pool order, as ``cpqs-bench score``) and returns per-fold metrics; every fold's overlap is 0."""
@@ -436,10 +623,21 @@ def train_out_of_fold(cfg: Any, out: str | Path, pool_examples: Sequence[Example
             continue
         kept, dropped = disjoint_pairs(pairset, fold)
         ck = out / f"fold-{k}"
-        m = fit_selector(model, tok, {"spec": info.spec, "revision": info.revision}, kept, cq, spec, ck,
-                         progress=progress, log=log,
-                         extra_meta={"overlap": {"checked_against": len(fold), "dropped_pairs": dropped,
-                                                 "overlap_in_training": 0}, "fold": k})
+        m = fit_selector(
+            model,
+            tok,
+            {"spec": info.spec, "revision": info.revision},
+            kept,
+            cq,
+            spec,
+            ck,
+            progress=progress,
+            log=log,
+            extra_meta={
+                "overlap": {"checked_against": len(fold), "dropped_pairs": dropped, "overlap_in_training": 0},
+                "fold": k,
+            },
+        )
         ctx = ScoringContext(cfg, out / "work" / f"fold-{k}", seed=cfg.selectors.seed, checkpoint=ck, loader=shared)
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         for r in CPQSSelector().score(fold, ctx):
@@ -447,16 +645,29 @@ def train_out_of_fold(cfg: Any, out: str | Path, pool_examples: Sequence[Example
             if row.get("score") is not None and isinstance(row["score"], float) and math.isnan(row["score"]):
                 row["score"] = None
             by_id[r.id] = {**row, "fold": k}
-        folds.append({"fold": k, "pool": len(fold), "dropped_pairs": dropped, "val": m["val"],
-                      "length": m["length"]})
+        folds.append({"fold": k, "pool": len(fold), "dropped_pairs": dropped, "val": m["val"], "length": m["length"]})
     rows = [by_id[ex.id] for ex in pool_examples]
     write_jsonl(score_out, rows)
-    summary = {"checkpoint": str(out), "folds": folds, "n": len(rows), "n_pairs": pairset.n_pairs,
-               "overlap": {"checked_against": len(pool_examples), "overlap_in_training": 0, "mode": "out_of_fold",
-                           "dropped_pairs_per_fold": [f["dropped_pairs"] for f in folds]},
-               "val": {key: sum(f["val"].get(key, 0.0) for f in folds) / len(folds)
-                       for key in ("accuracy", "f1", "auc") if all(key in f["val"] for f in folds)}}
+    summary = {
+        "checkpoint": str(out),
+        "folds": folds,
+        "n": len(rows),
+        "n_pairs": pairset.n_pairs,
+        "overlap": {
+            "checked_against": len(pool_examples),
+            "overlap_in_training": 0,
+            "mode": "out_of_fold",
+            "dropped_pairs_per_fold": [f["dropped_pairs"] for f in folds],
+        },
+        "val": {
+            key: sum(f["val"].get(key, 0.0) for f in folds) / len(folds)
+            for key in ("accuracy", "f1", "auc")
+            if all(key in f["val"] for f in folds)
+        },
+    }
     write_json(out / "metrics.json", summary)
-    write_json(Path(str(score_out) + ".summary.json"), {"selector": "cpqs", "mode": "out_of_fold", "n": len(rows),
-                                                        "overlap": summary["overlap"], "folds": len(folds)})
+    write_json(
+        Path(str(score_out) + ".summary.json"),
+        {"selector": "cpqs", "mode": "out_of_fold", "n": len(rows), "overlap": summary["overlap"], "folds": len(folds)},
+    )
     return summary

@@ -5,6 +5,7 @@ over every window of ``WINDOW`` consecutive tokens (a response shorter than the 
 which makes it comparable across lengths. Tokens come from the target tokenizer through the project's prompt
 layer, the same response tokens the other selectors see. Empty responses follow the project's data policy.
 """
+
 from __future__ import annotations
 
 from collections import Counter
