@@ -69,6 +69,32 @@ class DataConfig:
     schema: str | None = None  # None = detect
     field_map: dict[str, str] = field(default_factory=dict)
     max_rejected_fraction: float = 0.05
+    # contamination: n-gram overlap of the pool with every evaluation task; drop = remove overlapping pool rows
+    decontaminate: Literal["report", "drop"] = "report"
+    contamination_n: int = 13
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """Selector validity tracks (``cpqs-bench validate`` and the ``validate`` stage of ``reproduce``)."""
+
+    enabled: bool = False
+    tracks: tuple[str, ...] = ("planted", "pairs")
+    clean: str = "alpaca_gpt4"  # clean pool the planted track corrupts (strong-model answers)
+    n_clean: int = 300
+    kinds: tuple[str, ...] = ()  # defect kinds (empty: every registered kind)
+    n_planted_per_kind: int = 40
+    pairs_strong: str = "gpt4"  # alpaca_eval generator names: stronger vs weaker answers to the same prompts
+    pairs_weak: str = "alpaca-7b"
+    n_pairs: int = 200
+    n_boot: int = 1000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LeaderboardConfig:
+    references: tuple[str, ...] = ("random",)  # arms the delta columns compare against; the first is the default
+    out_dir: str | None = None  # also write the pages here (e.g. the tracked leaderboards/); None = the run dir only
 
 
 @dataclass(frozen=True)
@@ -81,6 +107,8 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    leaderboard: LeaderboardConfig = field(default_factory=LeaderboardConfig)
 
 
 # ---------------------------------------------------------------------------------------------------- conversion

@@ -45,9 +45,71 @@ class MoDSConfig:
 
 
 @dataclass(frozen=True)
+class RDSConfig:
+    """RDS+ (Ivison et al. 2025): pooled target hidden states, max cosine to a query set (target-aware)."""
+
+    queries: str | None = None  # named dataset / file / hf: spec of the query (dev) set; never evaluation items
+    query_limit: int | None = 500
+    query_task_field: str | None = None  # a metadata field naming each query's task (round-robin across tasks)
+    max_length: int = 2048
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """A reward model's score of (instruction, response); MoDS's quality model by default."""
+
+    model: str = "OpenAssistant/reward-model-deberta-v3-large-v2"
+    revision: str | None = None
+    max_length: int | None = None  # None: the model's own limit (MoDS does not truncate below it)
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class ExternalConfig:
+    """Precomputed scores joined to the pool (a published scored dataset, another tool's output)."""
+
+    source: str | None = None  # a file or a Hub dataset spec
+    column: str = "score"
+    join: str = "hash"  # "hash": normalised (instruction, input, response) hash; or the name of an id column
+    label: str | None = None  # the arm is named external:<label> when set (never a path)
+
+
+@dataclass(frozen=True)
+class LESSConfig:
+    """LESS (Xia et al. 2024): warm-up LoRA, Adam-preconditioned projected gradients vs a query set."""
+
+    queries: str | None = None  # as rds.queries: a named dev set, never evaluation items
+    query_limit: int | None = 200
+    query_task_field: str | None = None
+    warmup_fraction: float = 0.05
+    warmup_epochs: int = 4
+    lora_r: int = 128
+    lora_alpha: int = 512
+    lr: float = 2e-5
+    projection_dim: int = 8192
+    max_length: int = 2048
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DEITAConfig:
+    """DEITA (Liu et al. 2024): complexity x quality scorers, score-first diversity filter."""
+
+    complexity_model: str = "hkust-nlp/deita-complexity-scorer"
+    quality_model: str = "hkust-nlp/deita-quality-scorer"
+    revision: str | None = None
+    max_length: int = 2048
+    batch_size: int = 8
+    diversity_threshold: float = 0.9  # cosine-distance threshold of the score-first filter
+    embedding: str = "target"
+
+
+@dataclass(frozen=True)
 class SelectorsConfig:
     names: tuple[str, ...] = ("random", "longest", "ifd", "superfiltering", "cpqs")
-    budget: float = 0.05  # >= 1: number of examples; < 1: fraction of the pool
+    budget: float = 0.05  # >= 1: number of examples (or tokens); < 1: fraction of the pool (or of its tokens)
+    budget_unit: Literal["examples", "tokens"] = "examples"  # tokens: trained tokens under the frozen SFT recipe
     bottom_arms: tuple[str, ...] = ("cpqs",)  # selectors that also get a bottom-k sanity arm
     batch_size: int = 8
     seed: int = 0
@@ -70,3 +132,8 @@ class SelectorsConfig:
     alpagasus: AlpaGasusConfig = field(default_factory=AlpaGasusConfig)
     mods: MoDSConfig = field(default_factory=MoDSConfig)
     cpqs: CPQSConfig = field(default_factory=CPQSConfig)
+    rds: RDSConfig = field(default_factory=RDSConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    external: ExternalConfig = field(default_factory=ExternalConfig)
+    less: LESSConfig = field(default_factory=LESSConfig)
+    deita: DEITAConfig = field(default_factory=DEITAConfig)
