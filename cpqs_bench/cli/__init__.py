@@ -28,6 +28,11 @@ VERBS: dict[str, tuple[str, str]] = {
         "score a pool with a selector (cpqs, ifd, superfiltering, random, longest, plugins)",
     ),
     "select": ("cpqs_bench.cli.select", "keep the top (or bottom) budget of a scores file"),
+    "validate": (
+        "cpqs_bench.cli.validate",
+        "screen selectors on ground truth (planted defects, strong-vs-weak pairs) before any fine-tune",
+    ),
+    "contamination": ("cpqs_bench.cli.contamination", "n-gram overlap of a pool with the evaluation tasks"),
     "compare": ("cpqs_bench.cli.compare", "score a pool with several selectors and write a diagnostics report"),
     "finetune": ("cpqs_bench.cli.finetune", "LoRA fine-tune one arm on a selection"),
     "evaluate": ("cpqs_bench.cli.evaluate", "evaluate a model/adapter with lm-evaluation-harness"),

@@ -28,6 +28,11 @@ BUILTIN: dict[str, str] = {
     "facility_location": "cpqs_bench.selectors.diversity:FacilityLocationSelector",
     "alpagasus": "cpqs_bench.selectors.alpagasus:AlpaGasusSelector",
     "mods": "cpqs_bench.selectors.mods:MoDSSelector",
+    "rds": "cpqs_bench.selectors.rds:RDSSelector",
+    "reward": "cpqs_bench.selectors.reward:RewardSelector",
+    "external": "cpqs_bench.selectors.external:ExternalSelector",
+    "less": "cpqs_bench.selectors.less:LESSSelector",
+    "deita": "cpqs_bench.selectors.deita:DEITASelector",
 }
 
 
