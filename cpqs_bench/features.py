@@ -4,7 +4,10 @@ CPQS (and anything else that reads an LLM's internal states) needs, for every ex
 the hidden states of the selected layers over the response tokens only. This module produces them fast:
 
 * the token span comes from :func:`cpqs_bench.prompts.render` (the one prompt function), so features, IFD and SFT
-  labels agree on what "the response" is;
+  labels agree on what "the response" is — or, with ``FeatureSpec.span="reference"``
+  (``selectors.cpqs.feature_span``), from :func:`cpqs_bench.prompts.render_reference`, the CPQS reference's own
+  rendering (ChatML: the full dialog with ``add_generation_prompt=True``, every token after the prompt; Llama:
+  ``"<s> [INST] {q} [/INST] {a} </s>"`` with the tokenizer's BOS);
 * examples are rendered, then sorted by length inside a bounded *window* (length bucketing: batches hold similar
   lengths, little padding), right-padded with an attention mask, run through the backbone only (no LM head: the
   ``vocab x hidden`` projection is wasted work here), and each row's response span is sliced out;
@@ -51,7 +54,8 @@ def resolve_layers(spec: str | Sequence[int], num_blocks: int) -> list[int]:
     """Hidden-state indices for a layer spec; ``num_blocks`` transformer blocks give ``num_blocks + 1`` channels.
 
     ``all`` = every index (embedding output + every block, the CPQS default); ``last`` = the final one;
-    ``front``/``middle``/``back`` = the first/middle/last third of all channels; ``"0,4,8"`` = explicit indices
+    ``front``/``middle``/``back`` = the first/middle/last third of all channels as the reference cuts them
+    (``third = channels // 3``, the back third takes the remainder); ``"0,4,8"`` = explicit indices
     (negative ones count from the end, as in ``output_hidden_states``).
     """
     n = num_blocks + 1
@@ -62,9 +66,13 @@ def resolve_layers(spec: str | Sequence[int], num_blocks: int) -> list[int]:
         if s == "last":
             return [n - 1]
         if s in ("front", "middle", "back"):
-            bounds = [round(i * n / 3) for i in range(4)]
-            part = ("front", "middle", "back").index(s)
-            return list(range(bounds[part], bounds[part + 1]))
+            # the reference's rule (train_cnn.py / predict.py select_hidden_states): third = total // 3, the back
+            # third takes the remainder (29 channels: 9 / 9 / 11; 31: 10 / 10 / 11)
+            third = n // 3
+            bounds = {"front": (0, third), "middle": (third, 2 * third), "back": (2 * third, n)}[s]
+            if bounds[0] >= bounds[1]:
+                raise FeatureError(f"layers={spec!r}: a model with {n} hidden states has no {s} third")
+            return list(range(*bounds))
         try:
             items = [int(x) for x in s.split(",") if x.strip()]
         except ValueError:
@@ -225,18 +233,42 @@ class FeatureSpec:
     max_length: int = 2048
     system_prompt: str | None = None
     train_eot: bool = True
+    # "response": the answer span of prompts.render under `template`; "reference": the CPQS reference's rendering
+    # (prompts.render_reference; style from `template`: chat -> chatml, else llama), question per question_format
+    span: str = "response"
+    question_format: str = "project"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "template": self.template,
             "layers": self.layers,
             "max_length": self.max_length,
             "system_prompt": self.system_prompt,
             "train_eot": self.train_eot,
         }
+        # only when not the default, so the cache keys of response-span features stay what they were
+        if self.span != "response":
+            out["span"] = self.span
+        if self.question_format != "project":
+            out["question_format"] = self.question_format
+        return out
 
 
 def _render(tokenizer: Any, ex: Example, spec: FeatureSpec, stats: ExtractStats) -> prompts.Rendered | None:
+    if spec.span == "reference":
+        return prompts.render_reference(
+            tokenizer,
+            ex,
+            prompts.reference_style(spec.template),
+            question_format=spec.question_format,
+            system_prompt=spec.system_prompt,
+            max_length=spec.max_length,
+            stats=stats.lengths,
+        )
+    if spec.span != "response":
+        raise FeatureError(f"feature span must be 'response' or 'reference', got {spec.span!r}")
+    if spec.question_format != "project":
+        raise FeatureError("question_format=reference renders the scored questions only with feature_span=reference")
     return prompts.render(
         tokenizer,
         ex,

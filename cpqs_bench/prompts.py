@@ -208,6 +208,117 @@ def render(
     return Rendered(ids, len(prompt_ids), len(ids), bool(tail), truncated)
 
 
+# ------------------------------------------------------------------------------------------ reference renderings
+REFERENCE_STYLES = ("chatml", "llama")
+LLAMA_REFERENCE_PROMPT = "<s> [INST] {question} [/INST]"  # train_cnn.py / predict.py build_prompts, backbone llama
+
+
+class QuestionError(ValueError):
+    pass
+
+
+def alpaca_fields(example: Example) -> tuple[str, str] | None:
+    """``(instruction, input)`` of an Alpaca-style example when its metadata carries them (``instruction`` and
+    ``input`` strings), else None: the project's user text ``instruction\n\ninput`` cannot be split back exactly
+    (about 1 % of Alpaca instructions hold a blank line themselves)."""
+    meta = example.metadata or {}
+    ins, inp = meta.get("instruction"), meta.get("input")
+    if isinstance(ins, str) and isinstance(inp, str):
+        return ins, inp
+    return None
+
+
+def reference_question(example: Example, question_format: str = "project") -> str:
+    """The question CPQS's reference code feeds: ``project`` = the example's last user turn as read;
+    ``reference`` = ``f"{instruction}\nInput:{input}"`` (``train_cnn.py`` ``build_dataset``, ``predict.py``; the
+    ``Input:`` line even for an empty input). An example read with the ``alpaca_reference`` schema already holds
+    that text; otherwise its metadata must carry ``instruction`` / ``input``, or this is an error (never a guess)."""
+    if question_format == "project":
+        return example.instruction
+    if question_format != "reference":
+        raise QuestionError(f"question_format must be 'project' or 'reference', got {question_format!r}")
+    if isinstance((example.metadata or {}).get("overlap_text"), str):  # read with the alpaca_reference schema
+        return example.instruction
+    fields = alpaca_fields(example)
+    if fields is None:
+        raise QuestionError(
+            f"example {example.id!r}: question_format=reference needs its Alpaca instruction and input (metadata "
+            "'instruction' / 'input', or a pool read with data.schema=alpaca_reference); the user text alone "
+            "cannot be split back"
+        )
+    return f"{fields[0]}\nInput:{fields[1]}"
+
+
+def reference_style(template: str) -> str:
+    """Which reference rendering a prompt template maps to: ``chat`` (the tokenizer's own chat template, Qwen's
+    ChatML in the paper) -> ``chatml``; every other template (a base model: Llama-2-7B in the paper) -> ``llama``."""
+    return "chatml" if template == "chat" else "llama"
+
+
+def render_reference(
+    tokenizer: Any,
+    example: Example,
+    style: str,
+    *,
+    question_format: str = "project",
+    system_prompt: str | None = None,
+    max_length: int | None = None,
+    min_response_tokens: int = 1,
+    stats: LengthStats | None = None,
+) -> Rendered | None:
+    """Tokenise ``example`` as the CPQS reference does for its CNN features (``train_cnn.py`` ``train`` /
+    ``predict.py``): the prompt-only text and the full text are tokenised *separately* with the tokenizer's
+    default special tokens, and the span is every token of the full text from ``len(prompt ids)`` on.
+
+    * ``chatml``: ``apply_chat_template(messages, add_generation_prompt=True)`` for the user-only dialog and for the
+      full dialog (user + assistant, *also* with ``add_generation_prompt=True``). The span is the answer,
+      ``<|im_end|>``, and the trailing ``\n<|im_start|>assistant\n`` header, which attends to the whole dialog. A
+      template that adds a default system message (Qwen's) adds it here too; ``system_prompt`` is inserted as the
+      project's rendering does (None in the paper presets).
+    * ``llama``: ``"<s> [INST] {q} [/INST]"`` and ``"<s> [INST] {q} [/INST] {a} </s>"`` — the literal ``<s>``
+      plus the BOS the tokenizer adds itself (two for Llama-2).
+
+    The question is :func:`reference_question`. Beyond ``max_length`` the tail is cut (the reference never cuts;
+    counted as truncated); a prompt that leaves fewer than ``min_response_tokens`` is dropped."""
+    if style not in REFERENCE_STYLES:
+        raise TemplateError(f"reference style must be one of {REFERENCE_STYLES}, got {style!r}")
+    question = reference_question(example, question_format)
+    if not example.response.strip():
+        if stats is not None:
+            stats.dropped_empty += 1
+        return None
+    if style == "chatml":
+        jinja = templates.chat_template(tokenizer, "chat")
+        msgs = _messages(example, system_prompt)
+        for i in range(len(msgs) - 1, -1, -1):
+            if msgs[i]["role"] == "user":
+                msgs[i] = {**msgs[i], "content": question}
+                break
+        user_only = _apply(tokenizer, jinja, msgs, add_generation_prompt=True)
+        full = _apply(tokenizer, jinja, msgs + [{"role": "assistant", "content": example.response}], True)
+    else:
+        user_only = LLAMA_REFERENCE_PROMPT.format(question=question)
+        full = f"{user_only} {example.response} </s>"
+    start = len(tokenizer(user_only)["input_ids"])
+    ids = list(tokenizer(full)["input_ids"])
+    truncated = False
+    if max_length is not None and len(ids) > max_length:
+        if max_length - start < min_response_tokens:
+            if stats is not None:
+                stats.dropped_prompt_too_long += 1
+            return None
+        ids, truncated = ids[:max_length], True
+    if len(ids) - start < min_response_tokens:
+        if stats is not None:
+            stats.dropped_empty += 1
+        return None
+    if stats is not None:
+        stats.kept += 1
+        stats.truncated += int(truncated)
+        stats.lengths.append(len(ids))
+    return Rendered(tuple(ids), start, len(ids), not truncated, truncated)
+
+
 def pad_token_id(tokenizer: Any) -> int:
     """The id used to right-pad batches: the tokenizer's pad token, else its EOS (masked out either way)."""
     pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

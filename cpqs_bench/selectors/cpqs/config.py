@@ -24,9 +24,16 @@ class CPQSConfig:
     official_negatives: tuple[str, ...] = ("alpaca_gpt4_data_llama.json", "alpaca_gpt4_data_qwen251.json")
     official_negative_field: str = "模型输出"
     # paired: one negative per instruction, 1:1 with its positive (the project's default); reference: every positive
-    # and every negative of every negative set, as train_cnn.py build_dataset concatenates them (pos:neg = 1:#sets)
-    composition: Literal["paired", "reference"] = "paired"
-    question_format: Literal["project", "reference"] = "project"  # reference: "instruction\nInput:input"
+    # and every negative of every negative set, as train_cnn.py build_dataset concatenates them (pos:neg = 1:#sets),
+    # drawn by instruction group (n_pairs groups), epochs + held-out split as configured; reference_mix: the
+    # reference's own mix: `reference_mix_texts` texts drawn from the shuffled union of every positive and negative
+    # (unpaired) after the pool-overlap drop, one epoch, no validation split (train_cnn.py max_steps = 15000)
+    composition: Literal["paired", "reference", "reference_mix"] = "paired"
+    reference_mix_texts: int = 15000
+    # the question text of the training pairs (official source): reference = "instruction\nInput:input" as
+    # train_cnn.py build_dataset writes it. Recorded in selector.json; with feature_span=reference the scored pool's
+    # questions are rendered the same way (prompts.reference_question), else the pool keeps its own rendering.
+    question_format: Literal["project", "reference"] = "project"
     # "generate": the weaker model(s) answering the instructions (generators wins over generator when set)
     generator: str = "embedded"
     generators: tuple[str, ...] = ()
@@ -45,6 +52,12 @@ class CPQSConfig:
     overlap: Literal["exclude", "out_of_fold"] = "exclude"
     oof_folds: int = 5
     # features
+    # response: the answer tokens (+ end-of-turn) under prompt.template, the span SFT labels and IFD use;
+    # reference: as train_cnn.py / predict.py render: ChatML models -> the full dialog through the tokenizer's chat
+    # template with add_generation_prompt=True, every token after the user-only prompt (answer, <|im_end|>, the
+    # trailing assistant header); models without a chat template -> "<s> [INST] {q} [/INST] {a} </s>" tokenised with
+    # the tokenizer's own BOS (a second one). Recorded in selector.json; scoring refuses a mismatch.
+    feature_span: Literal["reference", "response"] = "response"
     layers: str = "all"  # all | last | front | middle | back | comma list "0,4,8"
     feature_max_length: int = 2048
     feature_eot: bool | None = None  # end-of-turn token in the feature span; None = follow prompt.train_eot

@@ -61,6 +61,8 @@ class PairSet:
     items: list[Labelled]
     skipped: Counter = field(default_factory=Counter)
     n_pairs: int = 0
+    # the sampling units behind ``items`` (one per pair, or per composed group): what :func:`draw` subsamples
+    units: list[list[Labelled]] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict[str, Any]:
         labels = Counter(x.label for x in self.items)
@@ -114,7 +116,8 @@ def overlap_key(ex: Example) -> str:
 
 
 def disjoint_pairs(pairs: PairSet, pool_examples: Iterable[Example]) -> tuple[PairSet, int]:
-    """``(pairs without any group whose instruction is in the pool, number of groups dropped)``."""
+    """``(pairs without any group whose instruction is in the pool, number of groups dropped)``, nothing redrawn.
+    Training uses :func:`draw` (drop, then sample); this is the overlap count alone (preflight, tests)."""
     taken = {overlap_key(ex) for ex in pool_examples}
     bad = {x.group for x in pairs.items if overlap_key(x.example) in taken}
     if not bad:
@@ -127,7 +130,8 @@ def disjoint_pairs(pairs: PairSet, pool_examples: Iterable[Example]) -> tuple[Pa
         )
     skipped = Counter(pairs.skipped)
     skipped["overlap_with_pool"] += len(bad)
-    return PairSet(pairs.source, kept, skipped, pairs.n_pairs - len(bad)), len(bad)
+    units = [u for u in pairs.units if u[0].group not in bad]
+    return PairSet(pairs.source, kept, skipped, pairs.n_pairs - len(bad), units), len(bad)
 
 
 def _subsample(pairs: list[list[Labelled]], n_pairs: int | None, seed: int) -> list[list[Labelled]]:
@@ -139,13 +143,86 @@ def _subsample(pairs: list[list[Labelled]], n_pairs: int | None, seed: int) -> l
     return sorted(rng.sample(pairs, n_pairs), key=lambda p: p[0].group + p[0].example.id)
 
 
-def _finish(source: str, pairs: list[list[Labelled]], skipped: Counter, n_pairs: int | None, seed: int) -> PairSet:
-    chosen = _subsample(pairs, n_pairs, seed)
-    if not chosen:
+def avoid_keys(pool_examples: Iterable[Example] | None) -> set[str] | None:
+    """The :func:`overlap_key` of every example of the pool to be scored (None: no pool, nothing to avoid)."""
+    return None if pool_examples is None else {overlap_key(ex) for ex in pool_examples}
+
+
+def _drop_overlap(
+    source: str, units: list[list[Labelled]], skipped: Counter, avoid: set[str] | None
+) -> tuple[list[list[Labelled]], int]:
+    """``units`` without any instruction group that has an example in ``avoid``; the number of groups dropped is
+    added to ``skipped["overlap_with_pool"]`` and returned."""
+    if not avoid:
+        return units, 0
+    bad = {x.group for unit in units for x in unit if overlap_key(x.example) in avoid}
+    if not bad:
+        return units, 0
+    kept = [unit for unit in units if unit[0].group not in bad]
+    if not kept:
+        raise PairsError(
+            f"{source}: every training pair's instruction is in the scored pool ({len(bad)} "
+            "groups); train the selector on instructions the pool does not hold"
+        )
+    skipped["overlap_with_pool"] += len(bad)
+    return kept, len(bad)
+
+
+def _finish(
+    source: str,
+    pairs: list[list[Labelled]],
+    skipped: Counter,
+    n_pairs: int | None,
+    seed: int,
+    avoid: set[str] | None = None,
+) -> PairSet:
+    """Drop the pool-overlapping groups FIRST, then draw ``n_pairs`` units, then count the shortfall: a source half
+    of which overlaps the pool still yields ``n_pairs`` when it holds enough other instructions (issue #26)."""
+    if not pairs:
         raise PairsError(f"{source}: no usable pairs (skipped: {dict(skipped) or 'none'})")
+    skipped = Counter(skipped)
+    kept, _ = _drop_overlap(source, pairs, skipped, avoid)
+    chosen = _subsample(kept, n_pairs, seed)
+    skipped.pop("short_of_n_pairs", None)
     if n_pairs is not None and len(chosen) < n_pairs:
         skipped["short_of_n_pairs"] = n_pairs - len(chosen)
-    return PairSet(source, [x for p in chosen for x in p], skipped, len(chosen))
+    return PairSet(source, [x for p in chosen for x in p], skipped, len(chosen), chosen)
+
+
+def draw(pairs: PairSet, avoid: Iterable[Example] | None, n_pairs: int | None, seed: int = 0) -> tuple[PairSet, int]:
+    """``(pairs without the groups whose instruction is in ``avoid``, then ``n_pairs`` of them drawn, number of
+    groups dropped)`` — the order every path follows (a built set, a fold of ``out_of_fold``). ``short_of_n_pairs``
+    is the shortfall after the drop."""
+    units = pairs.units or _units_by_group(pairs.items)
+    before = Counter(pairs.skipped)
+    out = _finish(pairs.source, units, before, n_pairs, seed, avoid_keys(avoid))
+    return out, out.skipped.get("overlap_with_pool", 0) - before.get("overlap_with_pool", 0)
+
+
+def _units_by_group(items: Sequence[Labelled]) -> list[list[Labelled]]:
+    by: dict[str, list[Labelled]] = {}
+    for x in items:
+        by.setdefault(x.group, []).append(x)
+    return list(by.values())
+
+
+def reference_mix(pairs: PairSet, avoid: Iterable[Example] | None, n_texts: int, seed: int = 0) -> PairSet:
+    """``composition: reference_mix`` — the reference's training data (``train_cnn.py`` ``build_dataset``): the
+    union of every positive and every negative text, shuffled, the first ``n_texts`` kept, unpaired. Here the
+    pool-overlap drop comes first (whole instruction groups whose instruction is in ``avoid``), then the draw; the
+    items keep their group keys (for the overlap record), and ``n_pairs`` counts texts."""
+    if n_texts < 1:
+        raise PairsError(f"reference_mix needs a positive number of texts, got {n_texts}")
+    skipped = Counter(pairs.skipped)
+    units = pairs.units or _units_by_group(pairs.items)
+    kept, _ = _drop_overlap(pairs.source, units, skipped, avoid_keys(avoid))
+    texts = sorted((x for unit in kept for x in unit), key=lambda x: (x.group, x.example.id, x.label))
+    random.Random(seed).shuffle(texts)
+    chosen = texts[:n_texts]
+    skipped.pop("short_of_n_pairs", None)
+    if len(chosen) < n_texts:
+        skipped["short_of_n_texts"] = n_texts - len(chosen)
+    return PairSet(f"{pairs.source}; reference_mix", chosen, skipped, len(chosen), [[x] for x in chosen])
 
 
 # ---------------------------------------------------------------------------------------------------- sources
@@ -158,6 +235,7 @@ def from_paired_file(
     exclude: Mapping[str, Sequence[Any]] | None = None,
     n_pairs: int | None = None,
     seed: int = 0,
+    avoid: Iterable[Example] | None = None,
     mirror: str | os.PathLike | None = None,
 ) -> PairSet:
     """Pairs from one file holding both answers per row (Alpaca fields ``instruction``/``input`` + two outputs).
@@ -188,7 +266,7 @@ def from_paired_file(
         _add(pairs, seen, skipped, pos, neg, drop_identical)
     if not pairs and not skipped:
         raise PairsError(f"{src}: no records")
-    return _finish(f"{source} ({positive_field} vs {negative_field})", pairs, skipped, n_pairs, seed)
+    return _finish(f"{source} ({positive_field} vs {negative_field})", pairs, skipped, n_pairs, seed, avoid_keys(avoid))
 
 
 def _by_prompt(examples: Iterable[Example], skipped: Counter, what: str) -> dict[str, Example]:
@@ -209,6 +287,7 @@ def from_two_files(
     drop_identical: bool = True,
     n_pairs: int | None = None,
     seed: int = 0,
+    avoid: Iterable[Example] | None = None,
     mirror: str | os.PathLike | None = None,
 ) -> PairSet:
     """Pairs from a strong pool and a weak pool joined on the prompt (instruction + input)."""
@@ -229,7 +308,7 @@ def from_two_files(
         else:
             pairs.append(_pair(key, p, n))
     skipped["no_positive"] += sum(1 for k in neg if k not in pos)
-    return _finish(f"join({positives}, {negatives})", pairs, +skipped, n_pairs, seed)
+    return _finish(f"join({positives}, {negatives})", pairs, +skipped, n_pairs, seed, avoid_keys(avoid))
 
 
 def from_multi_model(
@@ -239,6 +318,7 @@ def from_multi_model(
     drop_identical: bool = True,
     n_pairs: int | None = None,
     seed: int = 0,
+    avoid: Iterable[Example] | None = None,
     mirror: str | os.PathLike | None = None,
     prefix: str = "alpaca_eval/",
 ) -> PairSet:
@@ -271,6 +351,7 @@ def from_multi_model(
         +skipped,
         n_pairs,
         seed,
+        avoid_keys(avoid),
     )
 
 
@@ -320,6 +401,7 @@ def from_generated(
     drop_identical: bool = True,
     n_pairs: int | None = None,
     seed: int = 0,
+    avoid: Iterable[Example] | None = None,
     composition: str = "paired",
     drop_unfinished: bool = True,
 ) -> PairSet:
@@ -353,7 +435,7 @@ def from_generated(
             continue
         seen.add(group)
         groups.append(_compose(group, ex, negs, composition))
-    return _finish(f"generated({negatives_path})", groups, skipped, n_pairs, seed)
+    return _finish(f"generated({negatives_path})", groups, skipped, n_pairs, seed, avoid_keys(avoid))
 
 
 def _compose(group: str, pos: Example, negs: Sequence[Example], composition: str) -> list[Labelled]:
@@ -380,6 +462,7 @@ def from_official(
     drop_identical: bool = True,
     n_pairs: int | None = None,
     seed: int = 0,
+    avoid: Iterable[Example] | None = None,
     mirror: str | os.PathLike | None = None,
 ) -> PairSet:
     """The reference's training data (``renlll/CPQS_data``; ``source`` may also be a local folder of those files):
@@ -428,7 +511,7 @@ def from_official(
         else:
             skipped["no_negative"] += 1
     label = f"official({source}: {positives} vs {', '.join(negatives)}; {composition})"
-    return _finish(label, groups, +skipped, n_pairs, seed)
+    return _finish(label, groups, +skipped, n_pairs, seed, avoid_keys(avoid))
 
 
 # ---------------------------------------------------------------------------------------------------- split
@@ -463,6 +546,9 @@ def parse_exclude(items: Sequence[str] | None) -> dict[str, list[str]]:
     return out
 
 
+_FROM_CONFIG: Any = object()
+
+
 def build(
     cfg: Any,
     *,
@@ -471,10 +557,53 @@ def build(
     negatives_path: str | os.PathLike | None = None,
     exclude: Mapping[str, Sequence[Any]] | None = None,
     seed: int | None = None,
+    avoid: Iterable[Example] | None = None,
+    n_pairs: int | None = _FROM_CONFIG,
+    full: bool = False,
 ) -> PairSet:
-    """Pairs as configured by a :class:`CPQSConfig` (``selectors.cpqs``)."""
+    """Pairs as configured by a :class:`CPQSConfig` (``selectors.cpqs``).
+
+    Every source is built whole, then :func:`select` drops the groups whose instruction is in ``avoid`` (the pool
+    to be scored) and only then draws ``n_pairs`` (default ``cfg.n_pairs``; None = all) — or, for ``composition:
+    reference_mix``, ``cfg.reference_mix_texts`` texts. ``full=True`` returns the whole set undrawn (every positive
+    and negative for ``reference_mix``), for callers that draw per fold (``out_of_fold``)."""
     seed = cfg.seed if seed is None else seed
+    composition = "reference" if cfg.composition == "reference_mix" else cfg.composition
+    whole = _build(cfg, mirror, pool_examples, negatives_path, exclude, seed, None, None, composition)
+    if full:
+        return whole
+    return select(whole, cfg, avoid, seed=seed, n_pairs=n_pairs)
+
+
+def select(
+    whole: PairSet,
+    cfg: Any,
+    avoid: Iterable[Example] | None,
+    *,
+    seed: int | None = None,
+    n_pairs: int | None = _FROM_CONFIG,
+) -> PairSet:
+    """The training set drawn from a whole pair set for a pool ``avoid``: overlap dropped first, then ``n_pairs``
+    units (:func:`draw`) or, for ``composition: reference_mix``, ``cfg.reference_mix_texts`` texts."""
+    seed = cfg.seed if seed is None else seed
+    if cfg.composition == "reference_mix":
+        return reference_mix(whole, avoid, int(cfg.reference_mix_texts), seed)
+    return draw(whole, avoid, cfg.n_pairs if n_pairs is _FROM_CONFIG else n_pairs, seed)[0]
+
+
+def _build(
+    cfg: Any,
+    mirror: str | os.PathLike | None,
+    pool_examples: Sequence[Example] | None,
+    negatives_path: str | os.PathLike | None,
+    exclude: Mapping[str, Sequence[Any]] | None,
+    seed: int,
+    avoid: Iterable[Example] | None,
+    n_pairs: int | None,
+    composition: str,
+) -> PairSet:
     src = cfg.pairs_source
+    avoid = list(avoid) if avoid is not None else None
     if src == "pairs":
         return from_paired_file(
             cfg.pairs,
@@ -482,23 +611,31 @@ def build(
             cfg.negative_field,
             drop_identical=cfg.drop_identical,
             exclude=exclude,
-            n_pairs=cfg.n_pairs,
+            n_pairs=n_pairs,
             seed=seed,
+            avoid=avoid,
             mirror=mirror,
         )
     if src == "join":
         if not cfg.negatives:
             raise PairsError("pairs_source=join needs selectors.cpqs.negatives (the weak-answer file)")
         return from_two_files(
-            cfg.pairs, cfg.negatives, drop_identical=cfg.drop_identical, n_pairs=cfg.n_pairs, seed=seed, mirror=mirror
+            cfg.pairs,
+            cfg.negatives,
+            drop_identical=cfg.drop_identical,
+            n_pairs=n_pairs,
+            seed=seed,
+            avoid=avoid,
+            mirror=mirror,
         )
     if src == "multi_model":
         return from_multi_model(
             cfg.positive_generators,
             cfg.negative_generators,
             drop_identical=cfg.drop_identical,
-            n_pairs=cfg.n_pairs,
+            n_pairs=n_pairs,
             seed=seed,
+            avoid=avoid,
             mirror=mirror,
         )
     if src == "generate":
@@ -511,9 +648,10 @@ def build(
             pool_examples,
             path,
             drop_identical=cfg.drop_identical,
-            n_pairs=cfg.n_pairs,
+            n_pairs=n_pairs,
             seed=seed,
-            composition=cfg.composition,
+            avoid=avoid,
+            composition=composition,
             drop_unfinished=cfg.generation_drop_unfinished,
         )
     if src == "official":
@@ -522,11 +660,12 @@ def build(
             cfg.official_positives,
             cfg.official_negatives,
             negative_field=cfg.official_negative_field,
-            composition=cfg.composition,
+            composition=composition,
             question_format=cfg.question_format,
             drop_identical=cfg.drop_identical,
-            n_pairs=cfg.n_pairs,
+            n_pairs=n_pairs,
             seed=seed,
+            avoid=avoid,
             mirror=mirror,
         )
     raise PairsError(f"unknown pairs_source {src!r}; use pairs, join, multi_model, generate or official")

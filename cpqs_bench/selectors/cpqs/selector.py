@@ -4,7 +4,16 @@ Everything the features depend on (layers, template, system prompt, max length) 
 ``selector.json``, never from flags, and the target model loaded for scoring must be the backbone the selector was
 trained on (spec/revision and config digest); a mismatch is an error naming both, because hidden states of another
 model are meaningless to the CNN. The features must also come in the dtype the CNN was trained on
-(``feature_dtype``): a float32 target model scoring a selector trained on bfloat16 features is refused.
+(``feature_dtype``): a float32 target model scoring a selector trained on bfloat16 features is refused; and the
+recorded ``feature_span`` / ``question_format`` must be the configured ones (:func:`check_rendering`). With
+``feature_span: reference`` the pool is rendered as the reference renders it (:func:`cpqs_bench.prompts.
+render_reference`), its questions in the recorded question format.
+
+Differences from the reference (``predict.py`` of Victory0431/CPQS-Tuning, the original authors' file): batched,
+length-bucketed, right-padded forwards (the reference runs one example at a time); the span's tail is cut at
+``selectors.cpqs.feature_max_length`` (the reference never cuts); scoring autocast as validated in training (the
+reference always fp16 autocast); with ``feature_span: response`` (the default) the span is the project's answer span
+(answer + end-of-turn under ``prompt.template``), not the reference's.
 
 Scoring runs under the autocast the training validated under (``selector.json`` ``autocast``, re-derived for the
 scoring device), so held-out metrics describe the scores that are written. The work directory's key includes the
@@ -65,13 +74,36 @@ def check_feature_dtype(meta: dict[str, Any], model: Any, checkpoint: Path) -> N
 
 
 def spec_from_meta(meta: dict[str, Any]) -> feats.FeatureSpec:
+    span = meta.get("feature_span", "response")  # checkpoints before issue #26 are response-span ones
     return feats.FeatureSpec(
         meta["template"],
         meta["layers"],
         int(meta["max_length"]),
         meta.get("system_prompt"),
         bool(meta.get("train_eot", True)),
+        span,
+        meta.get("question_format", "project") if span == "reference" else "project",
     )
+
+
+def check_rendering(meta: dict[str, Any], cq: Any, checkpoint: Path) -> None:
+    """Refuse a checkpoint whose recorded feature span or question format is not the configured one: the CNN
+    would score hidden states of another rendering than it learnt (``selectors.cpqs.feature_span`` /
+    ``question_format``; a checkpoint without them is a ``response`` / ``project`` one)."""
+    have = {
+        "feature_span": meta.get("feature_span", "response"),
+        "question_format": meta.get("question_format", "project"),
+    }
+    want = {k: getattr(cq, k, have[k]) for k in have}
+    diff = {k: (have[k], want[k]) for k in have if have[k] != want[k]}
+    if diff:
+        raise BackboneMismatch(
+            f"CPQS selector {checkpoint} was trained with "
+            + ", ".join(f"{k}={a!r}" for k, (a, _) in diff.items())
+            + " but the config says "
+            + ", ".join(f"selectors.cpqs.{k}={b!r}" for k, (_, b) in diff.items())
+            + "; score with the settings it was trained with or train a new selector"
+        )
 
 
 def score_chunk(
@@ -168,6 +200,7 @@ class CPQSSelector:
         meta = read_meta(checkpoint)
         check_backbone(meta, info, model, checkpoint)
         check_feature_dtype(meta, model, checkpoint)
+        check_rendering(meta, ctx.config.selectors.cpqs, checkpoint)
         device = next(model.parameters()).device
         cnn, meta = load_checkpoint(checkpoint, device)
         spec = spec_from_meta(meta)

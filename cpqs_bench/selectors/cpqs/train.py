@@ -325,6 +325,10 @@ def fit_selector(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if getattr(cq, "composition", None) == "reference_mix":  # the reference's one pass, nothing held out
+        from dataclasses import replace
+
+        cq = replace(cq, epochs=1, val_fraction=0.0)
     device = next(model.parameters()).device
     model_id = feats.model_identity(model, backbone.get("revision"))
     layers = feats.resolve_layers(spec.layers, feats.num_blocks(model))
@@ -445,6 +449,10 @@ def fit_selector(
         "system_prompt": spec.system_prompt,
         "train_eot": spec.train_eot,
         "max_length": spec.max_length,
+        # what scoring must render the same way (CPQSSelector refuses a config that says otherwise)
+        "feature_span": spec.span,
+        "question_format": getattr(cq, "question_format", "project"),
+        "composition": getattr(cq, "composition", None),
         "feature_dtype": model_id["dtype"],
         "autocast": str(amp).replace("torch.", "") if amp else None,
         "train_metrics": {
@@ -471,12 +479,20 @@ def fit_selector(
 
 def feature_spec(cfg: Any) -> feats.FeatureSpec:
     """The features a CPQS selector trains on, from the resolved config: ``prompt.template``/``system_prompt``,
-    ``selectors.cpqs.layers``, ``min(feature_max_length, prompt.max_length)`` and ``selectors.cpqs.feature_eot``
-    (None: follow ``prompt.train_eot``, the SFT labels' end-of-turn rule)."""
+    ``selectors.cpqs.layers``, ``min(feature_max_length, prompt.max_length)``, ``selectors.cpqs.feature_eot``
+    (None: follow ``prompt.train_eot``, the SFT labels' end-of-turn rule), ``selectors.cpqs.feature_span`` and, with
+    the reference span, ``selectors.cpqs.question_format`` (the question text every example is rendered with)."""
     cq = cfg.selectors.cpqs
     eot = cfg.prompt.train_eot if cq.feature_eot is None else bool(cq.feature_eot)
+    span = getattr(cq, "feature_span", "response")
     return feats.FeatureSpec(
-        cfg.prompt.template, cq.layers, min(cq.feature_max_length, cfg.prompt.max_length), cfg.prompt.system_prompt, eot
+        cfg.prompt.template,
+        cq.layers,
+        min(cq.feature_max_length, cfg.prompt.max_length),
+        cfg.prompt.system_prompt,
+        eot,
+        span,
+        cq.question_format if span == "reference" else "project",
     )
 
 
@@ -495,15 +511,22 @@ def build_pairs(
     pairs: PairSet | Sequence[Example] | None = None,
     negatives: str | Path | None = None,
     row_filter: dict[str, Sequence[Any]] | None = None,
+    avoid: Sequence[Example] | None = None,
+    full: bool = False,
 ) -> PairSet:
     """The training pairs: a given :class:`PairSet`; for ``pairs_source=generate`` the given pool examples (the
     positives) joined with the make-negatives file ``negatives``; else the configured source. Never limited by
-    ``data.pool_limit`` (``selectors.cpqs.n_pairs`` is the pairs' own size)."""
+    ``data.pool_limit`` (``selectors.cpqs.n_pairs`` is the pairs' own size).
+
+    ``avoid``: the pool to be scored. Its instructions are dropped FIRST and only then are ``n_pairs`` drawn (or
+    ``reference_mix_texts`` texts), so a source that overlaps the pool still gives ``n_pairs`` when it can
+    (``skipped["short_of_n_pairs"]`` is the shortfall after the drop). ``full=True``: the whole set, undrawn (a
+    given PairSet is returned as is)."""
     from cpqs_bench.selectors.cpqs import pairs as P
 
-    if isinstance(pairs, PairSet):
-        return pairs
     cq = cfg.selectors.cpqs
+    if isinstance(pairs, PairSet):
+        return pairs if full else P.select(pairs, cq, avoid)
     if cq.pairs_source == "generate" and pairs is None:
         raise P.PairsError("pairs_source=generate: pass the examples whose instructions were answered (pairs=...)")
     return P.build(
@@ -512,6 +535,8 @@ def build_pairs(
         pool_examples=list(pairs) if pairs is not None else None,
         negatives_path=negatives,
         exclude=row_filter,
+        avoid=avoid,
+        full=full,
     )
 
 
@@ -532,19 +557,16 @@ def train_selector(
 
     ``pairs``: a :class:`PairSet`, or for ``pairs_source=generate`` the examples whose instructions ``negatives``
     (a make-negatives file) answers; None builds the configured source. ``exclude``: the pool the selector will
-    score: every pair whose instruction it holds is dropped first (``metrics["overlap"]`` records how many;
-    ``overlap_in_training`` is then 0). ``row_filter``: ``{field: [values]}`` rows of a paired file to skip.
+    score: every pair whose instruction it holds is dropped first, before ``n_pairs`` are drawn
+    (``metrics["overlap"]`` records how many groups; ``overlap_in_training`` is then 0). ``row_filter``: ``{field: [values]}`` rows of a paired file to skip.
     ``loader(spec, revision, dtype) -> (model, tokenizer, info)`` shares the target model with other stages.
     """
-    from cpqs_bench.selectors.cpqs.pairs import disjoint_pairs
-
-    pairset = build_pairs(cfg, pairs=pairs, negatives=negatives, row_filter=row_filter)
-    n_before = pairset.n_pairs
-    dropped = 0
-    if exclude is not None:
-        pairset, dropped = disjoint_pairs(pairset, exclude)
-        if dropped:
-            log(f"dropped {dropped} of {n_before} training pairs whose instruction is in the scored pool")
+    pairset = build_pairs(cfg, pairs=pairs, negatives=negatives, row_filter=row_filter, avoid=exclude)
+    dropped = int(pairset.skipped.get("overlap_with_pool", 0)) if exclude is not None else 0
+    if dropped:
+        log(f"dropped {dropped} instruction groups in the scored pool before drawing the training pairs")
+    if pairset.skipped.get("short_of_n_pairs"):
+        log(f"warning: {pairset.skipped['short_of_n_pairs']} pairs short of selectors.cpqs.n_pairs after the drop")
     overlap = {
         "checked_against": len(exclude) if exclude is not None else None,
         "dropped_pairs": dropped,
@@ -594,7 +616,7 @@ def train_out_of_fold(
     example, pool order, as ``cpqs-bench score``) and returns per-fold metrics; every fold's overlap is 0."""
     from cpqs_bench.io import write_jsonl
     from cpqs_bench.selectors.base import ScoringContext
-    from cpqs_bench.selectors.cpqs.pairs import disjoint_pairs
+    from cpqs_bench.selectors.cpqs import pairs as P
     from cpqs_bench.selectors.cpqs.selector import CPQSSelector
 
     cq = cfg.selectors.cpqs
@@ -602,7 +624,7 @@ def train_out_of_fold(
         raise ValueError(f"selectors.cpqs.oof_folds must be >= 2, got {cq.oof_folds}")
     out = Path(out)
     pool_examples = list(pool_examples)
-    pairset = build_pairs(cfg, pairs=pairs, negatives=negatives, row_filter=row_filter)
+    pairset = build_pairs(cfg, pairs=pairs, negatives=negatives, row_filter=row_filter, full=True)
     loaded = load_target(cfg, loader)
 
     def shared(spec: str, revision: str | None = None, dtype: str | None = None) -> Any:
@@ -621,7 +643,9 @@ def train_out_of_fold(
         fold = [ex for ex in pool_examples if fold_of(ex, cq.oof_folds) == k]
         if not fold:
             continue
-        kept, dropped = disjoint_pairs(pairset, fold)
+        # drop this fold's instructions FIRST, then draw n_pairs (or reference_mix_texts) from what is left
+        kept = P.select(pairset, cq, fold)
+        dropped = int(kept.skipped.get("overlap_with_pool", 0)) - int(pairset.skipped.get("overlap_with_pool", 0))
         ck = out / f"fold-{k}"
         m = fit_selector(
             model,
@@ -645,14 +669,25 @@ def train_out_of_fold(
             if row.get("score") is not None and isinstance(row["score"], float) and math.isnan(row["score"]):
                 row["score"] = None
             by_id[r.id] = {**row, "fold": k}
-        folds.append({"fold": k, "pool": len(fold), "dropped_pairs": dropped, "val": m["val"], "length": m["length"]})
+        folds.append(
+            {
+                "fold": k,
+                "pool": len(fold),
+                "dropped_pairs": dropped,
+                "n_pairs": kept.n_pairs,
+                "short_of_n_pairs": kept.skipped.get("short_of_n_pairs", 0),
+                "val": m["val"],
+                "length": m["length"],
+            }
+        )
     rows = [by_id[ex.id] for ex in pool_examples]
     write_jsonl(score_out, rows)
     summary = {
         "checkpoint": str(out),
         "folds": folds,
         "n": len(rows),
-        "n_pairs": pairset.n_pairs,
+        "n_pairs": [f["n_pairs"] for f in folds],
+        "n_pairs_available": pairset.n_pairs,
         "overlap": {
             "checked_against": len(pool_examples),
             "overlap_in_training": 0,
