@@ -140,7 +140,7 @@ def test_recipe_hash_guard(env, baseline):
 def test_out_dir_of_another_recipe_is_refused(env, baseline):
     out = env / "guard"
     train(env, out, overrides(env, **{"finetune.max_steps": 2}))
-    (out / "DONE").unlink()  # pretend it was interrupted, then resume with a different recipe
+    (out / sft.TRAINING_RECORD).unlink()  # pretend it was interrupted, then resume with a different recipe
     with pytest.raises(RecipeMismatch, match="recipe_hash"):
         train(env, out, overrides(env, **{"finetune.max_steps": 2, "finetune.lora_alpha": 16}))
 
@@ -151,16 +151,19 @@ def test_adapter_changes_model_and_loss_decreases(env, baseline):
     from transformers import AutoModelForCausalLM
 
     out, manifest = baseline
-    assert (out / "DONE").exists() and not (out / "checkpoints").exists()
+    assert not (out / "checkpoints").exists()
+    # issue #25: only the pipeline's executor writes DONE / manifest.json; the arm writes its outputs and its record
+    assert not (out / "DONE").exists() and not (out / "manifest.json").exists()
     for name in (
         "adapter_config.json",
         "adapter_model.safetensors",
         "tokenizer.json",
         "training_config.yaml",
         "recipe.json",
-        "manifest.json",
+        sft.TRAINING_RECORD,
     ):
         assert (out / name).is_file(), name
+    assert json.loads((out / sft.TRAINING_RECORD).read_text()) == json.loads(json.dumps(manifest))
     loss = manifest["train_data_loss"]
     assert loss["after"] < loss["before"] - 0.05, loss
     curve = [p["loss"] for p in manifest["training"]["loss_curve"]]
@@ -222,7 +225,7 @@ def test_resume_after_kill9_equals_uninterrupted(env, baseline, tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    assert not (out / "DONE").exists()
+    assert not (out / sft.TRAINING_RECORD).exists()
     newest = checkpoints.newest_complete(out / "checkpoints")
     step = checkpoints.step_of(newest)
     assert step is not None and step < 8
@@ -238,6 +241,11 @@ def test_resume_after_kill9_equals_uninterrupted(env, baseline, tmp_path):
     assert manifest["recipe_hash"] == baseline[1]["recipe_hash"]
     assert max_diff(adapter(out), adapter(baseline[0])) <= 1e-6
     assert len(manifest["training"]["loss_curve"]) == 8  # the curve before the kill survived in trainer_state
+    # issue #34 item 11: train_loss averages over all 8 steps, not only those after the resume
+    assert manifest["training"]["train_loss_over"] == "all steps"
+    assert manifest["training"]["train_loss"] == pytest.approx(baseline[1]["training"]["train_loss"], rel=1e-6)
+    curve = baseline[1]["training"]["loss_curve"]  # logging_steps=1: one logged loss per step
+    assert baseline[1]["training"]["train_loss"] == pytest.approx(sum(p["loss"] for p in curve) / 8, rel=1e-6)
 
 
 def test_incomplete_checkpoints_are_never_resumed(tmp_path):
@@ -296,7 +304,7 @@ def test_two_process_accelerate_matches_single_process(env, tmp_path):
     ]
     res = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
-    two = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    two = json.loads((tmp_path / "two" / sft.TRAINING_RECORD).read_text())
     assert two["training"]["processes"] == 2 and two["training"]["backend"] == "gloo"
     assert two["training"]["grad_accum"] == 1 and single["training"]["grad_accum"] == 2
     assert two["training"]["effective_batch"] == single["training"]["effective_batch"] == 4
@@ -314,7 +322,7 @@ def test_wandb_failure_never_fails_training(env, tmp_path, monkeypatch):
     monkeypatch.setattr(WandbCallback, "setup", boom)
     monkeypatch.setenv("WANDB_MODE", "offline")
     manifest = train(env, tmp_path / "wb", overrides(env, **{"finetune.max_steps": 2, "publish.wandb": True}))
-    assert (tmp_path / "wb" / "DONE").exists()
+    assert (tmp_path / "wb" / sft.TRAINING_RECORD).exists()
     assert manifest["wandb"]["mode"] == "offline"
     assert any("wandb backend unreachable" in e for e in manifest["wandb"]["errors"])
 
@@ -439,3 +447,41 @@ def test_packing_is_in_the_recipe_and_trains_what_padding_trains(env, tmp_path):
     ft = load_config("smoke", overrides(env, **{"finetune.packing": True})).finetune
     with pytest.raises(ValueError, match="finetune.packing"):
         sft.collator(ft, Odd(), None)
+
+
+# ----------------------------------------------------------------------------- finished folders, epoch checkpoints
+def test_finished_arm_is_returned_as_is_and_a_garbled_one_retrained(env, tmp_path):
+    out = tmp_path / "arm"
+    ov = overrides(env, **{"finetune.max_steps": 2})
+    first = train(env, out, ov)
+    assert not (out / "DONE").exists() and not (out / "manifest.json").exists()
+    stamp = (out / sft.TRAINING_RECORD).stat().st_mtime_ns
+    assert train(env, out, ov) == json.loads((out / sft.TRAINING_RECORD).read_text())  # returned, not retrained
+    assert (out / sft.TRAINING_RECORD).stat().st_mtime_ns == stamp
+    weights = out / "adapter_model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-64:] = bytes(64)  # garble the tail of the tensor data, same size
+    weights.write_bytes(bytes(raw))
+    again = train(env, out, ov)
+    assert again["finished_at"] >= first["finished_at"] and again["adapter_sha256"] == first["adapter_sha256"]
+    assert (out / sft.TRAINING_RECORD).stat().st_mtime_ns != stamp
+
+
+def test_keep_epoch_checkpoints_keeps_adapter_and_optimizer_of_every_epoch(env, tmp_path):
+    out = tmp_path / "warm"
+    ov = overrides(env, **{"finetune.max_steps": -1, "finetune.epochs": 2, "finetune.save_steps": 1})
+    rec = train(env, out, ov, keep_epoch_checkpoints=True)
+    kept = rec["epoch_checkpoints"]
+    # 16 selected rows (minus any the length policy drops), batch 4 -> ceil(rows/4) steps per epoch, 2 epochs
+    per_epoch = -(-rec["data"]["rows"] // 4)
+    assert [k["step"] for k in kept] == [per_epoch, 2 * per_epoch]
+    assert [round(k["epoch"]) for k in kept] == [1, 2]
+    for k in kept:
+        path = Path(k["path"])
+        assert (path / "optimizer.pt").is_file() and (path / "adapter_model.safetensors").is_file()
+        assert checkpoints.verify(path, deep=True)
+        assert k["mean_lr"] is not None and 0 < k["mean_lr"] <= 1e-2
+        state = torch.load(path / "optimizer.pt", weights_only=True)["state"]
+        assert state and all("exp_avg" in v and "exp_avg_sq" in v for v in state.values())
+    assert kept[0]["mean_lr"] > kept[1]["mean_lr"]  # cosine decay: the second epoch's rates are lower
+    assert sft.epoch_checkpoints(out) == kept  # listed again from disk (what LESS reads)

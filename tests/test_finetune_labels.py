@@ -141,3 +141,29 @@ def test_selection_reading_errors_name_the_line(tmp_path):
     sel.write_text(json.dumps({"id": "a", "kept": True}) + "\n" + json.dumps({"id": "a", "kept": False}) + "\n")
     with pytest.raises(SelectionFileError, match=r"sel.jsonl:2: duplicate"):
         read_selection(sel)
+
+
+def test_trained_token_counts_equal_the_rows_the_trainer_builds(tmp_path):
+    from cpqs_bench.config import Config, replace
+    from cpqs_bench.finetune import sft
+    from cpqs_bench.finetune.dataset import trained_token_counts
+
+    model, tok = tiny.model("chatml")
+    cfg = replace(Config(), **{"finetune.max_length": 64, "prompt.overflow": "truncate"})
+    long = Example("long", ({"role": "user", "content": "Tell a story."},), "once upon a time " * 40)
+    examples = [*EXAMPLES, long]
+    sel = tmp_path / "sel.jsonl"
+    sel.write_text("".join(json.dumps({"id": ex.id, "kept": True}) + "\n" for ex in examples))
+    counts = trained_token_counts(examples, tok, cfg.prompt, cfg.finetune)
+    data = sft.build_data(cfg, sel, examples, tok, None)
+    expected = {ex.id: (0, 0) for ex in examples}
+    for ex_id, row in zip(data.ids, data.rows):
+        expected[ex_id] = (len(row["input_ids"]), sum(1 for t in row["labels"] if t != IGNORE_INDEX))
+    assert counts == expected
+    assert counts["long"][0] == 64  # truncated to finetune.max_length
+    assert sum(t for t, _ in counts.values()) == data.n_tokens
+    assert sum(s for _, s in counts.values()) == data.n_supervised
+    # the drop policy: a too-long example trains nothing
+    dropped = replace(cfg, **{"prompt.overflow": "drop"})
+    counts = trained_token_counts(examples, tok, dropped.prompt, dropped.finetune)
+    assert counts["long"] == (0, 0) and counts["a"] == expected["a"]

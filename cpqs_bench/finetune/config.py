@@ -44,4 +44,6 @@ class FinetuneConfig:
     # adapter disabled and enabled after training (two extra forward passes over the selection; off by default,
     # the loss curve of training is always recorded).
     measure_train_loss: bool = False
-    keep_checkpoints: bool = False  # keep checkpoints/ after the adapter is written (else removed after DONE)
+    keep_checkpoints: bool = (
+        False  # keep checkpoints/ after the adapter is written (else removed once training.json is written)
+    )

@@ -186,6 +186,38 @@ def tokenize(
     return SFTData(rows=rows, ids=ids, stats=stats, n_selected=len(examples), dropped_ids=dropped)
 
 
+def trained_token_counts(
+    examples: Sequence[Example], tokenizer: Any, prompt_cfg: Any, ft_cfg: Any
+) -> dict[str, tuple[int, int]]:
+    """``id -> (trained, supervised)`` tokens one epoch of SFT spends on each example, computed by the same
+    :func:`tokenize` call that builds the trainer's rows (template and its special tokens, ``finetune.max_length``
+    truncation under ``prompt.overflow``, end-of-turn policy; no padding, packing adds none either): ``trained`` =
+    the row's input ids, ``supervised`` = its labels that are not -100. An example the length policy drops trains
+    nothing: ``(0, 0)``. ``prompt_cfg`` / ``ft_cfg``: the config's ``prompt`` and ``finetune`` sections. The
+    trainer also caps ``max_length`` by the model's context (:func:`cpqs_bench.finetune.sft.build_data`); a config
+    whose ``finetune.max_length`` exceeds the model's context counts the uncapped rows here."""
+    counts: dict[str, tuple[int, int]] = {ex.id: (0, 0) for ex in examples}
+    if not examples:
+        return counts
+    try:
+        data = tokenize(
+            tokenizer,
+            examples,
+            template=prompt_cfg.template,
+            system_prompt=prompt_cfg.system_prompt,
+            train_eot=prompt_cfg.train_eot,
+            max_length=ft_cfg.max_length,
+            overflow=prompt_cfg.overflow,
+        )
+    except ValueError as exc:
+        if "were dropped by the length policy" not in str(exc):
+            raise
+        return counts  # every example dropped: none trains a token
+    for ex_id, row in zip(data.ids, data.rows):
+        counts[ex_id] = (len(row["input_ids"]), sum(1 for t in row["labels"] if t != IGNORE_INDEX))
+    return counts
+
+
 def length_grouped_order(lengths: Sequence[int], group: int, seed: int, epoch: int) -> list[int]:
     """A seeded epoch order in which every run of ``group`` consecutive rows has similar lengths.
 

@@ -71,8 +71,8 @@ def _load(m: Mapping[str, Any] | str | Path) -> tuple[str, Mapping[str, Any]]:
     if isinstance(m, Mapping):
         return str(m.get("arm") or m.get("out") or "?"), m
     path = Path(m)
-    if path.is_dir():
-        path = path / "manifest.json"
+    if path.is_dir():  # an arm folder: its training record (sft.TRAINING_RECORD; not imported: sft is heavier)
+        path = path / "training.json"
     with open(path, encoding="utf-8") as fh:
         return str(path), json.load(fh)
 
@@ -89,7 +89,7 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 def check_same_recipe(manifests: Iterable[Mapping[str, Any] | str | Path]) -> str:
     """Return the shared recipe hash, or raise :class:`RecipeMismatch` naming the arms and the differing keys.
 
-    Accepts manifest dicts, manifest paths, or arm directories. A manifest without ``recipe_hash`` is refused (an
+    Accepts manifest / training-record dicts or paths, or arm directories (their ``training.json``). A manifest without ``recipe_hash`` is refused (an
     arm of unknown recipe cannot be compared).
     """
     loaded = [_load(m) for m in manifests]

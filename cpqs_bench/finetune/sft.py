@@ -8,7 +8,12 @@ the plain Trainer does exactly what we need.
 Reproducibility: the seed drives LoRA initialisation (``set_seed`` right before ``get_peft_model``), dropout
 (Trainer ``seed``) and data order (Trainer ``data_seed``); all three are recorded. Resume after ``kill -9`` uses the
 newest checkpoint whose completeness marker verifies (:mod:`cpqs_bench.finetune.checkpoints`). The output directory
-holds the adapter, the tokenizer, the resolved config, ``recipe.json`` and ``manifest.json``, and ``DONE`` last.
+holds the adapter, the tokenizer, the resolved config, ``recipe.json`` and the arm's training record
+:data:`TRAINING_RECORD` (``training.json``: recipe hash, model id/revision, train loss, ..., and the sha256 of the
+adapter weights), written last. This function writes no ``DONE`` and no ``manifest.json``: those belong to the
+pipeline's executor (issue #25); it returns the record, and a rerun into a folder whose record is complete and whose
+adapter weights match it returns the record as is. ``train_loss`` is the mean over *all* optimizer steps, also after a
+resume (the running loss sum is saved in every checkpoint, :data:`LOSS_SUM`).
 
 Library entry: :func:`finetune_arm` (resolved ``Config``, the selection file, the pool as ``Example`` objects, an
 optional ``loader``). With a shared loader (the pipeline's model cache) the base model is loaded once per process for
@@ -62,8 +67,10 @@ from cpqs_bench.prompts import pad_token_id
 
 log = logging.getLogger(__name__)
 
-DONE = "DONE"
 CKPT_DIR = "checkpoints"
+TRAINING_RECORD = "training.json"  # the arm's training record (what manifest.json held before issue #25)
+LOSS_SUM = "loss_sum.json"  # in every checkpoint: the sum of the per-step training losses up to that step
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 # --------------------------------------------------------------------------------------------- resolution helpers
@@ -212,7 +219,9 @@ def remove_lora(peft_model: Any, base: Any, ft: Any, use_cache: Any) -> None:
     base.eval()
 
 
-def training_arguments(ft: Any, ckpt_dir: Path, seed: int, precision: str, accum: int, run_name: str) -> Any:
+def training_arguments(
+    ft: Any, ckpt_dir: Path, seed: int, precision: str, accum: int, run_name: str, epoch_saves: bool = False
+) -> Any:
     import torch
     from transformers import TrainingArguments
 
@@ -235,7 +244,7 @@ def training_arguments(ft: Any, ckpt_dir: Path, seed: int, precision: str, accum
         fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=ft.gradient_checkpointing,
-        save_strategy="steps" if ft.save_steps > 0 else "no",
+        save_strategy="epoch" if epoch_saves else ("steps" if ft.save_steps > 0 else "no"),
         save_steps=max(ft.save_steps, 1),
         save_total_limit=None,  # we rotate, after verifying
         logging_strategy="steps",
@@ -282,7 +291,25 @@ def _trainer(ft: Any, rows: list[dict], seed: int, group: int, **kwargs: Any) ->
             self.warmup_steps_used = self.args.warmup_steps
             return super().create_scheduler(num_training_steps, optimizer)
 
-    return SFTTrainer(train_dataset=RowDataset(rows), **kwargs)
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            super()._save_checkpoint(model, trial)
+            # The Trainer's own train_loss covers only the steps of this train() call; the running sum saved with
+            # every checkpoint lets a resumed run average over all steps. Every rank gathers (a collective).
+            from transformers.trainer_pt_utils import nested_gather
+
+            pending = nested_gather(self._tr_loss.detach().clone(), self.args.parallel_mode).mean().item()
+            total = self.loss_sum_before + self._total_loss_scalar + pending
+            if self.args.process_index == 0:
+                path = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}" / LOSS_SUM
+                write_json(path, {"global_step": self.state.global_step, "loss_sum": total})
+
+        def train_loss_all_steps(self) -> float:
+            """Mean per-step training loss over every optimizer step of the arm (before and after a resume)."""
+            return (self.loss_sum_before + self._total_loss_scalar) / max(self.state.global_step, 1)
+
+    trainer = SFTTrainer(train_dataset=RowDataset(rows), **kwargs)
+    trainer.loss_sum_before = 0.0  # set from the resumed checkpoint's LOSS_SUM
+    return trainer
 
 
 def collator(ft: Any, model: Any, tok: Any) -> Any:
@@ -373,6 +400,52 @@ def _default_loader(spec: str, revision: str | None, dtype: str) -> tuple[Any, A
     return models.load(spec, revision, dtype=dtype, device="cpu")  # the Trainer moves it to the accelerator
 
 
+def finished_record(out: Path) -> dict[str, Any] | None:
+    """The training record of a finished arm folder, or None: the record must parse and the adapter weights must be
+    present with the sha256 it records (a folder cut or garbled after the fact is trained again)."""
+    path = out / TRAINING_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = read_json(path)
+    except ValueError as exc:
+        log.warning("%s: unreadable training record (%s); training again", path, exc)
+        return None
+    weights = out / ADAPTER_WEIGHTS
+    want = record.get("adapter_sha256") if isinstance(record, dict) else None
+    if not want or not weights.is_file() or sha256_file(weights) != want:
+        log.warning("%s: adapter weights missing or not the ones %s records; training again", weights, path)
+        return None
+    return record
+
+
+def epoch_checkpoints(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """The complete checkpoints an arm trained with ``keep_epoch_checkpoints=True`` kept, oldest first: step,
+    epoch, path, and the mean learning rate over the optimizer steps of that epoch (from the trainer state's log,
+    ``logging_steps`` apart; LESS weighs each checkpoint by it)."""
+    root = Path(out) / CKPT_DIR
+    found = [p for p in checkpoints.checkpoints(root) if checkpoints.verify(p)]
+    if not found:
+        return []
+    history = read_json(found[-1] / "trainer_state.json").get("log_history", [])
+    rates = [(h["step"], h["learning_rate"], h.get("epoch")) for h in history if "learning_rate" in h and "loss" in h]
+    result, prev_step = [], 0
+    for p in found:
+        state = read_json(p / "trainer_state.json")
+        step = int(state["global_step"])
+        lrs = [lr for s, lr, _ in rates if prev_step < s <= step]
+        result.append(
+            {
+                "step": step,
+                "epoch": state.get("epoch"),
+                "path": str(p),
+                "mean_lr": sum(lrs) / len(lrs) if lrs else None,
+            }
+        )
+        prev_step = step
+    return result
+
+
 # -------------------------------------------------------------------------------------------------------- main
 def finetune_arm(
     cfg: Any,
@@ -386,19 +459,25 @@ def finetune_arm(
     merge: bool | None = None,
     progress_bar: bool = True,
     pool_summary: dict[str, Any] | None = None,
+    keep_epoch_checkpoints: bool = False,
 ) -> dict[str, Any]:
-    """Fine-tune one arm; return its manifest. Skips (returns the manifest) when ``out/DONE`` exists.
+    """Fine-tune one arm; return its training record (also written to ``out/training.json``, last). A folder whose
+    record is complete (:func:`finished_record`) is returned as is. Writes no ``DONE`` / ``manifest.json``.
 
     ``cfg``: the resolved :class:`cpqs_bench.config.Config`. ``selection``: a ``cpqs-bench select`` file whose ids
     index ``pool`` (``Example`` objects, e.g. :func:`cpqs_bench.data.pool.read_project_pool`). ``loader(spec,
     revision, dtype) -> (model, tokenizer, info)``: where the base model comes from (default: a fresh load). A
     loaded base may be shared: the LoRA is added for this arm and removed before returning (also on error).
     ``pool_summary``: the pool reader's counts, recorded in the manifest (default: size + content hash).
+    ``keep_epoch_checkpoints`` (a library option, not part of the recipe; LESS's warm-up uses it): save a checkpoint
+    at the end of every epoch (instead of by step count / time) and keep all of them, adapter *and* optimizer state,
+    after training (:func:`epoch_checkpoints` lists them).
     """
     out, selection = Path(out), Path(selection)
-    if (out / DONE).exists():
-        log.info("%s is complete (DONE); skipping", out)
-        return read_json(out / "manifest.json")
+    done = finished_record(out)
+    if done is not None:
+        log.info("%s is complete (%s verifies); skipping", out, TRAINING_RECORD)
+        return done
     ft = cfg.finetune
     merge = ft.merge if merge is None else merge
     device = models.pick_device(cfg.model.device)
@@ -418,7 +497,7 @@ def finetune_arm(
     accum = grad_accum(ft.batch_size, ft.micro_batch_size, processes)
     run_name = f"{cfg.experiment.name}-{arm or selection.stem}-s{seed}"
 
-    args = training_arguments(ft, out / CKPT_DIR, seed, precision, accum, run_name)  # sets up distributed
+    args = training_arguments(ft, out / CKPT_DIR, seed, precision, accum, run_name, keep_epoch_checkpoints)
     _guard_out_dir(out, run_id)  # every rank checks (read-only), so a refusal cannot strand the others at a barrier
     checkpoints._barrier()
     if args.process_index == 0:
@@ -456,6 +535,7 @@ def finetune_arm(
             merge=merge,
             progress_bar=progress_bar,
             load_seconds=load_seconds,
+            keep_epoch_checkpoints=keep_epoch_checkpoints,
         )
     finally:
         remove_lora(peft_model, model, ft, use_cache)
@@ -486,12 +566,13 @@ def _train(
     merge: bool,
     progress_bar: bool,
     load_seconds: float,
+    keep_epoch_checkpoints: bool = False,
 ) -> dict[str, Any]:
     wandb_errors: list[str] = []
     callbacks = [
-        checkpoints.callback(ft.save_total_limit),
+        checkpoints.callback(10**9 if keep_epoch_checkpoints else ft.save_total_limit),
         progress.callback(progress_bar),
-        checkpoints.timed_saves(ft.save_interval_s),
+        checkpoints.timed_saves(0 if keep_epoch_checkpoints else ft.save_interval_s),
     ]
     wandb_vars = wandb_env(cfg.publish.wandb_project, out, run_name) if cfg.publish.wandb else {}
     wandb_mode = wandb_vars.get("WANDB_MODE", "disabled")
@@ -515,6 +596,12 @@ def _train(
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # our progress bar shows loss/tokens/s; no raw dict prints
+    loss_over_all_steps = True
+    if resume_from is not None:
+        if (resume_from / LOSS_SUM).is_file():
+            trainer.loss_sum_before = float(read_json(resume_from / LOSS_SUM)["loss_sum"])
+        else:  # a checkpoint written before the running sum existed: the post-resume mean, said so in the record
+            loss_over_all_steps = False
     prog = callbacks[1]
     if args.process_index == 0:
         if data.dropped_ids:
@@ -592,7 +679,8 @@ def _train(
             "group_by_length": ft.group_by_length,
             "packing": ft.packing,
             "resumed_from": str(resume_from) if resume_from else None,
-            "train_loss": result.training_loss,
+            "train_loss": trainer.train_loss_all_steps() if loss_over_all_steps else result.training_loss,
+            "train_loss_over": "all steps" if loss_over_all_steps else "steps after the resume only",
             "wall_seconds": round(wall, 3),
             "load_seconds": round(load_seconds, 3),
             "save_seconds": round(time.perf_counter() - t_save, 3),
@@ -603,13 +691,14 @@ def _train(
         "train_data_loss": loss,
         "wandb": {"mode": wandb_mode, "errors": wandb_errors},
         "merged": str(merged_dir) if merged_dir else None,
+        "adapter_sha256": sha256_file(out / ADAPTER_WEIGHTS),
+        "epoch_checkpoints": epoch_checkpoints(out) if keep_epoch_checkpoints else None,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **provenance.collect(),
     }
-    write_json(out / "manifest.json", manifest)
-    write_text(out / DONE, rhash + "\n")
-    if not ft.keep_checkpoints:
-        shutil.rmtree(out / CKPT_DIR, ignore_errors=True)  # best effort: DONE is written, the result is complete
+    write_json(out / TRAINING_RECORD, manifest)  # last: the record marks the folder complete (with the weights' hash)
+    if not (ft.keep_checkpoints or keep_epoch_checkpoints):
+        shutil.rmtree(out / CKPT_DIR, ignore_errors=True)  # best effort: the record is written, the result complete
     return manifest
 
 
@@ -633,11 +722,11 @@ def merge_copy(peft_model: Any, tokenizer: Any, out: Path) -> Path:
 
 
 def merge(adapter_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Merge a finished arm's adapter into its base model (read from the arm's manifest) for export."""
+    """Merge a finished arm's adapter into its base model (read from the arm's training record) for export."""
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
-    manifest = read_json(adapter_dir / "manifest.json")
+    manifest = read_json(adapter_dir / TRAINING_RECORD)
     model, tok, _ = models.load(
         manifest["model_id"],
         manifest["model_revision"] if manifest["model_id"] != models.EMBEDDED else None,
