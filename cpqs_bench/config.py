@@ -6,13 +6,22 @@ composes them into :class:`Config` and provides the generic machinery:
 * ``load_config("smoke", ["finetune.lr=1e-4"])`` — a preset name (``configs/<name>.yaml``) or a path, plus overrides;
 * unknown keys are rejected with a did-you-mean; values are type-checked against the dataclass annotations;
 * ``config_hash(cfg)`` — sha256 over the resolved values (key order independent); ``to_dict``/``to_yaml`` print it.
+
+Safety at load (issue #34): presets are parsed by :class:`NoAliasLoader` (PyYAML's safe loader that refuses anchors
+and aliases, so a "billion laughs" document is refused at its first ``&anchor`` with ``file:line`` instead of being
+expanded), and :func:`validate` checks the settings' meaning before any stage runs (budget, seeds, names used as
+path segments, sizes), naming the key. Checks that need the pool (a budget larger than the pool) are in
+:func:`validate_against_pool`, for the caller that has read the pool. Every ``*_env`` key of the config (the judges'
+``api_key_env``) is registered with the one secret scrubber (:mod:`cpqs_bench.provenance`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +30,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from cpqs_bench import provenance
 from cpqs_bench.evaluate.config import EvaluateConfig
 from cpqs_bench.finetune.config import FinetuneConfig
 from cpqs_bench.io import stable_hash
@@ -72,6 +82,9 @@ class DataConfig:
     # contamination: n-gram overlap of the pool with every evaluation task; drop = remove overlapping pool rows
     decontaminate: Literal["report", "drop"] = "report"
     contamination_n: int = 13
+    # a record (one JSONL line, or one row of a JSON / Parquet / Hub pool) larger than this is quarantined with its
+    # file:line (reason "record_too_large") instead of being read, scored and picked as the "longest" example
+    max_record_bytes: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -235,12 +248,39 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override {item!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load_yaml(raw, f"override {key}") if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
     if isinstance(value, str) and _looks_float(value):  # YAML 1.1 reads "1e-4" as a string
         value = float(value)
     return key.split("."), value
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing anchors (``&a``) and aliases (``*a``) where the composer meets them, before any
+    node is built or expanded: a config never needs them, and an alias bomb would otherwise expand exponentially."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            kind = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
+            mark = event.start_mark
+            raise ConfigError(
+                f"{mark.name}:{mark.line + 1}: YAML {kind}{event.anchor} is not allowed in a config "
+                "(anchors and aliases are refused; write the value out)"
+            )
+        return super().compose_node(parent, index)
+
+
+def safe_load_yaml(stream: Any, name: str | None = None) -> Any:
+    """``yaml.safe_load`` without anchors/aliases; ``name`` is the file named in errors."""
+    loader = NoAliasLoader(stream)
+    if name is not None:
+        loader.name = name
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def _looks_float(text: str) -> bool:
@@ -280,7 +320,7 @@ def load_config(preset: str | os.PathLike | None = "smoke", overrides: list[str]
         source = str(path)
         with open(path, encoding="utf-8") as fh:
             try:
-                loaded = yaml.safe_load(fh) or {}
+                loaded = safe_load_yaml(fh, str(path)) or {}
             except yaml.YAMLError as exc:
                 raise ConfigError(f"{path}: invalid YAML: {exc}") from None
         if not isinstance(loaded, dict):
@@ -294,9 +334,16 @@ def load_config(preset: str | os.PathLike | None = "smoke", overrides: list[str]
         keys, value = parse_override(item)
         _set(raw, keys, value)
     try:
-        return build(Config, raw)
+        cfg = build(Config, raw)
     except ConfigError as exc:
         raise ConfigError(f"override ({' '.join(overrides)}): {exc}") from None
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        where = f"{source}" + (f" + overrides ({' '.join(overrides)})" if overrides else "")
+        raise ConfigError(f"{where}: {exc}") from None
+    provenance.register_config_secrets(cfg)
+    return cfg
 
 
 def replace(cfg: Any, **changes: Any) -> Any:
@@ -305,3 +352,120 @@ def replace(cfg: Any, **changes: Any) -> Any:
     for dotted, value in changes.items():
         _set(tree, dotted.split("."), value)
     return build(type(cfg), tree)
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+:=-]*$")
+
+
+def check_segment(value: str, key: str) -> None:
+    """``value`` is used as one path segment (a folder name): no separator, no ``..``, no control characters."""
+    if not isinstance(value, str) or not value or len(value) > 128 or not _SEGMENT.match(value) or ".." in value:
+        raise ConfigError(
+            f"{key}={value!r} is not safe as a folder name: use letters, digits and . _ - + : = "
+            "(no '/', no '..', not starting with '.' or '-', at most 128 characters)"
+        )
+
+
+def check_amount(value: float, key: str, what: str = "examples") -> None:
+    """A budget-like amount: a fraction in (0, 1] of the pool, or a whole count >= 1 (1.5 is neither)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{key}={value!r} must be > 0: a fraction in (0, 1] of the pool or a count of {what} >= 1")
+    if value > 1 and value != int(value):
+        raise ConfigError(
+            f"{key}={value!r} is neither a fraction in (0, 1] nor a whole count of {what} (a value above 1 is a count)"
+        )
+
+
+def _positive(value: Any, key: str, *, allow_none: bool = False, allow_zero: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def validate(cfg: Any) -> None:
+    """Check what the types cannot: meaning and ranges, naming the key. Raises :class:`ConfigError` on the first
+    problem. Called by :func:`load_config`; call it after building a ``Config`` any other way."""
+    exp = cfg.experiment
+    check_segment(exp.name, "experiment.name")
+    if not exp.seeds:
+        raise ConfigError("experiment.seeds=[] is empty: give at least one seed, e.g. experiment.seeds=[0]")
+    if len(set(exp.seeds)) != len(exp.seeds):
+        raise ConfigError(f"experiment.seeds={list(exp.seeds)} repeats a seed")
+    if not exp.output_dir or "\0" in exp.output_dir:
+        raise ConfigError(f"experiment.output_dir={exp.output_dir!r} must be a directory path")
+    sel = cfg.selectors
+    unit = "tokens" if sel.budget_unit == "tokens" else "examples"
+    check_amount(sel.budget, "selectors.budget", unit)
+    check_amount(sel.pre_fraction, "selectors.pre_fraction")
+    check_amount(sel.mods.seed_count, "selectors.mods.seed_count")
+    if not sel.names:
+        raise ConfigError("selectors.names=[] is empty: name at least one selector, e.g. selectors.names=[random]")
+    for i, name in enumerate(sel.names):
+        check_segment(name, f"selectors.names[{i}]")
+    if len(set(sel.names)) != len(sel.names):
+        raise ConfigError(f"selectors.names={list(sel.names)} repeats a selector")
+    if sel.external.label is not None:
+        check_segment(sel.external.label, "selectors.external.label")
+    data = cfg.data
+    if not 0 <= data.max_rejected_fraction <= 1:
+        raise ConfigError(f"data.max_rejected_fraction={data.max_rejected_fraction!r} must be in [0, 1]")
+    _positive(data.pool_limit, "data.pool_limit", allow_none=True)
+    _positive(data.pool_offset, "data.pool_offset", allow_zero=True)
+    _positive(data.max_record_bytes, "data.max_record_bytes")
+    _positive(data.contamination_n, "data.contamination_n")
+    _positive(cfg.prompt.max_length, "prompt.max_length")
+    ft = cfg.finetune
+    for key in ("lr", "epochs", "batch_size", "micro_batch_size", "max_length", "lora_r"):
+        _positive(getattr(ft, key), f"finetune.{key}")
+    if ft.batch_size % ft.micro_batch_size:
+        raise ConfigError(
+            f"finetune.batch_size={ft.batch_size} is not a multiple of finetune.micro_batch_size={ft.micro_batch_size}"
+        )
+    if not 0 <= ft.warmup_ratio < 1:
+        raise ConfigError(f"finetune.warmup_ratio={ft.warmup_ratio!r} must be in [0, 1)")
+    for where, judge in (("selectors.judge", sel.judge), ("evaluate.judge", getattr(cfg.evaluate, "judge", None))):
+        if judge is None:
+            continue
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", judge.api_key_env or ""):
+            raise ConfigError(f"{where}.api_key_env={judge.api_key_env!r} must be the NAME of an environment variable")
+        for key in ("timeout_s", "concurrency", "batch_size", "max_new_tokens"):
+            _positive(getattr(judge, key), f"{where}.{key}")
+        _positive(judge.max_retries, f"{where}.max_retries", allow_zero=True)
+    pub = cfg.publish
+    _positive(getattr(pub, "timeout_s", 1.0), "publish.timeout_s")
+    _positive(getattr(pub, "max_retries", 0), "publish.max_retries", allow_zero=True)
+
+
+def validate_against_pool(cfg: Any, n_examples: int) -> int:
+    """The budget checked against the pool it selects from (call it once the pool is read, before scoring):
+    a count larger than the pool is refused, naming the key. Returns the number of examples an arm keeps
+    (``budget_unit=tokens``: the pool size is not the limit, so only the pool's emptiness is checked)."""
+    sel = cfg.selectors
+    check_amount(sel.budget, "selectors.budget")
+    if n_examples <= 0:
+        raise ConfigError("the pool is empty: nothing to select from")
+    if sel.budget_unit == "tokens":
+        return n_examples
+    if sel.budget >= 1:  # a count, as cpqs_bench.select.budget_count reads it
+        k = int(sel.budget)
+        if k > n_examples:
+            raise ConfigError(
+                f"selectors.budget={k} is larger than the pool ({n_examples} examples): every arm would be the "
+                f"whole pool; lower selectors.budget or give a fraction such as 0.05"
+            )
+        return k
+    return max(1, int(round(sel.budget * n_examples)))
+
+
+def experiment_dir(cfg: Any) -> Path:
+    """``experiment.output_dir / experiment.name``, refused unless it lies inside the output dir (the name is one
+    path segment; this is the last check before anything is written)."""
+    check_segment(cfg.experiment.name, "experiment.name")
+    root = Path(cfg.experiment.output_dir).resolve()
+    out = (root / cfg.experiment.name).resolve()
+    if out.parent != root:
+        raise ConfigError(f"experiment.name={cfg.experiment.name!r} resolves to {out}, outside {root}")
+    return out

@@ -2,12 +2,15 @@
 
 A write goes to a temporary file in the same directory, is fsync'ed, then renamed over the target, so a reader
 (or a resumed run after ``kill -9``) sees either the old file or the complete new one, never a torn file.
-Write errors (read-only or full disk) propagate: nothing here swallows an ``OSError``.
+Write errors (read-only or full disk) propagate as one :class:`WriteError` (an ``OSError``, same ``errno``) whose
+message names the file and what to do, instead of a bare ``[Errno 28]``; nothing here swallows an ``OSError``.
+Every JSON document goes through the secret scrubber (:func:`cpqs_bench.provenance.scrub`) before it is written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno as _errno
 import gzip
 import hashlib
 import json
@@ -16,23 +19,62 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from cpqs_bench import provenance
+
+_HINTS = {
+    _errno.ENOSPC: "the disk is full: free space or point experiment.output_dir at a larger disk, then rerun "
+    "(finished stages are kept)",
+    _errno.EDQUOT: "the disk quota is exceeded: free space or point experiment.output_dir elsewhere, then rerun",
+    _errno.EROFS: "the file system is read-only: point experiment.output_dir at a writable folder",
+    _errno.EACCES: "permission denied: point experiment.output_dir at a folder you can write",
+    _errno.EPERM: "permission denied: point experiment.output_dir at a folder you can write",
+}
+
+
+class WriteError(OSError):
+    """Writing ``path`` failed; one line that names the file, the OS reason and the remedy (``errno`` kept)."""
+
+    def __init__(self, path: str | os.PathLike, err: OSError):
+        self.path = str(path)
+        reason = err.strerror or str(err)
+        hint = _HINTS.get(err.errno or -1)
+        super().__init__(err.errno, f"cannot write {self.path}: {reason}" + (f" ({hint})" if hint else ""))
+        self.filename = self.path
+
+    def __str__(self) -> str:  # one line, without OSError's "[Errno N] ...: 'path'" decoration
+        return str(self.strerror)
+
+
+def write_error(path: str | os.PathLike, err: OSError) -> WriteError:
+    """``err`` as a :class:`WriteError` naming ``path`` (unchanged when it already is one). For writers outside this
+    module (e.g. a library's ``save_pretrained``) that want the same one-line message."""
+    return err if isinstance(err, WriteError) else WriteError(path, err)
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
     """Open a temp file beside ``path``; on clean exit fsync + rename it onto ``path``; on error remove it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     binary = "b" in mode
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise write_error(path, err) from err
     try:
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+            try:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError as err:  # the caller's writes and our flush: a full disk shows up here
+                raise write_error(path, err) from err
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):  # the close / rename
+            raise write_error(path, exc) from exc
         raise
     _fsync_dir(path.parent)
 
@@ -63,7 +105,9 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+    """A JSON document (manifest, summary, plan), with every registered secret value scrubbed from it."""
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+    return write_text(path, provenance.scrub(text))
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:

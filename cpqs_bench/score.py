@@ -9,12 +9,21 @@ Multi-process: under ``accelerate launch`` (or ``torchrun``) each process scores
 own part file; after a barrier, rank 0 merges the parts in pool order. A single process skips all of that. The
 selector's own resume state (e.g. cpqs shards) lives in a per-rank work directory, so an interrupted multi-process
 run resumes too.
+
+The plugin output contract is enforced here, on every selector's output (built-in or plugin), not only in the
+contract kit (:func:`cpqs_bench.testing.check_selector`): :func:`score_examples` materialises whatever iterable
+``score`` returns, requires exactly one :class:`ScoreRow` per example with the example's id in pool order, one
+finite float score per row (numpy scalars converted; a string, bool, NaN, inf or None is refused unless the row
+carries an ``exclude`` reason, as the protocol allows, and is then written as null), a whole ``n_tokens >= 0``, and an
+``extra`` that does not shadow ``id`` / ``score`` / ``n_tokens`` / ``exclude``. Any breach, and any exception the
+selector raises, becomes one :class:`ScoreContractError` line naming the selector and the first offending row.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import numbers
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,26 +38,105 @@ class ScoreError(RuntimeError):
     pass
 
 
-def row_dict(row: ScoreRow) -> dict[str, Any]:
-    """A JSON-safe output row; a missing/non-finite score is only allowed with an exclusion reason."""
-    out = row.to_dict()
-    score = out.get("score")
-    if score is None or (isinstance(score, float) and not math.isfinite(score)):
+class ScoreContractError(ScoreError):
+    """A selector broke the output contract (or raised); the message names the selector and the first bad row."""
+
+
+RESERVED = ("id", "score", "n_tokens", "exclude")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers (JSON writes them as numbers, not as their ``str``)."""
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
+        return value.item()
+    return value
+
+
+def check_row(row: Any, index: int, expected_id: str, selector: str = "?") -> dict[str, Any]:
+    """One output row checked against the contract, as a JSON-safe dict (a missing / non-finite score of an
+    excluded row becomes null). ``index`` / ``expected_id``: the example it must describe."""
+    where = f"selector {selector!r}: row {index} (example {expected_id!r})"
+    if not isinstance(row, ScoreRow):
+        raise ScoreContractError(f"{where}: expected a ScoreRow, got {type(row).__name__}: {str(row)[:80]!r}")
+    if row.id != expected_id:
+        raise ScoreContractError(f"{where}: id {row.id!r} does not match the example (rows must follow input order)")
+    if row.exclude is not None and (not isinstance(row.exclude, str) or not row.exclude.strip()):
+        raise ScoreContractError(f"{where}: exclude must be None or a non-empty reason string, got {row.exclude!r}")
+    score = _plain(row.score)
+    if score is None or isinstance(score, (float, int)) and not isinstance(score, bool) and not math.isfinite(score):
         if row.exclude is None:
-            raise ScoreError(f"example {row.id!r}: score {score!r} without an exclusion reason")
-        out["score"] = None
+            raise ScoreContractError(
+                f"{where}: score {score!r} is not a finite number and the row carries no exclude reason"
+            )
+        score = None
+    elif isinstance(score, bool) or not isinstance(score, numbers.Real):
+        raise ScoreContractError(f"{where}: score must be a finite number, got {type(row.score).__name__} {score!r}")
+    else:
+        score = float(score)
+    n_tokens = _plain(row.n_tokens)
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, numbers.Integral) or n_tokens < 0:
+        raise ScoreContractError(f"{where}: n_tokens must be a whole number >= 0, got {row.n_tokens!r}")
+    if not isinstance(row.extra, dict):
+        raise ScoreContractError(f"{where}: extra must be a dict, got {type(row.extra).__name__}")
+    shadow = sorted(k for k in row.extra if k in RESERVED)
+    if shadow:
+        raise ScoreContractError(f"{where}: extra may not set {shadow} (reserved: {list(RESERVED)})")
+    bad_keys = [k for k in row.extra if not isinstance(k, str)]
+    if bad_keys:
+        raise ScoreContractError(f"{where}: extra keys must be strings, got {bad_keys[:3]!r}")
+    out: dict[str, Any] = {"id": row.id, "score": score, "n_tokens": int(n_tokens)}
+    if row.exclude is not None:
+        out["exclude"] = row.exclude
+    for k, v in row.extra.items():
+        out[k] = _plain(v)
+    try:
+        json.dumps(out, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise ScoreContractError(f"{where}: extra is not JSON-serialisable ({exc})") from None
     return out
 
 
+def row_dict(row: ScoreRow) -> dict[str, Any]:
+    """A JSON-safe output row; a missing/non-finite score is only allowed with an exclusion reason."""
+    return check_row(row, 0, row.id)
+
+
 def score_examples(selector: Any, examples: Sequence[Example], ctx: ScoringContext) -> list[dict[str, Any]]:
-    """Run one selector and check its contract (one row per example, same ids, same order)."""
-    rows = selector.score(list(examples), ctx)
-    if [r.id for r in rows] != [ex.id for ex in examples]:
-        raise ScoreError(
-            f"selector {selector.name!r} returned {len(rows)} rows whose ids do not match the "
-            f"{len(examples)} examples in order"
+    """Run one selector and check its output contract (see the module docstring); any breach or exception is one
+    :class:`ScoreContractError` line naming the selector and the first offending row."""
+    name = getattr(selector, "name", type(selector).__name__)
+    examples = list(examples)
+    first = f" (first example {examples[0].id!r})" if examples else ""
+    try:
+        rows = selector.score(list(examples), ctx)
+        if rows is None or isinstance(rows, (str, bytes, dict)) or not hasattr(rows, "__iter__"):
+            raise ScoreContractError(
+                f"selector {name!r}: score() returned {type(rows).__name__}, not a list of ScoreRow "
+                f"(one per example, {len(examples)} expected)"
+            )
+        rows = list(rows)  # a generator / tuple / any iterable: materialised once, here
+    except ScoreContractError:
+        raise
+    except Exception as exc:  # a plugin's failure, reported as one line (CPQS_DEBUG=1 shows the traceback)
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        raise ScoreContractError(
+            f"selector {name!r} failed while scoring {len(examples)} examples{first}: {type(exc).__name__}: {msg}"
+        ) from exc
+    out = []
+    for i, ex in enumerate(examples):
+        if i >= len(rows):
+            raise ScoreContractError(
+                f"selector {name!r}: returned {len(rows)} rows for {len(examples)} examples; "
+                f"first missing: row {i} (example {ex.id!r})"
+            )
+        out.append(check_row(rows[i], i, ex.id, name))
+    if len(rows) > len(examples):
+        extra_row = rows[len(examples)]
+        raise ScoreContractError(
+            f"selector {name!r}: returned {len(rows)} rows for {len(examples)} examples; first extra: row "
+            f"{len(examples)} ({getattr(extra_row, 'id', extra_row)!r})"
         )
-    return [row_dict(r) for r in rows]
+    return out
 
 
 def _dist() -> Any:

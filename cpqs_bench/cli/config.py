@@ -1,7 +1,10 @@
 """``cpqs-bench config [show] [--config PRESET] [key=value ...]``: print the resolved config and its hash.
 
-``cpqs-bench config show smoke finetune.lr=1e-4`` (the older form, preset as a bare word) still works: one bare
-word without ``=`` is taken as the preset when ``--config`` is not given.
+``cpqs-bench config --config smoke finetune.lr=1e-4`` (the README's form) and ``cpqs-bench config show smoke
+finetune.lr=1e-4`` (the older form, preset as a bare word) both work: the optional action is not an argparse
+positional with choices (which would swallow the first ``key=value`` as an invalid action), it is read from the
+words themselves: ``show`` first is the action; one other bare word without ``=`` is the preset when ``--config`` is
+not given.
 """
 
 from __future__ import annotations
@@ -10,28 +13,28 @@ import argparse
 
 from cpqs_bench.cli.common import add_config_arguments, resolve
 
+ACTIONS = ("show",)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    # a positional with choices, not a subparser: the dispatcher parses intermixed args, which subparsers refuse
-    p.add_argument(
-        "action",
-        nargs="?",
-        choices=["show"],
-        default="show",
-        help="show: print the resolved preset (YAML) and its hash (the default)",
-    )
     add_config_arguments(p)
+    p.epilog = "actions: show (print the resolved preset as YAML and its hash; the default)"
 
 
 def run(args: argparse.Namespace) -> int:
     from cpqs_bench.config import config_hash, to_yaml
 
-    bare = [o for o in args.overrides if "=" not in o]
+    words = list(args.overrides or [])
+    if words and words[0] in ACTIONS:
+        words = words[1:]
+    bare = [o for o in words if "=" not in o]
     if bare:
         if args.config is not None or len(bare) > 1:
-            raise ValueError(f"expected key=value overrides, got {bare} (the preset goes in --config PRESET)")
+            raise ValueError(
+                f"expected key=value overrides, got {bare} (the preset goes in --config PRESET; actions: {ACTIONS})"
+            )
         args.config = bare[0]
-        args.overrides = [o for o in args.overrides if "=" in o]
+    args.overrides = [o for o in words if "=" in o]
     resolved = resolve(args)
     print(f"# config hash: {config_hash(resolved.cfg)}\n{to_yaml(resolved.cfg)}", end="")
     return 0

@@ -3,6 +3,12 @@
 Every record read ends up either in ``Pool.examples`` or in ``Pool.rejected`` (with a reason code, a detail and its
 ``file:line``), so ``kept + rejected == read`` always holds. ``max_rejected_fraction`` turns a mostly-broken file
 into a clear error instead of a silently tiny pool.
+
+Hostile records are quarantined one by one, never allowed to abort the pool (issue #34): a JSONL line longer than
+``max_record_bytes`` (``data.max_record_bytes``) is skipped without being held in memory whole (reason
+``record_too_large``); a row of a JSON array / Parquet / Hub pool over the cap likewise; a record nested deeper than
+the JSON parser's recursion limit is ``too_deep``. ``hf:`` specs must name a Hub dataset id (``owner/name``); a local
+file or folder is read by the file readers, with its sha256, never as "Hub" data.
 """
 
 from __future__ import annotations
@@ -52,12 +58,23 @@ class Pool:
 
 
 _HF_SPEC = re.compile(r"^hf:(?P<name>[^:@#]+)(?::(?P<config>[^@#]+))?(?:@(?P<rev>[^#]+))?(?:#(?P<split>.+))?$")
+# a Hub repo id: "owner/name", each part letters, digits, "-", "_", "." (not first or last, no "--" / ".."), as
+# huggingface_hub.utils.validate_repo_id accepts, but with the owner required (a bare name is never a local folder)
+_HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+_HUB_ID = re.compile(rf"^{_HUB_PART}/{_HUB_PART}$")
+DEFAULT_MAX_RECORD_BYTES = 1_000_000  # data.max_record_bytes's default
 
 
 def parse_hf_spec(spec: str) -> dict[str, str | None]:
     m = _HF_SPEC.match(spec)
     if not m:
         raise DataError(f"bad Hub dataset spec {spec!r}; expected hf:owner/name[:config][@revision][#split]")
+    name = m.group("name")
+    if not _HUB_ID.match(name) or ".." in name or "--" in name:
+        raise DataError(
+            f"bad Hub dataset spec {spec!r}: {name!r} is not a Hub dataset id (owner/name). "
+            "A local file or folder is not Hub data: pass its path without 'hf:' (it is then read with its sha256)"
+        )
     return m.groupdict()
 
 
@@ -69,10 +86,48 @@ def _open_bytes(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any, tuple[str, str] | None]]:
+def _lines(fh: Any, cap: int | None) -> Iterator[tuple[bytes, int | None]]:
+    """``(line, None)`` per line, or ``(first bytes, full length)`` for a line longer than ``cap``: the rest of an
+    oversized line is read in chunks and dropped, so memory stays bounded by ``cap`` whatever the file holds."""
+    while True:
+        raw = fh.readline(cap + 1) if cap is not None else fh.readline()
+        if not raw:
+            return
+        if cap is None or len(raw) <= cap or raw.endswith(b"\n") and len(raw) - 1 <= cap:
+            yield raw, None
+            continue
+        size = len(raw)
+        head = raw[:200]
+        while not raw.endswith(b"\n"):
+            raw = fh.readline(1 << 20)
+            if not raw:
+                break
+            size += len(raw)
+        yield head, size
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` with a record nested past the parser's recursion limit reported as an error, not a crash."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise _TooDeep() from None
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _iter_jsonl(
+    path: Path, max_record_bytes: int | None = DEFAULT_MAX_RECORD_BYTES
+) -> Iterator[tuple[str, Any, tuple[str, str] | None]]:
     with _open_bytes(path) as fh:
-        for lineno, raw in enumerate(fh, 1):
+        for lineno, (raw, oversized) in enumerate(_lines(fh, max_record_bytes), 1):
             loc = f"{path}:{lineno}"
+            if oversized is not None:
+                detail = f"{oversized} bytes > data.max_record_bytes={max_record_bytes}"
+                yield loc, raw.decode("utf-8", "replace"), ("record_too_large", detail)
+                continue
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             try:
@@ -83,7 +138,9 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any, tuple[str, str] | None]]
             if not text.strip():
                 continue  # blank lines (incl. a trailing CRLF) are not records
             try:
-                yield loc, json.loads(text), None
+                yield loc, _loads(text), None
+            except _TooDeep:
+                yield loc, text[:200], ("too_deep", "nested deeper than the JSON parser's recursion limit")
             except json.JSONDecodeError as exc:
                 kind = (
                     "truncated_json"
@@ -93,7 +150,9 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any, tuple[str, str] | None]]
                 yield loc, text[:200], (kind, f"{exc.msg} at column {exc.colno}")
 
 
-def _iter_json(path: Path) -> Iterator[tuple[str, Any, tuple[str, str] | None]]:
+def _iter_json(
+    path: Path, max_record_bytes: int | None = DEFAULT_MAX_RECORD_BYTES
+) -> Iterator[tuple[str, Any, tuple[str, str] | None]]:
     with _open_bytes(path) as fh:
         data = fh.read()
     if data.startswith(b"\xef\xbb\xbf"):
@@ -108,10 +167,15 @@ def _iter_json(path: Path) -> Iterator[tuple[str, Any, tuple[str, str] | None]]:
     if not text.strip():
         return
     try:
-        obj = json.loads(text)
+        obj = _loads(text)
+    except _TooDeep:
+        raise DataError(
+            f"{path}:1: nested deeper than the JSON parser's recursion limit; a JSON array file cannot be read "
+            "around it (use JSON Lines: such a record is then quarantined on its own line)"
+        ) from None
     except json.JSONDecodeError as exc:
         if exc.lineno > 1 or "Extra data" in exc.msg:  # maybe JSON Lines with a .json suffix
-            yield from _iter_jsonl(path)
+            yield from _iter_jsonl(path, max_record_bytes)
             return
         raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
     if isinstance(obj, dict):
@@ -135,26 +199,30 @@ def _iter_parquet(path: Path) -> Iterator[tuple[str, Any, tuple[str, str] | None
 
 
 def _iter_hub(spec: str) -> Iterator[tuple[str, Any, tuple[str, str] | None]]:
+    p = parse_hf_spec(spec)  # refuses hf:../x, hf:/tmp/... before anything is loaded
     import datasets
 
-    p = parse_hf_spec(spec)
     ds = datasets.load_dataset(p["name"], p["config"], revision=p["rev"], split=p["split"] or "train")
     for i, rec in enumerate(ds):
         yield f"{spec}[row {i}]", rec, None
 
 
-def iter_raw(source: str) -> Iterator[tuple[str, Any, tuple[str, str] | None]]:
+def iter_raw(
+    source: str, max_record_bytes: int | None = DEFAULT_MAX_RECORD_BYTES
+) -> Iterator[tuple[str, Any, tuple[str, str] | None]]:
     if source.startswith("hf:"):
         yield from _iter_hub(source)
         return
     path = Path(source)
     if not path.exists():
         raise DataError(f"pool file not found: {path}")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; pass one pool file (.json, .jsonl, .jsonl.gz, .parquet)")
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        yield from _iter_jsonl(path)
+        yield from _iter_jsonl(path, max_record_bytes)
     elif name.endswith((".json", ".json.gz")):
-        yield from _iter_json(path)
+        yield from _iter_json(path, max_record_bytes)
     elif name.endswith(".parquet"):
         yield from _iter_parquet(path)
     else:
@@ -185,8 +253,12 @@ def read_pool(
     offset: int = 0,
     max_rejected_fraction: float | None = 0.05,
     rejected_path: str | os.PathLike | None = None,
+    max_record_bytes: int | None = DEFAULT_MAX_RECORD_BYTES,
 ) -> Pool:
-    """Read and normalise a pool. ``limit``/``offset`` apply to kept examples, in file order."""
+    """Read and normalise a pool. ``limit``/``offset`` apply to kept examples, in file order. A record larger than
+    ``max_record_bytes`` (``data.max_record_bytes``; None: no cap) is quarantined as ``record_too_large``."""
+    if pool.startswith("hf:"):
+        parse_hf_spec(pool)  # a clear error now, not from inside the Hub loader
     source, named_schema = resolve_source(pool, mirror)
     schema = schema or named_schema
     if schema is not None and schema not in SCHEMAS:
@@ -199,16 +271,27 @@ def read_pool(
     detected = schema
 
     def reject(loc: str, reason: str, detail: str, raw: Any) -> None:
-        snippet = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
+        try:
+            snippet = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
+        except RecursionError:
+            snippet = "<nested too deep to show>"
         rejected.append({"location": loc, "reason": reason, "detail": detail, "raw": snippet[:500]})
 
-    for loc, rec, err in iter_raw(source):
+    for loc, rec, err in iter_raw(source, max_record_bytes):
         if limit is not None and len(examples) >= limit:
             break
         n_read += 1
         if err is not None:
             reject(loc, err[0], err[1], rec)
             continue
+        if max_record_bytes is not None and not loc.startswith(str(source) + ":"):  # array / Parquet / Hub rows
+            size = _record_size(rec)
+            if size is None:
+                reject(loc, "too_deep", "nested deeper than the JSON encoder's recursion limit", "<too deep>")
+                continue
+            if size > max_record_bytes:
+                reject(loc, "record_too_large", f"{size} bytes > data.max_record_bytes={max_record_bytes}", "")
+                continue
         if detected is None and isinstance(rec, dict):
             detected = detect(rec if not field_map else {**rec, **{k: rec.get(v) for k, v in field_map.items()}})
             if detected is None:
@@ -220,6 +303,9 @@ def read_pool(
             ex = normalise(rec, detected or "alpaca", field_map)
         except RecordError as exc:
             reject(loc, exc.reason, exc.detail, rec)
+            continue
+        except RecursionError:
+            reject(loc, "too_deep", "nested deeper than the recursion limit", "<nested too deep to show>")
             continue
         key = ex.content_key()
         if ex.id in seen:
@@ -263,6 +349,14 @@ def read_pool(
             f"{first['reason']}: {first['detail']}"
         )
     return result
+
+
+def _record_size(rec: Any) -> int | None:
+    """UTF-8 size of a record as JSON (what a JSONL line of it would hold); None when nested too deep to encode."""
+    try:
+        return len(json.dumps(rec, ensure_ascii=False, default=str).encode("utf-8"))
+    except RecursionError:
+        return None
 
 
 def read_project_pool(path: str | os.PathLike) -> Pool:

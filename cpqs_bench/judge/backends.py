@@ -15,22 +15,34 @@ before batching, so the batches, and so the answers, do not depend on the input 
 request time and only ever placed in the ``Authorization`` header (it is in no identity, cache row, error message
 or log line). At most ``concurrency`` requests are in flight (a thread pool over one client); 429, 5xx and
 transport errors are retried up to ``max_retries`` times, waiting ``Retry-After`` when the server sends it
-(capped at 60 s) else ``backoff_s * 2**attempt``.
+(capped at 60 s) else ``backoff_s * 2**attempt``. Every request is bounded by ``timeout_s`` (connect, read, write and
+pool waits, httpx's timeout); an error message quotes at most 200 characters of the response, scrubbed of the key
+(and of every other registered secret) by :func:`cpqs_bench.provenance.scrub`, so an endpoint that echoes the
+``Authorization`` header shows ``***``.
+
+**Answers are cached one by one, as they arrive** (issue #34): ``complete(conversations, on_answer=...)`` calls
+``on_answer(i, text)`` for each answer as soon as it exists (the OpenAI backend as each request returns, the local
+backend after each generated batch); :class:`CachedJudge` stores it in the cache at once. A judge that fails after
+3 answers has those 3 cached, and a rerun sends only the rest. On a failure the OpenAI backend starts no new request,
+lets the ones in flight finish (caching their answers), then raises the first error.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 from cpqs_bench.io import stable_hash
 from cpqs_bench.judge.cache import JudgeCache, key
 from cpqs_bench.judge.config import JudgeConfig
+from cpqs_bench.provenance import scrub
 
 Conversation = Sequence[dict[str, str]]
+OnAnswer = Callable[[int, str], None]  # (index in the conversations passed to complete, answer text)
 RETRY_STATUS = (429, 500, 502, 503, 504)
 WEAK_LABEL = "weak judge: the embedded/target model rates its own kind of text; a pipeline check, not a quality signal"
 
@@ -44,7 +56,7 @@ class Judge(Protocol):
     label: str
     weak: bool
 
-    def complete(self, conversations: Sequence[Conversation]) -> list[str]: ...
+    def complete(self, conversations: Sequence[Conversation], on_answer: OnAnswer | None = None) -> list[str]: ...
 
 
 # ------------------------------------------------------------------------------------------------ local
@@ -63,8 +75,16 @@ def prompt_text(tokenizer: Any, conversation: Conversation) -> str:
     return "\n\n".join(m["content"] for m in conversation) + "\n\n"
 
 
-def generate(model: Any, tokenizer: Any, texts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy answers to prompt texts (input order), left-padded batches of similar length."""
+def generate(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int,
+    on_answer: OnAnswer | None = None,
+) -> list[str]:
+    """Greedy answers to prompt texts (input order), left-padded batches of similar length; ``on_answer(i, text)``
+    after each batch for each of its rows."""
     import torch
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -101,6 +121,9 @@ def generate(model: Any, tokenizer: Any, texts: Sequence[str], max_new_tokens: i
             new = gen[b, width:].tolist()
             cut = next((j for j, t in enumerate(new) if t in stops), None)
             out[i] = tokenizer.decode(new[:cut] if cut is not None else new, skip_special_tokens=True).strip()
+        if on_answer is not None:
+            for i in idx:
+                on_answer(i, out[i])
     return out
 
 
@@ -123,9 +146,11 @@ class LocalJudge:
     def label(self) -> str:
         return f"{self.spec} (local{'; ' + WEAK_LABEL if self.weak else ''})"
 
-    def complete(self, conversations: Sequence[Conversation]) -> list[str]:
+    def complete(self, conversations: Sequence[Conversation], on_answer: OnAnswer | None = None) -> list[str]:
         texts = [prompt_text(self.tokenizer, c) for c in conversations]
-        return generate(self.model, self.tokenizer, texts, self.max_new_tokens, self.batch_size) if texts else []
+        if not texts:
+            return []
+        return generate(self.model, self.tokenizer, texts, self.max_new_tokens, self.batch_size, on_answer)
 
 
 # ------------------------------------------------------------------------------------------------ openai
@@ -185,10 +210,10 @@ class OpenAIJudge:
                         return resp.json()["choices"][0]["message"]["content"] or ""
                     except (ValueError, KeyError, IndexError, TypeError) as exc:
                         raise JudgeError(
-                            f"{url}: unexpected response shape ({type(exc).__name__}): {resp.text[:200]!r}"
+                            self._scrub(f"{url}: unexpected response shape ({type(exc).__name__}): {resp.text[:200]!r}")
                         ) from None
                 if resp.status_code not in RETRY_STATUS:
-                    raise JudgeError(f"{url}: HTTP {resp.status_code}: {resp.text[:200]!r}")
+                    raise JudgeError(self._scrub(f"{url}: HTTP {resp.status_code}: {resp.text[:200]!r}"))
                 last = f"HTTP {resp.status_code}"
                 retry_after = resp.headers.get("retry-after")
                 try:
@@ -198,19 +223,45 @@ class OpenAIJudge:
             if attempt < self.max_retries:
                 self.retries += 1
                 time.sleep(wait)
-        raise JudgeError(f"{url}: gave up after {self.max_retries + 1} attempts (last: {last})")
+        raise JudgeError(self._scrub(f"{url}: gave up after {self.max_retries + 1} attempts (last: {last})"))
 
-    def complete(self, conversations: Sequence[Conversation]) -> list[str]:
+    def _scrub(self, text: str) -> str:
+        return scrub(text, [os.environ.get(self.api_key_env)])
+
+    def complete(self, conversations: Sequence[Conversation], on_answer: OnAnswer | None = None) -> list[str]:
         import httpx
 
         if not conversations:
             return []
         self._key()  # fail before any request when the key is missing
+        out: list[str | None] = [None] * len(conversations)
+        first_error: BaseException | None = None
         with (
             httpx.Client(timeout=self.timeout_s) as client,
             ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool,
         ):
-            return list(pool.map(lambda c: self._one(client, c), conversations))
+            futures = {pool.submit(self._one, client, c): i for i, c in enumerate(conversations)}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for fut in sorted(done, key=futures.__getitem__):  # input order among those finished together
+                    if fut.cancelled():
+                        continue
+                    err = fut.exception()
+                    if err is not None:
+                        if first_error is None:
+                            first_error = err
+                            for other in pending:  # start no new request; those in flight finish and are kept
+                                other.cancel()
+                        continue
+                    i = futures[fut]
+                    out[i] = fut.result()
+                    if on_answer is not None:
+                        on_answer(i, out[i])
+                pending = {f for f in pending if not f.cancelled()}
+        if first_error is not None:
+            raise first_error
+        return [str(v) for v in out]
 
 
 # ------------------------------------------------------------------------------------------------ cache
@@ -235,21 +286,44 @@ class CachedJudge:
     def weak(self) -> bool:
         return self.judge.weak
 
-    def complete(self, conversations: Sequence[Conversation]) -> list[str]:
+    def complete(self, conversations: Sequence[Conversation], on_answer: OnAnswer | None = None) -> list[str]:
         if self.cache is None:
             self.misses += len(conversations)
-            return self.judge.complete(conversations)
+            return _complete(self.judge, conversations, on_answer)
         keys = [key(self.identity, c) for c in conversations]
         out: list[str | None] = [self.cache.get(k) for k in keys]
         todo = [i for i, v in enumerate(out) if v is None]
         self.hits += len(conversations) - len(todo)
         self.misses += len(todo)
+        if on_answer is not None:
+            for i, v in enumerate(out):
+                if v is not None:
+                    on_answer(i, v)
+        stored: set[int] = set()
+
+        def arrived(j: int, text: str) -> None:  # cached the moment it exists: a later failure cannot lose it
+            i = todo[j]
+            self.cache.put(keys[i], self.identity, text)
+            out[i] = text
+            stored.add(i)
+            if on_answer is not None:
+                on_answer(i, text)
+
         if todo:
-            answers = self.judge.complete([conversations[i] for i in todo])
-            for i, text in zip(todo, answers):
-                self.cache.put(keys[i], self.identity, text)
-                out[i] = text
+            answers = _complete(self.judge, [conversations[i] for i in todo], arrived)
+            for j, (i, text) in enumerate(zip(todo, answers)):
+                if i not in stored:  # a judge without on_answer support: cached when the batch returns
+                    arrived(j, text)
         return [str(v) for v in out]
+
+
+def _complete(judge: Any, conversations: Sequence[Conversation], on_answer: OnAnswer | None) -> list[str]:
+    """``judge.complete`` with ``on_answer`` when the judge accepts it (custom judges may not)."""
+    try:
+        accepts = "on_answer" in inspect.signature(judge.complete).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return judge.complete(conversations, on_answer=on_answer) if accepts else judge.complete(conversations)
 
 
 def is_weak(cfg: JudgeConfig, spec: str, target_spec: str) -> bool:

@@ -16,3 +16,7 @@ class PublishConfig:
     wandb: bool = False  # one W&B run per pipeline stage
     wandb_mode: Literal["auto", "offline", "online"] = "auto"  # auto: online iff WANDB_API_KEY is set
     wandb_project: str = "cpqs-bench"
+    # every Hub request is bounded: no connect/read/write may wait longer than this (huggingface_hub's own client
+    # has no timeout), and a push retries a failed request at most max_retries times (408/429/5xx/transport errors)
+    timeout_s: float = 60.0
+    max_retries: int = 5
