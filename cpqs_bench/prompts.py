@@ -299,8 +299,28 @@ def render_reference(
     else:
         user_only = LLAMA_REFERENCE_PROMPT.format(question=question)
         full = f"{user_only} {example.response} </s>"
-    start = len(tokenizer(user_only)["input_ids"])
-    ids = list(tokenizer(full)["input_ids"])
+    return render_whole_text(
+        tokenizer, user_only, full, max_length=max_length, min_response_tokens=min_response_tokens, stats=stats
+    )
+
+
+def render_whole_text(
+    tokenizer: Any,
+    prompt: str,
+    whole: str,
+    *,
+    max_length: int | None = None,
+    min_response_tokens: int = 1,
+    stats: LengthStats | None = None,
+) -> Rendered | None:
+    """The reference scripts' tokenisation (CPQS ``train_cnn.py``, Cherry / Superfiltering ``data_analysis.py``):
+    ``whole`` tokenised as one text with the tokenizer's default special tokens, the span starting at
+    ``len(tokenizer(prompt))`` (``prompt`` is a prefix of ``whole``) and running to the end; the tail cut at
+    ``max_length`` (``truncation=True, max_length=...`` in the scripts). No end-of-turn token is added."""
+    if not whole.startswith(prompt):
+        raise TemplateError("the prompt text is not a prefix of the whole text")
+    start = len(tokenizer(prompt)["input_ids"])
+    ids = list(tokenizer(whole)["input_ids"])
     truncated = False
     if max_length is not None and len(ids) > max_length:
         if max_length - start < min_response_tokens:
@@ -317,6 +337,56 @@ def render_reference(
         stats.truncated += int(truncated)
         stats.lengths.append(len(ids))
     return Rendered(tuple(ids), start, len(ids), not truncated, truncated)
+
+
+# Cherry_LLM cherry_seletion/data_analysis.py PROMPT_DICT (the Stanford Alpaca prompts without the trailing newline)
+CHERRY_PROMPT_DICT = {
+    "prompt_input": (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
+    ),
+    "prompt_no_input": (
+        "Below is an instruction that describes a task. "
+        "Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\n{instruction}\n\n### Response:"
+    ),
+}
+# Superfiltering code_ifd/data_analysis.py PROMPT_DICT_NONE
+SUPERFILTERING_PROMPT_DICT = {"prompt_input": "{instruction}\n{input}\n", "prompt_no_input": "{instruction}\n"}
+IFD_REFERENCE_PROMPTS = {"cherry": CHERRY_PROMPT_DICT, "superfiltering": SUPERFILTERING_PROMPT_DICT}
+
+
+def instruction_and_input(example: Example) -> tuple[str, str]:
+    """``(instruction, input)``: the Alpaca fields when the metadata carries them (:func:`alpaca_fields`), else the
+    example's last user turn as the instruction and no input (a GSM8K question, a code prompt, or an Alpaca row read
+    without its fields — then its input stays pasted into the instruction, as the ``template`` rendering does)."""
+    return alpaca_fields(example) or (example.instruction, "")
+
+
+def ifd_reference_prompt(example: Example, which: str) -> str:
+    """The prompt text ``which`` (``cherry`` / ``superfiltering``) scores the answer after: ``prompt_input`` when
+    the row has a non-empty input, else ``prompt_no_input`` (both scripts test ``input == ''``)."""
+    if which not in IFD_REFERENCE_PROMPTS:
+        raise TemplateError(f"IFD reference prompt must be one of {sorted(IFD_REFERENCE_PROMPTS)}, got {which!r}")
+    d = IFD_REFERENCE_PROMPTS[which]
+    instruction, extra = instruction_and_input(example)
+    if extra != "":
+        return d["prompt_input"].format_map({"instruction": instruction, "input": extra})
+    return d["prompt_no_input"].format_map({"instruction": instruction})
+
+
+def render_ifd_reference(
+    tokenizer: Any, example: Example, which: str, *, max_length: int | None = None, stats: LengthStats | None = None
+) -> Rendered | None:
+    """``prompt + answer`` as Cherry / Superfiltering score it (:func:`ifd_reference_prompt`, tokenised whole:
+    :func:`render_whole_text`)."""
+    if not example.response.strip():
+        if stats is not None:
+            stats.dropped_empty += 1
+        return None
+    prompt = ifd_reference_prompt(example, which)
+    return render_whole_text(tokenizer, prompt, prompt + example.response, max_length=max_length, stats=stats)
 
 
 def pad_token_id(tokenizer: Any) -> int:

@@ -23,6 +23,19 @@ class DiversityConfig:
 
 
 @dataclass(frozen=True)
+class IFDConfig:
+    """How ``ifd`` / ``ifd_ppl`` / ``perplexity`` (target model) and ``superfiltering`` (proxy) render and cut."""
+
+    # template: prompt.template (proxy_template for the proxy), the span SFT labels use; reference: each selector's
+    # reference text — ifd / perplexity: Cherry_LLM's Alpaca PROMPT_DICT (prompt_input when the row has an input,
+    # else prompt_no_input, "### Response:" then the answer); ifd_ppl / superfiltering: Superfiltering's
+    # "{instruction}\n{input}\n" (or "{instruction}\n"); both tokenised whole as the reference scripts do
+    prompt: Literal["template", "reference"] = "template"
+    max_length: int | None = None  # None: prompt.max_length (Cherry's scripts: 512)
+    proxy_max_length: int | None = None  # superfiltering; None: prompt.max_length (Superfiltering's default: 1024)
+
+
+@dataclass(frozen=True)
 class AlpaGasusConfig:
     threshold: float | None = (
         None  # rows rated below it carry exclude="alpagasus<threshold" (paper: 4.5); None = rank all
@@ -37,11 +50,21 @@ class MoDSConfig:
     quality_threshold: float = 0.0  # MoDS README: high-quality = reward > 0.0
     seed_count: float = 0.3  # k-center seed set: < 1 fraction of the high-quality subset, >= 1 a count
     embedding: str = "target"  # instruction embeddings (MoDS: bert-base-uncased); "target" = the target model
+    # MoDS run.py: bert-base-uncased last_hidden_state[:, 0] ([CLS]), unnormalised, of d["instruction"] only,
+    # max_length 96; the project's default: mean-pooled, L2-normalised, instruction + input, diversity.max_length
+    embedding_pooling: Literal["cls", "mean"] = "mean"
+    embedding_text: Literal["instruction", "whole"] = "whole"  # whole = instruction + input (the user text)
+    embedding_max_length: int | None = None  # None: selectors.diversity.max_length; MoDS: 96
+    reward_max_length: int | None = 512  # reward-model input cut; None: the model's own limit (MoDS: no cut)
     seed_model: str | None = None  # the model fine-tuned on the seed set (None = the target model itself)
     seed_model_revision: str | None = None
     necessity_threshold: float = -1.0  # seed-model answer reward below it = "necessary" (a CLI argument in MoDS)
-    max_new_tokens: int = 128
+    max_new_tokens: int = 128  # alias kept for old configs; necessity_max_new_tokens wins when set
     generation_batch_size: int = 8
+    # MoDS inference/instruction_filter.py: GenerationConfig(num_beams=4, temperature=0.1, top_p=0.75) (no
+    # do_sample: beam search), max_new_tokens = model_max_length (1024 in its arguments), Alpaca PROMPT_DICT
+    necessity_num_beams: int = 1
+    necessity_max_new_tokens: int | None = None  # None: max_new_tokens
 
 
 @dataclass(frozen=True)
@@ -130,6 +153,7 @@ class SelectorsConfig:
     diversity: DiversityConfig = field(default_factory=DiversityConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     alpagasus: AlpaGasusConfig = field(default_factory=AlpaGasusConfig)
+    ifd: IFDConfig = field(default_factory=IFDConfig)
     mods: MoDSConfig = field(default_factory=MoDSConfig)
     cpqs: CPQSConfig = field(default_factory=CPQSConfig)
     rds: RDSConfig = field(default_factory=RDSConfig)

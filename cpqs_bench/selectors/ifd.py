@@ -102,6 +102,9 @@ class IFDSettings:
     overflow: str
     batch_size: int
     context: str = "cherry"  # the direct-answer context of the unconditioned pass: "cherry" | "superfiltering"
+    # "template": prompts.render under `template`; "cherry" / "superfiltering": the reference script's own prompt
+    # text, tokenised whole (prompts.render_ifd_reference; selectors.ifd.prompt: reference)
+    prompt: str = "template"
 
 
 @dataclass(frozen=True)
@@ -140,14 +143,20 @@ class DirectContext:
         return self.bos + self.header_ids
 
 
-def direct_context(tok: Any, template: str, system_prompt: str | None, kind: str) -> DirectContext:
-    """The named direct-answer context (see the module docstring) for ``template`` on ``tok``."""
+CHERRY_HEADER = "### Response:"  # Cherry_LLM data_analysis.py: direct_answer_text = '### Response:' + output_i
+
+
+def direct_context(
+    tok: Any, template: str, system_prompt: str | None, kind: str, prompt: str = "template"
+) -> DirectContext:
+    """The named direct-answer context (see the module docstring) for ``template`` on ``tok`` (with a reference
+    ``prompt``, the header is Cherry's own ``### Response:`` whatever the template)."""
     if kind not in CONTEXTS:
         raise ValueError(f"IFD direct-answer context must be one of {CONTEXTS}, got {kind!r}")
     bos = templates.default_bos_ids(tok)
     if kind == "superfiltering":
         return DirectContext(kind, bos, "", ())
-    header = prompts.response_header(tok, template, system_prompt)
+    header = CHERRY_HEADER if prompt != "template" else prompts.response_header(tok, template, system_prompt)
     header_ids = tuple(tok(header, add_special_tokens=False)["input_ids"]) if header.strip() else ()
     return DirectContext(kind, bos, header, header_ids)
 
@@ -231,6 +240,10 @@ def _render_all(tok: Any, examples: Sequence[Example], s: IFDSettings) -> list[p
         if is_empty_response(ex):
             out.append(EMPTY_RESPONSE)
             continue
+        if s.prompt != "template":
+            r = prompts.render_ifd_reference(tok, ex, s.prompt, max_length=s.max_length)
+            out.append(r if r is not None else LENGTH_DROPPED)
+            continue
         r = prompts.render(
             tok,
             ex,
@@ -268,7 +281,7 @@ def batch_limits(batch_size: int, max_length: int) -> tuple[int, int]:
 
 def score_shard(model: Any, tok: Any, examples: Sequence[Example], s: IFDSettings) -> list[Losses]:
     """Both passes for one shard: all sequences sorted by length (longest first), batched, losses per example."""
-    context = direct_context(tok, s.template, s.system_prompt, s.context)
+    context = direct_context(tok, s.template, s.system_prompt, s.context, s.prompt)
     pad_id = prompts.pad_token_id(tok)
     rendered = _render_all(tok, examples, s)
     jobs: list[tuple[int, int, tuple[int, ...], int]] = []  # (example index, pass 0=cond/1=uncond, ids, start)
@@ -309,7 +322,7 @@ def fingerprint(s: IFDSettings, info: Any, tok: Any) -> str:
             "model": getattr(info, "path", str(info)),
             "revision": getattr(info, "revision", None),
             "dtype": getattr(info, "dtype", None),
-            "context": asdict(direct_context(tok, s.template, s.system_prompt, s.context)),
+            "context": asdict(direct_context(tok, s.template, s.system_prompt, s.context, s.prompt)),
             "vocab": len(tok),
             "code": code_version([__name__]),
         }
@@ -395,6 +408,7 @@ class IFDSelector:
     needs = Needs.TARGET_MODEL
     default_context = "cherry"
     context_key = "ifd_context"
+    reference_prompt = "cherry"  # selectors.ifd.prompt: reference -> Cherry_LLM's PROMPT_DICT
 
     def __init__(self, context: str | None = None):
         if context is not None and context not in CONTEXTS + ("auto",):
@@ -416,11 +430,24 @@ class IFDSelector:
     def model_spec(self, ctx: ScoringContext) -> str:
         return ctx.config.model.id
 
+    def max_length(self, ctx: ScoringContext) -> int:
+        """``selectors.ifd.max_length`` (Cherry's scripts: 512), else ``prompt.max_length``."""
+        ic = getattr(ctx.config.selectors, "ifd", None)
+        value = getattr(ic, "max_length", None)
+        return int(value) if value is not None else ctx.config.prompt.max_length
+
+    def prompt_kind(self, ctx: ScoringContext) -> str:
+        value = getattr(getattr(ctx.config.selectors, "ifd", None), "prompt", "template")
+        if value not in ("template", "reference"):
+            raise ValueError(f"selectors.ifd.prompt must be 'template' or 'reference', got {value!r}")
+        return self.reference_prompt if value == "reference" else "template"
+
     def _settings(
         self, spec: str, template: str, system_prompt: str | None, ctx: ScoringContext, model: Any
     ) -> IFDSettings:
         limit = model_max_length(model)
-        max_length = ctx.config.prompt.max_length if limit is None else min(ctx.config.prompt.max_length, limit)
+        want = self.max_length(ctx)
+        max_length = want if limit is None else min(want, limit)
         return IFDSettings(
             spec,
             template,
@@ -429,6 +456,7 @@ class IFDSelector:
             ctx.config.prompt.overflow,
             ctx.config.selectors.batch_size,
             self.direct_context_kind(ctx),
+            self.prompt_kind(ctx),
         )
 
     def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
@@ -459,6 +487,7 @@ class IFDPerplexitySelector(IFDSelector):
 
     name = "ifd_ppl"
     default_context = "superfiltering"
+    reference_prompt = "superfiltering"  # selectors.ifd.prompt: reference -> Superfiltering's PROMPT_DICT_NONE
 
     def formula(self, loss_cond: float, loss_uncond: float) -> float:
         return ifd_perplexity_ratio(loss_cond, loss_uncond)

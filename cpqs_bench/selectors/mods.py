@@ -64,7 +64,7 @@ from cpqs_bench.selectors.base import (
     is_empty_response,
     response_tokens,
 )
-from cpqs_bench.selectors.diversity import _encoder, count, embed_texts, kcenter_greedy
+from cpqs_bench.selectors.diversity import _encoder, count, kcenter_greedy
 
 LOW_QUALITY = "mods_low_quality"
 UNTUNED = "target (not fine-tuned on the seed set)"
@@ -76,15 +76,77 @@ COVERAGE_SETTINGS = (
     "reward_model",
     "reward_revision",
     "reward_batch_size",
+    "reward_max_length",
     "quality_threshold",
     "seed_count",
     "embedding",
+    "embedding_pooling",
+    "embedding_text",
+    "embedding_max_length",
 )
 
 
 def question_text(ex: Example) -> str:
     """MoDS's ``question``: the instruction (earlier turns joined by newlines; the system message dropped)."""
     return "\n".join(m["content"] for m in ex.prompt if m["role"] != "system")
+
+
+def embedding_text(ex: Example, which: str) -> str:
+    """What the k-center embeddings see: ``instruction`` = MoDS's ``d["instruction"]`` (``run.py`` ``main``) — the
+    Alpaca instruction field when the example carries it (:func:`cpqs_bench.prompts.alpaca_fields`), else the last
+    user turn (GSM8K question, code prompt); ``whole`` = :func:`question_text` (instruction + input)."""
+    if which == "whole":
+        return question_text(ex)
+    if which != "instruction":
+        raise ValueError(f"selectors.mods.embedding_text must be 'instruction' or 'whole', got {which!r}")
+    from cpqs_bench.prompts import alpaca_fields
+
+    fields = alpaca_fields(ex)
+    return fields[0] if fields is not None else ex.instruction
+
+
+def cls_embeddings(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int) -> np.ndarray:
+    """MoDS ``run.py`` ``bert_embedding``: ``last_hidden_state[:, 0]`` (the ``[CLS]`` vector), unnormalised, of
+    ``tokenizer(texts, truncation=True, padding=True, max_length=...)`` (right padding: position 0 is the first
+    token of every row). On a causal model position 0 is its first token (BOS when it adds one)."""
+    import torch
+
+    from cpqs_bench.features import backbone
+
+    base = backbone(model)
+    device = next(base.parameters()).device
+    out = np.zeros((len(texts), int(model.config.hidden_size)), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
+    side = getattr(tokenizer, "padding_side", "right")
+    tokenizer.padding_side = "right"
+    try:
+        for start in range(0, len(order), max(1, batch_size)):
+            idx = order[start : start + batch_size]
+            enc = tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
+            enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+            with torch.inference_mode():
+                hidden = base(**enc).last_hidden_state.float()
+            out[idx] = hidden[:, 0].cpu().numpy()
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+def instruction_embeddings(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: Any) -> np.ndarray:
+    """The k-center inputs of phase 2 as configured (``selectors.mods.embedding_pooling`` / ``embedding_text`` /
+    ``embedding_max_length``; MoDS: ``cls`` / ``instruction`` / 96)."""
+    from cpqs_bench.selectors.diversity import embed_texts
+
+    m, d = cfg.selectors.mods, cfg.selectors.diversity
+    texts = [embedding_text(ex, m.embedding_text) for ex in examples]
+    max_length = m.embedding_max_length if m.embedding_max_length is not None else d.max_length
+    if m.embedding_pooling == "cls":
+        return cls_embeddings(model, tokenizer, texts, max_length, d.batch_size)
+    if m.embedding_pooling != "mean":
+        raise ValueError(f"selectors.mods.embedding_pooling must be 'cls' or 'mean', got {m.embedding_pooling!r}")
+    return embed_texts(model, tokenizer, texts, max_length, d.batch_size)
 
 
 def _load_reward(ctx: ScoringContext, spec: str, revision: str | None) -> tuple[Any, Any]:
@@ -104,10 +166,11 @@ def _load_reward(ctx: ScoringContext, spec: str, revision: str | None) -> tuple[
 
 
 def reward_scores(
-    model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 8, max_length: int = 512
+    model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 8, max_length: int | None = 512
 ) -> list[float]:
     """First logit of ``model(**tokenizer(question, answer))`` per pair (quality-evaluation.py), batched with
-    right padding; pairs sorted by length so batches do not depend on the input order."""
+    right padding; pairs sorted by length so batches do not depend on the input order. ``max_length`` None: no
+    truncation, as MoDS (``tokenizer(question, answer, return_tensors='pt')``)."""
     import torch
 
     device = next(model.parameters()).device
@@ -119,7 +182,7 @@ def reward_scores(
             [pairs[i][0] for i in idx],
             [pairs[i][1] for i in idx],
             padding=True,
-            truncation=True,
+            truncation=max_length is not None,
             max_length=max_length,
             return_tensors="pt",
         )
@@ -212,7 +275,13 @@ def quality_and_coverage(examples: Sequence[Example], ctx: ScoringContext) -> Co
     quality = dict(
         zip(
             (ex.id for ex in live),
-            reward_scores(rmodel, rtok, [(question_text(ex), ex.response) for ex in live], m.reward_batch_size),
+            reward_scores(
+                rmodel,
+                rtok,
+                [(question_text(ex), ex.response) for ex in live],
+                m.reward_batch_size,
+                m.reward_max_length,
+            ),
         )
     )
     high = sorted((ex for ex in live if quality[ex.id] > m.quality_threshold), key=lambda ex: ex.id)
@@ -222,13 +291,7 @@ def quality_and_coverage(examples: Sequence[Example], ctx: ScoringContext) -> Co
             emodel, etok, _ = ctx.model()
         else:
             emodel, etok = _encoder(ctx, m.embedding)
-        emb = embed_texts(
-            emodel,
-            etok,
-            [question_text(ex) for ex in high],
-            cfg.selectors.diversity.max_length,
-            cfg.selectors.diversity.batch_size,
-        )
+        emb = instruction_embeddings(emodel, etok, high, cfg)
         picks, _ = kcenter_greedy(emb.astype(np.float64), count(m.seed_count, len(high)))
         seeds = [high[i].id for i in picks]
     return Coverage(quality, tuple(ex.id for ex in high), tuple(seeds))
@@ -286,10 +349,62 @@ def necessity(examples: Sequence[Example], coverage: Coverage, ctx: ScoringConte
         prompts.prompt_text(seed.tokenizer, ex, cfg.prompt.template, system_prompt=cfg.prompt.system_prompt)
         for ex in rest
     ]
-    answers = generate(seed.model, seed.tokenizer, texts, m.max_new_tokens, m.generation_batch_size)
+    max_new = m.necessity_max_new_tokens if m.necessity_max_new_tokens is not None else m.max_new_tokens
+    if m.necessity_num_beams > 1:
+        answers = beam_generate(
+            seed.model, seed.tokenizer, texts, max_new, m.necessity_num_beams, m.generation_batch_size
+        )
+    else:
+        answers = generate(seed.model, seed.tokenizer, texts, max_new, m.generation_batch_size)
     rmodel, rtok = _load_reward(ctx, m.reward_model, m.reward_revision)
-    rewards = reward_scores(rmodel, rtok, [(question_text(ex), a) for ex, a in zip(rest, answers)], m.reward_batch_size)
+    rewards = reward_scores(
+        rmodel,
+        rtok,
+        [(question_text(ex), a) for ex, a in zip(rest, answers)],
+        m.reward_batch_size,
+        m.reward_max_length,
+    )
     return Necessity(seed.label, {ex.id: a for ex, a in zip(rest, answers)}, {ex.id: r for ex, r in zip(rest, rewards)})
+
+
+def beam_generate(
+    model: Any, tokenizer: Any, texts: Sequence[str], max_new_tokens: int, num_beams: int, batch_size: int
+) -> list[str]:
+    """Beam-search answers (MoDS ``inference/instruction_filter.py``: ``GenerationConfig(num_beams=4, ...)``
+    without sampling, so temperature / top_p are inert) to prompt texts, input order; left-padded batches of
+    similar length, stopped at the tokenizer's EOS (the special tokens are not decoded)."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: (len(encoded[i]), texts[i]))
+    device = next(model.parameters()).device
+    out = [""] * len(texts)
+    for start in range(0, len(order), max(1, batch_size)):
+        idx = order[start : start + batch_size]
+        rows = [encoded[i] for i in idx]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, r in enumerate(rows):
+            ids[b, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[b, width - len(r) :] = 1
+        with torch.inference_mode():
+            gen = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                do_sample=False,
+                num_beams=num_beams,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad,
+                eos_token_id=tokenizer.eos_token_id,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        for b, i in enumerate(idx):
+            out[i] = tokenizer.decode(gen[b, width:], skip_special_tokens=True)
+    return out
 
 
 def standalone_seed_model(ctx: ScoringContext) -> SeedModel:

@@ -29,6 +29,12 @@ class SuperfilteringSelector(IFDPerplexitySelector):
     def model_spec(self, ctx: ScoringContext) -> str:
         return ctx.config.selectors.proxy_model
 
+    def max_length(self, ctx: ScoringContext) -> int:
+        """``selectors.ifd.proxy_max_length`` (Superfiltering's data_analysis.py default: 1024), else
+        ``prompt.max_length``."""
+        value = getattr(getattr(ctx.config.selectors, "ifd", None), "proxy_max_length", None)
+        return int(value) if value is not None else ctx.config.prompt.max_length
+
     def settings(self, ctx: ScoringContext, model: Any) -> IFDSettings:
         sel = ctx.config.selectors
         return self._settings(sel.proxy_model, sel.proxy_template, None, ctx, model)
