@@ -218,14 +218,32 @@ class QuestionError(ValueError):
 
 
 def alpaca_fields(example: Example) -> tuple[str, str] | None:
-    """``(instruction, input)`` of an Alpaca-style example when its metadata carries them (``instruction`` and
-    ``input`` strings), else None: the project's user text ``instruction\n\ninput`` cannot be split back exactly
-    (about 1 % of Alpaca instructions hold a blank line themselves)."""
+    """``(instruction, input)`` of an example, exactly, or None when they cannot be known:
+
+    * from its metadata when it carries ``instruction`` and ``input`` strings;
+    * else from its last user turn when that holds no blank line: the project's Alpaca rendering is ``instruction``
+      alone or ``instruction + "\\n\\n" + input``, so such a text is an instruction without input (GSM8K
+      questions, most code prompts);
+    * else None: ``a\\n\\nb`` is an instruction with an input *or* an instruction holding a blank line (about
+      1 % of Alpaca instructions do) — never guessed."""
     meta = example.metadata or {}
     ins, inp = meta.get("instruction"), meta.get("input")
     if isinstance(ins, str) and isinstance(inp, str):
         return ins, inp
+    text = example.instruction
+    if "\n\n" not in text:
+        return text, ""
     return None
+
+
+def _fields_or_error(example: Example, what: str) -> tuple[str, str]:
+    fields = alpaca_fields(example)
+    if fields is None:
+        raise QuestionError(
+            f"example {example.id!r}: {what} needs its Alpaca instruction and input, but its user text holds a blank "
+            "line and its metadata has no 'instruction' / 'input' (read the pool with a schema that keeps them)"
+        )
+    return fields
 
 
 def reference_question(example: Example, question_format: str = "project") -> str:
@@ -239,14 +257,8 @@ def reference_question(example: Example, question_format: str = "project") -> st
         raise QuestionError(f"question_format must be 'project' or 'reference', got {question_format!r}")
     if isinstance((example.metadata or {}).get("overlap_text"), str):  # read with the alpaca_reference schema
         return example.instruction
-    fields = alpaca_fields(example)
-    if fields is None:
-        raise QuestionError(
-            f"example {example.id!r}: question_format=reference needs its Alpaca instruction and input (metadata "
-            "'instruction' / 'input', or a pool read with data.schema=alpaca_reference); the user text alone "
-            "cannot be split back"
-        )
-    return f"{fields[0]}\nInput:{fields[1]}"
+    instruction, extra = _fields_or_error(example, "question_format=reference")
+    return f"{instruction}\nInput:{extra}"
 
 
 def reference_style(template: str) -> str:
@@ -358,10 +370,8 @@ IFD_REFERENCE_PROMPTS = {"cherry": CHERRY_PROMPT_DICT, "superfiltering": SUPERFI
 
 
 def instruction_and_input(example: Example) -> tuple[str, str]:
-    """``(instruction, input)``: the Alpaca fields when the metadata carries them (:func:`alpaca_fields`), else the
-    example's last user turn as the instruction and no input (a GSM8K question, a code prompt, or an Alpaca row read
-    without its fields — then its input stays pasted into the instruction, as the ``template`` rendering does)."""
-    return alpaca_fields(example) or (example.instruction, "")
+    """``(instruction, input)`` for the IFD reference prompts (:func:`alpaca_fields`; an error when unknowable)."""
+    return _fields_or_error(example, "the IFD reference prompt")
 
 
 def ifd_reference_prompt(example: Example, which: str) -> str:
