@@ -158,3 +158,67 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     """Hash of a JSON-serialisable value, independent of dict order."""
     blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+
+
+# ------------------------------------------------------------------------------------------------ network bounds
+DEFAULT_HUB_TIMEOUT_S = 60.0
+
+
+class _BoundedTransport:
+    """Wraps an httpx transport: every request's connect / read / write / pool timeout is capped at ``bound``.
+
+    huggingface_hub's client has ``timeout=None`` and several ``HfApi`` calls pass ``timeout=None`` per request
+    (``repo_info``, which ``create_commit`` calls), which disables any client-level timeout in httpx; capping at the
+    transport covers every request whatever its caller passed."""
+
+    def __init__(self, inner: Any, bound: float):
+        self.inner, self.bound = inner, float(bound)
+
+    def handle_request(self, request: Any) -> Any:
+        given = dict(request.extensions.get("timeout") or {})
+        request.extensions["timeout"] = {
+            k: (given[k] if isinstance(given.get(k), (int, float)) and 0 < given[k] <= self.bound else self.bound)
+            for k in ("connect", "read", "write", "pool")
+        }
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> "_BoundedTransport":
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.inner.__exit__(*exc)
+
+
+_hub_bound: list[float] = []
+
+
+def bound_hub_requests(timeout_s: float = DEFAULT_HUB_TIMEOUT_S) -> float:
+    """Bound every huggingface_hub HTTP request of this process (Hub API, uploads, downloads, ``datasets`` loading)
+    by ``timeout_s`` per connect / read / write, through huggingface_hub's documented ``set_client_factory``; also
+    sets ``HF_HUB_ETAG_TIMEOUT`` / ``HF_HUB_DOWNLOAD_TIMEOUT`` for child processes when unset (this process's
+    huggingface_hub already defaults them to 10 s). Idempotent; returns the bound in force."""
+    import huggingface_hub
+    from huggingface_hub.utils import _http
+
+    if timeout_s is None or not timeout_s > 0:
+        raise ValueError(f"a network timeout must be > 0 seconds, got {timeout_s!r}")
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(min(timeout_s, 10)) or 1))
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(int(max(timeout_s, 1))))
+    if _hub_bound and _hub_bound[-1] == timeout_s:
+        return timeout_s
+
+    def factory() -> Any:
+        client = _http.default_client_factory()
+        client._transport = _BoundedTransport(client._transport, timeout_s)
+        client._mounts = {
+            k: (_BoundedTransport(v, timeout_s) if v is not None else v) for k, v in client._mounts.items()
+        }
+        return client
+
+    huggingface_hub.set_client_factory(factory)  # closes the shared client; the next request builds a bounded one
+    _hub_bound.append(timeout_s)
+    return timeout_s

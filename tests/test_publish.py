@@ -353,8 +353,15 @@ def test_publish_run_pushes_models_dataset_and_space_then_repush_is_a_no_op(hub,
     assert b"sdk: static" in space["README.md"] and b'id="board-data"' in space["index.html"]
     assert ".eval_results/cpqs_gsm8k_chat.yaml" in hub.stored_files("cpqs-test/exp-cpqs-s0")
     heads = {r: hub.repo(r, e["repo_type"]).head for r, e in repos.items()}
-    again = publish_run(run, cfg, dry_run=False, endpoint=hub.endpoint)
-    assert {e["action"] for e in again["repos"].values()} == {"unchanged"}
+    state = json.loads((run / "publish" / "state.json").read_text())
+    assert {r: e["commit"] for r, e in state["repos"].items()} == {r: e["commit"] for r, e in repos.items()}
+    n_requests = len(hub.requests)
+    again = publish_run(run, cfg, dry_run=False, endpoint=hub.endpoint)  # resumes: every repo is recorded as live
+    assert {e["action"] for e in again["repos"].values()} == {"live"}
+    assert {r: e["commit"] for r, e in again["repos"].items()} == {r: e["commit"] for r, e in repos.items()}
+    assert len(hub.requests) == n_requests
+    rechecked = publish_run(run, cfg, dry_run=False, endpoint=hub.endpoint, recheck=True)
+    assert {e["action"] for e in rechecked["repos"].values()} == {"unchanged"}
     assert len(hub.routes_hit("commit")) == 4  # huggingface_hub skipped every unchanged file: no commit sent
     assert {r: hub.repo(r, e["repo_type"]).head for r, e in repos.items()} == heads
 

@@ -3,7 +3,8 @@
 The ``publish`` config section decides what happens; the flags are aliases of its keys: ``--dry-run`` is
 ``publish.dry_run=true`` (the default: nothing leaves the machine), ``--push`` is ``publish.dry_run=false``,
 ``--namespace NS`` is ``publish.hub_namespace=NS``. Tokens come only from the environment (``HF_TOKEN``) or
-``HF_HOME``.
+``HF_HOME``. Every Hub request waits at most ``publish.timeout_s``; a push records each repo that went live in
+``RUN/publish/state.json`` and a rerun resumes after them (``--recheck`` asks the Hub about every repo again).
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Hub user or organisation (required for a real push)",
     )
     p.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    p.add_argument(
+        "--recheck",
+        action="store_true",
+        help="ask the Hub again about repos RUN/publish/state.json records as live (default: skip them)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +56,6 @@ def run(args: argparse.Namespace) -> int:
     from cpqs_bench.publish.run import publish_run
 
     pub = resolved.cfg.publish
-    report = publish_run(args.run, pub, dry_run=pub.dry_run, endpoint=args.endpoint)
+    report = publish_run(args.run, pub, dry_run=pub.dry_run, endpoint=args.endpoint, recheck=args.recheck)
     print(json.dumps({r: {k: v for k, v in e.items() if k != "files"} for r, e in report["repos"].items()}, indent=2))
     return 0

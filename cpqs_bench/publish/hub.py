@@ -18,6 +18,15 @@ Why it is built this way:
   backoff and a short, capped honour of ``Retry-After``. A failed commit is retried as a fresh ``create_commit``,
   whose preupload step re-diffs against the remote: if the previous attempt landed but its response was lost,
   the retry finds nothing to do instead of committing twice.
+* **Every request bounded.** ``publish`` installs :func:`cpqs_bench.io.bound_hub_requests` (huggingface_hub's
+  ``set_client_factory`` with a transport that caps every connect / read / write wait at ``timeout_s``), so a Hub that
+  accepts the connection and never answers fails the push after ``timeout_s`` per attempt and ``max_retries``
+  bounded retries, never hangs.
+* **What is live is recorded.** With ``state_path`` (``publish_run``: ``runs/<experiment>/publish/state.json``),
+  each repo is recorded atomically right after its commit (or its no-op): the commit, the local folder's digest, the
+  endpoint. A rerun skips a repo whose recorded digest matches the folder (reported as ``live``), so it resumes
+  after the last repo that made it; ``recheck=True`` asks the Hub again for every repo. A failure's message lists
+  the repos already live.
 * **Tokens.** Credentials come only from huggingface_hub's own resolution (``HF_TOKEN``, then the token file under
   ``HF_HOME``) or an explicit ``token=``; they are never written to the plan, the folders or the logs, and they are
   scrubbed from the message of any error we raise.
@@ -25,6 +34,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -49,7 +59,7 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import get_token
 
-from cpqs_bench.io import atomic_open, write_json, write_text
+from cpqs_bench.io import DEFAULT_HUB_TIMEOUT_S, atomic_open, bound_hub_requests, read_json, write_json, write_text
 from cpqs_bench.provenance import scrub
 from cpqs_bench.publish import eval_results
 
@@ -63,6 +73,11 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _HUB_RETRIED_ROUTES = ("/tree/", "/preupload/", ".git/info/lfs/", "/lfs-upload/")
 _PROTECTED_REMOTE = frozenset({".gitattributes"})
 _ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+# the arm's training record inside the adapter folder (cpqs_bench.finetune.sft.TRAINING_RECORD); adapters made
+# before it existed hold the same record as manifest.json (with a DONE marker beside it)
+TRAINING_RECORD = "training.json"
+LEGACY_TRAINING_RECORD = "manifest.json"
+_NOT_ADAPTER_FILES = frozenset({TRAINING_RECORD, LEGACY_TRAINING_RECORD, "DONE", "README.md"})
 
 
 class PublishError(RuntimeError):
@@ -70,6 +85,22 @@ class PublishError(RuntimeError):
 
 
 # ============================================================================ folder builders
+def read_training_record(adapter_dir: str | os.PathLike) -> dict[str, Any]:
+    """The arm's training record (recipe_hash, model_id, model_revision, train_loss, ...): ``training.json`` in the
+    adapter folder, or ``manifest.json`` for adapters made before the record moved there."""
+    adapter_dir = Path(adapter_dir)
+    for name in (TRAINING_RECORD, LEGACY_TRAINING_RECORD):
+        path = adapter_dir / name
+        if path.is_file():
+            record = read_json(path)
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}: expected a JSON object (the arm's training record)")
+            return record
+    raise FileNotFoundError(
+        f"{adapter_dir}: no {TRAINING_RECORD} (nor {LEGACY_TRAINING_RECORD}): not a finished adapter"
+    )
+
+
 def build_arm_folder(
     arm: str,
     adapter_dir: str | os.PathLike,
@@ -245,9 +276,12 @@ def _adapter_files(adapter_dir: Path) -> list[Path]:
         raise FileNotFoundError(
             f"{adapter_dir} is not a PEFT adapter: need adapter_config.json and one of {_ADAPTER_WEIGHTS}, found {sorted(names)}"
         )
-    # Top-level files only (checkpoints and hidden files are not part of the adapter); our card replaces PEFT's.
+    # Top-level files only (checkpoints and hidden files are not part of the adapter); our card replaces PEFT's, our
+    # manifest.json carries the training record, and the pipeline's DONE marker is no part of the model.
     return sorted(
-        p for p in adapter_dir.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "README.md"
+        p
+        for p in adapter_dir.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name not in _NOT_ADAPTER_FILES
     )
 
 
@@ -426,12 +460,16 @@ def publish(
     backoff_base_s: float = 1.0,
     max_wait_s: float = 30.0,
     sleep: Callable[[float], None] = time.sleep,
+    timeout_s: float = DEFAULT_HUB_TIMEOUT_S,
+    state_path: str | os.PathLike | None = None,
+    recheck: bool = False,
 ) -> dict[str, Any]:
     """Push each ``repo_id -> (folder, repo_type)`` as one commit, or, with ``dry_run``, write what would be pushed.
 
     Returns a report ``{"dry_run", "endpoint", "repos": {repo_id: {...}}}``; each repo entry has ``action``
-    (``planned`` / ``committed`` / ``unchanged``), ``uploaded``, ``deleted``, ``commit`` (oid or None),
-    ``attempts`` and ``waits`` (seconds slept between retries).
+    (``planned`` / ``committed`` / ``unchanged`` / ``live``: recorded in ``state_path`` as pushed with these exact
+    files, not asked again unless ``recheck``), ``uploaded``, ``deleted``, ``commit`` (oid or None), ``attempts`` and
+    ``waits`` (seconds slept between retries). Every request waits at most ``timeout_s`` per connect / read / write.
     """
     plan = _plan(folders, delete_extra)
     endpoint = (endpoint or hf_constants.ENDPOINT).rstrip("/")
@@ -441,15 +479,80 @@ def publish(
         return _dry_run(plan, Path(dry_run_dir), endpoint)
     if hf_constants.is_offline_mode():
         raise PublishError("HF_HUB_OFFLINE is set: refusing to push (unset it, or use dry_run=True)")
+    bound_hub_requests(timeout_s)
     secrets = [s for s in (token, get_token()) if s]
     api = HfApi(endpoint=endpoint, token=token)
     report: dict[str, Any] = {"dry_run": False, "endpoint": endpoint, "repos": {}}
+    state = PublishState(state_path, endpoint) if state_path is not None else None
     for repo_id, entry in plan.items():
+        digest = folder_digest(entry["files"], entry["repo_type"], delete_extra)
+        if state is not None and not recheck and (live := state.live(repo_id, digest)) is not None:
+            report["repos"][repo_id] = live
+            log.info("%s: live (recorded in %s at %s; recheck to ask the Hub)", repo_id, state.path, live["at"])
+            continue
         policy = RetryPolicy(max_retries, backoff_base_s, max_wait_s, sleep)
-        report["repos"][repo_id] = _push_repo(
-            api, repo_id, entry, delete_extra, private, commit_message, policy, secrets
-        )
+        try:
+            result = _push_repo(api, repo_id, entry, delete_extra, private, commit_message, policy, secrets)
+        except PublishError as err:
+            done = sorted(r for r, e in report["repos"].items() if e["action"] != "planned")
+            where = f" (recorded in {state.path}; rerun to resume)" if state is not None else ""
+            raise PublishError(f"{err}; already live: {done or 'none'}{where}") from None
+        report["repos"][repo_id] = result
+        if state is not None:
+            state.record(repo_id, result, digest)
     return report
+
+
+def folder_digest(files: Mapping[str, LocalFile], repo_type: str, delete_extra: bool) -> str:
+    """What a push of this folder sends: every path with its sha256, the repo type and the deletion policy."""
+    blob = json.dumps(
+        {"type": repo_type, "delete_extra": delete_extra, "files": {p: f.sha256 for p, f in sorted(files.items())}},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class PublishState:
+    """``publish/state.json``: each repo pushed, written atomically after each commit (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike, endpoint: str):
+        self.path = Path(path)
+        self.endpoint = endpoint
+        self.doc: dict[str, Any] = {"endpoint": endpoint, "repos": {}}
+        if self.path.exists():
+            try:
+                doc = read_json(self.path)
+            except (OSError, ValueError) as exc:
+                raise PublishError(f"{self.path}: unreadable publish state ({exc}); delete it to start over") from None
+            if isinstance(doc, dict) and doc.get("endpoint") == endpoint and isinstance(doc.get("repos"), dict):
+                self.doc = doc  # another endpoint's record says nothing about this one
+
+    def live(self, repo_id: str, digest: str) -> dict[str, Any] | None:
+        entry = self.doc["repos"].get(repo_id)
+        if not isinstance(entry, dict) or entry.get("digest") != digest:
+            return None
+        return {
+            "repo_type": entry.get("repo_type"),
+            "action": "live",
+            "uploaded": [],
+            "deleted": [],
+            "commit": entry.get("commit"),
+            "attempts": 0,
+            "waits": [],
+            "at": entry.get("at"),
+        }
+
+    def record(self, repo_id: str, result: Mapping[str, Any], digest: str) -> None:
+        previous = self.doc["repos"].get(repo_id) or {}
+        self.doc["repos"][repo_id] = {
+            "repo_type": result["repo_type"],
+            # an unchanged push keeps the commit that made these files live
+            "commit": result["commit"] or previous.get("commit"),
+            "action": result["action"],
+            "digest": digest,
+            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json(self.path, self.doc)
 
 
 def _plan(folders: Mapping[str, tuple[str | os.PathLike, str]], delete_extra: bool) -> dict[str, dict[str, Any]]:

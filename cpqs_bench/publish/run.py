@@ -12,7 +12,10 @@ Reads the run's ``index.json`` (written by ``reproduce``) and builds, under ``ru
 
 The leaderboard page itself is written to ``runs/<experiment>/publish/page/<experiment>/index.html``. Then the
 folders go to :func:`cpqs_bench.publish.hub.publish` (one commit per repo, none when nothing changed, bounded
-retries). A dry run writes the exact folders that would be pushed under ``runs/<experiment>/publish/dry-run/``.
+retries, every request bounded by ``publish.timeout_s``; each repo recorded in ``runs/<experiment>/publish/state.json``
+as it goes live, so a rerun resumes). A dry run writes the exact folders that would be pushed under
+``runs/<experiment>/publish/dry-run/``. Each arm's training record is read from the adapter's ``training.json``
+(``manifest.json`` for adapters made before it).
 Tokens come only from the environment (``HF_TOKEN``) or ``HF_HOME``.
 """
 
@@ -84,7 +87,7 @@ def build_folders(run_dir: Path, namespace: str, *, space: bool = False) -> dict
         if key not in evals:
             raise ValueError(f"{index_file}: adapter {key} has no evaluation")
         ev = evals[key]
-        manifest = read_json(Path(adapter) / "manifest.json")
+        manifest = hub.read_training_record(adapter)
         metrics = read_json(ev / "metrics.json")
         n_items = read_json(ev / "manifest.json").get("n_items") or {}
         notes = {
@@ -139,10 +142,17 @@ def build_folders(run_dir: Path, namespace: str, *, space: bool = False) -> dict
 
 
 def publish_run(
-    run_dir: str | os.PathLike, cfg: PublishConfig, *, dry_run: bool, endpoint: str | None = None
+    run_dir: str | os.PathLike,
+    cfg: PublishConfig,
+    *,
+    dry_run: bool,
+    endpoint: str | None = None,
+    recheck: bool = False,
 ) -> dict[str, Any]:
     """Publish the experiment in ``run_dir`` (its ``index.json``): to ``cfg.hub_namespace`` on the Hub, or, with
-    ``dry_run``, into ``run_dir/publish/dry-run/`` (the exact folders a push would send, plus ``plan.json``)."""
+    ``dry_run``, into ``run_dir/publish/dry-run/`` (the exact folders a push would send, plus ``plan.json``).
+    A push records each repo in ``run_dir/publish/state.json``; ``recheck`` asks the Hub again for repos recorded
+    there."""
     run_dir = Path(run_dir)
     if not dry_run and not cfg.hub_namespace:
         raise ValueError("a real push needs a Hub namespace (publish.hub_namespace=USER_OR_ORG, or --namespace)")
@@ -153,4 +163,8 @@ def publish_run(
         dry_run_dir=run_dir / "publish" / "dry-run" if dry_run else None,
         endpoint=endpoint,
         private=cfg.private,
+        max_retries=cfg.max_retries,
+        timeout_s=cfg.timeout_s,
+        state_path=None if dry_run else run_dir / "publish" / "state.json",
+        recheck=recheck,
     )

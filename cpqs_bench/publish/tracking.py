@@ -22,6 +22,10 @@ pipeline carries on; callers that care can inspect ``tracker.errors``.
 
 Runs are started with wandb's heavy extras switched off (system-stats sampling, machine/git/code metadata,
 console capture, requirements snapshot), which keeps an offline init under about a second.
+
+Every W&B network wait is bounded (issue #34): ``init_timeout`` (init), ``finish_timeout`` (the upload at the end of
+a run: after it W&B gives up, the data stays on disk for ``wandb sync``), ``login_timeout`` and the GraphQL / file
+transfer / file-stream request timeouts, all from ``timeout_s`` / ``init_timeout_s``.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class Tracker:
         project: str = "cpqs-bench",
         config: Mapping[str, Any] | None = None,
         init_timeout_s: float = 60.0,
+        timeout_s: float = 120.0,
     ) -> None:
         self.experiment = experiment
         self.stage = stage
@@ -71,6 +76,7 @@ class Tracker:
         self.project = project
         self.initial_config = dict(config or {})
         self.init_timeout_s = init_timeout_s
+        self.timeout_s = timeout_s
         self.errors: list[str] = []
         self.run: Any = None
         self._wandb: Any = None
@@ -130,6 +136,11 @@ class Tracker:
             console="off",
             silent=True,
             init_timeout=self.init_timeout_s,
+            finish_timeout=self.timeout_s,
+            login_timeout=self.timeout_s,
+            x_graphql_timeout_seconds=self.timeout_s,
+            x_file_transfer_timeout_seconds=self.timeout_s,
+            x_file_stream_timeout_seconds=self.timeout_s,
         )
 
     def finish(self, exit_code: int = 0) -> None:
