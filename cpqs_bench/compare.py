@@ -10,6 +10,10 @@ scores under ``scores/`` and ``manifest.json`` (inputs + provenance).
   :func:`cpqs_bench.select.select` makes at ``--budget``.
 * **Length correlation**: Spearman of each score with the response length in target-tokenizer tokens.
 * **Training overlap**: for a selector with a checkpoint (cpqs), how many pool instructions it was trained on.
+* **Contamination** (with a :class:`cpqs_bench.contamination.ContaminationIndex` of the evaluation tasks): per task,
+  the evaluation items that the pool and each selector's top-k share a word n-gram with
+  (:func:`cpqs_bench.contamination.report`, one arm per selector); a selector that prefers benchmark-like rows shows a
+  higher fraction than ``random``.
 * **Pairwise accuracy** when the pool carries quality tiers — ``--tiers A,B[,C...]`` (pools answering the same
   instructions, strongest first, e.g. ``alpaca_eval/gpt4,alpaca_eval/pythia-12b-mix-sft``; joined on the
   instruction text) or ``--pairs FILE --pair-fields strong,weak`` (a same-instruction pairs file): for each
@@ -30,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from cpqs_bench.contamination import ContaminationIndex, markdown_table
+from cpqs_bench.contamination import report as contamination_report
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import read_json, read_jsonl, stable_hash, write_bytes, write_json, write_jsonl, write_text
 from cpqs_bench.selectors import degeneracy, registry
@@ -414,6 +420,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"{n}: {o.get('overlap')} of {o.get('pool')} pool instructions were in its training pairs"
             + (" (should be 0: score a pool disjoint from the selector's training data)" if o.get("overlap") else ""),
         ]
+    if result.get("contamination"):
+        lines += ["", f"Top-{result['k']} selections: " + markdown_table(result["contamination"])]
     lines += ["", "Figures: " + ", ".join(f"![{f}]({f})" for f in result["figures"]), ""]
     return "\n".join(lines)
 
@@ -431,8 +439,11 @@ def compare_selectors(
     n_boot: int = 2000,
     seed: int | None = None,
     loader: Callable[..., Any] | None = None,
+    contamination: ContaminationIndex | None = None,
 ) -> dict[str, Any]:
-    """Score (or read) each selector on ``pool`` and write the comparison report to ``out``; returns the JSON."""
+    """Score (or read) each selector on ``pool`` and write the comparison report to ``out``; returns the JSON.
+    ``contamination``: an index of the evaluation items; the report then holds, per task, the items overlapping the
+    pool and each selector's top-k (``result["contamination"]``, :func:`cpqs_bench.contamination.report`)."""
     from cpqs_bench import provenance
     from cpqs_bench.config import config_hash, to_dict
     from cpqs_bench.select import budget_count
@@ -470,6 +481,7 @@ def compare_selectors(
         "length_spearman": {},
         "pairwise_accuracy": {},
         "training_overlap": {},
+        "contamination": None,
     }
     for name, r in rows.items():
         el = [x for x in r if _eligible(x)]
@@ -482,6 +494,10 @@ def compare_selectors(
             from cpqs_bench.selectors.cpqs.checkpoint import training_instruction_overlap
 
             result["training_overlap"][name] = training_instruction_overlap(ckpt, pool.examples)
+    if contamination is not None:
+        result["contamination"] = contamination_report(
+            contamination, pool.examples, {name: {None: sorted(tops[name])} for name in rows}
+        )
     if pool.pairs:
         for name, r in rows.items():
             result["pairwise_accuracy"][name] = pairwise_accuracy(r, pool.pairs, n_boot, seed, name)
@@ -496,6 +512,9 @@ def compare_selectors(
             "config_hash": config_hash(cfg),
             "scores_files": dict(scores or {}),
             "checkpoints": dict(checkpoints or {}),
+            "contamination": None
+            if contamination is None
+            else {"n": contamination.n, "tasks": contamination.tasks, "template_ngrams": contamination.template_ngrams},
             **provenance.collect(),
         },
     )

@@ -200,3 +200,62 @@ def test_cli_compare_with_scores_only(tmp_path, capsys):
         "rho"
     ] == pytest.approx(1.0)
     assert cli.main(["compare", "--selectors", "mine", "--scores", "oops", "--data", pool, "--out", "x"]) == 1
+
+
+def test_contamination_of_each_top_budget(tmp_path):
+    from cpqs_bench.contamination import ContaminationIndex, EvalItem
+
+    words = [f"w{k}" for k in range(300)]
+    items = [EvalItem("bench", i, str(i), (" ".join(words[20 * i : 20 * i + 20]),)) for i in range(4)]
+    index = ContaminationIndex.build({"bench": items}, n=13)
+    pool = [_ex(f"q{k}", f"Question {k}: " + items[k].texts[0], "answer") for k in range(3)]
+    pool += [_ex(f"c{k}", f"Clean instruction number {k}, nothing quoted.", "answer") for k in range(7)]
+    dirty = _write(tmp_path / "dirty.jsonl", [{"id": e.id, "score": float(e.id[0] == "q")} for e in pool])
+    clean = _write(tmp_path / "clean.jsonl", [{"id": e.id, "score": float(e.id[0] == "c")} for e in pool])
+    cfg = contract_config()
+    res = compare.compare_selectors(
+        cfg,
+        ["dirty", "clean"],
+        tmp_path / "out",
+        pool=compare.tiered_pool(cfg, examples=pool, source="synthetic"),
+        budget=3,
+        scores={"dirty": dirty, "clean": clean},
+        loader=tiny_loader(),
+        contamination=index,
+    )
+    bench = res["contamination"]["tasks"]["bench"]
+    assert bench["pool"] == {"overlapping_items": 3, "fraction": 0.75, "overlapping_examples": 3}
+    assert bench["arms"]["dirty"]["per_seed"] == {"none": 3} and bench["arms"]["dirty"]["fraction"] == 0.75
+    assert bench["arms"]["clean"]["per_seed"] == {"none": 0} and bench["arms"]["clean"]["fraction"] == 0.0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| bench | 4 | 0 | 3 (75.0%) | 3 | 3 (75.0%) | 0 (0.0%) |" in report
+    assert json.loads((tmp_path / "out" / "compare.json").read_text())["contamination"] == res["contamination"]
+    # without an index the key is there, empty, and the report has no table
+    res = compare.compare_selectors(
+        cfg,
+        ["dirty"],
+        tmp_path / "out2",
+        pool=compare.tiered_pool(cfg, examples=pool, source="synthetic"),
+        budget=3,
+        scores={"dirty": dirty},
+        loader=tiny_loader(),
+    )
+    assert res["contamination"] is None and "Contamination" not in (tmp_path / "out2" / "report.md").read_text()
+
+
+def test_cli_compare_contamination_flag(tmp_path, capsys, mirror):
+    from cpqs_bench import cli, models
+    from cpqs_bench.data.pool import read_pool
+
+    models.fetch_embedded()
+    test_q = read_pool("gsm8k", mirror=str(mirror)).examples[0].instruction  # item 0 of cpqs_gsm8k_chat
+    rows = [{"instruction": test_q, "output": "18"}] + [
+        {"instruction": f"Q{i}", "output": "x " * (i + 1)} for i in range(4)
+    ]
+    pool = _write(tmp_path / "pool.jsonl", rows)
+    ids = [e.id for e in read_pool(pool).examples]
+    sc = _write(tmp_path / "s.jsonl", [{"id": i, "score": -float(k)} for k, i in enumerate(ids)])
+    argv = ["compare", "--selectors", "mine", "--scores", f"mine={sc}", "--data", pool, "--budget", "1"]
+    rc = cli.main([*argv, "--contamination", "--tasks", "cpqs_gsm8k_chat", "evaluate.limit=2", "--out", str(tmp_path)])
+    assert rc == 0
+    assert "| cpqs_gsm8k_chat | 2 | 0 | 1 (50.0%) | 1 | 1 (50.0%) |" in capsys.readouterr().out

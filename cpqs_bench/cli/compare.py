@@ -3,7 +3,9 @@
 Scores one pool with several selectors and writes the diagnostics report (histograms, pairwise Spearman, top-k
 Jaccard, each selector's length correlation, pairwise accuracy on quality tiers, training overlap of checkpointed
 selectors). ``--data`` is read here with the config's reader settings (``--limit`` = ``data.pool_limit``); with
-``--tiers``/``--pairs``, ``--limit`` caps the shared instructions.
+``--tiers``/``--pairs``, ``--limit`` caps the shared instructions. ``--contamination`` adds, per evaluation task
+(``--tasks`` = ``evaluate.tasks``), the items that the pool and each selector's top budget share a word n-gram with
+(``data.contamination_n``; see ``cpqs-bench contamination``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for pairwise-accuracy CIs")
     alias(p, "--seed", "selectors.seed", type=int, metavar="N", help="selection/bootstrap seed")
+    p.add_argument(
+        "--contamination",
+        action="store_true",
+        help="report each top budget's n-gram overlap with the evaluation tasks (evaluate.tasks)",
+    )
+    alias(p, "--tasks", "evaluate.tasks", type=csv, metavar="T1,T2", help="evaluation tasks for --contamination")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,6 +74,13 @@ def run(args: argparse.Namespace) -> int:
         pool.sources = {args.data: read.summary()}
     else:
         raise CompareError("give a pool: --data POOL, or --tiers A,B, or --pairs FILE")
+    index = None
+    if args.contamination:
+        from cpqs_bench.contamination import ContaminationIndex, task_items
+
+        ev = cfg.evaluate
+        items = task_items(ev.tasks, ev.include_path, cfg.data.mirror, ev.limit, ev.task_limits)
+        index = ContaminationIndex.build(items, cfg.data.contamination_n)
     result = compare_selectors(
         cfg,
         csv(args.selectors),
@@ -74,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         scores=key_values(args.scores, "--scores"),
         checkpoints=key_values(args.selector_checkpoint, "--selector-checkpoint"),
         n_boot=args.n_boot,
+        contamination=index,
     )
     print(markdown(result))
     print(f"wrote {Path(args.out) / 'report.md'} and {Path(args.out) / 'compare.json'}")
