@@ -283,3 +283,12 @@ def matched_report(control_kept: Sequence[str], arm_kept: Sequence[str], tokens:
         "arm_trained_tokens": ref["trained_tokens"],
         "trained_tokens_ratio": ratio,
     }
+
+
+def pool_response_tokens(examples: Sequence[Any], tokenizer: Any, config: Any) -> dict[str, int]:
+    """id -> response tokens of each pool example: :func:`cpqs_bench.selectors.base.response_tokens` (the
+    configured template, no end-of-turn token, no truncation — the length every length-aware selector sees, and
+    the ``n_tokens`` a scores file carries). ``random~ARM`` stratifies on these."""
+    from cpqs_bench.selectors.base import response_tokens
+
+    return {ex.id: len(response_tokens(tokenizer, ex, config)) for ex in examples}
