@@ -70,6 +70,9 @@ log = logging.getLogger(__name__)
 CKPT_DIR = "checkpoints"
 TRAINING_RECORD = "training.json"  # the arm's training record (what manifest.json held before issue #25)
 LOSS_SUM = "loss_sum.json"  # in every checkpoint: the sum of the per-step training losses up to that step
+# in every checkpoint: the parameter names of each optimizer param group, in the order ``optimizer.pt`` indexes its
+# state (torch numbers the params 0.. across groups); LESS reads Adam's moments by name through it
+OPTIMIZER_PARAMS = "optimizer_params.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
@@ -300,8 +303,11 @@ def _trainer(ft: Any, rows: list[dict], seed: int, group: int, **kwargs: Any) ->
             pending = nested_gather(self._tr_loss.detach().clone(), self.args.parallel_mode).mean().item()
             total = self.loss_sum_before + self._total_loss_scalar + pending
             if self.args.process_index == 0:
-                path = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}" / LOSS_SUM
-                write_json(path, {"global_step": self.state.global_step, "loss_sum": total})
+                path = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+                write_json(path / LOSS_SUM, {"global_step": self.state.global_step, "loss_sum": total})
+                names = {id(p): n for n, p in self.model.named_parameters()}
+                groups = [[names[id(p)] for p in g["params"]] for g in self.optimizer.param_groups]
+                write_json(path / OPTIMIZER_PARAMS, groups)
 
         def train_loss_all_steps(self) -> float:
             """Mean per-step training loss over every optimizer step of the arm (before and after a resume)."""

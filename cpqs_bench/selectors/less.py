@@ -1,0 +1,541 @@
+"""``less``: LESS (Xia et al. 2024, "LESS: Selecting Influential Data for Targeted Instruction Tuning").
+
+Target-aware: an example scores high when its (Adam-preconditioned) LoRA gradient points where the gradients of a
+query set (``selectors.less.queries``: a named dev set, never evaluation items) point. Followed, in
+``princeton-nlp/LESS``:
+
+* warm-up: ``less/scripts/train/base_training_args.sh`` + ``warmup_lora_train.sh`` — LoRA (r 128, α 512, dropout
+  0.1, on q/k/v/o projections), lr 2e-5, linear schedule, warm-up ratio 0.03, weight decay 0, effective batch 32,
+  AdamW, 4 epochs, a checkpoint (adapter + optimizer state) saved at the end of every epoch, trained on a random
+  ``warmup_fraction`` (5 %) of the pool. Here through the project's own fine-tuning code
+  (:func:`cpqs_bench.finetune.sft.finetune_arm` with ``keep_epoch_checkpoints=True``): :func:`warmup`.
+* gradients: ``less/data_selection/collect_grad_reps.py`` — one example per backward pass, the mean token loss over
+  the response, the gradient of every trainable (LoRA) parameter concatenated in ``named_parameters`` order;
+  training examples get ``obtain_gradients_with_adam``: with Adam's saved moments m, v of the checkpoint,
+  ``m' = β1·m + (1−β1)·g``, ``v' = β2·v + (1−β2)·g²``, direction ``m' / sqrt(v' + ε)`` (β1 0.9, β2 0.999, ε 1e-8;
+  ε *inside* the square root and no bias correction, exactly as the reference code computes it); query examples
+  plain gradients (``obtain_gradients``); a Rademacher random projection to ``projection_dim`` (8192) dims, seed 0,
+  output blocks of 128 (trak's ``BasicProjector`` scheme: block i drawn from a generator seeded ``seed + 1000·i``,
+  ±1 entries); each projected gradient L2-normalised (``merge_and_normalize_info``).
+* score: ``less/data_selection/matching.py`` — per checkpoint the dot products of normalised training and query
+  gradients, weighted by the checkpoint's learning rate (the weights renormalised to sum to 1), summed over
+  checkpoints; then, per training example, the mean over each target task's query examples and the max over tasks.
+
+Differences from the reference:
+
+1. The projection is our own :class:`RademacherProjector`: trak's ``BasicProjector`` scheme re-implemented in a few
+   lines of torch (trak, ``traker`` 0.3.2 on PyPI, installs on CPU but is not a project dependency; on CPU in
+   float32 our projection equals ``BasicProjector(..., ProjectionType.rademacher, block_size=128)`` bit for bit,
+   checked against the 0.3.2 sdist). The reference uses trak's ``CudaProjector`` (``fast_jl``) when available, a
+   different matrix for the same seed, and draws in the model dtype. With a grad dim too large for one block in
+   memory, a block is drawn in row chunks (then no longer trak's exact matrix; still a seeded Rademacher one).
+   Gradients are projected in float32 (the reference casts them to float16 first).
+2. The checkpoint weight is the mean learning rate over the optimizer steps of that epoch, read from the warm-up's
+   log (the paper's η̄_i; the reference scripts pass per-checkpoint rates by hand).
+3. Gradients are taken in the model's loaded dtype on ``model.device`` (the reference: bf16 on GPU), with the model in
+   eval mode (as the reference's ``from_pretrained`` leaves it: no dropout).
+4. LoRA targets are the reference's q/k/v/o projections (a regex on module names); a model without such modules is
+   refused by peft with its own error. The warm-up's micro-batch is the largest divisor of 32 not above
+   ``finetune.micro_batch_size`` (the reference: 1 × 32 accumulation steps; same effective batch, same sum).
+5. The warm-up subset is the ``warmup_fraction`` of the pool (non-empty responses) whose ``sha256(seed:id)`` is
+   smallest, trained in id order — a seeded draw that does not depend on the pool's order (the reference draws with
+   ``numpy`` on the file order).
+6. A query set without a task field is one task (the mean over all queries); with ``query_task_field``, the queries
+   are read round-robin across tasks up to ``query_limit`` (the reference's query sets are a fixed few shots per
+   sub-task). Named datasets that are test splits (``...#test`` on the Hub) are refused as query sets.
+7. No sharding under ``accelerate launch`` yet: one process computes every gradient (cost: a forward + backward pass
+   per example and query per checkpoint).
+
+Stage split for ``reproduce``: :func:`warmup` is a step of its own (its output folder: the adapter with its epoch
+checkpoints); :func:`score_with_warmup` scores against a finished warm-up. ``LESSSelector.score`` without a warm-up
+runs one into its scoring workdir first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Sequence
+
+from cpqs_bench.data.example import Example
+from cpqs_bench.io import read_json, sha256_file, stable_hash, write_json, write_jsonl
+from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response
+
+log = logging.getLogger(__name__)
+
+BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # collect_grad_reps.obtain_gradients_with_adam
+BLOCK_SIZE = 128  # collect_grad_reps.collect_grads: block_size
+PROJECTION_SEED = 0  # collect_grad_reps.collect_grads: seed=0, model_id=0
+LORA_DROPOUT = 0.1  # base_training_args.sh
+TARGET_MODULES = r".*\.(q_proj|k_proj|v_proj|o_proj)"  # base_training_args.sh --lora_target_modules q k v o
+EFFECTIVE_BATCH = 32  # per_device_train_batch_size 1 × gradient_accumulation_steps 32
+LR_SCHEDULER = "linear"
+WARMUP_RATIO = 0.03
+LENGTH_DROPPED = "dropped_by_length_policy"
+WARMUP_RECORD = "warmup.json"
+MAX_BLOCK_ELEMENTS = 1 << 28  # projection matrix block drawn at most this many entries at a time (1 GiB float32)
+
+
+# ------------------------------------------------------------------------------------------------- math pieces
+def adam_direction(grad: Any, exp_avg: Any, exp_avg_sq: Any, beta1: float = BETA1, beta2: float = BETA2) -> Any:
+    """The reference's Adam update direction for one gradient (``obtain_gradients_with_adam``)."""
+    import torch
+
+    m = beta1 * exp_avg + (1 - beta1) * grad
+    v = beta2 * exp_avg_sq + (1 - beta2) * grad**2
+    return m / torch.sqrt(v + EPS)
+
+
+class RademacherProjector:
+    """``grads [n, grad_dim] -> [n, proj_dim]`` with a seeded ±1 matrix, drawn block by block of ``block_size``
+    output dims (block i from ``torch.Generator().manual_seed(seed + 1000·i)``, ``bernoulli_(0.5)·2 − 1``: trak's
+    ``BasicProjector`` with ``ProjectionType.rademacher``). Unscaled, as trak's (the vectors are normalised after)."""
+
+    def __init__(self, grad_dim: int, proj_dim: int, seed: int = PROJECTION_SEED, block_size: int = BLOCK_SIZE):
+        if grad_dim <= 0 or proj_dim <= 0:
+            raise ValueError(f"projection needs positive dims, got grad_dim={grad_dim}, proj_dim={proj_dim}")
+        self.grad_dim, self.proj_dim, self.seed = grad_dim, proj_dim, seed
+        self.block_size = min(proj_dim, block_size)
+
+    def block(self, index: int) -> Any:
+        import torch
+
+        gen = torch.Generator().manual_seed(self.seed + 1000 * index)
+        mat = torch.empty(self.grad_dim, self.block_size, dtype=torch.float32)
+        mat.bernoulli_(0.5, generator=gen)
+        mat.mul_(2.0).sub_(1.0)
+        return mat
+
+    def project(self, grads: Any) -> Any:
+        import torch
+
+        grads = grads.detach().to("cpu", torch.float32)
+        if grads.shape[1] != self.grad_dim:
+            raise ValueError(f"gradients have {grads.shape[1]} dims, the projector {self.grad_dim}")
+        out = torch.zeros(grads.shape[0], self.proj_dim, dtype=torch.float32)
+        n_blocks = math.ceil(self.proj_dim / self.block_size)
+        chunk = max(1, MAX_BLOCK_ELEMENTS // self.block_size)
+        for b in range(n_blocks):
+            st, ed = b * self.block_size, min((b + 1) * self.block_size, self.proj_dim)
+            if self.grad_dim <= chunk:
+                out[:, st:ed] = grads @ self.block(b)[:, : ed - st]
+                continue
+            # a block too large to hold: rows drawn in chunks from the same seeded stream (see the module notes)
+            gen = torch.Generator().manual_seed(self.seed + 1000 * b)
+            for r0 in range(0, self.grad_dim, chunk):
+                r1 = min(r0 + chunk, self.grad_dim)
+                mat = torch.empty(r1 - r0, self.block_size, dtype=torch.float32).bernoulli_(0.5, generator=gen)
+                mat.mul_(2.0).sub_(1.0)
+                out[:, st:ed] += grads[:, r0:r1] @ mat[:, : ed - st]
+        return out
+
+
+def checkpoint_weights(rates: Sequence[float]) -> list[float]:
+    """The learning rates of the checkpoints, renormalised to sum to 1 (``matching.py``)."""
+    if not rates or any(r is None or not math.isfinite(r) or r < 0 for r in rates) or sum(rates) <= 0:
+        raise ValueError(f"LESS needs a positive learning rate per checkpoint, got {list(rates)}")
+    total = float(sum(rates))
+    return [float(r) / total for r in rates]
+
+
+def influence(
+    train: Sequence[Any], queries: Sequence[Any], weights: Sequence[float], tasks: Sequence[str]
+) -> tuple[list[float], dict[str, list[float]]]:
+    """``matching.py``: ``Σ_i w_i · train_i @ query_iᵀ`` over checkpoints i, then per training row the mean over each
+    task's query columns and the max over tasks. ``train[i]`` [N, d], ``queries[i]`` [Q, d] (normalised);
+    ``tasks``: one task name per query column. Returns (scores, per-task means)."""
+    import torch
+
+    if not (len(train) == len(queries) == len(weights)) or not train:
+        raise ValueError("influence: one train and one query matrix per checkpoint weight")
+    total = None
+    for t, q, w in zip(train, queries, weights):
+        part = w * (t.float() @ q.float().T)
+        total = part if total is None else total + part
+    names = sorted(set(tasks))
+    per_task = {}
+    for name in names:
+        cols = torch.tensor([i for i, t in enumerate(tasks) if t == name])
+        per_task[name] = total[:, cols].mean(dim=1)
+    stacked = torch.stack([per_task[n] for n in names], dim=1)
+    return stacked.max(dim=1).values.tolist(), {n: v.tolist() for n, v in per_task.items()}
+
+
+# ------------------------------------------------------------------------------------------------- gradients
+def trainable(model: Any) -> list[tuple[str, Any]]:
+    """The parameters that require gradients (the LoRA weights), in ``named_parameters`` order."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    bad = [n for n, _ in params if "lora" not in n.lower()]
+    if bad:  # collect_grad_reps.get_number_of_params asserts the same
+        raise ValueError(f"only LoRA parameters may require gradients, found {bad[:3]}")
+    if not params:
+        raise ValueError("the model has no trainable (LoRA) parameters")
+    return params
+
+
+def example_gradient(model: Any, params: Sequence[tuple[str, Any]], row: dict[str, list[int]]) -> Any:
+    """One example's gradient of its mean response-token loss (``model(**batch).loss``, batch of one), flattened
+    over ``params`` in order."""
+    import torch
+
+    device = params[0][1].device
+    model.zero_grad(set_to_none=True)
+    ids = torch.tensor([row["input_ids"]], device=device)
+    labels = torch.tensor([row["labels"]], device=device)
+    loss = model(input_ids=ids, labels=labels).loss
+    loss.backward()
+    grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for _, p in params]
+    out = torch.cat(grads).detach().float().cpu()
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def optimizer_moments(checkpoint: Path, names: Sequence[str]) -> tuple[Any, Any]:
+    """Adam's ``exp_avg`` and ``exp_avg_sq`` of a saved Trainer checkpoint, flattened in ``names`` order
+    (``prepare_optimizer_state``). ``optimizer.pt`` numbers its params 0.. across param groups; the names of each
+    group come from :data:`cpqs_bench.finetune.sft.OPTIMIZER_PARAMS`, written with every checkpoint."""
+    import torch
+
+    from cpqs_bench.finetune.sft import OPTIMIZER_PARAMS
+
+    opt_path, names_path = checkpoint / "optimizer.pt", checkpoint / OPTIMIZER_PARAMS
+    for p in (opt_path, names_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: missing; LESS needs the warm-up's optimizer state (keep_epoch_checkpoints)")
+    state_dict = torch.load(opt_path, map_location="cpu", weights_only=True)
+    groups = read_json(names_path)
+    index: dict[str, int] = {}
+    for g_names, g in zip(groups, state_dict["param_groups"]):
+        if len(g_names) != len(g["params"]):
+            raise ValueError(f"{names_path}: param group sizes do not match {opt_path}")
+        index.update(zip(g_names, g["params"]))
+    m, v = [], []
+    for name in names:
+        if name not in index or index[name] not in state_dict["state"]:
+            raise KeyError(f"{opt_path}: no Adam state for parameter {name!r}")
+        st = state_dict["state"][index[name]]
+        m.append(st["exp_avg"].reshape(-1).float())
+        v.append(st["exp_avg_sq"].reshape(-1).float())
+    return torch.cat(m), torch.cat(v)
+
+
+# ----------------------------------------------------------------------------------------------------- queries
+def _is_test_split(spec: str) -> bool:
+    from cpqs_bench.data import mirror
+
+    named = mirror.NAMED.get(spec)
+    return named is not None and str(named.hub).endswith("#test")
+
+
+def read_queries(lcfg: Any) -> tuple[list[Example], list[str]]:
+    """The query examples and their task names (``selectors.less.queries`` / ``query_limit`` /
+    ``query_task_field``)."""
+    from cpqs_bench.data.pool import read_pool
+
+    spec = lcfg.queries
+    if not spec:
+        raise ValueError(
+            "selectors.less.queries is not set: LESS is target-aware and needs a query (dev) set, e.g. "
+            "selectors.less.queries=gsm8k_train (a named dataset, a file, or hf:owner/name); never evaluation items"
+        )
+    if _is_test_split(spec):
+        raise ValueError(f"selectors.less.queries={spec!r} is a test split: queries must never be evaluation items")
+    examples = read_pool(spec).examples
+    field = lcfg.query_task_field
+    tasks = []
+    for ex in examples:
+        if field is None:
+            tasks.append("all")
+        elif field not in ex.metadata:
+            raise ValueError(
+                f"{spec}: query {ex.id!r} has no metadata field {field!r} (selectors.less.query_task_field)"
+            )
+        else:
+            tasks.append(str(ex.metadata[field]))
+    by_task: dict[str, list[Example]] = {}
+    for ex, t in zip(examples, tasks):
+        by_task.setdefault(t, []).append(ex)
+    limit = lcfg.query_limit if lcfg.query_limit is not None else len(examples)
+    chosen: list[tuple[Example, str]] = []
+    names = sorted(by_task)
+    depth = 0
+    while len(chosen) < limit and any(depth < len(by_task[t]) for t in names):  # round-robin across tasks
+        for t in names:
+            if depth < len(by_task[t]) and len(chosen) < limit:
+                chosen.append((by_task[t][depth], t))
+        depth += 1
+    if not chosen:
+        raise ValueError(f"{spec}: the query set is empty")
+    return [c[0] for c in chosen], [c[1] for c in chosen]
+
+
+# ------------------------------------------------------------------------------------------------------ warm-up
+def warmup_subset(pool: Sequence[Example], fraction: float, seed: int) -> list[Example]:
+    """The seeded, order-free warm-up draw: the ``fraction`` (at least 1) of non-empty examples with the smallest
+    ``sha256(seed:id)``, in id order."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"selectors.less.warmup_fraction must be in (0, 1], got {fraction}")
+    eligible = [ex for ex in pool if not is_empty_response(ex)]
+    if not eligible:
+        raise ValueError("LESS warm-up: no example with a non-empty response in the pool")
+    k = max(1, round(fraction * len(eligible)))
+    key = lambda ex: hashlib.sha256(f"{seed}:{ex.id}".encode()).hexdigest()  # noqa: E731
+    return sorted(sorted(eligible, key=key)[:k], key=lambda ex: ex.id)
+
+
+def warmup_config(cfg: Any) -> Any:
+    """The project config with the reference's warm-up recipe in its finetune section."""
+    from cpqs_bench.config import replace
+
+    lc = cfg.selectors.less
+    micro = max(
+        d
+        for d in range(1, EFFECTIVE_BATCH + 1)
+        if EFFECTIVE_BATCH % d == 0 and d <= max(1, cfg.finetune.micro_batch_size)
+    )
+    return replace(
+        cfg,
+        **{
+            "finetune.lora_r": lc.lora_r,
+            "finetune.lora_alpha": lc.lora_alpha,
+            "finetune.lora_dropout": LORA_DROPOUT,
+            "finetune.target_modules": TARGET_MODULES,
+            "finetune.lr": lc.lr,
+            "finetune.epochs": float(lc.warmup_epochs),
+            "finetune.max_steps": -1,
+            "finetune.lr_scheduler": LR_SCHEDULER,
+            "finetune.warmup_ratio": WARMUP_RATIO,
+            "finetune.weight_decay": 0.0,
+            "finetune.batch_size": EFFECTIVE_BATCH,
+            "finetune.micro_batch_size": micro,
+            "finetune.max_length": lc.max_length,
+            "finetune.group_by_length": False,
+            "finetune.packing": False,
+            "finetune.optim": "adamw_torch",
+            "finetune.max_grad_norm": 1.0,
+            "finetune.logging_steps": 1,
+            "finetune.merge": False,
+            "finetune.measure_train_loss": False,
+        },
+    )
+
+
+def _info_loader(loader: Callable[..., Any] | None) -> Callable[..., Any] | None:
+    """finetune_arm reads ``info.revision`` / ``info.path``; custom loaders (tests) may return a plain dict."""
+    if loader is None:
+        return None
+
+    def load(spec: str, revision: str | None, dtype: str) -> tuple[Any, Any, Any]:
+        model, tok, info = loader(spec, revision, dtype)
+        if not hasattr(info, "revision"):
+            info = SimpleNamespace(revision=revision, path=str(spec), detail=info)
+        return model, tok, info
+
+    return load
+
+
+def warmup(
+    cfg: Any, pool: Sequence[Example], out_dir: str | Path, *, seed: int, loader: Callable[..., Any] | None = None
+) -> dict[str, Any]:
+    """Train the LESS warm-up into ``out_dir`` (resumable; a finished one is returned as is) and return its record:
+    ``{"adapter": dir, "checkpoints": [{step, epoch, path, mean_lr}], "n_warmup", "warmup_ids_sha256",
+    "recipe_hash", ...}`` (also written to ``out_dir/warmup.json``). Inputs that determine it: the pool's ids +
+    content, ``selectors.less`` (fraction, epochs, LoRA, lr, max_length), ``model``, ``prompt``,
+    ``finetune.precision`` / ``micro_batch_size``, ``seed``. ``loader(spec, revision, dtype)``: as finetune_arm's."""
+    from cpqs_bench.finetune.sft import finetune_arm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lc = cfg.selectors.less
+    chosen = warmup_subset(pool, lc.warmup_fraction, seed)
+    selection = out / "warmup_selection.jsonl"
+    write_jsonl(selection, [{"id": ex.id, "kept": True} for ex in chosen])
+    record = finetune_arm(
+        warmup_config(cfg),
+        selection,
+        chosen,
+        out / "adapter",
+        seed=seed,
+        arm="less-warmup",
+        loader=_info_loader(loader),
+        progress_bar=False,
+        keep_epoch_checkpoints=True,
+    )
+    ckpts = record.get("epoch_checkpoints") or []
+    if len(ckpts) != lc.warmup_epochs:
+        raise RuntimeError(f"{out}: the warm-up kept {len(ckpts)} epoch checkpoints, expected {lc.warmup_epochs}")
+    result = {
+        "adapter": str(out / "adapter"),
+        "checkpoints": ckpts,
+        "n_warmup": len(chosen),
+        "n_pool": len(pool),
+        "warmup_ids_sha256": sha256_file(selection),
+        "recipe_hash": record["recipe_hash"],
+        "seed": seed,
+        "train_loss": record["training"]["train_loss"],
+    }
+    write_json(out / WARMUP_RECORD, result)
+    return result
+
+
+# -------------------------------------------------------------------------------------------------------- score
+def _rows(examples: Sequence[Example], tok: Any, cfg: Any, max_length: int) -> dict[str, dict[str, list[int]]]:
+    """id -> SFT row (prompt layer, the training template; labels = response span) for examples that have one."""
+    from cpqs_bench.finetune.dataset import tokenize
+
+    todo = [ex for ex in examples if not is_empty_response(ex)]
+    if not todo:
+        return {}
+    try:
+        data = tokenize(
+            tok,
+            todo,
+            template=cfg.prompt.template,
+            system_prompt=cfg.prompt.system_prompt,
+            train_eot=cfg.prompt.train_eot,
+            max_length=max_length,
+            overflow=cfg.prompt.overflow,
+        )
+    except ValueError as exc:
+        if "were dropped by the length policy" not in str(exc):
+            raise
+        return {}
+    return dict(zip(data.ids, data.rows))
+
+
+def _attach(model: Any, adapter: Path) -> tuple[Any, dict[str, bool]]:
+    from peft import PeftModel
+
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    peft_model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+    for n, p in peft_model.named_parameters():
+        p.requires_grad_("lora_" in n)
+    peft_model.eval()  # the reference's from_pretrained models are in eval mode: no dropout
+    return peft_model, flags
+
+
+def _detach(peft_model: Any, flags: dict[str, bool]) -> None:
+    base = peft_model.unload()
+    for n, p in base.named_parameters():
+        p.requires_grad_(flags.get(n, p.requires_grad))
+    base.eval()
+
+
+def checkpoint_gradients(
+    model: Any,
+    checkpoint: Path,
+    train_rows: Sequence[dict[str, list[int]]],
+    query_rows: Sequence[dict[str, list[int]]],
+    projection_dim: int,
+) -> tuple[Any, Any]:
+    """Normalised projected gradients at one warm-up checkpoint: training rows with the Adam direction of the
+    checkpoint's optimizer state, query rows plain gradients; one projection for both."""
+    import torch
+
+    peft_model, flags = _attach(model, checkpoint)
+    try:
+        params = trainable(peft_model)
+        m, v = optimizer_moments(checkpoint, [n for n, _ in params])
+        full = [adam_direction(example_gradient(peft_model, params, r), m, v) for r in train_rows]
+        full += [example_gradient(peft_model, params, r) for r in query_rows]
+    finally:
+        _detach(peft_model, flags)
+    grads = torch.stack(full)
+    projected = RademacherProjector(grads.shape[1], projection_dim).project(grads)
+    projected = torch.nn.functional.normalize(projected, dim=1)
+    return projected[: len(train_rows)], projected[len(train_rows) :]
+
+
+def score_with_warmup(
+    examples: Sequence[Example], ctx: ScoringContext, warmup_record: dict[str, Any] | str | Path
+) -> list[ScoreRow]:
+    """LESS scores of ``examples`` against ``selectors.less.queries`` with a finished :func:`warmup` (its record,
+    or its folder). Projected gradients are cached per checkpoint in ``ctx.workdir`` (a rerun reads them)."""
+    import torch
+
+    from cpqs_bench.models import model_max_length
+    from cpqs_bench.selectors.base import response_tokens
+
+    if not isinstance(warmup_record, dict):
+        warmup_record = read_json(Path(warmup_record) / WARMUP_RECORD)
+    cfg, lc = ctx.config, ctx.config.selectors.less
+    queries, tasks = read_queries(lc)
+    model, tok, _ = ctx.model()
+    limit = model_max_length(model)
+    max_length = lc.max_length if limit is None else min(lc.max_length, limit)
+    rows = _rows(examples, tok, cfg, max_length)
+    qrows = _rows(queries, tok, cfg, max_length)
+    q_keep = [i for i, q in enumerate(queries) if q.id in qrows]
+    if not q_keep:
+        raise ValueError(f"{lc.queries}: no query example survives the length policy (max_length={max_length})")
+    q_rows = [qrows[queries[i].id] for i in q_keep]
+    q_tasks = [tasks[i] for i in q_keep]
+    order = sorted({ex.id for ex in examples if ex.id in rows})  # order-free computation
+    t_rows = [rows[i] for i in order]
+    ckpts = warmup_record["checkpoints"]
+    weights = checkpoint_weights([c["mean_lr"] for c in ckpts])
+    trains, qs = [], []
+    if t_rows:
+        for c in ckpts:
+            path = Path(c["path"])
+            key = stable_hash(
+                {
+                    "adapter": sha256_file(path / "adapter_model.safetensors"),
+                    "train": [stable_hash(r, 16) for r in t_rows],
+                    "query": [stable_hash(r, 16) for r in q_rows],
+                    "dim": lc.projection_dim,
+                    "dtype": str(next(model.parameters()).dtype),
+                },
+                24,
+            )
+            cache = Path(ctx.workdir) / f"less-grads-{c['step']}-{key}.pt"
+            if cache.is_file():
+                saved = torch.load(cache, weights_only=True)
+                t, q = saved["train"], saved["query"]
+            else:
+                t, q = checkpoint_gradients(model, path, t_rows, q_rows, lc.projection_dim)
+                tmp = cache.with_name(cache.name + ".tmp")
+                torch.save({"train": t, "query": q}, tmp)
+                tmp.replace(cache)
+            trains.append(t)
+            qs.append(q)
+        scores, per_task = influence(trains, qs, weights, q_tasks)
+    else:
+        scores, per_task = [], {}
+    by_id = {i: n for n, i in enumerate(order)}
+    out = []
+    for ex in examples:
+        n_tokens = len(response_tokens(tok, ex, cfg))
+        if is_empty_response(ex):
+            out.append(ScoreRow(ex.id, math.nan, n_tokens, exclude=EMPTY_RESPONSE))
+        elif ex.id not in by_id:
+            out.append(ScoreRow(ex.id, math.nan, n_tokens, exclude=LENGTH_DROPPED))
+        else:
+            n = by_id[ex.id]
+            extra = {"less_task_means": {t: round(v[n], 6) for t, v in per_task.items()}} if len(per_task) > 1 else {}
+            out.append(ScoreRow(ex.id, float(scores[n]), n_tokens, extra=extra))
+    return out
+
+
+class LESSSelector:
+    """LESS: Adam-preconditioned LoRA gradients of a warm-up, matched to a query set's gradients."""
+
+    name = "less"
+    needs = Needs.TARGET_MODEL
+    target_aware = True
+
+    def __init__(self, warmup_dir: str | Path | None = None):
+        self.warmup_dir = Path(warmup_dir) if warmup_dir is not None else None
+
+    def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
+        lc = ctx.config.selectors.less
+        read_queries(lc)  # fail on a missing / forbidden query set before any training
+        if self.warmup_dir is not None:
+            record: dict[str, Any] | Path = self.warmup_dir
+        else:
+            # the warm-up trains on the context's (shared) base model; finetune_arm removes its LoRA again
+            record = warmup(ctx.config, examples, Path(ctx.workdir) / "warmup", seed=lc.seed, loader=ctx.model)
+        return score_with_warmup(examples, ctx, record)
