@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from cpqs_bench import tiny
-from cpqs_bench.data.example import Example
 from cpqs_bench.selectors import less
 from cpqs_bench.testing import check_selector, contract_config, contract_examples, tiny_loader
 
@@ -179,26 +178,19 @@ def test_warmup_keeps_every_epoch_adapter_and_optimizer_state(tmp_path, queries_
     assert less.warmup_subset(pool, 0.5, 0) == less.warmup_subset(list(reversed(pool)), 0.5, 0)
 
 
-def test_query_set_rules(monkeypatch, queries_file):
-    cfg = less_config(queries_file)
+def test_query_set_rules(tmp_path, queries_file):
     with pytest.raises(ValueError, match="selectors.less.queries is not set"):
-        less.read_queries(contract_config().selectors.less)
+        less.read_queries(contract_config())
     with pytest.raises(ValueError, match="test split"):
-        less.read_queries(less_config("gsm8k").selectors.less)
-    qs, tasks = less.read_queries(cfg.selectors.less)
-    assert len(qs) == 3 and tasks == ["all"] * 3
-
-    from cpqs_bench.data import pool as pool_mod
-
-    user = ({"role": "user", "content": "q"},)
-    fake = [Example(f"e{i}", user, "a", metadata={"task": t}) for i, t in enumerate("AAAB")]
-    monkeypatch.setattr(pool_mod, "read_pool", lambda spec, **kw: type("P", (), {"examples": fake})())
-    lc = less_config(queries_file, **{"selectors.less.query_task_field": "task", "selectors.less.query_limit": 3})
-    qs, tasks = less.read_queries(lc.selectors.less)
-    assert [q.id for q in qs] == ["e0", "e3", "e1"] and tasks == ["A", "B", "A"]  # round-robin across tasks
-    lc = less_config(queries_file, **{"selectors.less.query_task_field": "missing"})
-    with pytest.raises(ValueError, match="no metadata field 'missing'"):
-        less.read_queries(lc.selectors.less)
+        less.read_queries(less_config("gsm8k"))
+    qs, tasks = less.read_queries(less_config(queries_file))
+    assert len(qs) == 3 and tasks == [str(queries_file)] * 3
+    # rds's rule: comma-separated sources are tasks, query_limit per source
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"instruction": "Say hi.", "output": "Hi."}) + "\n")
+    cfg = less_config(f"{queries_file},{other}", **{"selectors.less.query_limit": 2})
+    qs, tasks = less.read_queries(cfg)
+    assert tasks == [str(queries_file)] * 2 + [str(other)]
 
 
 def test_less_passes_the_contract(tmp_path, queries_file):

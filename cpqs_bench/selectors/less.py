@@ -40,9 +40,10 @@ Differences from the reference:
 5. The warm-up subset is the ``warmup_fraction`` of the pool (non-empty responses) whose ``sha256(seed:id)`` is
    smallest, trained in id order — a seeded draw that does not depend on the pool's order (the reference draws with
    ``numpy`` on the file order).
-6. A query set without a task field is one task (the mean over all queries); with ``query_task_field``, the queries
-   are read round-robin across tasks up to ``query_limit`` (the reference's query sets are a fixed few shots per
-   sub-task). Named datasets that are test splits (``...#test`` on the Hub) are refused as query sets.
+6. Query set as ``rds`` (:func:`cpqs_bench.selectors.rds.load_queries`): each comma-separated source is one task
+   (or ``query_task_field`` names a metadata field), ``query_limit`` per source (the reference's query sets are a
+   few shots per sub-task, e.g. MMLU's 57). Named datasets that are test splits (``...#test`` on the Hub) are
+   refused here; the preflight's ``rds.check_queries_disjoint`` applies to ``less`` as to ``rds``.
 7. No sharding under ``accelerate launch`` yet: one process computes every gradient (cost: a forward + backward pass
    per example and query per checkpoint).
 
@@ -230,46 +231,32 @@ def _is_test_split(spec: str) -> bool:
     return named is not None and str(named.hub).endswith("#test")
 
 
-def read_queries(lcfg: Any) -> tuple[list[Example], list[str]]:
-    """The query examples and their task names (``selectors.less.queries`` / ``query_limit`` /
-    ``query_task_field``)."""
-    from cpqs_bench.data.pool import read_pool
+def read_queries(cfg: Any) -> tuple[list[Example], list[str]]:
+    """The query examples and their task names, by RDS's rule (:func:`cpqs_bench.selectors.rds.load_queries` on
+    ``selectors.less.{queries, query_limit, query_task_field}``): comma-separated sources, each one task (or the
+    ``query_task_field`` metadata value), at most ``query_limit`` each, read through the data mirror."""
+    from cpqs_bench.config import replace
+    from cpqs_bench.selectors import rds
 
-    spec = lcfg.queries
-    if not spec:
+    lc = cfg.selectors.less
+    if not lc.queries:
         raise ValueError(
             "selectors.less.queries is not set: LESS is target-aware and needs a query (dev) set, e.g. "
             "selectors.less.queries=gsm8k_train (a named dataset, a file, or hf:owner/name); never evaluation items"
         )
-    if _is_test_split(spec):
-        raise ValueError(f"selectors.less.queries={spec!r} is a test split: queries must never be evaluation items")
-    examples = read_pool(spec).examples
-    field = lcfg.query_task_field
-    tasks = []
-    for ex in examples:
-        if field is None:
-            tasks.append("all")
-        elif field not in ex.metadata:
-            raise ValueError(
-                f"{spec}: query {ex.id!r} has no metadata field {field!r} (selectors.less.query_task_field)"
-            )
-        else:
-            tasks.append(str(ex.metadata[field]))
-    by_task: dict[str, list[Example]] = {}
-    for ex, t in zip(examples, tasks):
-        by_task.setdefault(t, []).append(ex)
-    limit = lcfg.query_limit if lcfg.query_limit is not None else len(examples)
-    chosen: list[tuple[Example, str]] = []
-    names = sorted(by_task)
-    depth = 0
-    while len(chosen) < limit and any(depth < len(by_task[t]) for t in names):  # round-robin across tasks
-        for t in names:
-            if depth < len(by_task[t]) and len(chosen) < limit:
-                chosen.append((by_task[t][depth], t))
-        depth += 1
-    if not chosen:
-        raise ValueError(f"{spec}: the query set is empty")
-    return [c[0] for c in chosen], [c[1] for c in chosen]
+    for source in rds.query_sources(lc.queries):
+        if _is_test_split(source):
+            raise ValueError(f"selectors.less.queries: {source!r} is a test split; queries are never evaluation items")
+    as_rds = replace(
+        cfg,
+        **{
+            "selectors.rds.queries": lc.queries,
+            "selectors.rds.query_limit": lc.query_limit,
+            "selectors.rds.query_task_field": lc.query_task_field,
+        },
+    )
+    pairs = rds.load_queries(as_rds)
+    return [ex for _, ex in pairs], [task for task, _ in pairs]
 
 
 # ------------------------------------------------------------------------------------------------------ warm-up
@@ -462,7 +449,7 @@ def score_with_warmup(
     if not isinstance(warmup_record, dict):
         warmup_record = read_json(Path(warmup_record) / WARMUP_RECORD)
     cfg, lc = ctx.config, ctx.config.selectors.less
-    queries, tasks = read_queries(lc)
+    queries, tasks = read_queries(cfg)
     model, tok, _ = ctx.model()
     limit = model_max_length(model)
     max_length = lc.max_length if limit is None else min(lc.max_length, limit)
@@ -532,7 +519,7 @@ class LESSSelector:
 
     def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
         lc = ctx.config.selectors.less
-        read_queries(lc)  # fail on a missing / forbidden query set before any training
+        read_queries(ctx.config)  # fail on a missing / forbidden query set before any training
         if self.warmup_dir is not None:
             record: dict[str, Any] | Path = self.warmup_dir
         else:
