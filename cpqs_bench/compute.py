@@ -16,15 +16,24 @@ forward pass over a sequence of S tokens (L layers, d the attention width), thre
 backward pass needs both operands' gradients) — :func:`attention_flops_per_token`, optional everywhere (0 when the
 sequence length is not known); it is small next to ``2·N`` while ``S ≪ N / (2·L·d)``.
 
-Reference: Kaplan et al. 2020, "Scaling Laws for Neural Language Models" (arXiv:2001.08361), Table 1 (``C_forward
-≈ 2N + 2·n_layer·n_ctx·d_attn``, training ≈ 3× the forward) — the convention issue #27 names. Differences from the
-reference: (1) N counts the output embedding's matmul (Kaplan drops embeddings; at 135M parameters the tied 49k×576
-head is a fifth of the model's forward cost, so leaving it out would under-count small models badly); (2) LoRA
-training is 2× the forward for the frozen weights (no weight gradients) plus 3× for the adapter; (3) the attention
-term counts the dense ``S×S`` score matrix (what ``torch.utils.flop_counter`` counts for SDPA; a causal kernel
-may skip half), per token ``4·L·S·d`` forward, where Kaplan's ``2·n_layer·n_ctx·d_attn`` counts multiply-adds over
-the average context. ``tests/test_equal_compute.py`` checks the training estimate against
-``torch.utils.flop_counter.FlopCounterMode`` on a tiny LoRA model.
+References: Kaplan et al. 2020, "Scaling Laws for Neural Language Models" (arXiv:2001.08361), Table 1
+(``C_forward ≈ 2N + 2·n_layer·n_ctx·d_attn``, training ≈ 3× the forward) — the convention issue #27 names — and the
+code followed for the training formula, ``karpathy/nanoGPT`` ``model.py`` ``GPT.estimate_mfu`` (after PaLM,
+arXiv:2204.02311, Appendix B): ``flops_per_token = 6*N + 12*L*H*Q*T``, N counting the (tied) token embedding once
+and not the position embedding. ``training_flops(method="full", attention_per_token=attention_flops_per_token(L,
+H·Q, T))`` is exactly that expression. Differences from the reference:
+
+1. LoRA: the frozen weights cost ``4·N`` (no weight gradients), the adapter ``6·N_a``; nanoGPT only trains in full.
+2. N counts matmul weights (:func:`matmul_params`) — nanoGPT counts every parameter but the position embedding,
+   including norms and biases (a fraction of a percent); an *untied* input embedding is a lookup and is left out
+   here, where nanoGPT's tied model has none.
+3. The attention term uses each pass's own sequence length (nanoGPT: the block size) and is optional (0 when
+   unknown); forward passes and generation get ``4·L·S·d`` per token, training three times that.
+4. Not modelled: the first layer's input projections under LoRA need no input gradient (the embedding is frozen),
+   so the estimate is high by ``2·(q+k+v weights of one layer)`` per token — 5 % on the 2-layer test model, about
+   0.2 % on a 30-layer one. Measured by ``tests/test_equal_compute.py`` against
+   ``torch.utils.flop_counter.FlopCounterMode`` (eager attention, one training step): full fine-tuning 1.000×,
+   LoRA 1.04-1.05×, LoRA with gradient checkpointing 1.07× of the counted FLOPs.
 
 Charging: an arm's :func:`selection_cost` is the sum over every stage its selection depends on, each charged in
 full (a scoring stage shared by two arms is charged to both: the question is what it costs to make *this*
@@ -59,6 +68,28 @@ def attention_flops_per_token(n_layers: int, d_attn: int, seq_len: float) -> flo
     """Forward FLOPs of attention's parameter-free matmuls per token: ``4·L·S·d`` (QKᵀ and the weighted sum over a
     dense ``S×S`` score matrix). ``seq_len``: the (mean) sequence length of the pass."""
     return 4.0 * n_layers * d_attn * seq_len
+
+
+def attention_shape(model: Any) -> tuple[int, int]:
+    """``(L, d)`` for :func:`attention_flops_per_token` from a transformers model's config: layers, and the query
+    width ``heads × head_dim`` (with grouped-query attention the scores still run over every query head)."""
+    cfg = getattr(model, "config", model)
+    get = lambda *names: next((getattr(cfg, n) for n in names if getattr(cfg, n, None) is not None), None)  # noqa: E731
+    layers = get("num_hidden_layers", "n_layer", "num_layers")
+    hidden = get("hidden_size", "n_embd", "d_model")
+    heads = get("num_attention_heads", "n_head")
+    if layers is None or hidden is None:
+        raise CostError(f"cannot read the layer count and width from {type(cfg).__name__}")
+    head_dim = get("head_dim")
+    return int(layers), int(heads * head_dim) if heads and head_dim else int(hidden)
+
+
+def token_weighted_length(lengths: Iterable[int]) -> float:
+    """The sequence length a token sees on average, ``Σ S² / Σ S``: with it, ``tokens × attention_flops_per_token(L,
+    d, token_weighted_length(rows))`` is the exact sum of ``4·L·d·S²`` over the rows."""
+    ls = [_count("length", n) for n in lengths]
+    total = sum(ls)
+    return sum(n * n for n in ls) / total if total else 0.0
 
 
 def forward_flops(tokens: int, n_params: int, *, attention_per_token: float = 0.0) -> float:

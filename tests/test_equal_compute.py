@@ -13,15 +13,20 @@ from cpqs_bench.compute import (
     CostError,
     StageCost,
     attention_flops_per_token,
+    attention_shape,
+    forward_flops,
     generation_flops,
     matmul_params,
     selection_cost,
+    token_weighted_length,
     total_compute,
     training_flops,
 )
 from cpqs_bench.select import kept_ids, select, selection_summary
 from cpqs_bench.selectors.matched import (
     ControlError,
+    counts_sha256,
+    draw_control,
     matched_report,
     parse_control,
     random_at_tokens,
@@ -116,6 +121,22 @@ def test_random_at_tokens_takes_pairs_and_refuses_an_impossible_budget():
         random_at_tokens(pool, trained, 0, 0)
 
 
+def test_draw_control_dispatches_and_salts_with_the_name():
+    pool, trained = _pool(300, 6, low=20, high=500)
+    arm = sorted(pool, key=lambda i: -trained[i])[:30]
+    rows = draw_control("random@tokens:longest", pool, 2, arm_kept=arm, tokens=trained)
+    assert rows == random_at_tokens(pool, trained, sum(trained[i] for i in arm), 2, salt="random@tokens:longest")
+    rows = draw_control("random~longest", pool, 2, arm_kept=arm, response_tokens=trained)
+    assert rows == random_length_matched(pool, trained, arm, 2, salt="random~longest")
+    with pytest.raises(ControlError, match="needs the pool's trained-token counts"):
+        draw_control("random@tokens:longest", pool, 2, arm_kept=arm, response_tokens=trained)
+    with pytest.raises(ControlError, match="not a control arm"):
+        draw_control("random", pool, 2, arm_kept=arm)
+    pairs = {k: (v, v // 2) for k, v in trained.items()}
+    assert counts_sha256(pairs) == counts_sha256(dict(reversed(list(pairs.items()))))
+    assert counts_sha256(pairs) != counts_sha256({**pairs, pool[0]: (1, 0)})
+
+
 # --------------------------------------------------------------------- the recipe's trained tokens, end to end
 def _examples(n: int):
     from cpqs_bench.data.example import Example
@@ -193,10 +214,12 @@ def _tiny_step(family: str, method: str, checkpointing: bool, seq: int = 32, bat
         if method == "lora":
             model.enable_input_require_grads()  # as finetune.sft.add_lora does
     n, a = matmul_params(model)
+    layers, width = attention_shape(model)
+    assert (layers, width) == (2, 64)
     ids = torch.randint(0, len(tok), (batch, seq), generator=torch.Generator().manual_seed(0))
     with FlopCounterMode(display=False) as counter:
         model(input_ids=ids, labels=ids).loss.backward()
-    att = attention_flops_per_token(2, 64, seq)
+    att = attention_flops_per_token(layers, width, seq)
     est = training_flops(
         batch * seq, n, method=method, adapter_params=a, gradient_checkpointing=checkpointing, attention_per_token=att
     )
@@ -214,6 +237,31 @@ def test_training_flops_within_10_percent_of_torchs_counter(family, method, chec
     if method == "lora":  # the rule matters: charging LoRA like full fine-tuning would be far off
         wrong = training_flops(64, n + a, method="full", gradient_checkpointing=checkpointing)
         assert wrong / measured > 1.2
+
+
+def test_forward_flops_over_rows_of_different_lengths_are_exact():
+    """Scoring passes: ``2·N`` per token plus attention at the token-weighted length equals torch's count."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cpqs_bench import tiny
+
+    model, tok = tiny.model("chatml", hidden_size=64, num_layers=2)
+    model.config._attn_implementation = "eager"
+    lengths = [8, 16, 40]
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        for n in lengths:
+            model(input_ids=torch.randint(0, len(tok), (1, n)))
+    att = attention_flops_per_token(*attention_shape(model), token_weighted_length(lengths))
+    assert forward_flops(sum(lengths), matmul_params(model)[0], attention_per_token=att) == counter.get_total_flops()
+
+
+def test_attention_shape_reads_grouped_query_configs():
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3)
+    assert attention_shape(cfg) == (30, 576)  # SmolLM2-135M's shape: scores over all 9 query heads of 64
+    assert token_weighted_length([10, 30]) == (100 + 900) / 40
 
 
 def test_matmul_params_count_a_tied_head_once_and_not_the_input_embedding():

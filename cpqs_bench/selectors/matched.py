@@ -292,3 +292,38 @@ def pool_response_tokens(examples: Sequence[Any], tokenizer: Any, config: Any) -
     from cpqs_bench.selectors.base import response_tokens
 
     return {ex.id: len(response_tokens(tokenizer, ex, config)) for ex in examples}
+
+
+def draw_control(
+    name: str,
+    pool_ids: Sequence[str],
+    seed: int,
+    *,
+    arm_kept: Sequence[str],
+    tokens: Mapping[str, Any] | None = None,
+    response_tokens: Mapping[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    """The selection of control arm ``name`` for one seed (salted with ``name``): ``random@tokens:ARM`` needs
+    ``tokens`` (ARM's trained tokens are summed from them over ``arm_kept``), ``random~ARM`` needs
+    ``response_tokens``. ``arm_kept``: the reference arm's kept ids of the same seed."""
+    parsed = parse_control(name)
+    if parsed is None:
+        raise ControlError(f"{name!r} is not a control arm (random@tokens:ARM or random~ARM)")
+    kind, _ = parsed
+    if kind == TOKENS:
+        if tokens is None:
+            raise ControlError(f"{name}: needs the pool's trained-token counts")
+        arm_tokens = token_summary(list(arm_kept), tokens)["trained_tokens"]
+        return random_at_tokens(pool_ids, tokens, arm_tokens, seed, salt=name)
+    if response_tokens is None:
+        raise ControlError(f"{name}: needs the pool's response-token counts")
+    return random_length_matched(pool_ids, response_tokens, arm_kept, seed, salt=name)
+
+
+def counts_sha256(counts: Mapping[str, Any]) -> str:
+    """A stable hash of a per-id count mapping (trained-token pairs or response tokens), independent of its order:
+    what a selection stage that reads the counts puts in its key."""
+    import json
+
+    items = sorted((str(k), list(v) if isinstance(v, (tuple, list)) else v) for k, v in counts.items())
+    return hashlib.sha256(json.dumps(items, separators=(",", ":")).encode("utf-8")).hexdigest()
