@@ -101,10 +101,13 @@ def row_dict(row: ScoreRow) -> dict[str, Any]:
     return check_row(row, 0, row.id)
 
 
-def score_examples(selector: Any, examples: Sequence[Example], ctx: ScoringContext) -> list[dict[str, Any]]:
+def score_examples(
+    selector: Any, examples: Sequence[Example], ctx: ScoringContext, name: str | None = None
+) -> list[dict[str, Any]]:
     """Run one selector and check its output contract (see the module docstring); any breach or exception is one
-    :class:`ScoreContractError` line naming the selector and the first offending row."""
-    name = getattr(selector, "name", type(selector).__name__)
+    :class:`ScoreContractError` line naming the selector (``name``: as registered; default its ``name``) and the
+    first offending row."""
+    name = name or getattr(selector, "name", type(selector).__name__)
     examples = list(examples)
     first = f" (first example {examples[0].id!r})" if examples else ""
     try:
@@ -195,7 +198,7 @@ def score_pool(
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     mine = examples[rank::world]
     t0 = time.perf_counter()
-    rows = score_examples(sel, mine, ctx)
+    rows = score_examples(sel, mine, ctx, name=selector)
     seconds = time.perf_counter() - t0
     if world > 1:
         part = parts_dir(out) / f"rank{rank:03d}-of{world:03d}.jsonl"

@@ -2,7 +2,9 @@
 
 It checks the bearer key, answers the first ``fail_first`` requests with HTTP 429 (``Retry-After: 0``), records
 every request (without the key) and the most requests it saw in flight at once, and answers with
-``responder(messages) -> str``.
+``responder(messages) -> str``. Hostile modes: ``fail_after=N`` answers N requests, then HTTP 400 to every later
+one (a paid judge failing mid-batch); ``echo_auth=True`` answers HTTP 400 whose body echoes the ``Authorization``
+header (an endpoint that leaks the key into error messages).
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ class StandIn:
         fail_first: int = 0,
         always_status: int | None = None,
         delay_s: float = 0.02,
+        fail_after: int | None = None,
+        echo_auth: bool = False,
     ):
         self.key, self.responder, self.fail_first = key, responder, fail_first
+        self.fail_after, self.echo_auth = fail_after, echo_auth
         self.always_status, self.delay_s = always_status, delay_s
         self.requests: list[dict] = []  # {"status", "model", "n_messages"}
         self.in_flight = 0
@@ -65,8 +70,12 @@ class StandIn:
                 status = 404
             elif auth != f"Bearer {self.key}":
                 status = 401
+            elif self.echo_auth:
+                status = 400
             elif self.always_status is not None:
                 status = self.always_status
+            elif self.fail_after is not None and sum(r["status"] == 200 for r in self.requests) >= self.fail_after:
+                status = 400
             elif n < self.fail_first:
                 status = 429
             else:
@@ -76,6 +85,8 @@ class StandIn:
             )
         if status == 429:
             return 429, {"error": {"message": "rate limited"}}, {"retry-after": "0"}
+        if status == 400 and self.echo_auth:
+            return 400, {"error": {"message": f"bad request; you sent Authorization: {auth}"}}, {}
         if status != 200:
             return status, {"error": {"message": f"status {status}"}}, {}
         content = self.responder(body["messages"])
