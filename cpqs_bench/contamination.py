@@ -88,16 +88,16 @@ class _WordValues(dict):
 def _gram_hashes(texts: Sequence[str], n: int, words: _WordValues) -> tuple[np.ndarray, np.ndarray]:
     """(hash of every word n-gram of every text, index of its text); no n-gram spans two texts."""
     values: list[int] = []
-    owner: list[int] = []
-    for t, text in enumerate(texts):
+    lengths: list[int] = []
+    for text in texts:
         toks = normalize(text)
         values.extend(map(words.__getitem__, toks))
-        owner.extend([t] * len(toks))
+        lengths.append(len(toks))
     m = len(values) - n + 1
     if m <= 0:
         return np.empty(0, np.uint64), np.empty(0, np.int64)
     v = np.asarray(values, dtype=np.uint64)
-    own = np.asarray(owner, dtype=np.int64)
+    own = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
     h = np.zeros(m, dtype=np.uint64)
     for j in range(n):  # h = sum_j v[i + j] * P^(n-1-j)  (mod 2^64: uint64 arithmetic wraps)
         h = h * _PRIME + v[j : j + m]
@@ -238,6 +238,28 @@ def available_task_items(
                 continue
             out[name] = items_of_task(task, name, limits.get(name, limit))
     return out, unavailable
+
+
+def items_fingerprint(
+    items: Mapping[str, Sequence[EvalItem]],
+    n: int = DEFAULT_N,
+    *,
+    template_min_items: int = TEMPLATE_MIN_ITEMS,
+    template_share: float = TEMPLATE_SHARE,
+) -> str:
+    """What decides an index (and so which pool rows ``decontaminate`` drops): ``n``, the template rule and every
+    item's rendered texts. A stage that drops or reports overlaps keys on this (it changes when a task YAML's
+    rendering, its data or the task list changes, and with nothing else)."""
+    from cpqs_bench.io import stable_hash
+
+    return stable_hash(
+        {
+            "n": n,
+            "template": [template_min_items, template_share],
+            "items": {t: [[i.idx, i.doc_id, list(i.texts)] for i in its] for t, its in items.items()},
+        },
+        length=16,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -131,6 +131,15 @@ def test_decontaminate_removes_exactly_the_overlapping_rows():
     assert dropped and kept
 
 
+def test_items_fingerprint_follows_the_items_and_n():
+    base = c.items_fingerprint(_items(), 13)
+    assert c.items_fingerprint(_items(), 13) == base
+    assert c.items_fingerprint(_items(), 8) != base
+    changed = _items()
+    changed["math"][1] = c.EvalItem("math", 1, "1", (Q2 + " Extra words.", A2))
+    assert c.items_fingerprint(changed, 13) != base
+
+
 def test_chunked_scan_equals_one_pass(monkeypatch):
     index = c.ContaminationIndex.build(_items(), n=13)
     pool = [_ex(f"e{k}", [Q1, Q2, DISJOINT][k % 3]) for k in range(11)]
