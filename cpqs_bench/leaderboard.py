@@ -1,36 +1,59 @@
-"""Leaderboard renderer: one Markdown page, its machine-readable JSON twin and a bar chart per experiment.
+"""Leaderboard renderer: a Markdown page, its machine-readable JSON twin and a forest-plot PNG per experiment.
 
-Why a single intermediate document: the Markdown and the PNG are both drawn from the JSON document built by
-``build_document``, so the three files cannot disagree about a number. Every row of the provenance table carries
-the commit, config hash, data checksums, model revision, package versions, hardware and seeds of the run it
-describes, because a leaderboard number without them cannot be reproduced or audited.
+Why a single intermediate document: the Markdown, the PNG and the static page (:mod:`cpqs_bench.leaderboard_page`)
+are all drawn from the JSON document built by :func:`build_document`, so they cannot disagree about a number, and
+:func:`from_json` re-renders every output from a committed JSON (it holds the per-item results, ``items``) without
+the run directories.
 
-Layout (the paper's): one table per domain (general / math / code, from the task name or the manifests' ``domain``)
-with arms as rows, the selection budget as a fraction of the pool and the kept count, and per task the score with
-Δ vs full and Δ vs random; then one detailed table per task with every Δ (vs random, full and base), its hierarchical
-bootstrap CI, the item- and seed-level p-values, the power of that comparison (smallest attainable p and the
-minimum detectable effect) and the verdict (see :mod:`cpqs_bench.stats` for the rules). The JSON twin holds the
-per-item scores of every arm × seed (``items[task][arm][seed]``, seed ``"null"`` for base) so any row can be re-tested.
+What a reader sees, top to bottom (issue #30):
 
-When the run has pairwise judge stages (``evaluate.pairwise``), a "general (pairwise judge)" section follows the
-domain tables (``pairwise`` in the JSON): per arm, win / tie / lose / unparsed summed over seeds against the
-reference arm, the win rate, the winning score ``(W - L) / N + 1``, the sign-test p and the bootstrap CI of the net
-score over prompts (:func:`cpqs_bench.evaluate.judge.summarize_over_seeds`), the judge, and "weak judge: a pipeline
-check" when the judge is the embedded / target model itself.
+* **At a glance**: per domain, one generated sentence that says exactly the verdicts (:func:`domain_sentence`), and
+  the arms ranked with Δ vs the reference arm [CI] and ▲/▼ per metric, examples, trained tokens and selection cost
+  where the run recorded them. The reference is the first of ``references`` (``leaderboard.references``), else
+  ``base``, said on the page (:func:`choose_reference`).
+* **The figure**: a forest plot of differences — one panel per domain × metric (proxies included, direction
+  marked), each arm's Δ vs the reference with its hierarchical bootstrap CI, the zero line, ▲/▼, arms ordered by Δ
+  from the best; a metric where every arm scores alike is listed as "no signal (all arms equal)", not drawn; with
+  recorded compute a second panel plots Δ against total FLOPs. Colours: Okabe–Ito (colour-blind safe), and the
+  verdict is also a glyph.
+* The optional **Compute**, **Contamination** and **Selector validity** blocks when the run has them.
+* **Details**: how to read, the arms' budgets, the power of every comparison in words (one line per task), and per
+  task one table per reference arm (mean ± std, Δ [CI], p items / seeds, smallest attainable p, MDE, verdict); then
+  the pairwise-judge section, provenance and warnings. No mean is ever taken across metrics of different units.
 
-Accuracy-like scores (exact match, pass@1) are fractions in [0, 1] in the JSON; the Markdown shows percent (means)
-and percentage points (differences). Continuous proxy metrics (NLL per byte or token, bits per byte; lower is better)
-are shown in their own unit with 3 decimals and labelled "proxy".
+Metric direction and unit come from the task YAML (:func:`cpqs_bench.stats.metric_facts`), never from a name;
+"better" / "worse" is decided in one place, :func:`cpqs_bench.stats.better_or_worse` (through :func:`verdict_of`).
+"pct" metrics (exact match, pass@1) are fractions in [0, 1] in the JSON, shown in % and percentage points; other
+metrics (NLL per byte: nats/byte, lower is better) in their own unit with four decimals.
+
+Every provenance row carries the commit, config hash, data checksums, model revision, package versions, hardware and
+seeds of the run it describes, because a leaderboard number without them cannot be reproduced or audited.
+
+Forest plot layout: after the forest plots of meta-analyses (one row per study, a point and its CI, a vertical line
+of no effect), as in ``forestplot`` (github.com/LSYS/forestplot, ``forestplot/plot.py``: rows sorted by estimate,
+whiskers for CIs, the null line). Differences from the reference: panels per metric in a grid instead of one long
+table, rows sorted best-first in the metric's own direction (the x axis of a lower-is-better metric is inverted so
+better is always to the right), and no pooled "overall" row (metrics of different units are never pooled).
 """
 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from cpqs_bench.io import write_bytes, write_json, write_text
-from cpqs_bench.stats import DEFAULT_REFERENCES, DOMAINS, ArmResult, load_arm_result, summarize, task_domain
+from cpqs_bench.stats import (
+    DOMAINS,
+    KNOWN_UNITS,
+    ArmResult,
+    better_or_worse,
+    load_arm_result,
+    metric_facts,
+    summarize,
+    task_domain,
+)
 
 SCHEMA = "cpqs-bench/leaderboard/v1"
 PACKAGES = ("torch", "transformers", "peft", "trl", "lm_eval")
@@ -221,14 +244,369 @@ def _power_table(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def figure_caption(summary: dict[str, Any]) -> str:
+# ----------------------------------------------------------------------------------------------- at a glance
+
+COMPUTE_KEYS = (
+    "n_examples",
+    "trained_tokens",
+    "supervised_tokens",
+    "optimizer_steps",
+    "selection_flops",
+    "selection_seconds",
+    "training_flops",
+    "total_flops",
+    "target_aware",
+)
+# Okabe & Ito (2008) colour-blind-safe palette: better / worse / no verdict, never told apart by colour alone (▲/▼)
+COLORS = {"better": "#0072B2", "worse": "#D55E00", None: "#6E6E6E", "ref": "#000000"}
+
+
+def verdict_of(cmp: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    """(▲ / ▼ / None, "better" / "worse" / None) of one comparison: only a significant one has a verdict, and its
+    judgement is :func:`cpqs_bench.stats.better_or_worse` of Δ in the metric's direction."""
+    if not cmp or not cmp.get("significant") or cmp.get("mean_diff") is None:
+        return None, None
+    judgement = better_or_worse(cmp["mean_diff"], cmp.get("higher_is_better", True))
+    return (UP if judgement == "better" else DOWN if judgement == "worse" else None), judgement
+
+
+def arm_compute(results: Sequence[ArmResult]) -> dict[str, dict[str, Any]]:
+    """Per arm, the compute its manifests' ``arm_info`` records (:data:`COMPUTE_KEYS`): ``per_seed`` values and the
+    mean over seeds of each number (``target_aware``: true when any seed says so). Arms recording none: absent."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in results:
+        info = r.manifest.get("arm_info") if isinstance(r.manifest.get("arm_info"), dict) else {}
+        got = {k: info[k] for k in COMPUTE_KEYS if info.get(k) is not None}
+        if got:
+            out.setdefault(r.arm, {"per_seed": {}})["per_seed"][str(r.seed)] = got
+    for entry in out.values():
+        seeds = list(entry["per_seed"].values())
+        for k in COMPUTE_KEYS:
+            vals = [s[k] for s in seeds if k in s]
+            if not vals:
+                continue
+            if k == "target_aware":
+                entry[k] = any(bool(v) for v in vals)
+            elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+                entry[k] = float(sum(vals) / len(vals))
+        entry["n_seeds"] = len(seeds)
+    return out
+
+
+def no_signal_tasks(results: Sequence[ArmResult], tasks: Sequence[str]) -> list[str]:
+    """Tasks on which every arm × seed scored every common item alike: nothing to draw ("no signal")."""
+    flat = []
+    for task in tasks:
+        runs = [r.items[task] for r in results if r.items.get(task)]
+        if len(runs) < 2:
+            continue
+        common = set.intersection(*(set(x) for x in runs))
+        if common and all(len({x[k] for x in runs}) == 1 for k in common):
+            flat.append(task)
+    return flat
+
+
+def choose_reference(summary: dict[str, Any], requested: Sequence[str]) -> tuple[str | None, str | None]:
+    """The arm every Δ of the summary, figure and sentences is against: the first of ``requested`` when the run
+    has it, else ``base`` (said in the returned note), else the first reference present."""
+    present = list(summary.get("references") or [])
+    first = requested[0] if requested else (present[0] if present else None)
+    if first in present:
+        return first, None
+    for alt in ("base", *present):
+        if alt in present:
+            return alt, (
+                f"The reference arm {first!r} is not in this run; every Δ at a glance is against {alt!r}"
+                + (" (the model before fine-tuning)" if alt == "base" else "")
+                + " instead."
+            )
+    return None, f"No reference arm ({first!r} or base) is in this run: no Δ can be shown."
+
+
+def build_forest(
+    summary: dict[str, Any], facts: dict[str, Any], domains: dict[str, list[str]], ref: str | None, flat: list[str]
+) -> dict[str, Any]:
+    """The figure's data: one panel per domain × metric with each arm's Δ vs ``ref`` and its hierarchical CI, arms
+    ordered by Δ from the best (in the metric's direction) down; metrics where every arm scored alike are flagged
+    ``no_signal`` and carry no rows."""
+    panels = []
+    for domain, tasks in domains.items():
+        for task in tasks:
+            f = facts[task]
+            panel = {
+                "domain": domain,
+                "task": task,
+                "metric": f["metric"],
+                "unit": f["unit"],
+                "unit_label": f["unit_label"],
+                "higher_is_better": f["higher_is_better"],
+                "proxy": f["proxy"],
+                "no_signal": task in flat,
+                "rows": [],
+            }
+            comps = (summary["per_task"][task]["comparisons"].get(ref) or {}) if ref else {}
+            if task not in flat:
+                for arm, c in comps.items():
+                    if c.get("mean_diff") is None:
+                        continue
+                    verdict, judgement = verdict_of(c)
+                    panel["rows"].append(
+                        {
+                            "arm": arm,
+                            "delta": c["mean_diff"],
+                            "lo": c["ci_low"],
+                            "hi": c["ci_high"],
+                            "verdict": verdict,
+                            "judgement": judgement,
+                            "label": c["label"],
+                            "can_reach_alpha": bool(c.get("can_reach_alpha")),
+                        }
+                    )
+                sign = 1.0 if f["higher_is_better"] else -1.0
+                panel["rows"].sort(key=lambda r: (-sign * r["delta"], r["arm"]))
+            panels.append(panel)
+    return {"reference": ref, "panels": panels, "no_signal": [p["task"] for p in panels if p["no_signal"]]}
+
+
+def _lead_panel(panels: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The metric a domain's ranking and compute plot use: among the metrics with signal, the one on which the most
+    comparisons can reach α at all (the one with power), then accuracy before proxy, then the domain's order."""
+    signal = [p for p in panels if not p["no_signal"] and p["rows"]]
+    if not signal:
+        return None
+    return min(
+        enumerate(signal),
+        key=lambda ip: (-sum(r.get("can_reach_alpha", False) for r in ip[1]["rows"]), ip[1]["proxy"], ip[0]),
+    )[1]
+
+
+def compute_points(forest: dict[str, Any], compute: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Δ against total compute (selection + training FLOPs) on each domain's lead metric; [] when no arm records
+    ``total_flops``."""
+    if not any("total_flops" in c for c in compute.values()):
+        return []
+    out = []
+    for domain in dict.fromkeys(p["domain"] for p in forest["panels"]):
+        lead = _lead_panel([p for p in forest["panels"] if p["domain"] == domain])
+        if lead is None:
+            continue
+        points = [
+            {k: r[k] for k in ("arm", "delta", "lo", "hi", "verdict", "judgement")}
+            | {"total_flops": compute[r["arm"]]["total_flops"]}
+            for r in lead["rows"]
+            if "total_flops" in compute.get(r["arm"], {})
+        ]
+        ref = forest["reference"]
+        if ref in compute and "total_flops" in compute[ref]:
+            points.append(
+                {"arm": ref, "delta": 0.0, "lo": 0.0, "hi": 0.0, "verdict": None, "judgement": None}
+                | {"total_flops": compute[ref]["total_flops"], "reference": True}
+            )
+        if points:
+            out.append({**{k: lead[k] for k in ("domain", "task", "metric", "unit", "unit_label")}, "points": points})
+    return out
+
+
+def domain_sentence(domain: str, ref: str | None, verdicts: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> str:
+    """One sentence per domain that says exactly the verdicts: ``verdicts`` is ``[(arm, [(task, ▲|▼|""), ...])]``
+    over every arm × drawn metric compared with ``ref``."""
+    if ref is None:
+        return f"{domain}: no reference arm, so no verdict."
+    groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}  # arms with the same verdicts share one clause
+    n_all, n_with = 0, 0
+    for mark in (UP, DOWN):
+        for arm, cells in verdicts:
+            tasks = tuple(t for t, v in cells if v == mark)
+            if tasks:
+                groups.setdefault((mark, tasks), []).append(arm)
+    for _, cells in verdicts:
+        n_all += len(cells)
+        n_with += sum(1 for _, v in cells if v in (UP, DOWN))
+    parts = []
+    for (mark, tasks), arms in groups.items():
+        who = arms[0] if len(arms) == 1 else ", ".join(arms[:-1]) + " and " + arms[-1]
+        verb = "is" if len(arms) == 1 else "are"
+        parts.append(f"{who} {verb} {'better' if mark == UP else 'worse'} ({mark}) on {', '.join(tasks)}")
+    if not parts:
+        return f"{domain}: no arm has a verdict vs {ref} on any metric."
+    rest = "" if n_with == n_all else "; no other arm × metric has a verdict"
+    return f"{domain}: vs {ref}, " + "; ".join(parts) + rest + "."
+
+
+def at_a_glance(
+    forest: dict[str, Any], arms: Sequence[str], compute: dict[str, dict[str, Any]], arm_infos: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Per domain: arms ranked (net verdicts ▲ − ▼ over the drawn metrics, then Δ on the lead metric in its
+    direction), each with its Δ [CI] and verdict per metric and its compute, plus the sentence."""
+    ref = forest["reference"]
+    out = []
+    for domain in dict.fromkeys(p["domain"] for p in forest["panels"]):
+        panels = [p for p in forest["panels"] if p["domain"] == domain]
+        drawn = [p for p in panels if not p["no_signal"] and p["rows"]]
+        lead = _lead_panel(panels)
+        present = {r["arm"] for p in drawn for r in p["rows"]} | ({ref} if ref and drawn else set())
+        rows = []
+        for arm in [a for a in arms if a in present]:
+            cells = {}
+            for p in drawn:
+                r = next((x for x in p["rows"] if x["arm"] == arm), None)
+                cells[p["task"]] = r
+            ups = sum(1 for r in cells.values() if r and r["verdict"] == UP)
+            downs = sum(1 for r in cells.values() if r and r["verdict"] == DOWN)
+            lead_row = cells.get(lead["task"]) if lead else None
+            sign = 1.0 if (lead or {}).get("higher_is_better", True) else -1.0
+            lead_delta = 0.0 if arm == ref else (sign * lead_row["delta"] if lead_row else None)
+            info = arm_infos.get(arm) or {}
+            comp = dict(compute.get(arm) or {})
+            comp.pop("per_seed", None)
+            if "n_examples" not in comp and info.get("kept"):
+                comp["kept"] = info["kept"]
+            rows.append(
+                {
+                    "arm": arm,
+                    "reference": arm == ref,
+                    "ups": ups,
+                    "downs": downs,
+                    "lead_delta": lead_delta,
+                    "cells": cells,
+                    "compute": comp,
+                }
+            )
+        order = {a: i for i, a in enumerate(arms)}
+        rows.sort(
+            key=lambda r: (
+                -(r["ups"] - r["downs"]),
+                -r["lead_delta"] if r["lead_delta"] is not None else float("inf"),
+                order[r["arm"]],
+            )
+        )
+        for i, r in enumerate(rows, 1):
+            r["rank"] = i
+        verdicts = [
+            (r["arm"], [(t, (c or {}).get("verdict") or "") for t, c in r["cells"].items() if c])
+            for r in rows
+            if not r["reference"]
+        ]
+        out.append(
+            {
+                "domain": domain,
+                "reference": ref,
+                "lead_task": lead["task"] if lead else None,
+                "tasks": [p["task"] for p in drawn],
+                "no_signal": [p["task"] for p in panels if p["no_signal"]],
+                "rows": rows,
+                "sentence": domain_sentence(domain, ref, verdicts),
+            }
+        )
+    return out
+
+
+def figure_caption(summary: dict[str, Any], reference: str | None = None) -> str:
     return (
-        f"Bars: mean over items of the per-item score (averaged over seeds first), in %, for the accuracy-like "
-        f"metrics (continuous proxies are in the tables). Error bars: "
-        f"{100 * summary['ci_level']:.0f}% percentile bootstrap CI of that mean over items "
-        f"({summary['n_boot']:,} resamples), i.e. benchmark-sampling uncertainty; seed-to-seed variation is "
-        f"the ± std in the tables."
+        f"Forest plot: each arm's paired difference Δ = arm − {reference or 'reference'} per item, averaged over "
+        f"items and seeds, one panel per domain × metric (proxies included; the arrow says which way is better). "
+        f"Whiskers: {100 * summary['ci_level']:.0f}% hierarchical paired bootstrap CI ({summary['n_boot']:,} "
+        "resamples: seeds, then items). ▲ / ▼: a verdict (better / worse in the metric's direction; see Details); "
+        "no mark: no verdict. Arms ordered by Δ, best on top. Metrics where every arm scored alike are listed, "
+        "not drawn."
     )
+
+
+def build_document(
+    summary: dict[str, Any],
+    results: Sequence[ArmResult],
+    experiment: str,
+    title_note: str,
+    pairwise: dict[str, Any] | None = None,
+    *,
+    references: Sequence[str] = ("random",),
+    facts: dict[str, dict[str, Any]] | None = None,
+    contamination: dict[str, Any] | None = None,
+    validity: dict[str, Any] | None = None,
+    provenance: list[dict[str, Any]] | None = None,
+    carried_warnings: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The machine-readable leaderboard: everything the Markdown, the PNG and the page show, plus the full statistics
+    summary and what :func:`from_json` needs to re-render it (``items``, ``runs``, ``provenance``)."""
+    refs = list(summary["references"])
+    arms = list(summary["arms"])
+    rank = {a: i for i, a in enumerate(arms)}
+    ordered = sorted(results, key=lambda r: (rank.get(r.arm, len(rank)), r.arm, r.seed is not None, r.seed or 0))
+    facts = facts or {t: _facts_from_summary(summary["task_facts"][t]) for t in summary["tasks"]}
+    task_facts = {t: {**summary["task_facts"][t], **facts[t]} for t in summary["tasks"]}
+    domains = _domains(summary)
+    ref, ref_note = choose_reference(summary, references)
+    flat = no_signal_tasks(ordered, summary["tasks"])
+    forest = build_forest(summary, task_facts, domains, ref, flat)
+    compute = arm_compute(ordered)
+    forest["compute"] = compute_points(forest, compute)
+    return {
+        "schema": SCHEMA,
+        "experiment": experiment,
+        "note": title_note,
+        "score_unit": "each task in its metric's unit (task_facts[task].unit_label); 'pct' metrics are fractions in "
+        "[0, 1] shown as % and percentage points",
+        "stats": {
+            k: summary[k]
+            for k in (
+                "alpha",
+                "ci_level",
+                "n_boot",
+                "n_perm",
+                "seed",
+                "exact_max_nonzero",
+                "min_seeds_for_verdict",
+                "references",
+                "missing_references",
+                "recipe_hash",
+            )
+        }
+        | {"p_adjustment": "none", "requested_references": list(references)},
+        "reference": {"arm": ref, "requested": list(references), "note": ref_note},
+        "arms": arms,
+        "tasks": list(summary["tasks"]),
+        "conditional_on": summary.get("conditional_on"),
+        "task_facts": task_facts,
+        "domains": domains,
+        "arm_info": summary.get("arm_info") or {},
+        "compute": compute,
+        "glance": at_a_glance(forest, arms, compute, summary.get("arm_info") or {}),
+        "forest": forest,
+        "tables": {t: _task_rows(summary["per_task"][t], arms, refs) for t in summary["tasks"]},
+        "power": _power_table(summary),
+        "items": _items_by_arm_seed(ordered),
+        "runs": [_run_record(r) for r in ordered],
+        "provenance": provenance if provenance is not None else [provenance_row(r) for r in ordered],
+        "figure": {"file": f"{experiment}.png", "caption": figure_caption(summary, ref)},
+        "warnings": list(dict.fromkeys([*summary["warnings"], *carried_warnings])),
+        "summary": summary,
+        **({"pairwise": pairwise} if pairwise else {}),
+        **({"contamination": contamination} if contamination else {}),
+        **({"validity": validity} if validity else {}),
+    }
+
+
+def _facts_from_summary(f: dict[str, Any]) -> dict[str, Any]:
+    """Facts of a summary computed without :func:`metric_facts` (direction known, unit from the metric name)."""
+    unit, label = KNOWN_UNITS.get(str(f.get("metric")), ("raw" if f.get("proxy") else "pct", None))
+    return {
+        "unit": unit,
+        "unit_label": label or ("%" if unit == "pct" else str(f.get("metric"))),
+        "direction_source": f.get("direction_source") or "evaluation manifest",
+    }
+
+
+def _run_record(r: ArmResult) -> dict[str, Any]:
+    """What :func:`from_json` needs to rebuild one arm × seed without its directory (the items are in ``items``)."""
+    m = r.manifest
+    return {
+        "arm": r.arm,
+        "seed": r.seed,
+        "recipe_hash": r.recipe_hash,
+        "metrics": dict(sorted(r.metrics.items())),
+        "arm_info": m.get("arm_info") if isinstance(m.get("arm_info"), dict) else {},
+        "tasks": m.get("tasks") if isinstance(m.get("tasks"), dict) else {},
+    }
 
 
 def load_pairwise(
@@ -298,95 +676,386 @@ def load_pairwise(
     }
 
 
-def build_document(
-    summary: dict[str, Any],
-    results: Sequence[ArmResult],
-    experiment: str,
-    title_note: str,
-    pairwise: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The machine-readable leaderboard: everything the Markdown shows, plus the full statistics summary."""
-    refs = list(summary["references"])
-    arms = list(summary["arms"])
-    rank = {a: i for i, a in enumerate(arms)}
-    ordered = sorted(results, key=lambda r: (rank.get(r.arm, len(rank)), r.arm, r.seed is not None, r.seed or 0))
-    provenance = [provenance_row(r) for r in ordered]
-    return {
-        "schema": SCHEMA,
-        "experiment": experiment,
-        "note": title_note,
-        "score_unit": "fraction in [0, 1] (Markdown shows % and percentage points)",
-        "stats": {
-            k: summary[k]
-            for k in (
-                "alpha",
-                "ci_level",
-                "n_boot",
-                "n_perm",
-                "seed",
-                "exact_max_nonzero",
-                "min_seeds_for_verdict",
-                "references",
-                "missing_references",
-                "recipe_hash",
-            )
-        }
-        | {"p_adjustment": "none"},
-        "arms": arms,
-        "tasks": list(summary["tasks"]),
-        "conditional_on": summary.get("conditional_on"),
-        "task_facts": {
-            t: {**summary["task_facts"][t], "unit": task_unit(summary["task_facts"][t])} for t in summary["tasks"]
-        },
-        "domains": _domains(summary),
-        "arm_info": summary.get("arm_info") or {},
-        "tables": {t: _task_rows(summary["per_task"][t], arms, refs) for t in summary["tasks"]},
-        "power": _power_table(summary),
-        "items": _items_by_arm_seed(ordered),
-        "provenance": provenance,
-        "figure": {"file": f"{experiment}.png", "caption": figure_caption(summary)},
-        "warnings": list(summary["warnings"]),
-        "summary": summary,
-        **({"pairwise": pairwise} if pairwise else {}),
-    }
-
-
 # ----------------------------------------------------------------------------------------------- markdown
+
+
+def delta_unit(unit: str, label: str) -> str:
+    """The unit of a difference: percentage points for % metrics, else the metric's own unit."""
+    return "pp" if unit == "pct" else label
+
+
+def direction_words(higher_is_better: bool) -> str:
+    return "higher is better" if higher_is_better else "lower is better"
+
+
+def fmt_count(x: Any) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, list):
+        return "/".join(fmt_count(v) for v in x) or "—"
+    return f"{x:,.0f}"
+
+
+def fmt_sci(x: Any) -> str:
+    return "—" if x is None else f"{float(x):.3g}"
+
+
+def fmt_ci_cell(r: dict[str, Any] | None, unit: str) -> str:
+    """``Δ [lo, hi] ▲`` of one arm on one metric (the reference: "0 (reference)")."""
+    if r is None:
+        return "—"
+    text = f"{fmt_delta(r['delta'], unit)} [{fmt_delta(r['lo'], unit)}, {fmt_delta(r['hi'], unit)}]"
+    return text + (f" {r['verdict']}" if r.get("verdict") else "")
+
+
+def selection_cost(comp: dict[str, Any]) -> str:
+    parts = []
+    if comp.get("selection_flops") is not None:
+        parts.append(f"{fmt_sci(comp['selection_flops'])} FLOPs")
+    if comp.get("selection_seconds") is not None:
+        parts.append(f"{comp['selection_seconds']:,.0f} s")
+    if comp.get("target_aware"):
+        parts.append("target-aware")
+    return ", ".join(parts) or "—"
+
+
+def glance_tables(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per domain, the at-a-glance table as ``{"domain", "sentence", "header", "rows": [[(text, judgement)]],
+    "no_signal"}``: the Markdown and the page draw the same cells."""
+    facts = doc["task_facts"]
+    has_compute = bool(doc.get("compute"))
+    out = []
+    for g in doc["glance"]:
+        header = ["Rank", "Arm"]
+        for t in g["tasks"]:
+            f = facts[t]
+            header.append(
+                f"{t} Δ ({delta_unit(f['unit'], f['unit_label'])}; {direction_words(f['higher_is_better'])}"
+                f"{'; proxy' if f['proxy'] else ''}) [{100 * doc['stats']['ci_level']:.0f}% CI]"
+            )
+        header += ["Examples", *(["Trained tokens", "Selection cost"] if has_compute else [])]
+        rows = []
+        for r in g["rows"]:
+            cells: list[tuple[str, str | None]] = [(str(r["rank"]), None), (r["arm"], None)]
+            for t in g["tasks"]:
+                if r["reference"]:
+                    cells.append(("0 (reference)", None))
+                else:
+                    c = r["cells"].get(t)
+                    cells.append((fmt_ci_cell(c, facts[t]["unit"]), (c or {}).get("judgement")))
+            comp = r["compute"]
+            cells.append((fmt_count(comp.get("n_examples", comp.get("kept"))), None))
+            if has_compute:
+                cells += [(fmt_count(comp.get("trained_tokens")), None), (selection_cost(comp), None)]
+            rows.append(cells)
+        no_signal = [f"{t} ({facts[t]['metric']})" for t in g["no_signal"]]
+        out.append(
+            {"domain": g["domain"], "sentence": g["sentence"], "header": header, "rows": rows, "no_signal": no_signal}
+        )
+    return out
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> list[str]:
+    sep = align or "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"
+    return [
+        "| " + " | ".join(_cell(h) for h in header) + " |",
+        sep,
+        *("| " + " | ".join(_cell(c[0] if isinstance(c, tuple) else c) for c in row) + " |" for row in rows),
+    ]
+
+
+COMPUTE_COLUMNS = (
+    ("n_examples", "Examples", fmt_count),
+    ("trained_tokens", "Trained tokens", fmt_count),
+    ("supervised_tokens", "Supervised tokens", fmt_count),
+    ("optimizer_steps", "Optimizer steps", fmt_count),
+    ("selection_flops", "Selection FLOPs", fmt_sci),
+    ("selection_seconds", "Selection s", lambda x: "—" if x is None else f"{x:,.1f}"),
+    ("training_flops", "Training FLOPs", fmt_sci),
+    ("total_flops", "Total FLOPs", fmt_sci),
+    ("target_aware", "Target-aware", lambda x: "—" if x is None else ("yes" if x else "no")),
+)
+
+
+def compute_table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    comp = doc.get("compute") or {}
+    cols = [c for c in COMPUTE_COLUMNS if any(c[0] in v for v in comp.values())]
+    header = ["Arm", "Seeds", *(c[1] for c in cols)]
+    rows = [
+        [arm, str(comp[arm]["n_seeds"]), *(f(comp[arm].get(k)) for k, _, f in cols)]
+        for arm in doc["arms"]
+        if arm in comp
+    ]
+    return header, rows
+
+
+def contamination_table(section: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per task: evaluation items, undetectable ones (shorter than n tokens), and items with an n-gram overlap in the
+    pool and in each arm's selection (count and fraction; arms: mean over seeds)."""
+    tasks = section.get("tasks") or {}
+    arms = list(dict.fromkeys(a for t in tasks.values() for a in (t.get("arms") or {})))
+    header = ["Task", "Items", "Undetectable", "Pool", *arms]
+    rows = []
+    for task, t in tasks.items():
+        pool = t.get("pool") or {}
+
+        def cell(x: dict[str, Any] | None) -> str:
+            if not x:
+                return "—"
+            n, frac = x.get("overlapping_items"), x.get("fraction")
+            n_text = "—" if n is None else (f"{n:g}" if isinstance(n, (int, float)) else str(n))
+            return n_text + ("" if frac is None else f" ({100 * frac:.1f}%)")
+
+        rows.append(
+            [task, fmt_count(t.get("items")), fmt_count(t.get("undetectable")), cell(pool)]
+            + [cell((t.get("arms") or {}).get(a)) for a in arms]
+        )
+    return header, rows
+
+
+def _ci_text(x: Any, ci: Any, digits: int = 3) -> str:
+    if x is None:
+        return "—"
+    text = f"{x:.{digits}f}"
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
+        text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    return text
+
+
+def validity_tables(section: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The selector-validity tables: planted defects (AUC per kind), labelled pairs (accuracy), cost, and whether
+    the screen predicts the fine-tuning outcome."""
+    tracks = section.get("tracks") or {}
+    out = []
+    planted = (tracks.get("planted") or {}).get("rows") or []
+    if planted:
+        out.append(
+            (
+                "Planted defects (AUC: 1 = every defective answer scored below its clean source; 0.5 = chance)",
+                ["Selector", "Kind", "n", "Paired AUC [95% CI]", "Unpaired AUC [95% CI]", "Excluded"],
+                [
+                    [
+                        str(r.get("selector")),
+                        str(r.get("kind")),
+                        fmt_count(r.get("n")),
+                        _ci_text(r.get("paired_auc"), r.get("paired_ci")),
+                        _ci_text(r.get("unpaired_auc"), r.get("unpaired_ci")),
+                        fmt_count(r.get("excluded")),
+                    ]
+                    for r in planted
+                ],
+            )
+        )
+    pairs = (tracks.get("pairs") or {}).get("rows") or []
+    if pairs:
+        out.append(
+            (
+                "Labelled pairs (accuracy: P(score(stronger answer) > score(weaker)); CPQS is partly in-distribution "
+                "here)",
+                ["Selector", "Subset", "n", "Accuracy [95% CI]"],
+                [
+                    [
+                        str(r.get("selector")),
+                        str(r.get("subset")),
+                        fmt_count(r.get("n")),
+                        _ci_text(r.get("accuracy"), r.get("ci")),
+                    ]
+                    for r in pairs
+                ],
+            )
+        )
+    cost = section.get("cost") or {}
+    if cost:
+        out.append(
+            (
+                "Scoring cost",
+                ["Selector", "Seconds", "Tokens"],
+                [
+                    [str(s), "—" if c.get("seconds") is None else f"{c['seconds']:,.1f}", fmt_count(c.get("tokens"))]
+                    for s, c in cost.items()
+                ],
+            )
+        )
+    pred = section.get("predicts_outcome") or []
+    if pred:
+        out.append(
+            (
+                "Does the screen predict the outcome? (Spearman across selectors between a validity metric and the "
+                "arm's Δ vs random)",
+                ["Validity metric", "Task", "Spearman", "Selectors"],
+                [
+                    [
+                        str(r.get("metric")),
+                        str(r.get("task")),
+                        "—" if r.get("spearman") is None else f"{r['spearman']:+.2f}",
+                        fmt_count(r.get("n_selectors")),
+                    ]
+                    for r in pred
+                ],
+            )
+        )
+    return out
+
+
+def power_line(task: str, rows: list[dict[str, Any]], ref: str, f: dict[str, Any], alpha: float) -> str:
+    """The power of the comparisons vs ``ref`` on one task, in words."""
+    unit = f["unit"]
+    cmps = [row["vs"].get(ref) for row in rows if row["arm"] != ref and row["vs"].get(ref)]
+    n = max((row["n_items"] for row in rows), default=0)
+    if not cmps:
+        return f"{task}: n = {n} items; no comparison with {ref}."
+    reach = sum(1 for c in cmps if c.get("can_reach_alpha"))
+    mdes = [c["mde"] for c in cmps if c.get("mde") is not None and c.get("sd_diff")]  # sd 0: no MDE to speak of
+    du = delta_unit(unit, f["unit_label"])
+    mde = (
+        ""
+        if not mdes
+        else f"; the smallest difference it would detect with 80% power is {fmt_value(min(mdes), unit)}"
+        + ("" if fmt_value(min(mdes), unit) == fmt_value(max(mdes), unit) else f"–{fmt_value(max(mdes), unit)}")
+        + f" {du}"
+    )
+    if reach == len(cmps):
+        can = f"every comparison vs {ref} can reach p < {alpha}"
+    elif reach == 0:
+        can = f"no comparison vs {ref} can reach p < {alpha} (too few items differ), so no verdict is possible"
+    else:
+        can = f"{reach} of {len(cmps)} comparisons vs {ref} can reach p < {alpha}"
+    return f"{task}: n = {n} items; {can}{mde}."
+
+
+def _ref_table(rows: list[dict[str, Any]], ref: str, level: float, f: dict[str, Any]) -> list[str]:
+    header, body = ref_table(rows, ref, level, f)
+    return _md_table(header, body, "|---|---:|---:|---:|---:|---:|---:|---|")
+
+
+def ref_table(
+    rows: list[dict[str, Any]], ref: str, level: float, f: dict[str, Any]
+) -> tuple[list[str], list[list[tuple[str, str | None]]]]:
+    """One task's table against one reference: header and rows of ``(text, judgement)`` cells (the judgement,
+    "better" / "worse" / None, colours the Δ cell on the page)."""
+    unit = f["unit"]
+    du = delta_unit(unit, f["unit_label"])
+    header = [
+        "Arm",
+        f"Mean ± std ({f['unit_label']})",
+        "n seeds",
+        f"Δ vs {ref} ({du}) [{100 * level:.0f}% CI]",
+        "p items / seeds",
+        "min p items / seeds",
+        f"MDE ({du})",
+        "Verdict",
+    ]
+    body = []
+    for row in rows:
+        std = "—" if row["std"] is None else fmt_value(row["std"], unit)
+        cells = [row["arm"], f"{fmt_value(row['mean'], unit)} ± {std}", str(row["n_seeds"])]
+        cmp = row["vs"].get(ref)
+        if row["arm"] == ref:
+            cells += ["(reference)", "—", "—", "—", "reference"]
+        elif cmp is None or cmp["mean_diff"] is None:
+            cells += ["n/a", "—", "—", "—", "n/a"]
+        else:
+            mde = cmp.get("mde")
+            cells += [
+                f"{fmt_delta(cmp['mean_diff'], unit)} [{fmt_delta(cmp['ci_low'], unit)}, "
+                f"{fmt_delta(cmp['ci_high'], unit)}]",
+                f"{fmt_p(cmp['p_value'])} / {fmt_p(cmp.get('p_value_seed'))}",
+                f"{fmt_p(cmp.get('p_min_item'))} / {fmt_p(cmp.get('p_min_seed'))}",
+                ("—" if mde is None else fmt_value(mde, unit))
+                + ("" if cmp.get("can_reach_alpha", True) else " (cannot reach α)"),
+                _verdict_text(row["arm"], ref, cmp),
+            ]
+        judgement = verdict_of(cmp)[1] if row["arm"] != ref else None
+        body.append([(c, judgement if i == 3 else None) for i, c in enumerate(cells)])
+    return header, body
+
+
+HOW_TO_READ = (
+    "*Mean ± std* is the task score over seeds (std with ddof=1; — for one seed) in the metric's unit (% for "
+    "accuracy-like metrics; continuous *proxy* metrics such as NLL per byte in their own unit, reported beside, never "
+    "instead of, exact match and pass@1). *Δ vs X* is the paired mean per-item difference (arm − X; percentage points "
+    "for % metrics). Brackets: {level}% hierarchical paired bootstrap CI ({n_boot:,} resamples: seeds resampled, then "
+    "items), so training noise is part of the interval. *p items / seeds*: two-sided sign-flip permutation p-values "
+    "over the per-item differences averaged over seeds (exact when at most {exact} are non-zero, else {n_perm:,} "
+    "Monte Carlo flips with the +1 correction) and over the per-seed mean differences (exact). *min p*: the smallest p "
+    "the exact test can reach (2/2^m for m non-zero differences); *MDE*: minimum detectable effect at 80% power, α = "
+    "{alpha} two-sided, from the observed sd of the item differences (normal approximation). ▲/▼: better/worse in the "
+    "metric's direction (from its task YAML), given only when ≥ {min_seeds} paired seeds exist, the CIs exclude 0, the "
+    "item p < {alpha} and the seed-level test agrees (its p < {alpha}, or — with fewer than 6 seeds, where it cannot "
+    "reach {alpha} — every seed's difference has the sign of Δ). Otherwise the cell says why there is none: *cannot "
+    "reach α (n = m)*, *seed variation not estimable* (fewer than {min_seeds} seeds), *no verdict (seeds disagree)*, "
+    "or *n.s.*. p-values are not adjusted for multiple comparisons. *ρ(score, length)*: Spearman correlation of the "
+    "selector's scores with response length over the scored pool — near +1, the selector mostly keeps the longest "
+    "answers. Arms at a glance are ranked by (number of ▲ − number of ▼) over the domain's metrics, then by Δ on the "
+    "domain's lead metric in that metric's direction: among the metrics with signal, the one on which the most "
+    "comparisons can reach α (then accuracy before proxy)."
+)
 
 
 def render_markdown(doc: dict[str, Any]) -> str:
     st = doc["stats"]
     refs = st["references"]
-    alpha = st["alpha"]
+    ref = doc["reference"]["arm"]
+    facts = doc["task_facts"]
     conditional = doc.get("conditional_on") or "the evaluation items and the drawn fine-tuning seeds"
     lines = [f"# Leaderboard: {doc['experiment']}", "", f"> **Note:** {doc['note']}", ""]
     lines += [
-        f"Fine-tuning recipe hash: `{st['recipe_hash'] or MISSING}`. Arms: {', '.join(doc['arms'])}.",
+        f"Reference arm: **{ref or 'none'}** (requested: {', '.join(doc['reference']['requested']) or '—'}). "
+        f"Arms: {', '.join(doc['arms'])}. Fine-tuning recipe hash: `{st['recipe_hash'] or MISSING}`. All inference "
+        f"is conditional on {conditional}.",
         "",
-        f"**All inference here is conditional on {conditional}**: it says how sure we can be on these items with "
-        "these fine-tuning runs, not on other "
-        "benchmarks or other seeds.",
+    ]
+    if doc["reference"]["note"]:
+        lines += [f"**{doc['reference']['note']}**", ""]
+    lines += [f"## At a glance (Δ vs {ref or '—'})", ""]
+    for g in glance_tables(doc):
+        lines += [f"### {g['domain']}", "", g["sentence"], ""]
+        if g["rows"]:
+            lines += [*_md_table(g["header"], g["rows"]), ""]
+        if g["no_signal"]:
+            lines += [f"No signal (all arms equal), listed not drawn: {', '.join(g['no_signal'])}.", ""]
+    fig = doc["figure"]
+    lines += [f"![{doc['experiment']}: Δ vs {ref} per domain and metric]({fig['file']})", "", f"*{fig['caption']}*", ""]
+    if doc.get("compute"):
+        header, rows = compute_table(doc)
+        lines += [
+            "## Compute",
+            "",
+            "Per arm, mean over seeds as recorded by the run (selection cost: every stage the arm's selection depends "
+            "on, charged in full; total = selection + training).",
+            "",
+            *_md_table(header, rows),
+            "",
+        ]
+    if doc.get("contamination"):
+        c = doc["contamination"]
+        header, rows = contamination_table(c)
+        lines += [
+            "## Contamination",
+            "",
+            f"Evaluation items with any normalised {c.get('n', '?')}-gram overlap in the pool and in each arm's "
+            "selection (count and fraction of the task's items; arms: mean over seeds). Items shorter than n tokens "
+            "cannot be checked and are counted as undetectable, never as clean.",
+            "",
+            *_md_table(header, rows),
+            "",
+        ]
+    if doc.get("validity"):
+        v = doc["validity"]
+        lines += ["## Selector validity", "", f"Scored by the model {v.get('model', '?')}, before any fine-tuning.", ""]
+        for title, header, rows in validity_tables(v):
+            lines += [f"**{title}**", "", *_md_table(header, rows), ""]
+    lines += [
+        "## Details",
         "",
-        "How to read: *mean ± std* is the task score over seeds (std with ddof=1; — for one seed), in % for "
-        "accuracy-like metrics and in the metric's own unit for continuous *proxy* metrics (NLL per byte, bits "
-        "per byte of the reference solution: lower is better; they are reported beside, never instead of, exact "
-        "match and pass@1). *Δ vs X* is the paired mean per-item difference (arm − X; pp for % metrics). "
-        f"Brackets: {100 * st['ci_level']:.0f}% hierarchical paired bootstrap CI ({st['n_boot']:,} resamples: "
-        "seeds resampled, then items), so training noise is part of the interval. *p items / seeds*: two-sided "
-        "sign-flip permutation p-values over the per-item differences averaged over seeds (exact when at most "
-        f"{st['exact_max_nonzero']} are non-zero, else {st['n_perm']:,} Monte Carlo flips with the +1 correction) "
-        "and over the per-seed mean differences (exact). *Power*: the smallest p this comparison's exact item test "
-        f"can reach (2/2^m for m non-zero differences) and the minimum detectable effect at 80% power, α = {alpha} "
-        "two-sided, from the observed sd of the item differences (normal approximation). "
-        f"{UP}/{DOWN}: better/worse in the metric's direction, given only when ≥ {st['min_seeds_for_verdict']} "
-        f"paired seeds exist, the CIs exclude 0, the item p < {alpha} and the seed-level test agrees (its p < "
-        f"{alpha}, or — with fewer than 6 seeds, where it cannot reach {alpha} — every seed's difference has the "
-        "sign of Δ). Otherwise the cell says why there is no verdict: *cannot reach α (n = m)* (the test has no "
-        "power: even m/m same-sign differences give p ≥ α), *seed variation not estimable* (fewer than "
-        f"{st['min_seeds_for_verdict']} seeds), *no verdict (seeds disagree)*, or *n.s.*. p-values are not "
-        "adjusted for multiple comparisons. *ρ(score, length)*: Spearman correlation of the selector's scores with "
-        "response length (tokens) over the scored pool, mean over seeds where the selection is redrawn per seed — "
-        "the length-confound check: near +1, the selector mostly keeps the longest answers.",
+        HOW_TO_READ.format(
+            level=f"{100 * st['ci_level']:.0f}",
+            n_boot=st["n_boot"],
+            exact=st["exact_max_nonzero"],
+            n_perm=st["n_perm"],
+            alpha=st["alpha"],
+            min_seeds=st["min_seeds_for_verdict"],
+        ),
         "",
     ]
     if st["missing_references"]:
@@ -394,35 +1063,38 @@ def render_markdown(doc: dict[str, Any]) -> str:
     short = [a for a, info in (doc.get("arm_info") or {}).items() if info.get("short")]
     if short:
         lines += [f"**Warning:** arm(s) {', '.join(short)} trained on fewer examples than the budget k (see Kept).", ""]
-    facts = doc["task_facts"]
+    lines += [
+        "### Arms",
+        "",
+        *_md_table(
+            ["Arm", "Selector", "Budget (fraction of pool)", "Kept", "ρ(score, length)"],
+            [[arm, *_arm_budget_cells((doc.get("arm_info") or {}).get(arm))] for arm in doc["arms"]],
+            "|---|---|---|---|---:|",
+        ),
+        "",
+        "### Power",
+        "",
+        *(
+            f"- {power_line(t, doc['tables'][t], ref, facts[t], st['alpha'])}"
+            for ts in doc["domains"].values()
+            for t in ts
+            if ref
+        ),
+        "",
+    ]
     for domain, tasks in doc["domains"].items():
-        lines += [f"## Domain: {domain}", "", *_domain_table(doc, tasks), ""]
         for task in tasks:
             f = facts[task]
             kind = (
-                f"metric `{f['metric']}`"
+                f"metric `{f['metric']}` ({f['unit_label']}), {direction_words(f['higher_is_better'])}"
                 + (", proxy" if f["proxy"] else "")
-                + (", lower is better" if not f["higher_is_better"] else "")
+                + f"; direction from {f.get('direction_source', '?')}"
             )
-            lines += [
-                f"### {task}",
-                "",
-                f"*{kind}.* {_mde_sentence(doc['tables'][task], refs, task_unit(f))}",
-                "",
-                *_task_table(doc["tables"][task], refs, st["ci_level"], task_unit(f)),
-                "",
-            ]
+            lines += [f"### {domain} / {task}", "", f"*{kind}.*", ""]
+            for r in refs:
+                lines += [f"#### {task} vs {r}", "", *_ref_table(doc["tables"][task], r, st["ci_level"], f), ""]
     if doc.get("pairwise"):
         lines += _pairwise_section(doc["pairwise"])
-    fig = doc["figure"]
-    lines += [
-        "## Figure",
-        "",
-        f"![{doc['experiment']} scores per task and arm]({fig['file']})",
-        "",
-        f"*{fig['caption']}*",
-        "",
-    ]
     lines += ["## Provenance", "", *_provenance_table(doc["provenance"]), ""]
     if doc["warnings"]:
         lines += ["## Warnings", "", *(f"- {_cell(w)}" for w in doc["warnings"]), ""]
@@ -484,30 +1156,6 @@ def _pairwise_section(section: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _mde_sentence(rows: list[dict[str, Any]], refs: list[str], unit: str) -> str:
-    """What this design can detect at all: the range of minimum detectable effects per reference, over arms."""
-    parts = []
-    for ref in refs:
-        mdes = [
-            row["vs"][ref]["mde"]
-            for row in rows
-            if row["arm"] != ref and row["vs"].get(ref) and row["vs"][ref].get("mde") is not None
-        ]
-        if mdes:
-            lo, hi = fmt_value(min(mdes), unit), fmt_value(max(mdes), unit)
-            parts.append(f"vs {ref} {lo}" + ("" if lo == hi else f"–{hi}"))
-    n = max((row["n_items"] for row in rows), default=0)
-    return (
-        (
-            f"n = {n} items; minimum detectable effect at 80% power{' (pp)' if unit == 'pct' else ''}: "
-            + "; ".join(parts)
-            + "."
-        )
-        if parts
-        else f"n = {n} items."
-    )
-
-
 def _arm_budget_cells(info: dict[str, Any] | None) -> list[str]:
     info = info or {}
     sel = info.get("selector")
@@ -519,70 +1167,6 @@ def _arm_budget_cells(info: dict[str, Any] | None) -> list[str]:
     kept_s = "—" if not kept else "/".join(map(str, kept)) + (" ⚠ < k" if info.get("short") else "")
     rho = info.get("length_spearman")
     return [str(sel), budget, kept_s, "—" if rho is None else f"{rho:+.2f}"]
-
-
-def _domain_table(doc: dict[str, Any], tasks: list[str]) -> list[str]:
-    """The paper's layout: arms as rows, budget as a fraction of the pool, per task the score and Δ vs full/random."""
-    refs = [r for r in ("full", "random") if r in doc["stats"]["references"]]
-    header = ["Arm", "Selector", "Budget (fraction of pool)", "Kept", "ρ(score, length)"]
-    for task in tasks:
-        unit = task_unit(doc["task_facts"][task])
-        header += [f"{task} ({'%' if unit == 'pct' else 'proxy'})", *(f"Δ vs {r}" for r in refs)]
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|"]
-    for arm in doc["arms"]:
-        cells = [arm, *_arm_budget_cells((doc.get("arm_info") or {}).get(arm))]
-        any_row = False
-        for task in tasks:
-            unit = task_unit(doc["task_facts"][task])
-            row = next((r for r in doc["tables"][task] if r["arm"] == arm), None)
-            any_row |= row is not None
-            cells.append("—" if row is None else fmt_value(row["mean"], unit))
-            for ref in refs:
-                cmp = None if row is None else row["vs"].get(ref)
-                if row is not None and arm == ref:
-                    cells.append("(ref)")
-                elif cmp is None or cmp.get("mean_diff") is None:
-                    cells.append("—")
-                else:
-                    mark = _verdict_text(arm, ref, cmp)
-                    cells.append(f"{fmt_delta(cmp['mean_diff'], unit)}" + (f" {mark}" if mark in (UP, DOWN) else ""))
-        if any_row:
-            out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    return out
-
-
-def _task_table(rows: list[dict[str, Any]], refs: list[str], level: float, unit: str = "pct") -> list[str]:
-    header = ["Arm", f"Mean ± std{' (%)' if unit == 'pct' else ''}", "n seeds"]
-    for ref in refs:
-        header += [
-            f"Δ vs {ref}{' (pp)' if unit == 'pct' else ''} [{100 * level:.0f}% CI]",
-            "p items / seeds",
-            "power: min p items / seeds; MDE",
-        ]
-    header.append("Verdict")
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 2) + ["---"]) + "|"]
-    for row in rows:
-        std = "—" if row["std"] is None else fmt_value(row["std"], unit)
-        cells = [row["arm"], f"{fmt_value(row['mean'], unit)} ± {std}", str(row["n_seeds"])]
-        for ref in refs:
-            cmp = row["vs"].get(ref)
-            if row["arm"] == ref:
-                cells += ["(reference)", "—", "—"]
-            elif cmp is None or cmp["mean_diff"] is None:
-                cells += ["n/a", "—", "—"]
-            else:
-                mde = cmp.get("mde")
-                cells += [
-                    f"{fmt_delta(cmp['mean_diff'], unit)} [{fmt_delta(cmp['ci_low'], unit)}, "
-                    f"{fmt_delta(cmp['ci_high'], unit)}]",
-                    f"{fmt_p(cmp['p_value'])} / {fmt_p(cmp.get('p_value_seed'))}",
-                    f"{fmt_p(cmp.get('p_min_item'))} / {fmt_p(cmp.get('p_min_seed'))}; "
-                    f"{'—' if mde is None else fmt_value(mde, unit).lstrip('+')}"
-                    f"{'' if cmp.get('can_reach_alpha', True) else ' (cannot reach α)'}",
-                ]
-        cells.append(row["marker"])
-        out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    return out
 
 
 def _provenance_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -634,65 +1218,124 @@ def _short_commit(commit: str) -> str:
 # ----------------------------------------------------------------------------------------------- figure
 
 
-def render_png(doc: dict[str, Any]) -> bytes:
-    """Grouped bars (one group per task, one bar per arm) with bootstrap CI error bars; Agg, no global state."""
-    import matplotlib  # imported here: plotting is only needed when rendering
-    from matplotlib.figure import Figure
+def _scale(unit: str) -> float:
+    return 100.0 if unit == "pct" else 1.0
 
-    arms = doc["arms"]
-    pct = [t for t in doc["tasks"] if task_unit(doc["task_facts"][t]) == "pct"]
-    tasks = pct or list(doc["tasks"])
-    scale = 100.0 if pct else 1.0
-    width = 0.8 / max(1, len(arms))
-    fig = Figure(figsize=(max(7.0, 2.8 + len(tasks) * len(arms) * 0.33), 4.8), dpi=120)
-    ax = fig.add_subplot(1, 1, 1)
-    cmap = matplotlib.colormaps["tab10"]
-    colors = [cmap(i % 10) for i in range(len(arms))]
-    for i, arm in enumerate(arms):
-        xs, ys, lo, hi = [], [], [], []
-        for t, task in enumerate(tasks):
-            row = next((r for r in doc["tables"][task] if r["arm"] == arm), None)
-            if row is None:
-                continue
-            y = row["item_mean"] if row["item_mean"] is not None else row["mean"]
-            xs.append(t + (i - (len(arms) - 1) / 2) * width)
-            ys.append(scale * y)
-            has_ci = row["item_ci_low"] is not None
-            lo.append(scale * (y - row["item_ci_low"]) if has_ci else 0.0)
-            hi.append(scale * (row["item_ci_high"] - y) if has_ci else 0.0)
-        if xs:
-            ax.bar(
-                xs,
-                ys,
-                width * 0.95,
-                yerr=[lo, hi],
-                capsize=3,
-                label=arm,
-                color=colors[i],
-                error_kw={"elinewidth": 1, "ecolor": "black"},
-            )
-    ax.set_xticks(range(len(tasks)))
-    ax.set_xticklabels(tasks)
-    ax.set_ylabel("score (%)" if pct else "proxy value (lower is better)")
-    if pct:
-        ax.set_ylim(0, max(5.0, min(100.0, _ymax(doc, tasks) * 1.15)))
-    ax.set_title(f"{doc['experiment']}\n{_wrap(doc['note'], 110)}", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.grid(axis="y", alpha=0.3)
-    fig.text(0.01, 0.01, _wrap(doc["figure"]["caption"], int(fig.get_figwidth() * 17)), fontsize=6.5, va="bottom")
-    fig.subplots_adjust(left=0.08, right=0.82, bottom=0.2, top=0.86)
+
+def render_png(doc: dict[str, Any]) -> bytes:
+    """The forest plot (one panel per drawn domain × metric, Δ vs the reference with its CI, zero line, ▲/▼, arms
+    ordered by Δ) and, when the run recorded compute, Δ against total FLOPs; Agg, no global state."""
+    from matplotlib.figure import Figure  # imported here: plotting is only needed when rendering
+
+    forest = doc["forest"]
+    drawn = [p for p in forest["panels"] if not p["no_signal"] and p["rows"]]
+    compute = forest.get("compute") or []
+    # one row of panels per domain (its drawn metrics), then one row of compute panels
+    grid = [[p for p in drawn if p["domain"] == d] for d in dict.fromkeys(p["domain"] for p in drawn)]
+    grid = [row for row in grid if row] + ([compute] if compute else [])
+    ncols = max([1, *(len(row) for row in grid)])
+    n_arms = max((len(p["rows"]) for p in drawn), default=3)
+    panel_h, title_h = max(1.3, 0.3 * n_arms + 0.35), 0.95  # inches: plot area, and its title + x labels
+    head, foot = 0.55, 0.55
+    width = max(7.5, 5.6 * ncols + 0.8)
+    nrows = max(1, len(grid))
+    total_h = head + nrows * (panel_h + title_h) + foot
+    fig = Figure(figsize=(width, total_h), dpi=110)
+    ref = forest["reference"]
+    title = f"{doc['experiment']}: Δ vs {ref or '—'} (arm − reference), {100 * doc['stats']['ci_level']:.0f}% CI"
+    fig.suptitle(_wrap(title, int(width * 13)), fontsize=11, y=1 - 0.1 / total_h)
+    gs = fig.add_gridspec(
+        nrows,
+        ncols,
+        top=1 - (head + title_h * 0.6) / total_h,
+        bottom=(foot + title_h * 0.4) / total_h,
+        left=1.3 / width,
+        right=1 - 0.3 / width,
+        hspace=title_h / panel_h,
+        wspace=1.5 / ((width - 1.6) / ncols - 1.5),
+    )
+    for i, row in enumerate(grid):
+        for j, p in enumerate(row):
+            ax = fig.add_subplot(gs[i, j])
+            if "points" in p:
+                _compute_panel(ax, p, ref, width / ncols)
+            else:
+                _forest_panel(ax, p, width / ncols, ref)
+    if not grid:
+        ax = fig.add_subplot(gs[0, 0])
+        ax.axis("off")
+        ax.text(0.5, 0.5, "nothing to draw: no metric separates the arms", ha="center", va="center")
+    notes = []
+    if forest["no_signal"]:
+        notes.append("No signal (all arms equal), not drawn: " + ", ".join(forest["no_signal"]) + ".")
+    if doc["reference"]["note"]:
+        notes.append(doc["reference"]["note"])
+    notes.append(
+        "▲ better / ▼ worse: a verdict in the metric's direction; blue = better, vermillion = worse, grey = no verdict."
+    )
+    fig.text(0.01, 0.08 / total_h, _wrap(" ".join(notes), int(width * 17)), fontsize=7.5, va="bottom")
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
 
 
-def _ymax(doc: dict[str, Any], tasks: Sequence[str]) -> float:
-    tops = [
-        100 * (r["item_ci_high"] if r["item_ci_high"] is not None else r["mean"])
-        for t in tasks
-        for r in doc["tables"][t]
-    ]
-    return max(tops, default=0.0)
+def _panel_title(p: dict[str, Any], width_in: float) -> str:
+    arrow = "higher is better" if p["higher_is_better"] else "lower is better (axis reversed)"
+    sub = f"{p['metric']}{' (proxy)' if p['proxy'] else ''} in {p['unit_label']}, {arrow}"
+    return _wrap(f"{p['domain']}: {p['task']}", int(width_in * 11)) + "\n" + _wrap(sub, int(width_in * 13))
+
+
+def _forest_panel(ax: Any, p: dict[str, Any], width_in: float, ref: str | None) -> None:
+    s = _scale(p["unit"])
+    rows = p["rows"]
+    ys = list(range(len(rows)))[::-1]  # best on top
+    for y, r in zip(ys, rows):
+        color = COLORS[r["judgement"]]
+        ax.plot([s * r["lo"], s * r["hi"]], [y, y], color=color, lw=2, solid_capstyle="butt")
+        ax.plot([s * r["delta"]], [y], "o", color=color, ms=6)
+    ax.axvline(0.0, color="black", lw=0.8)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([r["arm"] + (f" {r['verdict']}" if r["verdict"] else "") for r in rows], fontsize=8.5)
+    for tick, r in zip(ax.get_yticklabels(), rows):
+        tick.set_color(COLORS[r["judgement"]] if r["judgement"] else "black")
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    lo = min([0.0, *(s * r["lo"] for r in rows)])
+    hi = max([0.0, *(s * r["hi"] for r in rows)])
+    pad = 0.08 * ((hi - lo) or 1.0)
+    ax.set_xlim(lo - pad, hi + pad)
+    if not p["higher_is_better"]:
+        ax.invert_xaxis()  # better is always to the right
+    ax.tick_params(axis="x", labelsize=7.5)
+    ax.set_xlabel(f"Δ vs {ref} ({delta_unit(p['unit'], p['unit_label'])});  better →", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(_panel_title(p, width_in), fontsize=8.5, loc="left")
+
+
+def _compute_panel(ax: Any, c: dict[str, Any], ref: str | None, width_in: float) -> None:
+    s = _scale(c["unit"])
+    for pt in c["points"]:
+        color = COLORS["ref"] if pt.get("reference") else COLORS[pt["judgement"]]
+        x = pt["total_flops"]
+        ax.plot([x, x], [s * pt["lo"], s * pt["hi"]], color=color, lw=1.5)
+        ax.plot([x], [s * pt["delta"]], "o" if not pt.get("reference") else "s", color=color, ms=5)
+        ax.annotate(
+            pt["arm"] + (f" {pt['verdict']}" if pt["verdict"] else ""),
+            (x, s * pt["delta"]),
+            fontsize=7.5,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("total compute (selection + training FLOPs)", fontsize=8)
+    ax.tick_params(labelsize=7.5)
+    ax.grid(alpha=0.3)
+    du = delta_unit(c["unit"], c["unit_label"])
+    ax.set_title(
+        _wrap(f"{c['domain']}: Δ vs {ref} on {c['task']} ({du}) against compute", int(width_in * 11)),
+        fontsize=8.5,
+        loc="left",
+    )
 
 
 def _wrap(text: str, width: int) -> str:
@@ -716,13 +1359,15 @@ def render(
     experiment: str,
     title_note: str,
     pairwise: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> dict[str, Path]:
-    """Write ``<experiment>.md``, ``.json`` and ``.png`` atomically under ``out_dir``; return their paths."""
+    """Write ``<experiment>.md``, ``.json`` and ``.png`` atomically under ``out_dir``; return their paths.
+    ``extra``: keyword arguments of :func:`build_document` (references, facts, contamination, validity, ...)."""
     _check_experiment_name(experiment)
     if not title_note or not title_note.strip():
         raise ValueError("title_note must say what this run is (e.g. 'Smoke run of a 135M model on CPU')")
     out_dir = Path(out_dir)
-    doc = build_document(summary, results, experiment, title_note.strip(), pairwise)
+    doc = build_document(summary, results, experiment, title_note.strip(), pairwise, **extra)
     paths = {
         "md": out_dir / f"{experiment}.md",
         "json": out_dir / f"{experiment}.json",
@@ -806,39 +1451,189 @@ def default_note(results: Sequence[ArmResult]) -> str:
     )
 
 
+def _check_section(name: str, section: Any, keys: Sequence[str]) -> dict[str, Any] | None:
+    """An optional block (contamination / validity) must be an object holding ``keys``; None passes."""
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise ValueError(f"{name}: expected a JSON object, got {type(section).__name__}")
+    missing = [k for k in keys if k not in section]
+    if missing:
+        raise ValueError(f"{name}: missing key(s) {', '.join(missing)}")
+    return section
+
+
 def main(
     inputs: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     experiment: str,
     title_note: str | None = None,
     *,
-    references: Sequence[str] = DEFAULT_REFERENCES,
+    references: Sequence[str] = ("random",),
     n_boot: int = 10_000,
     seed: int = 0,
     compare_base: bool = True,
     pairwise: Sequence[str | Path] = (),
+    contamination: dict[str, Any] | None = None,
+    validity: dict[str, Any] | None = None,
+    task_folders: Sequence[str | Path] | None = None,
 ) -> dict[str, Path]:
     """``cpqs-bench leaderboard``: load evaluation results, compute statistics, write the leaderboard files.
 
     ``inputs`` is one or more evaluation directories or run directories (searched recursively for evaluation
-    directories); every arm is also compared with ``base`` when present unless ``compare_base`` is false. Raises
-    ``RecipeMismatch`` if fine-tuned arms disagree on the recipe and ``ValueError`` /
-    ``FileNotFoundError`` for malformed or missing inputs. ``pairwise``: pairwise judge stage directories (the
-    "general (pairwise judge)" section; none: no such section). Returns ``{"md"|"json"|"png": path}``.
+    directories); every arm is also compared with ``base`` when present unless ``compare_base`` is false.
+    ``references``: the reference arms (the first is the one at a glance and in the figure; ``base`` when it is
+    absent). Metric direction and unit come from the task YAMLs in ``task_folders`` (default: the project's) and the
+    manifests (:func:`cpqs_bench.stats.metric_facts`). ``pairwise``: pairwise judge stage directories (the "general
+    (pairwise judge)" section). ``contamination`` / ``validity``: the optional blocks other stages produce (shapes in
+    :func:`contamination_table` / :func:`validity_tables`), rendered and kept in the JSON. Raises ``RecipeMismatch``
+    if fine-tuned arms disagree on the recipe and ``ValueError`` / ``FileNotFoundError`` for malformed or missing
+    inputs. Returns ``{"md"|"json"|"png": path}``.
     """
+    contamination = _check_section("contamination", contamination, ("tasks",))
+    validity = _check_section("validity", validity, ("tracks",))
     results = [load_arm_result(d) for d in find_eval_dirs(inputs)]
-    summary = summarize(results, references=references, n_boot=n_boot, seed=seed, compare_base=compare_base)
+    tasks = sorted({t for r in results for t in (*r.items, *r.metrics)})
+    facts = metric_facts(tasks, [r.manifest for r in results], task_folders)
+    summary = summarize(
+        results, references=references, n_boot=n_boot, seed=seed, compare_base=compare_base, facts=facts
+    )
     section = load_pairwise(pairwise, summary["arms"], n_boot=n_boot, seed=seed) if pairwise else None
-    return render(summary, results, out_dir, experiment, title_note or default_note(results), section)
+    return render(
+        summary,
+        results,
+        out_dir,
+        experiment,
+        title_note or default_note(results),
+        section,
+        references=references,
+        facts=facts,
+        contamination=contamination,
+        validity=validity,
+    )
+
+
+def read_board(path: str | Path) -> dict[str, Any]:
+    """A leaderboard JSON written by :func:`render`, checked for what :func:`from_json` needs."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from e
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: not a leaderboard JSON (schema {SCHEMA!r})")
+    missing = [k for k in ("experiment", "note", "items", "stats", "task_facts", "provenance") if k not in doc]
+    if missing:
+        raise ValueError(f"{path}: cannot re-render, missing key(s) {', '.join(missing)} (per-item results: items)")
+    return doc
+
+
+def results_from_board(doc: dict[str, Any]) -> list[ArmResult]:
+    """The arm × seed results a leaderboard JSON was computed from: per-item scores from ``items``, manifests'
+    ``arm_info`` / ``tasks`` and ``metrics.json`` values from ``runs`` (older JSONs: from ``arm_info`` per seed,
+    ``task_facts`` and the provenance rows; their metrics are the item means)."""
+    runs: dict[tuple[str, str], dict[str, Any]] = {}
+    for task, per_arm in doc["items"].items():
+        for arm, per_seed in per_arm.items():
+            for seed_key, scores in per_seed.items():
+                entry = runs.setdefault((arm, seed_key), {"items": {}})
+                entry["items"][task] = {str(k): float(v) for k, v in scores.items()}
+    records = {(r["arm"], "null" if r["seed"] is None else str(r["seed"])): r for r in doc.get("runs") or []}
+    prov = {(p["arm"], "null" if p.get("seed") is None else str(p["seed"])): p for p in doc["provenance"]}
+    recipe = doc["stats"].get("recipe_hash")
+    old_tasks = {
+        t: {k: f[k] for k in ("metric", "higher_is_better", "proxy", "domain") if k in f}
+        for t, f in doc["task_facts"].items()
+    }
+    out = []
+    for (arm, seed_key), entry in runs.items():
+        seed = None if seed_key in ("null", "None") else int(seed_key)
+        rec = records.get((arm, seed_key))
+        if rec is not None:
+            manifest = {"arm": arm, "seed": seed, "arm_info": rec["arm_info"], "tasks": rec["tasks"]}
+            recipe_hash, metrics = rec["recipe_hash"], {t: float(v) for t, v in rec["metrics"].items()}
+        else:
+            per_seed = ((doc.get("arm_info") or {}).get(arm) or {}).get("per_seed") or {}
+            info = per_seed.get(str(seed)) or {}
+            manifest = {"arm": arm, "seed": seed, "arm_info": info, "tasks": old_tasks}
+            p = prov.get((arm, seed_key)) or {}
+            recipe_hash = p.get("recipe_hash", None if arm == "base" else recipe)
+            metrics = {}
+        manifest["recipe_hash"] = recipe_hash
+        out.append(ArmResult(arm, seed, recipe_hash, manifest, entry["items"], metrics))
+    return out
+
+
+def from_json(
+    board_json: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    references: Sequence[str] | None = None,
+    contamination: dict[str, Any] | None = None,
+    validity: dict[str, Any] | None = None,
+    task_folders: Sequence[str | Path] | None = None,
+) -> dict[str, Path]:
+    """``cpqs-bench leaderboard --from-json X.json``: recompute the statistics from the per-item results a committed
+    leaderboard JSON holds (same bootstrap seed and sizes, so the same numbers) and re-render the Markdown, JSON and
+    PNG into ``out_dir`` (default: beside the JSON), with no run directory. The provenance rows, note, pairwise
+    section and contamination / validity blocks are carried over (``contamination`` / ``validity`` given here
+    replace them). ``references`` default: those the JSON was computed with."""
+    board_json = Path(board_json)
+    doc = read_board(board_json)
+    st = doc["stats"]
+    refs = list(references or st.get("requested_references") or [r for r in st["references"] if r != "base"])
+    results = results_from_board(doc)
+    facts = metric_facts(doc["task_facts"], [r.manifest for r in results], task_folders, known=doc["task_facts"])
+    summary = summarize(
+        results,
+        references=refs,
+        n_boot=st["n_boot"],
+        seed=st["seed"],
+        n_perm=st["n_perm"],
+        alpha=st["alpha"],
+        level=st["ci_level"],
+        compare_base="base" in st["references"],
+        facts=facts,
+    )
+    has_runs = bool(doc.get("runs"))
+    carried = [] if has_runs else [w for w in doc.get("warnings") or [] if "metrics.json" in w]
+    return render(
+        summary,
+        results,
+        board_json.parent if out_dir is None else out_dir,
+        doc["experiment"],
+        doc["note"],
+        doc.get("pairwise"),
+        references=refs,
+        facts=facts,
+        contamination=_check_section("contamination", contamination or doc.get("contamination"), ("tasks",)),
+        validity=_check_section("validity", validity or doc.get("validity"), ("tracks",)),
+        provenance=doc["provenance"],
+        carried_warnings=carried,
+    )
 
 
 __all__ = [
     "render",
     "main",
+    "from_json",
+    "read_board",
+    "results_from_board",
     "build_document",
+    "build_forest",
+    "at_a_glance",
+    "domain_sentence",
+    "choose_reference",
+    "verdict_of",
     "load_pairwise",
     "render_markdown",
     "render_png",
+    "glance_tables",
+    "compute_table",
+    "contamination_table",
+    "validity_tables",
+    "power_line",
+    "ref_table",
     "find_eval_dirs",
     "provenance_row",
     "default_note",

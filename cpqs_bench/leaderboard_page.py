@@ -29,10 +29,10 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import yaml
-
+from cpqs_bench import leaderboard as lb
 from cpqs_bench.io import read_json, read_jsonl, write_text
 from cpqs_bench.leaderboard import fmt_p, fmt_pct
+from cpqs_bench.stats import find_task_yaml
 
 SCHEMA = "cpqs-bench/leaderboard/v1"
 PAGE_SCHEMA = "cpqs-bench/leaderboard-page/v1"
@@ -61,46 +61,6 @@ _LOADER_FACTS: dict[str, dict[str, str]] = {
 
 
 # ----------------------------------------------------------------------------------------------- task facts
-class _TaskYamlLoader(yaml.SafeLoader):
-    """Reads lm-eval task YAMLs without importing anything: ``!function x.y`` becomes the string ``x.y``."""
-
-
-_TaskYamlLoader.add_multi_constructor(
-    "!",
-    lambda loader, suffix, node: (
-        f"{suffix}" if not isinstance(node, yaml.ScalarNode) else f"{suffix} {loader.construct_scalar(node)}".strip()
-    ),
-)
-
-
-def _load_task_yaml(path: Path, depth: int = 0) -> dict[str, Any]:
-    """One task YAML with its ``include:`` chain merged (the including file wins; ``metadata`` merged by key)."""
-    cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=_TaskYamlLoader)
-    if not isinstance(cfg, dict):
-        return {}
-    inc = cfg.get("include")
-    if isinstance(inc, str) and depth < 8 and (path.parent / inc).is_file():
-        base = _load_task_yaml(path.parent / inc, depth + 1)
-        meta = {**(base.get("metadata") or {}), **(cfg.get("metadata") or {})}
-        cfg = {**base, **cfg, "metadata": meta}
-    return cfg
-
-
-def _task_yaml(task: str, folders: Sequence[Path]) -> dict[str, Any]:
-    for folder in folders:
-        for path in sorted(Path(folder).rglob("*.yaml")):
-            try:
-                text = path.read_text(encoding="utf-8")
-                if task not in text:
-                    continue
-                cfg = _load_task_yaml(path)
-            except (OSError, yaml.YAMLError):
-                continue  # not a task file we can read; lm-eval reports such files itself
-            if cfg.get("task") == task:
-                return cfg
-    return {}
-
-
 def task_facts(
     tasks: Iterable[str], manifests: Sequence[Mapping[str, Any]] = (), folders: Sequence[str | Path] | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -123,7 +83,7 @@ def task_facts(
                 for k in ("domain", "metric", "higher_is_better", "dataset_id", "dataset_name", "license"):
                     if info.get(k) is not None:
                         facts.setdefault(k, info[k])
-        cfg = _task_yaml(task, folder_paths)
+        cfg, _ = find_task_yaml(task, folder_paths)
         meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
         for k in ("domain", "dataset_id", "dataset_name", "license", "metric"):
             if meta.get(k) is not None:
@@ -236,6 +196,22 @@ def pairwise_data(section: Any) -> dict[str, Any] | None:
     }
 
 
+def _items_from_board(items: Any) -> dict[str, Any]:
+    """The drawer's per-item outcomes ``[arm][seed][task] = [[doc_id, score], ...]`` from the board JSON's
+    ``items[task][arm][seed]`` (when the page is written without the evaluation directories, e.g. --from-json)."""
+    out: dict[str, Any] = {}
+    if not isinstance(items, dict):
+        return out
+    for task, per_arm in items.items():
+        for arm, per_seed in (per_arm or {}).items():
+            for seed, scores in (per_seed or {}).items():
+                seed_key = "None" if seed == "null" else str(seed)
+                out.setdefault(str(arm), {}).setdefault(seed_key, {})[str(task)] = [
+                    [k, _num(v)] for k, v in (scores or {}).items()
+                ]
+    return out
+
+
 def page_data(
     doc: Mapping[str, Any],
     extras: Mapping[str, Any] | None = None,
@@ -252,6 +228,8 @@ def page_data(
             if isinstance(row, dict) and row.get("arm") not in arms and row.get("arm") is not None:
                 arms.append(str(row["arm"]))
     facts = dict(facts or task_facts(tasks, extras.get("manifests") or ()))
+    board_facts = doc.get("task_facts") if isinstance(doc.get("task_facts"), dict) else {}
+    facts = {t: {**(facts.get(t) or {}), **(board_facts.get(t) or {})} for t in set(facts) | set(board_facts)}
     refs = [str(r) for r in (doc.get("stats") or {}).get("references") or summary.get("references") or []]
     provenance = [p for p in doc.get("provenance") or [] if isinstance(p, dict)]
     ext_arms = extras.get("arms") or {}
@@ -299,6 +277,7 @@ def page_data(
                             k: (_num(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
                             for k, v in c.items()
                         }
+                        | {"judgement": lb.verdict_of(c)[1]}
                         if isinstance(c, dict)
                         else None
                     )
@@ -325,6 +304,18 @@ def page_data(
             "summary",
             "provenance",
             "pairwise",
+            "task_facts",
+            "domains",
+            "arm_info",
+            "compute",
+            "glance",
+            "forest",
+            "reference",
+            "items",
+            "runs",
+            "conditional_on",
+            "contamination",
+            "validity",
         )
     ]
     return {
@@ -344,10 +335,335 @@ def page_data(
         "arm_order": arms,
         "cells": cells,
         "provenance": provenance,
-        "items": extras.get("items") or {},
+        "items": extras.get("items") or _items_from_board(doc.get("items")),
+        "static": static_data(doc),
         "pairwise": pairwise_data(doc.get("pairwise")),
         "extra_keys": sorted(k for k in doc if k not in known),
     }
+
+
+# ----------------------------------------------------------------------------------------------- static sections
+# The summary, the figure, the optional blocks and the details are drawn here as static HTML / inline SVG from the
+# leaderboard JSON (the same cells as the Markdown, :mod:`cpqs_bench.leaderboard`), so they show without JavaScript
+# and the tests can read them; page.js draws the sortable board and the provenance drawer inside "Details".
+
+
+def static_data(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """What the static sections need, from a leaderboard JSON that has them (older or partial JSONs: ``{}``)."""
+    if not all(k in doc for k in ("forest", "glance", "task_facts", "stats", "tables", "reference", "domains")):
+        return {}
+    d = dict(doc)
+    st = d["stats"]
+    ref = d["reference"]["arm"]
+    details = []
+    for domain, tasks in d["domains"].items():
+        for task in tasks:
+            f = d["task_facts"][task]
+            details.append(
+                {
+                    "domain": domain,
+                    "task": task,
+                    "kind": f"metric {f['metric']} ({f['unit_label']}), {lb.direction_words(f['higher_is_better'])}"
+                    + (", proxy" if f["proxy"] else "")
+                    + f"; direction from {f.get('direction_source', '?')}",
+                    "tables": [
+                        dict(zip(("header", "rows"), lb.ref_table(d["tables"][task], r, st["ci_level"], f)), ref=r)
+                        for r in st["references"]
+                    ],
+                }
+            )
+    out: dict[str, Any] = {
+        "reference": d["reference"],
+        "forest": d["forest"],
+        "caption": (d.get("figure") or {}).get("caption") or "",
+        "ci_level": st["ci_level"],
+        "glance": lb.glance_tables(d),
+        "power_lines": [
+            lb.power_line(t, d["tables"][t], ref, d["task_facts"][t], st["alpha"])
+            for ts in d["domains"].values()
+            for t in ts
+            if ref
+        ],
+        "details": details,
+    }
+    if d.get("compute"):
+        out["compute_table"] = dict(zip(("header", "rows"), lb.compute_table(d)))
+    if d.get("contamination"):
+        out["contamination"] = {
+            "n": d["contamination"].get("n"),
+            **dict(zip(("header", "rows"), lb.contamination_table(d["contamination"]))),
+        }
+    if d.get("validity"):
+        v = d["validity"]
+        out["validity"] = {
+            "model": v.get("model"),
+            "tables": [{"title": t, "header": h, "rows": r} for t, h, r in lb.validity_tables(v)],
+            "planted": ((v.get("tracks") or {}).get("planted") or {}).get("rows") or [],
+        }
+    return out
+
+
+def _attr(x: Any) -> str:
+    """An exact, parseable attribute value: ``repr`` of a float round-trips to the same float."""
+    return "" if x is None else html.escape(repr(float(x)) if isinstance(x, (int, float)) else str(x))
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    if hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(1, n - 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    return [round(first + i * step, 12) for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _tick_text(x: float, unit: str) -> str:
+    v = 100 * x if unit == "pct" else x
+    return f"{v:g}" if unit == "pct" else f"{v:.4g}"
+
+
+def forest_svg(panel: Mapping[str, Any], ref: str | None) -> str:
+    """One forest panel as inline SVG: a ``g.mark`` per arm carrying ``data-arm``, ``data-metric``, ``data-delta``,
+    ``data-lo``, ``data-hi`` (exact values of the JSON), the zero line, ▲/▼; better is always to the right."""
+    e = html.escape
+    rows = panel["rows"]
+    label_w, plot_w, row_h, top, bottom = 120, 330, 24, 58, 44
+    w, h = label_w + plot_w + 20, top + row_h * len(rows) + bottom
+    lo = min([0.0, *(r["lo"] for r in rows)])
+    hi = max([0.0, *(r["hi"] for r in rows)])
+    pad = 0.06 * ((hi - lo) or 1.0)
+    lo, hi = lo - pad, hi + pad
+    flip = not panel["higher_is_better"]
+
+    def x(v: float) -> float:
+        t = (v - lo) / (hi - lo)
+        return round(label_w + plot_w * (1 - t if flip else t), 2)
+
+    unit = panel["unit"]
+    du = lb.delta_unit(unit, panel["unit_label"])
+    direction = "higher is better" if panel["higher_is_better"] else "lower is better (axis reversed)"
+    parts = [
+        f'<svg class="forest" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+        f'role="img" data-domain="{e(panel["domain"])}" data-task="{e(panel["task"])}" '
+        f'data-metric="{e(panel["metric"])}" data-reference="{e(str(ref))}" '
+        f'data-higher-is-better="{str(bool(panel["higher_is_better"])).lower()}">',
+        f"<title>{e(panel['domain'])}: {e(panel['task'])}, Δ vs {e(str(ref))} ({e(du)})</title>",
+        f'<text class="t1" x="4" y="16">{e(panel["domain"])}: {e(panel["task"])}</text>',
+        f'<text class="t2" x="4" y="33">{e(panel["metric"])}{" (proxy)" if panel["proxy"] else ""} in '
+        f"{e(panel['unit_label'])}, {e(direction)}</text>",
+    ]
+    y0, y1 = top - 8, top + row_h * len(rows)
+    for t in _nice_ticks(lo, hi):
+        parts.append(f'<line class="grid" x1="{x(t)}" x2="{x(t)}" y1="{y0}" y2="{y1}"/>')
+        parts.append(f'<text class="tick" x="{x(t)}" y="{y1 + 14}">{e(_tick_text(t, unit))}</text>')
+    parts.append(f'<line class="zero" x1="{x(0.0)}" x2="{x(0.0)}" y1="{y0}" y2="{y1}"/>')
+    parts.append(
+        f'<text class="xlabel" x="{label_w + plot_w / 2}" y="{y1 + 32}">Δ vs {e(str(ref))} ({e(du)}); better →</text>'
+    )
+    for i, r in enumerate(rows):
+        y = top + row_h * i + row_h / 2
+        cls = r["judgement"] or "none"
+        mark = f" {r['verdict']}" if r["verdict"] else ""
+        parts.append(
+            f'<g class="mark {cls}" data-arm="{e(r["arm"])}" data-task="{e(panel["task"])}" '
+            f'data-metric="{e(panel["metric"])}" data-delta="{_attr(r["delta"])}" data-lo="{_attr(r["lo"])}" '
+            f'data-hi="{_attr(r["hi"])}" data-verdict="{e(r["verdict"] or "")}">'
+            f"<title>{e(r['arm'])}: Δ {e(lb.fmt_delta(r['delta'], unit))} [{e(lb.fmt_delta(r['lo'], unit))}, "
+            f"{e(lb.fmt_delta(r['hi'], unit))}] {e(du)}; {e(r['verdict'] or r['label'])}</title>"
+            f'<text class="arm" x="{label_w - 8}" y="{y + 4}">{e(r["arm"])}{e(mark)}</text>'
+            f'<line class="ci" x1="{x(r["lo"])}" x2="{x(r["hi"])}" y1="{y}" y2="{y}"/>'
+            f'<circle class="pt" cx="{x(r["delta"])}" cy="{y}" r="4.5"/></g>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def compute_svg(c: Mapping[str, Any], ref: str | None) -> str:
+    """Δ on a domain's lead metric against total compute (log FLOPs), one ``g.cpoint`` per arm."""
+    e = html.escape
+    pts = c["points"]
+    left, plot_w, plot_h, top = 56, 360, 200, 40
+    w, h = left + plot_w + 80, top + plot_h + 44
+    xs = [math.log10(p["total_flops"]) for p in pts if p["total_flops"] and p["total_flops"] > 0]
+    if not xs:
+        return ""
+    xlo, xhi = min(xs) - 0.1, max(xs) + 0.1
+    lo = min([0.0, *(p["lo"] for p in pts)])
+    hi = max([0.0, *(p["hi"] for p in pts)])
+    pad = 0.08 * ((hi - lo) or 1.0)
+    lo, hi = lo - pad, hi + pad
+
+    def px(v: float) -> float:
+        return round(left + plot_w * (math.log10(v) - xlo) / ((xhi - xlo) or 1.0), 2)
+
+    def py(v: float) -> float:
+        return round(top + plot_h * (1 - (v - lo) / (hi - lo)), 2)
+
+    du = lb.delta_unit(c["unit"], c["unit_label"])
+    parts = [
+        f'<svg class="compute" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+        f'role="img" data-task="{e(c["task"])}">',
+        f'<text class="t1" x="4" y="16">{e(c["domain"])}: Δ vs {e(str(ref))} on {e(c["task"])} ({e(du)}) '
+        "against total compute</text>",
+        f'<line class="zero" x1="{left}" x2="{left + plot_w}" y1="{py(0.0)}" y2="{py(0.0)}"/>',
+        f'<text class="xlabel" x="{left + plot_w / 2}" y="{top + plot_h + 34}">total FLOPs (selection + training, '
+        "log scale)</text>",
+    ]
+    for t in _nice_ticks(lo, hi):
+        parts.append(f'<text class="tick y" x="{left - 6}" y="{py(t) + 4}">{e(_tick_text(t, c["unit"]))}</text>')
+    for p in pts:
+        if not p["total_flops"] or p["total_flops"] <= 0:
+            continue
+        cls = "ref" if p.get("reference") else (p["judgement"] or "none")
+        parts.append(
+            f'<g class="cpoint {cls}" data-arm="{e(p["arm"])}" data-flops="{_attr(p["total_flops"])}" '
+            f'data-delta="{_attr(p["delta"])}">'
+            f'<line class="ci" x1="{px(p["total_flops"])}" x2="{px(p["total_flops"])}" y1="{py(p["lo"])}" '
+            f'y2="{py(p["hi"])}"/><circle class="pt" cx="{px(p["total_flops"])}" cy="{py(p["delta"])}" r="4"/>'
+            f'<text class="lbl" x="{px(p["total_flops"]) + 6}" y="{py(p["delta"]) - 5}">'
+            f"{e(p['arm'])}{e(' ' + p['verdict'] if p['verdict'] else '')} ({p['total_flops']:.2g})</text></g>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def validity_svg(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Planted-defect AUCs as dots with CIs, one row per selector × kind, the chance line at 0.5."""
+    e = html.escape
+    rows = [r for r in rows if _num(r.get("paired_auc")) is not None]
+    if not rows:
+        return ""
+    label_w, plot_w, row_h, top = 230, 320, 20, 30
+    w, h = label_w + plot_w + 30, top + row_h * len(rows) + 40
+
+    def x(v: float) -> float:
+        return round(label_w + plot_w * min(1.0, max(0.0, v)), 2)
+
+    selectors = list(dict.fromkeys(str(r.get("selector")) for r in rows))
+    parts = [
+        f'<svg class="validity" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+        'role="img">',
+        '<text class="t1" x="4" y="16">Planted defects: paired AUC per kind and selector (0.5 = chance)</text>',
+    ]
+    y1 = top + row_h * len(rows)
+    for t in (0.0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(f'<line class="{"zero" if t == 0.5 else "grid"}" x1="{x(t)}" x2="{x(t)}" y1="{top}" y2="{y1}"/>')
+        parts.append(f'<text class="tick" x="{x(t)}" y="{y1 + 14}">{t:g}</text>')
+    for i, r in enumerate(rows):
+        y = top + row_h * i + row_h / 2
+        k = selectors.index(str(r.get("selector"))) % len(SERIES)
+        ci = r.get("paired_ci") if isinstance(r.get("paired_ci"), (list, tuple)) else None
+        line = (
+            f'<line class="ci" x1="{x(ci[0])}" x2="{x(ci[1])}" y1="{y}" y2="{y}" stroke="{SERIES[k]}"/>'
+            if ci and None not in ci
+            else ""
+        )
+        parts.append(
+            f'<g class="vpoint" data-selector="{e(str(r.get("selector")))}" data-kind="{e(str(r.get("kind")))}" '
+            f'data-auc="{_attr(r.get("paired_auc"))}"><text class="arm" x="{label_w - 8}" y="{y + 4}">'
+            f"{e(str(r.get('kind')))} · {e(str(r.get('selector')))}</text>{line}"
+            f'<circle cx="{x(r["paired_auc"])}" cy="{y}" r="4" fill="{SERIES[k]}"/></g>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+SERIES = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")  # Okabe–Ito
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str, attrs: str = "") -> str:
+    e = html.escape
+    head = "".join(f'<th scope="col">{e(str(h))}</th>' for h in header)
+    body = []
+    for row in rows:
+        cells = []
+        for i, c in enumerate(row):
+            text, judgement = c if isinstance(c, (list, tuple)) else (c, None)
+            tag = "th" if i == (1 if cls == "glance" else 0) else "td"
+            klass = f' class="{judgement}"' if judgement else ""
+            cells.append(f"<{tag}{klass}>{e(str(text))}</{tag}>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        f'<div class="scroll"><table class="{cls}"{attrs}><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def render_static(s: Mapping[str, Any]) -> str:
+    """The summary (above the fold), the figure, the optional blocks and the collapsible details, as HTML."""
+    if not s:
+        return ""
+    e = html.escape
+    ref = s["reference"]["arm"]
+    out = [f'<section id="summary"><h2>At a glance: Δ vs {e(str(ref))}</h2>']
+    if s["reference"].get("note"):
+        out.append(f'<p class="refnote">{e(s["reference"]["note"])}</p>')
+    for g in s["glance"]:
+        out.append(f'<div class="glance-domain" data-domain="{e(g["domain"])}">')
+        out.append(f'<p class="sentence" data-domain="{e(g["domain"])}">{e(g["sentence"])}</p>')
+        if g["rows"]:
+            out.append(_html_table(g["header"], g["rows"], "glance", f' data-domain="{e(g["domain"])}"'))
+        if g["no_signal"]:
+            out.append(
+                f'<p class="nosignal">No signal (all arms equal), listed not drawn: {e(", ".join(g["no_signal"]))}.</p>'
+            )
+        out.append("</div>")
+    out.append("</section>")
+    panels = [p for p in s["forest"]["panels"] if not p["no_signal"] and p["rows"]]
+    out.append('<section id="figure"><h2>Forest plot of differences</h2><div class="panels">')
+    out += [forest_svg(p, ref) for p in panels]
+    out += [compute_svg(c, ref) for c in s["forest"].get("compute") or []]
+    out.append("</div>")
+    flat = s["forest"]["no_signal"]
+    if flat:
+        out.append(
+            f'<p class="nosignal" id="no-signal">No signal (all arms equal), not drawn: {e(", ".join(flat))}.</p>'
+        )
+    out.append(f'<p class="caption">{e(s["caption"])}</p></section>')
+    if s.get("compute_table"):
+        c = s["compute_table"]
+        out.append(
+            '<section id="compute"><h2>Compute</h2><p class="explain">Per arm, mean over seeds as recorded by the '
+            "run (selection cost: every stage the selection depends on, charged in full; total = selection + "
+            f"training).</p>{_html_table(c['header'], c['rows'], 'plain')}</section>"
+        )
+    if s.get("contamination"):
+        c = s["contamination"]
+        out.append(
+            f'<section id="contamination"><h2>Contamination</h2><p class="explain">Evaluation items with any '
+            f"normalised {e(str(c.get('n') or '?'))}-gram overlap in the pool and in each arm's selection (arms: "
+            "mean over seeds); items shorter than n tokens are undetectable, never counted as clean.</p>"
+            f"{_html_table(c['header'], c['rows'], 'plain')}</section>"
+        )
+    if s.get("validity"):
+        v = s["validity"]
+        out.append(
+            f'<section id="validity"><h2>Selector validity</h2><p class="explain">Scored by '
+            f"{e(str(v.get('model') or '?'))} before any fine-tuning.</p>{validity_svg(v['planted'])}"
+        )
+        for t in v["tables"]:
+            out.append(f"<h3>{e(t['title'])}</h3>{_html_table(t['header'], t['rows'], 'plain')}")
+        out.append("</section>")
+    out.append(
+        '<details id="details"><summary>Details: power, p-values and MDE per task, one table per reference arm'
+        '</summary><h3>Power</h3><ul class="power">'
+        + "".join(f"<li>{e(line)}</li>" for line in s["power_lines"])
+        + "</ul>"
+    )
+    for d in s["details"]:
+        out.append(
+            f'<div class="task-detail" data-task="{e(d["task"])}"><h3>{e(d["domain"])} / {e(d["task"])}</h3>'
+            f'<p class="explain">{e(d["kind"])}.</p>'
+        )
+        for t in d["tables"]:
+            out.append(
+                f"<h4>vs {e(t['ref'])}</h4>"
+                + _html_table(t["header"], t["rows"], "detail", f' data-task="{e(d["task"])}" data-ref="{e(t["ref"])}"')
+            )
+        out.append("</div>")
+    out.append("</details>")
+    return "".join(out)
 
 
 # ----------------------------------------------------------------------------------------------- rendering
@@ -457,9 +773,13 @@ def render_page(data: Mapping[str, Any]) -> str:
         f"style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">\n"
         f"<title>{title}</title>\n<style>\n{css}</style>\n</head>\n<body>\n"
         f'<header><a class="up" href="../index.html">all experiments</a><h1>{title}</h1>'
-        f'<p id="note"></p></header>\n<main id="app"><noscript>This page needs JavaScript to draw its '
+        f'<p id="note">{html.escape(str(data.get("note") or ""))}</p></header>\n<main>'
+        f"{render_static(data.get('static') or {})}"
+        f'<details id="board-box"><summary>All scores: sortable tables per domain with filters; click an arm for '
+        f"its provenance and per-item results</summary>"
+        f'<div id="app"><noscript>This part needs JavaScript to draw its '
         f"tables; the same numbers are in the leaderboard's .md and .json files.</noscript>"
-        f"{render_pairwise(data.get('pairwise'))}</main>\n"
+        f"{render_pairwise(data.get('pairwise'))}</div></details></main>\n"
         f'<aside id="drawer" hidden></aside>\n'
         f'<script type="application/json" id="board-data">{_inline_json(data)}</script>\n'
         f"<script>\n{js}</script>\n</body>\n</html>\n"

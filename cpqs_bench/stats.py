@@ -49,8 +49,13 @@ Inputs (written by the evaluation stage), one directory per (arm, seed):
     ``{task: float}``, the task mean as reported by the evaluator. The statistics use the item scores; a task mean
     that disagrees with its items is reported as a warning (it usually means a different filter was reported).
 
-Metric direction: lower is better when the task's or metric's name contains "nll", "bits_per_byte" or "perplexity",
-or a manifest marks the task ``higher_is_better: false``; such metrics are also labelled proxies.
+Metric direction and unit (:func:`metric_facts`, what the leaderboard passes to :func:`summarize` as ``facts``):
+from the task YAML (``metric_list[].higher_is_better`` of the metric the evaluation reported; ``metadata.unit`` or
+the metric's known unit), else from the evaluation manifests' ``tasks`` entries (which the harness copies from the
+same YAML), else higher-is-better with a stated "direction unknown" source — never from a task or metric name.
+:func:`better_or_worse` is the one place that turns a difference and a direction into "better" / "worse".
+:func:`task_facts` (used only when :func:`summarize` is given no ``facts``) keeps the older name-marker fallback
+for callers that have neither a YAML nor a manifest.
 
 Conventions: std over seeds uses ddof=1 (``None`` for a single seed); CIs are 95% percentile bootstrap intervals;
 item p-values are two-sided sign-flip permutation p-values, exact when at most ``EXACT_MAX_NONZERO`` differences are
@@ -62,12 +67,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import yaml
 
 from cpqs_bench.finetune.recipe import RecipeMismatch  # one definition, shared with the SFT guard
 from cpqs_bench.io import iter_jsonl_objects
@@ -427,6 +434,145 @@ def task_facts(task: str, results: Sequence[ArmResult]) -> dict[str, Any]:
     }
 
 
+# Units of the metrics cpqs-bench's tasks report; a task YAML's ``metadata.unit`` (or ``unit`` in its metric_list
+# entry) wins. "pct": a fraction in [0, 1] shown in % (differences in percentage points); "raw": the metric's own unit.
+KNOWN_UNITS: dict[str, tuple[str, str]] = {
+    "exact_match": ("pct", "%"),
+    "pass@1": ("pct", "%"),
+    "acc": ("pct", "%"),
+    "acc_norm": ("pct", "%"),
+    "nll_per_byte": ("raw", "nats/byte"),
+    "nll_per_token": ("raw", "nats/token"),
+    "bits_per_byte": ("raw", "bits/byte"),
+    "word_perplexity": ("raw", "perplexity"),
+}
+PCT_UNITS = ("%", "pct", "percent", "fraction")
+
+
+class _TaskYamlLoader(yaml.SafeLoader):
+    """Reads lm-eval task YAMLs without importing anything: ``!function x.y`` becomes the string ``x.y``."""
+
+
+_TaskYamlLoader.add_multi_constructor(
+    "!",
+    lambda loader, suffix, node: (
+        f"{suffix}" if not isinstance(node, yaml.ScalarNode) else f"{suffix} {loader.construct_scalar(node)}".strip()
+    ),
+)
+
+
+def load_task_yaml(path: Path, depth: int = 0) -> dict[str, Any]:
+    """One task YAML with its ``include:`` chain merged (the including file wins; ``metadata`` merged by key)."""
+    try:
+        cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=_TaskYamlLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ValueError(f"{path}:{'?' if mark is None else mark.line + 1}: not a readable task YAML: {e}") from e
+    if not isinstance(cfg, dict):
+        return {}
+    inc = cfg.get("include")
+    if isinstance(inc, str) and depth < 8 and (path.parent / inc).is_file():
+        base = load_task_yaml(path.parent / inc, depth + 1)
+        meta = {**(base.get("metadata") or {}), **(cfg.get("metadata") or {})}
+        cfg = {**base, **cfg, "metadata": meta}
+    return cfg
+
+
+def default_task_folders() -> list[Path]:
+    """The project's task folder, as the harness finds it ($CPQS_TASKS_DIR, else tasks/)."""
+    return [Path(os.environ.get("CPQS_TASKS_DIR") or Path(__file__).resolve().parent.parent / "tasks")]
+
+
+def find_task_yaml(task: str, folders: Sequence[str | Path] | None = None) -> tuple[dict[str, Any], Path | None]:
+    """The merged config of ``task`` from the first YAML in ``folders`` whose ``task:`` is it (``({}, None)`` if none).
+    Files that do not mention the task are not parsed; a file that does and cannot be parsed is an error."""
+    for folder in default_task_folders() if folders is None else folders:
+        if not Path(folder).is_dir():
+            continue
+        for path in sorted(Path(folder).rglob("*.yaml")):
+            if task not in path.read_text(encoding="utf-8"):
+                continue
+            cfg = load_task_yaml(path)
+            if cfg.get("task") == task:
+                return cfg, path
+    return {}, None
+
+
+def _metric_name(m: Any) -> str:
+    return str(m.get("metric") if isinstance(m, dict) else m)
+
+
+def metric_facts(
+    tasks: Iterable[str],
+    manifests: Sequence[Mapping[str, Any]] = (),
+    folders: Sequence[str | Path] | None = None,
+    known: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per task: ``metric``, ``higher_is_better``, ``direction_source``, ``proxy``, ``domain``, ``unit`` ("pct" or
+    "raw") and ``unit_label`` ("%", "nats/byte", ...).
+
+    The metric is the one the evaluation reported (the manifests' ``tasks[task].metric``, else ``metadata.metric``,
+    else the YAML's first ``metric_list`` entry). Direction: that metric's ``metric_list`` entry in the task YAML
+    (``folders``: default the project's task folder), else the manifests' ``higher_is_better`` (the harness copies it
+    from the same YAML), else ``known`` (facts stored in a leaderboard JSON), else higher-is-better with
+    ``direction_source`` saying it is unknown. Never from the task's or metric's name.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        info: dict[str, Any] = {}
+        for m in manifests:
+            entry = (m.get("tasks") or {}).get(task) if isinstance(m.get("tasks"), dict) else None
+            if isinstance(entry, dict):
+                info = {**entry, **info}  # the first manifest that says something wins
+        old = dict((known or {}).get(task) or {})
+        cfg, path = find_task_yaml(task, folders)
+        meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+        metrics = [m for m in cfg.get("metric_list") or [] if isinstance(m, dict)]
+        metric = str(
+            info.get("metric")
+            or meta.get("metric")
+            or (metrics and _metric_name(metrics[0]))
+            or old.get("metric")
+            or ""
+        )
+        entry = next((m for m in metrics if _metric_name(m) == metric), None)
+        if entry is not None and "higher_is_better" in entry:
+            hib, source = bool(entry["higher_is_better"]), f"task YAML {path.name if path else '?'}"
+        elif isinstance(info.get("higher_is_better"), bool):
+            hib, source = info["higher_is_better"], "evaluation manifest (from the task YAML)"
+        elif isinstance(old.get("higher_is_better"), bool):
+            hib, source = old["higher_is_better"], old.get("direction_source") or "leaderboard JSON"
+        else:
+            hib, source = True, "unknown: no task YAML or manifest says; assumed higher is better"
+        label = (entry or {}).get("unit") or meta.get("unit") or old.get("unit_label")
+        if label is None and metric in KNOWN_UNITS:
+            unit, label = KNOWN_UNITS[metric]
+        elif label is not None:
+            unit = "pct" if str(label).lower() in PCT_UNITS else "raw"
+            label = "%" if unit == "pct" else str(label)
+        else:
+            unit, label = "raw", (metric or "score")
+        proxy = bool(meta.get("proxy", info.get("proxy", old.get("proxy", False))))
+        out[task] = {
+            "metric": metric or task,
+            "higher_is_better": hib,
+            "direction_source": source,
+            "proxy": proxy,
+            "domain": str(meta.get("domain") or info.get("domain") or old.get("domain") or task_domain(task)),
+            "unit": unit,
+            "unit_label": label,
+        }
+    return out
+
+
+def better_or_worse(delta: float | None, higher_is_better: bool) -> str | None:
+    """ "better" / "worse" for a difference (arm − reference) in a metric of this direction; None for 0 or None.
+    The one place every output (Markdown, page, PNG, cards) turns a sign into a judgement."""
+    if delta is None or delta == 0 or (isinstance(delta, float) and math.isnan(delta)):
+        return None
+    return "better" if (delta > 0) == bool(higher_is_better) else "worse"
+
+
 def task_domain(task: str) -> str:
     """The paper's table a task belongs to, from its name: math (GSM8K, MATH), code (HumanEval, MBPP), else general."""
     name = task.lower()
@@ -564,7 +710,7 @@ def compare_matrix(
     seed_agrees = bool((p_seed < alpha or same_sign) and (low > 0 or high < 0))  # + the hierarchical CI
     estimable = n_seeds >= MIN_SEEDS_FOR_VERDICT
     significant = bool(estimable and item_sig and seed_agrees)
-    better = (mean > 0) == higher_is_better
+    better = better_or_worse(mean, higher_is_better) == "better"
     direction = ("better" if better else "worse") if significant else None
     if significant:
         label = "sig"
@@ -646,11 +792,13 @@ def summarize(
     alpha: float = 0.05,
     level: float = 0.95,
     compare_base: bool = True,
+    facts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """All statistics the leaderboard shows, as a JSON-serialisable dict (see module docstring for conventions).
 
     ``compare_base``: also compare every arm with ``base`` when a base result exists (Δ vs base: does fine-tuning
-    move the metric at all?), even if ``references`` does not list it.
+    move the metric at all?), even if ``references`` does not list it. ``facts``: per task at least
+    ``higher_is_better`` (:func:`metric_facts`); without it, :func:`task_facts` decides.
     """
     if not results:
         raise ValueError("summarize: no results")
@@ -668,7 +816,7 @@ def summarize(
                 f"arm {arm!r} trained on fewer examples than its budget: kept "
                 f"{', '.join(map(str, info['kept']))} < k = {info['budget_k']}"
             )
-    facts = {t: task_facts(t, results) for t in tasks}
+    facts = {t: dict(facts[t]) if facts and t in facts else task_facts(t, results) for t in tasks}
     per_task = {}
     for task in tasks:
         per_task[task] = _summarize_task(

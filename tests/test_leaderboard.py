@@ -85,8 +85,8 @@ def test_markdown_has_note_first_and_every_arm_and_task(rendered):
     head = md.splitlines()[:4]
     assert any(NOTE in line for line in head)
     for task in TASKS:
-        assert f"## {task}\n" in md
-        assert [r[0] for r in _table(md, task)] == ["base", "full", "random", "cpqs", "my-plugin"]
+        for ref in ("random", "full", "base"):  # one table per reference arm
+            assert [r[0] for r in _table(md, f"{task} vs {ref}")] == ["base", "full", "random", "cpqs", "my-plugin"]
 
 
 def _assert_p_cell(cell: str, want: float, abs: float = 0.0) -> None:
@@ -104,16 +104,16 @@ def test_json_round_trips_and_matches_markdown_numbers(rendered):
     assert doc == json.loads(json.dumps(expected))
     assert doc["summary"] == summary
     md = paths["md"].read_text(encoding="utf-8")
+    assert doc["stats"]["references"] == ["random", "full", "base"]
     for task in TASKS:
-        md_rows = {r[0]: r for r in _table(md, task)}
-        for row in doc["tables"][task]:
-            cells = md_rows[row["arm"]]
-            std = "—" if row["std"] is None else f"{100 * row['std']:.1f}"
-            assert cells[1] == f"{100 * row['mean']:.1f} ± {std}"
-            assert cells[2] == str(row["n_seeds"])
-            assert doc["stats"]["references"] == ["random", "full", "base"]
-            for k, ref in enumerate(("random", "full", "base")):
-                delta, p, power = cells[3 + 3 * k], cells[4 + 3 * k], cells[5 + 3 * k]
+        for ref in ("random", "full", "base"):
+            md_rows = {r[0]: r for r in _table(md, f"{task} vs {ref}")}
+            for row in doc["tables"][task]:
+                cells = md_rows[row["arm"]]
+                std = "—" if row["std"] is None else f"{100 * row['std']:.1f}"
+                assert cells[1] == f"{100 * row['mean']:.1f} ± {std}"
+                assert cells[2] == str(row["n_seeds"])
+                delta, p, min_p, mde = cells[3:7]
                 cmp = row["vs"][ref]
                 if row["arm"] == ref:
                     assert cmp is None and delta == "(reference)"
@@ -125,15 +125,12 @@ def test_json_round_trips_and_matches_markdown_numbers(rendered):
                 p_item, p_seed = p.split(" / ")
                 _assert_p_cell(p_item, cmp["p_value"], abs=6e-4)
                 _assert_p_cell(p_seed, cmp["p_value_seed"], abs=6e-4)
-                min_p, mde = power.split("; ")
                 min_item, min_seed = min_p.split(" / ")
                 _assert_p_cell(min_item, cmp["p_min_item"])
                 _assert_p_cell(min_seed, cmp["p_min_seed"])
-                assert float(mde) == pytest.approx(100 * cmp["mde"], abs=0.051)
-                marker = f"{ref}: " + (
-                    ("▲" if cmp["direction"] == "better" else "▼") if cmp["significant"] else cmp["label"]
-                )
-                assert marker in cells[-1]
+                assert float(mde.split(" ")[0]) == pytest.approx(100 * cmp["mde"], abs=0.051)
+                marker = ("▲" if cmp["direction"] == "better" else "▼") if cmp["significant"] else cmp["label"]
+                assert cells[-1] == marker
 
 
 def test_significance_markers_reflect_data(rendered):
@@ -143,9 +140,9 @@ def test_significance_markers_reflect_data(rendered):
     # p=0.8 vs 0.4 on 40 items x 3 seeds: a clear improvement; base (0.1) clearly worse than random.
     assert rows["cpqs"]["vs"]["random"]["significant"] and rows["cpqs"]["vs"]["random"]["direction"] == "better"
     assert rows["base"]["vs"]["random"]["direction"] == "worse"
-    md_rows = {r[0]: r for r in _table(paths["md"].read_text(encoding="utf-8"), "gsm8k")}
-    assert "random: ▲" in md_rows["cpqs"][-1] and "random: ▼" in md_rows["base"][-1]
-    assert "random: reference" in md_rows["random"][-1]
+    md_rows = {r[0]: r for r in _table(paths["md"].read_text(encoding="utf-8"), "gsm8k vs random")}
+    assert md_rows["cpqs"][-1] == "▲" and md_rows["base"][-1] == "▼"
+    assert md_rows["random"][-1] == "reference"
 
 
 def test_provenance_rows_carry_fields(rendered):
@@ -201,7 +198,7 @@ def test_png_is_valid_and_readable_size(rendered):
 def test_figure_caption_says_what_error_bars_are(rendered):
     paths, _, _ = rendered
     md = paths["md"].read_text(encoding="utf-8")
-    assert "bootstrap CI of that mean over items" in md and "(smoke.png)" in md
+    assert "hierarchical paired bootstrap CI" in md and "(smoke.png)" in md and "Forest plot" in md
 
 
 def test_render_rejects_bad_names_and_empty_note(tmp_path, rendered):
@@ -380,9 +377,10 @@ def test_agreeing_seeds_give_a_verdict_and_proxies_are_labelled(tmp_path):
     row = next(r for r in doc["tables"]["gsm8k_nll"] if r["arm"] == "cpqs")
     assert row["vs"]["random"]["mean_diff"] < 0 and "random: ▲" in row["marker"]  # lower NLL is better
     md = paths["md"].read_text(encoding="utf-8")
-    assert "### gsm8k_nll" in md and "proxy, lower is better" in md
+    assert "### math / gsm8k_nll" in md and "lower is better, proxy" in md
     mdes = [r["vs"]["random"]["mde"] for r in doc["tables"]["gsm8k"] if r["arm"] != "random"]
-    assert f"n = 60 items; minimum detectable effect at 80% power (pp): vs random {100 * min(mdes):.1f}–" in md
+    assert "- gsm8k: n = 60 items; " in md
+    assert f"the smallest difference it would detect with 80% power is {100 * min(mdes):.1f}–" in md
     assert "conditional on the evaluation items and the drawn fine-tuning seeds" in md
     assert doc["task_facts"]["gsm8k_nll"]["unit"] == "raw" and doc["task_facts"]["gsm8k"]["unit"] == "pct"
 
@@ -391,15 +389,15 @@ def test_two_seeds_say_seed_variation_not_estimable(tmp_path):
     results = _synthetic((1, 2), {1: 0.4, 2: 0.4})
     paths = leaderboard.render(summarize(results, n_boot=300), results, tmp_path, "two", NOTE)
     md = paths["md"].read_text(encoding="utf-8")
-    rows = {r[0]: r for r in _table(md, "gsm8k_nll")}
-    assert "random: seed variation not estimable" in rows["cpqs"][-1]
+    rows = {r[0]: r for r in _table(md, "gsm8k_nll vs random")}
+    assert "seed variation not estimable" in rows["cpqs"][-1]
     assert "▲" not in rows["cpqs"][-1] and "▼" not in rows["cpqs"][-1]
 
 
 def test_underpowered_cell_says_cannot_reach_alpha_never_ns(tmp_path):
     results = _synthetic((1, 2, 3), {1: 0.9, 2: 0.9, 3: 0.9}, n=4)
     paths = leaderboard.render(summarize(results, n_boot=200), results, tmp_path, "tiny", NOTE)
-    rows = {r[0]: r for r in _table(paths["md"].read_text(encoding="utf-8"), "gsm8k")}
+    rows = {r[0]: r for r in _table(paths["md"].read_text(encoding="utf-8"), "gsm8k vs random")}
     assert "cannot reach α (n = " in rows["cpqs"][-1]
     assert "n.s." not in rows["cpqs"][-1]
 
@@ -411,7 +409,7 @@ def test_domain_tables_budget_kept_revision_and_items(tmp_path):
     doc = json.loads(paths["json"].read_text(encoding="utf-8"))
     md = paths["md"].read_text(encoding="utf-8")
     assert doc["domains"] == {"math": ["gsm8k", "gsm8k_nll"]}
-    dom = {r[0]: r for r in _table(md, "Domain: math")}
+    dom = {r[0]: r for r in _table(md, "Arms")}
     assert dom["cpqs"][1:4] == ["cpqs", "0.1 (k = 10)", "7 ⚠ < k"] and dom["random"][3] == "10"
     assert dom["full"][1:4] == ["—", "—", "—"]
     assert "fewer examples than the budget" in md and doc["arm_info"]["cpqs"]["short"] is True

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from fake_run import ARMS, make_run
 
+from cpqs_bench import leaderboard
 from cpqs_bench.leaderboard_page import read_page_data, task_facts, write_index, write_pages
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +54,10 @@ def test_page_data_equals_the_leaderboard_json(board):
         for row in rows:
             c = data["cells"][task][row["arm"]]
             assert (c["mean"], c["ci_low"], c["ci_high"]) == (row["mean"], row["item_ci_low"], row["item_ci_high"])
-            assert c["vs"].get("random", {}) == (row["vs"].get("random") or {}) or row["vs"].get("random") is None
+            got = dict(c["vs"].get("random") or {})
+            judgement = got.pop("judgement", None)  # the leaderboard's better/worse of a verdict, for the colours
+            assert got == (row["vs"].get("random") or {})
+            assert judgement == leaderboard.verdict_of(row["vs"].get("random"))[1]
     assert data["arms"]["cpqs"]["budget"] == "4" and data["arms"]["cpqs"]["kept"] == [4]
     assert data["arms"]["full"]["selector"] == "full" and data["arms"]["base"]["budget"] == "—"
     assert data["arms"]["cpqs"]["model"] == "tiny/model"

@@ -34,6 +34,17 @@
   }
   function pct(x) { return x === null || x === undefined ? "—" : fix1(100 * x); }
   function pp(x) { return x === null || x === undefined ? "—" : (x > 0 ? "+" : x < 0 ? "−" : "±") + fix1(Math.abs(100 * x)); }
+  // Each task in its metric's unit (D.tasks[].unit / unit_label, from the task YAML via the leaderboard JSON): "pct"
+  // metrics in % and percentage points, the others (NLL per byte, ...) in their own unit with four decimals.
+  function meta(t) { return (D.tasks.filter(function (x) { return x.name === t; })[0]) || {}; }
+  function isPct(t) { var u = meta(t).unit; return u === undefined || u === "pct"; }
+  function val(t, x) { return isPct(t) ? pct(x) : (x === null || x === undefined ? "—" : x.toFixed(4)); }
+  function dlt(t, x) {
+    if (isPct(t)) return pp(x);
+    return x === null || x === undefined ? "—" : (x > 0 ? "+" : x < 0 ? "−" : "±") + Math.abs(x).toFixed(4);
+  }
+  function unitOf(t) { return isPct(t) ? "%" : (meta(t).unit_label || meta(t).metric || "value"); }
+  function dunitOf(t) { return isPct(t) ? "pp" : unitOf(t); }
   function pval(p) { return p === null || p === undefined ? "—" : (p >= 0.001 ? p.toFixed(3) : p.toExponential(1)); }
   function short(v) {
     if (v === null || v === undefined || v === "") return "missing";
@@ -70,16 +81,10 @@
     var c = cell(task, arm);
     return c && ref0 && c.vs && c.vs[ref0] ? c.vs[ref0] : null;
   }
-  function domainAvg(domain, arm) {
-    var xs = domain.tasks.map(function (t) { var c = cell(t, arm); return c ? c.mean : null; });
-    if (!xs.length || xs.some(function (x) { return x === null; })) return null;
-    return xs.reduce(function (a, b) { return a + b; }, 0) / xs.length;
-  }
   function sortValue(domain, arm, col) {
     var a = D.arms[arm] || {};
     if (col === "arm" || col === "model" || col === "selector") return a[col] || arm;
     if (col === "budget") { var b = parseFloat(a.budget); return isNaN(b) ? (a.budget === "all" ? Infinity : -Infinity) : b; }
-    if (col === "avg") return domainAvg(domain, arm);
     var i = col.indexOf(":"), kind = col.slice(0, i), task = col.slice(i + 1);
     if (kind === "mean") { var c = cell(task, arm); return c ? c.mean : null; }
     if (kind === "delta") { var d = delta(task, arm); return d ? d.mean_diff : null; }
@@ -135,13 +140,12 @@
     domain.tasks.forEach(function (t) {
       var m = 0;
       Object.keys(D.cells[t] || {}).forEach(function (a) { var c = D.cells[t][a]; m = Math.max(m, c.ci_high || 0, c.mean || 0); });
-      scales[t] = m > 0 ? Math.min(1, m * 1.1) : 1;
-      var meta = (D.tasks.filter(function (x) { return x.name === t; })[0]) || {};
-      head.appendChild(header(domain, "mean:" + t, t + " (%)", (meta.metric || "score") + ", mean over seeds; bar: " +
-        Math.round(100 * (D.ci_level || 0.95)) + "% item-bootstrap CI, axis 0–" + (100 * scales[t]).toFixed(0) + "%"));
-      if (ref0) head.appendChild(header(domain, "delta:" + t, "Δ vs " + ref0 + " (pp)", "paired difference to the reference arm " + ref0 + " with its CI and p-value"));
+      scales[t] = m > 0 ? (isPct(t) ? Math.min(1, m * 1.1) : m * 1.1) : 1;
+      var mt = meta(t), dir = mt.higher_is_better === false ? "lower is better" : "higher is better";
+      head.appendChild(header(domain, "mean:" + t, t + " (" + unitOf(t) + ")", (mt.metric || "score") + " in " + unitOf(t) + ", " + dir +
+        (mt.proxy ? ", proxy" : "") + "; mean over seeds; bar: " + Math.round(100 * (D.ci_level || 0.95)) + "% item-bootstrap CI, axis 0–" + val(t, scales[t])));
+      if (ref0) head.appendChild(header(domain, "delta:" + t, "Δ vs " + ref0 + " (" + dunitOf(t) + ")", "paired difference to the reference arm " + ref0 + " with its CI and p-value; " + dir));
     });
-    if (domain.tasks.length > 1) head.appendChild(header(domain, "avg", "domain mean (%)", "unweighted mean of this domain's task means"));
     table.appendChild(el("thead", {}, [head]));
     var arms = armsOf(domain);
     var s = state.sort;
@@ -168,10 +172,10 @@
         var td = el("td", { cls: "score", "data-col": "mean:" + t, "data-task": t });
         if (c && c.mean !== null) {
           td.setAttribute("data-value", String(c.mean));
-          td.appendChild(el("span", { cls: "num", text: pct(c.mean) }));
-          if (c.std !== null) td.appendChild(el("span", { cls: "std", text: " ±" + pct(c.std) }));
+          td.appendChild(el("span", { cls: "num", text: val(t, c.mean) }));
+          if (c.std !== null) td.appendChild(el("span", { cls: "std", text: " ±" + val(t, c.std) }));
           td.appendChild(ciBar(c, scales[t]));
-          td.title = "CI " + pct(c.ci_low) + "–" + pct(c.ci_high) + " %, " + c.n_items + " items, " + c.n_seeds + " seed(s)";
+          td.title = "CI " + val(t, c.ci_low) + "–" + val(t, c.ci_high) + " " + unitOf(t) + ", " + c.n_items + " items, " + c.n_seeds + " seed(s)";
         } else td.appendChild(el("span", { cls: "num", text: "—" }));
         tr.appendChild(td);
         if (ref0) {
@@ -180,21 +184,15 @@
           if (arm === ref0) dd.appendChild(el("span", { cls: "ref", text: "reference" }));
           else if (d && d.mean_diff !== null) {
             dd.setAttribute("data-value", String(d.mean_diff));
-            var sig = d.significant ? (d.mean_diff > 0 ? " up" : " down") : "";
-            dd.appendChild(el("span", { cls: "num" + sig, text: pp(d.mean_diff) }));
-            dd.appendChild(el("span", { cls: "ci", text: " [" + pp(d.ci_low) + ", " + pp(d.ci_high) + "]" }));
+            // the judgement comes from the leaderboard (stats.better_or_worse in the metric's direction), never the sign
+            var sig = d.judgement === "better" ? " up" : d.judgement === "worse" ? " down" : "";
+            dd.appendChild(el("span", { cls: "num" + sig, text: dlt(t, d.mean_diff) + (d.judgement === "better" ? " ▲" : d.judgement === "worse" ? " ▼" : "") }));
+            dd.appendChild(el("span", { cls: "ci", text: " [" + dlt(t, d.ci_low) + ", " + dlt(t, d.ci_high) + "]" }));
             dd.title = "p = " + pval(d.p_value) + " (" + (d.p_method || "?") + "), " + (d.label || "");
           } else dd.appendChild(el("span", { cls: "num", text: "—" }));
           tr.appendChild(dd);
         }
       });
-      if (domain.tasks.length > 1) {
-        var v = domainAvg(domain, arm);
-        var td = el("td", { "data-col": "avg", cls: "score" });
-        if (v !== null) td.setAttribute("data-value", String(v));
-        td.appendChild(el("span", { cls: "num", text: pct(v) }));
-        tr.appendChild(td);
-      }
       tr.addEventListener("click", function () { state.open = arm; render(); });
       tr.addEventListener("keydown", function (e) { if (e.key === "Enter") { state.open = arm; render(); } });
       body.appendChild(tr);
@@ -237,15 +235,13 @@
     D.tasks.forEach(function (t) {
       var ns = Object.keys(D.cells[t.name] || {}).map(function (a) { return D.cells[t.name][a].n_items; }).filter(function (x) { return x; });
       var n = ns.length ? Math.max.apply(null, ns) : 0;
-      var hw = halfWidth(t.name);
-      var worst = n ? 100 * 1.96 * Math.sqrt(0.25 / n) : null;
-      ul.appendChild(el("li", { text: t.name + " (" + (t.dataset_id || "dataset not named") + ", " + (t.metric || "score") + "): " + n + " items; " +
-        (hw !== null ? "the median " + Math.round(100 * (D.ci_level || 0.95)) + "% CI of one arm spans ±" + (100 * hw).toFixed(1) + " pp" : "CIs are degenerate (every item scored alike)") +
-        (worst !== null ? "; at a 50% score, " + n + " items resolve no difference smaller than about ±" + worst.toFixed(1) + " pp." : ".") }));
+      ul.appendChild(el("li", { text: t.name + " (" + (t.dataset_id || "dataset not named") + ", " + (t.metric || "score") + " in " + unitOf(t.name) +
+        (t.higher_is_better === false ? ", lower is better" : ", higher is better") + (t.proxy ? ", proxy" : "") + "): " + n + " items." }));
     });
+    var lines = (D.static && D.static.power_lines) || [];
+    lines.forEach(function (line) { ul.appendChild(el("li", { cls: "power", text: "Power: " + line })); });
     ul.appendChild(el("li", { text: "It can show which selector's data gave the better fine-tuned model on these items, for this base model, pool and budget, with paired tests against the reference arms (" + (D.references.join(", ") || "none") + ")." }));
     ul.appendChild(el("li", { text: "It cannot show that a ranking transfers to other base models, pools, budgets or benchmarks; that an arm without a significant difference is equal to its reference (absence of evidence); or anything about differences below the resolution above." }));
-    if (D.power !== null && D.power !== undefined) ul.appendChild(el("li", { text: "Power: " + short(D.power) }));
     box.appendChild(ul);
     if (D.warnings.length) {
       box.appendChild(el("h3", { text: "Warnings" }));
@@ -274,13 +270,13 @@
       var c = cell(t.name, arm);
       if (!c) return;
       var div = el("div", { cls: "task", "data-task": t.name });
-      div.appendChild(el("h4", { text: t.name + ": " + pct(c.mean) + " %" + (c.std !== null ? " ± " + pct(c.std) : "") }));
-      div.appendChild(el("p", { text: "per seed: " + (c.per_seed.map(function (s) { return "seed " + s.seed + " = " + pct(s.score); }).join(", ") || "—") +
-        "; item CI " + pct(c.ci_low) + "–" + pct(c.ci_high) + " % over " + c.n_items + " items" }));
+      div.appendChild(el("h4", { text: t.name + ": " + val(t.name, c.mean) + " " + unitOf(t.name) + (c.std !== null ? " ± " + val(t.name, c.std) : "") }));
+      div.appendChild(el("p", { text: "per seed: " + (c.per_seed.map(function (s) { return "seed " + s.seed + " = " + val(t.name, s.score); }).join(", ") || "—") +
+        "; item CI " + val(t.name, c.ci_low) + "–" + val(t.name, c.ci_high) + " " + unitOf(t.name) + " over " + c.n_items + " items" }));
       var vs = el("ul");
       Object.keys(c.vs || {}).forEach(function (r) {
         var d = c.vs[r];
-        vs.appendChild(el("li", { text: "vs " + r + ": " + (d ? pp(d.mean_diff) + " pp [" + pp(d.ci_low) + ", " + pp(d.ci_high) + "], p = " + pval(d.p_value) + " (" + (d.p_method || "?") + "), " + (d.label || "") + ", " + d.n_paired + " paired items" : "reference") }));
+        vs.appendChild(el("li", { text: "vs " + r + ": " + (d ? dlt(t.name, d.mean_diff) + " " + dunitOf(t.name) + " [" + dlt(t.name, d.ci_low) + ", " + dlt(t.name, d.ci_high) + "], p = " + pval(d.p_value) + " (" + (d.p_method || "?") + "), " + (d.label || "") + ", " + d.n_paired + " paired items" : "reference") }));
       });
       div.appendChild(vs);
       var items = D.items[arm] || {};
@@ -309,14 +305,17 @@
   }
   function render() {
     app.textContent = "";
-    document.getElementById("note").textContent = D.note;
     app.appendChild(renderFilters());
     D.domains.forEach(function (d) { app.appendChild(renderDomain(d)); });
     if (pairwise) app.appendChild(pairwise);
     app.appendChild(renderCaveats());
-    app.appendChild(el("p", { cls: "foot", text: "Scores in %, differences in percentage points. Click a row for its provenance and per-item results; click a column header to sort. Data: " + D.experiment + ".json (" + (D.source_schema || "?") + ")." }));
+    app.appendChild(el("p", { cls: "foot", text: "Each task in its metric's unit (% and percentage points for accuracy; proxies such as NLL per byte in their own unit); no mean is taken across metrics. Click a row for its provenance and per-item results; click a column header to sort. Data: " + D.experiment + ".json (" + (D.source_schema || "?") + ")." }));
     renderDrawer();
     writeHash();
+    // where the summary ends on screen (the browser test checks it is above the fold)
+    var summary = document.getElementById("summary");
+    if (summary) document.body.setAttribute("data-summary-bottom", String(Math.round(summary.getBoundingClientRect().bottom + window.scrollY)));
+    document.body.setAttribute("data-viewport-height", String(window.innerHeight));
     document.body.setAttribute("data-ready", "1");
   }
   document.addEventListener("keydown", function (e) { if (e.key === "Escape" && state.open) { state.open = ""; render(); } });
