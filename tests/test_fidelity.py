@@ -383,6 +383,8 @@ def test_mods_cls_embedding_of_the_instruction_equals_the_oracle():
 
 
 def test_mods_necessity_beam_search_and_no_reward_cut(tmp_path):
+    """instruction_filter.py: beam search (num_beams, no sampling); quality-evaluation.py: the first logit of
+    model(**tokenizer(question, answer)) with no truncation."""
     from cpqs_bench.selectors import mods
 
     model, tok = tiny.model("chatml")
@@ -396,6 +398,27 @@ def test_mods_necessity_beam_search_and_no_reward_cut(tmp_path):
                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
             )  # fmt: skip
         assert g == tok.decode(ref[0, ids.shape[1] :], skip_special_tokens=True)
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    rm = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+    ).eval()
+    for w in rm.parameters():  # large random weights: the input must move the logit visibly
+        torch.nn.init.normal_(w, std=0.5)
+    pairs = [("Explain why the sky is blue in simple words.", "Photosynthesis converts light energy. " * 3)]
+    enc = tok(*pairs[0], return_tensors="pt")
+    assert enc["input_ids"].shape[1] > 8
+    with torch.no_grad():
+        want = float(rm(**enc).logits[0, 0])
+    assert mods.reward_scores(rm, tok, pairs, 1, None) == pytest.approx([want], abs=1e-5)
+    cut = tok(*pairs[0], truncation=True, max_length=8, return_tensors="pt")
+    with torch.no_grad():
+        want_cut = float(rm(**cut).logits[0, 0])
+    assert abs(want_cut - want) > 1e-3  # the cut changes the reward: MoDS does not cut
+    assert mods.reward_scores(rm, tok, pairs, 1, 8) == pytest.approx([want_cut], abs=1e-5)
 
 
 # ------------------------------------------------------------------------------------------ thirds
