@@ -27,6 +27,16 @@ For each example, two losses over the **same response tokens** ``r_1..r_n``:
   prompt and truncate each pass separately; here the header is the template's own and both passes share one
   truncation (below).
 
+**Rendering** (``selectors.ifd.prompt``): ``template`` (default) renders the conditioned pass with ``prompt.template``
+(the fine-tuning template, :func:`cpqs_bench.prompts.render`); ``reference`` renders each selector's reference
+text and tokenises it whole as the scripts do (:func:`cpqs_bench.prompts.render_ifd_reference`): ``ifd`` and
+``perplexity`` Cherry_LLM's Alpaca ``PROMPT_DICT`` (``prompt_input`` when the row has an input, else
+``prompt_no_input``, both ending ``### Response:`` right before the answer), ``ifd_ppl`` and ``superfiltering``
+Superfiltering's ``"{instruction}\\n{input}\\n"`` / ``"{instruction}\\n"``; with it the Cherry direct-answer header is
+Cherry's own ``### Response:``. The instruction / input come from :func:`cpqs_bench.prompts.alpaca_fields` (an
+error when a row's user text cannot be split exactly). **Length:** ``selectors.ifd.max_length`` (Cherry's scripts:
+512) or ``prompt.max_length``; ``selectors.ifd.proxy_max_length`` for the proxy (Superfiltering's default: 1024).
+
 Two published variants, under distinct names:
 
 * ``ifd``     = ``L_c / L_u`` — ratio of mean CE losses (Cherry_LLM, "From Quantity to Quality", Li et al. 2024);
@@ -55,6 +65,28 @@ dtype and summed per sequence in fp64. An fp32 copy of bf16 logits would not mak
 ``alpaca_gpt4`` examples with the embedded SmolLM2-135M (bf16), IFD differs from the fp32 model's by 2.70e-3 on
 average either way (Spearman 0.99916 with an fp32 cross-entropy, 0.99915 with the bf16 one; the two differ by
 2.8e-4), while the cast and the fp32 log-softmax cost as much as the head itself on a CPU (below).
+
+**Differences from the reference** (Cherry_LLM ``cherry_seletion/data_analysis.py``, ``scripts/cherry_analysis.sh``,
+``scripts/pre_experience_analysis.sh``, ``cherry_seletion/data_by_cluster.py``; Superfiltering
+``code_ifd/data_analysis.py``, ``scripts/step1_select_data_analysis_gpt2.sh``):
+
+1. **Cherry's pre-experienced model is skipped.** Cherry scores with a model first fine-tuned briefly on a clustered
+   subset (``pre_experience_analysis.sh`` -> ``data_by_cluster.py`` -> a short fine-tune); here the target model as
+   it is (self-guided with the base model, which Cherry's README "V2" and Superfiltering both allow).
+2. The conditioned prompt is ``prompt.template``'s unless ``selectors.ifd.prompt: reference`` (the paper presets):
+   with ``template``, an Alpaca row's input is pasted into the instruction (the project's ``instruction\\n\\ninput``
+   user turn), where Cherry renders ``prompt_input`` with ``### Input:`` and Superfiltering ``{instruction}\\n{input}``.
+3. Length: ``prompt.max_length`` (2048 in the presets before #26) unless ``selectors.ifd.max_length`` (Cherry: 512;
+   Superfiltering: 1024). One truncation for both passes (the unconditioned pass reuses the conditioned pass's
+   response ids); Cherry cuts ``direct_answer_text`` separately at ``max_length - len(instruction ids) + 4``.
+4. The unconditioned context: the tokenizer's default BOS + the response header as the conditioned prompt tokenised
+   it (Cherry: ``'### Response:' + output`` tokenised whole, so the answer's first token may merge differently).
+5. When a pass has nothing before ``r_1`` (Superfiltering on GPT-2), ``r_1`` is left out of both means (the
+   scripts keep it in ``L_c`` only).
+6. Batched, length-sorted forwards, the LM head only at response positions, cross-entropy in the logits' dtype
+   (the scripts: one example at a time in fp32, HF's mean loss).
+7. Ranking and the budget are :mod:`cpqs_bench.select`'s (a count or fraction of the scored pool); the IFD >= 1 rows
+   are excluded (``drop_ifd_ge_1``) as both papers drop them.
 """
 
 from __future__ import annotations

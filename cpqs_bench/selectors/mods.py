@@ -11,13 +11,22 @@ Followed files of CASIA-LM/MoDS:
    (``mods_low_quality``), keeping their reward as the score for diagnostics.
 2. **Coverage** (``diverse-data-selection/run.py``, ``kcenter_greedy.py``): k-center greedy on sentence embeddings
    of the *instructions* of the high-quality subset picks the seed set (``seed_count``: a fraction of the
-   high-quality subset or a count). MoDS embeds with ``bert-base-uncased``; here ``selectors.mods.embedding``
-   (``target``: the target model's mean-pooled last hidden state over the instruction text; or a model spec).
+   high-quality subset or a count). MoDS embeds ``d["instruction"]`` with ``bert-base-uncased``: the ``[CLS]``
+   vector (``last_hidden_state[:, 0]``), unnormalised, ``max_length=96``. Here ``selectors.mods.embedding``
+   (``target``: the target model; or a model spec), ``embedding_pooling`` (``cls`` as MoDS, or ``mean``: mean-pooled
+   and L2-normalised), ``embedding_text`` (``instruction`` as MoDS, or ``whole``: instruction + input) and
+   ``embedding_max_length`` (MoDS: 96; None: ``selectors.diversity.max_length``) — :func:`instruction_embeddings`.
    The greedy is :func:`cpqs_bench.selectors.diversity.kcenter_greedy` (deterministic first center, see there).
+   **Seed-set size:** MoDS's code has no rule — ``run.py`` takes ``K`` on its command line (``top_k`` in the
+   README) and the paper reports only the final 4,000-example set; ``seed_count = 0.3`` (of the high-quality subset)
+   is this project's choice, to be set per experiment.
 3. **Necessity** (``inference/instruction_filter.py``, ``necessity-evaluation/necessity-evaluation.py``,
    ``necessity-instruction-extraction.py``): the model fine-tuned on the seed set answers every other high-quality
-   instruction (greedy), the reward model scores those answers, and an instruction whose answer scores below
-   ``necessity_threshold`` is "necessary". The final MoDS set is seed ∪ necessary (``merge.py``).
+   instruction, the reward model scores those answers, and an instruction whose answer scores below
+   ``necessity_threshold`` is "necessary". The final MoDS set is seed ∪ necessary (``merge.py``). MoDS answers by
+   beam search (``GenerationConfig(num_beams=4, temperature=0.1, top_p=0.75)`` without sampling, so the last two
+   are inert) up to ``model_max_length`` = 1,024 new tokens: ``selectors.mods.necessity_num_beams`` /
+   ``necessity_max_new_tokens`` (defaults: greedy, ``max_new_tokens`` = 128; MoDS's values in ``paper_gsm8k``).
 
 **Seed model.** A selector cannot fine-tune, so the three phases are separate functions —
 :func:`quality_and_coverage` (phases 1–2 → :class:`Coverage`), :func:`necessity` (phase 3, given the seed model →
@@ -42,6 +51,24 @@ training template (``prompt.template`` / ``prompt.system_prompt``), the format a
 reward = higher), tier 0 the rest of the high-quality subset (higher quality = higher). ``select``'s top-k is then
 seed ∪ necessary when the budget equals their number, seeds first when it is smaller, and filled by quality when
 it is larger. ``extra`` carries ``mods`` (seed / necessary / quality_only), ``quality`` and ``seed_answer_reward``.
+
+**Differences from the reference** (CASIA-LM/MoDS ``quality-evaluation/quality-evaluation.py``,
+``diverse-data-selection/run.py``, ``inference/instruction_filter.py``, ``necessity-evaluation/*.py``, ``train/``):
+
+1. The reward model's input is cut at ``selectors.mods.reward_max_length`` (default 512); MoDS does not cut
+   (``tokenizer(question, answer, return_tensors='pt')``): ``reward_max_length: null`` (``paper_gsm8k``).
+2. Embeddings: mean-pooled, L2-normalised, instruction + input at ``selectors.diversity.max_length`` by default;
+   MoDS's ``[CLS]`` of the instruction at 96 tokens with ``embedding_pooling: cls``, ``embedding_text:
+   instruction``, ``embedding_max_length: 96``. An Alpaca row whose fields are not known keeps its input in the
+   embedded text (:func:`cpqs_bench.prompts.alpaca_fields`).
+3. Necessity answers are greedy, 128 new tokens by default (the numbers cut GSM8K chains of thought short and can
+   inflate the "necessary" tier); MoDS's 4 beams and 1,024 tokens with ``necessity_num_beams`` /
+   ``necessity_max_new_tokens``. The prompt is the training template (``prompt.template``), what the seed model was
+   fine-tuned on here; MoDS prompts with the Alpaca ``PROMPT_DICT`` its seed model was fine-tuned on.
+4. The seed model is a LoRA adapter on the target (the experiment's frozen recipe) in ``reproduce``; MoDS fine-tunes
+   all weights (``train/run.sh``). Outside ``reproduce`` the untuned target stands in, labelled on every row.
+5. The seed-set size has no rule in MoDS (a command-line ``K``); ``seed_count`` is this project's choice.
+6. MoDS returns a set; here a ranking (seed, necessary, quality tiers) so ``select`` can take any budget.
 """
 
 from __future__ import annotations

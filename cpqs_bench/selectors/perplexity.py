@@ -14,6 +14,12 @@ shards also hold ``L_u`` (the unconditioned pass is part of the shared computati
 the shards stay interchangeable with IFD's).
 
 Rows that IFD skips (empty response, dropped by the length policy) are excluded with the same reasons.
+
+**Differences from the reference** (Marion et al. 2023 publish no code; the loss is Cherry_LLM's conditioned pass,
+``cherry_seletion/data_analysis.py`` ``get_perplexity_and_embedding_part_text``): the NLL of the *response given
+its prompt* under the *target* model (the paper: the whole text's perplexity under a separate reference model, for
+pretraining data); rendering and length follow ``selectors.ifd.prompt`` / ``selectors.ifd.max_length`` (Cherry's
+prompt with ``reference``), as the IFD shards it shares; see :mod:`cpqs_bench.selectors.ifd`.
 """
 
 from __future__ import annotations

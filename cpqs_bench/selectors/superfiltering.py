@@ -10,6 +10,21 @@ the proxy tokenizer's default BOS or nothing (``tokenizer.encode(output_i)`` in 
 :mod:`cpqs_bench.selectors.ifd`); ``selectors.proxy_ifd_context: cherry`` scores after the proxy template's response
 header instead. Unlike the original script, nothing here assumes the Alpaca pool size: the budget is
 applied later by :mod:`cpqs_bench.select` (a count or a fraction of whatever pool was scored).
+
+**Differences from the reference** (tianyi-lab/Superfiltering ``code_ifd/data_analysis.py``,
+``code_ifd/put_analysis_to_data.py``, ``code_ifd/select_data.py``, ``scripts/step1_select_data_analysis_gpt2.sh``):
+
+1. The proxy prompt: ``selectors.proxy_template`` (``none``: ``"{user text}\\n"``, the Alpaca input pasted into the
+   user text as ``instruction\\n\\ninput``) unless ``selectors.ifd.prompt: reference``, which renders
+   ``PROMPT_DICT_NONE`` exactly (``"{instruction}\\n{input}\\n"`` / ``"{instruction}\\n"``) and tokenises the whole text
+   as ``data_analysis.py`` does.
+2. Length: ``selectors.ifd.proxy_max_length`` (Superfiltering's default 1024; paper presets) else
+   ``prompt.max_length``; one truncation shared by both passes (the script cuts ``output`` alone at
+   ``max_length - len(instruction ids) + 1``).
+3. ``r_1`` of a GPT-2 proxy (no BOS) is left out of both means; the script keeps it in the conditioned loss only.
+4. Selection: ``select`` takes the top-k by IFD of the rows with IFD < 1 (``select_data.py`` sorts and takes a
+   ratio of the Alpaca pool); ``Superfiltering.D`` is ``selectors.then: facility_location`` on the top
+   ``pre_fraction`` (``code_diversity_fla/do_fla.py``), see :mod:`cpqs_bench.selectors.diversity`.
 """
 
 from __future__ import annotations

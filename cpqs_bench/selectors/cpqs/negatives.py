@@ -27,6 +27,11 @@ revision in ``model.dtype`` (a shared HF ``loader`` is not used for it); a vLLM 
 in its settings, so HF and vLLM parts never mix on resume. Greedy vLLM and HF answers agree up to kernel numerics,
 not bit for bit.
 
+**Differences from the reference** (Victory0431/CPQS-Tuning has no generation script: its ``train_cnn.py`` reads
+ready-made negative files, ``alpaca_gpt4_data_llama.json`` / ``alpaca_gpt4_data_qwen251.json``, whose names are all
+it says of their models): the generators, the prompt (the training template's generation prefix) and the decoding
+settings are this project's choices, recorded with every answer; unfinished answers are dropped rather than kept.
+
 HF generation pads on the left (every row's prompt then ends at the same column, so the new tokens of every row start
 at the input width); each row's answer is cut at its first stop token. vLLM gets a whole part per call (its own
 continuous batching). Work is saved in append-only part files

@@ -14,12 +14,19 @@ Sources (``selectors.cpqs.pairs_source``):
   ``parse_args``/``build_dataset`` of ``renllll/CPQS-Tuning``): GPT-4 positives ``alpaca_gpt4_data.json`` and two
   small-model negative files whose answer is in ``模型输出``. ``composition: paired`` (default) pairs each positive
   with one negative of the same instruction (1:1, the negative set rotating by instruction); ``reference`` keeps
-  every positive and every negative of both sets (pos:neg = 1:2, as the reference concatenates them). Deliberate
-  difference: the reference samples ``max_steps`` texts from the shuffled union; here ``n_pairs`` samples whole
-  instruction groups, so the held-out split stays instruction-disjoint.
+  every positive and every negative of both sets (pos:neg = 1:2, as the reference concatenates them);
+  ``reference_mix`` is the reference's own draw (:func:`reference_mix`).
 
-:func:`disjoint_pairs` drops every training group whose instruction is in the pool being scored (the CNN must not
-score answers it was trained on) and returns the overlap count for the manifest.
+**Order (issue #26):** every source is built whole; :func:`select` first drops every group whose instruction is in the
+pool being scored (the CNN must not score answers it was trained on; ``skipped["overlap_with_pool"]``) and only then
+draws ``n_pairs`` units (:func:`draw`), so ``short_of_n_pairs`` is the shortfall after the drop. The out-of-fold
+path calls :func:`select` per fold. :func:`disjoint_pairs` counts the overlap of an already drawn set (preflight).
+
+**Differences from the reference** (``train_cnn.py`` ``build_dataset`` of Victory0431/CPQS-Tuning at ``ce89a54``):
+``paired`` (the default) and ``reference`` draw ``n_pairs`` instruction *groups* (so a held-out split can stay
+instruction-disjoint) where the reference draws ``max_steps`` texts from the shuffled union (``reference_mix``);
+the pool-overlap drop; identical answers and duplicate prompts dropped and counted; the question text is the
+project's unless ``question_format: reference``.
 
 Every labelled example carries a *group* key, a hash of its prompt, so the validation split can keep each
 instruction on one side only (otherwise the classifier is scored on instructions it has seen).

@@ -2,18 +2,33 @@
 
 Follows ``train_cnn.py`` of the reference (``renllll/CPQS-Tuning``, fork ``Victory0431/CPQS-Tuning``): Adam (lr
 1e-4), batch 1 with 16-step gradient accumulation, cross-entropy over {bad, good}, autocast with a ``GradScaler``
-when it runs in float16. Steps: build pairs (:mod:`.pairs`) -> drop pairs whose instruction is in the pool to be
-scored (:func:`.pairs.disjoint_pairs`, counted in the metrics as ``overlap``) -> split by instruction group (no
+when it runs in float16. Steps: build pairs (:mod:`.pairs`), dropping every group whose instruction is in the pool to
+be scored *before* ``n_pairs`` are drawn (:func:`.pairs.select`, counted in the metrics as ``overlap``; the
+``out_of_fold`` path drops each fold's instructions, then draws) -> split by instruction group (no
 instruction on both sides) -> hidden-state features of the target model for every example, once, into the feature
 cache (:mod:`cpqs_bench.features`) -> train -> report accuracy / F1 / AUC on the held-out instructions, the AUC on
 *length-matched* held-out pairs and Spearman(score, response length) (the length confound: a classifier that only
 learned "longer = better" keeps its AUC overall and loses it on length-matched pairs; it is then flagged) -> write
 the checkpoint (:mod:`.checkpoint`).
 
-Deliberate differences from the reference: the held-out split and its metrics (the reference trains on everything
-and reports none); epochs over a fixed pair set instead of ``max_steps`` samples of the shuffled union; bf16
-autocast where the hardware has it (no scaler needed), fp16 + ``GradScaler`` on GPUs without bf16, fp32 on CPUs
-without bf16 (the reference always runs CUDA fp16 autocast with a scaler).
+**Differences from the reference** (``train_cnn.py`` of Victory0431/CPQS-Tuning at ``ce89a54``, the original
+authors' file: ``build_dataset``, ``select_hidden_states``, ``build_prompts``, ``train``):
+
+1. Training data: ``composition: paired`` / ``reference`` draw ``n_pairs`` instruction *groups* and train
+   ``epochs`` over them with a held-out split by instruction (and its metrics: accuracy, F1, AUC, the
+   length-matched AUC); the reference draws ``max_steps`` = 15,000 *texts* from the shuffled union of positives and
+   both negative sets, unpaired, one pass, nothing held out — ``composition: reference_mix``
+   (``reference_mix_texts``; one epoch, no validation split, so train loss only).
+2. The pool-overlap drop (the reference trains on Alpaca-GPT4 instructions it may later score).
+3. Features: ``feature_span: response`` (the default) is the project's answer span under ``prompt.template``;
+   ``reference`` renders as ``build_prompts`` + ``train`` do (:func:`cpqs_bench.prompts.render_reference`), the span's
+   tail cut at ``feature_max_length`` (the reference never cuts).
+4. Question text: the project's ``instruction\\n\\ninput`` unless ``question_format: reference``
+   (``instruction\\nInput:input``, ``build_dataset``).
+5. Batches of ``batch_size`` padded examples through the CNN (the reference: batch 1); features computed once and
+   cached instead of a forward per step.
+6. bf16 autocast where the hardware has it (no scaler needed), fp16 + ``GradScaler`` on GPUs without bf16, fp32 on
+   CPUs without bf16 (the reference always runs CUDA fp16 autocast with a scaler).
 
 Training resumes per epoch: ``train_state.pt`` (weights, optimizer, epoch, metrics so far) is written atomically after
 every epoch, and a rerun with the same inputs continues from there.
