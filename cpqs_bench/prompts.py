@@ -19,6 +19,14 @@ BOS: exactly as the tokenizer adds it by default. The plain templates write ``bo
 starts with it (Llama), and nothing otherwise (GPT-2, ChatML); a chat template writes what it writes. All text is
 encoded with ``add_special_tokens=False``, so a BOS appears once, where the template puts it.
 
+**Reference renderings** (used only where a selector is told to follow its reference code; fine-tuning and
+evaluation never use them): :func:`render_reference` (CPQS ``train_cnn.py`` / ``predict.py``: ChatML dialog with
+``add_generation_prompt=True`` and every token after the prompt, or Llama's ``"<s> [INST] {q} [/INST] {a} </s>"``)
+and :func:`render_ifd_reference` (Cherry_LLM's / Superfiltering's ``PROMPT_DICT``) tokenise the prompt text and the
+whole text separately with the tokenizer's default special tokens, as those scripts do
+(:func:`render_whole_text`), so the span is whatever the reference slices, BPE merges at the boundary included.
+Their question fields come from :func:`alpaca_fields` (exact, or an error).
+
 Length policy (explicit, counted by :class:`LengthStats`): when ``prompt + response + eot`` exceeds ``max_length``,
 ``overflow="truncate"`` cuts the response tail (no end-of-turn token: the answer did not end) and ``"drop"`` returns
 ``None``. A prompt that leaves fewer than ``min_response_tokens`` for the answer is always dropped.
@@ -248,7 +256,7 @@ def _fields_or_error(example: Example, what: str) -> tuple[str, str]:
 
 def reference_question(example: Example, question_format: str = "project") -> str:
     """The question CPQS's reference code feeds: ``project`` = the example's last user turn as read;
-    ``reference`` = ``f"{instruction}\nInput:{input}"`` (``train_cnn.py`` ``build_dataset``, ``predict.py``; the
+    ``reference`` = ``f"{instruction}\\nInput:{input}"`` (``train_cnn.py`` ``build_dataset``, ``predict.py``; the
     ``Input:`` line even for an empty input). An example read with the ``alpaca_reference`` schema already holds
     that text; otherwise its metadata must carry ``instruction`` / ``input``, or this is an error (never a guess)."""
     if question_format == "project":
@@ -284,7 +292,7 @@ def render_reference(
 
     * ``chatml``: ``apply_chat_template(messages, add_generation_prompt=True)`` for the user-only dialog and for the
       full dialog (user + assistant, *also* with ``add_generation_prompt=True``). The span is the answer,
-      ``<|im_end|>``, and the trailing ``\n<|im_start|>assistant\n`` header, which attends to the whole dialog. A
+      ``<|im_end|>``, and the trailing ``\\n<|im_start|>assistant\\n`` header, which attends to the whole dialog. A
       template that adds a default system message (Qwen's) adds it here too; ``system_prompt`` is inserted as the
       project's rendering does (None in the paper presets).
     * ``llama``: ``"<s> [INST] {q} [/INST]"`` and ``"<s> [INST] {q} [/INST] {a} </s>"`` — the literal ``<s>``
