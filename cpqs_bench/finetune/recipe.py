@@ -89,8 +89,8 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 def check_same_recipe(manifests: Iterable[Mapping[str, Any] | str | Path]) -> str:
     """Return the shared recipe hash, or raise :class:`RecipeMismatch` naming the arms and the differing keys.
 
-    Accepts manifest / training-record dicts or paths, or arm directories (their ``training.json``). A manifest without ``recipe_hash`` is refused (an
-    arm of unknown recipe cannot be compared).
+    Accepts manifest / training-record dicts or paths, or arm directories (their ``training.json``). A manifest
+    without ``recipe_hash`` is refused (an arm of unknown recipe cannot be compared).
     """
     loaded = [_load(m) for m in manifests]
     if not loaded:

@@ -4,10 +4,10 @@ diversity filter.
 Followed, in ``hkust-nlp/deita``:
 
 * scorers: ``src/deita/selection/scorer/base.py`` (``Scorer.infer_score``) and ``llama_scorer.py`` /
-  ``mistral_scorer.py`` (the prompts, identical in both) — the complexity scorer (``hkust-nlp/deita-complexity-scorer``)
-  reads :data:`COMPLEXITY_TEMPLATE` filled with the instruction, the quality scorer
-  (``hkust-nlp/deita-quality-scorer``) :data:`QUALITY_TEMPLATE` with instruction and response; the raw prompt is
-  tokenised with the scorer's tokenizer (``tokenizer.encode``: its BOS, no chat template); the score is the
+  ``mistral_scorer.py`` (the prompts, identical in both) — the complexity scorer
+  (``hkust-nlp/deita-complexity-scorer``) reads :data:`COMPLEXITY_TEMPLATE` filled with the instruction, the quality
+  scorer (``hkust-nlp/deita-quality-scorer``) :data:`QUALITY_TEMPLATE` with instruction and response; the raw prompt
+  is tokenised with the scorer's tokenizer (``tokenizer.encode``: its BOS, no chat template); the score is the
   *expected rating* ``Σ_k k · softmax(logits[id_k])`` over the logits of the rating tokens "1" … "6" at the first
   generated position (:func:`expected_score`).
 * per conversation: ``src/deita/pipeline/score_pipeline.py`` (``_load_sharegpt``) scores every (user turn, answer)
@@ -26,9 +26,10 @@ Differences from the reference:
    stand-in scorers in tests have others). The readout uses the next-token logits of one forward pass (the
    reference's ``generate(..., output_scores=True).scores[0]``: the same logits under greedy decoding, no
    processors). No fallback score of 3.0: a rating token missing from the vocabulary is an error.
-2. Prompts longer than ``selectors.deita.max_length`` tokens (capped by the scorer's context; the reference: no limit) have the filled-in field
-   (the instruction, or for quality the response) cut in tokens so that the template's tail ("##Quality: ") is
-   always read; the pieces are then tokenised separately (the reference tokenises the whole string).
+2. 2. Prompts longer than ``selectors.deita.max_length`` tokens (capped by the scorer's context; the reference: no
+   limit) have the filled-in field (the instruction, or for quality the response) cut in tokens so that the template's
+   tail ("##Quality: ") is always read; the pieces are then tokenised separately (the reference tokenises the whole
+   string).
 3. Multi-turn prompts: system turns are skipped; each user turn is paired with the assistant turn after it and the
    last user turn with the example's response (the reference's ShareGPT pairing).
 4. Embeddings for the filter: ``selectors.deita.embedding`` — ``"target"``: the target model's pooled last hidden

@@ -10,13 +10,13 @@ query set (``selectors.less.queries``: a named dev set, never evaluation items) 
   ``warmup_fraction`` (5 %) of the pool. Here through the project's own fine-tuning code
   (:func:`cpqs_bench.finetune.sft.finetune_arm` with ``keep_epoch_checkpoints=True``): :func:`warmup`.
 * gradients: ``less/data_selection/collect_grad_reps.py`` — one example per backward pass, the mean token loss over
-  the response, the gradient of every trainable (LoRA) parameter concatenated in ``named_parameters`` order;
-  training examples get ``obtain_gradients_with_adam``: with Adam's saved moments m, v of the checkpoint,
-  ``m' = β1·m + (1−β1)·g``, ``v' = β2·v + (1−β2)·g²``, direction ``m' / sqrt(v' + ε)`` (β1 0.9, β2 0.999, ε 1e-8;
-  ε *inside* the square root and no bias correction, exactly as the reference code computes it); query examples
-  plain gradients (``obtain_gradients``); a Rademacher random projection to ``projection_dim`` (8192) dims, seed 0,
-  output blocks of 128 (trak's ``BasicProjector`` scheme: block i drawn from a generator seeded ``seed + 1000·i``,
-  ±1 entries); each projected gradient L2-normalised (``merge_and_normalize_info``).
+  the response, the gradient of every trainable (LoRA) parameter concatenated in ``named_parameters`` order; training
+  examples get ``obtain_gradients_with_adam``: with Adam's saved moments m, v of the checkpoint, ``m' = β1·m +
+  (1−β1)·g``, ``v' = β2·v + (1−β2)·g²``, direction ``m' / sqrt(v' + ε)`` (β1 0.9, β2 0.999, ε 1e-8; ε *inside* the
+  square root and no bias correction, exactly as the reference code computes it); query examples plain gradients
+  (``obtain_gradients``); a Rademacher random projection to ``projection_dim`` (8192) dims, seed 0, output blocks of
+  128 (trak's ``BasicProjector`` scheme: block i drawn from a generator seeded ``seed + 1000·i``, ±1 entries); each
+  projected gradient L2-normalised (``merge_and_normalize_info``).
 * score: ``less/data_selection/matching.py`` — per checkpoint the dot products of normalised training and query
   gradients, weighted by the checkpoint's learning rate (the weights renormalised to sum to 1), summed over
   checkpoints; then, per training example, the mean over each target task's query examples and the max over tasks.
@@ -145,8 +145,8 @@ def checkpoint_weights(rates: Sequence[float]) -> list[float]:
 def influence(
     train: Sequence[Any], queries: Sequence[Any], weights: Sequence[float], tasks: Sequence[str]
 ) -> tuple[list[float], dict[str, list[float]]]:
-    """``matching.py``: ``Σ_i w_i · train_i @ query_iᵀ`` over checkpoints i, then per training row the mean over each
-    task's query columns and the max over tasks. ``train[i]`` [N, d], ``queries[i]`` [Q, d] (normalised);
+    """``matching.py``: ``Σ_i w_i · train_i @ query_iᵀ`` over checkpoints i, then per training row the mean over
+    each task's query columns and the max over tasks. ``train[i]`` [N, d], ``queries[i]`` [Q, d] (normalised);
     ``tasks``: one task name per query column. Returns (scores, per-task means)."""
     import torch
 
