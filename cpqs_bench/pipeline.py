@@ -1,19 +1,26 @@
 """The stage executor (the idea of datatrove's ``executor/base.py``): a step only says what it reads and how it runs.
 
-A :class:`Step` declares its ``inputs`` (config sections, upstream hashes, data sha256s), the ``code`` it runs (entry
-module names; see :mod:`cpqs_bench.code_version`) and the ``files`` it reads besides them (task YAMLs, evaluation
-data), and implements ``run(stage, tracker) -> dict`` that writes its outputs into ``stage.path`` and returns extra
-manifest fields. The :class:`Pipeline` owns everything else: the input hash (inputs + code version), the run
-directory, skipping a DONE stage, announcing ``[stage i/N]`` with an ETA, the W&B tracker, the manifest and the DONE
-marker (last), and the per-stage time breakdown (compute vs model loading) printed at the end.
+A :class:`Step` (one class per stage kind in :mod:`cpqs_bench.stages`) declares its ``inputs()`` — the config sections
+it uses and the *content* keys of the upstream artifacts it consumes — the ``code`` it runs (entry module names; see
+:mod:`cpqs_bench.code_version`) and the ``files`` it reads besides them (task YAMLs, evaluation data). It implements
+``run(stage, tracker) -> dict`` that writes its outputs into ``stage.path`` and returns extra manifest fields, and
+``collect(stage)`` that turns a finished stage directory into the artifact later steps consume.
+
+The :class:`Pipeline` owns everything else, for ``reproduce`` and for every verb alike (a verb runs its one step
+through a one-step pipeline): the input hash (inputs + code version), the run directory, the manifest with the
+sha256 of every output file, the ``DONE`` marker (last), verifying a DONE stage's outputs before reusing it (a
+changed or missing file re-runs the stage, with a line naming it), numbering ``[stage i/N]`` over the steps it was
+given with an ETA, the W&B tracker, and the per-stage time breakdown (compute vs model loading) printed at the end.
+No library function writes ``DONE`` or ``manifest.json``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from cpqs_bench import rundir
 from cpqs_bench.code_version import code_version
@@ -21,26 +28,33 @@ from cpqs_bench.code_version import code_version
 
 class Step(Protocol):
     name: str  # run-directory name, e.g. "score/ifd"
-    inputs: dict[str, Any]
+    label: str  # what the progress line says, e.g. "score ifd seed 1"
     code: Sequence[str]  # entry modules whose import closure computes the output
     files: Sequence[Path]  # extra files read (task YAMLs, evaluation data)
+    track: bool  # open a W&B tracker for this stage
+    output: Any  # the artifact, set by the executor once the stage is finished (or verified)
+
+    def inputs(self) -> dict[str, Any]: ...  # called when every upstream step has its output
 
     def run(self, stage: rundir.Stage, tracker: Any) -> dict[str, Any]: ...
 
+    def collect(self, stage: rundir.Stage) -> Any: ...
+
 
 @dataclass
-class FnStep:
-    """A step from a function: the common case (``run`` closes over its upstream artifacts)."""
+class Given:
+    """An artifact that exists already (a verb's input read at the edge): stands where an upstream step would."""
 
-    name: str
-    inputs: dict[str, Any]
-    fn: Callable[[rundir.Stage, Any], dict[str, Any] | None]
-    code: Sequence[str] = ()
-    files: Sequence[Path] = ()
-    track: bool = True
+    output: Any
 
-    def run(self, stage: rundir.Stage, tracker: Any) -> dict[str, Any]:
-        return self.fn(stage, tracker) or {}
+
+@dataclass
+class Always:
+    """A step with no run directory of its own (leaderboard, publish): always runs; counted, timed and announced."""
+
+    label: str
+    fn: Callable[[], Any]
+    output: Any = None
 
 
 @dataclass
@@ -55,18 +69,29 @@ class Timing:
 class Pipeline:
     root: Path
     experiment: str
-    n_stages: int
+    n_stages: int = 0
     log: Callable[[str], None] = print
     tracker_factory: Callable[[str], Any] | None = None
     load_clock: Callable[[], float] = lambda: 0.0  # seconds spent loading models so far (the model cache's)
+    verify: str = "full"  # reuse check of a DONE stage: "full" (size + sha256), "size", "off"
+    main_process: bool = True  # under `accelerate launch`, only the main process marks stages done
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
     t0: float = field(default_factory=time.monotonic)
     i: int = 0
 
+    def run_all(self, steps: Sequence[Step | Always]) -> None:
+        """Run every step in order (upstream before downstream); the stage count is the number of steps."""
+        self.n_stages = max(self.n_stages, self.i + len(steps))
+        for step in steps:
+            if isinstance(step, Always):
+                step.output = self.step_always(step.label, step.fn)
+            else:
+                self.run(step)
+
     def stage_for(self, step: Step) -> rundir.Stage:
-        inputs = {**step.inputs, "code": code_version(step.code, step.files) if step.code else None}
+        inputs = {**step.inputs(), "code": code_version(step.code, step.files) if step.code else None}
         return rundir.stage(self.root, self.experiment, step.name, inputs)
 
     def announce(self, label: str, status: str, where: Any = "") -> None:
@@ -76,31 +101,41 @@ class Pipeline:
         if self.ran and self.i > 1:
             per = sum(t.seconds for t in self.timings if not t.skipped) / max(1, len(self.ran))
             eta = f", ETA ~{per * (self.n_stages - self.i + 1) / 60:.1f} min"
-        self.log(f"[stage {self.i}/{self.n_stages}] {label}: {status}  ({elapsed / 60:.1f} min elapsed{eta})  {where}")
+        n = max(self.n_stages, self.i)
+        self.log(f"[stage {self.i}/{n}] {label}: {status}  ({elapsed / 60:.1f} min elapsed{eta})  {where}")
 
-    def run(self, step: Step, label: str | None = None) -> rundir.Stage:
-        """Run ``step`` unless its stage directory is DONE; return the (finished) stage."""
-        label = label or step.name
+    def run(self, step: Step) -> Any:
+        """Run ``step`` unless its stage directory is DONE and its outputs verify; return its artifact."""
+        label = step.label or step.name
         st = self.stage_for(step)
-        self.announce(label, "skip (DONE)" if st.done else "run", st.path)
-        if st.done:
+        reason = st.reuse_problem(self.verify) if st.done else None
+        if st.done and reason is None:
+            self.announce(label, "skip (DONE)", st.path)
             self.skipped.append(label)
             self.timings.append(Timing(label, 0.0, 0.0, True))
-            return st
+            step.output = step.collect(st)
+            return step.output
+        if reason is not None:
+            self.log(f"warning: {st.path}: {reason}; re-running the stage")
+            st.invalidate()
+        self.announce(label, "run", st.path)
         t = time.monotonic()
         l0 = self.load_clock()
         st.begin()
-        tracker = self._tracker(step.name) if getattr(step, "track", True) else None
+        tracker = self._tracker(step.name) if step.track else None
         if tracker is not None:
             with tracker as tr:
                 extra = step.run(st, tr)
         else:
             extra = step.run(st, None)
         seconds = time.monotonic() - t
-        st.finish(seconds=round(seconds, 3), **extra)
+        if not self.main_process:  # another rank scored its slice; the main process merges and records
+            return None
+        st.finish(seconds=round(seconds, 3), **(extra or {}))
         self.ran.append(label)
         self.timings.append(Timing(label, seconds, self.load_clock() - l0, False))
-        return st
+        step.output = step.collect(st)
+        return step.output
 
     def step_always(self, label: str, fn: Callable[[], Any]) -> Any:
         """A step with no run directory of its own (leaderboard, publish): always runs, timed and announced."""

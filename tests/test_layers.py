@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tiny",
             "code_version",
             "model_cache",
+            "compute",
             "*.config",
             "__init__",
         ),
@@ -33,9 +34,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("finetune", ("finetune", "finetune.*")),
     ("evaluate", ("evaluate", "evaluate.*")),
     # diagnostics over scored/tokenised pools sit with the statistics: they read every lower layer
-    ("stats", ("stats", "leaderboard", "leaderboard_page", "compare", "data.inspect")),
+    ("stats", ("stats", "leaderboard", "leaderboard_page", "compare", "contamination", "data.inspect")),
     ("publish", ("publish", "publish.*")),
-    ("reproduce", ("pipeline", "reproduce", "preflight")),
+    ("reproduce", ("pipeline", "stages", "stages.*", "reproduce", "preflight")),
     ("cli", ("cli", "cli.*", "__main__")),
 ]
 

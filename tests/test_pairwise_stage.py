@@ -33,7 +33,8 @@ PAIRWISE = [
 def test_pairwise_off_leaves_the_committed_presets_stage_inputs_unchanged():
     """Golden values from before the pairwise section existed: the number of stages and the evaluation stages'
     ``evaluate`` input; turning pairwise on adds stages but changes no existing input."""
-    from cpqs_bench.reproduce import count_stages, evaluation_settings
+    from cpqs_bench.reproduce import stage_count as count_stages
+    from cpqs_bench.stages.evaluate import evaluation_settings
 
     # the preset as it was when the golden hash was taken (it has since cut max_new_tokens to 128 for time): 49
     # stages, its evaluation stages' `evaluate` input as before the pairwise section existed
@@ -115,7 +116,7 @@ def test_turning_pairwise_on_reruns_no_existing_stage(runs):
         "judge random-s0-vs-full-s0",
         "judge random-s1-vs-full-s1",
     }, sorted(new)
-    from cpqs_bench.reproduce import count_stages
+    from cpqs_bench.reproduce import stage_count as count_stages
 
     cfg = load_config(str(runs["preset"]), PAIRWISE)
     assert len(on["ran"]) + len(on["skipped"]) == count_stages(cfg)  # the leaderboard included; publish is off

@@ -69,7 +69,7 @@ def run(tmp_path_factory):
 
 
 def test_the_seed_stages_run_and_count_stages_counts_them(run):
-    from cpqs_bench.reproduce import count_stages
+    from cpqs_bench.reproduce import stage_count as count_stages
 
     out, cfg = run["out"], load_config(str(run["preset"]))
     ran = out["ran"]

@@ -10,9 +10,12 @@ and writes, atomically:
   statistics stage pairs across arms (``correct`` is the task's per-item metric value);
 * ``metrics.json``  ``{task: score}`` (the task's metric: GSM8K exact match, HumanEval/HumanEval+ pass@1, ...);
 * ``lm_eval_results.json`` and ``samples/<task>.jsonl``  lm-eval's own results and logged samples;
-* ``manifest.json`` provenance, model revision, adapter hash, generation settings, sandbox isolation level;
-* ``DONE`` last, after every file above was read back (lm-eval's own tracker can swallow write errors; we do not
-  use it, and we verify our files).
+* ``evaluation.json`` provenance, model revision, adapter hash, generation settings, sandbox isolation level
+  (the stage manifest that the executor writes carries the same fields);
+
+and reads every file back before returning (lm-eval's own tracker can swallow write errors; we do not use it, and we
+verify our files). It writes no ``DONE`` and no ``manifest.json``: the executor (:mod:`cpqs_bench.pipeline`) does,
+for ``reproduce`` and the ``evaluate`` verb alike.
 
 Tasks are defined by their YAML alone (:func:`task_info`): chat vs completion is the YAML's ``metadata.chat``
 (default: completion), the metric is ``metadata.metric`` or the first entry of ``metric_list``, the filter whose
@@ -39,11 +42,12 @@ from cpqs_bench import models, provenance, templates
 from cpqs_bench.config import to_dict
 from cpqs_bench.evaluate import tasks_utils
 from cpqs_bench.evaluate.config import EvaluateConfig
-from cpqs_bench.io import read_json, read_jsonl, sha256_file, stable_hash, write_json, write_jsonl, write_text
+from cpqs_bench.io import read_json, read_jsonl, sha256_file, stable_hash, write_json, write_jsonl
 
 TASKS_DIR_ENV = "CPQS_TASKS_DIR"
 PROBE_PROMPT = "Question: Tom has 3 apples and buys 4 more. How many apples does he have?\nAnswer:"
-OUTPUT_FILES = ("items.jsonl", "metrics.json", "lm_eval_results.json", "manifest.json")
+EVALUATION_RECORD = "evaluation.json"  # what was evaluated and how (the stage manifest carries it too)
+OUTPUT_FILES = ("items.jsonl", "metrics.json", "lm_eval_results.json", EVALUATION_RECORD)
 Loader = Callable[[str, "str | None", str], tuple[Any, Any, Any]]
 
 
@@ -437,10 +441,9 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _clear_outputs(out: Path) -> None:
-    """Remove a previous run's outputs (``--force``, or a run killed mid-write) before writing new ones: DONE and
-    manifest.json first, so that an interruption never leaves new items beside old metrics in a directory that
-    looks like a finished evaluation (the leaderboard reads manifest + items + metrics)."""
-    for name in ("DONE", "manifest.json", *OUTPUT_FILES):
+    """Remove a previous (interrupted) run's outputs before writing new ones, so that new items never sit beside old
+    metrics; the directory is a finished evaluation only once the executor has written its manifest and DONE."""
+    for name in OUTPUT_FILES:
         (out / name).unlink(missing_ok=True)
     if (out / "samples").is_dir():
         for path in (out / "samples").glob("*.jsonl"):
@@ -448,14 +451,14 @@ def _clear_outputs(out: Path) -> None:
 
 
 def _verify_outputs(out: Path, tasks: list[str]) -> None:
-    """Read every output back: a missing or torn file fails the run before DONE is written."""
+    """Read every output back: a missing or torn file fails the run (so the executor never marks it DONE)."""
     for name in OUTPUT_FILES:
         if not (out / name).is_file() or (out / name).stat().st_size == 0:
             raise EvaluationError(f"{out / name} was not written")
     items = read_jsonl(out / "items.jsonl")
     metrics = read_json(out / "metrics.json")
     read_json(out / "lm_eval_results.json")
-    read_json(out / "manifest.json")
+    read_json(out / EVALUATION_RECORD)
     for t in tasks:
         if t not in metrics:
             raise EvaluationError(f"{out / 'metrics.json'} lacks task {t}")
@@ -517,7 +520,6 @@ def evaluate_model(
     extra_manifest: dict[str, Any] | None = None,
     loader: Loader | None = None,
     cache_root: str | Path | None = None,
-    force: bool = False,
 ) -> dict[str, float]:
     """Evaluate ``cfg.model`` (+ optional ``adapter``) on ``cfg.evaluate.tasks``; write results into ``out``; return
     ``{task: score}``.
@@ -526,9 +528,8 @@ def evaluate_model(
     ``loader(spec, revision, dtype) -> (model, tokenizer, info)``: where the base model comes from (default: a
     fresh load); a shared base gets the adapter for this call only. Base model and adapters go through exactly
     this function. ``extra_manifest`` (e.g. the pipeline's arm, seed and recipe hash, which the statistics stage
-    reads) is merged into ``manifest.json``. A finished ``out`` (``DONE``) with the same inputs is returned as is;
-    one with different inputs is refused unless ``force``. ``cache_root``: request cache + HumanEval+ expected
-    outputs (default: the user cache).
+    reads) is merged into ``evaluation.json``. Earlier outputs in ``out`` are replaced. ``cache_root``: request cache
+    + HumanEval+ expected outputs (default: the user cache).
     """
     settings: EvaluateConfig = cfg.evaluate
     task_list, src = resolve_tasks(settings.tasks, settings)
@@ -553,13 +554,6 @@ def evaluate_model(
         "prompt": {k: prompt.get(k) for k in ("template", "system_prompt")},
     }
     inputs_hash = stable_hash(inputs, length=16)
-    if (out / "DONE").exists():
-        if (out / "DONE").read_text().strip() == inputs_hash and not force:
-            return read_json(out / "metrics.json")
-        if not force:
-            raise EvaluationError(
-                f"{out} holds a finished evaluation of different inputs; use another --out or --force to overwrite it"
-            )
     out.mkdir(parents=True, exist_ok=True)
     _clear_outputs(out)
 
@@ -674,7 +668,7 @@ def evaluate_model(
     write_json(out / "lm_eval_results.json", raw)
     task_cfgs = {t: r.get("configs", {}).get(t, {}) for r in raw.values() for t in r.get("configs", {})}
     write_json(
-        out / "manifest.json",
+        out / EVALUATION_RECORD,
         {
             "stage": "evaluate",
             "inputs": inputs,
@@ -706,5 +700,4 @@ def evaluate_model(
         },
     )
     _verify_outputs(out, task_list)
-    write_text(out / "DONE", inputs_hash + "\n")
     return metrics

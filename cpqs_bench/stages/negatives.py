@@ -1,0 +1,49 @@
+"""The negatives stage: a weaker model answers the CPQS pairs pool's instructions (``pairs_source: generate``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cpqs_bench.config import Config, to_dict
+from cpqs_bench.rundir import Stage
+from cpqs_bench.stages.artifacts import FileArtifact, PoolArtifact, examples_key
+
+
+@dataclass
+class NegativesStep:
+    cfg: Config
+    pool: Any  # provider of a PoolArtifact whose ``pairs_pool`` holds the instructions to answer
+    loader: Any = None
+    name: str = "negatives"
+    label: str = "negatives"
+    code: Sequence[str] = ("cpqs_bench.selectors.cpqs.negatives",)
+    files: Sequence[Path] = ()
+    track: bool = False
+    output: FileArtifact | None = None
+
+    def _prompts(self) -> PoolArtifact:
+        return self.pool.output
+
+    def inputs(self) -> dict[str, Any]:
+        cq = self.cfg.selectors.cpqs
+        return {
+            "prompts": examples_key(self._prompts().pairs_pool),
+            "generator": cq.generator,
+            "model": to_dict(self.cfg.model),
+            "prompt": to_dict(self.cfg.prompt),
+            "cpqs": to_dict(cq),
+        }
+
+    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+        from cpqs_bench.selectors.cpqs.negatives import make_negatives
+
+        summary = make_negatives(
+            self.cfg, self._prompts().pairs_pool, None, st.file("negatives.jsonl"), loader=self.loader
+        )
+        return {"summary": summary}
+
+    def collect(self, st: Stage) -> FileArtifact:
+        return FileArtifact.of(st.file("negatives.jsonl"))

@@ -1,0 +1,96 @@
+"""The score stage: one selector over the pool, one JSON line per example (:func:`cpqs_bench.score.score_pool`)."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cpqs_bench.config import Config, replace, to_dict
+from cpqs_bench.io import read_jsonl
+from cpqs_bench.rundir import Stage
+from cpqs_bench.stages.artifacts import FileArtifact
+from cpqs_bench.stages.common import seed_label, seed_suffix
+
+SCORES = "scores.jsonl"
+
+
+def scoring_settings(cfg: Config) -> dict[str, Any]:
+    """What a selector's scores depend on: not the budget, the arm list or which selectors run."""
+    settings = to_dict(cfg.selectors)
+    for key in ("names", "budget", "budget_unit", "bottom_arms"):
+        settings.pop(key, None)
+    return settings
+
+
+def selector_code(cfg: Config, name: str) -> tuple[list[str], list[Path]]:
+    """Entry modules (ours) or files (a plugin's package folder) whose change re-runs a selector's scoring."""
+    from cpqs_bench.selectors import registry
+
+    module = type(registry.get(name, dict(cfg.selectors.plugins))).__module__
+    if module.startswith("cpqs_bench"):
+        return [module], []
+    spec = importlib.util.find_spec(module.split(".")[0])
+    return [], [Path(spec.origin).parent] if spec and spec.origin else []
+
+
+def log_scores(tracker: Any, name: str, scores: Path) -> None:
+    if tracker is not None:
+        tracker.log_histogram(f"scores/{name}", [r["score"] for r in read_jsonl(scores) if r.get("score") is not None])
+
+
+@dataclass
+class ScoreStep:
+    cfg: Config
+    pool: Any  # provider of a PoolArtifact
+    selector: str
+    seed: int | None = None  # random redrawn per experiment seed: that seed becomes selectors.seed
+    checkpoint: Any | None = None  # provider of the trained selector's FileArtifact (cpqs) or None
+    loader: Any = None
+    source: str | None = None  # how the pool was named (recorded in the summary)
+    track: bool = True
+    files: Sequence[Path] = ()
+    output: FileArtifact | None = None
+
+    def __post_init__(self) -> None:
+        if self.seed is not None:
+            self.cfg = replace(self.cfg, **{"selectors.seed": self.seed})
+        own, self.files = selector_code(self.cfg, self.selector)
+        self.code = ["cpqs_bench.score", *own]
+        self.name = f"score/{self.selector}{seed_suffix(self.seed)}"
+        self.label = f"score {self.selector}{seed_label(self.seed)}"
+
+    def inputs(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool.output.key,
+            "selector": self.selector,
+            "selectors": scoring_settings(self.cfg),
+            "model": to_dict(self.cfg.model),
+            "prompt": to_dict(self.cfg.prompt),
+            "checkpoint": self.checkpoint.output.key if self.checkpoint is not None else None,
+        }
+
+    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+        from cpqs_bench.score import score_pool
+
+        pool = self.pool.output
+        summary = score_pool(
+            self.cfg,
+            pool.examples,
+            st.file(SCORES),
+            selector=self.selector,
+            checkpoint=self.checkpoint.output.path if self.checkpoint is not None else None,
+            workdir=st.path / "work",
+            loader=self.loader,
+            source=self.source,
+            data_sha256=pool.sha256,
+        )
+        if summary.get("rank", 0) == 0:
+            log_scores(tracker, self.selector, st.file(SCORES))
+        return {"summary": summary}
+
+    def collect(self, st: Stage) -> FileArtifact:
+        summary = st.manifest().get("summary") or {}
+        return FileArtifact.of(st.file(SCORES), selector=self.selector, seed=self.seed, summary=summary)

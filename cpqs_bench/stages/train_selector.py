@@ -1,0 +1,89 @@
+"""The train-selector stage: the CPQS TextCNN on contrastive pairs, none of whose instructions is in the pool it will
+score (``selectors.cpqs.overlap: exclude``; the pairs are checked by the normalised ``overlap_key``), or the pool
+scored out of fold (``out_of_fold``: the stage also writes ``scores.jsonl``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cpqs_bench.config import Config, to_dict
+from cpqs_bench.rundir import Stage
+from cpqs_bench.stages.artifacts import FileArtifact, examples_key
+from cpqs_bench.stages.common import log_numbers
+
+CHECKPOINT = "checkpoint"
+
+
+@dataclass
+class TrainSelectorStep:
+    cfg: Config
+    pool: Any | None  # provider of the PoolArtifact the selector will score (None: no overlap check)
+    negatives: Any | None = None  # provider of the negatives FileArtifact (pairs_source: generate)
+    row_filter: dict[str, Sequence[Any]] | None = None
+    loader: Any = None
+    progress: bool = True
+    name: str = "train-selector"
+    label: str = "train-selector"
+    code: Sequence[str] = ("cpqs_bench.selectors.cpqs.train", "cpqs_bench.stages.train_selector")
+    files: Sequence[Path] = ()
+    track: bool = True
+    output: FileArtifact | None = None
+    oof_scores: Path | None = field(default=None, repr=False)
+
+    @property
+    def out_of_fold(self) -> bool:
+        return self.cfg.selectors.cpqs.overlap == "out_of_fold" and self.pool is not None
+
+    def inputs(self) -> dict[str, Any]:
+        pool = self.pool.output if self.pool is not None else None
+        return {
+            "pool": pool.key if pool is not None else None,
+            "pairs_pool": examples_key(pool.pairs_pool) if pool is not None and pool.pairs_pool else None,
+            "negatives": self.negatives.output.key if self.negatives is not None else None,
+            "cpqs": to_dict(self.cfg.selectors.cpqs),
+            "model": to_dict(self.cfg.model),
+            "prompt": to_dict(self.cfg.prompt),
+            "row_filter": self.row_filter,
+        }
+
+    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+        from cpqs_bench.selectors.cpqs import train as T
+
+        pool = self.pool.output if self.pool is not None else None
+        pairs = (pool.pairs_pool or None) if pool is not None else None
+        negatives = self.negatives.output.path if self.negatives is not None else self.cfg.selectors.cpqs.negatives
+        out = st.path / CHECKPOINT
+        if self.out_of_fold:
+            metrics = T.train_out_of_fold(
+                self.cfg,
+                out,
+                pool.examples,
+                st.file("scores.jsonl"),
+                pairs=pairs,
+                negatives=negatives,
+                row_filter=self.row_filter,
+                loader=self.loader,
+                progress=self.progress,
+            )
+        else:
+            metrics = T.train_selector(
+                self.cfg,
+                out,
+                pairs=pairs,
+                negatives=negatives,
+                exclude=pool.examples if pool is not None else None,
+                row_filter=self.row_filter,
+                loader=self.loader,
+                progress=self.progress,
+            )
+        log_numbers(tracker, metrics.get("val") or {}, "val/")
+        keep = ("val", "train", "n_pairs", "pairs", "overlap", "length", "folds")
+        return {"metrics": {k: v for k, v in metrics.items() if k in keep}}
+
+    def collect(self, st: Stage) -> FileArtifact:
+        scores = st.file("scores.jsonl")
+        self.oof_scores = scores if scores.exists() else None
+        return FileArtifact.of(st.path / CHECKPOINT, metrics=st.manifest().get("metrics", {}))
