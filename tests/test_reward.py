@@ -68,6 +68,10 @@ def test_truncation_is_flagged_and_matches_a_truncated_direct_call():
         assert enc["input_ids"].shape[1] == 32
         assert long_score == pytest.approx(float(model(**enc).logits[0, 0]), abs=1e-5)
     assert reward_limit(model, tok) == 512  # the stand-in's positions (its tokenizer states no limit)
+    # None = no truncation (MoDS's tokenizer(question, answer))
+    (uncut, flag), _ = reward_scores_detailed(model, tok, pairs, 2, max_length=None, fmt="pair")
+    assert not flag and uncut == pytest.approx(_direct_pair(model, tok, *pairs[0]), abs=1e-5)
+    assert abs(uncut - long_score) > 1e-4
 
 
 def test_selector_rows(tmp_path):
@@ -116,6 +120,8 @@ def test_mods_quality_scores_are_this_implementation():
 
     model, tok = tiny_reward_loader()("stand-in")
     pairs = [(question_text(ex), ex.response) for ex in contract_examples() if ex.response.strip()]
-    assert mods.reward_scores(model, tok, pairs, 3) == pytest.approx(
-        reward_scores(model, tok, pairs, 3, fmt="pair"), abs=1e-6
-    )
+    for max_length in (None, 64):
+        assert mods.reward_scores(model, tok, pairs, 3, max_length) == pytest.approx(
+            reward_scores(model, tok, pairs, 3, max_length, fmt="pair"), abs=1e-6
+        )
+    assert [mods.question_text(ex) for ex in contract_examples()] == [question_text(ex) for ex in contract_examples()]

@@ -21,9 +21,11 @@ MoDS does); ``chat`` = the tokenizer's chat template over the prompt messages an
 (``apply_chat_template``, then tokenised without adding special tokens again; Skywork / INF-ORM model cards);
 ``auto`` (default) = ``chat`` when the tokenizer has a chat template, else ``pair``.
 
-**Length.** ``selectors.reward.max_length`` None = the model's own limit (the smaller of the tokenizer's
-``model_max_length`` and the model's position count; 512 for the DeBERTa model); longer inputs are truncated
-(``pair``: longest-first, as ``truncation=True``; ``chat``: the tail) and the row records ``truncated: true``.
+**Length.** :func:`reward_scores` truncates to ``max_length`` tokens when given (``pair``: longest-first, as
+``truncation=True``; ``chat``: the tail) and not at all when None — MoDS's ``tokenizer(question, answer)``, which
+``selectors.mods.reward_max_length`` None keeps. The ``reward`` selector's ``selectors.reward.max_length`` None
+means the model's own limit (:func:`reward_limit`: the smaller of the tokenizer's ``model_max_length`` and the
+model's position count; 512 for the DeBERTa model); a row cut there records ``truncated: true``.
 
 Differences from the reference:
 
@@ -139,12 +141,13 @@ def reward_scores_detailed(
     fmt: str = DEFAULT_FORMAT,
 ) -> list[tuple[float, bool]]:
     """``(reward, truncated)`` per ``(prompt, answer)`` pair: the first logit of the sequence-classification head
-    (see the module docstring for the formats and the limit); pairs sorted by length so batches do not depend on
-    the input order. A tokenizer without a pad token is run one pair at a time."""
+    (see the module docstring for the formats); inputs cut to ``max_length`` tokens (None: no truncation); pairs
+    sorted by length so batches do not depend on the input order. A tokenizer without a pad token is run one pair
+    at a time."""
     import torch
 
     fmt = resolve_format(tokenizer, fmt)
-    limit = reward_limit(model, tokenizer, max_length)
+    limit = max_length
     if tokenizer.pad_token_id is None:
         batch_size = 1
     device = next(model.parameters()).device
@@ -189,12 +192,13 @@ class RewardSelector:
     def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
         r = ctx.config.selectors.reward
         model, tok = load_reward_model(ctx, r.model, r.revision)
+        limit = reward_limit(model, tok, r.max_length)
         live = [ex for ex in examples if not is_empty_response(ex)]
         scored = dict(
             zip(
                 (ex.id for ex in live),
                 reward_scores_detailed(
-                    model, tok, [(ex.prompt, ex.response) for ex in live], r.batch_size, r.max_length, self.fmt
+                    model, tok, [(ex.prompt, ex.response) for ex in live], r.batch_size, limit, self.fmt
                 ),
             )
         )
