@@ -116,9 +116,21 @@ def plant(kind: DefectKind, example: Example, seed: int, donors: Sequence[Exampl
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
+_MARKER = re.compile(r"^\(?(\d+|[a-zA-Z])[.)]$")  # "1." / "a)" list markers stay with what follows
+
+
 def sentences(text: str) -> list[str]:
-    """Sentences and lines of ``text`` (split after . ! ? and at line breaks), stripped, non-empty."""
-    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+    """Sentences and lines of ``text`` (split after . ! ? and at line breaks; a bare list marker such as ``1.``
+    stays with the sentence it numbers), stripped, non-empty."""
+    out: list[str] = []
+    for part in (s.strip() for s in _SENTENCE.split(text)):
+        if not part:
+            continue
+        if out and _MARKER.match(out[-1]):
+            out[-1] = f"{out[-1]} {part}"
+        else:
+            out.append(part)
+    return out
 
 
 def irrelevant(ex: Example, rng: random.Random, donors: Sequence[Example]) -> str | None:
