@@ -217,9 +217,8 @@ def _items_by_arm_seed(results: Sequence[ArmResult]) -> dict[str, dict[str, dict
     out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for r in results:
         for task, scores in r.items.items():
-            out.setdefault(task, {}).setdefault(r.arm, {})["null" if r.seed is None else str(r.seed)] = dict(
-                sorted(scores.items())
-            )
+            # in the evaluation's own order: means summed in the same order give the same floats on re-render
+            out.setdefault(task, {}).setdefault(r.arm, {})["null" if r.seed is None else str(r.seed)] = dict(scores)
     return out
 
 
@@ -789,11 +788,15 @@ def compute_table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def contamination_table(section: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def contamination_table(section: dict[str, Any], arm_order: Sequence[str] = ()) -> tuple[list[str], list[list[str]]]:
     """Per task: evaluation items, undetectable ones (shorter than n tokens), and items with an n-gram overlap in the
     pool and in each arm's selection (count and fraction; arms: mean over seeds)."""
     tasks = section.get("tasks") or {}
-    arms = list(dict.fromkeys(a for t in tasks.values() for a in (t.get("arms") or {})))
+    rank = {a: i for i, a in enumerate(arm_order)}
+    arms = sorted(
+        dict.fromkeys(a for t in tasks.values() for a in (t.get("arms") or {})),
+        key=lambda a: (rank.get(a, len(rank)), a),
+    )
     header = ["Task", "Items", "Undetectable", "Pool", *arms]
     rows = []
     for task, t in tasks.items():
@@ -1029,7 +1032,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         ]
     if doc.get("contamination"):
         c = doc["contamination"]
-        header, rows = contamination_table(c)
+        header, rows = contamination_table(c, doc["arms"])
         lines += [
             "## Contamination",
             "",

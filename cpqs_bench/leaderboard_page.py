@@ -391,7 +391,7 @@ def static_data(doc: Mapping[str, Any]) -> dict[str, Any]:
     if d.get("contamination"):
         out["contamination"] = {
             "n": d["contamination"].get("n"),
-            **dict(zip(("header", "rows"), lb.contamination_table(d["contamination"]))),
+            **dict(zip(("header", "rows"), lb.contamination_table(d["contamination"], d.get("arms") or ()))),
         }
     if d.get("validity"):
         v = d["validity"]

@@ -265,8 +265,8 @@ def seed_stats(scores: Sequence[float]) -> dict[str, Any]:
 
 def _seed_task_score(r: ArmResult, task: str) -> float | None:
     scores = r.items.get(task)
-    if scores:
-        return float(np.mean(list(scores.values())))
+    if scores:  # summed in doc-id order: the same items give the same float whatever order a file listed them in
+        return float(np.mean([scores[k] for k in sorted(scores)]))
     return r.metrics.get(task)
 
 
@@ -274,8 +274,9 @@ def doc_means(runs: Sequence[ArmResult], task: str) -> tuple[dict[str, float], i
     """Per-doc score averaged over the seeds that have the doc; also how many docs miss from some seed."""
     per_doc: dict[str, list[float]] = {}
     for r in runs:
-        for doc, score in r.items.get(task, {}).items():
-            per_doc.setdefault(doc, []).append(score)
+        scores = r.items.get(task, {})
+        for doc in sorted(scores):  # doc-id order (see _seed_task_score)
+            per_doc.setdefault(doc, []).append(scores[doc])
     n_partial = sum(1 for v in per_doc.values() if len(v) < len(runs))
     return {doc: float(np.mean(v)) for doc, v in per_doc.items()}, n_partial
 
@@ -883,7 +884,10 @@ def _summarize_task(
         stats = seed_stats([s for _, s in scored])
         docs[arm], n_partial = doc_means(runs, task)
         item_ci = (
-            bootstrap_mean_ci(list(docs[arm].values()), n_boot, rng_for(seed, "item-ci", task, arm), level)
+            # items in doc-id order, so the same items give the same CI whatever order the files listed them in
+            bootstrap_mean_ci(
+                [docs[arm][k] for k in sorted(docs[arm])], n_boot, rng_for(seed, "item-ci", task, arm), level
+            )
             if docs[arm]
             else (None, None)
         )
@@ -891,7 +895,7 @@ def _summarize_task(
             per_seed=[{"seed": s, "score": v} for s, v in scored],
             n_items=len(docs[arm]),
             n_items_partial_seeds=n_partial,
-            item_mean=float(np.mean(list(docs[arm].values()))) if docs[arm] else None,
+            item_mean=float(np.mean([docs[arm][k] for k in sorted(docs[arm])])) if docs[arm] else None,
             item_ci_low=item_ci[0],
             item_ci_high=item_ci[1],
         )
