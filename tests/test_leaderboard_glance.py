@@ -478,3 +478,26 @@ def test_cli_from_json_writes_every_output(board, tmp_path):
     bad.write_text('{"schema": "cpqs-bench/leaderboard/v1", "experiment": "x"}')
     with pytest.raises(ValueError, match=r"bad\.json: cannot re-render, missing key\(s\) note, items"):
         leaderboard.from_json(bad)
+
+
+@pytest.mark.skipif(
+    __import__("shutil").which("chromium") is None and __import__("os").environ.get("CHROMIUM") is None,
+    reason="headless Chromium not installed (Debian: apt-get install -y chromium)",
+)
+def test_browser_board_shows_the_proxy_in_its_unit_with_the_better_colour(board, tmp_path):
+    """The sortable board (page.js): the proxy's header in nats/byte, a negative Δ on it coloured 'better' (▲)."""
+    from test_leaderboard_page import _dump
+
+    _, doc, page = board
+    dom = _dump(page, tmp_path)
+    head = re.search(r'<th data-col="mean:toy_nll"[^>]*>.*?</th>', dom, re.S).group(0)
+    assert "toy_nll (nats/byte)" in head and "(%)" not in head
+    dhead = re.search(r'<th data-col="delta:toy_nll"[^>]*>.*?</th>', dom, re.S).group(0)
+    assert "Δ vs random (nats/byte)" in dhead
+    row = re.search(r'<tr data-arm="cpqs".*?</tr>', dom, re.S).group(0)
+    cell = re.search(r'<td class="delta" data-col="delta:toy_nll".*?</td>', row, re.S).group(0)
+    want = doc["summary"]["per_task"]["toy_nll"]["comparisons"]["random"]["cpqs"]["mean_diff"]
+    assert want < 0 and 'class="num up"' in cell and "▲" in cell and f"{abs(want):.4f}" in cell
+    row = re.search(r'<tr data-arm="longest".*?</tr>', dom, re.S).group(0)
+    assert 'class="num down"' in re.search(r'data-col="delta:toy_nll".*?</td>', row, re.S).group(0)
+    assert 'data-col="avg"' not in dom and "domain mean" not in dom

@@ -295,3 +295,63 @@ def test_browser_renders_numbers_of_the_json_sorts_filters_and_opens_provenance(
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(keep) / "leaderboard.png")
+
+
+# ---------------------------------------------------------------------------------------------------- issue 30
+def _dump(page: Path, tmp_path: Path, screenshot: Path | None = None) -> str:
+    """The DOM of ``page`` after its script ran, in a 1400×1000 window; optionally a screenshot of that window."""
+    base = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-extensions",
+        f"--user-data-dir={tmp_path / 'chromium-profile-fold'}",
+        "--virtual-time-budget=5000",
+        "--run-all-compositor-stages-before-draw",
+        "--window-size=1400,1000",
+        "--hide-scrollbars",
+    ]
+    url = page.resolve().as_uri()
+    proc = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and 'data-ready="1"' in proc.stdout, proc.stderr[-2000:]
+    if screenshot is not None:
+        shot = subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True, text=True, timeout=120)
+        assert shot.returncode == 0 and screenshot.stat().st_size > 10_000, shot.stderr[-2000:]
+    return proc.stdout
+
+
+def _above_the_fold(dom: str) -> tuple[int, int]:
+    import re
+
+    bottom = re.search(r'data-summary-bottom="(\d+)"', dom)
+    height = re.search(r'data-viewport-height="(\d+)"', dom)
+    assert bottom and height, "the page did not record where its summary ends"
+    return int(bottom.group(1)), int(height.group(1))
+
+
+@needs_chromium
+def test_browser_summary_is_above_the_fold(board, tmp_path):
+    _, _, page = board
+    bottom, height = _above_the_fold(_dump(page, tmp_path))
+    assert height >= 800 and 0 < bottom <= height  # headless reports the inner height of the 1000 px window
+
+
+COMMITTED = ("smoke", "cpu_study")
+
+
+@needs_chromium
+@pytest.mark.parametrize("experiment", COMMITTED)
+def test_browser_committed_pages_summary_above_the_fold(experiment, tmp_path):
+    """The committed pages (re-rendered with --from-json) show their summary in the first 1000 px; with
+    UPDATE_SCREENSHOTS=1 the 1400×1000 screenshot becomes docs/leaderboard_<experiment>.png."""
+    page = REPO / "leaderboards" / experiment / "index.html"
+    update = os.environ.get("UPDATE_SCREENSHOTS") == "1"
+    shot = (REPO / "docs" / f"leaderboard_{experiment}.png") if update else None
+    dom = _dump(page, tmp_path, screenshot=shot)
+    bottom, height = _above_the_fold(dom)
+    assert 0 < bottom <= height, f"{page}: the summary ends at {bottom} px, below the fold ({height} px)"
+    data = read_page_data(page)
+    for g in data["static"]["glance"]:
+        assert g["sentence"] in dom  # one sentence per domain, on screen
