@@ -31,8 +31,17 @@ def _write(path: Path, obj) -> None:
 
 
 def make_run(
-    root: Path, experiment: str = "exp", arms=ARMS, seeds=SEEDS, tasks=TASKS, n_items: int = N_ITEMS, budget_k: int = 4
+    root: Path,
+    experiment: str = "exp",
+    arms=ARMS,
+    seeds=SEEDS,
+    tasks=TASKS,
+    n_items: int = N_ITEMS,
+    budget_k: int = 4,
+    contamination: dict | None = None,
+    validity: dict | None = None,
 ) -> Path:
+    """``contamination`` / ``validity``: optional leaderboard blocks (see :func:`cpqs_bench.leaderboard.main`)."""
     from cpqs_bench import leaderboard
 
     run = root / "runs" / experiment
@@ -103,7 +112,14 @@ def make_run(
                 )
             selections[arm] = str(sel)
     board = leaderboard.main(
-        evals, run / "leaderboards", experiment, "Test run on a fake model: not a result.", n_boot=200, seed=0
+        evals,
+        run / "leaderboards",
+        experiment,
+        "Test run on a fake model: not a result.",
+        n_boot=200,
+        seed=0,
+        contamination=contamination,
+        validity=validity,
     )
     _write(
         run / "index.json",

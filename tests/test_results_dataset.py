@@ -148,3 +148,36 @@ def test_cli_publish_dry_run_writes_dataset_repos_and_page(tmp_path):
     assert (dry / "dry-run__cli-cpqs-s0" / ".eval_results" / "cpqs_gsm8k_chat.yaml").is_file()
     assert (run / "publish" / "page" / "cli" / "index.html").is_file()
     assert not (dry / "dry-run__cli-leaderboard").exists()  # the Space only with publish.space=true
+
+
+def test_contamination_and_validity_configs_and_the_figure_on_the_card(tmp_path):
+    """Issue 30: the card opens with the per-domain sentences and the forest plot; the contamination and validity
+    blocks of the leaderboard JSON become configs whose rows equal the blocks."""
+    from test_leaderboard_glance import CONTAMINATION, VALIDITY
+
+    run = make_run(tmp_path, contamination=CONTAMINATION, validity=VALIDITY)
+    publish_run(run, PublishConfig(space=False), dry_run=True)
+    folder = run / "publish" / "dry-run" / "dry-run__exp-results"
+    meta = metadata_load(folder / "README.md")
+    assert [c["config_name"] for c in meta["configs"]] == ["runs", "items", "contamination", "validity"]
+    text = (folder / "README.md").read_text()
+    board = json.loads((run / "leaderboards" / "exp.json").read_text())
+    assert "## At a glance" in text and "](leaderboards/exp.png)" in text
+    for g in board["glance"]:
+        assert g["sentence"] in text
+    import pyarrow.parquet as pq
+
+    cont = pq.read_table(folder / "data" / "contamination.parquet").to_pylist()
+    task = CONTAMINATION["tasks"]["toy_acc"]
+    pool = next(r for r in cont if r["scope"] == "pool")
+    assert (pool["overlapping_items"], pool["fraction"], pool["items"], pool["n"]) == (3.0, 0.075, 40, 13)
+    cpqs = [r for r in cont if r["scope"] == "cpqs"]
+    assert [(r["seed"], r["overlapping_items"]) for r in cpqs] == [(None, 2.0), (1, 2.0), (2, 2.0), (3, 2.0)]
+    assert cpqs[1]["fraction"] == 2 / task["items"]
+    val = pq.read_table(folder / "data" / "validity.parquet").to_pylist()
+    assert [(r["track"], r["selector"], r["group"], r["value"]) for r in val] == [
+        ("planted", "cpqs", "truncated", 0.9),
+        ("planted", "longest", "padded", 0.1),
+        ("pairs", "cpqs", "all", 0.71),
+    ]
+    assert (val[0]["ci_low"], val[0]["ci_high"], val[1]["excluded"]) == (0.8, 0.97, 1)

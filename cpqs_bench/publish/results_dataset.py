@@ -7,6 +7,10 @@ Layout (one commit, like every repo :mod:`cpqs_bench.publish.hub` pushes)::
     data/items.parquet        one row per arm × seed × task × item (every statistic can be recomputed from these)
     data/pairwise.parquet     only when the run has pairwise LLM-judge stages: one row per arm × seed judged
                               against the reference arm (win / tie / lose / unparsed, win rate, net score CI)
+    data/contamination.parquet  only when the leaderboard JSON has a ``contamination`` block: per task, the
+                              n-gram overlap of the evaluation items with the pool and each arm's selection
+    data/validity.parquet     only when it has a ``validity`` block: planted-defect AUCs and labelled-pair
+                              accuracies per selector
     summary.json              the leaderboard JSON (statistics: CIs, paired tests)
     leaderboards/*            the leaderboard's Markdown / JSON / PNG
     page/index.html           the static leaderboard page (opens from disk)
@@ -15,7 +19,8 @@ Parquet is written with pyarrow and an explicit schema (stable column types, nul
 the bytes are deterministic for the same inputs, so an unchanged re-publish makes no commit. The ``pairwise``
 config is added beside ``runs`` and ``items`` (whose schemas do not change) only when the leaderboard has a pairwise
 section; its rows are the leaderboard JSON's per-seed pairwise results (:func:`pairwise_rows`), and the statistics
-pooled over seeds stay in ``summary.json`` (``pairwise``).
+pooled over seeds stay in ``summary.json`` (``pairwise``). The card opens with the leaderboard's per-domain
+sentences and its forest plot (``leaderboards/<experiment>.png``), the same figure as the page and the Markdown.
 """
 
 from __future__ import annotations
@@ -40,7 +45,15 @@ RUNS_SCHEMA = pa.schema(
         pa.field("domain", pa.string(), False, {"description": "task domain (task YAML metadata.domain)"}),
         pa.field("dataset_id", pa.string(), True, {"description": "Hub id of the evaluation dataset"}),
         pa.field("metric", pa.string(), False, {"description": "the task's metric"}),
-        pa.field("value", pa.float64(), False, {"description": "metric value, fraction in [0, 1]"}),
+        pa.field(
+            "value",
+            pa.float64(),
+            False,
+            {
+                "description": "metric value in the task's unit: a fraction in [0, 1] for accuracy-like metrics, the "
+                "metric's own unit for proxies (NLL per byte: nats/byte, lower is better)"
+            },
+        ),
         pa.field("n_items", pa.int64(), False, {"description": "items evaluated"}),
         pa.field("model_id", pa.string(), True, {"description": "base model"}),
         pa.field("selector", pa.string(), True, {"description": "selector that picked the fine-tuning data"}),
@@ -60,7 +73,12 @@ ITEMS_SCHEMA = pa.schema(
         pa.field("task", pa.string(), False, {"description": "lm-eval task name"}),
         pa.field("doc_id", pa.string(), False, {"description": "item id within the task (as text)"}),
         pa.field("item_id", pa.string(), True, {"description": "the dataset's own id of the item, when it has one"}),
-        pa.field("score", pa.float64(), True, {"description": "the item's score in [0, 1] (1 = correct / passed)"}),
+        pa.field(
+            "score",
+            pa.float64(),
+            True,
+            {"description": "the item's score (accuracy-like: 1 = correct / passed; proxies: the item's value)"},
+        ),
         pa.field("prediction", pa.string(), True, {"description": "the model's output"}),
         pa.field("extracted", pa.string(), True, {"description": "the answer the scorer extracted from it"}),
     ]
@@ -93,11 +111,133 @@ PAIRWISE_SCHEMA = pa.schema(
         pa.field("net_ci_high", pa.float64(), True, {"description": "95% bootstrap CI of (win - lose) / n, high"}),
     ]
 )
+CONTAMINATION_SCHEMA = pa.schema(
+    [
+        pa.field("experiment", pa.string(), False, {"description": "experiment name"}),
+        pa.field("task", pa.string(), False, {"description": "evaluation task"}),
+        pa.field("n", pa.int64(), True, {"description": "n of the normalised n-grams compared"}),
+        pa.field("scope", pa.string(), False, {"description": "'pool', or the arm whose selection was checked"}),
+        pa.field("seed", pa.int64(), True, {"description": "the arm's seed (null: pool, or mean over seeds)"}),
+        pa.field("items", pa.int64(), True, {"description": "evaluation items of the task"}),
+        pa.field("undetectable", pa.int64(), True, {"description": "items shorter than n tokens (never 'clean')"}),
+        pa.field("overlapping_items", pa.float64(), True, {"description": "items with any n-gram overlap"}),
+        pa.field("fraction", pa.float64(), True, {"description": "overlapping_items / items"}),
+    ]
+)
+VALIDITY_SCHEMA = pa.schema(
+    [
+        pa.field("experiment", pa.string(), False, {"description": "experiment name"}),
+        pa.field("model", pa.string(), True, {"description": "the model the selectors scored with"}),
+        pa.field("track", pa.string(), False, {"description": "'planted' (defects) or 'pairs' (labelled pairs)"}),
+        pa.field("selector", pa.string(), False, {"description": "selector"}),
+        pa.field("group", pa.string(), True, {"description": "defect kind (planted) or subset (pairs)"}),
+        pa.field("n", pa.int64(), True, {"description": "rows or pairs scored"}),
+        pa.field("value", pa.float64(), True, {"description": "paired AUC (planted) or pairwise accuracy (pairs)"}),
+        pa.field("ci_low", pa.float64(), True, {"description": "95% bootstrap CI, low"}),
+        pa.field("ci_high", pa.float64(), True, {"description": "95% bootstrap CI, high"}),
+        pa.field("unpaired_auc", pa.float64(), True, {"description": "unpaired AUC (planted only)"}),
+        pa.field("excluded", pa.int64(), True, {"description": "rows the selector excluded (scored lowest)"}),
+    ]
+)
 CONFIGS = [
     {"config_name": "runs", "data_files": [{"split": "train", "path": "data/runs.parquet"}], "default": True},
     {"config_name": "items", "data_files": [{"split": "train", "path": "data/items.parquet"}]},
 ]
 PAIRWISE_CONFIG = {"config_name": "pairwise", "data_files": [{"split": "train", "path": "data/pairwise.parquet"}]}
+CONTAMINATION_CONFIG = {
+    "config_name": "contamination",
+    "data_files": [{"split": "train", "path": "data/contamination.parquet"}],
+}
+VALIDITY_CONFIG = {"config_name": "validity", "data_files": [{"split": "train", "path": "data/validity.parquet"}]}
+
+
+def contamination_rows(experiment: str, section: Mapping[str, Any] | None, source: str) -> list[dict[str, Any]]:
+    """``contamination`` rows from the leaderboard JSON's block (None: none): per task the pool, each arm (mean over
+    seeds, ``seed`` null) and each arm × seed."""
+    if section is None:
+        return []
+    tasks = section.get("tasks") if isinstance(section, dict) else None
+    if not isinstance(tasks, dict):
+        raise ValueError(f"{source}: contamination.tasks must be an object")
+    out = []
+    for task, t in sorted(tasks.items()):
+        base = {
+            "experiment": experiment,
+            "task": str(task),
+            "n": _int(section.get("n")),
+            "items": _int(t.get("items")),
+            "undetectable": _int(t.get("undetectable")),
+        }
+        pool = t.get("pool") or {}
+        out.append(
+            base
+            | {"scope": "pool", "seed": None}
+            | {"overlapping_items": _float(pool.get("overlapping_items")), "fraction": _float(pool.get("fraction"))}
+        )
+        for arm, a in sorted((t.get("arms") or {}).items()):
+            out.append(
+                base
+                | {"scope": str(arm), "seed": None}
+                | {"overlapping_items": _float(a.get("overlapping_items")), "fraction": _float(a.get("fraction"))}
+            )
+            items = _int(t.get("items"))
+            for seed, count in sorted((a.get("per_seed") or {}).items(), key=lambda kv: int(kv[0])):
+                out.append(
+                    base
+                    | {"scope": str(arm), "seed": int(seed), "overlapping_items": _float(count)}
+                    | {"fraction": (count / items) if items and _float(count) is not None else None}
+                )
+    return out
+
+
+def validity_rows(experiment: str, section: Mapping[str, Any] | None, source: str) -> list[dict[str, Any]]:
+    """``validity`` rows from the leaderboard JSON's block (None: none): one per planted-defect row and per
+    labelled-pairs row."""
+    if section is None:
+        return []
+    tracks = section.get("tracks") if isinstance(section, dict) else None
+    if not isinstance(tracks, dict):
+        raise ValueError(f"{source}: validity.tracks must be an object")
+
+    def ci(v: Any) -> tuple[float | None, float | None]:
+        return (_float(v[0]), _float(v[1])) if isinstance(v, (list, tuple)) and len(v) == 2 else (None, None)
+
+    out = []
+    for r in (tracks.get("planted") or {}).get("rows") or []:
+        lo, hi = ci(r.get("paired_ci"))
+        out.append(
+            {
+                "experiment": experiment,
+                "model": _text(section.get("model")),
+                "track": "planted",
+                "selector": str(r.get("selector")),
+                "group": _text(r.get("kind")),
+                "n": _int(r.get("n")),
+                "value": _float(r.get("paired_auc")),
+                "ci_low": lo,
+                "ci_high": hi,
+                "unpaired_auc": _float(r.get("unpaired_auc")),
+                "excluded": _int(r.get("excluded")),
+            }
+        )
+    for r in (tracks.get("pairs") or {}).get("rows") or []:
+        lo, hi = ci(r.get("ci"))
+        out.append(
+            {
+                "experiment": experiment,
+                "model": _text(section.get("model")),
+                "track": "pairs",
+                "selector": str(r.get("selector")),
+                "group": _text(r.get("subset")),
+                "n": _int(r.get("n")),
+                "value": _float(r.get("accuracy")),
+                "ci_low": lo,
+                "ci_high": hi,
+                "unpaired_auc": None,
+                "excluded": None,
+            }
+        )
+    return out
 
 
 def _text(v: Any) -> str | None:
@@ -278,14 +418,22 @@ def build_results_card(
     pool: str | None = None,
     repo_id: str | None = None,
     pairwise: Sequence[Mapping[str, Any]] = (),
+    board: Mapping[str, Any] | None = None,
+    contamination: Sequence[Mapping[str, Any]] = (),
+    validity: Sequence[Mapping[str, Any]] = (),
 ) -> DatasetCard:
+    """The card. ``board``: the leaderboard JSON, whose per-domain sentences and forest plot (``leaderboards/<x>.png``
+    when among ``leaderboard_names``) open the card; ``contamination`` / ``validity``: rows of those configs."""
     tasks = sorted({r["task"] for r in runs})
     arms = sorted({r["arm"] for r in runs})
     data = DatasetCardData(
         pretty_name=f"cpqs-bench results: {experiment}",
         license="other",
         tags=["cpqs-bench", "evaluation", "data-selection", "leaderboard"],
-        configs=CONFIGS + ([PAIRWISE_CONFIG] if pairwise else []),
+        configs=CONFIGS
+        + ([PAIRWISE_CONFIG] if pairwise else [])
+        + ([CONTAMINATION_CONFIG] if contamination else [])
+        + ([VALIDITY_CONFIG] if validity else []),
     )
     repo = repo_id or "<this repo or folder>"
     pairwise_text: list[str] = []
@@ -304,6 +452,39 @@ def build_results_card(
             "",
         ]
 
+    extra_text: list[str] = []
+    if contamination:
+        extra_text += [
+            "### `contamination`",
+            "",
+            f'`load_dataset("{repo}", "contamination", split="train")` ({len(contamination)} rows): per task, the '
+            "evaluation items with any normalised n-gram overlap in the pool and in each arm's selection (per seed, "
+            "and the mean over seeds with `seed` null). Items shorter than n tokens are undetectable, never clean.",
+            "",
+            *_schema_table(CONTAMINATION_SCHEMA),
+            "",
+        ]
+    if validity:
+        extra_text += [
+            "### `validity`",
+            "",
+            f'`load_dataset("{repo}", "validity", split="train")` ({len(validity)} rows): selector validity tracks '
+            "scored before any fine-tuning: AUC against planted defects and accuracy on labelled answer pairs.",
+            "",
+            *_schema_table(VALIDITY_SCHEMA),
+            "",
+        ]
+    glance: list[str] = []
+    if board and board.get("glance"):
+        ref = (board.get("reference") or {}).get("arm")
+        glance = ["## At a glance", "", f"Δ vs the reference arm **{ref}**, per domain:", ""]
+        glance += [f"* {g['sentence']}" for g in board["glance"]]
+        png = f"{board.get('experiment')}.png"
+        if png in leaderboard_names:
+            glance += ["", f"![forest plot of Δ vs {ref}](leaderboards/{png})"]
+            caption = (board.get("figure") or {}).get("caption")
+            glance += ["", f"*{caption}*"] if caption else []
+        glance.append("")
     licences = []
     for t in tasks:
         f = facts.get(t) or {}
@@ -327,9 +508,11 @@ def build_results_card(
         "",
         f"Arms: {', '.join(arms) or 'none'}. Tasks: {', '.join(tasks) or 'none'}.",
         "",
+        *glance,
         "## How the numbers were produced",
         "",
-        "* `runs.value` is the task's metric (the task YAML's `metric_list`; fraction in [0, 1]) for one arm and seed.",
+        "* `runs.value` is the task's metric (the task YAML's `metric_list`) for one arm and seed: a fraction in [0, 1] "
+        "for exact match and pass@1, the metric's own unit for proxies (NLL per byte, lower is better).",
         "* `items.score` is each item's score; `runs.value` is its mean over the task's items.",
         "* `summary.json` holds the statistics of the leaderboard: means over seeds, 95% percentile bootstrap CIs over "
         "items, paired sign-flip permutation tests against the reference arms.",
@@ -347,6 +530,7 @@ def build_results_card(
         *_schema_table(ITEMS_SCHEMA),
         "",
         *pairwise_text,
+        *extra_text,
         "## Files",
         "",
         f"* `leaderboards/`: {', '.join(f'`{n}`' for n in leaderboard_names) or '(none)'}; `page/index.html`: the "
@@ -392,17 +576,26 @@ def build_results_folder(
     if len(set(names)) != len(names):
         raise ValueError(f"leaderboard files must have distinct names, got {names}")
     try:
-        json.loads(summary_json.read_text(encoding="utf-8"))
+        board = json.loads(summary_json.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{summary_json}:{e.lineno}: not valid JSON: {e.msg}") from e
+    board = board if isinstance(board, dict) else {}
+    contamination = contamination_rows(experiment, board.get("contamination"), str(summary_json))
+    validity = validity_rows(experiment, board.get("validity"), str(summary_json))
     runs, items = collect_rows(experiment, eval_dirs, facts, adapter_repos)
-    card = build_results_card(experiment, runs, facts, names, pool, repo_id, pairwise)
+    card = build_results_card(
+        experiment, runs, facts, names, pool, repo_id, pairwise, board, contamination=contamination, validity=validity
+    )
 
     def fill(tmp: Path) -> None:
         write_parquet(runs, RUNS_SCHEMA, tmp / "data" / "runs.parquet")
         write_parquet(items, ITEMS_SCHEMA, tmp / "data" / "items.parquet")
         if pairwise:
             write_parquet(pairwise, PAIRWISE_SCHEMA, tmp / "data" / "pairwise.parquet")
+        if contamination:
+            write_parquet(contamination, CONTAMINATION_SCHEMA, tmp / "data" / "contamination.parquet")
+        if validity:
+            write_parquet(validity, VALIDITY_SCHEMA, tmp / "data" / "validity.parquet")
         _copy_file(summary_json, tmp / "summary.json")
         for path in leaderboards:
             _copy_file(path, tmp / "leaderboards" / path.name)
