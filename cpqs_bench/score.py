@@ -16,7 +16,8 @@ contract kit (:func:`cpqs_bench.testing.check_selector`): :func:`score_examples`
 finite float score per row (numpy scalars converted; a string, bool, NaN, inf or None is refused unless the row
 carries an ``exclude`` reason, as the protocol allows, and is then written as null), a whole ``n_tokens >= 0``, and an
 ``extra`` that does not shadow ``id`` / ``score`` / ``n_tokens`` / ``exclude``. Any breach, and any exception the
-selector raises, becomes one :class:`ScoreContractError` line naming the selector and the first offending row.
+selector raises (except an ``OSError``: a full disk or a missing file is reported as such), becomes one
+:class:`ScoreContractError` line naming the selector and the first offending row.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def score_examples(
                 f"(one per example, {len(examples)} expected)"
             )
         rows = list(rows)  # a generator / tuple / any iterable: materialised once, here
-    except ScoreContractError:
+    except (ScoreContractError, OSError):  # an OSError (full disk, missing file) is the machine's, not the plugin's
         raise
     except Exception as exc:  # a plugin's failure, reported as one line (CPQS_DEBUG=1 shows the traceback)
         msg = str(exc).splitlines()[0] if str(exc) else ""

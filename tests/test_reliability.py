@@ -295,8 +295,10 @@ def test_publish_state_records_each_repo_and_a_rerun_resumes(tmp_path, hub_env, 
 
 
 def test_adapter_training_record_is_read_from_training_json(tmp_path):
+    from cpqs_bench.finetune.sft import TRAINING_RECORD
     from cpqs_bench.publish import hub as H
 
+    assert H.TRAINING_RECORD == TRAINING_RECORD  # the publish layer's copy of finetune's constant
     run = make_run(tmp_path, arms=("random",), seeds=(0,))
     adapter = next((run).rglob("adapter_config.json")).parent
     record = json.loads((adapter / "manifest.json").read_text())

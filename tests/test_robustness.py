@@ -169,13 +169,15 @@ def test_sample_longer_than_model_context_is_truncated_and_counted_and_scoring_a
         ],
     )
     manifest = sft.finetune_arm(cfg, sel, read_pool(str(pool)).examples, root / "out", seed=0, progress_bar=False)
-    assert (root / "out" / "DONE").exists()
+    assert (root / "out" / sft.TRAINING_RECORD).exists()  # the record marks the adapter complete (no DONE: #25)
     assert manifest["data"]["length_stats"]["truncated"] == 1 and manifest["dropped_ids"] == []
 
 
 def test_single_50mb_record_is_read_with_bounded_memory_kept_and_a_50mb_bad_record_is_quarantined(tmp_path):
-    """Policy: a valid huge record is kept (the length policy truncates it at tokenisation); a huge malformed one is
-    quarantined with its raw text capped at 500 characters. Memory stays a small multiple of the record size."""
+    """Without a size cap (``max_record_bytes=None``; the default 1 MB cap quarantines both, see
+    test_reliability.py): a valid huge record is kept (the length policy truncates it at tokenisation); a huge
+    malformed one is quarantined with its raw text capped at 500 characters. Memory stays a small multiple of the
+    record size."""
     from cpqs_bench.data.pool import read_pool
 
     size = 50 * 1024 * 1024
@@ -192,7 +194,7 @@ def test_single_50mb_record_is_read_with_bounded_memory_kept_and_a_50mb_bad_reco
     rejected = tmp_path / "rejected.jsonl"
     tracemalloc.start()
     try:
-        pool = read_pool(str(path), max_rejected_fraction=None, rejected_path=rejected)
+        pool = read_pool(str(path), max_rejected_fraction=None, rejected_path=rejected, max_record_bytes=None)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -358,18 +360,18 @@ def test_changed_selector_training_config_in_the_same_output_never_reuses_stale_
     (before the fix it did: with epochs already reached it trained nothing and wrote the old weights)."""
     from safetensors.torch import load_file
 
-    from cpqs_bench.selectors.cpqs import train as T
+    from cpqs_bench.selectors.cpqs import checkpoint as C
 
     train_tiny_selector(tmp_path / "a", tmp_path / "cache")
-    weights = load_file(tmp_path / "a" / T.WEIGHTS)
+    weights = load_file(tmp_path / "a" / C.WEIGHTS)
     with pytest.raises(ValueError, match=r"train_state\.pt holds the training state of a run with different inputs"):
         train_tiny_selector(tmp_path / "a", tmp_path / "cache", lr=5e-3)
-    assert all(torch.equal(v, load_file(tmp_path / "a" / T.WEIGHTS)[k]) for k, v in weights.items())
+    assert all(torch.equal(v, load_file(tmp_path / "a" / C.WEIGHTS)[k]) for k, v in weights.items())
     # the same settings resume (one more epoch continues from the saved state) ...
     train_tiny_selector(tmp_path / "a", tmp_path / "cache", epochs=2)
     # ... and equal an uninterrupted two-epoch run
     train_tiny_selector(tmp_path / "b", tmp_path / "cache", epochs=2)
-    a, b = load_file(tmp_path / "a" / T.WEIGHTS), load_file(tmp_path / "b" / T.WEIGHTS)
+    a, b = load_file(tmp_path / "a" / C.WEIGHTS), load_file(tmp_path / "b" / C.WEIGHTS)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -401,7 +403,9 @@ def test_selector_checkpoint_for_a_different_backbone_via_cli_is_a_one_line_erro
     err = capsys.readouterr().err  # besides the error: only transformers' "Loading weights" progress bar
     errors = [line for line in err.splitlines() if "error" in line.lower()]
     assert rc == 1 and "Traceback" not in err and len(errors) == 1
-    assert errors[0].startswith("cpqs-bench score: error: CPQS selector") and "'tiny-a'" in errors[0]
+    # one line: the contract's prefix names the selector, then the selector's own message
+    assert errors[0].startswith("cpqs-bench score: error: selector 'cpqs' failed while scoring")
+    assert "CPQS selector" in errors[0] and "'tiny-a'" in errors[0]
     assert str(cpqs_checkpoint) in errors[0] and "train a new selector" in errors[0]
     assert not (tmp_path / "s.jsonl").exists()
 
@@ -546,13 +550,13 @@ def job_features(cache_root: str) -> None:
 
 
 def job_score(checkpoint: str, workdir: str) -> None:
+    from cpqs_bench.selectors.cpqs import checkpoint as C
     from cpqs_bench.selectors.cpqs import selector as S
-    from cpqs_bench.selectors.cpqs import train as T
 
     model, tok = tiny_backbone()
     from cpqs_bench.io import write_jsonl
 
-    cnn, meta = T.load_checkpoint(Path(checkpoint))
+    cnn, meta = C.load_checkpoint(Path(checkpoint))
     rows = S.score_resumable(cnn, model, tok, _examples(7), S.spec_from_meta(meta), Path(workdir), 2, shard_size=2)
     write_jsonl(Path(workdir).with_suffix(".scores.jsonl"), rows)
 
@@ -575,7 +579,7 @@ def job_negatives(out: str) -> None:
     )
 
 
-def job_evaluate(model_dir: str, out: str, limit: str = "2", force: str = "") -> None:
+def job_evaluate(model_dir: str, out: str, limit: str = "2") -> None:
     from cpqs_bench.config import Config, replace
     from cpqs_bench.evaluate import harness
 
@@ -592,7 +596,7 @@ def job_evaluate(model_dir: str, out: str, limit: str = "2", force: str = "") ->
             "evaluate.use_cache": False,
         },
     )
-    harness.evaluate_model(cfg, out, force=bool(force))
+    harness.evaluate_model(cfg, out)  # replaces earlier outputs in out (no --force since the stages rework)
 
 
 def test_kill9_during_feature_cache_shard_write_then_rerun_gives_identical_features(tmp_path):
@@ -646,19 +650,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 def test_kill9_during_evaluation_results_write_then_rerun_gives_identical_results(tiny_model_dir, tmp_path):
-    """The killed run is a ``--force`` rerun over a finished evaluation of other inputs (limit 1), the worst case:
-    its new items.jsonl must never sit beside the old run's metrics/manifest as a readable evaluation."""
+    """The killed run is a rerun over a finished evaluation of other inputs (limit 1), the worst case: its new
+    items.jsonl must never sit beside the old run's metrics/record as a readable evaluation."""
     from cpqs_bench import leaderboard
+    from cpqs_bench.evaluate.harness import EVALUATION_RECORD
 
     job_evaluate(str(tiny_model_dir), str(tmp_path / "ref"))
     killed = tmp_path / "killed"
     job_evaluate(str(tiny_model_dir), str(killed), "1")
-    kill_during("metrics.json", 1, "job_evaluate", str(tiny_model_dir), str(killed), "2", "force")
+    kill_during("metrics.json", 1, "job_evaluate", str(tiny_model_dir), str(killed), "2")
     assert (killed / "items.jsonl").exists() and not (killed / "metrics.json").exists()
-    assert not (killed / "DONE").exists() and not (killed / "manifest.json").exists() and _tmp_leftovers(killed)
+    assert not (killed / EVALUATION_RECORD).exists() and _tmp_leftovers(killed)
     assert not leaderboard._is_eval_dir(killed)  # the leaderboard does not read a half-written evaluation
     job_evaluate(str(tiny_model_dir), str(killed))
-    assert (killed / "DONE").read_text() == (tmp_path / "ref" / "DONE").read_text()
+    assert (killed / EVALUATION_RECORD).exists()
     for name in ("items.jsonl", "metrics.json", "samples/cpqs_gsm8k_chat.jsonl"):
         assert (killed / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
 
@@ -742,7 +747,7 @@ def test_lm_eval_swallowed_write_error_is_caught_by_output_verification(tmp_path
         "items.jsonl": json.dumps({"task": task, "doc_id": 0, "correct": 1.0}) + "\n",
         "metrics.json": json.dumps({task: 1.0}),
         "lm_eval_results.json": "{}",
-        "manifest.json": "{}",
+        harness.EVALUATION_RECORD: "{}",
         f"samples/{task}.jsonl": "{}\n",
     }
     for name, text in files.items():
@@ -827,8 +832,8 @@ def test_wandb_unreachable_training_completes(tmp_path, monkeypatch):
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert CANARY_WANDB not in proc.stdout + proc.stderr
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert (tmp_path / "out" / "DONE").exists() and manifest["training"]["global_steps"] == 2
+    manifest = json.loads((tmp_path / "out" / "training.json").read_text())  # sft.TRAINING_RECORD (issue #25)
+    assert manifest["training"]["global_steps"] == 2
     assert manifest["wandb"]["mode"] == "online" and manifest["wandb"]["errors"]  # recorded, not raised
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert not [p for p in written if CANARY_WANDB.encode() in p.read_bytes()]
