@@ -201,4 +201,7 @@ def dataset_files(
         )
     from huggingface_hub import hf_hub_download
 
+    from cpqs_bench.io import bound_hub_requests
+
+    bound_hub_requests()  # every request of the download waits at most io.DEFAULT_HUB_TIMEOUT_S (issue #34)
     return {f: Path(hf_hub_download(repo_id=repo, filename=f, repo_type="dataset")) for f in files}

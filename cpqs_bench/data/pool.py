@@ -202,6 +202,10 @@ def _iter_hub(spec: str) -> Iterator[tuple[str, Any, tuple[str, str] | None]]:
     p = parse_hf_spec(spec)  # refuses hf:../x, hf:/tmp/... before anything is loaded
     import datasets
 
+    from cpqs_bench.io import bound_hub_requests
+
+    bound_hub_requests()  # datasets downloads through huggingface_hub's client: every request bounded
+
     ds = datasets.load_dataset(p["name"], p["config"], revision=p["rev"], split=p["split"] or "train")
     for i, rec in enumerate(ds):
         yield f"{spec}[row {i}]", rec, None
