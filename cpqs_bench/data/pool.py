@@ -366,4 +366,5 @@ def _record_size(rec: Any) -> int | None:
 def read_project_pool(path: str | os.PathLike) -> Pool:
     """Read a pool file this project wrote (``messages`` JSONL with ids): its own format, never the raw pool's
     schema, field map or limit; any bad row is an error (the project wrote it), not a quarantine."""
-    return read_pool(str(path), schema="messages", max_rejected_fraction=0.0)
+    # no size cap: the data stage applied data.max_record_bytes (whatever it was) when it wrote this file
+    return read_pool(str(path), schema="messages", max_rejected_fraction=0.0, max_record_bytes=None)
