@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -402,7 +403,8 @@ def compute_points(forest: dict[str, Any], compute: dict[str, dict[str, Any]]) -
                 | {"total_flops": compute[ref]["total_flops"], "reference": True}
             )
         if points:
-            out.append({**{k: lead[k] for k in ("domain", "task", "metric", "unit", "unit_label")}, "points": points})
+            keys = ("domain", "task", "metric", "unit", "unit_label", "higher_is_better")
+            out.append({**{k: lead[k] for k in keys}, "points": points})
     return out
 
 
@@ -503,7 +505,8 @@ def at_a_glance(
 def figure_caption(summary: dict[str, Any], reference: str | None = None) -> str:
     return (
         f"Forest plot: each arm's paired difference Δ = arm − {reference or 'reference'} per item, averaged over "
-        f"items and seeds, one panel per domain × metric (proxies included; the arrow says which way is better). "
+        f"items and seeds, one panel per domain × metric (proxies included), oriented so that better is to the right (the axis "
+        "of a lower-is-better metric is reversed). "
         f"Whiskers: {100 * summary['ci_level']:.0f}% hierarchical paired bootstrap CI ({summary['n_boot']:,} "
         "resamples: seeds, then items). ▲ / ▼: a verdict (better / worse in the metric's direction; see Details); "
         "no mark: no verdict. Arms ordered by Δ, best on top. Metrics where every arm scored alike are listed, "
@@ -964,7 +967,7 @@ def ref_table(
                 f"{fmt_delta(cmp['ci_high'], unit)}]",
                 f"{fmt_p(cmp['p_value'])} / {fmt_p(cmp.get('p_value_seed'))}",
                 f"{fmt_p(cmp.get('p_min_item'))} / {fmt_p(cmp.get('p_min_seed'))}",
-                ("—" if mde is None else fmt_value(mde, unit))
+                ("— (no item differs)" if not cmp.get("sd_diff") else "—" if mde is None else fmt_value(mde, unit))
                 + ("" if cmp.get("can_reach_alpha", True) else " (cannot reach α)"),
                 _verdict_text(row["arm"], ref, cmp),
             ]
@@ -1235,7 +1238,14 @@ def render_png(doc: dict[str, Any]) -> bytes:
     compute = forest.get("compute") or []
     # one row of panels per domain (its drawn metrics), then one row of compute panels
     grid = [[p for p in drawn if p["domain"] == d] for d in dict.fromkeys(p["domain"] for p in drawn)]
-    grid = [row for row in grid if row] + ([compute] if compute else [])
+    planted = [
+        r
+        for r in (((doc.get("validity") or {}).get("tracks") or {}).get("planted") or {}).get("rows") or []
+        if isinstance(r.get("paired_auc"), (int, float))
+    ]
+    grid = (
+        [row for row in grid if row] + ([compute] if compute else []) + ([[{"validity": planted}]] if planted else [])
+    )
     ncols = max([1, *(len(row) for row in grid)])
     n_arms = max((len(p["rows"]) for p in drawn), default=3)
     panel_h, title_h = max(1.3, 0.3 * n_arms + 0.35), 0.95  # inches: plot area, and its title + x labels
@@ -1260,7 +1270,9 @@ def render_png(doc: dict[str, Any]) -> bytes:
     for i, row in enumerate(grid):
         for j, p in enumerate(row):
             ax = fig.add_subplot(gs[i, j])
-            if "points" in p:
+            if "validity" in p:
+                _validity_panel(ax, p["validity"], width / ncols)
+            elif "points" in p:
                 _compute_panel(ax, p, ref, width / ncols)
             else:
                 _forest_panel(ax, p, width / ncols, ref)
@@ -1330,15 +1342,42 @@ def _compute_panel(ax: Any, c: dict[str, Any], ref: str | None, width_in: float)
         )
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_xscale("log")
+    xs = [pt["total_flops"] for pt in c["points"] if pt["total_flops"] and pt["total_flops"] > 0]
+    if xs:  # room for the labels right of the points, in decades
+        lo, hi = math.log10(min(xs)), math.log10(max(xs))
+        span = max(hi - lo, 0.5)
+        ax.set_xlim(10 ** (lo - 0.08 * span), 10 ** (hi + 0.3 * span))
+    if not c.get("higher_is_better", True):
+        ax.invert_yaxis()  # better is always up
     ax.set_xlabel("total compute (selection + training FLOPs)", fontsize=8)
     ax.tick_params(labelsize=7.5)
     ax.grid(alpha=0.3)
     du = delta_unit(c["unit"], c["unit_label"])
+    ax.set_ylabel(f"Δ ({du}); better ↑", fontsize=8)
     ax.set_title(
         _wrap(f"{c['domain']}: Δ vs {ref} on {c['task']} ({du}) against compute", int(width_in * 11)),
         fontsize=8.5,
         loc="left",
     )
+
+
+def _validity_panel(ax: Any, rows: list[dict[str, Any]], width_in: float) -> None:
+    """Planted-defect paired AUC per selector × kind with its CI; the chance line at 0.5."""
+    ys = list(range(len(rows)))[::-1]
+    for y, r in zip(ys, rows):
+        ci = r.get("paired_ci")
+        if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
+            ax.plot([ci[0], ci[1]], [y, y], color=COLORS[None], lw=2)
+        ax.plot([r["paired_auc"]], [y], "o", color=COLORS["ref"], ms=5)
+    ax.axvline(0.5, color="black", lw=0.8, ls="--")
+    ax.set_xlim(0, 1)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([f"{r.get('kind')} · {r.get('selector')}" for r in rows], fontsize=7.5)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel("paired AUC (0.5 = chance; 1 = every planted defect scored below its clean source)", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7.5)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(_wrap("Selector validity: planted defects", int(width_in * 11)), fontsize=8.5, loc="left")
 
 
 def _wrap(text: str, width: int) -> str:

@@ -428,8 +428,18 @@ def forest_svg(panel: Mapping[str, Any], ref: str | None) -> str:
     ``data-lo``, ``data-hi`` (exact values of the JSON), the zero line, ▲/▼; better is always to the right."""
     e = html.escape
     rows = panel["rows"]
-    label_w, plot_w, row_h, top, bottom = 120, 330, 24, 58, 44
-    w, h = label_w + plot_w + 20, top + row_h * len(rows) + bottom
+    label_w, plot_w, row_h, bottom = 120, 330, 24, 44
+    w = label_w + plot_w + 20
+    unit = panel["unit"]
+    du = lb.delta_unit(unit, panel["unit_label"])
+    direction = "higher is better" if panel["higher_is_better"] else "lower is better (axis reversed)"
+    # titles wrap to the panel's width (about 7 px per character at 13 px, 6.3 at 12 px)
+    t1 = _svg_lines(f"{panel['domain']}: {panel['task']}", w // 8)
+    t2 = _svg_lines(
+        f"{panel['metric']}{' (proxy)' if panel['proxy'] else ''} in {panel['unit_label']}, {direction}", w // 7
+    )
+    top = 16 * (len(t1) + len(t2)) + 26
+    h = top + row_h * len(rows) + bottom
     lo = min([0.0, *(r["lo"] for r in rows)])
     hi = max([0.0, *(r["hi"] for r in rows)])
     pad = 0.06 * ((hi - lo) or 1.0)
@@ -440,18 +450,14 @@ def forest_svg(panel: Mapping[str, Any], ref: str | None) -> str:
         t = (v - lo) / (hi - lo)
         return round(label_w + plot_w * (1 - t if flip else t), 2)
 
-    unit = panel["unit"]
-    du = lb.delta_unit(unit, panel["unit_label"])
-    direction = "higher is better" if panel["higher_is_better"] else "lower is better (axis reversed)"
     parts = [
         f'<svg class="forest" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
         f'role="img" data-domain="{e(panel["domain"])}" data-task="{e(panel["task"])}" '
         f'data-metric="{e(panel["metric"])}" data-reference="{e(str(ref))}" '
         f'data-higher-is-better="{str(bool(panel["higher_is_better"])).lower()}">',
         f"<title>{e(panel['domain'])}: {e(panel['task'])}, Δ vs {e(str(ref))} ({e(du)})</title>",
-        f'<text class="t1" x="4" y="16">{e(panel["domain"])}: {e(panel["task"])}</text>',
-        f'<text class="t2" x="4" y="33">{e(panel["metric"])}{" (proxy)" if panel["proxy"] else ""} in '
-        f"{e(panel['unit_label'])}, {e(direction)}</text>",
+        *(f'<text class="t1" x="4" y="{16 + 16 * i}">{e(line)}</text>' for i, line in enumerate(t1)),
+        *(f'<text class="t2" x="4" y="{16 + 16 * (len(t1) + i)}">{e(line)}</text>' for i, line in enumerate(t2)),
     ]
     y0, y1 = top - 8, top + row_h * len(rows)
     for t in _nice_ticks(lo, hi):
@@ -479,12 +485,30 @@ def forest_svg(panel: Mapping[str, Any], ref: str | None) -> str:
     return "".join(parts)
 
 
+def _svg_lines(text: str, width: int) -> list[str]:
+    """``text`` wrapped at word boundaries to at most ``width`` characters a line (a long word is cut)."""
+    lines: list[str] = []
+    for word in text.split():
+        while len(word) > width:
+            lines.append(word[:width])
+            word = word[width:]
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 def compute_svg(c: Mapping[str, Any], ref: str | None) -> str:
     """Δ on a domain's lead metric against total compute (log FLOPs), one ``g.cpoint`` per arm."""
     e = html.escape
     pts = c["points"]
-    left, plot_w, plot_h, top = 56, 360, 200, 40
-    w, h = left + plot_w + 80, top + plot_h + 44
+    left, plot_w, plot_h = 56, 330, 200
+    w = left + plot_w + 150  # room for the labels right of the points
+    du = lb.delta_unit(c["unit"], c["unit_label"])
+    title = _svg_lines(f"{c['domain']}: Δ vs {ref} on {c['task']} ({du}; better ↑) against total compute", w // 8)
+    top = 16 * len(title) + 24
+    h = top + plot_h + 44
     xs = [math.log10(p["total_flops"]) for p in pts if p["total_flops"] and p["total_flops"] > 0]
     if not xs:
         return ""
@@ -497,15 +521,16 @@ def compute_svg(c: Mapping[str, Any], ref: str | None) -> str:
     def px(v: float) -> float:
         return round(left + plot_w * (math.log10(v) - xlo) / ((xhi - xlo) or 1.0), 2)
 
-    def py(v: float) -> float:
-        return round(top + plot_h * (1 - (v - lo) / (hi - lo)), 2)
+    flip = not c.get("higher_is_better", True)  # better is always up
 
-    du = lb.delta_unit(c["unit"], c["unit_label"])
+    def py(v: float) -> float:
+        t = (v - lo) / (hi - lo)
+        return round(top + plot_h * (t if flip else 1 - t), 2)
+
     parts = [
         f'<svg class="compute" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
         f'role="img" data-task="{e(c["task"])}">',
-        f'<text class="t1" x="4" y="16">{e(c["domain"])}: Δ vs {e(str(ref))} on {e(c["task"])} ({e(du)}) '
-        "against total compute</text>",
+        *(f'<text class="t1" x="4" y="{16 + 16 * i}">{e(line)}</text>' for i, line in enumerate(title)),
         f'<line class="zero" x1="{left}" x2="{left + plot_w}" y1="{py(0.0)}" y2="{py(0.0)}"/>',
         f'<text class="xlabel" x="{left + plot_w / 2}" y="{top + plot_h + 34}">total FLOPs (selection + training, '
         "log scale)</text>",
