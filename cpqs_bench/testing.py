@@ -20,6 +20,11 @@ and asserts the contract every stage downstream relies on:
 * the scores are not degenerate: at least two eligible rows that do not all share one score
   (:func:`cpqs_bench.selectors.degeneracy.report`).
 
+Then (``validity=True``, the default) it runs both selector validity tracks (:mod:`cpqs_bench.validity`) on a tiny
+synthetic fixture (:func:`cpqs_bench.validity.tracks.tiny_fixtures`: every built-in defect kind, 4 labelled pairs)
+and *reports* the AUCs and pairwise accuracies in :attr:`ContractReport.validity` (a random-weight model makes them
+meaningless as quality numbers; they show the selector runs through the screen). They never fail the contract.
+
 Failures raise :class:`ContractError` (an ``AssertionError``, so pytest reports it as a test failure) naming the
 selector and the check.
 """
@@ -144,6 +149,23 @@ class ContractReport:
     name: str
     rows: list[ScoreRow]
     passed: list[str] = field(default_factory=list)
+    # {"planted": [rows as in validity.json], "pairs": [...]} on the tiny fixture; None when not run
+    validity: dict[str, list[dict[str, Any]]] | None = None
+
+    def validity_summary(self) -> str:
+        """One line: overall paired / unpaired AUC and overall pairwise accuracy on the tiny fixture."""
+        if self.validity is None:
+            return f"{self.name}: validity tracks not run"
+        over = next(r for r in self.validity["planted"] if r["kind"] == "overall")
+        acc = next(r for r in self.validity["pairs"] if r["subset"] == "overall")
+
+        def f(x: float | None) -> str:
+            return "-" if x is None else f"{x:.2f}"
+
+        return (
+            f"{self.name} (tiny fixture, reported only): planted paired AUC {f(over['paired_auc'])}, unpaired "
+            f"{f(over['unpaired_auc'])}; pairs accuracy {f(acc['accuracy'])}"
+        )
 
 
 def _fail(name: str, check: str, detail: str) -> ContractError:
@@ -210,6 +232,26 @@ def _check_not_degenerate(name: str, rows: list[ScoreRow]) -> None:
         )
 
 
+def _validity_tracks(
+    name: str, run: Callable[[Sequence[Example], str], list[ScoreRow]], config: Any, family: str, seed: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Both validity tracks on the tiny fixture, scored by ``run`` (reported, never a contract failure)."""
+    from cpqs_bench.validity import run as validity
+    from cpqs_bench.validity.tracks import tiny_fixtures
+
+    planted, pairs = tiny_fixtures(seed)
+    pool = [*planted.examples, *pairs.examples]
+    rows = run(pool, "validity")
+    _check_rows(name, pool, rows)
+    by_id = {r.id: r.to_dict() for r in rows}
+    lengths = validity.response_lengths(config, pairs.examples, tiny_loader(family))
+    subsets = validity.pair_subsets(pairs, lengths, config.selectors.cpqs.length_band)
+    return {
+        "planted": validity.planted_rows(name, by_id, planted, n_boot=200, seed=seed),
+        "pairs": validity.pairs_rows(name, by_id, subsets, n_boot=200, seed=seed),
+    }
+
+
 def check_selector(
     selector_or_name: Selector | str,
     *,
@@ -221,11 +263,13 @@ def check_selector(
     check_order: bool = True,
     rtol: float = 1e-4,
     workdir: str | Path | None = None,
+    validity: bool = True,
 ) -> ContractReport:
     """Run the whole contract; returns the report of the checks passed, raises :class:`ContractError` on a failure.
 
     ``checkpoint`` is required for selectors that declare ``Needs.CHECKPOINT``; ``family`` picks the tiny model
-    (``chatml``, ``llama2``, ``gpt2``); ``rtol`` bounds the order-invariance check (batching changes float sums).
+    (``chatml``, ``llama2``, ``gpt2``); ``rtol`` bounds the order-invariance check (batching changes float sums);
+    ``validity`` runs the validity tracks on the tiny fixture and reports them (:attr:`ContractReport.validity`).
     """
     selector = _resolve(selector_or_name)
     name = getattr(selector, "name", None)
@@ -272,5 +316,7 @@ def check_selector(
 
         select([r.to_dict() for r in first], budget=2)
         report.passed.append("select() accepts the rows")
+        if validity:
+            report.validity = _validity_tracks(name, run, config, family, seed)
     report.rows = first
     return report

@@ -254,3 +254,52 @@ def drop_overlap(
         ids = {i for p in kept for i in p}
         pairs = PairsFixture([ex for ex in pairs.examples if ex.id in ids], kept, pairs.sources)
     return planted, pairs, counts
+
+
+# ------------------------------------------------------------------------------------------------ tiny fixtures
+_TINY_SENTENCES = (
+    "The river bends around the old mill.",
+    "Farmers bring their grain there every autumn.",
+    "The wheel turns slowly in the current.",
+    "Flour is packed into cloth sacks for the market.",
+    "Children watch the boats from the wooden bridge.",
+    "At dusk the miller locks the heavy door.",
+)
+_TINY_CODE = (
+    "```python\ndef count(xs, target):\n    n = 0\n    for i in range(len(xs)):\n        if xs[i] == target:\n"
+    "            n = n + 1\n    return n\n```"
+)
+
+
+def _user(i: str, text: str, response: str) -> Example:
+    return Example(i, ({"role": "user", "content": text},), response)
+
+
+def tiny_fixtures(seed: int = 0) -> tuple[PlantedFixture, PairsFixture]:
+    """Small synthetic fixtures for the contract kit (no files): 6 general, 2 math and 2 code clean rows with 2
+    variants of every built-in kind, and 4 labelled pairs (a full answer vs a one-sentence one)."""
+    s = _TINY_SENTENCES
+    general = [
+        _user(f"g{i}", f"Describe the mill scene, part {i}.", " ".join(s[(i + j) % len(s)] for j in range(4 + i % 2)))
+        for i in range(6)
+    ]
+    math_rows = [
+        _user(
+            f"m{i}",
+            f"Ann has {i + 3} apples and buys {2 * i + 1} more. How many?",
+            f"{i + 3} + {2 * i + 1} = {3 * i + 4}.\n#### {3 * i + 4}",
+        )
+        for i in range(2)
+    ]
+    code_rows = [_user(f"c{i}", f"Write a function that counts a value in a list ({i}).", _TINY_CODE) for i in range(2)]
+    builtin = [defects.KINDS[k] for k in _BUILTIN_KINDS]
+    planted = build_planted(
+        {"general": general, "math": math_rows, "code": code_rows}, builtin, n_clean=6, n_per_kind=2, seed=seed
+    )
+    strong = [_user(f"s{i}", f"Tell me about the mill ({i}).", " ".join(s[i : i + 4])) for i in range(4)]
+    weak = [_user(f"w{i}", f"Tell me about the mill ({i}).", s[(i + 2) % len(s)]) for i in range(4)]
+    examples, pairs, _ = join_pairs(strong, weak, n_pairs=None, seed=seed)
+    return planted, PairsFixture(examples, pairs, {"source": "tiny synthetic fixture"})
+
+
+_BUILTIN_KINDS = ("irrelevant", "truncated", "shuffled", "generic", "padded", "math_wrong_final", "code_bug")
