@@ -31,9 +31,10 @@ seeds of the run it describes, because a leaderboard number without them cannot 
 
 Forest plot layout: after the forest plots of meta-analyses (one row per study, a point and its CI, a vertical line
 of no effect), as in ``forestplot`` (github.com/LSYS/forestplot, ``forestplot/plot.py``: rows sorted by estimate,
-whiskers for CIs, the null line). Differences from the reference: panels per metric in a grid instead of one long
-table, rows sorted best-first in the metric's own direction (the x axis of a lower-is-better metric is inverted so
-better is always to the right), and no pooled "overall" row (metrics of different units are never pooled).
+whiskers for CIs, the null line: ``sort_data``, ``draw_ci``, ``draw_ref_xline``). Differences from the reference:
+panels per metric in a grid instead of one long table, rows sorted best-first in the metric's own direction (the x
+axis of a lower-is-better metric is inverted so better is always to the right), and no pooled "overall" row
+(metrics of different units are never pooled).
 """
 
 from __future__ import annotations
@@ -1637,8 +1638,9 @@ def from_json(
         compare_base="base" in st["references"],
         facts=facts,
     )
-    has_runs = bool(doc.get("runs"))
-    carried = [] if has_runs else [w for w in doc.get("warnings") or [] if "metrics.json" in w]
+    # metrics.json values are not in older JSONs (nor in boards re-rendered from them): keep their warnings
+    complete = bool(results) and all(r.metrics for r in results)
+    carried = [] if complete else [w for w in doc.get("warnings") or [] if "metrics.json" in w]
     return render(
         summary,
         results,

@@ -2,11 +2,21 @@
 
 The page is one self-contained file: the data is inlined as JSON (``<script type="application/json">``) and the
 behaviour is a few hundred lines of vanilla JS in the same file, so it opens from disk or from a static Hub Space
-with no server and no network. It shows, per domain (``metadata.domain`` of the task YAMLs), a table of arms ×
+with no server and no network.
+
+Top to bottom (issue #30), drawn here as static HTML from the leaderboard JSON (:func:`render_static`, the same cells
+as the Markdown): the summary at a glance (per domain the sentence that says exactly the verdicts and the ranked
+arms with Δ vs the reference [CI], ▲/▼ coloured by the leaderboard's better/worse in the metric's direction, and the
+compute recorded per arm), the forest plot as inline SVG (:func:`forest_svg`: one ``g.mark`` per arm × metric
+carrying ``data-delta`` / ``data-lo`` / ``data-hi``, the exact values of the JSON; Δ against total compute when
+recorded), the compute, contamination and selector-validity blocks when the run has them, and "Details" in a
+``<details>`` element (power in words, one table per task and reference arm). Below, in a second ``<details>``, the
+sortable board page.js draws: per domain (``metadata.domain`` of the task YAMLs), a table of arms ×
 tasks with the mean score, the item-bootstrap CI drawn as an error bar and the paired difference to the first
 reference arm; columns sort on click; filters narrow the rows by model, budget and selector; a click on a row
 opens a drawer with the run's provenance, per-seed scores, every paired comparison and the per-item outcomes.
-A "what this can and cannot show" note states the sample sizes and the smallest differences they can resolve.
+A "what this can and cannot show" note states the sample sizes and, per task, the power in words. Every value is
+in its metric's unit (``task_facts[task].unit``, from the task YAML); no mean is taken across metrics.
 When the leaderboard has a pairwise LLM-judge section (``pairwise`` in its JSON), the page shows it after the domain
 tables as a static table drawn here, text escaped, numbers formatted as in the Markdown: per arm vs the reference
 arm, win / tie / lose / unparsed, the win rate, the net score (W − L) / N with its bootstrap CI, the sign-test p and
