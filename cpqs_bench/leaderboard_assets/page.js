@@ -223,11 +223,6 @@
     box.appendChild(el("span", { id: "shown", text: n + " of " + Object.keys(D.arms).length + " arms shown" }));
     return box;
   }
-  function halfWidth(t) {
-    var ws = Object.keys(D.cells[t] || {}).map(function (a) { var c = D.cells[t][a]; return c.ci_high !== null && c.ci_low !== null ? (c.ci_high - c.ci_low) / 2 : null; })
-      .filter(function (x) { return x !== null && x > 0; }).sort(function (a, b) { return a - b; });
-    return ws.length ? ws[Math.floor(ws.length / 2)] : null;
-  }
   function renderCaveats() {
     var box = el("section", { id: "caveats", cls: "caveats" });
     box.appendChild(el("h2", { text: "What this can and cannot show" }));
