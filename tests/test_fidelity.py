@@ -505,3 +505,11 @@ def test_paper_presets_resolve_to_the_reference_values(preset):
             96,
         )
         assert (m.necessity_num_beams, m.necessity_max_new_tokens, m.reward_max_length) == (4, 1024, None)
+        from cpqs_bench.selectors import mods
+
+        assert mods.necessity_cost(cfg, 10) == {
+            "answers": 10,
+            "num_beams": 4,
+            "max_new_tokens": 1024,
+            "beam_tokens": 40960,
+        }

@@ -376,13 +376,13 @@ def necessity(examples: Sequence[Example], coverage: Coverage, ctx: ScoringConte
         prompts.prompt_text(seed.tokenizer, ex, cfg.prompt.template, system_prompt=cfg.prompt.system_prompt)
         for ex in rest
     ]
-    max_new = m.necessity_max_new_tokens if m.necessity_max_new_tokens is not None else m.max_new_tokens
-    if m.necessity_num_beams > 1:
+    g = necessity_generation(cfg)
+    if g["num_beams"] > 1:
         answers = beam_generate(
-            seed.model, seed.tokenizer, texts, max_new, m.necessity_num_beams, m.generation_batch_size
+            seed.model, seed.tokenizer, texts, g["max_new_tokens"], g["num_beams"], m.generation_batch_size
         )
     else:
-        answers = generate(seed.model, seed.tokenizer, texts, max_new, m.generation_batch_size)
+        answers = generate(seed.model, seed.tokenizer, texts, g["max_new_tokens"], m.generation_batch_size)
     rmodel, rtok = _load_reward(ctx, m.reward_model, m.reward_revision)
     rewards = reward_scores(
         rmodel,
@@ -432,6 +432,22 @@ def beam_generate(
         for b, i in enumerate(idx):
             out[i] = tokenizer.decode(gen[b, width:], skip_special_tokens=True)
     return out
+
+
+def necessity_generation(cfg: Any) -> dict[str, int]:
+    """The necessity phase's decoding settings as they run (``necessity_max_new_tokens`` wins over
+    ``max_new_tokens``)."""
+    m = cfg.selectors.mods
+    max_new = m.necessity_max_new_tokens if m.necessity_max_new_tokens is not None else m.max_new_tokens
+    return {"num_beams": max(1, int(m.necessity_num_beams)), "max_new_tokens": int(max_new)}
+
+
+def necessity_cost(cfg: Any, n_answers: int) -> dict[str, int]:
+    """An upper bound of the necessity phase's decoding work for ``n_answers`` instructions (the high-quality rows
+    outside the seed set): ``beam_tokens = n_answers x num_beams x max_new_tokens`` (every beam decodes every step;
+    answers that stop early cost less), for the preflight's time estimate."""
+    g = necessity_generation(cfg)
+    return {"answers": int(n_answers), **g, "beam_tokens": int(n_answers) * g["num_beams"] * g["max_new_tokens"]}
 
 
 def standalone_seed_model(ctx: ScoringContext) -> SeedModel:

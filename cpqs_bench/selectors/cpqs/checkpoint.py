@@ -4,8 +4,9 @@ A checkpoint is a directory:
 
 * ``model.safetensors`` — the TextCNN weights;
 * ``selector.json`` — ``{"format": "cpqs-selector/1", ...}``: everything scoring needs (backbone spec, revision and
-  config digest, layer selection and the resolved indices, template, system prompt, max length, feature dtype,
-  TextCNN config) plus the training metrics, so ``cpqs-bench score cpqs --selector DIR`` never asks for a training
+  config digest, layer selection and the resolved indices, template, system prompt, max length, feature span and
+  question format (``response`` / ``project`` when absent: checkpoints before #26), feature dtype, TextCNN config)
+  plus the training metrics, so ``cpqs-bench score cpqs --selector DIR`` never asks for a training
   flag again.
 
 Scoring imports this module, never the training module.

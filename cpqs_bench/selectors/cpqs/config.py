@@ -45,7 +45,7 @@ class CPQSConfig:
     generation_drop_unfinished: bool = True  # answers cut at max_new_tokens are dropped (counted), never closed
     # make-negatives engine: auto = vLLM when `vllm` is importable and the model device is CUDA, else HF generate
     generation_backend: Literal["auto", "hf", "vllm"] = "auto"
-    n_pairs: int | None = 15000
+    n_pairs: int | None = 15000  # drawn AFTER the pool-overlap drop; a shortfall is skipped["short_of_n_pairs"]
     drop_identical: bool = True  # pairs whose two answers are equal carry no contrast
     # overlap with the scored pool: exclude = drop training pairs whose instruction is in the pool; out_of_fold =
     # score the pool in `oof_folds` folds, each by a CNN trained without that fold's instructions
