@@ -464,6 +464,8 @@ def score_with_warmup(
     t_rows = [rows[i] for i in order]
     ckpts = warmup_record["checkpoints"]
     weights = checkpoint_weights([c["mean_lr"] for c in ckpts])
+    # a checkpoint of weight 0 (an epoch spent entirely in the lr warm-up, e.g. one step at lr 0) adds nothing
+    ckpts, weights = [c for c, w in zip(ckpts, weights) if w > 0], [w for w in weights if w > 0]
     trains, qs = [], []
     if t_rows:
         for c in ckpts:
