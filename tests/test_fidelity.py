@@ -267,12 +267,18 @@ def test_llama_reference_span_equals_the_oracle(instruction, extra, answer, bos)
     assert prompts.render_reference(tok, read, "llama", question_format="reference").input_ids == got.input_ids
 
 
-def test_reference_question_is_exact_or_an_error():
-    ex = normalise({"instruction": "Sum these.", "input": "2, 3", "output": "5"}, "alpaca")  # no fields kept
-    with pytest.raises(prompts.QuestionError, match="blank"):
-        prompts.reference_question(ex, "reference")
+def test_reference_question_fields_without_metadata():
+    """A pool read with the project's alpaca schema keeps no fields: the user text is split at its first blank line
+    (the schema's own join), exact unless the instruction holds a blank line."""
+    ex = normalise({"instruction": "Sum these.", "input": "2, 3", "output": "5"}, "alpaca")
+    assert prompts.alpaca_fields(ex) == ("Sum these.", "2, 3")
+    assert prompts.reference_question(ex, "reference") == "Sum these.\nInput:2, 3"
     plain = normalise({"instruction": "Name a colour.", "input": "", "output": "red"}, "alpaca")
     assert prompts.reference_question(plain, "reference") == "Name a colour.\nInput:"
+    kept = _alpaca("Two paragraphs:\n\nfirst and second.", "", "ok")  # metadata wins over the split
+    assert prompts.alpaca_fields(kept) == ("Two paragraphs:\n\nfirst and second.", "")
+    with pytest.raises(prompts.QuestionError):
+        prompts.reference_question(plain, "other")
 
 
 # ------------------------------------------------------------------------------------------ IFD references

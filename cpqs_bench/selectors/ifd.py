@@ -33,8 +33,8 @@ text and tokenises it whole as the scripts do (:func:`cpqs_bench.prompts.render_
 ``perplexity`` Cherry_LLM's Alpaca ``PROMPT_DICT`` (``prompt_input`` when the row has an input, else
 ``prompt_no_input``, both ending ``### Response:`` right before the answer), ``ifd_ppl`` and ``superfiltering``
 Superfiltering's ``"{instruction}\\n{input}\\n"`` / ``"{instruction}\\n"``; with it the Cherry direct-answer header is
-Cherry's own ``### Response:``. The instruction / input come from :func:`cpqs_bench.prompts.alpaca_fields` (an
-error when a row's user text cannot be split exactly). **Length:** ``selectors.ifd.max_length`` (Cherry's scripts:
+Cherry's own ``### Response:``. The instruction / input come from :func:`cpqs_bench.prompts.alpaca_fields` (the
+example's metadata, else the user text split at its first blank line: wrong for ~1 % of Alpaca rows). **Length:** ``selectors.ifd.max_length`` (Cherry's scripts:
 512) or ``prompt.max_length``; ``selectors.ifd.proxy_max_length`` for the proxy (Superfiltering's default: 1024).
 
 Two published variants, under distinct names:

@@ -59,8 +59,8 @@ it is larger. ``extra`` carries ``mods`` (seed / necessary / quality_only), ``qu
    (``tokenizer(question, answer, return_tensors='pt')``): ``reward_max_length: null`` (``paper_gsm8k``).
 2. Embeddings: mean-pooled, L2-normalised, instruction + input at ``selectors.diversity.max_length`` by default;
    MoDS's ``[CLS]`` of the instruction at 96 tokens with ``embedding_pooling: cls``, ``embedding_text:
-   instruction``, ``embedding_max_length: 96``. An Alpaca row whose fields are not known keeps its input in the
-   embedded text (:func:`cpqs_bench.prompts.alpaca_fields`).
+   instruction``, ``embedding_max_length: 96``. Without the Alpaca fields in the metadata the instruction is the user
+   text before its first blank line (:func:`cpqs_bench.prompts.alpaca_fields`: wrong for ~1 % of Alpaca rows).
 3. Necessity answers are greedy, 128 new tokens by default (the numbers cut GSM8K chains of thought short and can
    inflate the "necessary" tier); MoDS's 4 beams and 1,024 tokens with ``necessity_num_beams`` /
    ``necessity_max_new_tokens``. The prompt is the training template (``prompt.template``), what the seed model was
@@ -120,16 +120,15 @@ def question_text(ex: Example) -> str:
 
 def embedding_text(ex: Example, which: str) -> str:
     """What the k-center embeddings see: ``instruction`` = MoDS's ``d["instruction"]`` (``run.py`` ``main``) — the
-    Alpaca instruction field when the example carries it (:func:`cpqs_bench.prompts.alpaca_fields`), else the last
-    user turn (GSM8K question, code prompt); ``whole`` = :func:`question_text` (instruction + input)."""
+    Alpaca instruction field (:func:`cpqs_bench.prompts.alpaca_fields`; a GSM8K question or a code prompt is all
+    instruction); ``whole`` = :func:`question_text` (instruction + input)."""
     if which == "whole":
         return question_text(ex)
     if which != "instruction":
         raise ValueError(f"selectors.mods.embedding_text must be 'instruction' or 'whole', got {which!r}")
     from cpqs_bench.prompts import alpaca_fields
 
-    fields = alpaca_fields(ex)
-    return fields[0] if fields is not None else ex.instruction
+    return alpaca_fields(ex)[0]
 
 
 def cls_embeddings(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int) -> np.ndarray:
