@@ -317,3 +317,18 @@ def test_predicts_outcome_spearman_across_selectors():
     assert {r["task"] for r in rows} == {"t_nll"}  # proxy metrics only
     r = next(x for x in rows if x["metric"] == "planted/overall/paired_auc")
     assert r["n_selectors"] == 4 and r["spearman"] == pytest.approx(1.0)
+
+
+def test_validate_verb_flags_are_config_aliases():
+    import argparse
+
+    from cpqs_bench.cli import validate as verb
+    from cpqs_bench.cli.common import resolve
+
+    p = argparse.ArgumentParser()
+    verb.add_arguments(p)
+    args = p.parse_intermixed_args(
+        ["--selectors", "ifd,cpqs", "--tracks", "planted", "--out", "o", "--seed", "3", "validate.n_clean=5"]
+    )
+    cfg = resolve(args).cfg
+    assert cfg.validate.tracks == ("planted",) and cfg.validate.seed == 3 and cfg.validate.n_clean == 5
