@@ -355,14 +355,14 @@ def replace(cfg: Any, **changes: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------- validation
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+:=-]*$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+:=~@-]*$")
 
 
 def check_segment(value: str, key: str) -> None:
     """``value`` is used as one path segment (a folder name): no separator, no ``..``, no control characters."""
     if not isinstance(value, str) or not value or len(value) > 128 or not _SEGMENT.match(value) or ".." in value:
         raise ConfigError(
-            f"{key}={value!r} is not safe as a folder name: use letters, digits and . _ - + : = "
+            f"{key}={value!r} is not safe as a folder name: use letters, digits and . _ - + : = ~ @ "
             "(no '/', no '..', not starting with '.' or '-', at most 128 characters)"
         )
 

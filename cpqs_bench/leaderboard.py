@@ -1520,12 +1520,14 @@ def main(
     contamination: dict[str, Any] | None = None,
     validity: dict[str, Any] | None = None,
     task_folders: Sequence[str | Path] | None = None,
+    compute: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> dict[str, Path]:
     """``cpqs-bench leaderboard``: load evaluation results, compute statistics, write the leaderboard files.
 
     ``inputs`` is one or more evaluation directories or run directories (searched recursively for evaluation
     directories); every arm is also compared with ``base`` when present unless ``compare_base`` is false.
-    ``references``: the reference arms (the first is the one at a glance and in the figure; ``base`` when it is
+    ``compute``: arm → seed → the compute fields (:data:`COMPUTE_KEYS`) the pipeline recorded, merged into each
+    result's ``arm_info``. ``references``: the reference arms (the first is the one at a glance and in the figure; ``base`` when it is
     absent). Metric direction and unit come from the task YAMLs in ``task_folders`` (default: the project's) and the
     manifests (:func:`cpqs_bench.stats.metric_facts`). ``pairwise``: pairwise judge stage directories (the "general
     (pairwise judge)" section). ``contamination`` / ``validity``: the optional blocks other stages produce (shapes in
@@ -1536,6 +1538,10 @@ def main(
     contamination = _check_section("contamination", contamination, ("tasks",))
     validity = _check_section("validity", validity, ("tracks",))
     results = [load_arm_result(d) for d in find_eval_dirs(inputs)]
+    for r in results:  # compute recorded by the pipeline (arm -> seed -> fields of COMPUTE_KEYS) joins arm_info
+        extra = ((compute or {}).get(r.arm) or {}).get(str(r.seed))
+        if extra:
+            r.manifest["arm_info"] = {**(r.manifest.get("arm_info") or {}), **extra}
     tasks = sorted({t for r in results for t in (*r.items, *r.metrics)})
     facts = metric_facts(tasks, [r.manifest for r in results], task_folders)
     summary = summarize(

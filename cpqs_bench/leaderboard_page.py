@@ -35,7 +35,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -82,7 +81,9 @@ def task_facts(
     (``custom_dataset``), else ``domain="other"`` and no dataset id.
     """
     if folders is None:  # the project's task folder, as the harness finds it ($CPQS_TASKS_DIR, else tasks/)
-        folders = [Path(os.environ.get("CPQS_TASKS_DIR") or Path(__file__).resolve().parent.parent / "tasks")]
+        from cpqs_bench.evaluate.harness import tasks_dir
+
+        folders = [tasks_dir()]
     folder_paths = [Path(f) for f in folders if Path(f).is_dir()]
     out: dict[str, dict[str, Any]] = {}
     for task in tasks:

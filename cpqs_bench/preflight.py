@@ -497,9 +497,9 @@ def check_recipe(cfg: Config, rep: Report) -> None:
 def estimate_work(cfg: Config, pool: list[Any], facts: dict[str, Any], device: str, rep: Report) -> dict[str, Any]:
     """Tokens and requests per stage, and time from :data:`THROUGHPUT` (scaled by parameters)."""
     from cpqs_bench.reproduce import arms
-    from cpqs_bench.stages.mods import builds_mods_seed
     from cpqs_bench.select import budget_count
     from cpqs_bench.selectors import diversity
+    from cpqs_bench.stages.mods import builds_mods_seed
 
     n_pool = len(pool) if not cfg.data.pool_limit else min(len(pool), cfg.data.pool_limit)
     n_pool = max(n_pool, 1)

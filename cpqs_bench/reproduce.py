@@ -29,6 +29,8 @@ from cpqs_bench.config import Config, config_hash, to_dict
 from cpqs_bench.io import write_json
 from cpqs_bench.model_cache import ModelCache
 from cpqs_bench.pipeline import Always, Pipeline
+from cpqs_bench.stages.contamination import ContaminationStep
+from cpqs_bench.stages.cost import arm_compute
 from cpqs_bench.stages.data import DataStep, generates_negatives
 from cpqs_bench.stages.evaluate import EvaluateStep
 from cpqs_bench.stages.finetune import FinetuneStep
@@ -37,19 +39,35 @@ from cpqs_bench.stages.mods import ModsCoverageStep, ModsScoreStep, builds_mods_
 from cpqs_bench.stages.negatives import NegativesStep
 from cpqs_bench.stages.report import leaderboard_dir, write_leaderboard
 from cpqs_bench.stages.score import ScoreStep
-from cpqs_bench.stages.select import SelectStep
+from cpqs_bench.stages.select import ControlStep, PoolTokens, SelectStep
 from cpqs_bench.stages.train_selector import TrainSelectorStep
 
 
+def is_control(name: str) -> bool:
+    """``random@tokens:ARM`` / ``random~ARM``: a matched random control, drawn from ARM's selection (not scored)."""
+    from cpqs_bench.selectors.matched import parse_control
+
+    return parse_control(name) is not None
+
+
+def scored(cfg: Config) -> list[str]:
+    """The selectors that score the pool (every name in ``selectors.names`` but the matched controls)."""
+    return [n for n in cfg.selectors.names if not is_control(n)]
+
+
 def arms(cfg: Config) -> list[tuple[str, str | None, bool]]:
-    """(arm name, selector or None for full, bottom?) for every fine-tuned arm."""
+    """(arm name, selector or None for full and the controls, bottom?) for every fine-tuned arm; the controls last
+    (each is drawn from its reference arm's selection)."""
     out: list[tuple[str, str | None, bool]] = [("full", None, False)]
-    for name in cfg.selectors.names:
+    for name in scored(cfg):
         out.append((name, name, False))
     for name in cfg.selectors.bottom_arms:
         if name not in cfg.selectors.names:
             raise ValueError(f"selectors.bottom_arms names {name!r}, which is not in selectors.names")
         out.append((f"{name}-bottom", name, True))
+    for name in cfg.selectors.names:
+        if is_control(name):
+            out.append((name, None, False))
     return out
 
 
@@ -69,7 +87,8 @@ class Plan:
     data: DataStep | None = None
     checkpoint: TrainSelectorStep | None = None
     scores: dict[str, dict[int | None, Any]] = field(default_factory=dict)
-    selections: dict[str, dict[int | None, SelectStep]] = field(default_factory=dict)
+    selections: dict[str, dict[int | None, Any]] = field(default_factory=dict)  # SelectStep / ControlStep
+    contamination: ContaminationStep | None = None
     adapters: dict[tuple[str, int], FinetuneStep] = field(default_factory=dict)
     evaluations: list[EvaluateStep] = field(default_factory=list)
     judges: list[JudgeStep] = field(default_factory=list)
@@ -93,25 +112,39 @@ def plan(
     """Every step of the experiment ``cfg`` describes, upstream before downstream."""
     p = Plan()
     data = p.data = p.add(DataStep(cfg))
+    tokens = PoolTokens(cfg, data, loader)
     negatives = p.add(NegativesStep(cfg, data, loader)) if generates_negatives(cfg) else None
     if "cpqs" in cfg.selectors.names:
-        p.checkpoint = p.add(TrainSelectorStep(cfg, data, negatives, loader=loader))
+        p.checkpoint = p.add(TrainSelectorStep(cfg, data, negatives, loader=loader, tokens=tokens))
     if builds_mods_seed(cfg):
         coverage = p.add(ModsCoverageStep(cfg, data, loader))
         p.mods_seed = (coverage, p.add(seed_finetune_step(cfg, data, coverage, loader)))
-    for name in cfg.selectors.names:
+    for name in scored(cfg):
         if name.partition("+")[0] == "mods" and p.mods_seed is not None:
             p.scores[name] = {None: p.add(ModsScoreStep(cfg, data, name, *p.mods_seed, loader=loader))}
             continue
         for seed in score_seeds(cfg, name):
             ckpt = p.checkpoint if name == "cpqs" else None
-            step = ScoreStep(cfg, data, name, seed=seed, checkpoint=ckpt, loader=loader, source=cfg.data.pool)
+            step = ScoreStep(
+                cfg, data, name, seed=seed, checkpoint=ckpt, loader=loader, source=cfg.data.pool, tokens=tokens
+            )
             p.scores.setdefault(name, {})[seed] = p.add(step)
     for arm, selector, bottom in arms(cfg):
+        if is_control(arm):
+            ref = p.selections.get(is_control_of(arm))
+            if ref is None:
+                raise ValueError(f"selectors.names: control {arm!r} needs its reference arm in selectors.names")
+            for seed in cfg.experiment.seeds:
+                step = ControlStep(cfg, arm, seed, data, ref.get(seed, ref.get(None)), tokens)
+                p.selections.setdefault(arm, {})[seed] = p.add(step)
+            continue
         sources = p.scores[selector] if selector else {None: None}
         for seed, scores in sources.items():
-            step = SelectStep(cfg, arm, data, scores, selector=selector, bottom=bottom, seed=seed, log=log)
+            step = SelectStep(
+                cfg, arm, data, scores, selector=selector, bottom=bottom, seed=seed, tokens=tokens, log=log
+            )
             p.selections.setdefault(arm, {})[seed] = p.add(step)
+    p.contamination = p.add(ContaminationStep(cfg, data, p.selections))
     for arm, by_seed in p.selections.items():
         for seed in cfg.experiment.seeds:
             sel = by_seed.get(seed, by_seed.get(None))
@@ -131,7 +164,14 @@ def plan(
 
     def report() -> dict[str, Path]:
         board = write_leaderboard(
-            cfg, [e.output.path for e in p.evaluations], [j.output for j in p.judges], leaderboard_dir(cfg, root)
+            [e.output.path for e in p.evaluations],
+            [j.output for j in p.judges],
+            leaderboard_dir(cfg, root),
+            cfg.experiment.name,
+            cfg.experiment.description or None,
+            references=cfg.leaderboard.references,
+            contamination=p.contamination.output,
+            compute=compute_by_arm(p),
         )
         p.board.output = board  # the index names the leaderboard files; publish reads the index
         write_json(root / cfg.experiment.name / "index.json", build_index(cfg, p, preset, overrides))
@@ -144,6 +184,48 @@ def plan(
         label = f"publish ({'dry run' if cfg.publish.dry_run else 'Hub'})"
         p.add(Always(label, lambda: publish_run(root / cfg.experiment.name, cfg.publish, dry_run=cfg.publish.dry_run)))
     return p
+
+
+def is_control_of(name: str) -> str:
+    from cpqs_bench.selectors.matched import parse_control
+
+    return parse_control(name)[1]
+
+
+def selection_stages(p: Plan, arm: str, seed: int) -> list[Any]:
+    """Every stage an arm's selection depends on, charged in full: its scoring (and the CPQS selector's training and
+    negatives, MoDS's seed stages). A matched control's draw costs nothing (its reference arm pays its selection)."""
+    sel = p.selections[arm].get(seed, p.selections[arm].get(None))
+    if not isinstance(sel, SelectStep) or sel.scores is None:
+        return []
+    out = [sel.scores]
+    if sel.selector == "cpqs" and p.checkpoint is not None:
+        out += [p.checkpoint] + ([p.checkpoint.negatives] if p.checkpoint.negatives is not None else [])
+    if isinstance(sel.scores, ModsScoreStep):
+        out += [sel.scores.coverage, sel.scores.seed_model]
+    return out
+
+
+def compute_by_arm(p: Plan) -> dict[str, dict[str, dict[str, Any]]]:
+    """arm → seed → examples, trained tokens, optimizer steps, selection / training / total FLOPs (from the stage
+    manifests' ``cost`` and the fine-tune facts)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for (arm, seed), ft in p.adapters.items():
+        m = _manifest(ft)
+        costs = [c for c in (_manifest(s).get("cost") for s in selection_stages(p, arm, seed)) if c]
+        facts = {k: m.get(k) for k in ("n_examples", "trained_tokens", "supervised_tokens", "optimizer_steps")}
+        out.setdefault(arm, {})[str(seed)] = {**facts, **arm_compute(costs, m.get("cost"))}
+    return out
+
+
+def _manifest(step: Any) -> dict[str, Any]:
+    from cpqs_bench.io import read_json
+
+    path = getattr(step.output, "path", None)
+    if path is None:
+        return {}
+    folder = Path(path) if Path(path).is_dir() and (Path(path) / "manifest.json").exists() else Path(path).parent
+    return read_json(folder / "manifest.json") if (folder / "manifest.json").exists() else {}
 
 
 class _EvaluateAfter(EvaluateStep):

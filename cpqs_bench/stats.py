@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,12 +121,20 @@ def load_arm_result(eval_dir: str | Path) -> ArmResult:
             )
     manifest = _read_json_object(manifest_path)
     arm, seed, recipe_hash = _parse_identity(manifest, manifest_path)
+    items = _read_items(items_path)
+    expected = manifest.get("n_items")
+    if isinstance(expected, dict):  # a cut or padded items.jsonl would silently move the arm's mean
+        got = {t: len(v) for t, v in items.items()}
+        wrong = {t: (n, got.get(t, 0)) for t, n in expected.items() if got.get(t, 0) != n}
+        if wrong:
+            detail = ", ".join(f"{t}: {have} rows, {n} recorded" for t, (n, have) in sorted(wrong.items()))
+            raise ValueError(f"{items_path}: item count differs from {manifest_path.name} n_items ({detail})")
     return ArmResult(
         arm=arm,
         seed=seed,
         recipe_hash=recipe_hash,
         manifest=manifest,
-        items=_read_items(items_path),
+        items=items,
         metrics=_read_metrics(metrics_path),
     )
 
@@ -481,7 +488,9 @@ def load_task_yaml(path: Path, depth: int = 0) -> dict[str, Any]:
 
 def default_task_folders() -> list[Path]:
     """The project's task folder, as the harness finds it ($CPQS_TASKS_DIR, else tasks/)."""
-    return [Path(os.environ.get("CPQS_TASKS_DIR") or Path(__file__).resolve().parent.parent / "tasks")]
+    from cpqs_bench.evaluate.harness import tasks_dir
+
+    return [tasks_dir()]
 
 
 def find_task_yaml(task: str, folders: Sequence[str | Path] | None = None) -> tuple[dict[str, Any], Path | None]:

@@ -123,49 +123,28 @@ def run(args: argparse.Namespace) -> int:
     judge_dirs = leaderboard.find_judge_dirs(inputs)
     known = {d.resolve() for d in judge_dirs}  # a judge dir under an input and also named by --pairwise: once
     judge_dirs += [d for d in leaderboard.find_judge_dirs(args.pairwise, required=True) if d.resolve() not in known]
-    check_one_per_comparison(judge_dirs)
-    paths = leaderboard.main(
+    from cpqs_bench.stages.report import write_leaderboard
+
+    paths = write_leaderboard(
         inputs,
+        judge_dirs,
         args.out_dir,
         experiment,
         args.note,
+        page=not args.no_page,
         references=references,
         n_boot=args.n_boot,
         seed=args.seed,
-        pairwise=judge_dirs,
         contamination=contamination,
         validity=validity,
     )
     if not args.no_page:
-        from cpqs_bench.leaderboard_page import write_pages
-
-        paths = {
-            **paths,
-            "html": write_pages(paths["json"], args.out_dir, eval_dirs=leaderboard.find_eval_dirs(inputs)),
-            "index": Path(args.out_dir) / "index.html",
-        }
+        paths["index"] = Path(args.out_dir) / "index.html"
     if judge_dirs:
         print(f"pairwise: {len(judge_dirs)} judge director{'y' if len(judge_dirs) == 1 else 'ies'}")
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
-
-
-def check_one_per_comparison(judge_dirs: list[Path]) -> None:
-    """Reject two judge directories of one comparison: the leaderboard would pool them as if they were two seeds."""
-    from cpqs_bench.io import read_json
-
-    seen: dict[tuple, Path] = {}
-    for d in judge_dirs:
-        m, doc = read_json(d / "manifest.json"), read_json(d / "summary.json")
-        key = (m["arm"], m.get("seed"), m["reference"], m.get("reference_seed"), doc["judge_identity"], doc["rule"])
-        if key in seen:
-            raise ValueError(
-                f"two pairwise judge directories for {key[0]} seed {key[1]} vs {key[2]} seed {key[3]} "
-                f"(same judge and rule): {seen[key]} and {d}; pass the evaluation directories and "
-                f"--pairwise with the judge directories to use"
-            )
-        seen[key] = d
 
 
 def _read_block(path: Path | None) -> dict | None:

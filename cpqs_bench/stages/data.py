@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cpqs_bench.config import Config, to_dict
+from cpqs_bench.config import Config, to_dict, validate_against_pool
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import sha256_file, write_jsonl
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import PoolArtifact
+from cpqs_bench.stages.contamination import decontaminated, items_key
 
 
 def messages_row(ex: Example) -> dict[str, Any]:
@@ -42,7 +43,7 @@ class DataStep:
     cfg: Config
     name: str = "data"
     label: str = "data"
-    code: Sequence[str] = ("cpqs_bench.data.pool", "cpqs_bench.stages.data")
+    code: Sequence[str] = ("cpqs_bench.data.pool", "cpqs_bench.stages.data")  # + contamination when dropping
     files: Sequence[Path] = ()
     track: bool = False
     output: PoolArtifact | None = None
@@ -61,6 +62,7 @@ class DataStep:
             "n_pairs": cq.n_pairs,
             "pairs": cq.pairs,
             "generate": generates_negatives(self.cfg),
+            "evaluation_items": items_key(self.cfg),  # only with data.decontaminate=drop
         }
 
     def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
@@ -76,12 +78,22 @@ class DataStep:
             offset=d.pool_offset,
             max_rejected_fraction=d.max_rejected_fraction,
             rejected_path=st.file("rejected.jsonl"),
+            max_record_bytes=d.max_record_bytes,
         )
-        write_jsonl(st.file("pool.jsonl"), (messages_row(e) for e in pool.examples))
-        extra: dict[str, Any] = {"pool": pool.summary(), "data_sha256": {"pool": pool.sha256}}
+        examples, summary = pool.examples, pool.summary()
+        if d.decontaminate == "drop":  # pool rows overlapping an evaluation item leave before any scoring
+            examples, dropped, _ = decontaminated(self.cfg, examples)
+            write_jsonl(
+                st.file("decontaminated.jsonl"),
+                ({"id": e.id, "reason": "overlaps an evaluation item"} for e in dropped),
+            )
+            summary = {**summary, "kept": len(examples), "decontaminated": len(dropped)}
+        validate_against_pool(self.cfg, len(examples))  # a budget larger than the pool, before any scoring
+        write_jsonl(st.file("pool.jsonl"), (messages_row(e) for e in examples))
+        extra: dict[str, Any] = {"pool": summary, "data_sha256": {"pool": pool.sha256}}
         if generates_negatives(self.cfg):  # instructions for generated negatives: disjoint from the pool
             pairs = read_pool(cq.pairs, mirror=d.mirror, max_rejected_fraction=d.max_rejected_fraction)
-            fresh = disjoint_prompts(pool.examples, pairs.examples, cq.n_pairs)
+            fresh = disjoint_prompts(examples, pairs.examples, cq.n_pairs)
             write_jsonl(st.file("pairs_pool.jsonl"), (messages_row(e) for e in fresh))
             extra["pairs_pool"] = {
                 "source": pairs.source,

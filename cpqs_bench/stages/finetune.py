@@ -31,6 +31,27 @@ _MANIFEST_KEYS = (
 )
 
 
+def _numel(shape: Any) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def training_facts(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What every arm reports about its training data: examples, trained / supervised tokens over every epoch (the
+    Trainer's own input-token count where it has one), optimizer steps."""
+    data, tr = manifest.get("data") or {}, manifest.get("training") or {}
+    epochs = float(tr.get("epochs") or 0.0)
+    trained = tr.get("total_input_tokens") or round((data.get("tokens") or 0) * epochs)
+    return {
+        "n_examples": (manifest.get("selection") or {}).get("kept"),
+        "trained_tokens": int(trained),
+        "supervised_tokens": round((data.get("supervised_tokens") or 0) * epochs),
+        "optimizer_steps": tr.get("global_steps"),
+    }
+
+
 @dataclass
 class FinetuneStep:
     cfg: Config
@@ -85,7 +106,38 @@ class FinetuneStep:
             pool_summary=self.pool.output.summary or None,
         )
         log_numbers(tracker, manifest)
-        return {"arm": self.arm, "seed": self.seed, **{k: manifest[k] for k in _MANIFEST_KEYS if k in manifest}}
+        facts = training_facts(manifest)
+        return {
+            "arm": self.arm,
+            "seed": self.seed,
+            **{k: manifest[k] for k in _MANIFEST_KEYS if k in manifest},
+            **facts,
+            "cost": self.cost(manifest, facts, st.path / ADAPTER),
+        }
+
+    def cost(self, manifest: dict[str, Any], facts: dict[str, Any], adapter: Path) -> dict[str, Any]:
+        from safetensors import safe_open
+
+        from cpqs_bench.compute import StageCost
+        from cpqs_bench.models import pick_device
+        from cpqs_bench.stages.cost import params_of
+
+        n_adapter = 0
+        for f in adapter.glob("*.safetensors"):
+            with safe_open(str(f), "pt") as fh:
+                n_adapter += sum(_numel(fh.get_slice(k).get_shape()) for k in fh.keys())
+        tr = manifest.get("training") or {}
+        cost = StageCost.estimate(
+            self.name,
+            float(tr.get("wall_seconds") or 0.0),
+            pick_device(self.cfg.model.device),
+            params_of(self.loader, self.cfg.model.id, self.cfg.model.revision),
+            trained_tokens=int(facts.get("trained_tokens") or 0),
+            method="lora",
+            adapter_params=n_adapter,
+            gradient_checkpointing=self.cfg.finetune.gradient_checkpointing,
+        )
+        return {**cost.as_dict(), "estimate": "FLOPs estimated (LoRA: 4·N + 6·N_a per trained token); tokens counted"}
 
     def collect(self, st: Stage) -> AdapterArtifact:
         m = st.manifest()

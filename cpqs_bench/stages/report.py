@@ -35,20 +35,25 @@ def check_one_per_comparison(judge_dirs: Sequence[Path]) -> None:
 
 
 def write_leaderboard(
-    cfg: Config, eval_dirs: Sequence[Path], judge_dirs: Sequence[Path], out_dir: Path, **blocks: Any
+    eval_inputs: Sequence[str | Path],
+    judge_dirs: Sequence[Path],
+    out_dir: str | Path,
+    experiment: str,
+    note: str | None = None,
+    *,
+    page: bool = True,
+    **options: Any,
 ) -> dict[str, Path]:
-    """Statistics over ``eval_dirs`` (+ the pairwise judgements) → Markdown, JSON, PNG and the HTML page."""
+    """Statistics over the evaluations (directories, or run directories searched for them) + the pairwise
+    judgements → Markdown, JSON, PNG and the HTML page. ``options``: :func:`cpqs_bench.leaderboard.main`'s
+    (references, n_boot, seed, contamination, validity, compute). The one path for ``reproduce`` and the verb."""
     from cpqs_bench import leaderboard
     from cpqs_bench.leaderboard_page import write_pages
 
     check_one_per_comparison(judge_dirs)
     board = leaderboard.main(
-        [str(d) for d in eval_dirs],
-        out_dir,
-        cfg.experiment.name,
-        cfg.experiment.description or None,
-        pairwise=[str(d) for d in judge_dirs],
-        **blocks,
+        [str(d) for d in eval_inputs], out_dir, experiment, note, pairwise=[str(d) for d in judge_dirs], **options
     )
-    board["html"] = write_pages(Path(board["json"]), out_dir, eval_dirs=[str(d) for d in eval_dirs])
+    if page:
+        board["html"] = write_pages(Path(board["json"]), out_dir, eval_dirs=leaderboard.find_eval_dirs(eval_inputs))
     return board

@@ -50,6 +50,7 @@ class ScoreStep:
     checkpoint: Any | None = None  # provider of the trained selector's FileArtifact (cpqs) or None
     loader: Any = None
     source: str | None = None  # how the pool was named (recorded in the summary)
+    tokens: Any | None = None  # PoolTokens: the pool's token counts, for the cost estimate
     track: bool = True
     files: Sequence[Path] = ()
     output: FileArtifact | None = None
@@ -87,9 +88,24 @@ class ScoreStep:
             source=self.source,
             data_sha256=pool.sha256,
         )
-        if summary.get("rank", 0) == 0:
-            log_scores(tracker, self.selector, st.file(SCORES))
-        return {"summary": summary}
+        if summary.get("rank", 0) != 0:
+            return {"summary": summary}
+        log_scores(tracker, self.selector, st.file(SCORES))
+        return {"summary": summary, "cost": self.cost(float(summary.get("seconds") or 0.0))}
+
+    def cost(self, seconds: float) -> dict[str, Any]:
+        from cpqs_bench.models import pick_device
+        from cpqs_bench.selectors.matched import trained_of
+        from cpqs_bench.stages.cost import FORWARD_PASSES, params_of, scoring_cost
+
+        cfg, base = self.cfg, self.selector.partition("+")[0]
+        pool_tokens = sum(trained_of(v) for v in self.tokens.trained().values()) if self.tokens is not None else 0
+        n = 0
+        if FORWARD_PASSES.get(base, 1):
+            spec = cfg.selectors.proxy_model if base == "superfiltering" else cfg.model.id
+            rev = None if base == "superfiltering" else cfg.model.revision
+            n = params_of(self.loader, spec, rev)
+        return scoring_cost(self.name, self.selector, seconds, pool_tokens, n, pick_device(cfg.model.device))
 
     def collect(self, st: Stage) -> FileArtifact:
         summary = st.manifest().get("summary") or {}

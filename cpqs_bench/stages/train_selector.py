@@ -4,6 +4,7 @@ scored out of fold (``out_of_fold``: the stage also writes ``scores.jsonl``)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ class TrainSelectorStep:
     row_filter: dict[str, Sequence[Any]] | None = None
     loader: Any = None
     progress: bool = True
+    tokens: Any | None = None  # PoolTokens: mean example tokens, for the cost estimate
     name: str = "train-selector"
     label: str = "train-selector"
     code: Sequence[str] = ("cpqs_bench.selectors.cpqs.train", "cpqs_bench.stages.train_selector")
@@ -52,6 +54,7 @@ class TrainSelectorStep:
     def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
         from cpqs_bench.selectors.cpqs import train as T
 
+        t0 = time.monotonic()
         pool = self.pool.output if self.pool is not None else None
         pairs = (pool.pairs_pool or None) if pool is not None else None
         negatives = self.negatives.output.path if self.negatives is not None else self.cfg.selectors.cpqs.negatives
@@ -81,7 +84,26 @@ class TrainSelectorStep:
             )
         log_numbers(tracker, metrics.get("val") or {}, "val/")
         keep = ("val", "train", "n_pairs", "pairs", "overlap", "length", "folds")
-        return {"metrics": {k: v for k, v in metrics.items() if k in keep}}
+        return {"metrics": {k: v for k, v in metrics.items() if k in keep}, "cost": self.cost(metrics, t0)}
+
+    def cost(self, metrics: dict[str, Any], t0: float) -> dict[str, Any]:
+        """Hidden states of both answers of every pair (one forward each; the TextCNN's own cost is negligible)."""
+        from cpqs_bench.compute import StageCost
+        from cpqs_bench.models import pick_device
+        from cpqs_bench.selectors.matched import trained_of
+        from cpqs_bench.stages.cost import params_of
+
+        counts = self.tokens.trained() if self.tokens is not None else {}
+        mean = sum(trained_of(v) for v in counts.values()) / len(counts) if counts else 0.0
+        n_texts = 2 * int(metrics.get("n_pairs") or 0)
+        cost = StageCost.estimate(
+            self.name,
+            time.monotonic() - t0,
+            pick_device(self.cfg.model.device),
+            params_of(self.loader, self.cfg.model.id, self.cfg.model.revision),
+            forward_tokens=round(n_texts * mean),
+        )
+        return {**cost.as_dict(), "estimate": "FLOPs estimated: 2 texts per pair × the pool's mean tokens × 2·N"}
 
     def collect(self, st: Stage) -> FileArtifact:
         scores = st.file("scores.jsonl")
