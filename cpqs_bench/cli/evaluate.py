@@ -73,21 +73,51 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         True,
         "run generated code even when the host cannot reach the minimum isolation",
     )
-    p.add_argument("--out", default="runs/eval", help="output folder (items.jsonl, metrics.json, manifest.json)")
+    p.add_argument(
+        "--out", default="runs/eval", help="output folder (items.jsonl, metrics.json, evaluation.json, manifest.json)"
+    )
     p.add_argument("--cache-root", default=None, help="request cache + HumanEval+ expected outputs folder")
-    p.add_argument("--force", action="store_true", help="overwrite a finished --out of different inputs")
+    p.add_argument("--arm", default=None, help="arm name recorded with the results (default: base or the adapter)")
+    p.add_argument("--seed", type=int, default=None, help="seed recorded with the results")
 
 
 def run(args: argparse.Namespace) -> int:
+    """The same evaluation step as ``reproduce`` (:class:`cpqs_bench.stages.evaluate.EvaluateStep`) through a
+    one-step pipeline (keyed on the adapter's content); ``--out`` receives items, metrics, samples and the record."""
     resolved = resolve(args)
     from pathlib import Path
 
-    from cpqs_bench.evaluate.harness import evaluate_model
+    from cpqs_bench.pipeline import Given
+    from cpqs_bench.stages.artifacts import AdapterArtifact, folder_key
+    from cpqs_bench.stages.evaluate import EvaluateStep
+    from cpqs_bench.stages.verb import deliver_folder, run_one
+
+    cfg = resolved.cfg
+    adapter = None
+    if args.adapter:
+        path = Path(args.adapter)
+        if not path.is_dir():
+            raise FileNotFoundError(f"--adapter {path}: not a folder")
+        adapter = Given(AdapterArtifact(path, folder_key(path), args.arm or path.name, args.seed, _recipe_hash(path)))
+    arm = args.arm or ("base" if adapter is None else Path(args.adapter).name)
+    step = EvaluateStep(cfg, arm, args.seed, adapter, cache_root=Path(args.cache_root) if args.cache_root else None)
+    art = run_one(cfg, step)
+    out = deliver_folder(art.path, args.out)
     from cpqs_bench.io import read_json
 
-    metrics = evaluate_model(resolved.cfg, args.out, adapter=args.adapter, cache_root=args.cache_root, force=args.force)
-    tasks = read_json(Path(args.out) / "manifest.json").get("tasks", {})
+    metrics = read_json(out / "metrics.json")
+    tasks = read_json(out / "evaluation.json").get("tasks", {})
     for task, score in metrics.items():
         print(f"{task}\t{tasks.get(task, {}).get('metric', '?')}\t{score:.4f}")
-    print(f"results in {args.out}")
+    print(f"results in {out}")
     return 0
+
+
+def _recipe_hash(adapter) -> str | None:
+    """The recipe hash an adapter was trained under (its training record), if it has one."""
+    from cpqs_bench.io import read_json
+
+    for name in ("training.json", "manifest.json"):
+        if (adapter / name).is_file():
+            return read_json(adapter / name).get("recipe_hash")
+    return None

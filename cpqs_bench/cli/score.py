@@ -5,6 +5,10 @@ pool example, in pool order, ``<out>.summary.json`` beside it. The pool is read 
 settings; without ``--config`` no preset's limit applies (``--limit N`` = ``data.pool_limit=N``), and the counts
 line says what was read, kept, rejected and limited, and where a limit came from.
 
+The verb runs the same scoring step as ``reproduce`` (:class:`cpqs_bench.stages.score.ScoreStep`) through a one-step
+pipeline in the run directory (``experiment.output_dir``/``experiment.name``/``score/<selector>/<hash>``: same key,
+manifest, code version, resume), then copies ``scores.jsonl`` and its summary to ``--out``.
+
 Multi-process: ``accelerate launch --num_processes N -m cpqs_bench.cli score ...`` (each rank scores a slice).
 """
 
@@ -30,25 +34,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="scores JSONL")
     alias(p, "--limit", "data.pool_limit", type=int, metavar="N", help="only the first N pool examples")
     alias(p, "--model", "model.id", metavar="MODEL", help="target model: Hub id, folder or 'embedded'")
-    p.add_argument("--workdir", default=None, help="resume state (default: OUT.work/)")
 
 
 def run(args: argparse.Namespace) -> int:
     resolved = resolve(args)
     pool = read_pool_at_edge(resolved, args.data)
-    from cpqs_bench.score import score_pool
+    from cpqs_bench.pipeline import Given
+    from cpqs_bench.stages.artifacts import FileArtifact, PoolArtifact
+    from cpqs_bench.stages.score import ScoreStep
+    from cpqs_bench.stages.verb import deliver_file, main_process, run_one
 
-    summary = score_pool(
-        resolved.cfg,
-        pool.examples,
-        args.out,
-        selector=args.selector,
-        checkpoint=args.checkpoint,
-        workdir=args.workdir,
+    cfg = resolved.cfg
+    step = ScoreStep(
+        cfg,
+        Given(PoolArtifact.of(pool.examples, pool.sha256, pool.summary())),
+        args.selector,
+        checkpoint=Given(FileArtifact.of(args.checkpoint)) if args.checkpoint else None,
         source=pool.source,
-        data_sha256=pool.sha256,
     )
-    if summary.get("rank", 0) == 0:
+    art = run_one(cfg, step, main_process=main_process())
+    if art is not None:
+        deliver_file(art.path, args.out, ".summary.json")
+        summary = art.info["summary"]
         overlap = (summary.get("overlap") or {}).get("overlap")
         if overlap:
             print(

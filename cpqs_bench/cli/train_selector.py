@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from pathlib import Path
 
 from cpqs_bench.cli.common import add_config_arguments, alias, read_pool_at_edge, resolve
 
@@ -60,94 +61,64 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    """The same steps as ``reproduce`` (:mod:`cpqs_bench.stages`: negatives when generated, then the train-selector
+    step) through the executor: one key, one overlap rule (``overlap_key``), code-versioned, resumable; ``--out``
+    receives the checkpoint folder (default: the run directory's ``train-selector/<hash>/checkpoint``)."""
     resolved = resolve(args)
     cfg = resolved.cfg
     cq = cfg.selectors.cpqs
-    from cpqs_bench import rundir
-    from cpqs_bench.config import replace, to_dict
-    from cpqs_bench.io import read_json, stable_hash
+    from cpqs_bench.config import replace
+    from cpqs_bench.pipeline import Given, Pipeline
     from cpqs_bench.selectors.cpqs import pairs as P
-    from cpqs_bench.selectors.cpqs import train as T
+    from cpqs_bench.stages.artifacts import FileArtifact, PoolArtifact
+    from cpqs_bench.stages.data import disjoint_prompts
+    from cpqs_bench.stages.negatives import NegativesStep
+    from cpqs_bench.stages.train_selector import TrainSelectorStep
+    from cpqs_bench.stages.verb import deliver_file, deliver_folder
 
-    progress = not args.no_progress
-    target = None
-    if not args.no_exclude_pool:
-        target = read_pool_at_edge(resolved, args.exclude_pool).examples
-    pairs_examples = None
-    negatives = cq.negatives
+    if cq.overlap == "out_of_fold" and not args.no_exclude_pool and not args.score_out:
+        raise ValueError("selectors.cpqs.overlap=out_of_fold scores the pool while training: give --score-out")
+    target = None if args.no_exclude_pool else read_pool_at_edge(resolved, args.exclude_pool)
+    pool = PoolArtifact.of(target.examples, target.sha256, target.summary()) if target is not None else None
+    pairs_examples: list = []
     if cq.pairs_source == "generate":
-        # the pairs pool: never limited by data.pool_limit (the scored pool's limit)
+        # the pairs pool: never limited by data.pool_limit (the scored pool's limit); disjoint from the pool
         unlimited = dataclasses.replace(resolved, cfg=replace(cfg, **{"data.pool_limit": None, "data.pool_offset": 0}))
-        pairs_examples = read_pool_at_edge(unlimited, args.data or cq.pairs).examples
-        if target is not None and cq.overlap == "exclude":
-            taken = {P.overlap_key(ex) for ex in target}
-            pairs_examples = [ex for ex in pairs_examples if P.overlap_key(ex) not in taken]
-        if cq.n_pairs is not None:
-            pairs_examples = pairs_examples[: cq.n_pairs]
-    row_filter = P.parse_exclude(args.exclude) or None
-    inputs = {
-        "cpqs": to_dict(cfg)["selectors"]["cpqs"],
-        "model": to_dict(cfg.model),
-        "prompt": to_dict(cfg.prompt),
-        "pairs_pool": stable_hash([ex.content_key() for ex in pairs_examples], 16) if pairs_examples else None,
-        "exclude": stable_hash(sorted(P.overlap_key(ex) for ex in target), 16) if target else None,
-        "row_filter": row_filter,
-    }
-    stage = None
-    if args.out is not None:
-        out = Path(args.out)
+        candidates = read_pool_at_edge(unlimited, args.data or cq.pairs).examples
+        pairs_examples = disjoint_prompts(pool.examples if pool else [], candidates, cq.n_pairs)
+    if pool is None:
+        pool = PoolArtifact.of([], None)
+        provider = None
     else:
-        stage = rundir.stage(cfg.experiment.output_dir, cfg.experiment.name, "train-selector", inputs).begin()
-        out = stage.path
-        if stage.done:
-            print(
-                json.dumps(
-                    {
-                        "checkpoint": str(out),
-                        **{
-                            k: v
-                            for k, v in read_json(out / "metrics.json").items()
-                            if k in ("val", "length", "overlap")
-                        },
-                    }
-                )
-            )
-            return 0
-    if cq.pairs_source == "generate" and not negatives:
-        from cpqs_bench.selectors.cpqs.negatives import make_negatives
-
-        negatives = str(out / "negatives.jsonl")
-        make_negatives(cfg, pairs_examples, None, negatives, progress=progress)
-    if cq.overlap == "out_of_fold" and target is not None:
-        if not args.score_out:
-            raise ValueError("selectors.cpqs.overlap=out_of_fold scores the pool while training: give --score-out")
-        result = T.train_out_of_fold(
-            cfg,
-            out,
-            target,
-            args.score_out,
-            pairs=pairs_examples,
-            negatives=negatives,
-            row_filter=row_filter,
-            progress=progress,
-        )
-    else:
-        result = T.train_selector(
-            cfg,
-            out,
-            pairs=pairs_examples,
-            negatives=negatives,
-            exclude=target if cq.overlap == "exclude" else None,
-            row_filter=row_filter,
-            progress=progress,
-        )
-    if stage is not None:
-        stage.finish(metrics={"val": result.get("val"), "length": result.get("length")})
+        provider = Given(pool)
+    holder = Given(PoolArtifact(pool.examples, pool.key, pool.sha256, pool.summary, pairs_examples))
+    steps: list = []
+    negatives = None
+    if cq.pairs_source == "generate" and not cq.negatives:
+        negatives = NegativesStep(cfg, holder, progress=not args.no_progress)
+        steps.append(negatives)
+    elif cq.negatives:
+        negatives = Given(FileArtifact.of(cq.negatives))
+    train = TrainSelectorStep(
+        cfg,
+        holder if provider is not None or pairs_examples else None,
+        negatives,
+        row_filter=P.parse_exclude(args.exclude) or None,
+        progress=not args.no_progress,
+    )
+    steps.append(train)
+    Pipeline(Path(cfg.experiment.output_dir), cfg.experiment.name).run_all(steps)
+    art = train.output
+    checkpoint = deliver_folder(art.path, args.out) if args.out else art.path
+    if train.oof_scores is not None and args.score_out:
+        deliver_file(train.oof_scores, args.score_out)
+    metrics = art.info.get("metrics") or {}
     print(
         json.dumps(
-            {k: result.get(k) for k in ("checkpoint", "n_pairs", "val", "length", "overlap", "folds") if k in result},
+            {
+                "checkpoint": str(checkpoint),
+                **{k: metrics.get(k) for k in ("n_pairs", "val", "length", "overlap", "folds") if k in metrics},
+            },
             default=str,
         )
     )

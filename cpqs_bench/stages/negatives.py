@@ -17,6 +17,7 @@ class NegativesStep:
     cfg: Config
     pool: Any  # provider of a PoolArtifact whose ``pairs_pool`` holds the instructions to answer
     loader: Any = None
+    progress: bool = True
     name: str = "negatives"
     label: str = "negatives"
     code: Sequence[str] = ("cpqs_bench.selectors.cpqs.negatives",)
@@ -41,7 +42,12 @@ class NegativesStep:
         from cpqs_bench.selectors.cpqs.negatives import make_negatives
 
         summary = make_negatives(
-            self.cfg, self._prompts().pairs_pool, None, st.file("negatives.jsonl"), loader=self.loader
+            self.cfg,
+            self._prompts().pairs_pool,
+            None,
+            st.file("negatives.jsonl"),
+            loader=self.loader,
+            progress=self.progress,
         )
         return {"summary": summary}
 

@@ -133,9 +133,8 @@ class SelectStep:
         from cpqs_bench.select import budget_count
 
         m = st.manifest()
-        n_pool = len(self.pool.output.examples)
         if self.scores is None:
-            budget_k = n_pool
+            budget_k = len(self.pool.output.examples)
         elif self.by_tokens:  # the stop rule decides the count; the budget is in tokens
             budget_k = m["kept"]
         else:

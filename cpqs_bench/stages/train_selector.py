@@ -37,7 +37,11 @@ class TrainSelectorStep:
 
     @property
     def out_of_fold(self) -> bool:
-        return self.cfg.selectors.cpqs.overlap == "out_of_fold" and self.pool is not None
+        return (
+            self.cfg.selectors.cpqs.overlap == "out_of_fold"
+            and self.pool is not None
+            and bool(self.pool.output.examples)
+        )
 
     def inputs(self) -> dict[str, Any]:
         pool = self.pool.output if self.pool is not None else None

@@ -14,6 +14,11 @@ from cpqs_bench.config import Config
 from cpqs_bench.pipeline import Pipeline
 
 
+def main_process() -> bool:
+    """False on every rank but the first under ``accelerate launch`` (its environment names the rank)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def run_one(cfg: Config, step: Any, *, log: Any = print, main_process: bool = True) -> Any:
     """Run ``step`` (and nothing else) as ``reproduce`` would; return its artifact."""
     pipe = Pipeline(Path(cfg.experiment.output_dir), cfg.experiment.name, log=log, main_process=main_process)
