@@ -143,12 +143,15 @@ def test_two_processes_merge_equals_single_process(setup, tmp_path):
         "--config",
         "smoke",
         *overrides,
+        f"experiment.output_dir={tmp_path / 'runs'}",
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    parts = sorted(p.name for p in (tmp_path / "two.jsonl.parts").glob("*.jsonl"))
+    # each rank scored its slice inside the one stage directory the verb ran; rank 0 merged and delivered --out
+    (parts_dir,) = (tmp_path / "runs").rglob("scores.jsonl.parts")
+    parts = sorted(p.name for p in parts_dir.glob("*.jsonl"))
     assert parts == ["rank000-of002.jsonl", "rank001-of002.jsonl"]
-    assert len(read_jsonl(tmp_path / "two.jsonl.parts" / parts[0])) == 5
+    assert len(read_jsonl(parts_dir / parts[0])) == 5
     one_rows, two_rows = read_jsonl(single), read_jsonl(multi)
     assert [r["id"] for r in two_rows] == [r["id"] for r in one_rows]
     for a, b in zip(one_rows, two_rows):

@@ -67,8 +67,7 @@ class EvaluateStep:
             "evaluate": evaluation_settings(self.cfg),
             "model": to_dict(self.cfg.model),
             "prompt": to_dict(self.cfg.prompt),
-            "arm_info": self.arm_info,
-        }
+        }  # the arm's selection facts are recorded (run), not keyed: its adapter's content already is
 
     def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
         from cpqs_bench.evaluate.harness import EVALUATION_RECORD, evaluate_model
