@@ -41,6 +41,10 @@ class Step(Protocol):
     def collect(self, stage: rundir.Stage) -> Any: ...
 
 
+class StageError(OSError):
+    """An OS error inside a stage, with the stage named (the CLI prints it as one line)."""
+
+
 @dataclass
 class Given:
     """An artifact that exists already (a verb's input read at the edge): stands where an upstream step would."""
@@ -123,11 +127,17 @@ class Pipeline:
         l0 = self.load_clock()
         st.begin()
         tracker = self._tracker(step.name) if step.track else None
-        if tracker is not None:
-            with tracker as tr:
-                extra = step.run(st, tr)
-        else:
-            extra = step.run(st, None)
+        try:
+            if tracker is not None:
+                with tracker as tr:
+                    extra = step.run(st, tr)
+            else:
+                extra = step.run(st, None)
+        except OSError as exc:  # disk full, read-only, missing file: one line naming the stage (and the path)
+            where = getattr(exc, "filename", None) or getattr(exc, "path", None)
+            raise StageError(
+                f"stage {label} ({st.path}): {exc}" + (f" [{where}]" if where and str(where) not in str(exc) else "")
+            ) from exc
         seconds = time.monotonic() - t
         if not self.main_process:  # another rank scored its slice; the main process merges and records
             return None

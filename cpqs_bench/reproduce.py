@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cpqs_bench import rundir
-from cpqs_bench.config import Config, config_hash, to_dict
+from cpqs_bench.config import Config, config_hash, experiment_dir, to_dict
 from cpqs_bench.io import write_json
 from cpqs_bench.model_cache import ModelCache
 from cpqs_bench.pipeline import Always, Pipeline
@@ -261,6 +261,7 @@ def tracker_factory(cfg: Config, root: Path) -> Callable[[str], Any]:
             dir=root / cfg.experiment.name,
             project=pub.wandb_project,
             config=to_dict(cfg),
+            timeout_s=pub.timeout_s,
         )
 
     return make
@@ -278,7 +279,7 @@ def reproduce(
     """Run (or resume) the experiment ``cfg`` describes; returns the index of every artifact and the timings."""
     root = Path(cfg.experiment.output_dir)
     loader = loader if loader is not None else ModelCache(device=cfg.model.device)
-    with rundir.lock(root / cfg.experiment.name, wait=wait):
+    with rundir.lock(experiment_dir(cfg), wait=wait):  # the name is one safe path segment under the output dir
         p = plan(cfg, root, loader, preset=preset, overrides=overrides, log=log)
         pipe = Pipeline(
             root,

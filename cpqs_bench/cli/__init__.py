@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 3
+    from cpqs_bench.io import bound_hub_requests
+
+    bound_hub_requests()  # every Hub request of the verb (model and data downloads, uploads) has a timeout
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

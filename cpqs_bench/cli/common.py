@@ -108,6 +108,7 @@ def read_pool_at_edge(
         offset=d.pool_offset,
         max_rejected_fraction=d.max_rejected_fraction,
         rejected_path=rejected_path,
+        max_record_bytes=d.max_record_bytes,
     )
     print_counts(pool, limit=d.pool_limit, origin=limit_origin(resolved, limit_key))
     return pool

@@ -18,6 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="check everything the preset needs and run every stage on a few examples with a tiny "
         "stand-in (offline) or the real model (full), then exit; non-zero on any problem",
     )
+    p.add_argument("--wait", action="store_true", help="wait for another run holding the run directory (default: exit)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
         return 0 if report.ok else 1
     from cpqs_bench.reproduce import reproduce
 
-    reproduce(resolved.cfg, preset=resolved.preset, overrides=resolved.overrides)
+    reproduce(resolved.cfg, preset=resolved.preset, overrides=resolved.overrides, wait=args.wait)
     return 0
