@@ -434,9 +434,22 @@ def _template_check(cfg: Config, facts: dict[str, Any], task_chat: dict[str, boo
 
 
 def check_selectors(cfg: Config, rep: Report) -> None:
+    from cpqs_bench.reproduce import is_control, is_control_of
     from cpqs_bench.selectors import registry
 
     for name in cfg.selectors.names:
+        if is_control(name):
+            ref = is_control_of(name)
+            rep.guard(
+                "selectors",
+                name,
+                lambda name=name, ref=ref: (
+                    (OK, f"matched random control of {ref} (cpqs_bench.selectors.matched), redrawn per seed")
+                    if ref in cfg.selectors.names
+                    else (PROBLEM, f"its reference arm {ref!r} is not in selectors.names")
+                ),
+            )
+            continue
         rep.guard(
             "selectors", name, lambda name=name: (OK, type(registry.get(name, dict(cfg.selectors.plugins))).__module__)
         )
@@ -471,8 +484,13 @@ def check_tasks(cfg: Config, rep: Report) -> dict[str, bool]:
             + (f", {info['n_docs']} docs" if info.get("n_docs") else "")
         )
 
+    from cpqs_bench.contamination import shares_source
+
     for task in cfg.evaluate.tasks:
         rep.guard("tasks", task, lambda task=task: one(task))
+        shared = shares_source(cfg.data.pool, task, cfg.evaluate.include_path)
+        if shared:  # named, allowed: the contamination table on every page measures the overlap
+            rep.add("contamination", f"{cfg.data.pool} vs {task}", WARN, shared)
     return chat
 
 
@@ -496,7 +514,7 @@ def check_recipe(cfg: Config, rep: Report) -> None:
 
 def estimate_work(cfg: Config, pool: list[Any], facts: dict[str, Any], device: str, rep: Report) -> dict[str, Any]:
     """Tokens and requests per stage, and time from :data:`THROUGHPUT` (scaled by parameters)."""
-    from cpqs_bench.reproduce import arms
+    from cpqs_bench.reproduce import arms, scored
     from cpqs_bench.select import budget_count
     from cpqs_bench.selectors import diversity
     from cpqs_bench.stages.mods import builds_mods_seed
@@ -510,7 +528,7 @@ def estimate_work(cfg: Config, pool: list[Any], facts: dict[str, Any], device: s
     train = tp["train"] / params
     gen = tp["generate"] / params
     passes = {"ifd": 2, "ifd_ppl": 2, "perplexity": 1, "cpqs": 1, "superfiltering": 0, "random": 0, "longest": 0}
-    score_tokens = sum(passes.get(n, 1) for n in cfg.selectors.names) * n_pool * tok_per_ex
+    score_tokens = sum(passes.get(n, 1) for n in scored(cfg)) * n_pool * tok_per_ex
     k = budget_count(cfg.selectors.budget, n_pool)
     arm_sizes = {a: (n_pool if sel is None else k) for a, sel, _ in arms(cfg)}
     train_tokens = {a: int(n * tok_per_ex * cfg.finetune.epochs) for a, n in arm_sizes.items()}

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_reproduce import tiny_preset  # tests/ is on sys.path (rootdir conftest)
 
 from cpqs_bench import cli, tiny
 from cpqs_bench.config import load_config
@@ -18,7 +19,6 @@ from cpqs_bench.data.example import Example
 from cpqs_bench.model_cache import ModelCache
 from cpqs_bench.pipeline import Pipeline
 from cpqs_bench.reproduce import plan
-from test_reproduce import tiny_preset  # tests/ is on sys.path (rootdir conftest)
 
 MARKERS = ("DONE", "manifest.json")
 
@@ -47,8 +47,15 @@ def world(tmp_path_factory):
     steps = [p.data, p.checkpoint.negatives, p.checkpoint, score, p.scores["cpqs"][None], select, finetune, evaluate]
     pipe = Pipeline(Path(cfg.experiment.output_dir), cfg.experiment.name, log=lambda s: None)
     pipe.run_all(steps)
-    return {"tmp": tmp, "preset": preset, "cfg": cfg, "plan": p, "model_dir": model_dir, "pipe": pipe,
-            "overrides": ["selectors.names=[longest,cpqs]", "selectors.bottom_arms=[]"]}
+    return {
+        "tmp": tmp,
+        "preset": preset,
+        "cfg": cfg,
+        "plan": p,
+        "model_dir": model_dir,
+        "pipe": pipe,
+        "overrides": ["selectors.names=[longest,cpqs]", "selectors.bottom_arms=[]"],
+    }
 
 
 def run_verb(world, capsys, *argv: str) -> str:
@@ -73,14 +80,41 @@ def test_verbs_reach_the_stages_reproduce_ran(world, capsys):
     assert "select longest: skip (DONE)" in out
     assert (tmp / "sel.jsonl").read_bytes() == p.selections["longest"][None].output.path.read_bytes()
 
-    out = run_verb(world, capsys, "finetune", "--selection", str(tmp / "sel.jsonl"), "--pool", str(pool_file),
-                   "--arm", "longest", "--seed", "0", "--out", str(tmp / "arm"), "--no-progress")
+    out = run_verb(
+        world,
+        capsys,
+        "finetune",
+        "--selection",
+        str(tmp / "sel.jsonl"),
+        "--pool",
+        str(pool_file),
+        "--arm",
+        "longest",
+        "--seed",
+        "0",
+        "--out",
+        str(tmp / "arm"),
+        "--no-progress",
+    )
     assert "finetune longest seed 0: skip (DONE)" in out
     adapter = p.adapters[("longest", 0)].output.path
-    assert (tmp / "arm" / "adapter_model.safetensors").read_bytes() == (adapter / "adapter_model.safetensors").read_bytes()
+    assert (tmp / "arm" / "adapter_model.safetensors").read_bytes() == (
+        adapter / "adapter_model.safetensors"
+    ).read_bytes()
 
-    out = run_verb(world, capsys, "evaluate", "--adapter", str(tmp / "arm"), "--arm", "longest", "--seed", "0",
-                   "--out", str(tmp / "ev"))
+    out = run_verb(
+        world,
+        capsys,
+        "evaluate",
+        "--adapter",
+        str(tmp / "arm"),
+        "--arm",
+        "longest",
+        "--seed",
+        "0",
+        "--out",
+        str(tmp / "ev"),
+    )
     assert "evaluate longest seed 0: skip (DONE)" in out
     ev = next(e for e in p.evaluations if e.arm == "longest" and e.seed == 0).output.path
     assert (tmp / "ev" / "items.jsonl").read_bytes() == (ev / "items.jsonl").read_bytes()
@@ -101,12 +135,19 @@ def test_only_the_executor_writes_markers(world, tmp_path):
     cfg, p = world["cfg"], world["plan"]
     loader = ModelCache(device="cpu")
     sel = p.selections["longest"][None].output.path
-    finetune_arm(cfg, sel, p.data.output.examples, tmp_path / "arm", seed=0, arm="longest", loader=loader,
-                 progress_bar=False)
+    finetune_arm(
+        cfg, sel, p.data.output.examples, tmp_path / "arm", seed=0, arm="longest", loader=loader, progress_bar=False
+    )
     evaluate_model(cfg, tmp_path / "ev", adapter=tmp_path / "arm", loader=loader)
-    train_selector(cfg, tmp_path / "ckpt", pairs=p.data.output.pairs_pool,
-                   negatives=p.checkpoint.negatives.output.path, exclude=p.data.output.examples, loader=loader,
-                   progress=False)
+    train_selector(
+        cfg,
+        tmp_path / "ckpt",
+        pairs=p.data.output.pairs_pool,
+        negatives=p.checkpoint.negatives.output.path,
+        exclude=p.data.output.examples,
+        loader=loader,
+        progress=False,
+    )
     assert (tmp_path / "arm" / "adapter_model.safetensors").exists() and (tmp_path / "ev" / "items.jsonl").exists()
     assert markers_under(tmp_path) == []
     # ... while every stage directory the executor finished has both
@@ -152,8 +193,9 @@ def test_reproduce_rejects_two_judge_dirs_of_one_comparison(tmp_path):
     for k in range(2):
         d = tmp_path / f"judge{k}"
         d.mkdir()
-        (d / "manifest.json").write_text(json.dumps({"arm": "cpqs", "seed": 0, "reference": "base",
-                                                     "reference_seed": None}))
+        (d / "manifest.json").write_text(
+            json.dumps({"arm": "cpqs", "seed": 0, "reference": "base", "reference_seed": None})
+        )
         (d / "summary.json").write_text(json.dumps({"judge_identity": "j", "rule": "swap"}))
         dirs.append(d)
     with pytest.raises(ValueError, match="two pairwise judge directories"):
@@ -166,6 +208,7 @@ def test_one_tasks_dir_rule(tmp_path, monkeypatch):
     from cpqs_bench.stages.evaluate import evaluation_files
     from cpqs_bench.stats import default_task_folders
 
+    (tmp_path / "my_task.yaml").write_text("task: my_task\n")
     monkeypatch.setenv("CPQS_TASKS_DIR", str(tmp_path))
     cfg = load_config("smoke")
     assert tasks_dir() == tmp_path
@@ -233,9 +276,15 @@ def test_a_second_process_on_one_run_directory_is_refused(tmp_path):
     from cpqs_bench.rundir import RunDirLocked, lock
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from cpqs_bench.rundir import lock\n"
-         f"with lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from cpqs_bench.rundir import lock\n"
+            f"with lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
     )
     try:
         assert holder.stdout.readline().strip() == "held"
