@@ -701,8 +701,8 @@ def train_out_of_fold(
         "checkpoint": str(out),
         "folds": folds,
         "n": len(rows),
-        "n_pairs": [f["n_pairs"] for f in folds],
-        "n_pairs_available": pairset.n_pairs,
+        "n_pairs": pairset.n_pairs,  # the whole source; each fold draws its own (n_pairs_per_fold)
+        "n_pairs_per_fold": [f["n_pairs"] for f in folds],
         "overlap": {
             "checked_against": len(pool_examples),
             "overlap_in_training": 0,
