@@ -300,7 +300,6 @@ def _pairs_check(cfg: Config, pool: list[Any]) -> tuple[str, str]:
     """The CNN's pairs exist, are instruction-disjoint from the pool, and reach ``n_pairs``."""
     from cpqs_bench.data import mirror as _mirror
     from cpqs_bench.data.pool import read_pool, resolve_source
-    from cpqs_bench.selectors.cpqs import pairs as P
     from cpqs_bench.selectors.cpqs.train import build_pairs
 
     cq, d = cfg.selectors.cpqs, cfg.data
@@ -310,20 +309,21 @@ def _pairs_check(cfg: Config, pool: list[Any]) -> tuple[str, str]:
         if source.startswith("hf:") and offline():
             return PROBLEM, f"{cq.pairs} resolves to {source}: unreachable offline (not in the mirror)"
         rows = read_pool(cq.pairs, mirror=d.mirror, max_rejected_fraction=d.max_rejected_fraction).examples
-        pool_instr = {e.instruction for e in pool}
-        n = sum(1 for e in rows if e.instruction not in pool_instr)
+        from cpqs_bench.stages.data import disjoint_prompts  # the data stage's rule (overlap_key)
+
+        n = len(disjoint_prompts(pool, rows, None))
         detail = (
             f"{source}: {len(rows)} rows, {n} with instructions disjoint from the pool to answer with "
             f"{', '.join(cq.generators) or cq.generator} (n_pairs = {want})"
         )
     else:
-        pairset = build_pairs(cfg)
-        kept, dropped = P.disjoint_pairs(pairset, pool)
-        n = kept.n_pairs
+        pairset = build_pairs(cfg, avoid=pool)  # as training builds them: overlap dropped first, then drawn
+        n = pairset.n_pairs
         source = pairset.source
+        dropped = pairset.skipped.get("overlap_with_pool", 0)
         detail = (
-            f"{source}: {pairset.n_pairs} pairs, {dropped} dropped as overlapping the pool, {n} left "
-            f"(n_pairs = {want}); skipped {dict(pairset.skipped) or 'none'}"
+            f"{source}: {dropped} pairs dropped as overlapping the pool, {n} drawn (n_pairs = {want}, short by "
+            f"{pairset.skipped.get('short_of_n_pairs', 0)}); skipped {dict(pairset.skipped) or 'none'}"
         )
     if want is not None and n < want:
         named = _mirror.NAMED.get(cq.pairs)
@@ -666,6 +666,7 @@ def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None, tasks: li
         "evaluate.pairwise.batch_size": 2,
         "evaluate.pairwise.n_boot": 50,
         "selectors.drop_ifd_ge_1": False,  # a random stand-in often has IFD >= 1 everywhere: arms would be empty
+        "selectors.mods.necessity_max_new_tokens": 4,  # its beams (MoDS: 4) still exercise the beam path
     }
     if tasks is not None:
         changes["evaluate.tasks"] = list(tasks)

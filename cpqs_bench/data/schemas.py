@@ -54,7 +54,8 @@ def _alpaca(rec: dict) -> tuple[list[dict], str, dict]:
     instruction = _text(rec, "instruction")
     extra = _text(rec, "input", required=False)
     user = instruction if not extra.strip() else f"{instruction}\n\n{extra}"
-    return [{"role": "user", "content": user}], _text(rec, "output"), {}
+    # the two fields, kept apart: the reference prompts (Cherry, Superfiltering, CPQS) render them separately
+    return [{"role": "user", "content": user}], _text(rec, "output"), {"instruction": instruction, "input": extra}
 
 
 def _alpaca_reference(rec: dict) -> tuple[list[dict], str, dict]:
@@ -67,13 +68,13 @@ def _alpaca_reference(rec: dict) -> tuple[list[dict], str, dict]:
     return (
         [{"role": "user", "content": f"{instruction}\nInput:{extra}"}],
         _text(rec, "output"),
-        {"overlap_text": project},
+        {"overlap_text": project, "instruction": instruction, "input": extra},
     )
 
 
 def _alpaca_eval(rec: dict) -> tuple[list[dict], str, dict]:
-    prompt, response, _ = _alpaca({"instruction": rec.get("instruction"), "output": rec.get("output")})
-    meta = {k: rec[k] for k in ("generator", "dataset") if isinstance(rec.get(k), str)}
+    prompt, response, fields = _alpaca({"instruction": rec.get("instruction"), "output": rec.get("output")})
+    meta = {**fields, **{k: rec[k] for k in ("generator", "dataset") if isinstance(rec.get(k), str)}}
     return prompt, response, meta
 
 
