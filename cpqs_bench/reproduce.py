@@ -340,9 +340,11 @@ def build_index(cfg: Config, p: Plan, preset: str | None, overrides: tuple[str, 
     if p.mods_seed is not None:
         coverage, seed_model = p.mods_seed
         adapter = seed_model.output.path
+        label = next(s.seed_label() for by in p.scores.values() for s in by.values() if isinstance(s, ModsScoreStep))
         index["mods_seed"] = {
             "coverage": str(coverage.output.info["coverage"]),
             "adapter": str(adapter) if adapter else None,
+            "seed_model": label,
         }
     return index
 

@@ -225,19 +225,23 @@ def test_train_selector_cli_generate_end_to_end(tmp_path, monkeypatch, capsys):
     assert cli.main(["train-selector", "--config", "smoke", *overrides, "--no-progress"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     ckpt = Path(result["checkpoint"])
-    assert (ckpt / "DONE").exists() and (ckpt / C.META).exists() and (ckpt / C.WEIGHTS).exists()
+    stage = ckpt.parent  # the train-selector stage the executor finished (the same step reproduce runs)
+    assert (stage / "DONE").exists() and (ckpt / C.META).exists() and (ckpt / C.WEIGHTS).exists()
+    assert "code" in read_json(stage / "inputs.json")  # keyed on its code version too
     metrics = read_json(ckpt / "metrics.json")
     assert metrics["pairs"]["source"].startswith("generated(") and metrics["pairs"]["pairs"] == 6
     assert metrics["overlap"] == {"checked_against": 4, "dropped_pairs": 0, "overlap_in_training": 0}
-    negs = [json.loads(line) for line in (ckpt / "negatives.jsonl").read_text().splitlines()]
+    (neg_file,) = (tmp_path / "runs").rglob("negatives/*/negatives.jsonl")  # the negatives stage ran first
+    negs = [json.loads(line) for line in neg_file.read_text().splitlines()]
     # 12 instructions, minus the 4 of the scored pool, capped at n_pairs=6 (data.pool_limit=4 did not apply)
     scored = read_pool_examples(pool)[:4]
     assert len(negs) == 6 and {r["id"] for r in negs}.isdisjoint({ex.id for ex in scored})
     assert C.training_instruction_overlap(ckpt, scored)["overlap"] == 0
     assert C.training_instruction_overlap(ckpt, read_pool_examples(pool))["overlap"] == 6  # the check can count
     assert cli.main(["train-selector", "--config", "smoke", *overrides, "--no-progress"]) == 0  # finished: reused
-    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert again["checkpoint"] == result["checkpoint"]
+    out = capsys.readouterr().out
+    again = json.loads(out.strip().splitlines()[-1])
+    assert again["checkpoint"] == result["checkpoint"] and "train-selector: skip (DONE)" in out
 
 
 def read_pool_examples(path):

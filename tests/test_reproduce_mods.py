@@ -79,12 +79,14 @@ def test_the_seed_stages_run_and_count_stages_counts_them(run):
         f"finetune mods seed set seed {SEED}",
         "score mods",
     ], ran
-    assert len(ran) + len(out["skipped"]) == count_stages(cfg) == 12  # + select/finetune/evaluate, leaderboard
-    assert any(re.match(r"\[stage 3/12\] finetune mods seed set seed %d: run" % SEED, ln) for ln in run["log"])
+    assert (
+        len(ran) + len(out["skipped"]) == count_stages(cfg) == 13
+    )  # + select/finetune/evaluate, contamination, leaderboard
+    assert any(re.match(r"\[stage 3/13\] finetune mods seed set seed %d: run" % SEED, ln) for ln in run["log"])
     seed = out["index"]["mods_seed"]
     assert Path(seed["adapter"], "adapter_model.safetensors").is_file()
-    manifest = json.loads(Path(seed["adapter"], "manifest.json").read_text())
-    arm = json.loads(Path(out["index"]["adapters"][f"mods-s{SEED}"], "manifest.json").read_text())
+    manifest = json.loads(Path(seed["adapter"], "training.json").read_text())  # the adapter's training record
+    arm = json.loads(Path(out["index"]["adapters"][f"mods-s{SEED}"], "training.json").read_text())
     assert manifest["seed"] == SEED and manifest["selection"]["kept"] == 2
     assert manifest["recipe_hash"] == arm["recipe_hash"]  # the experiment's one frozen recipe
     # the seed model's training set is exactly the k-center seed set of phases 1–2
