@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from cpqs_bench import tiny
+from cpqs_bench.finetune import less_warmup
 from cpqs_bench.selectors import less
+from cpqs_bench.selectors.base import ScoringContext
 from cpqs_bench.testing import check_selector, contract_config, contract_examples, tiny_loader
 
 torch.set_num_threads(1)
@@ -25,7 +27,7 @@ def lora_model(r: int = 4):
 
     model, tok = tiny.model("chatml", hidden_size=32)
     torch.manual_seed(1)
-    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=8, target_modules=less.TARGET_MODULES))
+    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=8, target_modules=less_warmup.TARGET_MODULES))
     for n, p in peft_model.named_parameters():  # non-zero B so that every LoRA weight gets a gradient
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.1)
@@ -154,13 +156,13 @@ def test_warmup_keeps_every_epoch_adapter_and_optimizer_state(tmp_path, queries_
     cfg = less_config(queries_file)
     load = tiny_loader()
     pool = contract_examples()
-    rec = less.warmup(cfg, pool, tmp_path / "w", seed=0, loader=load)
+    rec = less_warmup.warmup(cfg, pool, tmp_path / "w", seed=0, loader=load)
     assert rec["n_warmup"] == 4  # half of the 8 non-empty examples
     assert [c["epoch"] for c in rec["checkpoints"]] == pytest.approx([1.0, 2.0])
     assert json.loads((tmp_path / "w" / less.WARMUP_RECORD).read_text()) == json.loads(json.dumps(rec))
     model, _, _ = load("x", None, "float32")
     for c in rec["checkpoints"]:
-        path = Path(c["path"])
+        path = tmp_path / "w" / c["path"]
         assert (path / "adapter_model.safetensors").is_file() and (path / "optimizer.pt").is_file()
         peft_model, flags = less._attach(model, path)
         try:
@@ -172,10 +174,14 @@ def test_warmup_keeps_every_epoch_adapter_and_optimizer_state(tmp_path, queries_
     assert not any("lora" in n for n, _ in model.named_parameters())  # the shared base is clean again
     # a rerun returns the finished warm-up as is (the same checkpoints, no retraining)
     stamp = (tmp_path / "w" / "adapter" / "training.json").stat().st_mtime_ns
-    assert less.warmup(cfg, pool, tmp_path / "w", seed=0, loader=load)["checkpoints"] == rec["checkpoints"]
+    assert less_warmup.warmup(cfg, pool, tmp_path / "w", seed=0, loader=load)["checkpoints"] == rec["checkpoints"]
     assert (tmp_path / "w" / "adapter" / "training.json").stat().st_mtime_ns == stamp
     # the draw does not depend on the pool's order
-    assert less.warmup_subset(pool, 0.5, 0) == less.warmup_subset(list(reversed(pool)), 0.5, 0)
+    assert less_warmup.warmup_subset(pool, 0.5, 0) == less_warmup.warmup_subset(list(reversed(pool)), 0.5, 0)
+    # the selector reads the optimizer's parameter names under the name the fine-tuning code writes them
+    from cpqs_bench.finetune.sft import OPTIMIZER_PARAMS
+
+    assert less.OPTIMIZER_PARAMS == OPTIMIZER_PARAMS
 
 
 def test_query_set_rules(tmp_path, queries_file):
@@ -195,6 +201,11 @@ def test_query_set_rules(tmp_path, queries_file):
 
 def test_less_passes_the_contract(tmp_path, queries_file):
     os.environ.setdefault("WANDB_MODE", "disabled")
-    report = check_selector(less.LESSSelector(), config=less_config(queries_file), workdir=tmp_path)
+    cfg = less_config(queries_file)
+    # the warm-up is a step of its own (finetune layer); its folder is the selector's checkpoint
+    less_warmup.warmup(cfg, contract_examples(), tmp_path / "warm", seed=cfg.selectors.less.seed, loader=tiny_loader())
+    report = check_selector(less.LESSSelector(), config=cfg, checkpoint=tmp_path / "warm", workdir=tmp_path)
     assert "order invariance" in report.passed
     assert less.LESSSelector.target_aware is True
+    with pytest.raises(ValueError, match="needs its warm-up folder"):
+        less.LESSSelector().score(contract_examples(), ScoringContext(cfg, tmp_path / "none", loader=tiny_loader()))

@@ -8,7 +8,8 @@ query set (``selectors.less.queries``: a named dev set, never evaluation items) 
   0.1, on q/k/v/o projections), lr 2e-5, linear schedule, warm-up ratio 0.03, weight decay 0, effective batch 32,
   AdamW, 4 epochs, a checkpoint (adapter + optimizer state) saved at the end of every epoch, trained on a random
   ``warmup_fraction`` (5 %) of the pool. Here through the project's own fine-tuning code
-  (:func:`cpqs_bench.finetune.sft.finetune_arm` with ``keep_epoch_checkpoints=True``): :func:`warmup`.
+  (:func:`cpqs_bench.finetune.sft.finetune_arm` with ``keep_epoch_checkpoints=True``):
+  :func:`cpqs_bench.finetune.less_warmup.warmup` (in the finetune layer: a selector may not import it).
 * gradients: ``less/data_selection/collect_grad_reps.py`` — one example per backward pass, the mean token loss over
   the response, the gradient of every trainable (LoRA) parameter concatenated in ``named_parameters`` order; training
   examples get ``obtain_gradients_with_adam``: with Adam's saved moments m, v of the checkpoint, ``m' = β1·m +
@@ -47,22 +48,22 @@ Differences from the reference:
 7. No sharding under ``accelerate launch`` yet: one process computes every gradient (cost: a forward + backward pass
    per example and query per checkpoint).
 
-Stage split for ``reproduce``: :func:`warmup` is a step of its own (its output folder: the adapter with its epoch
-checkpoints); :func:`score_with_warmup` scores against a finished warm-up. ``LESSSelector.score`` without a warm-up
-runs one into its scoring workdir first.
+Stage split: the warm-up (:func:`cpqs_bench.finetune.less_warmup.warmup`) is a step of its own, before scoring (the
+selectors layer may not import the fine-tuning code, ``tests/test_layers.py``); its folder is this selector's
+checkpoint (``Needs.CHECKPOINT``: ``ScoringContext.checkpoint``, ``compare --selector-checkpoint less=DIR``).
+:func:`score_with_warmup` scores against it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
+import time
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from cpqs_bench.data.example import Example
-from cpqs_bench.io import read_json, sha256_file, stable_hash, write_json, write_jsonl
+from cpqs_bench.io import read_json, sha256_file, stable_hash
 from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,11 @@ log = logging.getLogger(__name__)
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # collect_grad_reps.obtain_gradients_with_adam
 BLOCK_SIZE = 128  # collect_grad_reps.collect_grads: block_size
 PROJECTION_SEED = 0  # collect_grad_reps.collect_grads: seed=0, model_id=0
-LORA_DROPOUT = 0.1  # base_training_args.sh
-TARGET_MODULES = r".*\.(q_proj|k_proj|v_proj|o_proj)"  # base_training_args.sh --lora_target_modules q k v o
-EFFECTIVE_BATCH = 32  # per_device_train_batch_size 1 × gradient_accumulation_steps 32
-LR_SCHEDULER = "linear"
-WARMUP_RATIO = 0.03
 LENGTH_DROPPED = "dropped_by_length_policy"
-WARMUP_RECORD = "warmup.json"
+WARMUP_RECORD = "warmup.json"  # the warm-up folder's record (cpqs_bench.finetune.less_warmup writes it)
+# written by the fine-tuning code into every checkpoint (cpqs_bench.finetune.sft.OPTIMIZER_PARAMS; the selectors
+# layer may not import finetune, tests/test_layers.py): the names of each optimizer param group's parameters
+OPTIMIZER_PARAMS = "optimizer_params.json"
 MAX_BLOCK_ELEMENTS = 1 << 28  # projection matrix block drawn at most this many entries at a time (1 GiB float32)
 
 
@@ -197,10 +196,8 @@ def example_gradient(model: Any, params: Sequence[tuple[str, Any]], row: dict[st
 def optimizer_moments(checkpoint: Path, names: Sequence[str]) -> tuple[Any, Any]:
     """Adam's ``exp_avg`` and ``exp_avg_sq`` of a saved Trainer checkpoint, flattened in ``names`` order
     (``prepare_optimizer_state``). ``optimizer.pt`` numbers its params 0.. across param groups; the names of each
-    group come from :data:`cpqs_bench.finetune.sft.OPTIMIZER_PARAMS`, written with every checkpoint."""
+    group come from :data:`OPTIMIZER_PARAMS`, written with every checkpoint by the fine-tuning code."""
     import torch
-
-    from cpqs_bench.finetune.sft import OPTIMIZER_PARAMS
 
     opt_path, names_path = checkpoint / "optimizer.pt", checkpoint / OPTIMIZER_PARAMS
     for p in (opt_path, names_path):
@@ -259,138 +256,29 @@ def read_queries(cfg: Any) -> tuple[list[Example], list[str]]:
     return [ex for _, ex in pairs], [task for task, _ in pairs]
 
 
-# ------------------------------------------------------------------------------------------------------ warm-up
-def warmup_subset(pool: Sequence[Example], fraction: float, seed: int) -> list[Example]:
-    """The seeded, order-free warm-up draw: the ``fraction`` (at least 1) of non-empty examples with the smallest
-    ``sha256(seed:id)``, in id order."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"selectors.less.warmup_fraction must be in (0, 1], got {fraction}")
-    eligible = [ex for ex in pool if not is_empty_response(ex)]
-    if not eligible:
-        raise ValueError("LESS warm-up: no example with a non-empty response in the pool")
-    k = max(1, round(fraction * len(eligible)))
-    key = lambda ex: hashlib.sha256(f"{seed}:{ex.id}".encode()).hexdigest()  # noqa: E731
-    return sorted(sorted(eligible, key=key)[:k], key=lambda ex: ex.id)
-
-
-def warmup_config(cfg: Any) -> Any:
-    """The project config with the reference's warm-up recipe in its finetune section."""
-    from cpqs_bench.config import replace
-
-    lc = cfg.selectors.less
-    micro = max(
-        d
-        for d in range(1, EFFECTIVE_BATCH + 1)
-        if EFFECTIVE_BATCH % d == 0 and d <= max(1, cfg.finetune.micro_batch_size)
-    )
-    return replace(
-        cfg,
-        **{
-            "finetune.lora_r": lc.lora_r,
-            "finetune.lora_alpha": lc.lora_alpha,
-            "finetune.lora_dropout": LORA_DROPOUT,
-            "finetune.target_modules": TARGET_MODULES,
-            "finetune.lr": lc.lr,
-            "finetune.epochs": float(lc.warmup_epochs),
-            "finetune.max_steps": -1,
-            "finetune.lr_scheduler": LR_SCHEDULER,
-            "finetune.warmup_ratio": WARMUP_RATIO,
-            "finetune.weight_decay": 0.0,
-            "finetune.batch_size": EFFECTIVE_BATCH,
-            "finetune.micro_batch_size": micro,
-            "finetune.max_length": lc.max_length,
-            "finetune.group_by_length": False,
-            "finetune.packing": False,
-            "finetune.optim": "adamw_torch",
-            "finetune.max_grad_norm": 1.0,
-            "finetune.logging_steps": 1,
-            "finetune.merge": False,
-            "finetune.measure_train_loss": False,
-        },
-    )
-
-
-def _info_loader(loader: Callable[..., Any] | None) -> Callable[..., Any] | None:
-    """finetune_arm reads ``info.revision`` / ``info.path``; custom loaders (tests) may return a plain dict."""
-    if loader is None:
-        return None
-
-    def load(spec: str, revision: str | None, dtype: str) -> tuple[Any, Any, Any]:
-        model, tok, info = loader(spec, revision, dtype)
-        if not hasattr(info, "revision"):
-            info = SimpleNamespace(revision=revision, path=str(spec), detail=info)
-        return model, tok, info
-
-    return load
-
-
-def warmup(
-    cfg: Any, pool: Sequence[Example], out_dir: str | Path, *, seed: int, loader: Callable[..., Any] | None = None
-) -> dict[str, Any]:
-    """Train the LESS warm-up into ``out_dir`` (resumable; a finished one is returned as is) and return its record:
-    ``{"adapter": dir, "checkpoints": [{step, epoch, path, mean_lr}], "n_warmup", "warmup_ids_sha256",
-    "recipe_hash", ...}`` (also written to ``out_dir/warmup.json``). Inputs that determine it: the pool's ids +
-    content, ``selectors.less`` (fraction, epochs, LoRA, lr, max_length), ``model``, ``prompt``,
-    ``finetune.precision`` / ``micro_batch_size``, ``seed``. ``loader(spec, revision, dtype)``: as finetune_arm's."""
-    from cpqs_bench.finetune.sft import finetune_arm
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    lc = cfg.selectors.less
-    chosen = warmup_subset(pool, lc.warmup_fraction, seed)
-    selection = out / "warmup_selection.jsonl"
-    write_jsonl(selection, [{"id": ex.id, "kept": True} for ex in chosen])
-    record = finetune_arm(
-        warmup_config(cfg),
-        selection,
-        chosen,
-        out / "adapter",
-        seed=seed,
-        arm="less-warmup",
-        loader=_info_loader(loader),
-        progress_bar=False,
-        keep_epoch_checkpoints=True,
-    )
-    ckpts = record.get("epoch_checkpoints") or []
-    if len(ckpts) != lc.warmup_epochs:
-        raise RuntimeError(f"{out}: the warm-up kept {len(ckpts)} epoch checkpoints, expected {lc.warmup_epochs}")
-    result = {
-        "adapter": str(out / "adapter"),
-        "checkpoints": ckpts,
-        "n_warmup": len(chosen),
-        "n_pool": len(pool),
-        "warmup_ids_sha256": sha256_file(selection),
-        "recipe_hash": record["recipe_hash"],
-        "seed": seed,
-        "train_loss": record["training"]["train_loss"],
-    }
-    write_json(out / WARMUP_RECORD, result)
-    return result
-
-
 # -------------------------------------------------------------------------------------------------------- score
 def _rows(examples: Sequence[Example], tok: Any, cfg: Any, max_length: int) -> dict[str, dict[str, list[int]]]:
-    """id -> SFT row (prompt layer, the training template; labels = response span) for examples that have one."""
-    from cpqs_bench.finetune.dataset import tokenize
+    """id -> SFT row for examples that have one: the prompt layer's render with the training template, labels =
+    ``Rendered.labels()`` (the response span, + end-of-turn under ``prompt.train_eot``), as the SFT rows are built
+    (:func:`cpqs_bench.finetune.dataset.tokenize`); an example the length policy drops has none."""
+    from cpqs_bench.prompts import render
 
-    todo = [ex for ex in examples if not is_empty_response(ex)]
-    if not todo:
-        return {}
-    try:
-        data = tokenize(
+    out = {}
+    for ex in examples:
+        if is_empty_response(ex):
+            continue
+        r = render(
             tok,
-            todo,
-            template=cfg.prompt.template,
+            ex,
+            cfg.prompt.template,
             system_prompt=cfg.prompt.system_prompt,
             train_eot=cfg.prompt.train_eot,
             max_length=max_length,
             overflow=cfg.prompt.overflow,
         )
-    except ValueError as exc:
-        if "were dropped by the length policy" not in str(exc):
-            raise
-        return {}
-    return dict(zip(data.ids, data.rows))
+        if r is not None:
+            out[ex.id] = {"input_ids": list(r.input_ids), "labels": r.labels(-100)}
+    return out
 
 
 def _attach(model: Any, adapter: Path) -> tuple[Any, dict[str, bool]]:
@@ -436,18 +324,19 @@ def checkpoint_gradients(
     return projected[: len(train_rows)], projected[len(train_rows) :]
 
 
-def score_with_warmup(
-    examples: Sequence[Example], ctx: ScoringContext, warmup_record: dict[str, Any] | str | Path
-) -> list[ScoreRow]:
-    """LESS scores of ``examples`` against ``selectors.less.queries`` with a finished :func:`warmup` (its record,
-    or its folder). Projected gradients are cached per checkpoint in ``ctx.workdir`` (a rerun reads them)."""
+def score_with_warmup(examples: Sequence[Example], ctx: ScoringContext, warmup_dir: str | Path) -> list[ScoreRow]:
+    """LESS scores of ``examples`` against ``selectors.less.queries`` with a finished warm-up folder
+    (:func:`cpqs_bench.finetune.less_warmup.warmup`: its :data:`WARMUP_RECORD` lists the epoch checkpoints, paths
+    relative to the folder). Projected gradients are cached per checkpoint in ``ctx.workdir`` (a rerun reads them)."""
     import torch
 
     from cpqs_bench.models import model_max_length
     from cpqs_bench.selectors.base import response_tokens
 
-    if not isinstance(warmup_record, dict):
-        warmup_record = read_json(Path(warmup_record) / WARMUP_RECORD)
+    warmup_dir = Path(warmup_dir)
+    if not (warmup_dir / WARMUP_RECORD).is_file():
+        raise FileNotFoundError(f"{warmup_dir / WARMUP_RECORD}: not a finished LESS warm-up folder")
+    warmup_record = read_json(warmup_dir / WARMUP_RECORD)
     cfg, lc = ctx.config, ctx.config.selectors.less
     queries, tasks = read_queries(cfg)
     model, tok, _ = ctx.model()
@@ -469,7 +358,7 @@ def score_with_warmup(
     trains, qs = [], []
     if t_rows:
         for c in ckpts:
-            path = Path(c["path"])
+            path = warmup_dir / c["path"]
             key = stable_hash(
                 {
                     "adapter": sha256_file(path / "adapter_model.safetensors"),
@@ -485,7 +374,16 @@ def score_with_warmup(
                 saved = torch.load(cache, weights_only=True)
                 t, q = saved["train"], saved["query"]
             else:
+                t0 = time.perf_counter()
                 t, q = checkpoint_gradients(model, path, t_rows, q_rows, lc.projection_dim)
+                log.info(
+                    "less: %s: %d training + %d query gradients projected to %d dims in %.1f s",
+                    path.name,
+                    len(t_rows),
+                    len(q_rows),
+                    lc.projection_dim,
+                    time.perf_counter() - t0,
+                )
                 tmp = cache.with_name(cache.name + ".tmp")
                 torch.save({"train": t, "query": q}, tmp)
                 tmp.replace(cache)
@@ -513,18 +411,21 @@ class LESSSelector:
     """LESS: Adam-preconditioned LoRA gradients of a warm-up, matched to a query set's gradients."""
 
     name = "less"
-    needs = Needs.TARGET_MODEL
+    # the warm-up folder is this selector's trained checkpoint (ctx.checkpoint, `--selector-checkpoint less=DIR`);
+    # the target model is loaded too (gradients)
+    needs = Needs.CHECKPOINT
     target_aware = True
 
     def __init__(self, warmup_dir: str | Path | None = None):
         self.warmup_dir = Path(warmup_dir) if warmup_dir is not None else None
 
     def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
-        lc = ctx.config.selectors.less
-        read_queries(ctx.config)  # fail on a missing / forbidden query set before any training
-        if self.warmup_dir is not None:
-            record: dict[str, Any] | Path = self.warmup_dir
-        else:
-            # the warm-up trains on the context's (shared) base model; finetune_arm removes its LoRA again
-            record = warmup(ctx.config, examples, Path(ctx.workdir) / "warmup", seed=lc.seed, loader=ctx.model)
-        return score_with_warmup(examples, ctx, record)
+        read_queries(ctx.config)  # fail on a missing / forbidden query set first
+        warmup_dir = self.warmup_dir or ctx.checkpoint
+        if warmup_dir is None:
+            raise ValueError(
+                "selector 'less' needs its warm-up folder as its checkpoint (--selector-checkpoint less=DIR; "
+                "reproduce runs the warm-up as a step of its own): train it with "
+                "cpqs_bench.finetune.less_warmup.warmup(cfg, pool, DIR, seed=cfg.selectors.less.seed)"
+            )
+        return score_with_warmup(examples, ctx, warmup_dir)
