@@ -30,11 +30,25 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("prompts", ("prompts", "templates")),
     ("features", ("features",)),
     ("selectors", ("selectors", "selectors.*", "judge", "judge.*", "score")),
-    ("select", ("select", "testing")),  # the selector contract kit checks selections too
+    # the selector contract kit checks selections too, and runs the validity tracks (which score through selectors)
+    ("select", ("select", "testing", "validity", "validity.*")),
     ("finetune", ("finetune", "finetune.*")),
     ("evaluate", ("evaluate", "evaluate.*")),
     # diagnostics over scored/tokenised pools sit with the statistics: they read every lower layer
-    ("stats", ("stats", "leaderboard", "leaderboard_page", "compare", "contamination", "data.inspect")),
+    # validity tracks score through the selectors and report with the statistics
+    (
+        "stats",
+        (
+            "stats",
+            "leaderboard",
+            "leaderboard_page",
+            "compare",
+            "contamination",
+            "validity",
+            "validity.*",
+            "data.inspect",
+        ),
+    ),
     ("publish", ("publish", "publish.*")),
     ("reproduce", ("pipeline", "stages", "stages.*", "reproduce", "preflight")),
     ("cli", ("cli", "cli.*", "__main__")),

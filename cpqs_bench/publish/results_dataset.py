@@ -181,10 +181,16 @@ def contamination_rows(experiment: str, section: Mapping[str, Any] | None, sourc
                 | {"overlapping_items": _float(a.get("overlapping_items")), "fraction": _float(a.get("fraction"))}
             )
             items = _int(t.get("items"))
-            for seed, count in sorted((a.get("per_seed") or {}).items(), key=lambda kv: int(kv[0])):
+            # "none": an arm selected once for every seed (contamination.seed_key)
+            per_seed = (a.get("per_seed") or {}).items()
+            for seed, count in sorted(per_seed, key=lambda kv: (kv[0] == "none", int(kv[0]) if kv[0] != "none" else 0)):
                 out.append(
                     base
-                    | {"scope": str(arm), "seed": int(seed), "overlapping_items": _float(count)}
+                    | {
+                        "scope": str(arm),
+                        "seed": None if seed == "none" else int(seed),
+                        "overlapping_items": _float(count),
+                    }
                     | {"fraction": (count / items) if items and _float(count) is not None else None}
                 )
     return out

@@ -100,7 +100,9 @@ class TrainSelectorStep:
         counts = self.tokens.trained() if self.tokens is not None else {}
         mean = sum(trained_of(v) for v in counts.values()) / len(counts) if counts else 0.0
         # texts the features were extracted from: the pair set's count (reference compositions hold 3 per group)
-        n_texts = int((metrics.get("pairs") or {}).get("examples") or 2 * int(metrics.get("n_pairs") or 0))
+        n_pairs = metrics.get("n_pairs") or 0
+        n_pairs = sum(n_pairs) if isinstance(n_pairs, list) else int(n_pairs)  # out of fold: one count per fold
+        n_texts = int((metrics.get("pairs") or {}).get("examples") or 2 * n_pairs)
         cost = StageCost.estimate(
             self.name,
             time.monotonic() - t0,

@@ -28,14 +28,20 @@ def run_one(cfg: Config, step: Any, *, log: Any = print, main_process: bool = Tr
 
 def deliver_file(src: Path, out: str | os.PathLike, *extra_suffixes: str) -> Path:
     """Copy ``src`` (and ``src<suffix>`` siblings) to ``out`` atomically; ``out`` is the path the user asked for."""
+    from cpqs_bench.io import WriteError
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for suffix in ("", *extra_suffixes):
         s = Path(str(src) + suffix)
         if s.exists():
-            tmp = Path(str(out) + suffix + ".tmp")
-            shutil.copyfile(s, tmp)
-            os.replace(tmp, Path(str(out) + suffix))
+            dest, tmp = Path(str(out) + suffix), Path(str(out) + suffix + ".tmp")
+            try:
+                shutil.copyfile(s, tmp)
+                os.replace(tmp, dest)
+            except OSError as exc:  # disk full, read-only: one line naming the file the user asked for
+                tmp.unlink(missing_ok=True)
+                raise WriteError(dest, exc) from exc
     return out
 
 
