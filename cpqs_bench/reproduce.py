@@ -41,6 +41,7 @@ from cpqs_bench.stages.report import leaderboard_dir, write_leaderboard
 from cpqs_bench.stages.score import ScoreStep
 from cpqs_bench.stages.select import ControlStep, PoolTokens, SelectStep
 from cpqs_bench.stages.train_selector import TrainSelectorStep
+from cpqs_bench.stages.validate import ValidateStep
 
 
 def is_control(name: str) -> bool:
@@ -89,6 +90,7 @@ class Plan:
     scores: dict[str, dict[int | None, Any]] = field(default_factory=dict)
     selections: dict[str, dict[int | None, Any]] = field(default_factory=dict)  # SelectStep / ControlStep
     contamination: ContaminationStep | None = None
+    validity: ValidateStep | None = None
     adapters: dict[tuple[str, int], FinetuneStep] = field(default_factory=dict)
     evaluations: list[EvaluateStep] = field(default_factory=list)
     judges: list[JudgeStep] = field(default_factory=list)
@@ -145,6 +147,8 @@ def plan(
             )
             p.selections.setdefault(arm, {})[seed] = p.add(step)
     p.contamination = p.add(ContaminationStep(cfg, data, p.selections))
+    if cfg.validate.enabled:  # screen the selectors on ground truth before any fine-tune
+        p.validity = p.add(ValidateStep(cfg, scored(cfg), p.checkpoint, loader))
     for arm, by_seed in p.selections.items():
         for seed in cfg.experiment.seeds:
             sel = by_seed.get(seed, by_seed.get(None))
@@ -171,8 +175,13 @@ def plan(
             cfg.experiment.description or None,
             references=cfg.leaderboard.references,
             contamination=p.contamination.output,
+            validity=p.validity.output if p.validity is not None else None,
             compute=compute_by_arm(p),
         )
+        if p.validity is not None:  # does the screen predict the fine-tuned outcome? (re-rendered with the answer)
+            board = with_outcome_prediction(
+                board, p.validity.output, cfg, leaderboard_dir(cfg, root), [e.output.path for e in p.evaluations]
+            )
         p.board.output = board  # the index names the leaderboard files; publish reads the index
         write_json(root / cfg.experiment.name / "index.json", build_index(cfg, p, preset, overrides))
         return board
@@ -184,6 +193,24 @@ def plan(
         label = f"publish ({'dry run' if cfg.publish.dry_run else 'Hub'})"
         p.add(Always(label, lambda: publish_run(root / cfg.experiment.name, cfg.publish, dry_run=cfg.publish.dry_run)))
     return p
+
+
+def with_outcome_prediction(
+    board: dict[str, Path], validity: dict[str, Any], cfg: Config, out_dir: Path, eval_dirs: list[Path]
+) -> dict[str, Path]:
+    """Spearman across selectors between each validity metric and the arm's Δ vs the reference on each proxy metric
+    (whatever it shows, with how many selectors it rests on), added to the validity block and the pages."""
+    from cpqs_bench.io import read_json
+    from cpqs_bench.leaderboard import from_json
+    from cpqs_bench.leaderboard_page import write_pages
+    from cpqs_bench.validity.run import predicts_outcome
+
+    rows = predicts_outcome(validity, read_json(board["json"]), reference=cfg.leaderboard.references[0])
+    if not rows:
+        return board
+    paths = from_json(board["json"], out_dir, validity={**validity, "predicts_outcome": rows})
+    paths["html"] = write_pages(Path(paths["json"]), out_dir, eval_dirs=[str(d) for d in eval_dirs])
+    return {**board, **paths}
 
 
 def is_control_of(name: str) -> str:
