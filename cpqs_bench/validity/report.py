@@ -180,10 +180,17 @@ def render_png(doc: dict[str, Any]) -> bytes:
         ax.set_ylim(len(selectors) - 0.5, -0.5)
         ax.set_title(title, fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
-        ax.legend(fontsize=6, loc="lower left")
+        if title.startswith("pairs"):  # outside the axes, where it hides no dot
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(f"Selector validity ({doc['model']}): AUC / accuracy with 95% CIs; 0.5 = blind", fontsize=10)
+    if planted:
+        handles = [
+            plt.Line2D([], [], ls="", marker="o", color=styles[w]["color"], mfc=styles[w]["mfc"], label=f"{w} AUC")
+            for w in ("paired", "unpaired")
+        ]
+        fig.legend(handles=handles, loc="upper right", fontsize=8, ncol=2, frameon=False)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
