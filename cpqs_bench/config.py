@@ -94,6 +94,8 @@ class ValidateConfig:
     enabled: bool = False
     tracks: tuple[str, ...] = ("planted", "pairs")
     clean: str = "alpaca_gpt4"  # clean pool the planted track corrupts (strong-model answers)
+    math_pool: str = "gsm8k_train"  # rows for the math kind (a chain of thought with a wrong final number)
+    code_pool: str = "codealpaca"  # rows for the code kind (a solution with an injected bug)
     n_clean: int = 300
     kinds: tuple[str, ...] = ()  # defect kinds (empty: every registered kind)
     n_planted_per_kind: int = 40

@@ -195,6 +195,9 @@ def score_pool(
         seed=cfg.selectors.seed,
         checkpoint=Path(checkpoint) if checkpoint is not None else None,
         loader=loader,
+        # scratch that selectors scoring this pool from one workdir reuse (IFD's losses: ifd, ifd_ppl, perplexity;
+        # keyed on their code and inputs), per rank
+        shared_workdir=work / "shared" / f"rank{rank}-of{world}",
     )
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     mine = examples[rank::world]

@@ -27,8 +27,6 @@ from cpqs_bench.validity import defects
 
 # The pools the math / code kinds draw clean rows from (mirror names). TODO(config): validate.math_pool /
 # validate.code_pool once the integrator adds them.
-MATH_POOL = "gsm8k_train"
-CODE_POOL = "codealpaca"
 
 
 class FixtureError(ValueError):
@@ -142,7 +140,7 @@ def planted_fixture(cfg: Any) -> PlantedFixture:
     """Read the clean pools named by the config and build the planted fixture."""
     v = cfg.validate
     kinds = defects.resolve(v.kinds)
-    names = {"general": v.clean, "math": MATH_POOL, "code": CODE_POOL}
+    names = {"general": v.clean, "math": v.math_pool, "code": v.code_pool}
     pools: dict[str, list[Example]] = {}
     sources: dict[str, Any] = {}
     for domain in ["general", *sorted({k.domain for k in kinds} - {"general"})]:
