@@ -433,10 +433,40 @@ def _template_check(cfg: Config, facts: dict[str, Any], task_chat: dict[str, boo
     )
 
 
+def check_query_sets(cfg: Config, names: list[str]) -> tuple[str, str]:
+    """A target-aware selector's query (dev) set must never be evaluation items: refused on an exact (normalised)
+    instruction match or any shared 13-gram with an evaluation item (the contamination index)."""
+    from cpqs_bench.contamination import ContaminationIndex, available_task_items
+    from cpqs_bench.selectors.rds import check_queries_disjoint, load_queries
+
+    items, unavailable = available_task_items(cfg.evaluate.tasks, cfg.evaluate.include_path, cfg.data.mirror, None)
+    index = ContaminationIndex.build(items, cfg.data.contamination_n)
+    eval_prompts = [it.texts[0] for its in items.values() for it in its if it.texts]
+    details = []
+    for name in names:
+        base = name.partition("+")[0]
+        spec = getattr(cfg.selectors, base).queries
+        if not spec:
+            return PROBLEM, f"{name}: selectors.{base}.queries names no query set (target-aware selectors need one)"
+        queries = load_queries(cfg, spec=spec)
+        problems = check_queries_disjoint(queries, eval_prompts)
+        hits = index.overlapping_ids([q for _, q in queries])
+        if problems or hits:
+            shown = problems[:3] + [f"{qid} shares an n-gram with {sorted(h)[:2]}" for qid, h in list(hits.items())[:3]]
+            return PROBLEM, f"{name}: the query set {spec} overlaps evaluation items: " + "; ".join(shown)
+        details.append(f"{name}: {len(queries)} queries from {spec}, none in the evaluation items")
+    if unavailable:
+        details.append(f"not checked against {sorted(unavailable)} (data not offline)")
+    return OK, "; ".join(details)
+
+
 def check_selectors(cfg: Config, rep: Report) -> None:
     from cpqs_bench.reproduce import is_control, is_control_of
     from cpqs_bench.selectors import registry
 
+    target_aware = [n for n in cfg.selectors.names if n.partition("+")[0] in ("rds", "less")]
+    if target_aware:
+        rep.guard("selectors", "target-aware query sets", lambda: check_query_sets(cfg, target_aware))
     for name in cfg.selectors.names:
         if is_control(name):
             ref = is_control_of(name)

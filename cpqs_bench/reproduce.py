@@ -233,6 +233,15 @@ def selection_stages(p: Plan, arm: str, seed: int) -> list[Any]:
     return out
 
 
+def target_aware(cfg: Config, selector: str | None) -> bool:
+    """A selector whose scores read a sample of the target tasks (``rds``, ``less``: class attribute)."""
+    from cpqs_bench.selectors import registry
+
+    if not selector:
+        return False
+    return bool(getattr(registry.get(selector, dict(cfg.selectors.plugins)), "target_aware", False))
+
+
 def compute_by_arm(p: Plan) -> dict[str, dict[str, dict[str, Any]]]:
     """arm → seed → examples, trained tokens, optimizer steps, selection / training / total FLOPs (from the stage
     manifests' ``cost`` and the fine-tune facts)."""
@@ -241,7 +250,9 @@ def compute_by_arm(p: Plan) -> dict[str, dict[str, dict[str, Any]]]:
         m = _manifest(ft)
         costs = [c for c in (_manifest(s).get("cost") for s in selection_stages(p, arm, seed)) if c]
         facts = {k: m.get(k) for k in ("n_examples", "trained_tokens", "supervised_tokens", "optimizer_steps")}
-        out.setdefault(arm, {})[str(seed)] = {**facts, **arm_compute(costs, m.get("cost"))}
+        sel = p.selections[arm].get(seed, p.selections[arm].get(None))
+        aware = isinstance(sel, SelectStep) and sel.scores is not None and target_aware(p.data.cfg, sel.selector)
+        out.setdefault(arm, {})[str(seed)] = {**facts, **arm_compute(costs, m.get("cost")), "target_aware": aware}
     return out
 
 
