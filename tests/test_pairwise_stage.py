@@ -36,11 +36,11 @@ def test_pairwise_off_leaves_the_committed_presets_stage_inputs_unchanged():
     from cpqs_bench.reproduce import stage_count as count_stages
     from cpqs_bench.stages.evaluate import evaluation_settings
 
-    # the preset as it was when the golden hash was taken (it has since cut max_new_tokens to 128 for time): 59
+    # the preset as it was when the golden hash was taken (it has since cut max_new_tokens to 128 for time): 60
     # stages (49, + the random~cpqs control's 3 selections, 3 fine-tunes, 3 evaluations, + the contamination
-    # stage), its evaluation stages' `evaluate` input as before the pairwise section existed
+    # stage, + validate), its evaluation stages' `evaluate` input as before the pairwise section existed
     smoke = load_config("smoke", ["evaluate.max_new_tokens=192"])
-    assert count_stages(smoke) == 59 and stable_hash(evaluation_settings(smoke)) == "426225fe3230"
+    assert count_stages(smoke) == 60 and stable_hash(evaluation_settings(smoke)) == "426225fe3230"
     for preset in ("smoke", "cpu_study"):
         cfg = load_config(preset)
         assert not cfg.evaluate.pairwise.enabled
