@@ -38,6 +38,13 @@ class ModelCache:
 
         return str(models.torch_dtype("auto", models.pick_device(self.device))).replace("torch.", "")
 
+    def peek(self, spec: str, revision: str | None = None) -> Any:
+        """The model of ``spec`` @ ``revision`` already loaded (any dtype), or None; never loads."""
+        for (s, r, _dtype, _dev), loaded in reversed(self._models.items()):
+            if s == spec and r == revision:
+                return loaded[0] if isinstance(loaded, tuple) else loaded
+        return None
+
     def __call__(self, spec: str, revision: str | None = None, dtype: str = "auto") -> Any:
         dtype = self._dtype_name(dtype)
         key: Key = (spec, revision, dtype, self.device)

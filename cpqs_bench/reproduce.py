@@ -35,6 +35,7 @@ from cpqs_bench.stages.data import DataStep, generates_negatives
 from cpqs_bench.stages.evaluate import EvaluateStep
 from cpqs_bench.stages.finetune import FinetuneStep
 from cpqs_bench.stages.judge import AnswersStep, JudgeStep, judge_pairs
+from cpqs_bench.stages.less import LessWarmupStep
 from cpqs_bench.stages.mods import ModsCoverageStep, ModsScoreStep, builds_mods_seed, seed_finetune_step
 from cpqs_bench.stages.negatives import NegativesStep
 from cpqs_bench.stages.report import leaderboard_dir, write_leaderboard
@@ -91,6 +92,7 @@ class Plan:
     selections: dict[str, dict[int | None, Any]] = field(default_factory=dict)  # SelectStep / ControlStep
     contamination: ContaminationStep | None = None
     validity: ValidateStep | None = None
+    less_warmup: LessWarmupStep | None = None
     adapters: dict[tuple[str, int], FinetuneStep] = field(default_factory=dict)
     evaluations: list[EvaluateStep] = field(default_factory=list)
     judges: list[JudgeStep] = field(default_factory=list)
@@ -125,8 +127,10 @@ def plan(
         if name.partition("+")[0] == "mods" and p.mods_seed is not None:
             p.scores[name] = {None: p.add(ModsScoreStep(cfg, data, name, *p.mods_seed, loader=loader))}
             continue
+        if name.partition("+")[0] == "less" and p.less_warmup is None:  # its warm-up: a stage of its own
+            p.less_warmup = p.add(LessWarmupStep(cfg, data, loader))
         for seed in score_seeds(cfg, name):
-            ckpt = p.checkpoint if name == "cpqs" else None
+            ckpt = p.checkpoint if name == "cpqs" else p.less_warmup if name.partition("+")[0] == "less" else None
             step = ScoreStep(
                 cfg, data, name, seed=seed, checkpoint=ckpt, loader=loader, source=cfg.data.pool, tokens=tokens
             )
@@ -228,6 +232,8 @@ def selection_stages(p: Plan, arm: str, seed: int) -> list[Any]:
     out = [sel.scores]
     if sel.selector == "cpqs" and p.checkpoint is not None:
         out += [p.checkpoint] + ([p.checkpoint.negatives] if p.checkpoint.negatives is not None else [])
+    if sel.selector and sel.selector.partition("+")[0] == "less" and p.less_warmup is not None:
+        out.append(p.less_warmup)
     if isinstance(sel.scores, ModsScoreStep):
         out += [sel.scores.coverage, sel.scores.seed_model]
     return out

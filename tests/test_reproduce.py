@@ -173,8 +173,8 @@ def test_wandb_offline_run_per_stage(reference_run):
     tmp, _, out = reference_run
     runs = out["wandb_runs"]  # as the reference run left them (later tests add runs of their own)
     # one per stage that ran (train-selector, scores, fine-tunes, evaluations): not data, negatives, the
-    # selections, the leaderboard and publish
-    assert len(runs) == len(out["ran"]) - 2 - len(out["index"]["selections"]) - 2
+    # selections, contamination, the leaderboard and publish
+    assert len(runs) == len(out["ran"]) - 2 - len(out["index"]["selections"]) - 1 - 2  # - contamination
 
 
 def test_no_secret_in_any_artifact(reference_run):

@@ -126,7 +126,7 @@ def test_necessity_is_answered_by_the_adapted_target_model(run):
     # the score rows carry those rewards and say what the seed model was (not the untuned deviation)
     rows = {r["id"]: r for r in read_jsonl(stage / "scores.jsonl")}
     label = out["index"]["mods_seed"]["seed_model"]
-    assert re.fullmatch(r"target \+ LoRA fine-tuned on the MoDS seed set \(2 examples, stage \w+\)", label)
+    assert re.fullmatch(r"target \+ LoRA fine-tuned on the MoDS seed set \(2 examples, adapter \w+\)", label)
     assert all(r["seed_model"] == label for r in rows.values()) and label != mods.UNTUNED
     assert {i: rows[i]["seed_answer_reward"] for i in coverage.rest} == pytest.approx(adapted.reward, abs=1e-5)
     assert sorted(i for i, r in rows.items() if r["mods"] == "seed") == sorted(coverage.seeds)

@@ -86,6 +86,7 @@ class RewardConfig:
     revision: str | None = None
     max_length: int | None = None  # None: the model's own limit (MoDS does not truncate below it)
     batch_size: int = 8
+    format: Literal["auto", "pair", "chat"] = "auto"  # pair: tokenizer(question, answer) (MoDS); chat: the template
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class DEITAConfig:
     revision: str | None = None
     max_length: int = 2048
     batch_size: int = 8
-    diversity_threshold: float = 0.9  # cosine-distance threshold of the score-first filter
+    diversity_threshold: float = 0.9  # cosine *similarity* above which the score-first filter drops an example
     embedding: str = "target"
 
 

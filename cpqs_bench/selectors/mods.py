@@ -113,9 +113,16 @@ COVERAGE_SETTINGS = (
 )
 
 
-def question_text(ex: Example) -> str:
-    """MoDS's ``question``: the instruction (earlier turns joined by newlines; the system message dropped)."""
-    return "\n".join(m["content"] for m in ex.prompt if m["role"] != "system")
+from cpqs_bench.selectors import reward as _reward  # noqa: E402  (the one reward implementation)
+from cpqs_bench.selectors.reward import load_reward_model as _load_reward  # noqa: E402
+from cpqs_bench.selectors.reward import question_text  # noqa: E402, F401  (re-exported: embedding_text uses it)
+
+
+def reward_scores(
+    model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 8, max_length: int | None = None
+) -> list[float]:
+    """MoDS's quality-evaluation.py call, ``tokenizer(question, answer)``: the shared implementation, pair format."""
+    return _reward.reward_scores(model, tokenizer, pairs, batch_size, max_length, fmt="pair")
 
 
 def embedding_text(ex: Example, which: str) -> str:
@@ -173,51 +180,6 @@ def instruction_embeddings(model: Any, tokenizer: Any, examples: Sequence[Exampl
     if m.embedding_pooling != "mean":
         raise ValueError(f"selectors.mods.embedding_pooling must be 'cls' or 'mean', got {m.embedding_pooling!r}")
     return embed_texts(model, tokenizer, texts, max_length, d.batch_size)
-
-
-def _load_reward(ctx: ScoringContext, spec: str, revision: str | None) -> tuple[Any, Any]:
-    if ctx.reward_loader is not None:
-        return ctx.reward_loader(spec, revision)
-    key = (f"reward:{spec}", revision, "reward")  # the model cache's (spec, revision, dtype) shape, prefixed spec
-    if key not in ctx._cache:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from cpqs_bench import models
-
-        device = models.pick_device(ctx.config.model.device)
-        model = AutoModelForSequenceClassification.from_pretrained(spec, revision=revision).to(device).eval()
-        ctx._cache[key] = (model, AutoTokenizer.from_pretrained(spec, revision=revision), None)
-    model, tok, _ = ctx._cache[key]
-    return model, tok
-
-
-def reward_scores(
-    model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 8, max_length: int | None = 512
-) -> list[float]:
-    """First logit of ``model(**tokenizer(question, answer))`` per pair (quality-evaluation.py), batched with
-    right padding; pairs sorted by length so batches do not depend on the input order. ``max_length`` None: no
-    truncation, as MoDS (``tokenizer(question, answer, return_tensors='pt')``)."""
-    import torch
-
-    device = next(model.parameters()).device
-    out = [math.nan] * len(pairs)
-    order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]) + len(pairs[i][1]), pairs[i]))
-    for start in range(0, len(order), max(1, batch_size)):
-        idx = order[start : start + batch_size]
-        enc = tokenizer(
-            [pairs[i][0] for i in idx],
-            [pairs[i][1] for i in idx],
-            padding=True,
-            truncation=max_length is not None,
-            max_length=max_length,
-            return_tensors="pt",
-        )
-        enc = {k: v.to(device) for k, v in enc.items()}
-        with torch.inference_mode():
-            logits = model(**enc).logits.float()
-        for b, i in enumerate(idx):
-            out[i] = float(logits[b, 0])
-    return out
 
 
 def _rank_fraction(values: dict[str, float], higher_first: bool) -> dict[str, float]:

@@ -53,7 +53,7 @@ from cpqs_bench.selectors.base import (
 )
 
 FORMATS = ("auto", "pair", "chat")
-DEFAULT_FORMAT = "auto"  # until selectors.reward has a ``format`` field
+DEFAULT_FORMAT = "auto"  # a library call's default; the selector reads selectors.reward.format
 _NO_LIMIT = 1_000_000  # tokenizers without a limit report ~1e30 as model_max_length
 
 Prompt = str | Sequence[dict[str, str]]  # a question, or the prompt messages before the answer
@@ -191,15 +191,14 @@ class RewardSelector:
 
     def score(self, examples: Sequence[Example], ctx: ScoringContext) -> list[ScoreRow]:
         r = ctx.config.selectors.reward
+        fmt = self.fmt if self.fmt != DEFAULT_FORMAT else r.format
         model, tok = load_reward_model(ctx, r.model, r.revision)
         limit = reward_limit(model, tok, r.max_length)
         live = [ex for ex in examples if not is_empty_response(ex)]
         scored = dict(
             zip(
                 (ex.id for ex in live),
-                reward_scores_detailed(
-                    model, tok, [(ex.prompt, ex.response) for ex in live], r.batch_size, limit, self.fmt
-                ),
+                reward_scores_detailed(model, tok, [(ex.prompt, ex.response) for ex in live], r.batch_size, limit, fmt),
             )
         )
         fmt = resolve_format(tok, self.fmt)

@@ -30,14 +30,24 @@ FORWARD_PASSES = {
 ESTIMATE_NOTE = "FLOPs estimated: forward passes × 2·N × pool tokens (SFT rendering); wall seconds measured"
 
 
+_PARAMS: dict[tuple[str, str | None], int] = {}
+
+
 def params_of(loader: Any, spec: str, revision: str | None, dtype: str = "auto") -> int:
-    """N (matmul parameters) of a model the stage ran, from the shared model cache (no second load)."""
+    """N (matmul parameters) of a model the stage ran: counted on the model the shared cache already holds (any
+    dtype; never a second load), else loaded through ``loader`` once per process."""
     from cpqs_bench.compute import matmul_params
 
-    if loader is None:
-        return 0
-    model, _, _ = loader(spec, revision, dtype)
-    return matmul_params(model)[0]
+    key = (spec, revision)
+    if key not in _PARAMS:
+        if loader is None:
+            return 0
+        peek = getattr(loader, "peek", None)
+        model = peek(spec, revision) if peek is not None else None
+        if model is None:
+            model = loader(spec, revision, dtype)[0]
+        _PARAMS[key] = matmul_params(model)[0]
+    return _PARAMS[key]
 
 
 def scoring_cost(

@@ -36,6 +36,25 @@ def selector_code(cfg: Config, name: str) -> tuple[list[str], list[Path]]:
     return [], [Path(spec.origin).parent] if spec and spec.origin else []
 
 
+def selector_sources(cfg: Config, name: str) -> dict[str, str]:
+    """The data a selector reads besides the pool — a target-aware query set (``rds``, ``less``), imported scores
+    (``external``) — by content (sha256 of the file a spec resolves to; a Hub spec as itself)."""
+    from cpqs_bench.data.pool import resolve_source
+    from cpqs_bench.io import sha256_file
+
+    base = name.partition("+")[0]
+    specs: list[str] = []
+    if base in ("rds", "less"):
+        specs = [s.strip() for s in (getattr(cfg.selectors, base).queries or "").split(",") if s.strip()]
+    elif base == "external" and cfg.selectors.external.source:
+        specs = [cfg.selectors.external.source]
+    out = {}
+    for spec in specs:
+        source, _ = resolve_source(spec, cfg.data.mirror)
+        out[spec] = sha256_file(source) if Path(source).is_file() else source
+    return out
+
+
 def log_scores(tracker: Any, name: str, scores: Path) -> None:
     if tracker is not None:
         tracker.log_histogram(f"scores/{name}", [r["score"] for r in read_jsonl(scores) if r.get("score") is not None])
@@ -71,6 +90,7 @@ class ScoreStep:
             "model": to_dict(self.cfg.model),
             "prompt": to_dict(self.cfg.prompt),
             "checkpoint": self.checkpoint.output.key if self.checkpoint is not None else None,
+            "sources": selector_sources(self.cfg, self.selector) or None,
         }
 
     def run(self, st: Stage, tracker: Any) -> dict[str, Any]:

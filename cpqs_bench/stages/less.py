@@ -1,0 +1,51 @@
+"""LESS's warm-up as a stage of its own (:func:`cpqs_bench.finetune.less_warmup.warmup`): a LoRA on a seeded
+``selectors.less.warmup_fraction`` of the pool through the project's fine-tuning code, every epoch's adapter and
+optimizer state kept; the ``less`` scoring stage reads it as its checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cpqs_bench.config import Config, to_dict
+from cpqs_bench.rundir import Stage
+from cpqs_bench.stages.artifacts import FileArtifact
+
+WARMUP = "warmup"
+_QUERY_FIELDS = ("queries", "query_limit", "query_task_field", "projection_dim")  # scoring's, not the warm-up's
+
+
+@dataclass
+class LessWarmupStep:
+    cfg: Config
+    pool: Any
+    loader: Any = None
+    name: str = "less-warmup"
+    label: str = "less warm-up (LoRA on a random share of the pool)"
+    code: Sequence[str] = ("cpqs_bench.finetune.less_warmup", "cpqs_bench.stages.less")
+    files: Sequence[Path] = ()
+    track: bool = True
+    output: FileArtifact | None = None
+
+    def inputs(self) -> dict[str, Any]:
+        less = {k: v for k, v in to_dict(self.cfg.selectors.less).items() if k not in _QUERY_FIELDS}
+        return {
+            "pool": self.pool.output.key,
+            "less": less,
+            "model": to_dict(self.cfg.model),
+            "prompt": to_dict(self.cfg.prompt),
+            "finetune": to_dict(self.cfg.finetune),
+        }
+
+    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+        from cpqs_bench.finetune.less_warmup import warmup
+
+        record = warmup(
+            self.cfg, self.pool.output.examples, st.path / WARMUP, seed=self.cfg.selectors.less.seed, loader=self.loader
+        )
+        return {"warmup": {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}}
+
+    def collect(self, st: Stage) -> FileArtifact:
+        return FileArtifact.of(st.path / WARMUP)
