@@ -14,7 +14,6 @@ from cpqs_bench.data.example import Example
 from cpqs_bench.io import sha256_file, write_jsonl
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import PoolArtifact
-from cpqs_bench.stages.contamination import decontaminated, items_key
 
 
 def messages_row(ex: Example) -> dict[str, Any]:
@@ -38,16 +37,28 @@ def disjoint_prompts(pool: Sequence[Example], candidates: Sequence[Example], n: 
     return fresh if n is None else fresh[:n]
 
 
+def _contamination() -> Any:
+    """The contamination stage's helpers, imported only when the pool is decontaminated: a report-only run's data
+    stage does not depend on the evaluation code (its key would change with every edit of a task scorer)."""
+    import importlib
+
+    return importlib.import_module("cpqs_bench.stages.contamination")
+
+
 @dataclass
 class DataStep:
     cfg: Config
     name: str = "data"
     label: str = "data"
-    code: Sequence[str] = ("cpqs_bench.data.pool", "cpqs_bench.stages.data")  # + contamination when dropping
+    code: Sequence[str] = ("cpqs_bench.data.pool", "cpqs_bench.stages.data")
     files: Sequence[Path] = ()
     track: bool = False
     output: PoolArtifact | None = None
     _source_hash: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.cfg.data.decontaminate == "drop":  # then the pool depends on the evaluation items' rendering too
+            self.code = (*self.code, "cpqs_bench.stages.contamination")
 
     def inputs(self) -> dict[str, Any]:
         from cpqs_bench.data.pool import resolve_source
@@ -62,7 +73,8 @@ class DataStep:
             "n_pairs": cq.n_pairs,
             "pairs": cq.pairs,
             "generate": generates_negatives(self.cfg),
-            "evaluation_items": items_key(self.cfg),  # only with data.decontaminate=drop
+            # only with data.decontaminate=drop: the evaluation items the pool is cleaned against
+            "evaluation_items": _contamination().items_key(self.cfg) if self.cfg.data.decontaminate == "drop" else None,
         }
 
     def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
@@ -82,7 +94,7 @@ class DataStep:
         )
         examples, summary = pool.examples, pool.summary()
         if d.decontaminate == "drop":  # pool rows overlapping an evaluation item leave before any scoring
-            examples, dropped, _ = decontaminated(self.cfg, examples)
+            examples, dropped, _ = _contamination().decontaminated(self.cfg, examples)
             write_jsonl(
                 st.file("decontaminated.jsonl"),
                 ({"id": e.id, "reason": "overlaps an evaluation item"} for e in dropped),
