@@ -357,3 +357,13 @@ def test_metric_disagreeing_with_items_is_warned():
     s = stats.summarize([r], n_boot=100)
     assert s["per_task"]["t"]["arms"]["random"]["mean"] == 0.5
     assert any("differs from its item mean" in w for w in s["warnings"])
+
+
+def test_an_items_file_cut_below_its_recorded_count_is_refused(tmp_path):
+    """A cut items.jsonl would silently move the arm's mean (issue #34): the count recorded in the manifest wins."""
+    rows = [{"task": "gsm8k", "doc_id": i, "correct": i % 2} for i in range(10)]
+    manifest = {"arm": "cpqs", "seed": 0, "recipe_hash": "abc", "n_items": {"gsm8k": 10}}
+    ok = stats.load_arm_result(_write_eval_dir(tmp_path / "ok", manifest, rows, {"gsm8k": 0.5}))
+    assert len(ok.items["gsm8k"]) == 10
+    with pytest.raises(ValueError, match=r"items.jsonl: item count differs .* gsm8k: 9 rows, 10 recorded"):
+        stats.load_arm_result(_write_eval_dir(tmp_path / "cut", manifest, rows[:9], {"gsm8k": 0.5}))
