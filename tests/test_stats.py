@@ -365,5 +365,7 @@ def test_an_items_file_cut_below_its_recorded_count_is_refused(tmp_path):
     manifest = {"arm": "cpqs", "seed": 0, "recipe_hash": "abc", "n_items": {"gsm8k": 10}}
     ok = stats.load_arm_result(_write_eval_dir(tmp_path / "ok", manifest, rows, {"gsm8k": 0.5}))
     assert len(ok.items["gsm8k"]) == 10
-    with pytest.raises(ValueError, match=r"items.jsonl: item count differs from manifest.json n_items \(gsm8k: 9 rows, 10 recorded\)"):
+    with pytest.raises(
+        ValueError, match=r"items.jsonl: item count differs from manifest.json n_items \(gsm8k: 9 rows, 10 recorded\)"
+    ):
         stats.load_arm_result(_write_eval_dir(tmp_path / "cut", manifest, rows[:9], {"gsm8k": 0.5}))
