@@ -657,6 +657,7 @@ def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None, tasks: li
         "experiment.name": f"preflight-{cfg.experiment.name}",
         "experiment.seeds": [cfg.experiment.seeds[0]],
         "experiment.output_dir": str(out_dir / "runs"),
+        "leaderboard.out_dir": None,  # the scratch board stays in the scratch run dir, never in the tracked pages
         "data.pool_limit": 4,
         "selectors.budget": 2,
         "selectors.batch_size": 2,

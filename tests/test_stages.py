@@ -223,6 +223,11 @@ def test_leaderboards_go_where_the_preset_says(tmp_path):
     cfg = load_config("smoke", [f"experiment.output_dir={tmp_path}", "leaderboard.out_dir=null"])
     assert leaderboard_dir(cfg, tmp_path) == tmp_path / "smoke" / "leaderboards"
     assert leaderboard_dir(load_config("smoke"), tmp_path) == Path("leaderboards")
+    # the preflight's scratch run of smoke writes its board into the scratch run dir, not the tracked pages
+    from cpqs_bench.preflight import scratch_config
+
+    scratch = scratch_config(load_config("smoke"), tmp_path, None)
+    assert leaderboard_dir(scratch, Path(scratch.experiment.output_dir)).is_relative_to(tmp_path)
 
 
 # ------------------------------------------------------------------------------- verified reuse and the lock
