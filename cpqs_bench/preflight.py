@@ -559,9 +559,17 @@ def estimate_work(cfg: Config, pool: list[Any], facts: dict[str, Any], device: s
     gen = tp["generate"] / params
     passes = {"ifd": 2, "ifd_ppl": 2, "perplexity": 1, "cpqs": 1, "superfiltering": 0, "random": 0, "longest": 0}
     score_tokens = sum(passes.get(n, 1) for n in scored(cfg)) * n_pool * tok_per_ex
-    k = budget_count(cfg.selectors.budget, n_pool)
-    arm_sizes = {a: (n_pool if sel is None else k) for a, sel, _ in arms(cfg)}
-    train_tokens = {a: int(n * tok_per_ex * cfg.finetune.epochs) for a, n in arm_sizes.items()}
+    # an arm's examples: the pool for full; the budget for a selector and for a matched control (its reference
+    # arm's count, or under budget_unit=tokens its reference arm's tokens); a token budget is a fraction of the
+    # pool's tokens (< 1) or a token count
+    pool_tokens = n_pool * tok_per_ex
+    if cfg.selectors.budget_unit == "tokens":
+        budget_tokens = cfg.selectors.budget * pool_tokens if cfg.selectors.budget < 1 else cfg.selectors.budget
+        arm_budget = min(budget_tokens, pool_tokens)
+    else:
+        arm_budget = budget_count(cfg.selectors.budget, n_pool) * tok_per_ex
+    arm_sizes = {a: (pool_tokens if a == "full" else arm_budget) for a, _, _ in arms(cfg)}
+    train_tokens = {a: int(t * cfg.finetune.epochs) for a, t in arm_sizes.items()}
     # MoDS's seed model (one fine-tune per run; its seed set is a share of the high-quality subset: bounded by the pool)
     seed_tokens = (
         int(diversity.count(cfg.selectors.mods.seed_count, n_pool) * tok_per_ex * cfg.finetune.epochs)
@@ -659,7 +667,8 @@ def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None, tasks: li
         "experiment.output_dir": str(out_dir / "runs"),
         "leaderboard.out_dir": None,  # the scratch board stays in the scratch run dir, never in the tracked pages
         "data.pool_limit": 4,
-        "selectors.budget": 2,
+        # two examples, or (budget_unit=tokens) half the scratch pool's trained tokens
+        "selectors.budget": 2 if cfg.selectors.budget_unit == "examples" else 0.5,
         "selectors.batch_size": 2,
         "selectors.cpqs.n_pairs": 4,
         "selectors.cpqs.epochs": 1,

@@ -10,7 +10,7 @@ upstream *steps*; its stage key is derived when it runs, from its config section
 artifacts it consumes, plus its code version. :func:`plan` builds the list from the config; the
 :class:`~cpqs_bench.pipeline.Pipeline` counts, numbers, skips (after verifying), runs and records them. One
 :class:`~cpqs_bench.model_cache.ModelCache` serves every stage, so the target model is loaded once for all scoring
-stages. Arms: ``base`` (no fine-tune), ``full``, one per selector (top budget), ``<selector>-bottom`` for
+stages. Arms: ``base`` (no fine-tune), ``full`` (unless ``selectors.full_arm`` is false), one per selector (top budget), ``<selector>-bottom`` for
 ``selectors.bottom_arms``; every fine-tuned arm uses the one frozen recipe. One process holds a run directory at a
 time (:func:`cpqs_bench.rundir.lock`).
 """
@@ -60,7 +60,7 @@ def scored(cfg: Config) -> list[str]:
 def arms(cfg: Config) -> list[tuple[str, str | None, bool]]:
     """(arm name, selector or None for full and the controls, bottom?) for every fine-tuned arm; the controls last
     (each is drawn from its reference arm's selection)."""
-    out: list[tuple[str, str | None, bool]] = [("full", None, False)]
+    out: list[tuple[str, str | None, bool]] = [("full", None, False)] if cfg.selectors.full_arm else []
     for name in scored(cfg):
         out.append((name, name, False))
     for name in cfg.selectors.bottom_arms:

@@ -135,6 +135,7 @@ class SelectorsConfig:
     budget: float = 0.05  # >= 1: number of examples (or tokens); < 1: fraction of the pool (or of its tokens)
     budget_unit: Literal["examples", "tokens"] = "examples"  # tokens: trained tokens under the frozen SFT recipe
     bottom_arms: tuple[str, ...] = ("cpqs",)  # selectors that also get a bottom-k sanity arm
+    full_arm: bool = True  # fine-tune the whole pool as the "full" arm (false: a study that cannot afford it)
     batch_size: int = 8
     seed: int = 0
     random_per_seed: bool = True  # the random arm's subset is redrawn per experiment seed (false: pinned to `seed`)
