@@ -15,10 +15,9 @@ the hidden states of the selected layers over the response tokens only. This mod
   ``output_hidden_states`` defines (index 0 = input of block 0, index i = output of block i-1, last index = the
   final-norm output): ``"hooks"`` registers forward hooks on the needed blocks and stops the forward after the
   deepest one (a front-third selection skips two thirds of the compute), ``"hidden_states"`` asks transformers for
-  the selected indices. ``benchmarks/bench_cpqs.py`` measures both: with every layer selected
-  ``hidden_states`` was ~5% faster (13.7 vs 13.0 samples/s, SmolLM2-135M, 200 samples, 2-core CPU), while hooks
-  skip the blocks after the deepest selected one. ``"auto"`` (the default) therefore uses ``hidden_states`` when
-  the final layer is needed and hooks otherwise;
+  the selected indices. ``benchmarks/bench_cpqs.py`` measures both (figures: ``docs/performance.md``): with every
+  layer selected ``hidden_states`` is the faster one, while hooks skip the blocks after the deepest selected one.
+  ``"auto"`` (the default) therefore uses ``hidden_states`` when the final layer is needed and hooks otherwise;
 * memory is bounded by the window, not by the pool: the input is consumed lazily and results are yielded as soon
   as their window is done.
 

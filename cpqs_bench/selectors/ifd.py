@@ -34,8 +34,9 @@ text and tokenises it whole as the scripts do (:func:`cpqs_bench.prompts.render_
 ``prompt_no_input``, both ending ``### Response:`` right before the answer), ``ifd_ppl`` and ``superfiltering``
 Superfiltering's ``"{instruction}\\n{input}\\n"`` / ``"{instruction}\\n"``; with it the Cherry direct-answer header is
 Cherry's own ``### Response:``. The instruction / input come from :func:`cpqs_bench.prompts.alpaca_fields` (the
-example's metadata, else the user text split at its first blank line: wrong for ~1 % of Alpaca rows). **Length:** ``selectors.ifd.max_length`` (Cherry's scripts:
-512) or ``prompt.max_length``; ``selectors.ifd.proxy_max_length`` for the proxy (Superfiltering's default: 1024).
+example's metadata, else the user text split at its first blank line: wrong for ~1 % of Alpaca rows).
+**Length:** ``selectors.ifd.max_length`` (Cherry's scripts: 512) or ``prompt.max_length``;
+``selectors.ifd.proxy_max_length`` for the proxy (Superfiltering's default: 1024).
 
 Two published variants, under distinct names:
 
@@ -61,10 +62,10 @@ attention mask (causal attention makes right padding invisible to real tokens).
 The model runs in its loaded dtype (bf16 where the hardware supports it); the LM head is applied only at the
 response positions, in chunks of :func:`head_chunk` positions, and the cross-entropy is taken on the logits as they
 come out of the head: the log-softmax kernel accumulates in fp32, the per-token losses are rounded to the logits'
-dtype and summed per sequence in fp64. An fp32 copy of bf16 logits would not make them more exact; measured on 150
-``alpaca_gpt4`` examples with the embedded SmolLM2-135M (bf16), IFD differs from the fp32 model's by 2.70e-3 on
-average either way (Spearman 0.99916 with an fp32 cross-entropy, 0.99915 with the bf16 one; the two differ by
-2.8e-4), while the cast and the fp32 log-softmax cost as much as the head itself on a CPU (below).
+dtype and summed per sequence in fp64. An fp32 copy of bf16 logits would not make them more exact: against the fp32
+model's IFD, the bf16 model agrees as closely with either loss (``benchmarks/ifd_loss_precision.py``), while the cast
+and the fp32 log-softmax cost as much as the head itself on a CPU (``benchmarks/ifd_head_chunk.py``; figures:
+``docs/performance.md``).
 
 **Differences from the reference** (Cherry_LLM ``cherry_seletion/data_analysis.py``, ``scripts/cherry_analysis.sh``,
 ``scripts/pre_experience_analysis.sh``, ``cherry_seletion/data_by_cluster.py``; Superfiltering
