@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-CONFIG ?= configs/smoke.yaml
+CONFIG ?= smoke
 # Offline by default (the smoke preset needs nothing from the network). OFFLINE=0 for Hub presets.
 OFFLINE ?= 1
 # Local mirror of named datasets; the project's convention is ../shared/data beside the checkout.

@@ -30,14 +30,14 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from cpqs_bench import provenance
+from cpqs_bench import provenance, resources
 from cpqs_bench.evaluate.config import EvaluateConfig
 from cpqs_bench.finetune.config import FinetuneConfig
 from cpqs_bench.io import stable_hash
 from cpqs_bench.publish.config import PublishConfig
 from cpqs_bench.selectors.config import SelectorsConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = resources.CONFIGS_DIR
 
 
 class ConfigError(ValueError):

@@ -23,7 +23,7 @@ from cpqs_bench.io import read_json, read_jsonl  # noqa: E402
 
 torch.set_num_threads(1)
 SETTINGS = EvaluateConfig(batch_size=2, max_new_tokens=8, dtype="float32", code_workers=2, code_timeout_s=10.0)
-TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
+TASKS_DIR = Path(__file__).resolve().parents[1] / "cpqs_bench" / "tasks"
 # every generative task of tasks/ (the loglikelihood proxies have their own test file)
 GENERATIVE = sorted(p.stem for p in TASKS_DIR.glob("cpqs_*.yaml") if not p.stem.endswith("_nll"))
 

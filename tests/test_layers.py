@@ -16,6 +16,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "io",
             "config",
             "provenance",
+            "resources",
             "rundir",
             "models",
             "tiny",

@@ -10,7 +10,7 @@ import pytest
 from cpqs_bench import tiny
 from cpqs_bench.config import load_config, replace
 
-CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "cpqs_bench" / "configs").glob("*.yaml"))
 
 
 @pytest.fixture()

@@ -12,7 +12,7 @@ import yaml
 from cpqs_bench import tiny
 from cpqs_bench.evaluate import proxy_metrics
 
-TASKS = Path(__file__).resolve().parent.parent / "tasks"
+TASKS = Path(__file__).resolve().parent.parent / "cpqs_bench" / "tasks"
 
 
 class _Loader(yaml.SafeLoader):

@@ -13,7 +13,7 @@ os.environ.setdefault("CPQS_DATA_MIRROR", str(Path(__file__).resolve().parents[2
 
 from cpqs_bench.evaluate import harness, tasks_utils  # noqa: E402
 
-TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
+TASKS_DIR = Path(__file__).resolve().parents[1] / "cpqs_bench" / "tasks"
 ALL_YAMLS = sorted(p.stem for p in TASKS_DIR.glob("*.yaml"))
 YAMLS = [t for t in ALL_YAMLS if not t.endswith("_nll")]  # generative; the proxies: tests/test_proxy_tasks.py
 EXPECTED_DOCS = {

@@ -16,7 +16,7 @@ from cpqs_bench import prompts, templates, tiny
 from cpqs_bench.config import PromptConfig
 from cpqs_bench.data.example import Example
 
-TASKS = Path(__file__).resolve().parent.parent / "tasks"
+TASKS = Path(__file__).resolve().parent.parent / "cpqs_bench" / "tasks"
 
 
 def llama_with_bos():

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cpqs_bench import models, provenance, templates
+from cpqs_bench import models, provenance, resources, templates
 from cpqs_bench.config import to_dict
 from cpqs_bench.evaluate import tasks_utils
 from cpqs_bench.evaluate.config import EvaluateConfig
@@ -65,9 +65,9 @@ class AdapterInactiveError(EvaluationError):
 
 
 def tasks_dir() -> Path:
-    """The project's task YAML folder: ``$CPQS_TASKS_DIR``, else ``tasks/`` at the repository root."""
+    """The project's task YAML folder: ``$CPQS_TASKS_DIR``, else the packaged ``cpqs_bench/tasks``."""
     env = os.environ.get(TASKS_DIR_ENV)
-    path = Path(env) if env else provenance.REPO_ROOT / "tasks"
+    path = Path(env) if env else resources.TASKS_DIR
     if not path.is_dir() or not any(path.glob("*.yaml")):
         raise EvaluationError(f"task YAMLs not found in {path} (set {TASKS_DIR_ENV} to the folder holding them)")
     return path
