@@ -33,10 +33,11 @@ $(VENV)/.installed: pyproject.toml examples/plugin_selector/pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e examples/plugin_selector
 	touch $@
 
-# ruff (lint + format check, settings in pyproject.toml); `make test` runs it first, so CI fails on it
+# ruff (lint + format check) then mypy (settings in pyproject.toml); `make test` runs it first, so CI fails on it
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: install lint
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
