@@ -3,7 +3,7 @@
 Each stage owns its section dataclass beside its code (TRL style: a Config next to its Trainer); this module
 composes them into :class:`Config` and provides the generic machinery:
 
-* ``load_config("smoke", ["finetune.lr=1e-4"])`` — a preset name (``configs/<name>.yaml``) or a path, plus overrides;
+* ``load_config("smoke", ["finetune.lr=1e-4"])`` — a preset name (``cpqs_bench/configs/<name>.yaml``) or a path, plus overrides;
 * unknown keys are rejected with a did-you-mean; values are type-checked against the dataclass annotations;
 * ``config_hash(cfg)`` — sha256 over the resolved values (key order independent); ``to_dict``/``to_yaml`` print it.
 
@@ -228,18 +228,7 @@ def config_hash(obj: Any) -> str:
 
 # ------------------------------------------------------------------------------------------------------- loading
 def preset_path(preset: str | os.PathLike) -> Path:
-    p = Path(preset)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.exists():
-            raise ConfigError(f"config file not found: {p}")
-        return p
-    candidate = CONFIG_DIR / f"{preset}.yaml"
-    if candidate.exists():
-        return candidate
-    known = sorted(x.stem for x in CONFIG_DIR.glob("*.yaml"))
-    close = difflib.get_close_matches(str(preset), known, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"unknown preset {str(preset)!r}.{hint} Presets: {', '.join(known)}")
+    return resources.config_path(preset)  # a preset name, a file, or the old configs/<name>.yaml
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -22,7 +22,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         "--config",
         default=None,
         metavar="PRESET",
-        help="preset name (configs/<name>.yaml) or YAML path; default: built-in defaults, no preset",
+        help="preset name (packaged: cpqs_bench/configs/<name>.yaml) or YAML path; default: built-in defaults, no preset",
     )
     p.add_argument(
         "overrides",
