@@ -467,7 +467,7 @@ def compare_selectors(
         loader=loader,
     )
     tok = base.tokenizer()
-    lengths = {ex.id: len(response_tokens(tok, ex, cfg)) for ex in pool.examples}
+    lengths = {ex.id: len(response_tokens(tok, ex, cfg.prompt)) for ex in pool.examples}
     tops = topk_sets(rows, budget)
     result: dict[str, Any] = {
         "pool": {"n": len(pool.examples), "sources": pool.sources, "tiers": pool.tiers, "n_pairs": len(pool.pairs)},

@@ -17,9 +17,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from cpqs_bench import provenance
+
+if TYPE_CHECKING:
+    import httpx
 
 _HINTS = {
     _errno.ENOSPC: "the disk is full: free space or point experiment.output_dir at a larger disk, then rerun "
@@ -104,7 +108,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
+def write_json(path: str | os.PathLike, obj: object) -> Path:
     """A JSON document (manifest, summary, plan), with every registered secret value scrubbed from it."""
     text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
     return write_text(path, provenance.scrub(text))
@@ -154,7 +158,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def stable_hash(obj: Any, length: int = 12) -> str:
+def stable_hash(obj: object, length: int = 12) -> str:
     """Hash of a JSON-serialisable value, independent of dict order."""
     blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
@@ -171,10 +175,10 @@ class _BoundedTransport:
     (``repo_info``, which ``create_commit`` calls), which disables any client-level timeout in httpx; capping at the
     transport covers every request whatever its caller passed."""
 
-    def __init__(self, inner: Any, bound: float):
+    def __init__(self, inner: httpx.BaseTransport, bound: float):
         self.inner, self.bound = inner, float(bound)
 
-    def handle_request(self, request: Any) -> Any:
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
         given = dict(request.extensions.get("timeout") or {})
         request.extensions["timeout"] = {
             k: (given[k] if isinstance(given.get(k), (int, float)) and 0 < given[k] <= self.bound else self.bound)
@@ -189,8 +193,13 @@ class _BoundedTransport:
         self.inner.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.inner.__exit__(*exc)
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.inner.__exit__(exc_type, exc, tb)
 
 
 _hub_bound: list[float] = []

@@ -36,10 +36,14 @@ Length policy (explicit, counted by :class:`LengthStats`): when ``prompt + respo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence, overload
 
 from cpqs_bench import templates
 from cpqs_bench.data.example import Example
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 PLAIN_TEMPLATES = templates.PLAIN_TEMPLATES
 TEMPLATES = templates.NAMED_TEMPLATES
@@ -92,7 +96,7 @@ class LengthStats:
         return {k: v for k, v in self.__dict__.items() if k != "lengths"}
 
 
-def _encode(tokenizer: Any, text: str) -> list[int]:
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
 
@@ -103,14 +107,16 @@ def _messages(example: Example, system_prompt: str | None) -> list[dict[str, str
     return msgs
 
 
-def _apply(tokenizer: Any, jinja: str, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
+def _apply(
+    tokenizer: PreTrainedTokenizerBase, jinja: str, messages: list[dict[str, str]], add_generation_prompt: bool = False
+) -> str:
     return tokenizer.apply_chat_template(
         messages, chat_template=jinja, tokenize=False, add_generation_prompt=add_generation_prompt
     )
 
 
 def _chat_parts(
-    tokenizer: Any, example: Example, system_prompt: str | None, template: str = "chat"
+    tokenizer: PreTrainedTokenizerBase, example: Example, system_prompt: str | None, template: str = "chat"
 ) -> tuple[str, str, str]:
     """(prefix, rendered answer, suffix) of the rendering of ``example`` under ``template``'s Jinja."""
     jinja = templates.chat_template(tokenizer, template)
@@ -126,7 +132,7 @@ def _chat_parts(
     return prefix, answer, suffix
 
 
-def end_of_turn_id(tokenizer: Any, suffix_ids: Sequence[int]) -> int | None:
+def end_of_turn_id(tokenizer: PreTrainedTokenizerBase, suffix_ids: Sequence[int]) -> int | None:
     """The first special token the template writes after the answer, else the tokenizer's EOS."""
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     for tid in suffix_ids:
@@ -135,19 +141,21 @@ def end_of_turn_id(tokenizer: Any, suffix_ids: Sequence[int]) -> int | None:
     return tokenizer.eos_token_id
 
 
-def _has_word_prefix(tokenizer: Any, first_id: int, answer: str) -> bool:
+def _has_word_prefix(tokenizer: PreTrainedTokenizerBase, first_id: int, answer: str) -> bool:
     piece = tokenizer.convert_ids_to_tokens(first_id)
     return isinstance(piece, str) and piece.startswith("\u2581") and not answer.startswith(" ")
 
 
-def prompt_text(tokenizer: Any, example: Example, template: str = "chat", system_prompt: str | None = None) -> str:
+def prompt_text(
+    tokenizer: PreTrainedTokenizerBase, example: Example, template: str = "chat", system_prompt: str | None = None
+) -> str:
     """The text a model is given to generate the answer (the same prefix ``render`` uses). It holds the BOS text
     when the template starts with one: encode it with ``add_special_tokens=False``."""
     prefix = _chat_parts(tokenizer, Example(example.id, example.prompt, "x"), system_prompt, template)[0]
     return _join_space(tokenizer, prefix, "x")
 
 
-def _join_space(tokenizer: Any, prefix: str, answer: str) -> str:
+def _join_space(tokenizer: PreTrainedTokenizerBase, prefix: str, answer: str) -> str:
     """SentencePiece-style tokenizers put the space between prompt and answer on the answer's first token: the
     prefix then ends before that space (in ``render`` and in the generation prompt alike)."""
     answer_ids = _encode(tokenizer, answer)
@@ -156,7 +164,9 @@ def _join_space(tokenizer: Any, prefix: str, answer: str) -> str:
     return prefix
 
 
-def response_header(tokenizer: Any, template: str = "chat", system_prompt: str | None = None) -> str:
+def response_header(
+    tokenizer: PreTrainedTokenizerBase, template: str = "chat", system_prompt: str | None = None
+) -> str:
     """The text the template writes between the instruction and the answer, without the end of the user turn:
     the generation prompt (ChatML: ``<|im_start|>assistant\\n``) when the template has one, else the text after the
     instruction, left-stripped (``alpaca``: ``### Response:\\n``; ``llama2``: ``[/INST] ``; ``none``: empty).
@@ -173,7 +183,7 @@ def response_header(tokenizer: Any, template: str = "chat", system_prompt: str |
 
 
 def render(
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     example: Example,
     template: str = "chat",
     *,
@@ -266,7 +276,7 @@ def reference_style(template: str) -> str:
 
 
 def render_reference(
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     example: Example,
     style: str,
     *,
@@ -315,7 +325,7 @@ def render_reference(
 
 
 def render_whole_text(
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     prompt: str,
     whole: str,
     *,
@@ -385,7 +395,12 @@ def ifd_reference_prompt(example: Example, which: str) -> str:
 
 
 def render_ifd_reference(
-    tokenizer: Any, example: Example, which: str, *, max_length: int | None = None, stats: LengthStats | None = None
+    tokenizer: PreTrainedTokenizerBase,
+    example: Example,
+    which: str,
+    *,
+    max_length: int | None = None,
+    stats: LengthStats | None = None,
 ) -> Rendered | None:
     """``prompt + answer`` as Cherry / Superfiltering score it (:func:`ifd_reference_prompt`, tokenised whole:
     :func:`render_whole_text`)."""
@@ -397,7 +412,7 @@ def render_ifd_reference(
     return render_whole_text(tokenizer, prompt, prompt + example.response, max_length=max_length, stats=stats)
 
 
-def pad_token_id(tokenizer: Any) -> int:
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     """The id used to right-pad batches: the tokenizer's pad token, else its EOS (masked out either way)."""
     pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pid is None:
@@ -405,9 +420,21 @@ def pad_token_id(tokenizer: Any) -> int:
     return int(pid)
 
 
+@overload
+def right_pad(
+    sequences: Sequence[Sequence[int]], pad_id: int, fill: None = None, fill_pad: int = -100
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def right_pad(
+    sequences: Sequence[Sequence[int]], pad_id: int, fill: Sequence[Sequence[int]], fill_pad: int = -100
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
 def right_pad(
     sequences: Sequence[Sequence[int]], pad_id: int, fill: Sequence[Sequence[int]] | None = None, fill_pad: int = -100
-) -> tuple[Any, Any] | tuple[Any, Any, Any]:
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask)`` long tensors, right-padded: real tokens keep positions 0..n-1 in every row,
     so causal attention makes padding invisible to them. With ``fill`` (e.g. SFT labels, same lengths) a third
     tensor padded with ``fill_pad`` is returned."""
@@ -421,7 +448,7 @@ def right_pad(
         n = len(seq)
         ids[row, :n] = torch.tensor(list(seq), dtype=torch.long)
         mask[row, :n] = 1
-        if extra is not None:
+        if fill is not None:
             if len(fill[row]) != n:
                 raise ValueError(f"row {row}: {n} input ids but {len(fill[row])} labels")
             extra[row, :n] = torch.tensor(list(fill[row]), dtype=torch.long)

@@ -40,7 +40,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from cpqs_bench.config import PromptConfig
 
 PLAIN_TEMPLATES = ("alpaca", "none", "llama2")
 NAMED_TEMPLATES = ("chat",) + PLAIN_TEMPLATES
@@ -106,7 +111,7 @@ def plain_jinja(name: str, with_bos: bool) -> str:
     return _USERS + bos + body + _ANSWER
 
 
-def default_bos_ids(tokenizer: Any) -> tuple[int, ...]:
+def default_bos_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
     """The special tokens the tokenizer puts *before* the text by default (``tokenizer(text)`` vs
     ``add_special_tokens=False``): ``(bos_id,)`` for Llama tokenizers, ``()`` for GPT-2, Qwen, SmolLM2."""
     probe = "a b"
@@ -118,7 +123,7 @@ def default_bos_ids(tokenizer: Any) -> tuple[int, ...]:
     raise TemplateError("cannot tell which special tokens the tokenizer adds by default")
 
 
-def adds_bos(tokenizer: Any) -> bool:
+def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
     """Whether ``tokenizer(text)`` starts with the tokenizer's BOS token by default."""
     bos = getattr(tokenizer, "bos_token_id", None)
     return bos is not None and default_bos_ids(tokenizer) == (bos,)
@@ -140,7 +145,7 @@ def _read_jinja_file(template: str) -> str | None:
     return text
 
 
-def chat_template(tokenizer: Any, template: str) -> str:
+def chat_template(tokenizer: PreTrainedTokenizerBase, template: str) -> str:
     """The Jinja chat template that renders ``template`` on ``tokenizer`` (see the module docstring)."""
     if template == "chat":
         own = getattr(tokenizer, "chat_template", None)
@@ -167,7 +172,7 @@ def chat_template(tokenizer: Any, template: str) -> str:
     )
 
 
-def apply(tokenizer: Any, prompt_cfg: Any) -> Any:
+def apply(tokenizer: PreTrainedTokenizerBase, prompt_cfg: PromptConfig) -> PreTrainedTokenizerBase:
     """Set the chat template of ``prompt_cfg.template`` on ``tokenizer`` (in place) and return it.
 
     ``chat`` keeps the tokenizer's own template (an error if it has none). After this,
@@ -187,7 +192,7 @@ class EvalPrompt:
     add_bos_token: bool  # HFLM's ``add_bos_token``: False — the template text carries the BOS
 
 
-def lm_eval_settings(tokenizer: Any, prompt_cfg: Any) -> EvalPrompt:
+def lm_eval_settings(tokenizer: PreTrainedTokenizerBase, prompt_cfg: PromptConfig) -> EvalPrompt:
     return EvalPrompt(chat_template(tokenizer, prompt_cfg.template), prompt_cfg.system_prompt, add_bos_token=False)
 
 

@@ -4,7 +4,6 @@ FLOPs estimates checked against torch's FLOP counter on a tiny model's training 
 from __future__ import annotations
 
 import random
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -182,7 +181,7 @@ def test_token_budget_over_the_recipes_rows_with_max_length(overflow):
         assert s["n_rows"] < s["n_examples"]
     assert s["supervised_tokens"] == sum(counts[i][1] for i in kept_ids(rows))
 
-    lengths = pool_response_tokens(examples, tok, SimpleNamespace(prompt=prompt))
+    lengths = pool_response_tokens(examples, tok, prompt)
     ids = [ex.id for ex in examples]
     ctl = random_at_tokens(ids, counts, s["trained_tokens"], 0, salt="random@tokens:longest")
     assert sum(counts[i][0] for i in kept_ids(ctl)) <= s["trained_tokens"]

@@ -123,7 +123,7 @@ class AlpaGasusSelector:
         label = {"judge": judge.label, "weak_judge": judge.weak, "judge_prompt": PROMPT_VERSION}
         rows = []
         for ex in examples:
-            n = len(response_tokens(tok, ex, cfg))
+            n = len(response_tokens(tok, ex, cfg.prompt))
             if ex.id not in answers:
                 rows.append(ScoreRow(ex.id, math.nan, n, exclude=EMPTY_RESPONSE, extra=label))
                 continue

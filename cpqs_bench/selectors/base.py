@@ -11,9 +11,15 @@ import functools
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
 from cpqs_bench.data.example import Example
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from cpqs_bench.config import Config, ModelConfig, PromptConfig
+    from cpqs_bench.models import ModelInfo
 
 
 class Needs(str, Enum):
@@ -39,32 +45,45 @@ class ScoreRow:
         return row
 
 
+class ModelLoader(Protocol):
+    """``(spec, revision, dtype) -> (model, tokenizer, info)``: :func:`cpqs_bench.models.load`, a
+    :class:`cpqs_bench.model_cache.ModelCache`, or a test's stand-in. ``info`` is a
+    :class:`cpqs_bench.models.ModelInfo` from the real loaders and whatever a stand-in gives (a dict, None), so
+    readers take its fields with ``getattr(info, name, default)``."""
+
+    def __call__(
+        self, spec: str, revision: str | None, dtype: str
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, object]: ...
+
+
 @dataclass
 class ScoringContext:
     """What a selector may use. Models load lazily and are shared between selectors of one run."""
 
-    config: Any  # cpqs_bench.config.Config
+    config: Config
     workdir: Path  # resumable per-selector scratch (shards); created by the caller
     seed: int = 0
     checkpoint: Path | None = None  # trained selector checkpoint (Needs.CHECKPOINT)
-    loader: Callable[..., Any] | None = None  # (spec, revision) -> (model, tokenizer, info)
+    loader: ModelLoader | None = None
     # scratch shared by all selectors of one run (e.g. the IFD losses that ``ifd``, ``ifd_ppl`` and ``perplexity``
     # all read); None = this selector's own ``workdir``. Callers that score several selectors set it once.
     shared_workdir: Path | None = None
     # (spec, revision) -> (sequence-classification model, tokenizer): reward models (mods); None = transformers
     # ``AutoModelForSequenceClassification`` on ``model.device``. The contract kit passes a tiny stand-in.
-    reward_loader: Callable[..., Any] | None = None
-    _cache: dict = field(default_factory=dict)
-    _tokenizers: dict = field(default_factory=dict)
+    reward_loader: Callable[[str, str | None], tuple[PreTrainedModel, PreTrainedTokenizerBase]] | None = None
+    _cache: dict[tuple[str, str | None, str | None], tuple[PreTrainedModel, PreTrainedTokenizerBase, object]] = field(
+        default_factory=dict
+    )
+    _tokenizers: dict[tuple[str, str, str | None], PreTrainedTokenizerBase] = field(default_factory=dict)
 
     def model(
         self, spec: str | None = None, revision: str | None = None, dtype: str | None = None
-    ) -> tuple[Any, Any, Any]:
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, object]:
         spec = spec or self.config.model.id
         revision = revision if spec != self.config.model.id else (revision or self.config.model.revision)
         key = (spec, revision, dtype)
         if key not in self._cache:
-            load = self.loader or _default_loader(self.config)
+            load = self.loader or _default_loader(self.config.model)
             self._cache[key] = load(spec, revision, dtype or self.config.model.dtype)
         return self._cache[key]
 
@@ -74,7 +93,7 @@ class ScoringContext:
         root.mkdir(parents=True, exist_ok=True)
         return root
 
-    def tokenizer(self, spec: str | None = None, revision: str | None = None) -> Any:
+    def tokenizer(self, spec: str | None = None, revision: str | None = None) -> PreTrainedTokenizerBase:
         """The tokenizer of ``spec`` without loading weights (unless a custom loader or a loaded model provides it).
 
         Cheap selectors (``longest``, ``random``) count tokens with the target tokenizer but need no model.
@@ -94,13 +113,15 @@ class ScoringContext:
         return self._tokenizers[key]
 
 
-def _default_loader(cfg: Any) -> Callable[..., Any]:
+def _default_loader(model: ModelConfig) -> ModelLoader:
+    return functools.partial(_load, device=model.device)
+
+
+def _load(
+    spec: str, revision: str | None, dtype: str, device: str
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]:
     from cpqs_bench import models
 
-    return functools.partial(_load, device=cfg.model.device, models=models)
-
-
-def _load(spec: str, revision: str | None, dtype: str, device: str, models: Any) -> Any:
     return models.load(spec, revision=revision, dtype=dtype, device=device)
 
 
@@ -113,7 +134,7 @@ def is_empty_response(example: Example) -> bool:
     return not example.response.strip()
 
 
-def response_tokens(tokenizer: Any, example: Example, config: Any) -> tuple[int, ...]:
+def response_tokens(tokenizer: PreTrainedTokenizerBase, example: Example, prompt: PromptConfig) -> tuple[int, ...]:
     """The response's token ids under the configured template (prompt layer; no end-of-turn token, no truncation,
     so "length" means the same tokens IFD and SFT see); empty for an empty response."""
     from cpqs_bench import prompts
@@ -121,8 +142,8 @@ def response_tokens(tokenizer: Any, example: Example, config: Any) -> tuple[int,
     rendered = prompts.render(
         tokenizer,
         example,
-        config.prompt.template,
-        system_prompt=config.prompt.system_prompt,
+        prompt.template,
+        system_prompt=prompt.system_prompt,
         train_eot=False,
         max_length=None,
     )
@@ -137,7 +158,7 @@ def token_score_rows(
     tok = ctx.tokenizer()
     rows = []
     for ex in examples:
-        ids = response_tokens(tok, ex, ctx.config)
+        ids = response_tokens(tok, ex, ctx.config.prompt)
         rows.append(
             ScoreRow(ex.id, score(ex, ids), len(ids), exclude=EMPTY_RESPONSE if is_empty_response(ex) else None)
         )

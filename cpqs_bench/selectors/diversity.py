@@ -257,7 +257,7 @@ def _n_tokens(ctx: ScoringContext, examples: Sequence[Example]) -> dict[str, int
     from cpqs_bench.selectors.base import response_tokens
 
     tok = ctx.tokenizer()
-    return {ex.id: len(response_tokens(tok, ex, ctx.config)) for ex in examples}
+    return {ex.id: len(response_tokens(tok, ex, ctx.config.prompt)) for ex in examples}
 
 
 def diversify(examples: Sequence[Example], ctx: ScoringContext, method: str, k: int) -> list[ScoreRow]:

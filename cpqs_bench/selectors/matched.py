@@ -36,7 +36,13 @@ we match the arm's whole decile profile instead of taking the longest responses.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from cpqs_bench.config import PromptConfig
+    from cpqs_bench.data.example import Example
 
 _DENOMINATOR = float(1 << 53)
 TOKENS = "tokens"  # kind of random@tokens:ARM
@@ -78,7 +84,7 @@ def draw(salt: str, seed: int, example_id: str) -> float:
 
 
 # ------------------------------------------------------------------------------------------- token bookkeeping
-def trained_of(value: Any) -> int:
+def trained_of(value: object) -> int:
     """Trained tokens of one entry of a token mapping: an ``int`` or a ``(trained, supervised)`` pair."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
@@ -89,7 +95,7 @@ def trained_of(value: Any) -> int:
     return value
 
 
-def supervised_of(value: Any) -> int | None:
+def supervised_of(value: object) -> int | None:
     """Supervised tokens of one entry (None when the mapping holds trained tokens only)."""
     if isinstance(value, (tuple, list)) and len(value) == 2:
         s = value[1]
@@ -122,7 +128,8 @@ def token_summary(kept: Sequence[str], tokens: Mapping[str, Any] | None) -> dict
     sup = [supervised_of(tokens[i]) for i in kept]
     out["n_rows"] = sum(t > 0 for t in trained)
     out["trained_tokens"] = sum(trained)
-    out["supervised_tokens"] = None if any(s is None for s in sup) else sum(sup)  # type: ignore[arg-type]
+    known = [s for s in sup if s is not None]
+    out["supervised_tokens"] = None if len(known) < len(sup) else sum(known)
     return out
 
 
@@ -285,13 +292,15 @@ def matched_report(control_kept: Sequence[str], arm_kept: Sequence[str], tokens:
     }
 
 
-def pool_response_tokens(examples: Sequence[Any], tokenizer: Any, config: Any) -> dict[str, int]:
+def pool_response_tokens(
+    examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, prompt: PromptConfig
+) -> dict[str, int]:
     """id -> response tokens of each pool example: :func:`cpqs_bench.selectors.base.response_tokens` (the
     configured template, no end-of-turn token, no truncation — the length every length-aware selector sees, and
     the ``n_tokens`` a scores file carries). ``random~ARM`` stratifies on these."""
     from cpqs_bench.selectors.base import response_tokens
 
-    return {ex.id: len(response_tokens(tokenizer, ex, config)) for ex in examples}
+    return {ex.id: len(response_tokens(tokenizer, ex, prompt)) for ex in examples}
 
 
 def draw_control(

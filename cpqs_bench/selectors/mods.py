@@ -441,7 +441,7 @@ def mods_rows(examples: Sequence[Example], coverage: Coverage, nec: Necessity, c
     tok = ctx.tokenizer()
     rows = []
     for ex in examples:
-        n = len(response_tokens(tok, ex, cfg))
+        n = len(response_tokens(tok, ex, cfg.prompt))
         if ex.id not in coverage.quality:
             rows.append(ScoreRow(ex.id, math.nan, n, exclude=EMPTY_RESPONSE))
             continue

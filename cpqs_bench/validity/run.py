@@ -131,7 +131,7 @@ def response_lengths(cfg: Any, examples: Sequence[Example], loader: Callable[...
 
     ctx = ScoringContext(cfg, Path("."), loader=loader)
     tok = ctx.tokenizer()
-    return {ex.id: len(response_tokens(tok, ex, cfg)) for ex in examples}
+    return {ex.id: len(response_tokens(tok, ex, cfg.prompt)) for ex in examples}
 
 
 # ------------------------------------------------------------------------------------------------ the entry
