@@ -443,13 +443,15 @@ def right_pad(
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    extra = torch.full((len(sequences), width), fill_pad, dtype=torch.long) if fill is not None else None
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(list(seq), dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    if fill is None:
+        return ids, mask
+    extra = torch.full((len(sequences), width), fill_pad, dtype=torch.long)
     for row, seq in enumerate(sequences):
         n = len(seq)
-        ids[row, :n] = torch.tensor(list(seq), dtype=torch.long)
-        mask[row, :n] = 1
-        if fill is not None:
-            if len(fill[row]) != n:
-                raise ValueError(f"row {row}: {n} input ids but {len(fill[row])} labels")
-            extra[row, :n] = torch.tensor(list(fill[row]), dtype=torch.long)
-    return (ids, mask) if extra is None else (ids, mask, extra)
+        if len(fill[row]) != n:
+            raise ValueError(f"row {row}: {n} input ids but {len(fill[row])} labels")
+        extra[row, :n] = torch.tensor(list(fill[row]), dtype=torch.long)
+    return ids, mask, extra

@@ -380,11 +380,11 @@ def test_mods_cls_embedding_of_the_instruction_equals_the_oracle():
             "selectors.diversity.batch_size": 3,
         },
     )
-    got = mods.instruction_embeddings(bert, tok, exs, cfg)
+    got = mods.instruction_embeddings(bert, tok, exs, cfg.selectors)
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-5)
     assert not np.allclose(np.linalg.norm(got, axis=1), 1.0)  # unnormalised, as MoDS
     # the project's default (mean-pooled, L2-normalised, instruction + input) is another thing
-    mean = mods.instruction_embeddings(bert, tok, exs, Config())
+    mean = mods.instruction_embeddings(bert, tok, exs, Config().selectors)
     np.testing.assert_allclose(np.linalg.norm(mean, axis=1), 1.0, rtol=1e-5)
 
 
@@ -513,7 +513,7 @@ def test_paper_presets_resolve_to_the_reference_values(preset):
         assert (m.necessity_num_beams, m.necessity_max_new_tokens, m.reward_max_length) == (4, 1024, None)
         from cpqs_bench.selectors import mods
 
-        assert mods.necessity_cost(cfg, 10) == {
+        assert mods.necessity_cost(cfg.selectors, 10) == {
             "answers": 10,
             "num_beams": 4,
             "max_new_tokens": 1024,

@@ -172,5 +172,6 @@ def test_coverage_settings_leave_out_the_necessity_phase():
             "selectors.mods.generation_batch_size": 1,
         }
     )
-    assert mods.coverage_settings(same) == mods.coverage_settings(base)
-    assert mods.coverage_settings(contract_config(**{"selectors.mods.seed_count": 5})) != mods.coverage_settings(base)
+    assert mods.coverage_settings(same.selectors) == mods.coverage_settings(base.selectors)
+    seeded = contract_config(**{"selectors.mods.seed_count": 5})
+    assert mods.coverage_settings(seeded.selectors) != mods.coverage_settings(base.selectors)

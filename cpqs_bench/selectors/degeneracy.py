@@ -27,14 +27,14 @@ def _as_dict(row: ScoreRow | Mapping[str, Any]) -> Mapping[str, Any]:
     return row.to_dict() if isinstance(row, ScoreRow) else row
 
 
-def _finite(x: Any) -> bool:
+def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def report(rows: Iterable[ScoreRow | Mapping[str, Any]]) -> dict[str, Any]:
     """Degeneracy statistics of one selector's rows (ScoreRow objects or score-file dicts)."""
-    rows = [_as_dict(r) for r in rows]
-    eligible = [r for r in rows if r.get("exclude") is None and _finite(r.get("score"))]
+    dicts = [_as_dict(r) for r in rows]
+    eligible = [r for r in dicts if r.get("exclude") is None and _finite(r.get("score"))]
     scores = [float(r["score"]) for r in eligible]
     counts = Counter(scores)
     tied = sum(c for c in counts.values() if c > 1)
@@ -47,14 +47,14 @@ def report(rows: Iterable[ScoreRow | Mapping[str, Any]]) -> dict[str, Any]:
             value = float(spearmanr(scores, lengths).statistic)
             rho = value if math.isfinite(value) else None
     return {
-        "n": len(rows),
+        "n": len(dicts),
         "eligible": len(eligible),
-        "excluded": sum(1 for r in rows if r.get("exclude") is not None),
-        "nan": sum(1 for r in rows if not _finite(r.get("score"))),
+        "excluded": sum(1 for r in dicts if r.get("exclude") is not None),
+        "nan": sum(1 for r in dicts if not _finite(r.get("score"))),
         "distinct": len(counts),
         "tie_fraction": tied / len(eligible) if eligible else None,
         "spearman_length": rho,
-        "degenerate": (len(eligible) >= 2 and len(counts) == 1) or (len(rows) > 0 and not eligible),
+        "degenerate": (len(eligible) >= 2 and len(counts) == 1) or (len(dicts) > 0 and not eligible),
     }
 
 

@@ -39,12 +39,15 @@ from __future__ import annotations
 
 import heapq
 import math
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from cpqs_bench.data.example import Example
-from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response
+from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, Selector, is_empty_response
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 BEYOND_PRE = "beyond_pre_fraction"
 NO_EMBEDDING = "no_embedding"
@@ -64,7 +67,7 @@ def count(budget: float, n: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- embeddings
-def _encoder(ctx: ScoringContext, spec: str) -> tuple[Any, Any]:
+def _encoder(ctx: ScoringContext, spec: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     # same (spec, revision, dtype) -> (model, tokenizer, info) shape as the model cache it shares, under a prefixed
     # spec so the target model's tokenizer lookup never picks the encoder
     key = (f"encoder:{spec}", None, "encoder")
@@ -82,7 +85,11 @@ def _encoder(ctx: ScoringContext, spec: str) -> tuple[Any, Any]:
 
 
 def embed_texts(
-    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = 512, batch_size: int = 16
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_length: int = 512,
+    batch_size: int = 16,
 ) -> np.ndarray:
     """Mean-pooled (attention mask), L2-normalised last hidden states, one row per text (do_fla.py's pooling)."""
     import torch
@@ -91,7 +98,7 @@ def embed_texts(
 
     base = backbone(model)
     device = next(base.parameters()).device
-    out = np.zeros((len(texts), int(model.config.hidden_size)), dtype=np.float32)
+    out: np.ndarray = np.zeros((len(texts), int(model.config.hidden_size)), dtype=np.float32)
     order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))  # similar lengths per batch
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
@@ -328,23 +335,23 @@ def compose(
     if step not in STEPS:
         raise ValueError(f"selectors.then must be one of {', '.join(STEPS)}, got {step!r}")
     pre_fraction = scfg.pre_fraction if pre_fraction is None else pre_fraction
-    rows = [_row(r) for r in rows]
-    if [r["id"] for r in rows] != [ex.id for ex in examples]:
+    table = [_row(r) for r in rows]
+    if [r["id"] for r in table] != [ex.id for ex in examples]:
         raise ValueError("compose: rows and examples must have the same ids in the same order")
-    n = len(rows)
+    n = len(table)
     k, pre = count(budget, n), count(pre_fraction, n)
     if pre < k:
         raise ValueError(
             f"selectors.pre_fraction={pre_fraction} keeps {pre} of {n} examples, fewer than the "
             f"budget's {k} (selectors.budget={budget}): raise pre_fraction or lower the budget"
         )
-    eligible = [r for r in rows if r.get("exclude") is None]
+    eligible = [r for r in table if r.get("exclude") is None]
     eligible.sort(key=lambda r: (-float(r["score"]), r["id"]))
     keep = {r["id"] for r in eligible[:pre]}
     by_id = {ex.id: ex for ex in examples}
     div = {r.id: r for r in diversify([by_id[i] for i in sorted(keep)], ctx, step, k)}
     out = []
-    for r in rows:
+    for r in table:
         base_score = r.get("score")
         base = float(base_score) if base_score is not None else math.nan
         n_tok = int(r.get("n_tokens") or 0)
@@ -361,7 +368,7 @@ def compose(
 class Composed:
     """``BASE+STEP``: the base selector's scores, then :func:`compose` (pre_fraction from ``selectors``)."""
 
-    def __init__(self, base: Any, step: str):
+    def __init__(self, base: Selector, step: str):
         if step not in STEPS:
             raise ValueError(f"unknown diversity step {step!r} in '{base.name}+{step}'; use one of {', '.join(STEPS)}")
         self.base, self.step = base, step

@@ -96,13 +96,17 @@ import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
 
 from cpqs_bench import prompts, templates
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import read_jsonl, stable_hash, write_jsonl
 from cpqs_bench.models import model_max_length
 from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 SHARD_SIZE = 128
 
@@ -132,7 +136,7 @@ class IFDSettings:
     template: str
     system_prompt: str | None
     max_length: int
-    overflow: str
+    overflow: Literal["truncate", "drop"]
     batch_size: int
     context: str = "cherry"  # the direct-answer context of the unconditioned pass: "cherry" | "superfiltering"
     # "template": prompts.render under `template`; "cherry" / "superfiltering": the reference script's own prompt
@@ -166,7 +170,7 @@ class DirectContext:
     header: str
     header_ids: tuple[int, ...]
 
-    def ids(self, prompt_ids: Sequence[int], tokenizer: Any = None) -> tuple[int, ...]:
+    def ids(self, prompt_ids: Sequence[int], tokenizer: PreTrainedTokenizerBase | None = None) -> tuple[int, ...]:
         want = self.header.strip()
         if want and tokenizer is not None:
             prompt_ids = tuple(prompt_ids)
@@ -180,7 +184,7 @@ CHERRY_HEADER = "### Response:"  # Cherry_LLM data_analysis.py: direct_answer_te
 
 
 def direct_context(
-    tok: Any, template: str, system_prompt: str | None, kind: str, prompt: str = "template"
+    tok: PreTrainedTokenizerBase, template: str, system_prompt: str | None, kind: str, prompt: str = "template"
 ) -> DirectContext:
     """The named direct-answer context (see the module docstring) for ``template`` on ``tok`` (with a reference
     ``prompt``, the header is Cherry's own ``### Response:`` whatever the template)."""
@@ -195,7 +199,7 @@ def direct_context(
 
 
 def passes(
-    rendered: prompts.Rendered, context: Sequence[int] | DirectContext, tokenizer: Any = None
+    rendered: prompts.Rendered, context: Sequence[int] | DirectContext, tokenizer: PreTrainedTokenizerBase | None = None
 ) -> tuple[tuple[tuple[int, ...], int], tuple[tuple[int, ...], int]] | None:
     """((conditioned ids, first scored position), (unconditioned ids, first scored position)), or None when no
     response token can be scored in both passes.
@@ -213,7 +217,7 @@ def passes(
 
 
 # ------------------------------------------------------------------------------------------------ the forward
-def _split_head(model: Any) -> tuple[Any, Any] | None:
+def _split_head(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.Module] | None:
     """(backbone, lm_head) when logits == lm_head(backbone hidden states) exactly; None otherwise."""
     cfg = getattr(model, "config", None)
     if getattr(cfg, "final_logit_softcapping", None) or any(
@@ -227,14 +231,19 @@ def _split_head(model: Any) -> tuple[Any, Any] | None:
     return backbone, head
 
 
-def sequence_losses(model: Any, seqs: Sequence[tuple[tuple[int, ...], int]], pad_id: int) -> list[tuple[float, int]]:
+def sequence_losses(
+    model: PreTrainedModel, seqs: Sequence[tuple[tuple[int, ...], int]], pad_id: int
+) -> list[tuple[float, int]]:
     """(sum of CE over positions ``start..len-1``, count) per sequence, one batched forward, right padding."""
     import torch
     import torch.nn.functional as F
 
     device = next(model.parameters()).device
     input_ids, mask = prompts.right_pad([ids for ids, _ in seqs], pad_id)
-    rows, positions, targets, owner = [], [], [], []
+    rows: list[int] = []
+    positions: list[int] = []
+    targets: list[int] = []
+    owner: list[int] = []
     for b, (ids, start) in enumerate(seqs):
         n = len(ids) - start
         rows += [b] * n
@@ -267,7 +276,9 @@ def sequence_losses(model: Any, seqs: Sequence[tuple[tuple[int, ...], int]], pad
 
 
 # ------------------------------------------------------------------------------------------------ shards
-def _render_all(tok: Any, examples: Sequence[Example], s: IFDSettings) -> list[prompts.Rendered | str]:
+def _render_all(
+    tok: PreTrainedTokenizerBase, examples: Sequence[Example], s: IFDSettings
+) -> list[prompts.Rendered | str]:
     out: list[prompts.Rendered | str] = []
     for ex in examples:
         if is_empty_response(ex):
@@ -285,7 +296,7 @@ def _render_all(tok: Any, examples: Sequence[Example], s: IFDSettings) -> list[p
             train_eot=False,
             max_length=s.max_length,
             overflow=s.overflow,
-        )  # type: ignore[arg-type]
+        )
         out.append(r if r is not None else LENGTH_DROPPED)
     return out
 
@@ -312,7 +323,9 @@ def batch_limits(batch_size: int, max_length: int) -> tuple[int, int]:
     return 2 * batch_size, batch_size * max_length
 
 
-def score_shard(model: Any, tok: Any, examples: Sequence[Example], s: IFDSettings) -> list[Losses]:
+def score_shard(
+    model: PreTrainedModel, tok: PreTrainedTokenizerBase, examples: Sequence[Example], s: IFDSettings
+) -> list[Losses]:
     """Both passes for one shard: all sequences sorted by length (longest first), batched, losses per example."""
     context = direct_context(tok, s.template, s.system_prompt, s.context, s.prompt)
     pad_id = prompts.pad_token_id(tok)
@@ -343,7 +356,7 @@ def score_shard(model: Any, tok: Any, examples: Sequence[Example], s: IFDSetting
     return out
 
 
-def fingerprint(s: IFDSettings, info: Any, tok: Any) -> str:
+def fingerprint(s: IFDSettings, info: object, tok: PreTrainedTokenizerBase) -> str:
     """The key of the loss shards: settings, model, direct-answer context ids and the code that computes the losses
     (this module's import closure, library versions included), so shards kept in a ``cpqs-bench score`` work dir
     are not reused after the loss computation changed."""
@@ -382,9 +395,9 @@ def _progress(total: int, label: str):
 
 
 def compute_losses(
-    model: Any,
-    tok: Any,
-    info: Any,
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    info: object,
     examples: Sequence[Example],
     s: IFDSettings,
     workdir: Path,
@@ -422,7 +435,7 @@ def ifd_perplexity_ratio(loss_cond: float, loss_uncond: float) -> float:
     return math.exp(loss_cond - loss_uncond)
 
 
-def _context_option(value: Any, default: str, key: str) -> str:
+def _context_option(value: str | None, default: str, key: str) -> str:
     value = "auto" if value is None else value
     if value == "auto":
         return default
@@ -456,7 +469,7 @@ class IFDSelector:
         value = self.context if self.context is not None else getattr(ctx.config.selectors, self.context_key)
         return _context_option(value, self.default_context, self.context_key)
 
-    def settings(self, ctx: ScoringContext, model: Any) -> IFDSettings:
+    def settings(self, ctx: ScoringContext, model: PreTrainedModel) -> IFDSettings:
         cfg = ctx.config
         return self._settings(cfg.model.id, cfg.prompt.template, cfg.prompt.system_prompt, ctx, model)
 
@@ -476,7 +489,7 @@ class IFDSelector:
         return self.reference_prompt if value == "reference" else "template"
 
     def _settings(
-        self, spec: str, template: str, system_prompt: str | None, ctx: ScoringContext, model: Any
+        self, spec: str, template: str, system_prompt: str | None, ctx: ScoringContext, model: PreTrainedModel
     ) -> IFDSettings:
         limit = model_max_length(model)
         want = self.max_length(ctx)

@@ -76,7 +76,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -117,9 +117,18 @@ from cpqs_bench.selectors import reward as _reward  # noqa: E402  (the one rewar
 from cpqs_bench.selectors.reward import load_reward_model as _load_reward  # noqa: E402
 from cpqs_bench.selectors.reward import question_text  # noqa: E402, F401  (re-exported: embedding_text uses it)
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from cpqs_bench.selectors.config import SelectorsConfig
+
 
 def reward_scores(
-    model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 8, max_length: int | None = None
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[tuple[str, str]],
+    batch_size: int = 8,
+    max_length: int | None = None,
 ) -> list[float]:
     """MoDS's quality-evaluation.py call, ``tokenizer(question, answer)``: the shared implementation, pair format."""
     return _reward.reward_scores(model, tokenizer, pairs, batch_size, max_length, fmt="pair")
@@ -138,7 +147,9 @@ def embedding_text(ex: Example, which: str) -> str:
     return alpaca_fields(ex)[0]
 
 
-def cls_embeddings(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int) -> np.ndarray:
+def cls_embeddings(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, batch_size: int
+) -> np.ndarray:
     """MoDS ``run.py`` ``bert_embedding``: ``last_hidden_state[:, 0]`` (the ``[CLS]`` vector), unnormalised, of
     ``tokenizer(texts, truncation=True, padding=True, max_length=...)`` (right padding: position 0 is the first
     token of every row). On a causal model position 0 is its first token (BOS when it adds one)."""
@@ -148,7 +159,7 @@ def cls_embeddings(model: Any, tokenizer: Any, texts: Sequence[str], max_length:
 
     base = backbone(model)
     device = next(base.parameters()).device
-    out = np.zeros((len(texts), int(model.config.hidden_size)), dtype=np.float32)
+    out: np.ndarray = np.zeros((len(texts), int(model.config.hidden_size)), dtype=np.float32)
     order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
     side = getattr(tokenizer, "padding_side", "right")
     tokenizer.padding_side = "right"
@@ -167,12 +178,14 @@ def cls_embeddings(model: Any, tokenizer: Any, texts: Sequence[str], max_length:
     return out
 
 
-def instruction_embeddings(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: Any) -> np.ndarray:
+def instruction_embeddings(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], sel: SelectorsConfig
+) -> np.ndarray:
     """The k-center inputs of phase 2 as configured (``selectors.mods.embedding_pooling`` / ``embedding_text`` /
     ``embedding_max_length``; MoDS: ``cls`` / ``instruction`` / 96)."""
     from cpqs_bench.selectors.diversity import embed_texts
 
-    m, d = cfg.selectors.mods, cfg.selectors.diversity
+    m, d = sel.mods, sel.diversity
     texts = [embedding_text(ex, m.embedding_text) for ex in examples]
     max_length = m.embedding_max_length if m.embedding_max_length is not None else d.max_length
     if m.embedding_pooling == "cls":
@@ -189,10 +202,10 @@ def _rank_fraction(values: dict[str, float], higher_first: bool) -> dict[str, fl
     return {i: (n - 1 - r) / n for r, i in enumerate(ids)}
 
 
-def coverage_settings(cfg: Any) -> dict[str, Any]:
+def coverage_settings(sel: SelectorsConfig) -> dict[str, Any]:
     """What phases 1–2 depend on in ``selectors`` (the reward model, the thresholds and the embedding that pick the
     seed set), so a changed necessity setting leaves the seed set — and the seed model fine-tuned on it — as is."""
-    m, d = cfg.selectors.mods, cfg.selectors.diversity
+    m, d = sel.mods, sel.diversity
     return {
         "mods": {k: getattr(m, k) for k in COVERAGE_SETTINGS},
         "diversity": {"max_length": d.max_length, "batch_size": d.batch_size},
@@ -279,7 +292,7 @@ def quality_and_coverage(examples: Sequence[Example], ctx: ScoringContext) -> Co
             emodel, etok, _ = ctx.model()
         else:
             emodel, etok = _encoder(ctx, m.embedding)
-        emb = instruction_embeddings(emodel, etok, high, cfg)
+        emb = instruction_embeddings(emodel, etok, high, cfg.selectors)
         picks, _ = kcenter_greedy(emb.astype(np.float64), count(m.seed_count, len(high)))
         seeds = [high[i].id for i in picks]
     return Coverage(quality, tuple(ex.id for ex in high), tuple(seeds))
@@ -290,8 +303,8 @@ def quality_and_coverage(examples: Sequence[Example], ctx: ScoringContext) -> Co
 class SeedModel:
     """The model that answers in phase 3 (``model`` / ``tokenizer`` None only when there is nothing to answer)."""
 
-    model: Any
-    tokenizer: Any
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     label: str  # what it is, recorded on every row (e.g. "target + LoRA fine-tuned on the MoDS seed set (...)")
 
 
@@ -337,7 +350,7 @@ def necessity(examples: Sequence[Example], coverage: Coverage, ctx: ScoringConte
         prompts.prompt_text(seed.tokenizer, ex, cfg.prompt.template, system_prompt=cfg.prompt.system_prompt)
         for ex in rest
     ]
-    g = necessity_generation(cfg)
+    g = necessity_generation(cfg.selectors)
     if g["num_beams"] > 1:
         answers = beam_generate(
             seed.model, seed.tokenizer, texts, g["max_new_tokens"], g["num_beams"], m.generation_batch_size
@@ -356,7 +369,12 @@ def necessity(examples: Sequence[Example], coverage: Coverage, ctx: ScoringConte
 
 
 def beam_generate(
-    model: Any, tokenizer: Any, texts: Sequence[str], max_new_tokens: int, num_beams: int, batch_size: int
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_new_tokens: int,
+    num_beams: int,
+    batch_size: int,
 ) -> list[str]:
     """Beam-search answers (MoDS ``inference/instruction_filter.py``: ``GenerationConfig(num_beams=4, ...)``
     without sampling, so temperature / top_p are inert) to prompt texts, input order; left-padded batches of
@@ -395,19 +413,19 @@ def beam_generate(
     return out
 
 
-def necessity_generation(cfg: Any) -> dict[str, int]:
+def necessity_generation(sel: SelectorsConfig) -> dict[str, int]:
     """The necessity phase's decoding settings as they run (``necessity_max_new_tokens`` wins over
     ``max_new_tokens``)."""
-    m = cfg.selectors.mods
+    m = sel.mods
     max_new = m.necessity_max_new_tokens if m.necessity_max_new_tokens is not None else m.max_new_tokens
     return {"num_beams": max(1, int(m.necessity_num_beams)), "max_new_tokens": int(max_new)}
 
 
-def necessity_cost(cfg: Any, n_answers: int) -> dict[str, int]:
+def necessity_cost(sel: SelectorsConfig, n_answers: int) -> dict[str, int]:
     """An upper bound of the necessity phase's decoding work for ``n_answers`` instructions (the high-quality rows
     outside the seed set): ``beam_tokens = n_answers x num_beams x max_new_tokens`` (every beam decodes every step;
     answers that stop early cost less), for the preflight's time estimate."""
-    g = necessity_generation(cfg)
+    g = necessity_generation(sel)
     return {"answers": int(n_answers), **g, "beam_tokens": int(n_answers) * g["num_beams"] * g["max_new_tokens"]}
 
 

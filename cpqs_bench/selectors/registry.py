@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import importlib
 from importlib.metadata import entry_points
-from typing import Any
 
 from cpqs_bench.selectors.base import Selector
 
@@ -77,7 +76,7 @@ def load_class(target: str) -> type:
         raise ImportError(f"{module_name} has no attribute {attr!r} (selector target {target!r})") from None
 
 
-def get(name: str, extra: dict[str, str] | None = None, **kwargs: Any) -> Selector:
+def get(name: str, extra: dict[str, str] | None = None, **kwargs: object) -> Selector:
     """Instantiate the selector registered as ``name``; ``"BASE+STEP"`` (e.g. ``superfiltering+facility_location``)
     is BASE's scores followed by a diversity step (:class:`cpqs_bench.selectors.diversity.Composed`)."""
     if "+" in name:

@@ -29,10 +29,13 @@ applied later by :mod:`cpqs_bench.select` (a count or a fraction of whatever poo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cpqs_bench.selectors.base import Needs, ScoringContext
 from cpqs_bench.selectors.ifd import IFDPerplexitySelector, IFDSettings
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 class SuperfilteringSelector(IFDPerplexitySelector):
@@ -50,6 +53,6 @@ class SuperfilteringSelector(IFDPerplexitySelector):
         value = getattr(getattr(ctx.config.selectors, "ifd", None), "proxy_max_length", None)
         return int(value) if value is not None else ctx.config.prompt.max_length
 
-    def settings(self, ctx: ScoringContext, model: Any) -> IFDSettings:
+    def settings(self, ctx: ScoringContext, model: PreTrainedModel) -> IFDSettings:
         sel = ctx.config.selectors
         return self._settings(sel.proxy_model, sel.proxy_template, None, ctx, model)
