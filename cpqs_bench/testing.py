@@ -35,11 +35,14 @@ import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from cpqs_bench.data.example import Example
 from cpqs_bench.selectors import registry
-from cpqs_bench.selectors.base import Needs, ScoreRow, ScoringContext, Selector
+from cpqs_bench.selectors.base import ModelLoader, Needs, ScoreRow, ScoringContext, Selector
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 class ContractError(AssertionError):
@@ -98,16 +101,18 @@ def contract_config(**overrides: Any) -> Any:
     return replace(Config(), **values)
 
 
-def tiny_loader(family: str = "chatml", seed: int = 0) -> Callable[..., Any]:
+def tiny_loader(family: str = "chatml", seed: int = 0) -> ModelLoader:
     """A ``ScoringContext.loader`` that answers every model spec (target or proxy) with one tiny model."""
     from cpqs_bench import tiny
+    from cpqs_bench.models import ModelInfo
 
     cache: dict[str, Any] = {}
 
-    def load(spec: str, revision: str | None, dtype: str) -> tuple[Any, Any, Any]:
+    def load(spec: str, revision: str | None, dtype: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]:
         if "model" not in cache:
             model, tok = tiny.model(family, seed=seed)
-            cache["model"] = (model, tok, {"spec": f"tiny:{family}:{seed}", "requested": spec})
+            info = ModelInfo(spec=spec, path=f"tiny:{family}:{seed}", revision=None, dtype="float32", device="cpu")
+            cache["model"] = (model, tok, info)
         return cache["model"]
 
     return load

@@ -279,7 +279,8 @@ def test_scoring_refuses_other_feature_dtype_and_follows_feature_eot(tmp_path, b
     T.train_selector(cfg, tmp_path / "ckpt", loader=loader_of(backbone), progress=False, log=lambda _m: None)
     meta = read_json(tmp_path / "ckpt" / "selector.json")
     assert meta["train_eot"] is False and meta["feature_dtype"] == "torch.float32"
-    assert T.feature_spec(cfg_for(data)).train_eot is True  # None follows prompt.train_eot
+    fed = cfg_for(data)
+    assert T.feature_spec(fed.prompt, fed.selectors.cpqs).train_eot is True  # None follows prompt.train_eot
     model, tok, info = backbone
     import copy
 

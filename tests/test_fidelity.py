@@ -495,7 +495,7 @@ def test_paper_presets_resolve_to_the_reference_values(preset):
     s = cfg.selectors
     assert s.cpqs.feature_span == "reference"
     assert (s.ifd.prompt, s.ifd.max_length, s.ifd.proxy_max_length) == ("reference", 512, 1024)
-    spec = T.feature_spec(cfg)
+    spec = T.feature_spec(cfg.prompt, cfg.selectors.cpqs)
     assert spec.span == "reference"
     if preset == "paper_general":  # Llama-2 base: the "<s> [INST] q [/INST] a </s>" rendering, reference question
         assert prompts.reference_style(cfg.prompt.template) == "llama"

@@ -47,13 +47,11 @@ class ScoreRow:
 
 class ModelLoader(Protocol):
     """``(spec, revision, dtype) -> (model, tokenizer, info)``: :func:`cpqs_bench.models.load`, a
-    :class:`cpqs_bench.model_cache.ModelCache`, or a test's stand-in. ``info`` is a
-    :class:`cpqs_bench.models.ModelInfo` from the real loaders and whatever a stand-in gives (a dict, None), so
-    readers take its fields with ``getattr(info, name, default)``."""
+    :class:`cpqs_bench.model_cache.ModelCache`, or a test's stand-in (:func:`cpqs_bench.testing.tiny_loader`)."""
 
     def __call__(
         self, spec: str, revision: str | None, dtype: str
-    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, object]: ...
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]: ...
 
 
 @dataclass
@@ -71,14 +69,15 @@ class ScoringContext:
     # (spec, revision) -> (sequence-classification model, tokenizer): reward models (mods); None = transformers
     # ``AutoModelForSequenceClassification`` on ``model.device``. The contract kit passes a tiny stand-in.
     reward_loader: Callable[[str, str | None], tuple[PreTrainedModel, PreTrainedTokenizerBase]] | None = None
-    _cache: dict[tuple[str, str | None, str | None], tuple[PreTrainedModel, PreTrainedTokenizerBase, object]] = field(
-        default_factory=dict
-    )
+    # (spec, revision, dtype) -> (model, tokenizer, info); reward models share it under a prefixed spec, info None
+    _cache: dict[
+        tuple[str, str | None, str | None], tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo | None]
+    ] = field(default_factory=dict)
     _tokenizers: dict[tuple[str, str, str | None], PreTrainedTokenizerBase] = field(default_factory=dict)
 
     def model(
         self, spec: str | None = None, revision: str | None = None, dtype: str | None = None
-    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, object]:
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo | None]:
         spec = spec or self.config.model.id
         revision = revision if spec != self.config.model.id else (revision or self.config.model.revision)
         key = (spec, revision, dtype)

@@ -108,6 +108,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from cpqs_bench.models import ModelInfo
+
 SHARD_SIZE = 128
 
 
@@ -356,7 +358,7 @@ def score_shard(
     return out
 
 
-def fingerprint(s: IFDSettings, info: object, tok: PreTrainedTokenizerBase) -> str:
+def fingerprint(s: IFDSettings, info: ModelInfo | None, tok: PreTrainedTokenizerBase) -> str:
     """The key of the loss shards: settings, model, direct-answer context ids and the code that computes the losses
     (this module's import closure, library versions included), so shards kept in a ``cpqs-bench score`` work dir
     are not reused after the loss computation changed."""
@@ -397,7 +399,7 @@ def _progress(total: int, label: str):
 def compute_losses(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
-    info: object,
+    info: ModelInfo | None,
     examples: Sequence[Example],
     s: IFDSettings,
     workdir: Path,

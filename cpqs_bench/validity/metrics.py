@@ -69,7 +69,9 @@ def _percentile(stats: np.ndarray, level: float) -> list[float]:
     return [float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))]
 
 
-def mean_ci(values: Sequence[float], n_boot: int, rng: np.random.Generator, level: float = 0.95) -> list[float]:
+def mean_ci(
+    values: Sequence[float] | np.ndarray, n_boot: int, rng: np.random.Generator, level: float = 0.95
+) -> list[float]:
     """Percentile bootstrap CI of a mean (resampling items with replacement)."""
     v = np.asarray(values, dtype=float)
     if v.size == 0:

@@ -30,7 +30,7 @@ import math
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -38,6 +38,10 @@ from cpqs_bench.data.example import Example
 from cpqs_bench.io import read_jsonl, write_json
 from cpqs_bench.validity import metrics as M
 from cpqs_bench.validity.tracks import PairsFixture, PlantedFixture
+
+if TYPE_CHECKING:
+    from cpqs_bench.config import Config, ModelConfig
+    from cpqs_bench.selectors.base import ModelLoader
 
 ALWAYS = ("longest", "random")
 TRACKS = ("planted", "pairs")
@@ -125,7 +129,7 @@ def pairs_rows(
     return out
 
 
-def response_lengths(cfg: Any, examples: Sequence[Example], loader: Callable[..., Any] | None) -> dict[str, int]:
+def response_lengths(cfg: Config, examples: Sequence[Example], loader: ModelLoader | None) -> dict[str, int]:
     """Response length in target-tokenizer tokens (the prompt layer's response span), per id."""
     from cpqs_bench.selectors.base import ScoringContext, response_tokens
 
@@ -144,15 +148,15 @@ def selector_names(selectors: Sequence[str]) -> list[str]:
 
 
 def validate(
-    cfg: Any,
+    cfg: Config,
     selectors: Sequence[str],
     out_dir: str | Path,
     *,
     checkpoint: str | Path | None = None,
-    loader: Callable[..., Any] | None = None,
+    loader: ModelLoader | None = None,
     planted: PlantedFixture | None = None,
     pairs: PairsFixture | None = None,
-    train_log: Callable[..., Any] = print,
+    train_log: Callable[[str], None] = print,
     figure: bool = True,
 ) -> dict[str, Any]:
     """Run the tracks of ``cfg.validate.tracks`` for ``selectors`` (+ longest, random) and write ``validity.json``,
@@ -174,9 +178,9 @@ def validate(
     built = {n: registry.get(n, plugins) for n in names}  # unknown names fail here, before any work
     t_fix = time.perf_counter()
     if "planted" in v.tracks and planted is None:
-        planted = tracks.planted_fixture(cfg)
+        planted = tracks.planted_fixture(v, cfg.data)
     if "pairs" in v.tracks and pairs is None:
-        pairs = tracks.pairs_fixture(cfg)
+        pairs = tracks.pairs_fixture(v, cfg.data)
     planted = planted if "planted" in v.tracks else None
     pairs = pairs if "pairs" in v.tracks else None
     fixture_seconds = time.perf_counter() - t_fix
@@ -226,7 +230,7 @@ def validate(
         meta["pairs"]["subset_sizes"] = {k: len(p) for k, p in subsets.items()}
         meta["pairs"]["length_band"] = cfg.selectors.cpqs.length_band
 
-    doc: dict[str, Any] = {"model": _model_name(cfg), "tracks": {}, "cost": {}}
+    doc: dict[str, Any] = {"model": _model_name(cfg.model), "tracks": {}, "cost": {}}
     planted_out: list[dict[str, Any]] = []
     pairs_out: list[dict[str, Any]] = []
     for name in names:
@@ -261,9 +265,9 @@ def validate(
     return doc
 
 
-def _model_name(cfg: Any) -> str:
-    rev = cfg.model.revision
-    return f"{cfg.model.id}@{rev}" if rev else str(cfg.model.id)
+def _model_name(model: ModelConfig) -> str:
+    rev = model.revision
+    return f"{model.id}@{rev}" if rev else str(model.id)
 
 
 # ------------------------------------------------------------------------------------------------ outcome link

@@ -19,11 +19,15 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from cpqs_bench.data.example import Example
 from cpqs_bench.selectors.cpqs.pairs import overlap_key, prompt_key
 from cpqs_bench.validity import defects
+
+if TYPE_CHECKING:
+    from cpqs_bench.config import DataConfig, ValidateConfig
+    from cpqs_bench.data.pool import Pool
 
 # The pools the math / code kinds draw clean rows from (mirror names). TODO(config): validate.math_pool /
 # validate.code_pool once the integrator adds them.
@@ -53,10 +57,10 @@ class PairsFixture:
     sources: dict[str, Any] = field(default_factory=dict)
 
 
-def _read(name: str, cfg: Any) -> Any:
+def _read(name: str, data: DataConfig) -> Pool:
     from cpqs_bench.data.pool import read_pool
 
-    return read_pool(name, mirror=cfg.data.mirror, max_rejected_fraction=cfg.data.max_rejected_fraction)
+    return read_pool(name, mirror=data.mirror, max_rejected_fraction=data.max_rejected_fraction)
 
 
 def _distinct(examples: Sequence[Example]) -> list[Example]:
@@ -77,12 +81,12 @@ def _sample(rows: Sequence[Example], n: int, rng: random.Random) -> list[Example
     return rows if n >= len(rows) else sorted(rng.sample(rows, n), key=lambda e: e.id)
 
 
-def _tag(ex: Example, new_id: str, **meta: Any) -> Example:
+def _tag(ex: Example, new_id: str, **meta: str) -> Example:
     return Example(new_id, ex.prompt, ex.response, {**ex.metadata, **meta, "source_id": ex.id})
 
 
 def build_planted(
-    pools: dict[str, Sequence[Example]],
+    pools: Mapping[str, Sequence[Example]],
     kinds: Sequence[defects.DefectKind],
     *,
     n_clean: int,
@@ -111,7 +115,7 @@ def build_planted(
     skipped: dict[str, int] = {}
     for kind in kinds:
         rows = by_domain[kind.domain]
-        variants = []
+        variants: list[Example] = []
         order = list(rows)
         random.Random(f"{seed}/{kind.name}").shuffle(order)
         for src in order:
@@ -136,15 +140,14 @@ def build_planted(
     return PlantedFixture(clean, planted, [k.name for k in kinds], skipped=skipped)
 
 
-def planted_fixture(cfg: Any) -> PlantedFixture:
-    """Read the clean pools named by the config and build the planted fixture."""
-    v = cfg.validate
+def planted_fixture(v: ValidateConfig, data: DataConfig) -> PlantedFixture:
+    """Read the clean pools named by ``validate`` (from ``data.mirror``) and build the planted fixture."""
     kinds = defects.resolve(v.kinds)
     names = {"general": v.clean, "math": v.math_pool, "code": v.code_pool}
     pools: dict[str, list[Example]] = {}
     sources: dict[str, Any] = {}
     for domain in ["general", *sorted({k.domain for k in kinds} - {"general"})]:
-        read = _read(names[domain], cfg)
+        read = _read(names[domain], data)
         pools[domain] = read.examples
         sources[domain] = {"name": names[domain], **read.summary()}
     fixture = build_planted(pools, kinds, n_clean=v.n_clean, n_per_kind=v.n_planted_per_kind, seed=v.seed)
@@ -186,10 +189,9 @@ def join_pairs(
     return examples, pairs, skipped
 
 
-def pairs_fixture(cfg: Any) -> PairsFixture:
-    v = cfg.validate
-    strong = _read(f"alpaca_eval/{v.pairs_strong}", cfg)
-    weak = _read(f"alpaca_eval/{v.pairs_weak}", cfg)
+def pairs_fixture(v: ValidateConfig, data: DataConfig) -> PairsFixture:
+    strong = _read(f"alpaca_eval/{v.pairs_strong}", data)
+    weak = _read(f"alpaca_eval/{v.pairs_weak}", data)
     examples, pairs, skipped = join_pairs(strong.examples, weak.examples, n_pairs=v.n_pairs, seed=v.seed)
     if not pairs:
         raise FixtureError(f"alpaca_eval/{v.pairs_strong} and alpaca_eval/{v.pairs_weak} share no usable prompt")

@@ -46,11 +46,20 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from cpqs_bench import prompts
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import read_json, stable_hash, write_json, write_jsonl
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from vllm import LLM
+
+    from cpqs_bench.config import Config
+    from cpqs_bench.models import ModelInfo
+    from cpqs_bench.selectors.base import ModelLoader
+    from cpqs_bench.selectors.cpqs.config import CPQSConfig
 
 
 def parts_dir(out: str | os.PathLike) -> Path:
@@ -93,7 +102,7 @@ def guard_settings(out: str | os.PathLike, settings: dict[str, Any]) -> None:
     write_json(path, settings)
 
 
-def _stop_ids(tokenizer: Any) -> set[int]:
+def _stop_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
     ids = {tokenizer.eos_token_id}
     for tok in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "</s>"):
         tid = tokenizer.convert_tokens_to_ids(tok) if tok in tokenizer.get_vocab() else None
@@ -103,7 +112,12 @@ def _stop_ids(tokenizer: Any) -> set[int]:
 
 
 def generate_batch(
-    model: Any, tokenizer: Any, texts: Sequence[str], max_new_tokens: int, *, sampling: dict[str, Any] | None = None
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_new_tokens: int,
+    *,
+    sampling: dict[str, Any] | None = None,
 ) -> list[tuple[str, int, bool]]:
     """Answers for prompt texts: ``(answer, n_new_tokens, finished)`` per row, in input order.
 
@@ -182,8 +196,8 @@ def _request_seed(seed: int, example_id: str) -> int:
 
 
 def vllm_generate_batch(
-    llm: Any,
-    tokenizer: Any,
+    llm: LLM,
+    tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     max_new_tokens: int,
     *,
@@ -229,7 +243,7 @@ def vllm_generate_batch(
     return results
 
 
-def load_vllm(spec: str, dtype: str, seed: int, device: str = "cuda") -> tuple[Any, Any, Any]:
+def load_vllm(spec: str, dtype: str, seed: int, device: str = "cuda") -> tuple[LLM, PreTrainedTokenizerBase, ModelInfo]:
     """(vllm.LLM, the project's tokenizer for ``spec``, ModelInfo) for a generator model."""
     from vllm import LLM
 
@@ -244,8 +258,8 @@ def load_vllm(spec: str, dtype: str, seed: int, device: str = "cuda") -> tuple[A
 
 def generate_negatives(
     examples: Sequence[Example],
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel | LLM,
+    tokenizer: PreTrainedTokenizerBase,
     out: str | os.PathLike,
     *,
     generator: str,
@@ -273,8 +287,8 @@ def generate_negatives(
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    sampling = {"do_sample": False} if not (sampling or {}).get("do_sample") else dict(sampling)
-    settings = {
+    sampling = dict(sampling) if sampling and sampling.get("do_sample") else {"do_sample": False}
+    settings: dict[str, Any] = {
         "generator": generator,
         "template": template,
         "system_prompt": system_prompt,
@@ -367,7 +381,7 @@ def _slug(generator: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", generator).strip("_") or "generator"
 
 
-def generators_of(cq: Any, generator: str | Sequence[str] | None = None) -> list[str]:
+def generators_of(cq: CPQSConfig, generator: str | Sequence[str] | None = None) -> list[str]:
     """The generator models to run: ``generator`` (a name or a list) if given, else ``selectors.cpqs.generators``,
     else ``selectors.cpqs.generator``."""
     if generator is None:
@@ -384,12 +398,12 @@ def generators_of(cq: Any, generator: str | Sequence[str] | None = None) -> list
 
 
 def make_negatives(
-    cfg: Any,
+    cfg: Config,
     examples: Sequence[Example],
     generator: str | Sequence[str] | None,
     out: str | os.PathLike,
     *,
-    loader: Callable[..., Any] | None = None,
+    loader: ModelLoader | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Answer ``examples`` with each generator model into ``out`` (JSONL, pool order, generator by generator).

@@ -39,12 +39,15 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from cpqs_bench.data import pool as _pool
 from cpqs_bench.data.example import Example
 from cpqs_bench.data.schemas import RecordError, normalise
 from cpqs_bench.io import iter_jsonl_objects, stable_hash
+
+if TYPE_CHECKING:
+    from cpqs_bench.selectors.cpqs.config import CPQSConfig
 
 POSITIVE, NEGATIVE = 1, 0
 
@@ -118,7 +121,8 @@ def _add(
 def overlap_key(ex: Example) -> str:
     """Instruction identity for overlap checks: the user text (the project's format of it when the example was read
     in another question format), case and whitespace ignored."""
-    text = ex.metadata.get("overlap_text") if isinstance(ex.metadata.get("overlap_text"), str) else ex.instruction
+    value = ex.metadata.get("overlap_text")
+    text = value if isinstance(value, str) else ex.instruction
     return " ".join(text.lower().split())
 
 
@@ -557,7 +561,7 @@ _FROM_CONFIG: Any = object()
 
 
 def build(
-    cfg: Any,
+    cfg: CPQSConfig,
     *,
     mirror: str | os.PathLike | None = None,
     pool_examples: Sequence[Example] | None = None,
@@ -584,7 +588,7 @@ def build(
 
 def select(
     whole: PairSet,
-    cfg: Any,
+    cfg: CPQSConfig,
     avoid: Iterable[Example] | None,
     *,
     seed: int | None = None,
@@ -599,7 +603,7 @@ def select(
 
 
 def _build(
-    cfg: Any,
+    cfg: CPQSConfig,
     mirror: str | os.PathLike | None,
     pool_examples: Sequence[Example] | None,
     negatives_path: str | os.PathLike | None,

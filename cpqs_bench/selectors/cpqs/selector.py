@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -40,6 +40,12 @@ from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringCo
 from cpqs_bench.selectors.cpqs.checkpoint import autocast_dtype, load_checkpoint, read_meta, weights_sha256
 from cpqs_bench.selectors.cpqs.textcnn import TextCNN, collate
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from cpqs_bench.models import ModelInfo
+    from cpqs_bench.selectors.cpqs.config import CPQSConfig
+
 SHARD_SIZE = 256
 
 
@@ -47,7 +53,7 @@ class BackboneMismatch(ValueError):
     pass
 
 
-def check_backbone(meta: dict[str, Any], info: Any, model: Any, checkpoint: Path) -> None:
+def check_backbone(meta: dict[str, Any], info: ModelInfo | None, model: PreTrainedModel, checkpoint: Path) -> None:
     """Refuse to score with a model other than the one the selector was trained on."""
     want = meta["backbone"]
     have_digest = feats.model_identity(model, getattr(info, "revision", None))["config"]
@@ -62,7 +68,7 @@ def check_backbone(meta: dict[str, Any], info: Any, model: Any, checkpoint: Path
         )
 
 
-def check_feature_dtype(meta: dict[str, Any], model: Any, checkpoint: Path) -> None:
+def check_feature_dtype(meta: dict[str, Any], model: PreTrainedModel, checkpoint: Path) -> None:
     """Refuse features in another dtype than the training features (the CNN's inputs would differ)."""
     want = meta.get("feature_dtype")
     have = feats.model_identity(model, None)["dtype"]
@@ -86,7 +92,7 @@ def spec_from_meta(meta: dict[str, Any]) -> feats.FeatureSpec:
     )
 
 
-def check_rendering(meta: dict[str, Any], cq: Any, checkpoint: Path) -> None:
+def check_rendering(meta: dict[str, Any], cq: CPQSConfig, checkpoint: Path) -> None:
     """Refuse a checkpoint whose recorded feature span or question format is not the configured one: the CNN
     would score hidden states of another rendering than it learnt (``selectors.cpqs.feature_span`` /
     ``question_format``; a checkpoint without them is a ``response`` / ``project`` one)."""
@@ -108,8 +114,8 @@ def check_rendering(meta: dict[str, Any], cq: Any, checkpoint: Path) -> None:
 
 def score_chunk(
     cnn: TextCNN,
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[Example],
     spec: feats.FeatureSpec,
     batch_size: int,
@@ -140,8 +146,8 @@ def score_chunk(
 
 def score_resumable(
     cnn: TextCNN,
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[Example],
     spec: feats.FeatureSpec,
     workdir: Path,

@@ -42,7 +42,7 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +56,14 @@ from cpqs_bench.selectors.cpqs.checkpoint import (
 )
 from cpqs_bench.selectors.cpqs.pairs import Labelled, PairSet
 from cpqs_bench.selectors.cpqs.textcnn import TextCNN, TextCNNConfig, collate
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from cpqs_bench.config import Config, ModelConfig, PromptConfig
+    from cpqs_bench.models import ModelInfo
+    from cpqs_bench.selectors.base import ModelLoader
+    from cpqs_bench.selectors.cpqs.config import CPQSConfig
 
 STATE = "train_state.pt"
 
@@ -97,7 +105,7 @@ def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
 
 
 # ------------------------------------------------------------------------------------------------------ pieces
-def textcnn_config(cq: Any, num_layers: int, hidden_size: int) -> TextCNNConfig:
+def textcnn_config(cq: CPQSConfig, num_layers: int, hidden_size: int) -> TextCNNConfig:
     return TextCNNConfig(
         num_layers=num_layers,
         hidden_size=hidden_size,
@@ -236,7 +244,7 @@ def fit(
     state_path: Path | None = None,
     state_key: str | None = None,
     progress: bool = True,
-    log: Any = print,
+    log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train in place; returns per-epoch history (train loss, validation metrics). Resumes from ``state_path`` only
     when it was saved under the same ``state_key`` (a hash of everything but the epoch count), so a changed
@@ -317,18 +325,18 @@ def fit(
 
 # ------------------------------------------------------------------------------------------------------ library
 def fit_selector(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     backbone: dict[str, Any],
     pairset: PairSet,
-    cq: Any,
+    cq: CPQSConfig,
     spec: feats.FeatureSpec,
     out_dir: str | Path,
     *,
     cache_root: str | Path | None = None,
     progress: bool = True,
     method: feats.Method = "auto",
-    log: Any = print,
+    log: Callable[[str], None] = print,
     extra_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train on ``pairset`` with the features of ``model`` and write the checkpoint into ``out_dir``.
@@ -492,36 +500,37 @@ def fit_selector(
     return metrics
 
 
-def feature_spec(cfg: Any) -> feats.FeatureSpec:
+def feature_spec(prompt: PromptConfig, cq: CPQSConfig) -> feats.FeatureSpec:
     """The features a CPQS selector trains on, from the resolved config: ``prompt.template``/``system_prompt``,
     ``selectors.cpqs.layers``, ``min(feature_max_length, prompt.max_length)``, ``selectors.cpqs.feature_eot``
     (None: follow ``prompt.train_eot``, the SFT labels' end-of-turn rule), ``selectors.cpqs.feature_span`` and, with
     the reference span, ``selectors.cpqs.question_format`` (the question text every example is rendered with)."""
-    cq = cfg.selectors.cpqs
-    eot = cfg.prompt.train_eot if cq.feature_eot is None else bool(cq.feature_eot)
+    eot = prompt.train_eot if cq.feature_eot is None else bool(cq.feature_eot)
     span = getattr(cq, "feature_span", "response")
     return feats.FeatureSpec(
-        cfg.prompt.template,
+        prompt.template,
         cq.layers,
-        min(cq.feature_max_length, cfg.prompt.max_length),
-        cfg.prompt.system_prompt,
+        min(cq.feature_max_length, prompt.max_length),
+        prompt.system_prompt,
         eot,
         span,
         cq.question_format if span == "reference" else "project",
     )
 
 
-def load_target(cfg: Any, loader: Any = None) -> tuple[Any, Any, Any]:
+def load_target(
+    model: ModelConfig, loader: ModelLoader | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]:
     """(model, tokenizer, info) of ``model.*`` through ``loader(spec, revision, dtype)`` or :func:`models.load`."""
     from cpqs_bench import models
 
     if loader is not None:
-        return loader(cfg.model.id, cfg.model.revision, cfg.model.dtype)
-    return models.load(cfg.model.id, revision=cfg.model.revision, dtype=cfg.model.dtype, device=cfg.model.device)
+        return loader(model.id, model.revision, model.dtype)
+    return models.load(model.id, revision=model.revision, dtype=model.dtype, device=model.device)
 
 
 def build_pairs(
-    cfg: Any,
+    cfg: Config,
     *,
     pairs: PairSet | Sequence[Example] | None = None,
     negatives: str | Path | None = None,
@@ -556,17 +565,17 @@ def build_pairs(
 
 
 def train_selector(
-    cfg: Any,
+    cfg: Config,
     out: str | Path,
     *,
     pairs: PairSet | Sequence[Example] | None = None,
     negatives: str | Path | None = None,
     exclude: Sequence[Example] | None = None,
     row_filter: dict[str, Sequence[Any]] | None = None,
-    loader: Any = None,
+    loader: ModelLoader | None = None,
     progress: bool = True,
     cache_root: str | Path | None = None,
-    log: Any = print,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train the CPQS TextCNN of ``cfg`` into the checkpoint directory ``out``; returns its metrics.
 
@@ -587,8 +596,8 @@ def train_selector(
         "dropped_pairs": dropped,
         "overlap_in_training": 0 if exclude is not None else None,
     }
-    model, tok, info = load_target(cfg, loader)
-    spec = feature_spec(cfg)
+    model, tok, info = load_target(cfg.model, loader)
+    spec = feature_spec(cfg.prompt, cfg.selectors.cpqs)
     metrics = fit_selector(
         model,
         tok,
@@ -614,7 +623,7 @@ def fold_of(ex: Example, folds: int) -> int:
 
 
 def train_out_of_fold(
-    cfg: Any,
+    cfg: Config,
     out: str | Path,
     pool_examples: Sequence[Example],
     score_out: str | Path,
@@ -622,9 +631,9 @@ def train_out_of_fold(
     pairs: PairSet | Sequence[Example] | None = None,
     negatives: str | Path | None = None,
     row_filter: dict[str, Sequence[Any]] | None = None,
-    loader: Any = None,
+    loader: ModelLoader | None = None,
     progress: bool = True,
-    log: Any = print,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Score ``pool_examples`` out of fold: ``selectors.cpqs.oof_folds`` CNNs (``out/fold-K``), each trained on the
     pairs minus every instruction of fold K of the pool and scoring fold K. Writes ``score_out`` (one row per pool
@@ -640,9 +649,11 @@ def train_out_of_fold(
     out = Path(out)
     pool_examples = list(pool_examples)
     pairset = build_pairs(cfg, pairs=pairs, negatives=negatives, row_filter=row_filter, full=True)
-    loaded = load_target(cfg, loader)
+    loaded = load_target(cfg.model, loader)
 
-    def shared(spec: str, revision: str | None = None, dtype: str | None = None) -> Any:
+    def shared(
+        spec: str, revision: str | None, dtype: str
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]:
         """The one loaded target model for every fold's scoring (other specs go to ``loader``)."""
         if spec == cfg.model.id:
             return loaded
@@ -651,7 +662,7 @@ def train_out_of_fold(
         return loader(spec, revision, dtype)
 
     model, tok, info = loaded
-    spec = feature_spec(cfg)
+    spec = feature_spec(cfg.prompt, cfg.selectors.cpqs)
     by_id: dict[str, dict[str, Any]] = {}
     folds = []
     for k in range(cq.oof_folds):
