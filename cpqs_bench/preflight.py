@@ -19,6 +19,7 @@ Offline, a Hub model cannot be opened; its facts come from the Hub config when c
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -26,9 +27,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from cpqs_bench.config import Config, config_hash, replace, to_dict
+from cpqs_bench.data.example import Example
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 # Facts about Hub models the paper presets use, for offline checks (from each model's config.json /
 # tokenizer_config.json on the Hub). family = tiny stand-in tokenizer family with the same BOS / template behaviour.
@@ -96,6 +101,29 @@ KNOWN_MODELS: dict[str, dict[str, Any]] = {
         "bos": True,
         "context": 512,
         "params_b": 0.435,
+    },
+    # DEITA's scorers (model cards: "Finetuned from model: Llama-1-13b-hf"; LLaMA-1 tokenizer, BOS, 2,048 positions)
+    "hkust-nlp/deita-complexity-scorer": {
+        "family": "llama2",
+        "chat_template": False,
+        "bos": True,
+        "context": 2048,
+        "params_b": 13.0,
+    },
+    "hkust-nlp/deita-quality-scorer": {
+        "family": "llama2",
+        "chat_template": False,
+        "bos": True,
+        "context": 2048,
+        "params_b": 13.0,
+    },
+    # reward-model options named in selectors/reward.py (Llama-3.1-8B backbone; chat-templated input)
+    "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2": {
+        "family": "chatml",
+        "chat_template": True,
+        "bos": True,
+        "context": 131072,
+        "params_b": 8.0,
     },
     "gpt2": {"family": "gpt2", "chat_template": False, "bos": False, "context": 1024, "params_b": 0.124},
     "embedded": {"family": "chatml", "chat_template": True, "bos": False, "context": 8192, "params_b": 0.135},
@@ -208,7 +236,7 @@ def model_facts(spec: str, revision: str | None, mode: str) -> dict[str, Any]:
     )
 
 
-def _family_of(tok: Any) -> str:
+def _family_of(tok: PreTrainedTokenizerBase) -> str:
     vocab = tok.get_vocab()
     if "<|im_start|>" in vocab:
         return "chatml"
@@ -217,7 +245,7 @@ def _family_of(tok: Any) -> str:
     return "gpt2"
 
 
-def _param_count_b(conf: Any) -> float | None:
+def _param_count_b(conf: PretrainedConfig) -> float | None:
     h = getattr(conf, "hidden_size", None) or getattr(conf, "n_embd", None)
     n = getattr(conf, "num_hidden_layers", None) or getattr(conf, "n_layer", None)
     v = getattr(conf, "vocab_size", None)
@@ -227,7 +255,7 @@ def _param_count_b(conf: Any) -> float | None:
     return (n * (4 * h * h + 3 * h * inter) + 2 * v * h) / 1e9
 
 
-def _mean_tokens(examples: list[Any], tok: Any | None) -> float:
+def _mean_tokens(examples: Sequence[Example], tok: PreTrainedTokenizerBase | None) -> float:
     if not examples:
         return 0.0
     sample = examples[:200]
@@ -245,7 +273,7 @@ def _fmt_time(seconds: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------- checks
-def check_data(cfg: Config, rep: Report) -> list[Any]:
+def check_data(cfg: Config, rep: Report) -> list[Example]:
     from cpqs_bench.data.pool import read_pool, resolve_source
 
     d = cfg.data
@@ -277,7 +305,7 @@ def check_data(cfg: Config, rep: Report) -> list[Any]:
     rep.guard("data", f"pool {d.pool}", pool_check)
     pw = cfg.evaluate.pairwise
     for name in pw.sets:
-        rep.guard("data", f"pairwise prompt set {name}", lambda name=name: _prompt_set_check(cfg, name))
+        rep.guard("data", f"pairwise prompt set {name}", functools.partial(_prompt_set_check, cfg, name))
     if "cpqs" in cfg.selectors.names:
         rep.guard(
             "data",
@@ -403,8 +431,14 @@ def check_models(cfg: Config, rep: Report, mode: str, task_chat: dict[str, bool]
             )
     if "mods" in cfg.selectors.names:
         extra.append(("reward model", cfg.selectors.mods.reward_model))
+    bases = {n.partition("+")[0] for n in cfg.selectors.names}
+    if "reward" in bases and ("reward model", cfg.selectors.reward.model) not in extra:
+        extra.append(("reward model", cfg.selectors.reward.model))
+    if "deita" in bases:
+        extra.append(("deita complexity scorer", cfg.selectors.deita.complexity_model))
+        extra.append(("deita quality scorer", cfg.selectors.deita.quality_model))
     for role, spec in extra:
-        rep.guard("model", f"{role} {spec}", lambda spec=spec: _other_model(spec, mode))
+        rep.guard("model", f"{role} {spec}", functools.partial(_other_model, spec, mode))
     return facts
 
 
@@ -433,56 +467,92 @@ def _template_check(cfg: Config, facts: dict[str, Any], task_chat: dict[str, boo
     )
 
 
-def check_query_sets(cfg: Config, names: list[str]) -> tuple[str, str]:
+def _query_set(cfg: Config, base: str) -> tuple[str, list[Example]]:
+    """The query set a target-aware selector reads, as it reads it (``rds``: :func:`rds.load_queries`; ``less``:
+    :func:`less.read_queries`, which applies LESS's own limit and offset)."""
+    from cpqs_bench.selectors import less, rds
+
+    spec = getattr(cfg.selectors, base).queries
+    if not spec:
+        raise ValueError(f"selectors.{base}.queries names no query set (target-aware selectors need one)")
+    if base == "less":
+        return spec, less.read_queries(cfg)[0]
+    return spec, [q for _, q in rds.load_queries(cfg)]
+
+
+def check_query_sets(cfg: Config, names: list[str], pool: Sequence[Example] = ()) -> tuple[str, str]:
     """A target-aware selector's query (dev) set must never be evaluation items: refused on an exact (normalised)
-    instruction match or any shared 13-gram with an evaluation item (the contamination index)."""
+    instruction match or any shared 13-gram with an evaluation item (the contamination index), or on a normalised
+    match with a pairwise-judge prompt (``evaluate.pairwise.sets``). Nor may it hold a pool example (normalised
+    instruction): the selector would rank the query's own copy first (the selectors refuse that too,
+    :func:`cpqs_bench.selectors.rds.refuse_pool_queries`)."""
     from cpqs_bench.contamination import ContaminationIndex, available_task_items
-    from cpqs_bench.selectors.rds import check_queries_disjoint, load_queries
+    from cpqs_bench.selectors.rds import check_queries_disjoint
 
     items, unavailable = available_task_items(cfg.evaluate.tasks, cfg.evaluate.include_path, cfg.data.mirror, None)
     index = ContaminationIndex.build(items, cfg.data.contamination_n)
     eval_prompts = [it.texts[0] for its in items.values() for it in its if it.texts]
+    pw = cfg.evaluate.pairwise
+    judged: list[str] = []
+    if pw.enabled and pw.sets:
+        from cpqs_bench.evaluate.judge import load_prompt_sets
+
+        judged = [p["question"] for p in load_prompt_sets(pw.sets, cfg.data.mirror, None)]
     details = []
     for name in names:
         base = name.partition("+")[0]
-        spec = getattr(cfg.selectors, base).queries
-        if not spec:
-            return PROBLEM, f"{name}: selectors.{base}.queries names no query set (target-aware selectors need one)"
-        queries = load_queries(cfg, spec=spec)
-        problems = check_queries_disjoint(queries, eval_prompts)
-        hits = index.overlapping_ids([q for _, q in queries])
+        spec, queries = _query_set(cfg, base)
+        setting = f"selectors.{base}.queries"
+        problems = check_queries_disjoint(queries, eval_prompts, setting=setting)
+        problems += check_queries_disjoint(queries, judged, what="pairwise-judge prompts", setting=setting)
+        in_pool = check_queries_disjoint(queries, pool, show=3, what="pool examples", setting=setting)
+        hits = index.overlapping_ids(queries)
+        found = []
         if problems or hits:
             shown = problems[:3] + [f"{qid} shares an n-gram with {sorted(h)[:2]}" for qid, h in list(hits.items())[:3]]
-            return PROBLEM, f"{name}: the query set {spec} overlaps evaluation items: " + "; ".join(shown)
-        details.append(f"{name}: {len(queries)} queries from {spec}, none in the evaluation items")
+            found.append("overlaps evaluation items: " + "; ".join(shown))
+        if in_pool:
+            found.append("overlaps the pool: " + "; ".join(in_pool[:3]))
+        if found:
+            return PROBLEM, f"{name}: the query set {spec} " + "; and ".join(found)
+        sel = getattr(cfg.selectors, base)
+        where = (f", rows from {sel.query_offset}" if sel.query_offset else "") + (
+            f", tasks {list(sel.query_tasks)}" if getattr(sel, "query_tasks", ()) else ""
+        )
+        details.append(
+            f"{name}: {len(queries)} queries from {spec}{where}, none in the evaluation items"
+            + (f", the {len(judged)} pairwise prompts" if judged else "")
+            + f" or the {len(pool)} pool examples"
+        )
     if unavailable:
         details.append(f"not checked against {sorted(unavailable)} (data not offline)")
     return OK, "; ".join(details)
 
 
-def check_selectors(cfg: Config, rep: Report) -> None:
+def check_selectors(cfg: Config, rep: Report, pool: Sequence[Example] = ()) -> None:
     from cpqs_bench.reproduce import is_control, is_control_of
-    from cpqs_bench.selectors import registry
 
     target_aware = [n for n in cfg.selectors.names if n.partition("+")[0] in ("rds", "less")]
     if target_aware:
-        rep.guard("selectors", "target-aware query sets", lambda: check_query_sets(cfg, target_aware))
+        rep.guard("selectors", "target-aware query sets", lambda: check_query_sets(cfg, target_aware, pool))
     for name in cfg.selectors.names:
         if is_control(name):
             ref = is_control_of(name)
-            rep.guard(
-                "selectors",
-                name,
-                lambda name=name, ref=ref: (
-                    (OK, f"matched random control of {ref} (cpqs_bench.selectors.matched), redrawn per seed")
-                    if ref in cfg.selectors.names
-                    else (PROBLEM, f"its reference arm {ref!r} is not in selectors.names")
-                ),
-            )
+            rep.guard("selectors", name, functools.partial(_control_check, cfg, ref))
             continue
-        rep.guard(
-            "selectors", name, lambda name=name: (OK, type(registry.get(name, dict(cfg.selectors.plugins))).__module__)
-        )
+        rep.guard("selectors", name, functools.partial(_registered_check, cfg, name))
+
+
+def _control_check(cfg: Config, ref: str) -> tuple[str, str]:
+    if ref in cfg.selectors.names:
+        return OK, f"matched random control of {ref} (cpqs_bench.selectors.matched), redrawn per seed"
+    return PROBLEM, f"its reference arm {ref!r} is not in selectors.names"
+
+
+def _registered_check(cfg: Config, name: str) -> tuple[str, str]:
+    from cpqs_bench.selectors import registry
+
+    return OK, type(registry.get(name, dict(cfg.selectors.plugins))).__module__
 
 
 def check_tasks(cfg: Config, rep: Report) -> dict[str, bool]:
@@ -517,7 +587,7 @@ def check_tasks(cfg: Config, rep: Report) -> dict[str, bool]:
     from cpqs_bench.contamination import shares_source
 
     for task in cfg.evaluate.tasks:
-        rep.guard("tasks", task, lambda task=task: one(task))
+        rep.guard("tasks", task, functools.partial(one, task))
         shared = shares_source(cfg.data.pool, task, cfg.evaluate.include_path)
         if shared:  # named, allowed: the contamination table on every page measures the overlap
             rep.add("contamination", f"{cfg.data.pool} vs {task}", WARN, shared)
@@ -542,6 +612,117 @@ def check_recipe(cfg: Config, rep: Report) -> None:
     rep.add("recipe", "config", OK, f"hash {config_hash(cfg)}; seeds {list(cfg.experiment.seeds)}")
 
 
+OWN_COST_LINES = ("rds", "reward", "less", "deita")  # selectors whose work is estimated on a line of their own
+DEITA_TEMPLATE_TOKENS = 40  # the scorers' prompt template around the instruction / response (deita.py)
+
+
+def _size_b(spec: str) -> float | None:
+    """Billions of parameters of a model the preset names, from :data:`KNOWN_MODELS` (None: not known offline)."""
+    return KNOWN_MODELS.get(spec.split("@")[0], {}).get("params_b")
+
+
+def _n_queries(cfg: Config, base: str) -> int:
+    """An upper bound on a target-aware selector's query count: ``query_limit`` per comma-separated source (a
+    source without a limit counted as 1,000 rows; the preflight's query-set check reads the real set)."""
+    from cpqs_bench.selectors.rds import query_sources
+
+    sel = getattr(cfg.selectors, base)
+    return len(query_sources(sel.queries or "")) * (sel.query_limit or 1000)
+
+
+def less_gradient_bytes(cfg: Config, n_pool: int) -> int:
+    """Disk for LESS's projected gradients (float32, cached per warm-up checkpoint in the scoring work dir): one
+    ``projection_dim`` vector per pool example and query, per checkpoint (one per warm-up epoch)."""
+    lc = cfg.selectors.less
+    return lc.warmup_epochs * (n_pool + _n_queries(cfg, "less")) * lc.projection_dim * 4
+
+
+def selector_work(
+    cfg: Config, n_pool: int, tok_per_ex: float, params: float, tp: dict[str, float | bool], rep: Report
+) -> dict[str, float]:
+    """One work line per selector with its own models and passes (``rds``, ``reward``, ``less``, ``deita``): the
+    models, the tokens, and a time from :data:`THROUGHPUT` scaled by each model's size; seconds per line."""
+    bases = {n.partition("+")[0] for n in cfg.selectors.names}
+    label = "measured here" if tp["measured"] else "ESTIMATE (GPU figures not measured)"
+    fwd_per_b, train_per_b = float(tp["forward"]), float(tp["train"])
+    target = cfg.model.id
+    pool_tokens = n_pool * tok_per_ex
+    seconds: dict[str, float] = {}
+
+    def timed(tokens: float, size_b: float | None, per_b: float) -> tuple[float, str]:
+        if size_b is None:
+            return 0.0, "time not estimated (model size unknown offline)"
+        t = tokens / (per_b / size_b)
+        return t, f"≈ {_fmt_time(t)} [{label}]"
+
+    if "rds" in bases:
+        n_q = _n_queries(cfg, "rds")
+        t, when = timed((n_pool + n_q) * tok_per_ex, params, fwd_per_b)
+        seconds["rds"] = t
+        rep.add(
+            "work",
+            "rds",
+            INFO,
+            f"{target}: one forward pass (last hidden state) over {n_pool} pool examples + ≤ {n_q} queries "
+            f"({(n_pool + n_q) * tok_per_ex / 1e6:.2f}M tokens) {when}",
+        )
+    if "reward" in bases:
+        r = cfg.selectors.reward
+        size = _size_b(r.model)
+        t, when = timed(pool_tokens, size, fwd_per_b)
+        seconds["reward"] = t
+        rep.add(
+            "work",
+            "reward",
+            INFO,
+            f"{r.model} (~{size if size is not None else '?'}B): one forward pass over {n_pool} (prompt, response) "
+            f"pairs ({pool_tokens / 1e6:.2f}M tokens) {when}",
+        )
+    if "less" in bases:
+        lc = cfg.selectors.less
+        n_q = _n_queries(cfg, "less")
+        n_warm = max(1, round(lc.warmup_fraction * n_pool))
+        warm_tokens = n_warm * tok_per_ex * lc.warmup_epochs
+        grad_tokens = lc.warmup_epochs * (n_pool + n_q) * tok_per_ex
+        t_warm, when_warm = timed(warm_tokens, params, train_per_b)
+        t_grad, when_grad = timed(grad_tokens, params, train_per_b)
+        seconds["less warm-up"], seconds["less gradients"] = t_warm, t_grad
+        rep.add(
+            "work",
+            "less",
+            INFO,
+            f"{target}: warm-up LoRA (r={lc.lora_r}) on {n_warm} examples ({lc.warmup_fraction:g} of the pool) × "
+            f"{lc.warmup_epochs} epochs = {warm_tokens / 1e6:.2f}M trained tokens {when_warm}; gradients: a forward + "
+            f"backward pass per example at each of {lc.warmup_epochs} checkpoints over {n_pool} pool examples + "
+            f"≤ {n_q} queries = {grad_tokens / 1e6:.2f}M tokens, one example per pass {when_grad}; projected "
+            f"gradients {less_gradient_bytes(cfg, n_pool) / 1e9:.2f} GB on disk ({lc.projection_dim} dims, float32)",
+        )
+    if "deita" in bases:
+        dc = cfg.selectors.deita
+        sizes = {m: _size_b(m) for m in (dc.complexity_model, dc.quality_model)}
+        scorer_tokens = pool_tokens + n_pool * DEITA_TEMPLATE_TOKENS  # ≤: complexity reads the instruction only
+        total = 0.0
+        parts = []
+        for m, size in sizes.items():
+            t, when = timed(scorer_tokens, size, fwd_per_b)
+            total += t
+            parts.append(f"{m} (~{size if size is not None else '?'}B) {when}")
+        emb = ""
+        if dc.embedding == "target":
+            t, when = timed(pool_tokens, params, fwd_per_b)
+            total += t
+            emb = f"; filter embeddings: {target}, one forward pass {when}"
+        seconds["deita"] = total
+        rep.add(
+            "work",
+            "deita",
+            INFO,
+            f"two scorer passes over {n_pool} examples (≤ {scorer_tokens / 1e6:.2f}M tokens each, one forward pass "
+            "per prompt, the rating read at its next token): " + "; ".join(parts) + emb,
+        )
+    return seconds
+
+
 def estimate_work(cfg: Config, pool: list[Any], facts: dict[str, Any], device: str, rep: Report) -> dict[str, Any]:
     """Tokens and requests per stage, and time from :data:`THROUGHPUT` (scaled by parameters)."""
     from cpqs_bench.reproduce import arms, scored
@@ -557,8 +738,11 @@ def estimate_work(cfg: Config, pool: list[Any], facts: dict[str, Any], device: s
     fwd = tp["forward"] / params
     train = tp["train"] / params
     gen = tp["generate"] / params
+    # forward passes of the target model over the pool; the selectors with their own models and passes (rds,
+    # reward, less, deita) are charged on lines of their own (selector_work); external scores cost nothing here
     passes = {"ifd": 2, "ifd_ppl": 2, "perplexity": 1, "cpqs": 1, "superfiltering": 0, "random": 0, "longest": 0}
-    score_tokens = sum(passes.get(n, 1) for n in scored(cfg)) * n_pool * tok_per_ex
+    passes.update(dict.fromkeys(OWN_COST_LINES + ("external",), 0))
+    score_tokens = sum(passes.get(n.partition("+")[0], 1) for n in scored(cfg)) * n_pool * tok_per_ex
     # an arm's examples: the pool for full; the budget for a selector and for a matched control (its reference
     # arm's count, or under budget_unit=tokens its reference arm's tokens); a token budget is a fraction of the
     # pool's tokens (< 1) or a token count
@@ -597,6 +781,7 @@ def estimate_work(cfg: Config, pool: list[Any], facts: dict[str, Any], device: s
         f"{score_tokens / 1e6:.2f}M tokens ({n_pool} examples × ~{tok_per_ex:.0f} tokens "
         f"× forward passes) ≈ {_fmt_time(seconds['score'])} [{label}]",
     )
+    seconds.update(selector_work(cfg, n_pool, tok_per_ex, params, tp, rep))
     rep.add(
         "work",
         "fine-tuning",
@@ -648,13 +833,16 @@ def check_disk(cfg: Config, rep: Report, facts: dict[str, Any], n_pool: int) -> 
         feats = min(cq.feature_cache_max_gb * 1e9, (cq.n_pairs or 0) * 2 * 200 * 32 * hidden * 2)
     lora = cfg.finetune.lora_r * 2 * hidden * 7 * 32 * 4  # r × (in + out) × 7 linear layers × L layers × fp32
     adapters = lora * len(cfg.experiment.seeds) * (2 + len(cfg.selectors.names) + len(cfg.selectors.bottom_arms))
-    need = feats + adapters
+    grads = 0.0
+    if any(n.partition("+")[0] == "less" for n in cfg.selectors.names):
+        grads = float(less_gradient_bytes(cfg, n_pool))
+    need = feats + adapters + grads
     rep.add(
         "disk",
         str(probe),
         PROBLEM if need > free else OK,
         f"free {free / 1e9:.1f} GB; need ≈ {need / 1e9:.2f} GB (features {feats / 1e9:.2f}, adapters "
-        f"{adapters / 1e9:.2f})",
+        f"{adapters / 1e9:.2f}" + (f", LESS projected gradients {grads / 1e9:.2f}" if grads else "") + ")",
     )
 
 
@@ -707,6 +895,23 @@ def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None, tasks: li
         "evaluate.pairwise.n_boot": 50,
         "selectors.drop_ifd_ge_1": False,  # a random stand-in often has IFD >= 1 everywhere: arms would be empty
         "selectors.mods.necessity_max_new_tokens": 4,  # its beams (MoDS: 4) still exercise the beam path
+        # target-aware selectors: two queries (from the preset's own query set, offset and tasks kept)
+        "selectors.rds.query_limit": 2,
+        "selectors.rds.batch_size": 2,
+        "selectors.rds.max_length": min(cfg.selectors.rds.max_length, 256),
+        "selectors.less.query_limit": 2,
+        # LESS: its warm-up draws one example (a fraction of 4, at least 1) and makes one optimizer step per epoch;
+        # two epochs, because the first step's learning rate is 0 under the reference's linear warm-up (ratio 0.03
+        # of 1 step rounds up to 1 step) and a checkpoint needs a positive mean rate to weigh its gradients
+        "selectors.less.warmup_epochs": 2,
+        "selectors.less.lora_r": 4,
+        "selectors.less.lora_alpha": 16,
+        "selectors.less.projection_dim": 64,
+        "selectors.less.max_length": min(cfg.selectors.less.max_length, 256),
+        "selectors.deita.batch_size": 2,
+        # deita.max_length as the preset's: the stand-in's context (512) caps it, room for a pool instruction + template
+        "selectors.reward.batch_size": 2,
+        "selectors.reward.max_length": 256,
     }
     if tasks is not None:
         changes["evaluate.tasks"] = list(tasks)
@@ -736,6 +941,14 @@ def scratch_config(cfg: Config, out_dir: Path, model_dir: Path | None, tasks: li
                 "selectors.mods.seed_model": None,
                 "selectors.mods.max_new_tokens": 4,
                 "selectors.diversity.embedding": "target",
+                # the reward model and DEITA's scorers: the stand-in (a sequence-classification head on it, random
+                # weights, for the reward model; its next-token logits of the rating tokens for DEITA)
+                "selectors.reward.model": str(model_dir),
+                "selectors.reward.revision": None,
+                "selectors.deita.complexity_model": str(model_dir),
+                "selectors.deita.quality_model": str(model_dir),
+                "selectors.deita.revision": None,
+                "selectors.deita.embedding": "target",
             }
         )
     return replace(cfg, **changes)
@@ -808,7 +1021,7 @@ def preflight(
     pool = check_data(cfg, rep)
     task_chat = check_tasks(cfg, rep)
     facts = check_models(cfg, rep, mode, task_chat)
-    check_selectors(cfg, rep)
+    check_selectors(cfg, rep, pool)
     check_recipe(cfg, rep)
     device = (
         models.pick_device(cfg.model.device)

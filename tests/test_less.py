@@ -209,3 +209,12 @@ def test_less_passes_the_contract(tmp_path, queries_file):
     assert less.LESSSelector.target_aware is True
     with pytest.raises(ValueError, match="needs its warm-up folder"):
         less.LESSSelector().score(contract_examples(), ScoringContext(cfg, tmp_path / "none", loader=tiny_loader()))
+
+
+def test_a_test_split_no_evaluation_task_reads_may_be_a_query_set(mirror):
+    """MBPP+ (its only split is "test") under HumanEval tasks is a code dev set; GSM8K test under a GSM8K task is not."""
+    code = less_config("mbpp_plus", **{"evaluate.tasks": ("cpqs_humaneval_instruct",), "selectors.less.query_limit": 3})
+    qs, tasks = less.read_queries(code)
+    assert len(qs) == 3 and tasks == ["mbpp_plus"] * 3
+    with pytest.raises(ValueError, match="'cpqs_gsm8k_chat' reads"):
+        less.read_queries(less_config("gsm8k", **{"evaluate.tasks": ("cpqs_gsm8k_chat",)}))

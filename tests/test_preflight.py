@@ -4,6 +4,7 @@ fail after fine-tuning is refused up front with one line naming the cause."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -73,6 +74,15 @@ def test_every_preset_passes_its_offline_preflight(preset, mirror, offline_env, 
     assert "preflight: PASSED" in text and "scratch run" in text
     assert any(c.area == "scratch run" and c.status == "OK" for c in rep.checks), text
     assert not list(Path(".").glob("runs*")), "the scratch run must not write outside its temporary folder"
+    cfg = load_config(str(preset))
+    work = {c.item: c.detail for c in rep.checks if c.area == "work"}
+    for name in {n.partition("+")[0] for n in cfg.selectors.names} & set(NEW_SELECTORS):  # their own cost lines
+        assert name in work, text
+    if "reward" in cfg.selectors.names:
+        assert cfg.selectors.reward.model in work["reward"]
+    if "deita" in cfg.selectors.names:
+        assert cfg.selectors.deita.complexity_model in work["deita"]
+        assert cfg.selectors.deita.quality_model in work["deita"]
 
 
 def _base_model_dir(tmp_path: Path) -> Path:
@@ -173,3 +183,74 @@ def test_the_fine_tuning_estimate_counts_the_mods_seed_model_only_when_the_pipel
     assert f"MoDS seed model (≤ {30 * 100 * epochs / 1e3:.0f}k tokens)" in line
     assert f"random {20 * 100 * epochs / 1e3:.0f}k" in line  # a whole-number budget is a count, not a fraction
     assert "MoDS" not in _work_line(given)[0]
+
+
+NEW_SELECTORS = ("rds", "reward", "less", "deita")
+
+
+def test_the_new_selectors_cost_lines_name_their_models_and_charge_their_passes(monkeypatch):
+    from cpqs_bench import preflight
+
+    monkeypatch.setattr(preflight, "_mean_tokens", lambda pool, tok: 100.0)
+    cfg = replace(
+        load_config("paper_gsm8k"),
+        **{"data.pool_limit": 0, "selectors.less.query_limit": 50, "selectors.rds.query_limit": 20},
+    )
+    rep = preflight.Report()
+    pool = [SimpleNamespace(id=str(i)) for i in range(1000)]
+    work = preflight.estimate_work(cfg, pool, {"params_b": 7.0}, "cuda", rep)
+    lines = {c.item: c.detail for c in rep.checks if c.area == "work"}
+    assert set(NEW_SELECTORS) <= set(lines), lines
+    assert (
+        "Qwen/Qwen2.5-7B-Instruct" in lines["rds"]
+        and "1000 pool examples + ≤ 20 queries (0.10M tokens)" in lines["rds"]
+    )
+    assert "OpenAssistant/reward-model-deberta-v3-large-v2 (~0.435B)" in lines["reward"]
+    lc = cfg.selectors.less
+    n_warm = round(lc.warmup_fraction * 1000)  # 50 examples × 4 epochs × 100 tokens
+    assert (
+        f"on {n_warm} examples" in lines["less"]
+        and f"= {n_warm * lc.warmup_epochs * 100 / 1e6:.2f}M trained" in lines["less"]
+    )
+    grads = lc.warmup_epochs * (1000 + 50)  # a forward + backward per example and query at every checkpoint
+    assert f"= {grads * 100 / 1e6:.2f}M tokens, one example per pass" in lines["less"]
+    assert f"{grads * lc.projection_dim * 4 / 1e9:.2f} GB on disk" in lines["less"]
+    assert "hkust-nlp/deita-complexity-scorer (~13.0B)" in lines["deita"] and "deita-quality-scorer" in lines["deita"]
+    # each is charged once, on its own line, not also as a target-model pass in the scoring line
+    for name in NEW_SELECTORS:
+        assert any(k.startswith(name) for k in work["seconds"]), work["seconds"]
+    plain = replace(cfg, **{"selectors.names": tuple(n for n in cfg.selectors.names if n not in NEW_SELECTORS)})
+    rep2 = preflight.Report()
+    preflight.estimate_work(plain, pool, {"params_b": 7.0}, "cuda", rep2)
+    score_line = next(c.detail for c in rep2.checks if c.item == "scoring")
+    # ifd 2, alpagasus 1, mods 1, cpqs 1 forward passes of the target (superfiltering: the small proxy, random: none)
+    assert score_line.startswith(f"{5 * 1000 * 100 / 1e6:.2f}M tokens")
+    assert next(c.detail for c in rep.checks if c.item == "scoring") == score_line
+
+
+@pytest.mark.parametrize("preset", ["paper_gsm8k", "paper_code", "paper_general"])
+def test_the_paper_presets_query_sets_are_disjoint_from_pool_and_evaluation(preset, mirror, offline_env, monkeypatch):
+    """The preset's own query choice passes the preflight's overlap check; the same preset with a query set that
+    overlaps the pool (paper_gsm8k without its offset) or the pairwise-judge prompts (paper_general with every
+    AlpacaEval subset) is refused."""
+    from cpqs_bench.data.pool import read_pool
+    from cpqs_bench.preflight import OK, PROBLEM, check_query_sets
+
+    monkeypatch.setenv("CPQS_DATA_MIRROR", str(mirror))
+    cfg = load_config(preset)
+    names = [n for n in cfg.selectors.names if n in ("rds", "less")]
+    assert "rds" in names and ("less" in names) == (preset != "paper_general")
+    pool = read_pool(cfg.data.pool, mirror=None, limit=cfg.data.pool_limit).examples
+    status, detail = check_query_sets(cfg, names, pool)
+    assert status == OK, detail
+    assert "none in the evaluation items" in detail
+    if preset == "paper_gsm8k":
+        assert "rows from 5973" in detail
+        bad = replace(cfg, **{"selectors.rds.query_offset": 0})
+        status, detail = check_query_sets(bad, names, pool)
+        assert status == PROBLEM and "overlaps the pool" in detail and "pool examples" in detail
+    if preset == "paper_general":
+        assert "pairwise prompts" in detail
+        bad = replace(cfg, **{"selectors.rds.query_tasks": ()})
+        status, detail = check_query_sets(bad, names, pool)
+        assert status == PROBLEM and "pairwise-judge prompts" in detail

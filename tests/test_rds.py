@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from cpqs_bench import prompts
+from cpqs_bench.config import replace
 from cpqs_bench.data.example import Example
 from cpqs_bench.select import kept_ids, select
 from cpqs_bench.selectors import registry
@@ -34,7 +35,7 @@ POOL = [
 QUERIES = [
     Example("q1", _user("How many clips did Natalia sell?"), "72 clips. #### 72"),
     Example("q2", _user("Write a poem about the sea."), "The sea and the sky, a quick brown fox."),
-    Example("q3", _user("Give three tips for staying healthy."), "Eat well, sleep, exercise."),
+    Example("q3", _user("Give three tips for sleeping well."), "Dark room, no screens, same hour."),
 ]
 
 
@@ -164,6 +165,34 @@ def test_rds_is_target_aware_and_registered():
 def test_contract():
     check_selector(RDSSelector([("a", QUERIES[0]), ("b", QUERIES[1])]))
     check_selector(RDSSelector([("a", q) for q in QUERIES]), family="llama2")
-    # the contract pool's own examples as one-task queries: scores are max cosines
-    report = check_selector(RDSSelector([("t", ex) for ex in contract_examples()[:3]]))
-    assert all(r.score <= 1.0 + 1e-6 for r in report.rows if r.exclude is None)
+    report = check_selector(RDSSelector([("t", q) for q in QUERIES]))
+    assert all(-1.0 - 1e-6 <= r.score <= 1.0 + 1e-6 for r in report.rows if r.exclude is None)  # max cosines
+
+
+def test_queries_that_are_pool_examples_are_refused(tmp_path):
+    """A query that is a pool example (normalised instruction) would rank its own copy first: refused."""
+    pool = contract_examples()
+    with pytest.raises(ValueError, match="query examples are pool examples") as err:
+        RDSSelector([("t", QUERIES[0]), ("t", pool[2])]).score(pool, _ctx(tmp_path))
+    assert repr(pool[2].id) in str(err.value) and "query_offset" in str(err.value)
+
+
+def test_query_offset_and_query_tasks_choose_the_rows(mirror):
+    from cpqs_bench.data.pool import read_pool
+
+    cfg = contract_config(**{"selectors.rds.queries": "gsm8k_train", "selectors.rds.query_limit": 2})
+    first = read_pool("gsm8k_train", limit=5).examples
+    got = load_queries(replace(cfg, **{"selectors.rds.query_offset": 3}))
+    assert [q.id for _, q in got] == [ex.id for ex in first[3:5]]  # rows 3 and 4: past a 3-row pool
+    tasks = contract_config(
+        **{
+            "selectors.rds.queries": "alpaca_eval/gpt4",
+            "selectors.rds.query_task_field": "dataset",
+            "selectors.rds.query_tasks": ("oasst", "helpful_base"),
+            "selectors.rds.query_limit": None,
+        }
+    )
+    loaded = load_queries(tasks)
+    assert {t for t, _ in loaded} == {"oasst", "helpful_base"} and len(loaded) == 188 + 129
+    with pytest.raises(ValueError, match="query_tasks needs selectors.rds.query_task_field"):
+        load_queries(replace(tasks, **{"selectors.rds.query_task_field": None}))

@@ -19,13 +19,16 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from cpqs_bench.data.example import Example
 from cpqs_bench.finetune.sft import epoch_checkpoints, finetune_arm
 from cpqs_bench.io import sha256_file, write_json, write_jsonl
 from cpqs_bench.selectors.base import is_empty_response
 from cpqs_bench.selectors.less import WARMUP_RECORD
+
+if TYPE_CHECKING:
+    from cpqs_bench.config import Config
 
 LORA_DROPOUT = 0.1  # base_training_args.sh
 TARGET_MODULES = r".*\.(q_proj|k_proj|v_proj|o_proj)"  # base_training_args.sh --lora_target_modules q k v o
@@ -47,7 +50,7 @@ def warmup_subset(pool: Sequence[Example], fraction: float, seed: int) -> list[E
     return sorted(sorted(eligible, key=key)[:k], key=lambda ex: ex.id)
 
 
-def warmup_config(cfg: Any) -> Any:
+def warmup_config(cfg: Config) -> Config:
     """The project config with the reference's warm-up recipe in its finetune section."""
     from cpqs_bench.config import replace
 
@@ -99,7 +102,7 @@ def _info_loader(loader: Callable[..., Any] | None) -> Callable[..., Any] | None
 
 
 def warmup(
-    cfg: Any, pool: Sequence[Example], out_dir: str | Path, *, seed: int, loader: Callable[..., Any] | None = None
+    cfg: Config, pool: Sequence[Example], out_dir: str | Path, *, seed: int, loader: Callable[..., Any] | None = None
 ) -> dict[str, Any]:
     """Train the LESS warm-up into ``out_dir`` (resumable; a finished one is returned as is) and return its record:
     ``{"adapter": "adapter", "checkpoints": [{step, epoch, path, mean_lr}], "n_warmup", "warmup_ids_sha256",

@@ -73,7 +73,9 @@ class RDSConfig:
 
     queries: str | None = None  # named dataset / file / hf: spec of the query (dev) set; never evaluation items
     query_limit: int | None = 500
+    query_offset: int = 0  # rows of each source skipped first (a slice disjoint from a pool read from the same set)
     query_task_field: str | None = None  # a metadata field naming each query's task (round-robin across tasks)
+    query_tasks: tuple[str, ...] = ()  # with query_task_field: keep only these tasks (empty: every task)
     max_length: int = 2048
     batch_size: int = 8
 
@@ -105,6 +107,7 @@ class LESSConfig:
 
     queries: str | None = None  # as rds.queries: a named dev set, never evaluation items
     query_limit: int | None = 200
+    query_offset: int = 0  # as rds.query_offset
     query_task_field: str | None = None
     warmup_fraction: float = 0.05
     warmup_epochs: int = 4

@@ -26,7 +26,7 @@ Differences from the reference:
    stand-in scorers in tests have others). The readout uses the next-token logits of one forward pass (the
    reference's ``generate(..., output_scores=True).scores[0]``: the same logits under greedy decoding, no
    processors). No fallback score of 3.0: a rating token missing from the vocabulary is an error.
-2. 2. Prompts longer than ``selectors.deita.max_length`` tokens (capped by the scorer's context; the reference: no
+2. Prompts longer than ``selectors.deita.max_length`` tokens (capped by the scorer's context; the reference: no
    limit) have the filled-in field (the instruction, or for quality the response) cut in tokens so that the template's
    tail ("##Quality: ") is always read; the pieces are then tokenised separately (the reference tokenises the whole
    string).
@@ -39,18 +39,27 @@ Differences from the reference:
    calls it distance); processed one example at a time (the reference's ``batch_size`` 1 default).
 5. Batching: prompts of one scorer are batched (``selectors.deita.batch_size``), left-padded with explicit position
    ids so a padded prompt gives the logits it gives alone (up to float noise); the reference scores one at a time.
+6. Several processes (``accelerate launch``, :func:`cpqs_bench.score.score_pool`'s slices): each process runs the
+   scorers and embeddings over its slice; the evol scores and embeddings are gathered to every process
+   (:func:`cpqs_bench.selectors.distributed.all_gather`), each runs the same global filter and writes its slice's
+   rows: the merged scores equal one process's. The reference runs one process.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace as dc_replace
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from cpqs_bench.data.example import Example
 from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response
+from cpqs_bench.selectors.distributed import all_gather
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # llama_scorer.py / mistral_scorer.py (identical strings, including the spaces)
 COMPLEXITY_TEMPLATE = (
@@ -66,7 +75,7 @@ NO_EMBEDDING = "no_embedding"
 
 
 # --------------------------------------------------------------------------------------------------- readout
-def rating_token_ids(tokenizer: Any) -> list[int]:
+def rating_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """The vocabulary id of each rating "1" … "6": the last id of ``encode(digit)`` when it decodes to the digit."""
     ids = []
     for k in RATINGS:
@@ -77,7 +86,7 @@ def rating_token_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
-def expected_score(logits: Any, rating_ids: Sequence[int]) -> float:
+def expected_score(logits: torch.Tensor | Sequence[float], rating_ids: Sequence[int]) -> float:
     """``base.py infer_score``: softmax over the rating tokens' logits, times 1 … 6, summed."""
     import torch
 
@@ -104,7 +113,9 @@ def turns(ex: Example) -> list[tuple[str, str]]:
     return out
 
 
-def prompt_ids(tokenizer: Any, template: str, fields: dict[str, str], cut: str, max_length: int) -> list[int]:
+def prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, template: str, fields: dict[str, str], cut: str, max_length: int
+) -> list[int]:
     """The filled template's token ids (``tokenizer.encode``); over ``max_length``, the field ``cut`` is shortened
     in tokens so that the template's tail is kept."""
     ids = tokenizer.encode(template.format(**fields))
@@ -121,7 +132,7 @@ def prompt_ids(tokenizer: Any, template: str, fields: dict[str, str], cut: str, 
     return list(head_ids) + list(body) + list(tail_ids)
 
 
-def next_token_logits(model: Any, seqs: Sequence[Sequence[int]], pad_id: int) -> Any:
+def next_token_logits(model: PreTrainedModel, seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
     """Logits of the token after each sequence (left-padded batch, explicit position ids)."""
     import torch
 
@@ -138,7 +149,9 @@ def next_token_logits(model: Any, seqs: Sequence[Sequence[int]], pad_id: int) ->
     return out.logits[:, -1, :].float().cpu()
 
 
-def expected_scores(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], batch_size: int) -> list[float]:
+def expected_scores(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Sequence[int]], batch_size: int
+) -> list[float]:
     from cpqs_bench.prompts import pad_token_id
 
     rating = rating_token_ids(tokenizer)
@@ -185,7 +198,7 @@ def pick_order(scores: Sequence[float], emb: np.ndarray, threshold: float) -> tu
 
 
 # --------------------------------------------------------------------------------------------------- selector
-def _scorer(ctx: ScoringContext, spec: str) -> tuple[Any, Any, int]:
+def _scorer(ctx: ScoringContext, spec: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, int]:
     """The scorer model, its tokenizer and the prompt limit: ``selectors.deita.max_length`` capped by its context."""
     from cpqs_bench.models import model_max_length
 
@@ -243,9 +256,16 @@ class DEITASelector:
         evol = evol_scores(examples, ctx)
         emb = _embeddings(examples, ctx)
         n_tok = _n_tokens(ctx, examples)
-        ids = sorted(i for i in evol if i in emb)  # order-free
+        # the filter is global: under several processes each scored its slice; every process ranks the whole pool
+        # from everyone's evol scores and embeddings (selectors/distributed.py) and keeps its slice's rows
+        all_evol: dict[str, float] = {}
+        all_emb: dict[str, np.ndarray] = {}
+        for part_evol, part_emb in all_gather(({i: v["evol"] for i, v in evol.items()}, emb)):
+            all_evol.update(part_evol)
+            all_emb.update(part_emb)
+        ids = sorted(i for i in all_evol if i in all_emb)  # order-free
         order_score, kept = (
-            pick_order([evol[i]["evol"] for i in ids], np.stack([emb[i] for i in ids]), dc.diversity_threshold)
+            pick_order([all_evol[i] for i in ids], np.stack([all_emb[i] for i in ids]), dc.diversity_threshold)
             if ids
             else ([], [])
         )

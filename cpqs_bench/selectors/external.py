@@ -100,7 +100,7 @@ def _column(rec: Mapping[str, Any], column: str, loc: str) -> Any:
     return value
 
 
-def _score(value: Any, loc: str, column: str) -> float:
+def _score(value: object, loc: str, column: str) -> float:
     """The score as a float; NaN for null / non-finite (an unscored record); an error for anything else."""
     if value is None:
         return math.nan
@@ -239,7 +239,7 @@ class ExternalSelector:
         name = arm_name(self.label if self.label is not None else e.label)
         scores = read_scores(iter_raw(e.source), e.column, e.join)
         tok = ctx.tokenizer()
-        n_tokens = {ex.id: len(response_tokens(tok, ex, ctx.config)) for ex in examples}
+        n_tokens = {ex.id: len(response_tokens(tok, ex, ctx.config.prompt)) for ex in examples}
         rows, report = join_rows(examples, scores, e.join, n_tokens, e.source, e.column)
         print(report.line(name), file=sys.stderr)
         write_json(Path(ctx.workdir) / REPORT_FILE, {"arm": name, **asdict(report)})

@@ -42,11 +42,16 @@ Differences from the reference:
    smallest, trained in id order — a seeded draw that does not depend on the pool's order (the reference draws with
    ``numpy`` on the file order).
 6. Query set as ``rds`` (:func:`cpqs_bench.selectors.rds.load_queries`): each comma-separated source is one task
-   (or ``query_task_field`` names a metadata field), ``query_limit`` per source (the reference's query sets are a
-   few shots per sub-task, e.g. MMLU's 57). Named datasets that are test splits (``...#test`` on the Hub) are
-   refused here; the preflight's ``rds.check_queries_disjoint`` applies to ``less`` as to ``rds``.
-7. No sharding under ``accelerate launch`` yet: one process computes every gradient (cost: a forward + backward pass
-   per example and query per checkpoint).
+   (or ``query_task_field`` names a metadata field), ``query_offset`` rows skipped and ``query_limit`` kept per source (the reference's query sets are a
+   few shots per sub-task, e.g. MMLU's 57). A named test split an evaluation task of the config reads (``gsm8k``
+   under ``cpqs_gsm8k_chat``) is refused here; the preflight's ``rds.check_queries_disjoint`` applies to ``less`` as to ``rds``, and a query that
+   is a pool example is refused by the selector (``rds.refuse_pool_queries``).
+7. Sharded under ``accelerate launch`` as every scorer (:func:`cpqs_bench.score.score_pool`): each process computes
+   the gradients of its slice of the pool (``examples[rank::world]``) and of the whole query set at every checkpoint,
+   and the main process merges the rows. Exact: an example's score depends on its own gradient and the query
+   gradients only (the projection is seeded, the same on every process); the query gradients are computed by every
+   process (a small share: ``query_limit`` per source against the pool). The reference shards by hand (one job per
+   data file).
 
 Stage split: the warm-up (:func:`cpqs_bench.finetune.less_warmup.warmup`) is a step of its own, before scoring (the
 selectors layer may not import the fine-tuning code, ``tests/test_layers.py``); its folder is this selector's
@@ -58,13 +63,20 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import read_json, sha256_file, stable_hash
 from cpqs_bench.selectors.base import EMPTY_RESPONSE, Needs, ScoreRow, ScoringContext, is_empty_response
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from cpqs_bench.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +92,9 @@ MAX_BLOCK_ELEMENTS = 1 << 28  # projection matrix block drawn at most this many 
 
 
 # ------------------------------------------------------------------------------------------------- math pieces
-def adam_direction(grad: Any, exp_avg: Any, exp_avg_sq: Any, beta1: float = BETA1, beta2: float = BETA2) -> Any:
+def adam_direction(
+    grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, beta1: float = BETA1, beta2: float = BETA2
+) -> torch.Tensor:
     """The reference's Adam update direction for one gradient (``obtain_gradients_with_adam``)."""
     import torch
 
@@ -100,7 +114,7 @@ class RademacherProjector:
         self.grad_dim, self.proj_dim, self.seed = grad_dim, proj_dim, seed
         self.block_size = min(proj_dim, block_size)
 
-    def block(self, index: int) -> Any:
+    def block(self, index: int) -> torch.Tensor:
         import torch
 
         gen = torch.Generator().manual_seed(self.seed + 1000 * index)
@@ -109,7 +123,7 @@ class RademacherProjector:
         mat.mul_(2.0).sub_(1.0)
         return mat
 
-    def project(self, grads: Any) -> Any:
+    def project(self, grads: torch.Tensor) -> torch.Tensor:
         import torch
 
         grads = grads.detach().to("cpu", torch.float32)
@@ -142,7 +156,7 @@ def checkpoint_weights(rates: Sequence[float]) -> list[float]:
 
 
 def influence(
-    train: Sequence[Any], queries: Sequence[Any], weights: Sequence[float], tasks: Sequence[str]
+    train: Sequence[torch.Tensor], queries: Sequence[torch.Tensor], weights: Sequence[float], tasks: Sequence[str]
 ) -> tuple[list[float], dict[str, list[float]]]:
     """``matching.py``: ``Σ_i w_i · train_i @ query_iᵀ`` over checkpoints i, then per training row the mean over
     each task's query columns and the max over tasks. ``train[i]`` [N, d], ``queries[i]`` [Q, d] (normalised);
@@ -151,10 +165,10 @@ def influence(
 
     if not (len(train) == len(queries) == len(weights)) or not train:
         raise ValueError("influence: one train and one query matrix per checkpoint weight")
-    total = None
-    for t, q, w in zip(train, queries, weights):
-        part = w * (t.float() @ q.float().T)
-        total = part if total is None else total + part
+    total = sum(
+        (w * (t.float() @ q.float().T) for t, q, w in zip(train[1:], queries[1:], weights[1:])),
+        weights[0] * (train[0].float() @ queries[0].float().T),
+    )
     names = sorted(set(tasks))
     per_task = {}
     for name in names:
@@ -165,7 +179,7 @@ def influence(
 
 
 # ------------------------------------------------------------------------------------------------- gradients
-def trainable(model: Any) -> list[tuple[str, Any]]:
+def trainable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
     """The parameters that require gradients (the LoRA weights), in ``named_parameters`` order."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     bad = [n for n, _ in params if "lora" not in n.lower()]
@@ -176,7 +190,9 @@ def trainable(model: Any) -> list[tuple[str, Any]]:
     return params
 
 
-def example_gradient(model: Any, params: Sequence[tuple[str, Any]], row: dict[str, list[int]]) -> Any:
+def example_gradient(
+    model: torch.nn.Module, params: Sequence[tuple[str, torch.nn.Parameter]], row: dict[str, list[int]]
+) -> torch.Tensor:
     """One example's gradient of its mean response-token loss (``model(**batch).loss``, batch of one), flattened
     over ``params`` in order."""
     import torch
@@ -193,7 +209,7 @@ def example_gradient(model: Any, params: Sequence[tuple[str, Any]], row: dict[st
     return out
 
 
-def optimizer_moments(checkpoint: Path, names: Sequence[str]) -> tuple[Any, Any]:
+def optimizer_moments(checkpoint: Path, names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Adam's ``exp_avg`` and ``exp_avg_sq`` of a saved Trainer checkpoint, flattened in ``names`` order
     (``prepare_optimizer_state``). ``optimizer.pt`` numbers its params 0.. across param groups; the names of each
     group come from :data:`OPTIMIZER_PARAMS`, written with every checkpoint by the fine-tuning code."""
@@ -221,14 +237,20 @@ def optimizer_moments(checkpoint: Path, names: Sequence[str]) -> tuple[Any, Any]
 
 
 # ----------------------------------------------------------------------------------------------------- queries
-def _is_test_split(spec: str) -> bool:
+def _evaluated_test_split(spec: str, tasks: Sequence[str]) -> str | None:
+    """The evaluation task that reads ``spec`` when ``spec`` is a named test split whose name is part of a task's
+    name (``gsm8k`` in ``cpqs_gsm8k_chat``, ``humaneval`` in ``cpqs_humaneval_instruct``), else None. A backstop
+    for ``compare`` and the verbs; the preflight checks every query against the evaluation items by content. A
+    test split nothing here evaluates (``mbpp_plus`` under HumanEval tasks: MBPP+ has no other split) is allowed."""
     from cpqs_bench.data import mirror
 
     named = mirror.NAMED.get(spec)
-    return named is not None and str(named.hub).endswith("#test")
+    if named is None or not str(named.hub).endswith("#test"):
+        return None
+    return next((t for t in tasks if re.search(rf"(^|_){re.escape(spec)}(_|$)", t)), None)
 
 
-def read_queries(cfg: Any) -> tuple[list[Example], list[str]]:
+def read_queries(cfg: Config) -> tuple[list[Example], list[str]]:
     """The query examples and their task names, by RDS's rule (:func:`cpqs_bench.selectors.rds.load_queries` on
     ``selectors.less.{queries, query_limit, query_task_field}``): comma-separated sources, each one task (or the
     ``query_task_field`` metadata value), at most ``query_limit`` each, read through the data mirror."""
@@ -242,14 +264,20 @@ def read_queries(cfg: Any) -> tuple[list[Example], list[str]]:
             "selectors.less.queries=gsm8k_train (a named dataset, a file, or hf:owner/name); never evaluation items"
         )
     for source in rds.query_sources(lc.queries):
-        if _is_test_split(source):
-            raise ValueError(f"selectors.less.queries: {source!r} is a test split; queries are never evaluation items")
+        task = _evaluated_test_split(source, cfg.evaluate.tasks)
+        if task is not None:
+            raise ValueError(
+                f"selectors.less.queries: {source!r} is the test split evaluation task {task!r} reads; queries are "
+                "never evaluation items"
+            )
     as_rds = replace(
         cfg,
         **{
             "selectors.rds.queries": lc.queries,
             "selectors.rds.query_limit": lc.query_limit,
+            "selectors.rds.query_offset": lc.query_offset,
             "selectors.rds.query_task_field": lc.query_task_field,
+            "selectors.rds.query_tasks": (),
         },
     )
     pairs = rds.load_queries(as_rds)
@@ -257,7 +285,9 @@ def read_queries(cfg: Any) -> tuple[list[Example], list[str]]:
 
 
 # -------------------------------------------------------------------------------------------------------- score
-def _rows(examples: Sequence[Example], tok: Any, cfg: Any, max_length: int) -> dict[str, dict[str, list[int]]]:
+def _rows(
+    examples: Sequence[Example], tok: PreTrainedTokenizerBase, cfg: Config, max_length: int
+) -> dict[str, dict[str, list[int]]]:
     """id -> SFT row for examples that have one: the prompt layer's render with the training template, labels =
     ``Rendered.labels()`` (the response span, + end-of-turn under ``prompt.train_eot``), as the SFT rows are built
     (:func:`cpqs_bench.finetune.dataset.tokenize`); an example the length policy drops has none."""
@@ -281,7 +311,7 @@ def _rows(examples: Sequence[Example], tok: Any, cfg: Any, max_length: int) -> d
     return out
 
 
-def _attach(model: Any, adapter: Path) -> tuple[Any, dict[str, bool]]:
+def _attach(model: PreTrainedModel, adapter: Path) -> tuple[PreTrainedModel, dict[str, bool]]:
     from peft import PeftModel
 
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -292,7 +322,7 @@ def _attach(model: Any, adapter: Path) -> tuple[Any, dict[str, bool]]:
     return peft_model, flags
 
 
-def _detach(peft_model: Any, flags: dict[str, bool]) -> None:
+def _detach(peft_model: PreTrainedModel, flags: dict[str, bool]) -> None:
     base = peft_model.unload()
     for n, p in base.named_parameters():
         p.requires_grad_(flags.get(n, p.requires_grad))
@@ -300,12 +330,12 @@ def _detach(peft_model: Any, flags: dict[str, bool]) -> None:
 
 
 def checkpoint_gradients(
-    model: Any,
+    model: PreTrainedModel,
     checkpoint: Path,
     train_rows: Sequence[dict[str, list[int]]],
     query_rows: Sequence[dict[str, list[int]]],
     projection_dim: int,
-) -> tuple[Any, Any]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised projected gradients at one warm-up checkpoint: training rows with the Adam direction of the
     checkpoint's optimizer state, query rows plain gradients; one projection for both."""
     import torch
@@ -337,8 +367,11 @@ def score_with_warmup(examples: Sequence[Example], ctx: ScoringContext, warmup_d
     if not (warmup_dir / WARMUP_RECORD).is_file():
         raise FileNotFoundError(f"{warmup_dir / WARMUP_RECORD}: not a finished LESS warm-up folder")
     warmup_record = read_json(warmup_dir / WARMUP_RECORD)
+    from cpqs_bench.selectors.rds import refuse_pool_queries
+
     cfg, lc = ctx.config, ctx.config.selectors.less
     queries, tasks = read_queries(cfg)
+    refuse_pool_queries(queries, examples, "selectors.less.queries")
     model, tok, _ = ctx.model()
     limit = model_max_length(model)
     max_length = lc.max_length if limit is None else min(lc.max_length, limit)
@@ -395,7 +428,7 @@ def score_with_warmup(examples: Sequence[Example], ctx: ScoringContext, warmup_d
     by_id = {i: n for n, i in enumerate(order)}
     out = []
     for ex in examples:
-        n_tokens = len(response_tokens(tok, ex, cfg))
+        n_tokens = len(response_tokens(tok, ex, cfg.prompt))
         if is_empty_response(ex):
             out.append(ScoreRow(ex.id, math.nan, n_tokens, exclude=EMPTY_RESPONSE))
         elif ex.id not in by_id:

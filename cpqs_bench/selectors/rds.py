@@ -25,14 +25,19 @@ tasks, ``rr_task`` (the task whose turn took it) and ``rr_pick`` (the pick index
 **Query set.** ``selectors.rds.queries``: a named dataset (resolved through the data mirror), a file, or an
 ``hf:`` spec, read by :func:`cpqs_bench.data.pool.read_pool`; several comma-separated sources are several tasks
 (each source one task). ``query_task_field`` instead names a metadata field that gives each query's task (e.g.
-``dataset`` of ``alpaca_eval/gpt4``: selfinstruct, oasst, koala, helpful_base, vicuna). ``query_limit`` caps each
-source. The code sets of the mirror store the solution as ``canonical_solution``: :data:`QUERY_FIELD_MAPS` maps
+``dataset`` of ``alpaca_eval/gpt4``: selfinstruct, oasst, koala, helpful_base, vicuna) and ``query_tasks`` keeps
+only some of those tasks (``paper_general``: oasst and helpful_base; the other three are the Self-Instruct, Koala and
+Vicuna prompts its pairwise judge evaluates on). ``query_offset`` skips the
+first rows of each source and ``query_limit`` caps it, so a query set can be a slice of the pool's own dataset that
+the pool does not hold (``paper_gsm8k``: GSM8K-train rows after the pool's ``data.pool_limit``). The code sets of the mirror store the solution as ``canonical_solution``: :data:`QUERY_FIELD_MAPS` maps
 it to the ``code`` schema's ``completion`` for ``mbpp_plus`` / ``humaneval`` / ``humaneval_plus``.
 
 **Target-aware.** The score depends on a sample of the target *task* distribution, so ``RDSSelector.target_aware``
 is True (the leaderboard marks such arms) and the query set must never be evaluation items:
 :func:`check_queries_disjoint` lists every query whose instruction is an evaluation item's (the preflight refuses
-the run when the list is not empty).
+the run when the list is not empty). Nor may a query be a pool example (the pool example would score a perfect
+cosine against itself): :func:`rds_rows` refuses a query set whose instruction matches a pool example's, and the
+preflight says so before any stage runs.
 
 Differences from the reference:
 
@@ -46,6 +51,10 @@ Differences from the reference:
 * Round robin over the whole pool (a ranking), not stopped at the budget; ties in a task's ordering are broken by
   id (the reference: Python's stable sort over the pickle's order).
 * Embeddings in float32 from the model's dtype; empty responses are excluded (the data policy), not embedded.
+* Several processes (``accelerate launch``: :func:`cpqs_bench.score.score_pool` gives each its slice of the pool):
+  each embeds its slice and the whole query set; with one task the max cosine of an example is its own, with
+  several the per-task max cosines are gathered (:func:`cpqs_bench.selectors.distributed.all_gather`) and every
+  process runs the same round robin over the whole pool, so the merged scores equal one process's.
 """
 
 from __future__ import annotations
@@ -53,7 +62,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -68,6 +77,13 @@ from cpqs_bench.selectors.base import (
     is_empty_response,
     response_tokens,
 )
+from cpqs_bench.selectors.distributed import all_gather
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from cpqs_bench.config import Config
 
 PROMPT_TOO_LONG = "rds_prompt_too_long"
 DEFAULT_TASK = "queries"
@@ -80,7 +96,7 @@ QUERY_FIELD_MAPS: dict[str, dict[str, str]] = {
 
 
 # --------------------------------------------------------------------------------------------------- pooling
-def weighted_mean_pool(hidden: Any, mask: Any) -> Any:
+def weighted_mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """SGPT position-weighted mean of ``hidden`` (batch, T, H) under ``mask`` (batch, T): weight ``t + 1`` on real
     position ``t``, 0 on padding, normalised per row; then L2-normalised (compute_influence_cosinesim.py)."""
     import torch
@@ -93,7 +109,7 @@ def weighted_mean_pool(hidden: Any, mask: Any) -> Any:
     return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
 
-def _render(tok: Any, ex: Example, cfg: Any, max_length: int) -> prompts.Rendered | None:
+def _render(tok: PreTrainedTokenizerBase, ex: Example, cfg: Config, max_length: int) -> prompts.Rendered | None:
     return prompts.render(
         tok,
         ex,
@@ -105,7 +121,7 @@ def _render(tok: Any, ex: Example, cfg: Any, max_length: int) -> prompts.Rendere
     )
 
 
-def rds_max_length(model: Any, cfg: Any) -> int:
+def rds_max_length(model: PreTrainedModel, cfg: Config) -> int:
     """``selectors.rds.max_length`` capped at the model's context length."""
     limit = model_max_length(model)
     m = int(cfg.selectors.rds.max_length)
@@ -113,7 +129,11 @@ def rds_max_length(model: Any, cfg: Any) -> int:
 
 
 def embed(
-    model: Any, tok: Any, examples: Sequence[Example], cfg: Any, batch_size: int | None = None
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    cfg: Config,
+    batch_size: int | None = None,
 ) -> dict[str, np.ndarray]:
     """id -> the L2-normalised position-weighted mean of the last hidden state over the rendered conversation, for
     every example that renders (empty responses and prompts longer than the limit have none)."""
@@ -180,7 +200,7 @@ def query_sources(spec: str) -> list[str]:
     return [s.strip() for s in spec.split(",") if s.strip()]
 
 
-def load_queries(cfg: Any, spec: str | None = None, limit: int | None = -1) -> list[tuple[str, Example]]:
+def load_queries(cfg: Config, spec: str | None = None, limit: int | None = -1) -> list[tuple[str, Example]]:
     """``[(task, query example), ...]`` from ``selectors.rds.queries`` (or ``spec``): each comma-separated source
     read by :func:`cpqs_bench.data.pool.read_pool` with the data mirror, at most ``query_limit`` each; the task is
     ``query_task_field``'s metadata value when set, else the source."""
@@ -194,10 +214,14 @@ def load_queries(cfg: Any, spec: str | None = None, limit: int | None = -1) -> l
             "never evaluation items), e.g. gsm8k_train or alpaca_eval/gpt4"
         )
     limit = r.query_limit if limit == -1 else limit
+    if r.query_tasks and not r.query_task_field:
+        raise ValueError("selectors.rds.query_tasks needs selectors.rds.query_task_field (the field naming the task)")
     mirror = cfg.data.mirror  # None: read_pool falls back to $CPQS_DATA_MIRROR
     out: list[tuple[str, Example]] = []
     for source in query_sources(spec):
-        pool = read_pool(source, mirror=mirror, limit=limit, field_map=QUERY_FIELD_MAPS.get(source))
+        pool = read_pool(
+            source, mirror=mirror, limit=limit, offset=r.query_offset, field_map=QUERY_FIELD_MAPS.get(source)
+        )
         for ex in pool.examples:
             if r.query_task_field:
                 task = ex.metadata.get(r.query_task_field)
@@ -206,11 +230,15 @@ def load_queries(cfg: Any, spec: str | None = None, limit: int | None = -1) -> l
                         f"{pool.source}: query {ex.id!r} has no metadata field {r.query_task_field!r} "
                         f"(selectors.rds.query_task_field); fields: {sorted(ex.metadata)}"
                     )
-                out.append((str(task), ex))
+                if not r.query_tasks or str(task) in r.query_tasks:
+                    out.append((str(task), ex))
             else:
                 out.append((source, ex))
     if not out:
-        raise ValueError(f"selectors.rds.queries={spec!r}: no query examples read")
+        raise ValueError(
+            f"selectors.rds.queries={spec!r}: no query examples read"
+            + (f" (query_tasks {list(r.query_tasks)})" if r.query_tasks else "")
+        )
     return out
 
 
@@ -225,11 +253,16 @@ def _instruction(item: Example | str) -> str:
 
 
 def check_queries_disjoint(
-    queries: Sequence[Example | tuple[str, Example]], eval_items: Sequence[Example | str], show: int = 10
+    queries: Sequence[Example | tuple[str, Example]],
+    eval_items: Sequence[Example | str],
+    show: int = 10,
+    what: str = "evaluation items",
+    setting: str = "selectors.rds.queries",
 ) -> list[str]:
     """Problems (empty = fine): every query whose instruction, normalised (NFKC, whitespace collapsed, casefolded),
-    equals an evaluation item's (an :class:`Example`'s non-system prompt turns, or a string). The preflight
-    refuses a run with a non-empty list: a query set must never be evaluation items."""
+    equals an item's of ``eval_items`` (an :class:`Example`'s non-system prompt turns, or a string). The preflight
+    refuses a run with a non-empty list: a query set must never be evaluation items (``what``), nor pool examples
+    (``what="pool examples"``, also refused by the selectors themselves)."""
     index: dict[str, str] = {}
     for n, item in enumerate(eval_items):
         key = _norm(_instruction(item))
@@ -240,17 +273,31 @@ def check_queries_disjoint(
         ex = q[1] if isinstance(q, tuple) else q
         key = _norm(_instruction(ex))
         if key in index:
-            hits.append(f"query {ex.id!r} is evaluation item {index[key]!r}: {key[:80]!r}")
+            hits.append(f"query {ex.id!r} is {what[:-1] if what.endswith('s') else what} {index[key]!r}: {key[:80]!r}")
     if not hits:
         return []
     problems = [
-        f"selectors.rds.queries: {len(hits)} of {len(queries)} query examples are evaluation items (a query set "
-        "must be a dev set disjoint from what is evaluated)"
+        f"{setting}: {len(hits)} of {len(queries)} query examples are {what} (a query set must be a dev set "
+        "disjoint from the pool and from what is evaluated)"
     ]
     problems += hits[:show]
     if len(hits) > show:
         problems.append(f"... and {len(hits) - show} more")
     return problems
+
+
+def refuse_pool_queries(
+    queries: Sequence[Example | tuple[str, Example]], pool: Sequence[Example], setting: str
+) -> None:
+    """Raise when a query is a pool example (normalised instruction, :func:`check_queries_disjoint`): a target-aware
+    selector would rank the query's own copy first. Take the queries from rows the pool does not hold (another split,
+    or ``query_offset`` past the pool's ``data.pool_limit``)."""
+    problems = check_queries_disjoint(queries, pool, show=3, what="pool examples", setting=setting)
+    if problems:
+        raise ValueError(
+            "; ".join(problems) + f"; take {setting} from rows the pool does not hold (another split, or "
+            f"{setting.rpartition('.')[0]}.query_offset past the pool's data.pool_limit)"
+        )
 
 
 # --------------------------------------------------------------------------------------------------- selector
@@ -259,6 +306,7 @@ def rds_rows(
 ) -> list[ScoreRow]:
     """Rows (input order) of RDS+ over ``examples`` against ``[(task, query), ...]``."""
     cfg = ctx.config
+    refuse_pool_queries(queries, examples, "selectors.rds.queries")
     model, tok, _ = ctx.model()
     pool_emb = embed(model, tok, examples, cfg)
     q_emb = embed(model, tok, [q for _, q in queries], cfg)
@@ -278,15 +326,21 @@ def rds_rows(
     pick: dict[str, tuple[int, str]] = {}
     if len(tasks) == 1:
         score = dict(next(iter(per_task.values()), {}))
-    elif ids:
-        order = round_robin(per_task)
+    else:
+        # the round robin is a pick order over the whole pool: under several processes (score_pool's slices) every
+        # process ranks the pool from everyone's max cosines (selectors/distributed.py) and keeps its own rows
+        merged: dict[str, dict[str, float]] = {t: {} for t in tasks}
+        for part in all_gather(per_task):
+            for task, s in part.items():
+                merged[task].update(s)
+        order = round_robin(merged) if any(merged.values()) else []
         n = len(order)
         for j, (i, task) in enumerate(order):
             score[i] = 1.0 - j / n
             pick[i] = (j, task)
     rows = []
     for ex in examples:
-        n_tok = len(response_tokens(tok, ex, cfg))
+        n_tok = len(response_tokens(tok, ex, cfg.prompt))
         if is_empty_response(ex):
             rows.append(ScoreRow(ex.id, math.nan, n_tok, exclude=EMPTY_RESPONSE))
         elif ex.id not in score:

@@ -39,7 +39,7 @@ Differences from the reference:
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from cpqs_bench.data.example import Example
 from cpqs_bench.models import model_max_length
@@ -51,6 +51,9 @@ from cpqs_bench.selectors.base import (
     is_empty_response,
     response_tokens,
 )
+
+if TYPE_CHECKING:
+    from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 FORMATS = ("auto", "pair", "chat")
 DEFAULT_FORMAT = "auto"  # a library call's default; the selector reads selectors.reward.format
@@ -64,7 +67,9 @@ def question_text(ex: Example) -> str:
     return "\n".join(m["content"] for m in ex.prompt if m["role"] != "system")
 
 
-def load_reward_model(ctx: ScoringContext, spec: str, revision: str | None = None) -> tuple[Any, Any]:
+def load_reward_model(
+    ctx: ScoringContext, spec: str, revision: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """``(model, tokenizer)`` of a reward model: ``ctx.reward_loader`` when set (tests: a tiny stand-in), else
     transformers' ``AutoModelForSequenceClassification`` on ``model.device``, cached in the context (one load per
     run for every selector that scores with it)."""
@@ -83,7 +88,7 @@ def load_reward_model(ctx: ScoringContext, spec: str, revision: str | None = Non
     return model, tok
 
 
-def resolve_format(tokenizer: Any, fmt: str = "auto") -> str:
+def resolve_format(tokenizer: PreTrainedTokenizerBase, fmt: str = "auto") -> str:
     if fmt not in FORMATS:
         raise ValueError(f"reward input format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt != "auto":
@@ -91,7 +96,9 @@ def resolve_format(tokenizer: Any, fmt: str = "auto") -> str:
     return "chat" if getattr(tokenizer, "chat_template", None) else "pair"
 
 
-def reward_limit(model: Any, tokenizer: Any, max_length: int | None = None) -> int | None:
+def reward_limit(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int | None = None
+) -> int | None:
     """The token limit: ``max_length`` when given, else the smaller of the tokenizer's and the model's (None when
     neither says)."""
     if max_length is not None:
@@ -115,7 +122,9 @@ def _question(prompt: Prompt) -> str:
     return "\n".join(m["content"] for m in prompt if m["role"] != "system")
 
 
-def _encode(tokenizer: Any, batch: Sequence[tuple[Prompt, str]], fmt: str, limit: int | None, pad: bool) -> Any:
+def _encode(
+    tokenizer: PreTrainedTokenizerBase, batch: Sequence[tuple[Prompt, str]], fmt: str, limit: int | None, pad: bool
+) -> BatchEncoding:
     trunc = {"truncation": limit is not None, "max_length": limit}
     if fmt == "pair":
         return tokenizer(
@@ -125,7 +134,7 @@ def _encode(tokenizer: Any, batch: Sequence[tuple[Prompt, str]], fmt: str, limit
     return tokenizer(texts, add_special_tokens=False, padding=pad, return_tensors="pt", **trunc)
 
 
-def _full_length(tokenizer: Any, item: tuple[Prompt, str], fmt: str) -> int:
+def _full_length(tokenizer: PreTrainedTokenizerBase, item: tuple[Prompt, str], fmt: str) -> int:
     if fmt == "pair":
         return len(tokenizer(_question(item[0]), item[1])["input_ids"])
     text = tokenizer.apply_chat_template(_messages(*item), tokenize=False)
@@ -133,8 +142,8 @@ def _full_length(tokenizer: Any, item: tuple[Prompt, str], fmt: str) -> int:
 
 
 def reward_scores_detailed(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     pairs: Sequence[tuple[Prompt, str]],
     batch_size: int = 8,
     max_length: int | None = None,
@@ -167,8 +176,8 @@ def reward_scores_detailed(
 
 
 def reward_scores(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     pairs: Sequence[tuple[Prompt, str]],
     batch_size: int = 8,
     max_length: int | None = None,
@@ -205,7 +214,7 @@ class RewardSelector:
         target_tok = ctx.tokenizer()
         rows = []
         for ex in examples:
-            n = len(response_tokens(target_tok, ex, ctx.config))
+            n = len(response_tokens(target_tok, ex, ctx.config.prompt))
             if ex.id not in scored:
                 rows.append(ScoreRow(ex.id, math.nan, n, exclude=EMPTY_RESPONSE))
                 continue

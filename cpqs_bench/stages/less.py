@@ -7,14 +7,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cpqs_bench.config import Config, to_dict
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import FileArtifact
 
+if TYPE_CHECKING:
+    from cpqs_bench.publish.tracking import Tracker
+
 WARMUP = "warmup"
-_QUERY_FIELDS = ("queries", "query_limit", "query_task_field", "projection_dim")  # scoring's, not the warm-up's
+_QUERY_FIELDS = (
+    "queries",
+    "query_limit",
+    "query_offset",
+    "query_task_field",
+    "projection_dim",
+)  # scoring's, not the warm-up's
 
 
 @dataclass
@@ -39,7 +48,7 @@ class LessWarmupStep:
             "finetune": to_dict(self.cfg.finetune),
         }
 
-    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+    def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.finetune.less_warmup import warmup
 
         record = warmup(
