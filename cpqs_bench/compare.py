@@ -32,7 +32,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from cpqs_bench.contamination import ContaminationIndex, markdown_table
 from cpqs_bench.contamination import report as contamination_report
@@ -40,6 +40,15 @@ from cpqs_bench.data.example import Example
 from cpqs_bench.io import read_json, read_jsonl, stable_hash, write_bytes, write_json, write_jsonl, write_text
 from cpqs_bench.selectors import degeneracy, registry
 from cpqs_bench.selectors.base import Needs, ScoringContext
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from cpqs_bench.config import Config, DataConfig
+    from cpqs_bench.data.pool import Pool
+    from cpqs_bench.models import ModelInfo
+    from cpqs_bench.selectors.base import ModelLoader
 
 
 class CompareError(ValueError):
@@ -62,15 +71,15 @@ def _label(spec: str) -> str:
     return name
 
 
-def _read(spec: str, cfg: Any, field_map: dict[str, str] | None = None, schema: str | None = None):
+def _read(spec: str, data: DataConfig, field_map: dict[str, str] | None = None, schema: str | None = None) -> Pool:
     from cpqs_bench.data.pool import read_pool
 
     return read_pool(
         spec,
         schema=schema,
         field_map=field_map,
-        mirror=cfg.data.mirror,
-        max_rejected_fraction=cfg.data.max_rejected_fraction,
+        mirror=data.mirror,
+        max_rejected_fraction=data.max_rejected_fraction,
     )
 
 
@@ -109,7 +118,7 @@ def join_tiers(
 
 
 def tiered_pool(
-    cfg: Any,
+    data: DataConfig,
     *,
     examples: Sequence[Example] | None = None,
     source: str = "pool",
@@ -124,7 +133,7 @@ def tiered_pool(
     if tiers:
         if len(tiers) < 2:
             raise CompareError("--tiers needs at least two pools, strongest first")
-        loaded = [(spec, _read(spec, cfg)) for spec in tiers]
+        loaded = [(spec, _read(spec, data)) for spec in tiers]
         labels = [_label(s) for s in tiers]
         if len(set(labels)) != len(labels):
             raise CompareError(f"--tiers labels must differ, got {labels}")
@@ -133,8 +142,8 @@ def tiered_pool(
     if pairs:
         strong, weak = pair_fields
         sides = [
-            (strong, _read(pairs, cfg, {"output": strong}, "alpaca")),
-            (weak, _read(pairs, cfg, {"output": weak}, "alpaca")),
+            (strong, _read(pairs, data, {"output": strong}, "alpaca")),
+            (weak, _read(pairs, data, {"output": weak}, "alpaca")),
         ]
         exs, pair_ids = join_tiers([(lab, p.examples) for lab, p in sides], limit)
         return TieredPool(exs, pair_ids, [strong, weak], {f"{pairs}:{lab}": p.summary() for lab, p in sides})
@@ -173,20 +182,22 @@ def _json_row(row: dict[str, Any]) -> dict[str, Any]:
 def score_all(
     names: Sequence[str],
     examples: list[Example],
-    cfg: Any,
+    cfg: Config,
     out: Path,
     *,
     seed: int,
     scores: dict[str, str],
     checkpoints: dict[str, str],
-    loader: Callable[..., Any] | None,
+    loader: ModelLoader | None,
 ) -> tuple[dict[str, list[dict[str, Any]]], ScoringContext]:
     """Per selector: rows in pool order (from a file, a previous identical run, or scored now)."""
     from cpqs_bench.config import config_hash
 
     ids = [ex.id for ex in examples]
     pool_key = stable_hash([ex.to_dict() for ex in examples])
-    cache: dict = {}
+    cache: dict[
+        tuple[str, str | None, str | None], tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo | None]
+    ] = {}
     base = ScoringContext(cfg, out / "work", seed=seed, loader=loader, _cache=cache)
     result = {}
     for name in names:
@@ -312,7 +323,7 @@ def summarize_scores(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ figures, report
-def _png(fig: Any, path: Path) -> None:
+def _png(fig: Figure, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -428,7 +439,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------------ entry point
 def compare_selectors(
-    cfg: Any,
+    cfg: Config,
     selectors: Sequence[str],
     out: str | Path,
     *,
@@ -438,7 +449,7 @@ def compare_selectors(
     checkpoints: dict[str, str] | None = None,
     n_boot: int = 2000,
     seed: int | None = None,
-    loader: Callable[..., Any] | None = None,
+    loader: ModelLoader | None = None,
     contamination: ContaminationIndex | None = None,
 ) -> dict[str, Any]:
     """Score (or read) each selector on ``pool`` and write the comparison report to ``out``; returns the JSON.

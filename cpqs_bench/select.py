@@ -23,12 +23,16 @@ recipe and :func:`training_totals` turns a one-epoch summary into the arm's tota
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping
 
 from cpqs_bench.io import read_jsonl, write_json, write_jsonl
 from cpqs_bench.selectors.matched import ControlError, check_counts, take_within, token_summary, trained_of
+
+if TYPE_CHECKING:
+    from cpqs_bench.finetune.config import FinetuneConfig
 
 UNITS = ("examples", "tokens")
 Unit = Literal["examples", "tokens"]
@@ -164,7 +168,7 @@ def _grad_accum(batch_size: int, micro_batch_size: int, processes: int) -> int:
     return batch_size // per_step
 
 
-def optimizer_steps(n_rows: int, ft_cfg: Any, world_size: int = 1) -> int:
+def optimizer_steps(n_rows: int, ft_cfg: FinetuneConfig, world_size: int = 1) -> int:
     """Optimizer steps the Trainer takes on ``n_rows`` rows under the recipe ``ft_cfg`` (a ``FinetuneConfig``).
 
     As ``finetune.sft`` sets it up (transformers' ``Trainer.set_initial_training_values`` and accelerate's
@@ -186,7 +190,7 @@ def optimizer_steps(n_rows: int, ft_cfg: Any, world_size: int = 1) -> int:
     return math.ceil(ft_cfg.epochs * updates)
 
 
-def training_totals(summary: Mapping[str, Any], ft_cfg: Any, world_size: int = 1) -> dict[str, Any]:
+def training_totals(summary: Mapping[str, Any], ft_cfg: FinetuneConfig, world_size: int = 1) -> dict[str, Any]:
     """An arm's training totals from its one-epoch :func:`selection_summary`: ``optimizer_steps``, ``epochs`` (the
     epochs those steps cover: ``steps / updates per epoch``), ``trained_tokens`` and ``supervised_tokens`` summed
     over them. Exact when every epoch is complete (whole ``finetune.epochs``, no ``max_steps`` cut); a partial
@@ -195,11 +199,11 @@ def training_totals(summary: Mapping[str, Any], ft_cfg: Any, world_size: int = 1
     if n_rows is None:
         raise SelectionError("training_totals needs a selection summary made with token counts (n_rows is None)")
     steps = optimizer_steps(int(n_rows), ft_cfg, world_size)
-    per_epoch = optimizer_steps(int(n_rows), _OneEpoch(ft_cfg), world_size)
+    per_epoch = optimizer_steps(int(n_rows), dataclasses.replace(ft_cfg, epochs=1, max_steps=-1), world_size)
     epochs = steps / per_epoch
     exact = float(epochs).is_integer()
 
-    def times(v: Any) -> Any:
+    def times(v: int | None) -> int | None:
         return None if v is None else (int(v * epochs) if exact else int(round(v * epochs)))
 
     return {
@@ -212,14 +216,6 @@ def training_totals(summary: Mapping[str, Any], ft_cfg: Any, world_size: int = 1
         "trained_tokens_per_epoch": summary.get("trained_tokens"),
         "tokens_exact": exact,
     }
-
-
-class _OneEpoch:
-    """``ft_cfg`` with one epoch and no step cap (the updates of one epoch)."""
-
-    def __init__(self, ft_cfg: Any) -> None:
-        self.micro_batch_size, self.batch_size = ft_cfg.micro_batch_size, ft_cfg.batch_size
-        self.epochs, self.max_steps = 1, -1
 
 
 def select_file(

@@ -44,6 +44,8 @@ from cpqs_bench.selectors.base import ModelLoader, Needs, ScoreRow, ScoringConte
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from cpqs_bench.config import Config
+
 
 class ContractError(AssertionError):
     pass
@@ -86,7 +88,7 @@ def contract_examples() -> list[Example]:
 EMPTY_IDS = ("empty", "blank")
 
 
-def contract_config(**overrides: Any) -> Any:
+def contract_config(**overrides: object) -> Config:
     """A small default config for the kit (short max_length so truncation is exercised, small batches, short
     generations for judge / seed-model answers)."""
     from cpqs_bench.config import Config, replace
@@ -190,7 +192,7 @@ def _resolve(selector_or_name: Selector | str) -> Selector:
     return selector
 
 
-def _check_rows(name: str, examples: Sequence[Example], rows: Any) -> None:
+def _check_rows(name: str, examples: Sequence[Example], rows: object) -> None:
     if not isinstance(rows, list):
         raise _fail(name, "rows", f"score() must return a list, got {type(rows).__name__}")
     if len(rows) != len(examples):
@@ -238,7 +240,7 @@ def _check_not_degenerate(name: str, rows: list[ScoreRow]) -> None:
 
 
 def _validity_tracks(
-    name: str, run: Callable[[Sequence[Example], str], list[ScoreRow]], config: Any, family: str, seed: int
+    name: str, run: Callable[[Sequence[Example], str], list[ScoreRow]], config: Config, family: str, seed: int
 ) -> dict[str, list[dict[str, Any]]]:
     """Both validity tracks on the tiny fixture, scored by ``run`` (reported, never a contract failure)."""
     from cpqs_bench.validity import run as validity
@@ -261,7 +263,7 @@ def check_selector(
     selector_or_name: Selector | str,
     *,
     examples: Sequence[Example] | None = None,
-    config: Any = None,
+    config: Config | None = None,
     family: str = "chatml",
     seed: int = 0,
     checkpoint: str | Path | None = None,

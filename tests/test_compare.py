@@ -18,7 +18,7 @@ from cpqs_bench.testing import contract_config, tiny_loader
 
 def run_compare(selectors, out, *, cfg, tiers=None, limit=None, **kw):
     """What the CLI does: build the tiered pool, then one library call."""
-    pool = compare.tiered_pool(cfg, tiers=tiers, limit=limit)
+    pool = compare.tiered_pool(cfg.data, tiers=tiers, limit=limit)
     return compare.compare_selectors(cfg, selectors, out, pool=pool, **kw)
 
 
@@ -217,7 +217,7 @@ def test_contamination_of_each_top_budget(tmp_path):
         cfg,
         ["dirty", "clean"],
         tmp_path / "out",
-        pool=compare.tiered_pool(cfg, examples=pool, source="synthetic"),
+        pool=compare.tiered_pool(cfg.data, examples=pool, source="synthetic"),
         budget=3,
         scores={"dirty": dirty, "clean": clean},
         loader=tiny_loader(),
@@ -235,7 +235,7 @@ def test_contamination_of_each_top_budget(tmp_path):
         cfg,
         ["dirty"],
         tmp_path / "out2",
-        pool=compare.tiered_pool(cfg, examples=pool, source="synthetic"),
+        pool=compare.tiered_pool(cfg.data, examples=pool, source="synthetic"),
         budget=3,
         scores={"dirty": dirty},
         loader=tiny_loader(),

@@ -85,7 +85,7 @@ def test_plugin_runs_through_compare(installed_plugin, tmp_path):
         ["vocab_diversity", "longest"],
         tmp_path / "out",
         budget=3,
-        pool=compare.tiered_pool(cfg, examples=read_pool(str(pool)).examples),
+        pool=compare.tiered_pool(cfg.data, examples=read_pool(str(pool)).examples),
         loader=tiny_loader(),
     )
     assert result["selectors"]["vocab_diversity"]["eligible"] == 8

@@ -67,10 +67,12 @@ def run(args: argparse.Namespace) -> int:
     resolved = resolve(args)
     cfg = resolved.cfg
     if tiers or args.pairs:
-        pool = tiered_pool(cfg, tiers=tiers, pairs=args.pairs, pair_fields=(fields[0], fields[1]), limit=args.limit)
+        pool = tiered_pool(
+            cfg.data, tiers=tiers, pairs=args.pairs, pair_fields=(fields[0], fields[1]), limit=args.limit
+        )
     elif args.data:
         read = read_pool_at_edge(resolved, args.data)
-        pool = tiered_pool(cfg, examples=read.examples, source=read.source)
+        pool = tiered_pool(cfg.data, examples=read.examples, source=read.source)
         pool.sources = {args.data: read.summary()}
     else:
         raise CompareError("give a pool: --data POOL, or --tiers A,B, or --pairs FILE")
