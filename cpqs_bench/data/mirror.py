@@ -178,11 +178,11 @@ def dataset_files(
     dataset repository (``huggingface_hub``, cached). Offline (``HF_HUB_OFFLINE=1`` or ``offline=True``) a missing
     file is an error that names every missing file and where it was looked for."""
     if Path(name).expanduser().is_dir():
-        root = Path(name).expanduser()
-        missing = [f for f in files if not (root / f).exists()]
+        folder = Path(name).expanduser()
+        missing = [f for f in files if not (folder / f).exists()]
         if missing:
-            raise FileNotFoundError(f"{root}: missing {', '.join(missing)}")
-        return {f: root / f for f in files}
+            raise FileNotFoundError(f"{folder}: missing {', '.join(missing)}")
+        return {f: folder / f for f in files}
     key = "cpqs_data" if name in OFFICIAL_ALIASES else name
     ds = lookup(key)
     root = mirror_dir(mirror)

@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator, Protocol
 
 from cpqs_bench.data import mirror as _mirror
 from cpqs_bench.data.example import Example
@@ -82,11 +82,15 @@ def parse_hf_spec(spec: str) -> dict[str, str | None]:
 RawRecord = tuple[str, Any, str | None]  # (location "file:line", parsed value or None, error reason or None)
 
 
-def _open_bytes(path: Path):
+class _LineReader(Protocol):
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+
+def _open_bytes(path: Path) -> BinaryIO | gzip.GzipFile:
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
-def _lines(fh: Any, cap: int | None) -> Iterator[tuple[bytes, int | None]]:
+def _lines(fh: _LineReader, cap: int | None) -> Iterator[tuple[bytes, int | None]]:
     """``(line, None)`` per line, or ``(first bytes, full length)`` for a line longer than ``cap``: the rest of an
     oversized line is read in chunks and dropped, so memory stays bounded by ``cap`` whatever the file holds."""
     while True:
@@ -274,7 +278,7 @@ def read_pool(
     skipped = 0
     detected = schema
 
-    def reject(loc: str, reason: str, detail: str, raw: Any) -> None:
+    def reject(loc: str, reason: str, detail: str, raw: object) -> None:
         try:
             snippet = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
         except RecursionError:
@@ -355,7 +359,7 @@ def read_pool(
     return result
 
 
-def _record_size(rec: Any) -> int | None:
+def _record_size(rec: object) -> int | None:
     """UTF-8 size of a record as JSON (what a JSONL line of it would hold); None when nested too deep to encode."""
     try:
         return len(json.dumps(rec, ensure_ascii=False, default=str).encode("utf-8"))

@@ -9,7 +9,7 @@ e.g. ``{"output": "output_gpt4"}`` reads the GPT-4 side of a pair file as an Alp
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from cpqs_bench.data.example import Example, content_hash
 
@@ -86,7 +86,7 @@ def _code(rec: dict) -> tuple[list[dict], str, dict]:
     return [{"role": "user", "content": _text(rec, "prompt")}], _text(rec, "completion"), {}
 
 
-def _turns(turns: Any, role_key: str, text_key: str, field_name: str) -> tuple[list[dict], str, dict]:
+def _turns(turns: object, role_key: str, text_key: str, field_name: str) -> tuple[list[dict], str, dict]:
     if not isinstance(turns, list):
         raise RecordError(
             "wrong_type" if turns is not None else "missing_field", f"field {field_name!r} must be a list of turns"
@@ -146,7 +146,7 @@ def detect(rec: dict) -> str | None:
     return None
 
 
-def normalise(rec: Any, schema: str, field_map: dict[str, str] | None = None) -> Example:
+def normalise(rec: object, schema: str, field_map: dict[str, str] | None = None) -> Example:
     if not isinstance(rec, dict):
         raise RecordError("wrong_type", f"record must be a JSON object, got {type(rec).__name__}")
     if field_map:

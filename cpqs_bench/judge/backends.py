@@ -34,12 +34,16 @@ import os
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from cpqs_bench.io import stable_hash
 from cpqs_bench.judge.cache import JudgeCache, key
 from cpqs_bench.judge.config import JudgeConfig
 from cpqs_bench.provenance import scrub
+
+if TYPE_CHECKING:
+    import httpx
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 Conversation = Sequence[dict[str, str]]
 OnAnswer = Callable[[int, str], None]  # (index in the conversations passed to complete, answer text)
@@ -52,15 +56,20 @@ class JudgeError(RuntimeError):
 
 
 class Judge(Protocol):
-    identity: str
-    label: str
-    weak: bool
+    @property
+    def identity(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def weak(self) -> bool: ...
 
     def complete(self, conversations: Sequence[Conversation], on_answer: OnAnswer | None = None) -> list[str]: ...
 
 
 # ------------------------------------------------------------------------------------------------ local
-def _stop_ids(tokenizer: Any) -> list[int]:
+def _stop_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     ids = {tokenizer.eos_token_id}
     vocab = tokenizer.get_vocab()
     for tok in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "</s>", "<end_of_turn>"):
@@ -69,15 +78,15 @@ def _stop_ids(tokenizer: Any) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def prompt_text(tokenizer: Any, conversation: Conversation) -> str:
+def prompt_text(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -> str:
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(list(conversation), tokenize=False, add_generation_prompt=True)
     return "\n\n".join(m["content"] for m in conversation) + "\n\n"
 
 
 def generate(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     max_new_tokens: int,
     batch_size: int,
@@ -129,8 +138,8 @@ def generate(
 
 @dataclass
 class LocalJudge:
-    model: Any
-    tokenizer: Any
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     spec: str
     revision: str | None = None
     max_new_tokens: int = 64
@@ -186,7 +195,7 @@ class OpenAIJudge:
             )
         return value
 
-    def _one(self, client: Any, conversation: Conversation) -> str:
+    def _one(self, client: httpx.Client, conversation: Conversation) -> str:
         import httpx
 
         body = {
@@ -255,9 +264,10 @@ class OpenAIJudge:
                                 other.cancel()
                         continue
                     i = futures[fut]
-                    out[i] = fut.result()
+                    text = fut.result()
+                    out[i] = text
                     if on_answer is not None:
-                        on_answer(i, out[i])
+                        on_answer(i, text)
                 pending = {f for f in pending if not f.cancelled()}
         if first_error is not None:
             raise first_error
@@ -269,7 +279,7 @@ class OpenAIJudge:
 class CachedJudge:
     """``judge`` with every answer cached; ``hits`` / ``misses`` count this object's lookups."""
 
-    judge: Any
+    judge: Judge
     cache: JudgeCache | None
     hits: int = 0
     misses: int = 0
@@ -287,11 +297,12 @@ class CachedJudge:
         return self.judge.weak
 
     def complete(self, conversations: Sequence[Conversation], on_answer: OnAnswer | None = None) -> list[str]:
-        if self.cache is None:
+        cache = self.cache
+        if cache is None:
             self.misses += len(conversations)
             return _complete(self.judge, conversations, on_answer)
         keys = [key(self.identity, c) for c in conversations]
-        out: list[str | None] = [self.cache.get(k) for k in keys]
+        out: list[str | None] = [cache.get(k) for k in keys]
         todo = [i for i, v in enumerate(out) if v is None]
         self.hits += len(conversations) - len(todo)
         self.misses += len(todo)
@@ -303,7 +314,7 @@ class CachedJudge:
 
         def arrived(j: int, text: str) -> None:  # cached the moment it exists: a later failure cannot lose it
             i = todo[j]
-            self.cache.put(keys[i], self.identity, text)
+            cache.put(keys[i], self.identity, text)
             out[i] = text
             stored.add(i)
             if on_answer is not None:
@@ -317,7 +328,7 @@ class CachedJudge:
         return [str(v) for v in out]
 
 
-def _complete(judge: Any, conversations: Sequence[Conversation], on_answer: OnAnswer | None) -> list[str]:
+def _complete(judge: Judge, conversations: Sequence[Conversation], on_answer: OnAnswer | None) -> list[str]:
     """``judge.complete`` with ``on_answer`` when the judge accepts it (custom judges may not)."""
     try:
         accepts = "on_answer" in inspect.signature(judge.complete).parameters
@@ -331,7 +342,7 @@ def is_weak(cfg: JudgeConfig, spec: str, target_spec: str) -> bool:
     return cfg.backend == "local" and (cfg.model is None or spec in ("embedded", target_spec))
 
 
-def _weights(info: Any) -> str:
+def _weights(info: object) -> str:
     if hasattr(info, "path"):
         return f"{info.path}@{getattr(info, 'revision', None)}:{getattr(info, 'dtype', None)}"
     return stable_hash(repr(info), 16)
@@ -350,7 +361,7 @@ def make_judge(
     if cfg.backend == "openai":
         if not cfg.base_url or not cfg.model:
             raise JudgeError("judge backend openai needs selectors.judge.base_url and selectors.judge.model")
-        judge: Any = OpenAIJudge(
+        judge: Judge = OpenAIJudge(
             cfg.base_url,
             cfg.model,
             cfg.api_key_env,

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from cpqs_bench.io import stable_hash
 
@@ -58,5 +58,5 @@ class JudgeCache:
     def __enter__(self) -> "JudgeCache":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
