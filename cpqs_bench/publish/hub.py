@@ -46,7 +46,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from huggingface_hub import (
     CommitOperationAdd,
@@ -300,7 +300,7 @@ def _count_jsonl(path: Path) -> int:
     return n
 
 
-def _as_list(value: Any) -> list[str]:
+def _as_list(value: str | Iterable[object] | None) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):

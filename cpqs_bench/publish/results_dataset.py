@@ -161,7 +161,7 @@ def contamination_rows(experiment: str, section: Mapping[str, Any] | None, sourc
         raise ValueError(f"{source}: contamination.tasks must be an object")
     out = []
     for task, t in sorted(tasks.items()):
-        base = {
+        base: dict[str, Any] = {
             "experiment": experiment,
             "task": str(task),
             "n": _int(section.get("n")),
@@ -205,7 +205,7 @@ def validity_rows(experiment: str, section: Mapping[str, Any] | None, source: st
     if not isinstance(tracks, dict):
         raise ValueError(f"{source}: validity.tracks must be an object")
 
-    def ci(v: Any) -> tuple[float | None, float | None]:
+    def ci(v: object) -> tuple[float | None, float | None]:
         return (_float(v[0]), _float(v[1])) if isinstance(v, (list, tuple)) and len(v) == 2 else (None, None)
 
     out = []
@@ -246,13 +246,13 @@ def validity_rows(experiment: str, section: Mapping[str, Any] | None, source: st
     return out
 
 
-def _text(v: Any) -> str | None:
+def _text(v: object) -> str | None:
     if v is None:
         return None
     return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, sort_keys=True)
 
 
-def _int(v: Any) -> int | None:
+def _int(v: object) -> int | None:
     return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
 
 
@@ -396,7 +396,7 @@ def pairwise_rows(
     return out
 
 
-def _float(v: Any) -> float | None:
+def _float(v: object) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 

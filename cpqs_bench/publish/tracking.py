@@ -33,9 +33,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Sequence
 
 from cpqs_bench.provenance import scrub
+
+if TYPE_CHECKING:
+    import wandb
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +91,9 @@ class Tracker:
         self.start()
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.finish(exit_code=1 if exc_type is not None else 0)  # never suppresses the stage's own exception
 
     @property
@@ -123,7 +129,7 @@ class Tracker:
         except Exception as err:  # documented policy: W&B must never fail the pipeline
             self._fail("init", err)
 
-    def _settings(self, wandb: Any) -> Any:
+    def _settings(self, wandb: ModuleType) -> wandb.Settings:
         return wandb.Settings(
             mode=self.mode,
             x_disable_stats=True,
@@ -171,7 +177,7 @@ class Tracker:
     def log_histogram(self, name: str, values: Sequence[float]) -> None:
         self._call("log_histogram", lambda: self.run.log({name: self._wandb.Histogram(list(values))}))
 
-    def _call(self, what: str, fn: Any) -> None:
+    def _call(self, what: str, fn: Callable[[], object]) -> None:
         if not self.active:
             return
         try:
