@@ -47,11 +47,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
 from cpqs_bench.data.example import Example
+
+if TYPE_CHECKING:
+    from lm_eval.api.task import Task
+
+SeedT = TypeVar("SeedT", bound="int | str | None")  # a selection's seed key (None: a seed-independent arm)
 
 DEFAULT_N = 13
 TEMPLATE_MIN_ITEMS = 3  # an n-gram in fewer items is never template text
@@ -97,8 +102,8 @@ def _gram_hashes(texts: Sequence[str], n: int, words: _WordValues) -> tuple[np.n
     if m <= 0:
         return np.empty(0, np.uint64), np.empty(0, np.int64)
     v = np.asarray(values, dtype=np.uint64)
-    own = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
-    h = np.zeros(m, dtype=np.uint64)
+    own: np.ndarray = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
+    h: np.ndarray = np.zeros(m, dtype=np.uint64)
     for j in range(n):  # h = sum_j v[i + j] * P^(n-1-j)  (mod 2^64: uint64 arithmetic wraps)
         h = h * _PRIME + v[j : j + m]
     valid = own[:m] == own[n - 1 :]
@@ -120,7 +125,7 @@ class EvalItem:
     texts: tuple[str, ...]
 
 
-def _as_texts(value: Any, choices: Sequence[Any] | None) -> list[str]:
+def _as_texts(value: object, choices: Sequence[object] | None) -> list[str]:
     """A rendered ``doc_to_text``/``doc_to_target`` value as texts: an int (list) indexes the choices when there
     are any (multiple choice), a string is itself."""
     if value is None:
@@ -134,7 +139,7 @@ def _as_texts(value: Any, choices: Sequence[Any] | None) -> list[str]:
     return [str(value)]
 
 
-def _doc_id(doc: Any, idx: int) -> str:
+def _doc_id(doc: object, idx: int) -> str:
     if isinstance(doc, Mapping):
         for key in ("task_id", "idx", "id"):
             if key in doc:
@@ -142,7 +147,7 @@ def _doc_id(doc: Any, idx: int) -> str:
     return str(idx)
 
 
-def items_of_task(task: Any, name: str, limit: int | None = None) -> list[EvalItem]:
+def items_of_task(task: Task, name: str, limit: int | None = None) -> list[EvalItem]:
     """The evaluation items of a built lm-eval ``Task`` (its ``eval_docs``, the first ``limit`` of them)."""
     docs = task.eval_docs
     count = len(docs) if limit is None else min(limit, len(docs))
@@ -334,7 +339,7 @@ class ContaminationIndex:
             order = np.argsort(all_h, kind="stable")
             all_h, all_o = all_h[order], all_o[order]
             keys, starts = np.unique(all_h, return_index=True)
-            offsets = np.append(starts, all_h.size).astype(np.int64)
+            offsets: np.ndarray = np.append(starts, all_h.size).astype(np.int64)
         else:
             keys, all_o, offsets = np.empty(0, np.uint64), np.empty(0, np.int64), np.zeros(1, np.int64)
         return cls(n, flat, sizes, undetectable, templates, keys, offsets, all_o, words)
@@ -352,14 +357,14 @@ class ContaminationIndex:
         """(positions in ``h`` of n-grams in the index, the item id of each hit: one row per (n-gram, item))."""
         if h.size == 0 or self.keys.size == 0:
             return np.empty(0, np.int64), np.empty(0, np.int64)
-        pos = np.searchsorted(self.keys, h)
+        pos = np.asarray(np.searchsorted(self.keys, h))  # an array for an array of needles
         pos[pos == self.keys.size] = 0
         found = np.flatnonzero(self.keys[pos] == h)
         p = pos[found]
         lo, hi = self.offsets[p], self.offsets[p + 1]
         reps = hi - lo
-        where = np.repeat(found, reps)
-        starts = np.repeat(lo, reps)
+        where: np.ndarray = np.repeat(found, reps)
+        starts: np.ndarray = np.repeat(lo, reps)
         step = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
         return where, self.item_ids[starts + step]
 
@@ -411,7 +416,7 @@ def _fraction(count: float, checkable: int) -> float | None:
 def report(
     index: ContaminationIndex,
     pool_examples: Sequence[Example],
-    selections: Mapping[str, Mapping[int | str | None, Sequence[str]]] | None = None,
+    selections: Mapping[str, Mapping[SeedT, Sequence[str]]] | None = None,
     *,
     overlaps: Mapping[str, set[tuple[str, int]]] | None = None,
 ) -> dict[str, Any]:
@@ -456,8 +461,8 @@ def report(
         undetectable = len(index.undetectable[task])
         checkable = size - undetectable
         arms: dict[str, Any] = {}
-        for arm, by_seed in arm_hits.items():
-            per_seed = {s: len(h.get(task, ())) for s, h in by_seed.items()}
+        for arm, hits_by_seed in arm_hits.items():
+            per_seed = {s: len(h.get(task, ())) for s, h in hits_by_seed.items()}
             mean = sum(per_seed.values()) / len(per_seed) if per_seed else 0.0
             arms[arm] = {"overlapping_items": float(mean), "fraction": _fraction(mean, checkable), "per_seed": per_seed}
         n_pool = len(pool_hit.get(task, ()))

@@ -181,7 +181,7 @@ def _read_items(path: Path) -> dict[str, dict[str, float]]:
     return items
 
 
-def _parse_item(row: Any, where: str) -> tuple[str, str, float]:
+def _parse_item(row: object, where: str) -> tuple[str, str, float]:
     if not isinstance(row, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
     for key in ("task", "doc_id"):
@@ -198,7 +198,7 @@ def _parse_item(row: Any, where: str) -> tuple[str, str, float]:
     return task, str(doc_id), _as_score(correct, f"{where}: {value_key!r}")
 
 
-def _as_score(value: Any, what: str) -> float:
+def _as_score(value: object, what: str) -> float:
     """A per-item or per-task value: a boolean (exact match) or any finite number (accuracy, pass@1, NLL, ...)."""
     if isinstance(value, bool):
         return float(value)
@@ -321,8 +321,8 @@ def bootstrap_mean_ci(
         means[pos : pos + step] = x[idx].mean(axis=1)
         pos += step
     tail = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return float(low), float(high)
+    bounds: np.ndarray = np.quantile(means, [tail, 1.0 - tail])
+    return float(bounds[0]), float(bounds[1])
 
 
 def sign_flip_pvalue(
@@ -508,7 +508,7 @@ def find_task_yaml(task: str, folders: Sequence[str | Path] | None = None) -> tu
     return {}, None
 
 
-def _metric_name(m: Any) -> str:
+def _metric_name(m: object) -> str:
     return str(m.get("metric") if isinstance(m, dict) else m)
 
 
@@ -536,7 +536,8 @@ def metric_facts(
                 info = {**entry, **info}  # the first manifest that says something wins
         old = dict((known or {}).get(task) or {})
         cfg, path = find_task_yaml(task, folders)
-        meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+        declared = cfg.get("metadata")
+        meta = declared if isinstance(declared, dict) else {}
         metrics = [m for m in cfg.get("metric_list") or [] if isinstance(m, dict)]
         metric = str(
             info.get("metric")
@@ -827,21 +828,10 @@ def summarize(
                 f"{', '.join(map(str, info['kept']))} < k = {info['budget_k']}"
             )
     facts = {t: dict(facts[t]) if facts and t in facts else task_facts(t, results) for t in tasks}
+    resampling = _Resampling(n_boot, n_perm, seed, alpha, level)
     per_task = {}
     for task in tasks:
-        per_task[task] = _summarize_task(
-            task,
-            arms,
-            groups,
-            present_refs,
-            warnings,
-            facts[task],
-            n_boot=n_boot,
-            n_perm=n_perm,
-            seed=seed,
-            alpha=alpha,
-            level=level,
-        )
+        per_task[task] = _summarize_task(task, arms, groups, present_refs, warnings, facts[task], resampling)
     return {
         "schema": SCHEMA,
         "alpha": alpha,
@@ -866,20 +856,33 @@ def summarize(
     }
 
 
+@dataclass(frozen=True)
+class _Resampling:
+    """The test settings of one summary: bootstrap draws, permutations, the seed of every RNG, alpha, CI level."""
+
+    n_boot: int
+    n_perm: int
+    seed: int
+    alpha: float
+    level: float
+
+
 def _summarize_task(
     task: str,
     arms: list[str],
     groups: dict[str, list[ArmResult]],
     refs: list[str],
     warnings: list[str],
-    facts: dict[str, Any],
-    *,
-    n_boot: int,
-    n_perm: int,
-    seed: int,
-    alpha: float,
-    level: float,
+    facts: Mapping[str, Any],
+    resampling: _Resampling,
 ) -> dict[str, Any]:
+    n_boot, n_perm, seed, alpha, level = (
+        resampling.n_boot,
+        resampling.n_perm,
+        resampling.seed,
+        resampling.alpha,
+        resampling.level,
+    )
     arm_stats: dict[str, Any] = {}
     docs: dict[str, dict[str, float]] = {}
     for arm in arms:
