@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from cpqs_bench.config import Config
 from cpqs_bench.io import read_json, read_jsonl, write_json
@@ -27,6 +27,11 @@ def eval_items(cfg: Config) -> tuple[dict[str, list[Any]], dict[str, str]]:
 @dataclass
 class ContaminationStep:
     cfg: Config
+    sections: ClassVar[tuple[str, ...]] = ()  # config sections keyed whole (stages.common.section_key)
+    reads: ClassVar[tuple[str, ...]] = (
+        "data.contamination_n",
+        "evaluate.tasks",
+    )  # config fields the key reads besides them
     pool: Any  # provider of the PoolArtifact
     selections: dict[str, dict[int | None, Any]]  # arm -> seed -> provider of a SelectionArtifact
     name: str = "contamination"

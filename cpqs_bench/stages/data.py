@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from cpqs_bench.config import Config, to_dict, validate_against_pool
+from cpqs_bench.config import Config, validate_against_pool
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import sha256_file, write_jsonl
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import PoolArtifact
+from cpqs_bench.stages.common import section_key
 
 
 def messages_row(ex: Example) -> dict[str, Any]:
@@ -48,6 +49,13 @@ def _contamination() -> Any:
 @dataclass
 class DataStep:
     cfg: Config
+    sections: ClassVar[tuple[str, ...]] = ("data",)  # config sections keyed whole (stages.common.section_key)
+    reads: ClassVar[tuple[str, ...]] = (
+        "selectors.cpqs.pairs_source",
+        "selectors.cpqs.n_pairs",
+        "selectors.cpqs.pairs",
+        "evaluate",
+    )  # config fields the key reads besides them
     name: str = "data"
     label: str = "data"
     code: Sequence[str] = ("cpqs_bench.data.pool", "cpqs_bench.stages.data")
@@ -67,7 +75,7 @@ class DataStep:
         source, _ = resolve_source(d.pool, d.mirror)
         src_hash = sha256_file(source) if not source.startswith("hf:") else source
         return {
-            "data": to_dict(d),
+            **section_key(self.cfg, self.sections),
             "source": src_hash,
             "cpqs_pairs": cq.pairs_source,
             "n_pairs": cq.n_pairs,

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from cpqs_bench.config import Config, config_hash, to_dict
+from cpqs_bench.config import Config, config_hash
 from cpqs_bench.io import read_json
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import EvalArtifact
-from cpqs_bench.stages.common import seed_label, seed_suffix
+from cpqs_bench.stages.common import section_key, seed_label, seed_suffix
 
 EVAL_DATA = ("gsm8k", "humaneval", "humanevalplus", "general_eval")  # mirror folders the evaluation tasks read
 # the executor's own manifest keys: the evaluation record's fields of the same name are kept as evaluation_<key>
@@ -22,9 +22,7 @@ PIPELINE_KEYS = ("experiment", "stage", "input_hash", "inputs", "finished_at", "
 def evaluation_settings(cfg: Config) -> dict[str, Any]:
     """What the lm-eval stages depend on in ``evaluate``: everything but the pairwise judge evaluation (its own
     stages), so turning that on or off leaves every evaluation stage's inputs as they were."""
-    settings = to_dict(cfg.evaluate)
-    settings.pop("pairwise", None)
-    return settings
+    return section_key(cfg, ("evaluate",))["evaluate"]
 
 
 def evaluation_files(cfg: Config) -> list[Path]:
@@ -43,6 +41,11 @@ def evaluation_files(cfg: Config) -> list[Path]:
 @dataclass
 class EvaluateStep:
     cfg: Config
+    sections: ClassVar[tuple[str, ...]] = (
+        "evaluate",
+        "model",
+        "prompt",
+    )  # config sections keyed whole (stages.common.section_key)
     arm: str
     seed: int | None
     adapter: Any | None  # provider of an AdapterArtifact; None = the base model
@@ -64,9 +67,7 @@ class EvaluateStep:
             "arm": self.arm,
             "seed": self.seed,
             "adapter": self.adapter.output.key if self.adapter is not None else None,
-            "evaluate": evaluation_settings(self.cfg),
-            "model": to_dict(self.cfg.model),
-            "prompt": to_dict(self.cfg.prompt),
+            **section_key(self.cfg, self.sections),
         }  # the arm's selection facts are recorded (run), not keyed: its adapter's content already is
 
     def run(self, st: Stage, tracker: Any) -> dict[str, Any]:

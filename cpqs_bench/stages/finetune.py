@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from cpqs_bench.config import Config, to_dict
+from cpqs_bench.config import Config
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import AdapterArtifact, folder_key
-from cpqs_bench.stages.common import log_numbers
+from cpqs_bench.stages.common import log_numbers, section_key
 
 ADAPTER = "adapter"
 _MANIFEST_KEYS = (
@@ -55,6 +55,11 @@ def training_facts(manifest: dict[str, Any]) -> dict[str, Any]:
 @dataclass
 class FinetuneStep:
     cfg: Config
+    sections: ClassVar[tuple[str, ...]] = (
+        "finetune",
+        "model",
+        "prompt",
+    )  # config sections keyed whole (stages.common.section_key)
     arm: str
     seed: int
     pool: Any  # provider of the PoolArtifact the selection indexes
@@ -77,9 +82,7 @@ class FinetuneStep:
             "arm": self.arm,
             "seed": self.seed,
             "selection": self.selection.output.key,
-            "finetune": to_dict(self.cfg.finetune),
-            "model": to_dict(self.cfg.model),
-            "prompt": to_dict(self.cfg.prompt),
+            **section_key(self.cfg, self.sections),
             "pool": self.pool.output.key,
         }
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cpqs_bench.config import Config, to_dict
 from cpqs_bench.io import sha256_file
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import FileArtifact
-from cpqs_bench.stages.common import log_numbers, seed_label, seed_suffix
+from cpqs_bench.stages.common import log_numbers, section_key, seed_label, seed_suffix
 
 # the judge settings that do not change a judgement (how requests are sent and where answers are cached)
 _JUDGE_EXECUTION = (
@@ -61,6 +61,12 @@ def judge_pairs(
 @dataclass
 class AnswersStep:
     cfg: Config
+    sections: ClassVar[tuple[str, ...]] = ("model", "prompt")  # config sections keyed whole (stages.common.section_key)
+    reads: ClassVar[tuple[str, ...]] = (
+        "evaluate.pairwise",
+        "evaluate.dtype",
+        "data.mirror",
+    )  # config fields the key reads besides them
     arm: str
     seed: int | None
     adapter: Any | None  # provider of an AdapterArtifact; None = base
@@ -91,8 +97,7 @@ class AnswersStep:
             "seed": self.seed,
             "adapter": self.adapter.output.key if self.adapter is not None else None,
             "generation": generation,
-            "model": to_dict(cfg.model),
-            "prompt": to_dict(cfg.prompt),
+            **section_key(cfg, self.sections),
         }
 
     def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
@@ -110,6 +115,13 @@ class AnswersStep:
 @dataclass
 class JudgeStep:
     cfg: Config
+    sections: ClassVar[tuple[str, ...]] = ()  # config sections keyed whole (stages.common.section_key)
+    reads: ClassVar[tuple[str, ...]] = (
+        "evaluate.pairwise",
+        "evaluate.dtype",
+        "model.id",
+        "model.revision",
+    )  # config fields the key reads besides them
     mine: AnswersStep
     theirs: AnswersStep
     cache_dir: Path

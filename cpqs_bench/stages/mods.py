@@ -9,14 +9,15 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from cpqs_bench.config import Config, to_dict
+from cpqs_bench.config import Config
 from cpqs_bench.io import write_jsonl
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import FileArtifact
+from cpqs_bench.stages.common import section_key
 from cpqs_bench.stages.finetune import FinetuneStep
-from cpqs_bench.stages.score import log_scores, scoring_settings, selector_code
+from cpqs_bench.stages.score import log_scores, selector_code
 
 
 def builds_mods_seed(cfg: Config) -> bool:
@@ -27,6 +28,8 @@ def builds_mods_seed(cfg: Config) -> bool:
 @dataclass
 class ModsCoverageStep:
     cfg: Config
+    sections: ClassVar[tuple[str, ...]] = ("model",)  # config sections keyed whole (stages.common.section_key)
+    reads: ClassVar[tuple[str, ...]] = ("selectors",)  # config fields the key reads besides them
     pool: Any
     loader: Any = None
     name: str = "score/mods-seed"
@@ -43,8 +46,8 @@ class ModsCoverageStep:
             "pool": self.pool.output.key,
             "selector": "mods",
             "phases": "quality+coverage",
-            "settings": mods.coverage_settings(self.cfg),
-            "model": to_dict(self.cfg.model),
+            "settings": mods.coverage_settings(self.cfg.selectors),
+            **section_key(self.cfg, self.sections),
         }
 
     def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
@@ -94,6 +97,11 @@ def seed_finetune_step(cfg: Config, pool: Any, coverage: ModsCoverageStep, loade
 @dataclass
 class ModsScoreStep:
     cfg: Config
+    sections: ClassVar[tuple[str, ...]] = (
+        "selectors",
+        "model",
+        "prompt",
+    )  # config sections keyed whole (stages.common.section_key)
     pool: Any
     selector: str  # mods or mods+STEP
     coverage: ModsCoverageStep
@@ -127,9 +135,7 @@ class ModsScoreStep:
         return {
             "pool": self.pool.output.key,
             "selector": self.selector,
-            "selectors": scoring_settings(self.cfg),
-            "model": to_dict(self.cfg.model),
-            "prompt": to_dict(self.cfg.prompt),
+            **section_key(self.cfg, self.sections),
             "checkpoint": None,
             "mods_seed": {"coverage": self.coverage.output.info["coverage_key"], "adapter": self.seed_model.output.key},
         }

@@ -5,16 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from cpqs_bench.config import Config, to_dict
+from cpqs_bench.config import Config
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import FileArtifact, PoolArtifact, examples_key
+from cpqs_bench.stages.common import section_key
 
 
 @dataclass
 class NegativesStep:
     cfg: Config
+    sections: ClassVar[tuple[str, ...]] = (
+        "model",
+        "prompt",
+        "selectors.cpqs",
+    )  # config sections keyed whole (stages.common.section_key)
     pool: Any  # provider of a PoolArtifact whose ``pairs_pool`` holds the instructions to answer
     loader: Any = None
     progress: bool = True
@@ -33,9 +39,7 @@ class NegativesStep:
         return {
             "prompts": examples_key(self._prompts().pairs_pool),
             "generator": cq.generator,
-            "model": to_dict(self.cfg.model),
-            "prompt": to_dict(self.cfg.prompt),
-            "cpqs": to_dict(cq),
+            **section_key(self.cfg, self.sections),
         }
 
     def run(self, st: Stage, tracker: Any) -> dict[str, Any]:

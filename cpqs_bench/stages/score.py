@@ -6,23 +6,20 @@ import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from cpqs_bench.config import Config, replace, to_dict
+from cpqs_bench.config import Config, replace
 from cpqs_bench.io import read_jsonl
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import FileArtifact
-from cpqs_bench.stages.common import seed_label, seed_suffix
+from cpqs_bench.stages.common import section_key, seed_label, seed_suffix
 
 SCORES = "scores.jsonl"
 
 
 def scoring_settings(cfg: Config) -> dict[str, Any]:
     """What a selector's scores depend on: not the budget, the arm list or which selectors run."""
-    settings = to_dict(cfg.selectors)
-    for key in ("names", "budget", "budget_unit", "bottom_arms"):
-        settings.pop(key, None)
-    return settings
+    return section_key(cfg, ("selectors",))["selectors"]
 
 
 def selector_code(cfg: Config, name: str) -> tuple[list[str], list[Path]]:
@@ -63,6 +60,12 @@ def log_scores(tracker: Any, name: str, scores: Path) -> None:
 @dataclass
 class ScoreStep:
     cfg: Config
+    sections: ClassVar[tuple[str, ...]] = (
+        "selectors",
+        "model",
+        "prompt",
+    )  # config sections keyed whole (stages.common.section_key)
+    reads: ClassVar[tuple[str, ...]] = ("data.mirror",)  # config fields the key reads besides them
     pool: Any  # provider of a PoolArtifact
     selector: str
     seed: int | None = None  # random redrawn per experiment seed: that seed becomes selectors.seed
@@ -86,9 +89,7 @@ class ScoreStep:
         return {
             "pool": self.pool.output.key,
             "selector": self.selector,
-            "selectors": scoring_settings(self.cfg),
-            "model": to_dict(self.cfg.model),
-            "prompt": to_dict(self.cfg.prompt),
+            **section_key(self.cfg, self.sections),
             "checkpoint": self.checkpoint.output.key if self.checkpoint is not None else None,
             "sources": selector_sources(self.cfg, self.selector) or None,
         }

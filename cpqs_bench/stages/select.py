@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cpqs_bench.config import Config
 from cpqs_bench.io import read_json, read_jsonl, sha256_file, write_jsonl
@@ -44,7 +44,7 @@ class PoolTokens:
         if self._response is None:
             from cpqs_bench.selectors.matched import pool_response_tokens
 
-            self._response = pool_response_tokens(self.pool.output.examples, self._tokenizer(), self.cfg)
+            self._response = pool_response_tokens(self.pool.output.examples, self._tokenizer(), self.cfg.prompt)
         return self._response
 
     def key(self, what: str) -> str:
@@ -66,6 +66,11 @@ def length_spearman(scores: Path | None) -> float | None:
 @dataclass
 class SelectStep:
     cfg: Config
+    sections: ClassVar[tuple[str, ...]] = ()  # config sections keyed whole (stages.common.section_key)
+    reads: ClassVar[tuple[str, ...]] = (
+        "selectors.budget",
+        "selectors.budget_unit",
+    )  # config fields the key reads besides them
     arm: str
     pool: Any  # provider of the PoolArtifact
     scores: Any | None  # provider of the selector's scores FileArtifact; None = the full pool
@@ -167,6 +172,7 @@ class ControlStep:
     reference arm's selection of the same seed (:func:`cpqs_bench.selectors.matched.draw_control`)."""
 
     cfg: Config
+    sections: ClassVar[tuple[str, ...]] = ()  # config sections keyed whole (stages.common.section_key)
     arm: str  # the control's name, e.g. random~cpqs
     seed: int
     pool: Any

@@ -8,12 +8,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from cpqs_bench.config import Config, to_dict
+from cpqs_bench.config import Config
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import FileArtifact, examples_key
-from cpqs_bench.stages.common import log_numbers
+from cpqs_bench.stages.common import log_numbers, section_key
 
 CHECKPOINT = "checkpoint"
 
@@ -21,6 +21,11 @@ CHECKPOINT = "checkpoint"
 @dataclass
 class TrainSelectorStep:
     cfg: Config
+    sections: ClassVar[tuple[str, ...]] = (
+        "selectors.cpqs",
+        "model",
+        "prompt",
+    )  # config sections keyed whole (stages.common.section_key)
     pool: Any | None  # provider of the PoolArtifact the selector will score (None: no overlap check)
     negatives: Any | None = None  # provider of the negatives FileArtifact (pairs_source: generate)
     row_filter: dict[str, Sequence[Any]] | None = None
@@ -49,9 +54,7 @@ class TrainSelectorStep:
             "pool": pool.key if pool is not None else None,
             "pairs_pool": examples_key(pool.pairs_pool) if pool is not None and pool.pairs_pool else None,
             "negatives": self.negatives.output.key if self.negatives is not None else None,
-            "cpqs": to_dict(self.cfg.selectors.cpqs),
-            "model": to_dict(self.cfg.model),
-            "prompt": to_dict(self.cfg.prompt),
+            **section_key(self.cfg, self.sections),
             "row_filter": self.row_filter,
         }
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from cpqs_bench.config import Config, to_dict
+from cpqs_bench.config import Config
 from cpqs_bench.io import read_json
 from cpqs_bench.rundir import Stage
-from cpqs_bench.stages.score import scoring_settings, selector_code
+from cpqs_bench.stages.common import section_key
+from cpqs_bench.stages.score import selector_code
 
 OUT = "validity.json"
 
@@ -19,6 +20,12 @@ OUT = "validity.json"
 @dataclass
 class ValidateStep:
     cfg: Config
+    sections: ClassVar[tuple[str, ...]] = (
+        "validate",
+        "selectors",
+        "model",
+        "prompt",
+    )  # config sections keyed whole (stages.common.section_key)
     selectors: Sequence[str]
     checkpoint: Any | None = None  # provider of the CPQS checkpoint (train-selector), when cpqs is screened
     loader: Any = None
@@ -38,10 +45,7 @@ class ValidateStep:
     def inputs(self) -> dict[str, Any]:
         return {
             "selectors": list(self.selectors),
-            "validate": to_dict(self.cfg.validate),
-            "settings": scoring_settings(self.cfg),
-            "model": to_dict(self.cfg.model),
-            "prompt": to_dict(self.cfg.prompt),
+            **section_key(self.cfg, self.sections, names={"selectors": "settings"}),
             "checkpoint": self.checkpoint.output.key if self.checkpoint is not None else None,
         }
 
