@@ -43,11 +43,12 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from cpqs_bench import models, provenance, templates
-from cpqs_bench.config import config_hash, to_dict, to_yaml
+from cpqs_bench.config import Config, config_hash, to_dict, to_yaml
 from cpqs_bench.data.example import Example, content_hash
 from cpqs_bench.finetune import checkpoints, progress
 from cpqs_bench.finetune.dataset import (
@@ -64,6 +65,21 @@ from cpqs_bench.finetune.dataset import (
 from cpqs_bench.finetune.recipe import RecipeMismatch, recipe, recipe_hash
 from cpqs_bench.io import read_json, sha256_file, write_json, write_text
 from cpqs_bench.prompts import pad_token_id
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
+    from transformers import (
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        Trainer,
+        TrainerCallback,
+        TrainerControl,
+        TrainerState,
+        TrainingArguments,
+    )
+
+    from cpqs_bench.finetune.config import FinetuneConfig
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +119,21 @@ def grad_accum(batch_size: int, micro_batch_size: int, processes: int) -> int:
 
 
 # -------------------------------------------------------------------------------------------------------- W&B
-def _guarded(inner: Any, errors: list[str]) -> Any:
+def _guarded(inner: TrainerCallback, errors: list[str]) -> TrainerCallback:
     """Wrap a TrainerCallback: the first exception is recorded in ``errors`` and the callback goes inert."""
     from transformers import TrainerCallback
 
     class Guarded(TrainerCallback):
         pass
 
-    def make(name: str):
-        def hook(self, args, state, control, **kwargs):  # noqa: ANN001
+    def make(name: str) -> Callable[..., object]:
+        def hook(
+            self: TrainerCallback,
+            args: TrainingArguments,
+            state: TrainerState,
+            control: TrainerControl,
+            **kwargs: object,
+        ) -> object:
             if errors:
                 return None
             try:
@@ -166,7 +188,7 @@ def _finish_wandb(errors: list[str]) -> None:
         errors.append(provenance.scrub(f"wandb finish: {type(exc).__name__}: {exc}"))
 
 
-def wandb_callback(enabled: bool, errors: list[str]) -> Any:
+def wandb_callback(enabled: bool, errors: list[str]) -> TrainerCallback | None:
     """The Trainer's own W&B callback, guarded; None when disabled or when wandb cannot even be imported."""
     if not enabled:
         return None
@@ -181,7 +203,7 @@ def wandb_callback(enabled: bool, errors: list[str]) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------- model + args
-Loader = Callable[[str, "str | None", str], tuple[Any, Any, Any]]
+Loader = Callable[[str, "str | None", str], "tuple[PreTrainedModel, PreTrainedTokenizerBase, models.ModelInfo]"]
 
 
 def base_dtype(precision: str) -> str:
@@ -189,7 +211,7 @@ def base_dtype(precision: str) -> str:
     return {"bf16": "bfloat16", "fp16": "float32", "fp32": "float32"}[precision]
 
 
-def add_lora(model: Any, ft: Any, seed: int) -> Any:
+def add_lora(model: PreTrainedModel, ft: FinetuneConfig, seed: int) -> PeftModel:
     import transformers
     from peft import LoraConfig, get_peft_model
 
@@ -208,7 +230,7 @@ def add_lora(model: Any, ft: Any, seed: int) -> Any:
     return peft_model
 
 
-def remove_lora(peft_model: Any, base: Any, ft: Any, use_cache: Any) -> None:
+def remove_lora(peft_model: PeftModel, base: PreTrainedModel, ft: FinetuneConfig, use_cache: bool | None) -> None:
     """Undo what training did to a (possibly shared) base model: LoRA layers out, hooks off, eval mode."""
     if ft.gradient_checkpointing:
         with contextlib.suppress(Exception):
@@ -223,8 +245,8 @@ def remove_lora(peft_model: Any, base: Any, ft: Any, use_cache: Any) -> None:
 
 
 def training_arguments(
-    ft: Any, ckpt_dir: Path, seed: int, precision: str, accum: int, run_name: str, epoch_saves: bool = False
-) -> Any:
+    ft: FinetuneConfig, ckpt_dir: Path, seed: int, precision: str, accum: int, run_name: str, epoch_saves: bool = False
+) -> TrainingArguments:
     import torch
     from transformers import TrainingArguments
 
@@ -268,19 +290,21 @@ def warmup_steps(ratio: float, num_training_steps: int) -> int:
     return math.ceil(num_training_steps * ratio) if ratio > 0 else 0
 
 
-def _trainer(ft: Any, rows: list[dict], seed: int, group: int, **kwargs: Any) -> Any:
+def _trainer(ft: FinetuneConfig, rows: list[dict[str, Any]], seed: int, group: int, **kwargs: object) -> Trainer:
     """transformers' Trainer with two recipe-level hooks: the length-grouped sampler and the warmup step count."""
     from transformers import Trainer
 
     lengths = [len(r["input_ids"]) for r in rows]
 
     class SFTTrainer(Trainer):
-        def _get_train_sampler(self, *args: Any, **kw: Any) -> Any:
+        def _get_train_sampler(self, *args: object, **kw: object) -> torch.utils.data.Sampler:
             if not ft.group_by_length:
                 return super()._get_train_sampler(*args, **kw)
             return LengthGroupedSampler(lengths, group, seed)
 
-        def compute_loss(self, model: Any, inputs: dict, *args: Any, **kw: Any) -> Any:
+        def compute_loss(
+            self, model: torch.nn.Module, inputs: dict[str, Any], *args: object, **kw: object
+        ) -> torch.Tensor:
             # Right-padded rows under causal attention: no real token can see a pad (pads come after it), and pads
             # carry label -100, so the mask changes nothing in the loss. Without it the attention takes its fused
             # causal path instead of building a 4-D mask. (The mask stays in the batch for the token counter.)
@@ -289,12 +313,14 @@ def _trainer(ft: Any, rows: list[dict], seed: int, group: int, **kwargs: Any) ->
                 inputs["use_cache"] = False
             return super().compute_loss(model, inputs, *args, **kw)
 
-        def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+        def create_scheduler(
+            self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+        ) -> torch.optim.lr_scheduler.LRScheduler:
             self.args.warmup_steps = warmup_steps(ft.warmup_ratio, num_training_steps)
             self.warmup_steps_used = self.args.warmup_steps
             return super().create_scheduler(num_training_steps, optimizer)
 
-        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        def _save_checkpoint(self, model: torch.nn.Module, trial: object) -> None:
             super()._save_checkpoint(model, trial)
             # The Trainer's own train_loss covers only the steps of this train() call; the running sum saved with
             # every checkpoint lets a resumed run average over all steps. Every rank gathers (a collective).
@@ -318,7 +344,7 @@ def _trainer(ft: Any, rows: list[dict], seed: int, group: int, **kwargs: Any) ->
     return trainer
 
 
-def collator(ft: Any, model: Any, tok: Any) -> Any:
+def collator(ft: FinetuneConfig, model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> PadCollator | PackCollator:
     """Packed micro-batches (``finetune.packing``) where the attention implementation keeps packed examples apart,
     else right-padded ones. Packing under any other implementation is refused, never silently done or skipped."""
     if not ft.packing:
@@ -333,7 +359,9 @@ def collator(ft: Any, model: Any, tok: Any) -> Any:
     return PackCollator()
 
 
-def mean_response_loss(model: Any, data: SFTData, pad_id: int, precision: str, batch_size: int = 4) -> float:
+def mean_response_loss(
+    model: torch.nn.Module, data: SFTData, pad_id: int, precision: str, batch_size: int = 4
+) -> float:
     """Token-weighted mean cross-entropy over supervised (response) tokens — the quantity SFT minimises."""
     import torch
 
@@ -360,7 +388,7 @@ def mean_response_loss(model: Any, data: SFTData, pad_id: int, precision: str, b
     return total / max(count, 1)
 
 
-def _backend(args: Any) -> str | None:
+def _backend(args: TrainingArguments) -> str | None:
     """The process-group backend accelerate chose (gloo for multi-process CPU); None for a single process."""
     state = getattr(args, "distributed_state", None)
     return getattr(state, "backend", None) if state is not None and state.num_processes > 1 else None
@@ -386,7 +414,11 @@ def pool_fingerprint(pool: Sequence[Example]) -> dict[str, Any]:
 
 
 def build_data(
-    cfg: Any, selection: Path, pool: Sequence[Example], tokenizer: Any, context: int | None = None
+    cfg: Config,
+    selection: Path,
+    pool: Sequence[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    context: int | None = None,
 ) -> SFTData:
     """Tokenise the selection; ``context`` (the model's maximum positions) caps ``finetune.max_length`` so a
     sample longer than the model's context is truncated/dropped by the length policy instead of crashing."""
@@ -402,7 +434,9 @@ def build_data(
     )
 
 
-def _default_loader(spec: str, revision: str | None, dtype: str) -> tuple[Any, Any, Any]:
+def _default_loader(
+    spec: str, revision: str | None, dtype: str
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, models.ModelInfo]:
     return models.load(spec, revision, dtype=dtype, device="cpu")  # the Trainer moves it to the accelerator
 
 
@@ -454,7 +488,7 @@ def epoch_checkpoints(out: str | os.PathLike) -> list[dict[str, Any]]:
 
 # -------------------------------------------------------------------------------------------------------- main
 def finetune_arm(
-    cfg: Any,
+    cfg: Config,
     selection: str | os.PathLike,
     pool: Sequence[Example],
     out: str | os.PathLike,
@@ -517,18 +551,17 @@ def finetune_arm(
     model.config.use_cache = False
     peft_model = add_lora(model, ft, seed)
     try:
-        return _train(
-            cfg,
-            ft,
-            peft_model,
-            tok,
-            info,
-            data,
-            args,
-            out,
-            selection,
-            selection_sha,
-            pool_summary,
+        return _ArmRun(
+            cfg=cfg,
+            peft_model=peft_model,
+            tok=tok,
+            info=info,
+            data=data,
+            args=args,
+            out=out,
+            selection=selection,
+            selection_sha=selection_sha,
+            pool_summary=pool_summary,
             seed=seed,
             arm=arm,
             rec=rec,
@@ -542,174 +575,207 @@ def finetune_arm(
             progress_bar=progress_bar,
             load_seconds=load_seconds,
             keep_epoch_checkpoints=keep_epoch_checkpoints,
-        )
+        ).train()
     finally:
         remove_lora(peft_model, model, ft, use_cache)
 
 
-def _train(
-    cfg: Any,
-    ft: Any,
-    peft_model: Any,
-    tok: Any,
-    info: Any,
-    data: SFTData,
-    args: Any,
-    out: Path,
-    selection: Path,
-    selection_sha: str,
-    pool_summary: dict[str, Any],
-    *,
-    seed: int,
-    arm: str | None,
-    rec: dict[str, Any],
-    rhash: str,
-    precision: str,
-    processes: int,
-    accum: int,
-    run_name: str,
-    resume_from: Path | None,
-    merge: bool,
-    progress_bar: bool,
-    load_seconds: float,
-    keep_epoch_checkpoints: bool = False,
-) -> dict[str, Any]:
-    wandb_errors: list[str] = []
-    callbacks = [
-        checkpoints.callback(10**9 if keep_epoch_checkpoints else ft.save_total_limit),
-        progress.callback(progress_bar),
-        checkpoints.timed_saves(0 if keep_epoch_checkpoints else ft.save_interval_s),
-    ]
-    wandb_vars = wandb_env(cfg.publish.wandb_project, out, run_name) if cfg.publish.wandb else {}
-    wandb_mode = wandb_vars.get("WANDB_MODE", "disabled")
-    wandb_cb = wandb_callback(cfg.publish.wandb, wandb_errors)
-    if wandb_cb is not None and args.process_index == 0:
-        callbacks.append(wandb_cb)
-    # The adapter's tokenizer carries the training template as its chat template (one prompt format: lm-eval renders
-    # it for the arm exactly as prompts.render did for training); a copy, the loaded tokenizer may be shared.
-    saved_tok = templates.apply(copy.deepcopy(tok), cfg.prompt)
-    trainer = _trainer(
-        ft,
-        data.rows,
-        seed,
-        ft.micro_batch_size,
-        model=peft_model,
-        args=args,
-        data_collator=collator(ft, peft_model, tok),
-        processing_class=saved_tok,
-        callbacks=callbacks,
-    )
-    from transformers.trainer_callback import PrinterCallback
+@dataclass
+class _ArmRun:
+    """One arm's training, everything :func:`finetune_arm` resolved before the Trainer runs (model with its fresh
+    LoRA, tokenised data, Trainer arguments, the recipe and where it resumes from)."""
 
-    trainer.remove_callback(PrinterCallback)  # our progress bar shows loss/tokens/s; no raw dict prints
-    loss_over_all_steps = True
-    if resume_from is not None:
-        if (resume_from / LOSS_SUM).is_file():
-            trainer.loss_sum_before = float(read_json(resume_from / LOSS_SUM)["loss_sum"])
-        else:  # a checkpoint written before the running sum existed: the post-resume mean, said so in the record
-            loss_over_all_steps = False
-    prog = callbacks[1]
-    if args.process_index == 0:
-        if data.dropped_ids:
-            log.warning(
-                "%d of %d selected examples dropped by the length policy (finetune.max_length=%d, "
-                "prompt.overflow=%s); listed in the manifest",
-                len(data.dropped_ids),
-                data.n_selected,
-                ft.max_length,
-                cfg.prompt.overflow,
-            )
-        log.info(
-            "finetune %s: %d rows, %d tokens (%d supervised), precision=%s, processes=%d, accum=%d, "
-            "recipe=%s, resume_from=%s",
-            run_name,
-            len(data.rows),
-            data.n_tokens,
-            data.n_supervised,
-            precision,
-            processes,
-            accum,
-            rhash,
-            resume_from,
+    cfg: Config
+    peft_model: PeftModel
+    tok: PreTrainedTokenizerBase
+    info: models.ModelInfo
+    data: SFTData
+    args: TrainingArguments
+    out: Path
+    selection: Path
+    selection_sha: str
+    pool_summary: dict[str, Any]
+    seed: int
+    arm: str | None
+    rec: dict[str, Any]
+    rhash: str
+    precision: str
+    processes: int
+    accum: int
+    run_name: str
+    resume_from: Path | None
+    merge: bool
+    progress_bar: bool
+    load_seconds: float
+    keep_epoch_checkpoints: bool = False
+
+    def train(self) -> dict[str, Any]:
+        """Train, save the adapter (and the merged copy when asked), and write the arm's training record last."""
+        cfg, ft, peft_model, tok, info, data, args = (
+            self.cfg,
+            self.cfg.finetune,
+            self.peft_model,
+            self.tok,
+            self.info,
+            self.data,
+            self.args,
         )
-    t0 = time.perf_counter()
-    with scoped_env(wandb_vars):
-        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        if wandb_cb is not None and not wandb_errors:
-            _finish_wandb(wandb_errors)
-    wall = time.perf_counter() - t0
-    checkpoints._barrier()
-    if args.process_index != 0:
-        return {"recipe_hash": rhash, "process_index": args.process_index}
+        out, selection, selection_sha, pool_summary, seed, arm = (
+            self.out,
+            self.selection,
+            self.selection_sha,
+            self.pool_summary,
+            self.seed,
+            self.arm,
+        )
+        rec, rhash, precision, processes, accum, run_name = (
+            self.rec,
+            self.rhash,
+            self.precision,
+            self.processes,
+            self.accum,
+            self.run_name,
+        )
+        resume_from, merge, progress_bar = self.resume_from, self.merge, self.progress_bar
+        load_seconds, keep_epoch_checkpoints = self.load_seconds, self.keep_epoch_checkpoints
+        wandb_errors: list[str] = []
+        callbacks = [
+            checkpoints.callback(10**9 if keep_epoch_checkpoints else ft.save_total_limit),
+            progress.callback(progress_bar),
+            checkpoints.timed_saves(0 if keep_epoch_checkpoints else ft.save_interval_s),
+        ]
+        wandb_vars = wandb_env(cfg.publish.wandb_project, out, run_name) if cfg.publish.wandb else {}
+        wandb_mode = wandb_vars.get("WANDB_MODE", "disabled")
+        wandb_cb = wandb_callback(cfg.publish.wandb, wandb_errors)
+        if wandb_cb is not None and args.process_index == 0:
+            callbacks.append(wandb_cb)
+        # The adapter's tokenizer carries the training template as its chat template (one prompt format: lm-eval renders
+        # it for the arm exactly as prompts.render did for training); a copy, the loaded tokenizer may be shared.
+        saved_tok = templates.apply(copy.deepcopy(tok), cfg.prompt)
+        trainer = _trainer(
+            ft,
+            data.rows,
+            seed,
+            ft.micro_batch_size,
+            model=peft_model,
+            args=args,
+            data_collator=collator(ft, peft_model, tok),
+            processing_class=saved_tok,
+            callbacks=callbacks,
+        )
+        from transformers.trainer_callback import PrinterCallback
 
-    t_save = time.perf_counter()
-    trainer.save_model(str(out))  # adapter_config.json + adapter_model.safetensors + tokenizer files
-    write_text(out / "training_config.yaml", to_yaml(cfg))
-    write_json(out / "recipe.json", {"recipe_hash": rhash, "recipe": rec})
-    loss = {}
-    if ft.measure_train_loss:
-        with peft_model.disable_adapter():
-            loss["before"] = mean_response_loss(peft_model, data, pad_token_id(tok), precision)
-        loss["after"] = mean_response_loss(peft_model, data, pad_token_id(tok), precision)
-    merged_dir = None
-    if merge:
-        merged_dir = merge_copy(peft_model, saved_tok, out / "merged")
-    history = [h for h in trainer.state.log_history if "loss" in h]
-    manifest = {
-        "stage": "finetune",
-        "arm": arm,
-        "seed": seed,
-        "recipe_hash": rhash,
-        "recipe": rec,
-        "config_hash": config_hash(cfg),
-        "config": to_dict(cfg),
-        "model_id": cfg.model.id,
-        "model_path": info.path,
-        "model_revision": info.revision,
-        "seeds": {"data_order": seed, "lora_init": seed, "dropout": seed},
-        "selection": {"path": str(selection), "sha256": selection_sha, "kept": data.n_selected},
-        "pool": pool_summary,
-        "data_sha256": {"selection": selection_sha, "pool": pool_summary.get("sha256"), "tokenized": data.sha256()},
-        "data": data.summary(),
-        "dropped_ids": data.dropped_ids,
-        "training": {
-            "precision": precision,
-            "processes": processes,
-            "backend": _backend(args),
-            "micro_batch_size": ft.micro_batch_size,
-            "grad_accum": accum,
-            "effective_batch": ft.micro_batch_size * accum * processes,
-            "global_steps": trainer.state.global_step,
-            "epochs": trainer.state.epoch,
-            "warmup_steps": getattr(trainer, "warmup_steps_used", None),
-            "group_by_length": ft.group_by_length,
-            "packing": ft.packing,
-            "resumed_from": str(resume_from) if resume_from else None,
-            "train_loss": trainer.train_loss_all_steps() if loss_over_all_steps else result.training_loss,
-            "train_loss_over": "all steps" if loss_over_all_steps else "steps after the resume only",
-            "wall_seconds": round(wall, 3),
-            "load_seconds": round(load_seconds, 3),
-            "save_seconds": round(time.perf_counter() - t_save, 3),
-            "total_input_tokens": trainer.state.num_input_tokens_seen,
-            "session": prog.report(),
-            "loss_curve": [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")} for h in history],
-        },
-        "train_data_loss": loss,
-        "wandb": {"mode": wandb_mode, "errors": wandb_errors},
-        "merged": str(merged_dir) if merged_dir else None,
-        "adapter_sha256": sha256_file(out / ADAPTER_WEIGHTS),
-        "epoch_checkpoints": epoch_checkpoints(out) if keep_epoch_checkpoints else None,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **provenance.collect(),
-    }
-    write_json(out / TRAINING_RECORD, manifest)  # last: the record marks the folder complete (with the weights' hash)
-    if not (ft.keep_checkpoints or keep_epoch_checkpoints):
-        shutil.rmtree(out / CKPT_DIR, ignore_errors=True)  # best effort: the record is written, the result complete
-    return manifest
+        trainer.remove_callback(PrinterCallback)  # our progress bar shows loss/tokens/s; no raw dict prints
+        loss_over_all_steps = True
+        if resume_from is not None:
+            if (resume_from / LOSS_SUM).is_file():
+                trainer.loss_sum_before = float(read_json(resume_from / LOSS_SUM)["loss_sum"])
+            else:  # a checkpoint written before the running sum existed: the post-resume mean, said so in the record
+                loss_over_all_steps = False
+        prog = callbacks[1]
+        if args.process_index == 0:
+            if data.dropped_ids:
+                log.warning(
+                    "%d of %d selected examples dropped by the length policy (finetune.max_length=%d, "
+                    "prompt.overflow=%s); listed in the manifest",
+                    len(data.dropped_ids),
+                    data.n_selected,
+                    ft.max_length,
+                    cfg.prompt.overflow,
+                )
+            log.info(
+                "finetune %s: %d rows, %d tokens (%d supervised), precision=%s, processes=%d, accum=%d, "
+                "recipe=%s, resume_from=%s",
+                run_name,
+                len(data.rows),
+                data.n_tokens,
+                data.n_supervised,
+                precision,
+                processes,
+                accum,
+                rhash,
+                resume_from,
+            )
+        t0 = time.perf_counter()
+        with scoped_env(wandb_vars):
+            result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            if wandb_cb is not None and not wandb_errors:
+                _finish_wandb(wandb_errors)
+        wall = time.perf_counter() - t0
+        checkpoints._barrier()
+        if args.process_index != 0:
+            return {"recipe_hash": rhash, "process_index": args.process_index}
+
+        t_save = time.perf_counter()
+        trainer.save_model(str(out))  # adapter_config.json + adapter_model.safetensors + tokenizer files
+        write_text(out / "training_config.yaml", to_yaml(cfg))
+        write_json(out / "recipe.json", {"recipe_hash": rhash, "recipe": rec})
+        loss = {}
+        if ft.measure_train_loss:
+            with peft_model.disable_adapter():
+                loss["before"] = mean_response_loss(peft_model, data, pad_token_id(tok), precision)
+            loss["after"] = mean_response_loss(peft_model, data, pad_token_id(tok), precision)
+        merged_dir = None
+        if merge:
+            merged_dir = merge_copy(peft_model, saved_tok, out / "merged")
+        history = [h for h in trainer.state.log_history if "loss" in h]
+        manifest = {
+            "stage": "finetune",
+            "arm": arm,
+            "seed": seed,
+            "recipe_hash": rhash,
+            "recipe": rec,
+            "config_hash": config_hash(cfg),
+            "config": to_dict(cfg),
+            "model_id": cfg.model.id,
+            "model_path": info.path,
+            "model_revision": info.revision,
+            "seeds": {"data_order": seed, "lora_init": seed, "dropout": seed},
+            "selection": {"path": str(selection), "sha256": selection_sha, "kept": data.n_selected},
+            "pool": pool_summary,
+            "data_sha256": {"selection": selection_sha, "pool": pool_summary.get("sha256"), "tokenized": data.sha256()},
+            "data": data.summary(),
+            "dropped_ids": data.dropped_ids,
+            "training": {
+                "precision": precision,
+                "processes": processes,
+                "backend": _backend(args),
+                "micro_batch_size": ft.micro_batch_size,
+                "grad_accum": accum,
+                "effective_batch": ft.micro_batch_size * accum * processes,
+                "global_steps": trainer.state.global_step,
+                "epochs": trainer.state.epoch,
+                "warmup_steps": getattr(trainer, "warmup_steps_used", None),
+                "group_by_length": ft.group_by_length,
+                "packing": ft.packing,
+                "resumed_from": str(resume_from) if resume_from else None,
+                "train_loss": trainer.train_loss_all_steps() if loss_over_all_steps else result.training_loss,
+                "train_loss_over": "all steps" if loss_over_all_steps else "steps after the resume only",
+                "wall_seconds": round(wall, 3),
+                "load_seconds": round(load_seconds, 3),
+                "save_seconds": round(time.perf_counter() - t_save, 3),
+                "total_input_tokens": trainer.state.num_input_tokens_seen,
+                "session": prog.report(),
+                "loss_curve": [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")} for h in history],
+            },
+            "train_data_loss": loss,
+            "wandb": {"mode": wandb_mode, "errors": wandb_errors},
+            "merged": str(merged_dir) if merged_dir else None,
+            "adapter_sha256": sha256_file(out / ADAPTER_WEIGHTS),
+            "epoch_checkpoints": epoch_checkpoints(out) if keep_epoch_checkpoints else None,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **provenance.collect(),
+        }
+        write_json(
+            out / TRAINING_RECORD, manifest
+        )  # last: the record marks the folder complete (with the weights' hash)
+        if not (ft.keep_checkpoints or keep_epoch_checkpoints):
+            shutil.rmtree(out / CKPT_DIR, ignore_errors=True)  # best effort: the record is written, the result complete
+        return manifest
 
 
 # ------------------------------------------------------------------------------------------------------- merging
-def merge_loaded(peft_model: Any, tokenizer: Any, out: Path) -> Path:
+def merge_loaded(peft_model: PeftModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> Path:
     """Fold the LoRA weights into the base weights and save a plain model directory (atomic via rename)."""
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -722,7 +788,7 @@ def merge_loaded(peft_model: Any, tokenizer: Any, out: Path) -> Path:
     return out
 
 
-def merge_copy(peft_model: Any, tokenizer: Any, out: Path) -> Path:
+def merge_copy(peft_model: PeftModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> Path:
     """Merge into a *copy* of the base (the loaded base may be shared with other stages and must stay clean)."""
     return merge_loaded(copy.deepcopy(peft_model), tokenizer, out)
 
