@@ -14,7 +14,9 @@ from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import FileArtifact
 
 if TYPE_CHECKING:
+    from cpqs_bench.pipeline import Given, Step
     from cpqs_bench.publish.tracking import Tracker
+    from cpqs_bench.selectors.base import ModelLoader
 
 WARMUP = "warmup"
 _QUERY_FIELDS = (
@@ -29,8 +31,8 @@ _QUERY_FIELDS = (
 @dataclass
 class LessWarmupStep:
     cfg: Config
-    pool: Any
-    loader: Any = None
+    pool: Step | Given  # provider of the PoolArtifact
+    loader: ModelLoader | None = None
     name: str = "less-warmup"
     label: str = "less warm-up (LoRA on a random share of the pool)"
     code: Sequence[str] = ("cpqs_bench.finetune.less_warmup", "cpqs_bench.stages.less")
