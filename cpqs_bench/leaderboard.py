@@ -42,8 +42,9 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from cpqs_bench.io import write_bytes, write_json, write_text
 from cpqs_bench.stats import (
@@ -56,6 +57,9 @@ from cpqs_bench.stats import (
     summarize,
     task_domain,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 SCHEMA = "cpqs-bench/leaderboard/v1"
 PACKAGES = ("torch", "transformers", "peft", "trl", "lm_eval")
@@ -101,19 +105,25 @@ def fmt_p(p: float | None) -> str:
     return f"{p:.3f}" if round(p, 3) >= 0.001 else f"{p:.1e}"
 
 
-def _cell(value: Any) -> str:
+def dict_at(m: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """``m[key]`` when it is an object, else an empty dict (a manifest or leaderboard field that may be absent)."""
+    value = m.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _cell(value: object) -> str:
     """Markdown-safe table cell: pipes escaped and newlines flattened so a value cannot break the table."""
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _compact(value: Any) -> str:
+def _compact(value: object) -> str:
     """Short text for a provenance value that may be a string, a mapping or a list (``None`` inside: "null")."""
     if value is None or value == {} or value == [] or value == "":
         return MISSING
     return _compact_inner(value)
 
 
-def _compact_inner(value: Any) -> str:
+def _compact_inner(value: object) -> str:
     if value is None:
         return "null"
     if isinstance(value, dict):
@@ -132,9 +142,9 @@ def provenance_row(result: ArmResult) -> dict[str, Any]:
     packages = m.get("package_versions") or m.get("packages") or {}
     versions = {_norm_pkg(k): v for k, v in packages.items()} if isinstance(packages, dict) else {}
     data = m.get("data_sha256") or {}
-    model = m.get("model") if isinstance(m.get("model"), dict) else {}
-    inputs = m.get("inputs") if isinstance(m.get("inputs"), dict) else {}
-    info = m.get("arm_info") if isinstance(m.get("arm_info"), dict) else {}
+    model = dict_at(m, "model")
+    inputs = dict_at(m, "inputs")
+    info = dict_at(m, "arm_info")
     return {
         "arm": result.arm,
         "seed": result.seed,
@@ -276,7 +286,7 @@ def arm_compute(results: Sequence[ArmResult]) -> dict[str, dict[str, Any]]:
     mean over seeds of each number (``target_aware``: true when any seed says so). Arms recording none: absent."""
     out: dict[str, dict[str, Any]] = {}
     for r in results:
-        info = r.manifest.get("arm_info") if isinstance(r.manifest.get("arm_info"), dict) else {}
+        info = dict_at(r.manifest, "arm_info")
         got = {k: info[k] for k in COMPUTE_KEYS if info.get(k) is not None}
         if got:
             out.setdefault(r.arm, {"per_seed": {}})["per_seed"][str(r.seed)] = got
@@ -515,22 +525,32 @@ def figure_caption(summary: dict[str, Any], reference: str | None = None) -> str
     )
 
 
+@dataclass(frozen=True)
+class BoardExtras:
+    """What a leaderboard document holds besides the statistics summary and the results (:func:`build_document`):
+    the requested reference arms, the task facts, the optional contamination / validity blocks, provenance rows kept
+    from an earlier document and warnings carried over from it."""
+
+    references: Sequence[str] = ("random",)
+    facts: dict[str, dict[str, Any]] | None = None
+    contamination: dict[str, Any] | None = None
+    validity: dict[str, Any] | None = None
+    provenance: list[dict[str, Any]] | None = None
+    carried_warnings: Sequence[str] = ()
+
+
 def build_document(
     summary: dict[str, Any],
     results: Sequence[ArmResult],
     experiment: str,
     title_note: str,
     pairwise: dict[str, Any] | None = None,
-    *,
-    references: Sequence[str] = ("random",),
-    facts: dict[str, dict[str, Any]] | None = None,
-    contamination: dict[str, Any] | None = None,
-    validity: dict[str, Any] | None = None,
-    provenance: list[dict[str, Any]] | None = None,
-    carried_warnings: Sequence[str] = (),
+    extras: BoardExtras = BoardExtras(),
 ) -> dict[str, Any]:
     """The machine-readable leaderboard: everything the Markdown, the PNG and the page show, plus the full statistics
     summary and what :func:`from_json` needs to re-render it (``items``, ``runs``, ``provenance``)."""
+    references, facts, contamination = extras.references, extras.facts, extras.contamination
+    validity, provenance, carried_warnings = extras.validity, extras.provenance, extras.carried_warnings
     refs = list(summary["references"])
     arms = list(summary["arms"])
     rank = {a: i for i, a in enumerate(arms)}
@@ -607,8 +627,8 @@ def _run_record(r: ArmResult) -> dict[str, Any]:
         "seed": r.seed,
         "recipe_hash": r.recipe_hash,
         "metrics": dict(sorted(r.metrics.items())),
-        "arm_info": m.get("arm_info") if isinstance(m.get("arm_info"), dict) else {},
-        "tasks": m.get("tasks") if isinstance(m.get("tasks"), dict) else {},
+        "arm_info": dict_at(m, "arm_info"),
+        "tasks": dict_at(m, "tasks"),
     }
 
 
@@ -691,7 +711,7 @@ def direction_words(higher_is_better: bool) -> str:
     return "higher is better" if higher_is_better else "lower is better"
 
 
-def fmt_count(x: Any) -> str:
+def fmt_count(x: float | list[float | None] | None) -> str:
     if x is None:
         return "—"
     if isinstance(x, list):
@@ -699,7 +719,7 @@ def fmt_count(x: Any) -> str:
     return f"{x:,.0f}"
 
 
-def fmt_sci(x: Any) -> str:
+def fmt_sci(x: float | None) -> str:
     return "—" if x is None else f"{float(x):.3g}"
 
 
@@ -820,7 +840,7 @@ def contamination_table(section: dict[str, Any], arm_order: Sequence[str] = ()) 
     return header, rows
 
 
-def _ci_text(x: Any, ci: Any, digits: int = 3) -> str:
+def _ci_text(x: float | None, ci: object, digits: int = 3) -> str:
     if x is None:
         return "—"
     text = f"{x:.{digits}f}"
@@ -1301,7 +1321,7 @@ def _panel_title(p: dict[str, Any], width_in: float) -> str:
     return _wrap(f"{p['domain']}: {p['task']}", int(width_in * 11)) + "\n" + _wrap(sub, int(width_in * 13))
 
 
-def _forest_panel(ax: Any, p: dict[str, Any], width_in: float, ref: str | None) -> None:
+def _forest_panel(ax: Axes, p: dict[str, Any], width_in: float, ref: str | None) -> None:
     s = _scale(p["unit"])
     rows = p["rows"]
     ys = list(range(len(rows)))[::-1]  # best on top
@@ -1327,7 +1347,7 @@ def _forest_panel(ax: Any, p: dict[str, Any], width_in: float, ref: str | None) 
     ax.set_title(_panel_title(p, width_in), fontsize=8.5, loc="left")
 
 
-def _compute_panel(ax: Any, c: dict[str, Any], ref: str | None, width_in: float) -> None:
+def _compute_panel(ax: Axes, c: dict[str, Any], ref: str | None, width_in: float) -> None:
     s = _scale(c["unit"])
     for pt in c["points"]:
         color = COLORS["ref"] if pt.get("reference") else COLORS[pt["judgement"]]
@@ -1362,7 +1382,7 @@ def _compute_panel(ax: Any, c: dict[str, Any], ref: str | None, width_in: float)
     )
 
 
-def _validity_panel(ax: Any, rows: list[dict[str, Any]], width_in: float) -> None:
+def _validity_panel(ax: Axes, rows: list[dict[str, Any]], width_in: float) -> None:
     """Planted-defect paired AUC per selector × kind with its CI; the chance line at 0.5."""
     ys = list(range(len(rows)))[::-1]
     for y, r in zip(ys, rows):
@@ -1402,15 +1422,15 @@ def render(
     experiment: str,
     title_note: str,
     pairwise: dict[str, Any] | None = None,
-    **extra: Any,
+    extras: BoardExtras = BoardExtras(),
 ) -> dict[str, Path]:
     """Write ``<experiment>.md``, ``.json`` and ``.png`` atomically under ``out_dir``; return their paths.
-    ``extra``: keyword arguments of :func:`build_document` (references, facts, contamination, validity, ...)."""
+    ``extras``: what the document holds besides the statistics (:class:`BoardExtras`)."""
     _check_experiment_name(experiment)
     if not title_note or not title_note.strip():
         raise ValueError("title_note must say what this run is (e.g. 'Smoke run of a 135M model on CPU')")
     out_dir = Path(out_dir)
-    doc = build_document(summary, results, experiment, title_note.strip(), pairwise, **extra)
+    doc = build_document(summary, results, experiment, title_note.strip(), pairwise, extras)
     paths = {
         "md": out_dir / f"{experiment}.md",
         "json": out_dir / f"{experiment}.json",
@@ -1494,7 +1514,7 @@ def default_note(results: Sequence[ArmResult]) -> str:
     )
 
 
-def _check_section(name: str, section: Any, keys: Sequence[str]) -> dict[str, Any] | None:
+def _check_section(name: str, section: object, keys: Sequence[str]) -> dict[str, Any] | None:
     """An optional block (contamination / validity) must be an object holding ``keys``; None passes."""
     if section is None:
         return None
@@ -1555,10 +1575,7 @@ def main(
         experiment,
         title_note or default_note(results),
         section,
-        references=references,
-        facts=facts,
-        contamination=contamination,
-        validity=validity,
+        BoardExtras(references=references, facts=facts, contamination=contamination, validity=validity),
     )
 
 
@@ -1654,16 +1671,19 @@ def from_json(
         doc["experiment"],
         doc["note"],
         doc.get("pairwise"),
-        references=refs,
-        facts=facts,
-        contamination=_check_section("contamination", contamination or doc.get("contamination"), ("tasks",)),
-        validity=_check_section("validity", validity or doc.get("validity"), ("tracks",)),
-        provenance=doc["provenance"],
-        carried_warnings=carried,
+        BoardExtras(
+            references=refs,
+            facts=facts,
+            contamination=_check_section("contamination", contamination or doc.get("contamination"), ("tasks",)),
+            validity=_check_section("validity", validity or doc.get("validity"), ("tracks",)),
+            provenance=doc["provenance"],
+            carried_warnings=carried,
+        ),
     )
 
 
 __all__ = [
+    "BoardExtras",
     "render",
     "main",
     "from_json",

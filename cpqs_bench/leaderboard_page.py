@@ -95,7 +95,7 @@ def task_facts(
                     if info.get(k) is not None:
                         facts.setdefault(k, info[k])
         cfg, _ = find_task_yaml(task, folder_paths)
-        meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+        meta = lb.dict_at(cfg, "metadata")
         for k in ("domain", "dataset_id", "dataset_name", "license", "metric"):
             if meta.get(k) is not None:
                 facts.setdefault(k, meta[k])
@@ -128,7 +128,7 @@ def read_eval_extras(eval_dirs: Iterable[str | Path]) -> dict[str, Any]:
         m = read_json(d / "manifest.json")
         manifests.append(m)
         arm, seed = str(m.get("arm", d.name)), m.get("seed")
-        info = m.get("arm_info") if isinstance(m.get("arm_info"), dict) else {}
+        info = lb.dict_at(m, "arm_info")
         a = arms.setdefault(arm, {"model": m.get("model_id"), "seeds": [], "arm_info": {}})
         a["seeds"].append(seed)
         a["arm_info"][str(seed)] = info
@@ -146,21 +146,21 @@ def read_eval_extras(eval_dirs: Iterable[str | Path]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- page data
-def _num(x: Any) -> float | None:
+def _num(x: object) -> float | None:
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(float(x)):
         return None
     return float(x)
 
 
-def _first(*values: Any) -> Any:
+def _first(*values: object) -> Any:
     return next((v for v in values if v not in (None, "", "missing")), None)
 
 
-def _count(x: Any) -> int | None:
+def _count(x: object) -> int | None:
     return int(x) if isinstance(x, int) and not isinstance(x, bool) else None
 
 
-def pairwise_data(section: Any) -> dict[str, Any] | None:
+def pairwise_data(section: object) -> dict[str, Any] | None:
     """The leaderboard JSON's ``pairwise`` section as the page shows it (None when the run had none).
 
     Fields a row lacks are shown as "—"; a section that is not ``{"rows": [{...}, ...]}`` is an error (it is written
@@ -168,7 +168,7 @@ def pairwise_data(section: Any) -> dict[str, Any] | None:
     if section is None:
         return None
     rows = section.get("rows") if isinstance(section, dict) else None
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+    if not isinstance(section, dict) or not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ValueError(
             'pairwise: expected a section {"title", "rows": [{...}, ...]}, got '
             f"{type(rows if isinstance(section, dict) else section).__name__}"
@@ -207,7 +207,7 @@ def pairwise_data(section: Any) -> dict[str, Any] | None:
     }
 
 
-def _items_from_board(items: Any) -> dict[str, Any]:
+def _items_from_board(items: object) -> dict[str, Any]:
     """The drawer's per-item outcomes ``[arm][seed][task] = [[doc_id, score], ...]`` from the board JSON's
     ``items[task][arm][seed]`` (when the page is written without the evaluation directories, e.g. --from-json)."""
     out: dict[str, Any] = {}
@@ -230,8 +230,8 @@ def page_data(
 ) -> dict[str, Any]:
     """The JSON inlined in the page: the leaderboard document reshaped per domain, plus arm attributes."""
     extras = extras or {}
-    summary = doc.get("summary") if isinstance(doc.get("summary"), dict) else {}
-    tables = doc.get("tables") if isinstance(doc.get("tables"), dict) else {}
+    summary = lb.dict_at(doc, "summary")
+    tables = lb.dict_at(doc, "tables")
     tasks = [str(t) for t in (doc.get("tasks") or list(tables))]
     arms = [str(a) for a in (doc.get("arms") or [])]
     for t in tasks:
@@ -239,7 +239,7 @@ def page_data(
             if isinstance(row, dict) and row.get("arm") not in arms and row.get("arm") is not None:
                 arms.append(str(row["arm"]))
     facts = dict(facts or task_facts(tasks, extras.get("manifests") or ()))
-    board_facts = doc.get("task_facts") if isinstance(doc.get("task_facts"), dict) else {}
+    board_facts = lb.dict_at(doc, "task_facts")
     facts = {t: {**(facts.get(t) or {}), **(board_facts.get(t) or {})} for t in set(facts) | set(board_facts)}
     refs = [str(r) for r in (doc.get("stats") or {}).get("references") or summary.get("references") or []]
     provenance = [p for p in doc.get("provenance") or [] if isinstance(p, dict)]
@@ -253,7 +253,7 @@ def page_data(
         infos += [p["arm_info"] for p in prov if isinstance(p.get("arm_info"), dict)]
         info = infos[0] if infos else {}
         budget = _first(info.get("budget_k"), info.get("budget"), info.get("k"))
-        kept = sorted({i.get("kept") for i in infos if i.get("kept") is not None})
+        kept = sorted({k for i in infos if (k := i.get("kept")) is not None})
         arm_rows[arm] = {
             "arm": arm,
             "selector": str(_first(info.get("selector"), arm if arm != "base" else "none (base model)")),
@@ -262,7 +262,7 @@ def page_data(
             "kept": kept,
             "seeds": sorted({s for s in (summary.get("seeds") or {}).get(arm, []) if s is not None}),
         }
-    per_task = summary.get("per_task") if isinstance(summary.get("per_task"), dict) else {}
+    per_task = lb.dict_at(summary, "per_task")
     cells: dict[str, dict[str, Any]] = {}
     for t in tasks:
         cells[t] = {}
@@ -271,7 +271,7 @@ def page_data(
                 continue
             arm = str(row["arm"])
             arm_sum = ((per_task.get(t) or {}).get("arms") or {}).get(arm) or {}
-            vs = row.get("vs") if isinstance(row.get("vs"), dict) else {}
+            vs = lb.dict_at(row, "vs")
             cells[t][arm] = {
                 "mean": _num(row.get("mean")),
                 "std": _num(row.get("std")),
@@ -338,7 +338,7 @@ def page_data(
         "references": refs,
         "ci_level": _num((doc.get("stats") or {}).get("ci_level") or summary.get("ci_level")),
         "alpha": _num((doc.get("stats") or {}).get("alpha") or summary.get("alpha")),
-        "stats": doc.get("stats") if isinstance(doc.get("stats"), dict) else {},
+        "stats": lb.dict_at(doc, "stats"),
         "power": doc.get("power") if doc.get("power") is not None else summary.get("power"),
         "tasks": [{"name": t, **{k: v for k, v in facts.get(t, {}).items()}} for t in tasks],
         "domains": [{"name": d, "tasks": ts} for d, ts in domains.items()],
@@ -414,7 +414,7 @@ def static_data(doc: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _attr(x: Any) -> str:
+def _attr(x: object) -> str:
     """An exact, parseable attribute value: ``repr`` of a float round-trips to the same float."""
     return "" if x is None else html.escape(repr(float(x)) if isinstance(x, (int, float)) else str(x))
 
@@ -703,7 +703,7 @@ def render_static(s: Mapping[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- rendering
-def _inline_json(data: Any) -> str:
+def _inline_json(data: object) -> str:
     """JSON safe inside a <script> element: no ``</script>``, no ``<!--``, no U+2028/9 surprises."""
     text = json.dumps(data, ensure_ascii=False, sort_keys=True, allow_nan=False)
     return (
