@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
+from typing import Sequence
 
 from cpqs_bench.cli.common import add_config_arguments, alias, read_pool_at_edge, resolve
 
@@ -93,22 +94,25 @@ def run(args: argparse.Namespace) -> int:
         provider = Given(pool)
     holder = Given(PoolArtifact(pool.examples, pool.key, pool.sha256, pool.summary, pairs_examples))
     steps: list = []
-    negatives = None
+    negatives: NegativesStep | Given | None = None
     if cq.pairs_source == "generate" and not cq.negatives:
         negatives = NegativesStep(cfg, holder, progress=not args.no_progress)
         steps.append(negatives)
     elif cq.negatives:
         negatives = Given(FileArtifact.of(cq.negatives))
+    row_filter: dict[str, Sequence[str]] = dict(P.parse_exclude(args.exclude))
     train = TrainSelectorStep(
         cfg,
         holder if provider is not None or pairs_examples else None,
         negatives,
-        row_filter=P.parse_exclude(args.exclude) or None,
+        row_filter=row_filter or None,
         progress=not args.no_progress,
     )
     steps.append(train)
     Pipeline(Path(cfg.experiment.output_dir), cfg.experiment.name).run_all(steps)
     art = train.output
+    if art is None:
+        raise RuntimeError("train-selector: the stage finished without a checkpoint artifact")
     checkpoint = deliver_folder(art.path, args.out) if args.out else art.path
     if train.oof_scores is not None and args.score_out:
         deliver_file(train.oof_scores, args.score_out)
