@@ -44,7 +44,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig, PreTrainedModel
+
 
 FORWARD = 2  # FLOPs per parameter per token of a forward pass
 LORA_TRAIN = 4  # frozen weights in training: forward + activation gradients
@@ -58,7 +63,7 @@ class CostError(ValueError):
     """Inconsistent cost inputs (negative counts, a selection charged to no stage, a stage that is not a cost)."""
 
 
-def _count(name: str, v: Any) -> int:
+def _count(name: str, v: object) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise CostError(f"{name} must be a non-negative int, got {v!r}")
     return v
@@ -70,7 +75,7 @@ def attention_flops_per_token(n_layers: int, d_attn: int, seq_len: float) -> flo
     return 4.0 * n_layers * d_attn * seq_len
 
 
-def attention_shape(model: Any) -> tuple[int, int]:
+def attention_shape(model: PreTrainedModel | PretrainedConfig) -> tuple[int, int]:
     """``(L, d)`` for :func:`attention_flops_per_token` from a transformers model's config: layers, and the query
     width ``heads × head_dim`` (with grouped-query attention the scores still run over every query head)."""
     cfg = getattr(model, "config", model)
@@ -137,7 +142,7 @@ def training_flops(
     return t * per
 
 
-def matmul_params(model: Any) -> tuple[int, int]:
+def matmul_params(model: torch.nn.Module) -> tuple[int, int]:
     """``(N, N_a)`` of a torch model: weights of every linear layer (``nn.Linear``, GPT-2's ``Conv1D``) plus the
     output embedding (counted once even when tied to the input embedding); ``N_a`` the LoRA adapter's (peft's
     ``lora_`` modules), which are not in ``N``. Input/position embeddings, norms and biases are not counted."""

@@ -26,7 +26,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import IO, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
@@ -38,6 +38,9 @@ from cpqs_bench.publish.config import PublishConfig
 from cpqs_bench.selectors.config import SelectorsConfig
 
 CONFIG_DIR = resources.CONFIGS_DIR
+
+
+_Section = TypeVar("_Section")  # Config or one of its section dataclasses
 
 
 class ConfigError(ValueError):
@@ -127,11 +130,11 @@ class Config:
 
 
 # ---------------------------------------------------------------------------------------------------- conversion
-def _type_name(tp: Any) -> str:
+def _type_name(tp: object) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def _coerce(value: object, tp: object, where: str) -> Any:
     """Check ``value`` against annotation ``tp`` (after YAML parsing) and convert lists to tuples where declared."""
     origin = get_origin(tp)
     if tp is Any:
@@ -207,7 +210,7 @@ def build(cls: type, values: dict[str, Any], where: str = "") -> Any:
     return cls(**kwargs)
 
 
-def to_dict(obj: Any) -> Any:
+def to_dict(obj: object) -> Any:
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
@@ -217,11 +220,11 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def to_yaml(obj: Any) -> str:
+def to_yaml(obj: object) -> str:
     return yaml.safe_dump(to_dict(obj), sort_keys=False, allow_unicode=True)
 
 
-def config_hash(obj: Any) -> str:
+def config_hash(obj: object) -> str:
     """Stable hash of resolved values (dict order and list/tuple spelling do not matter)."""
     return stable_hash(to_dict(obj))
 
@@ -251,7 +254,7 @@ class NoAliasLoader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing anchors (``&a``) and aliases (``*a``) where the composer meets them, before any
     node is built or expanded: a config never needs them, and an alias bomb would otherwise expand exponentially."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             kind = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
@@ -263,7 +266,7 @@ class NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def safe_load_yaml(stream: Any, name: str | None = None) -> Any:
+def safe_load_yaml(stream: str | IO[str], name: str | None = None) -> Any:
     """``yaml.safe_load`` without anchors/aliases; ``name`` is the file named in errors."""
     loader = NoAliasLoader(stream)
     if name is not None:
@@ -282,7 +285,7 @@ def _looks_float(text: str) -> bool:
     return any(c in text.lower() for c in ".e") and text.strip().lower() not in ("nan", "inf", "-inf")
 
 
-def _fix_floats(obj: Any) -> Any:
+def _fix_floats(obj: object) -> Any:
     if isinstance(obj, dict):
         return {k: _fix_floats(v) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -292,7 +295,7 @@ def _fix_floats(obj: Any) -> Any:
     return obj
 
 
-def _set(tree: dict, keys: list[str], value: Any) -> None:
+def _set(tree: dict[str, Any], keys: list[str], value: object) -> None:
     node = tree
     for k in keys[:-1]:
         nxt = node.setdefault(k, {})
@@ -302,7 +305,7 @@ def _set(tree: dict, keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(preset: str | os.PathLike | None = "smoke", overrides: list[str] | tuple[str, ...] = ()) -> Any:
+def load_config(preset: str | os.PathLike | None = "smoke", overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Resolve a preset plus ``key=value`` overrides into a frozen :class:`Config`."""
     raw: dict[str, Any] = {}
     source = "defaults"
@@ -337,7 +340,7 @@ def load_config(preset: str | os.PathLike | None = "smoke", overrides: list[str]
     return cfg
 
 
-def replace(cfg: Any, **changes: Any) -> Any:
+def replace(cfg: _Section, **changes: object) -> _Section:
     """``dataclasses.replace`` that accepts dotted keys: ``replace(cfg, **{"finetune.lr": 1e-4})``."""
     tree = to_dict(cfg)
     for dotted, value in changes.items():
@@ -368,7 +371,7 @@ def check_amount(value: float, key: str, what: str = "examples") -> None:
         )
 
 
-def _positive(value: Any, key: str, *, allow_none: bool = False, allow_zero: bool = False) -> None:
+def _positive(value: object, key: str, *, allow_none: bool = False, allow_zero: bool = False) -> None:
     if value is None and allow_none:
         return
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -376,7 +379,7 @@ def _positive(value: Any, key: str, *, allow_none: bool = False, allow_zero: boo
         raise ConfigError(f"{key}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
 
-def validate(cfg: Any) -> None:
+def validate(cfg: Config) -> None:
     """Check what the types cannot: meaning and ranges, naming the key. Raises :class:`ConfigError` on the first
     problem. Called by :func:`load_config`; call it after building a ``Config`` any other way."""
     exp = cfg.experiment
@@ -430,7 +433,7 @@ def validate(cfg: Any) -> None:
     _positive(getattr(pub, "max_retries", 0), "publish.max_retries", allow_zero=True)
 
 
-def validate_against_pool(cfg: Any, n_examples: int) -> int:
+def validate_against_pool(cfg: Config, n_examples: int) -> int:
     """The budget checked against the pool it selects from (call it once the pool is read, before scoring):
     a count larger than the pool is refused, naming the key. Returns the number of examples an arm keeps
     (``budget_unit=tokens``: the pool size is not the limit, so only the pool's emptiness is checked)."""
@@ -451,7 +454,7 @@ def validate_against_pool(cfg: Any, n_examples: int) -> int:
     return max(1, int(round(sel.budget * n_examples)))
 
 
-def experiment_dir(cfg: Any) -> Path:
+def experiment_dir(cfg: Config) -> Path:
     """``experiment.output_dir / experiment.name``, refused unless it lies inside the output dir (the name is one
     path segment; this is the last check before anything is written)."""
     check_segment(cfg.experiment.name, "experiment.name")

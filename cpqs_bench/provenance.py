@@ -122,13 +122,13 @@ def secret_env_names() -> list[str]:
         return sorted({*SECRET_ENV, *_registered})
 
 
-def config_secret_envs(cfg: Any) -> list[str]:
+def config_secret_envs(cfg: object) -> list[str]:
     """Every ``*_env`` string field anywhere in a (nested, dataclass) config: the names of its secret variables."""
     import dataclasses
 
     found: list[str] = []
 
-    def walk(obj: Any) -> None:
+    def walk(obj: object) -> None:
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             for f in dataclasses.fields(obj):
                 value = getattr(obj, f.name)
@@ -147,7 +147,7 @@ def config_secret_envs(cfg: Any) -> list[str]:
     return sorted(set(found))
 
 
-def register_config_secrets(cfg: Any) -> list[str]:
+def register_config_secrets(cfg: object) -> list[str]:
     """Register every secret variable a config names (``selectors.judge.api_key_env``, ``evaluate.judge...``) and
     install the log scrubber; returns the names registered."""
     names = config_secret_envs(cfg)
@@ -179,7 +179,7 @@ def scrub(text: str, extra: Iterable[str | None] = ()) -> str:
     return _CREDENTIAL.sub(lambda m: f"{m.group(1)}***", text)
 
 
-def scrub_obj(obj: Any, extra: Iterable[str | None] = ()) -> Any:
+def scrub_obj(obj: object, extra: Iterable[str | None] = ()) -> Any:
     """``obj`` (JSON-like: dicts, lists, strings) with every string scrubbed; keys too."""
     extra = list(extra)
     if isinstance(obj, str):
@@ -207,7 +207,7 @@ def install_log_scrubber() -> None:
         if getattr(current, "_cpqs_scrubbed", False):
             return
 
-        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        def factory(*args: object, **kwargs: object) -> logging.LogRecord:
             record = current(*args, **kwargs)
             if type(record) is logging.LogRecord:
                 record.__class__ = _ScrubbedRecord

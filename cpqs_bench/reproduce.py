@@ -22,13 +22,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cpqs_bench import rundir
 from cpqs_bench.config import Config, config_hash, experiment_dir, to_dict
 from cpqs_bench.io import write_json
 from cpqs_bench.model_cache import ModelCache
-from cpqs_bench.pipeline import Always, Pipeline
+from cpqs_bench.pipeline import Always, Pipeline, Step
 from cpqs_bench.stages.contamination import ContaminationStep
 from cpqs_bench.stages.cost import arm_compute
 from cpqs_bench.stages.data import DataStep, generates_negatives
@@ -43,6 +43,14 @@ from cpqs_bench.stages.score import ScoreStep
 from cpqs_bench.stages.select import ControlStep, PoolTokens, SelectStep
 from cpqs_bench.stages.train_selector import TrainSelectorStep
 from cpqs_bench.stages.validate import ValidateStep
+
+if TYPE_CHECKING:
+    from cpqs_bench.selectors.base import ModelLoader
+    from cpqs_bench.stages.artifacts import AdapterArtifact, SelectionArtifact
+    from cpqs_bench.stages.common import Provides
+
+
+_S = TypeVar("_S")
 
 
 def is_control(name: str) -> bool:
@@ -99,7 +107,7 @@ class Plan:
     mods_seed: tuple[ModsCoverageStep, FinetuneStep] | None = None
     board: Always | None = None
 
-    def add(self, step: Any) -> Any:
+    def add(self, step: _S) -> _S:
         self.steps.append(step)
         return step
 
@@ -107,7 +115,7 @@ class Plan:
 def plan(
     cfg: Config,
     root: Path,
-    loader: Any,
+    loader: ModelLoader | None,
     *,
     preset: str | None = None,
     overrides: tuple[str, ...] = (),
@@ -262,7 +270,7 @@ def compute_by_arm(p: Plan) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
-def _manifest(step: Any) -> dict[str, Any]:
+def _manifest(step: Step) -> dict[str, Any]:
     from cpqs_bench.io import read_json
 
     path = getattr(step.output, "path", None)
@@ -277,7 +285,14 @@ class _EvaluateAfter(EvaluateStep):
     only once that stage has run."""
 
     def __init__(
-        self, cfg: Config, arm: str, seed: int | None, adapter: Any, data: DataStep, selection: Any, loader: Any
+        self,
+        cfg: Config,
+        arm: str,
+        seed: int | None,
+        adapter: Provides[AdapterArtifact] | None,
+        data: DataStep,
+        selection: Provides[SelectionArtifact] | None,
+        loader: ModelLoader | None,
     ) -> None:
         super().__init__(cfg, arm, seed, adapter, loader=loader)
         self._data, self._selection = data, selection
@@ -317,7 +332,7 @@ def reproduce(
     preset: str | None = None,
     overrides: tuple[str, ...] = (),
     log: Callable[[str], None] = print,
-    loader: Any = None,
+    loader: ModelLoader | None = None,
     wait: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) the experiment ``cfg`` describes; returns the index of every artifact and the timings."""

@@ -67,7 +67,7 @@ class Stage:
             out.append(p)
         return out
 
-    def finish(self, **extra: Any) -> dict[str, Any]:
+    def finish(self, **extra: object) -> dict[str, Any]:
         """Write the manifest (with size + sha256 of every output file), then ``DONE`` (last: its presence means
         every other file is complete)."""
         outputs = {

@@ -27,12 +27,15 @@ import math
 import numbers
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import read_jsonl, write_json, write_jsonl
 from cpqs_bench.selectors import degeneracy
-from cpqs_bench.selectors.base import ScoreRow, ScoringContext
+from cpqs_bench.selectors.base import ModelLoader, ScoreRow, ScoringContext, Selector
+
+if TYPE_CHECKING:
+    from cpqs_bench.config import Config
 
 
 class ScoreError(RuntimeError):
@@ -46,14 +49,14 @@ class ScoreContractError(ScoreError):
 RESERVED = ("id", "score", "n_tokens", "exclude")
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> Any:
     """numpy scalars as Python numbers (JSON writes them as numbers, not as their ``str``)."""
     if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
         return value.item()
     return value
 
 
-def check_row(row: Any, index: int, expected_id: str, selector: str = "?") -> dict[str, Any]:
+def check_row(row: object, index: int, expected_id: str, selector: str = "?") -> dict[str, Any]:
     """One output row checked against the contract, as a JSON-safe dict (a missing / non-finite score of an
     excluded row becomes null). ``index`` / ``expected_id``: the example it must describe."""
     where = f"selector {selector!r}: row {index} (example {expected_id!r})"
@@ -103,7 +106,7 @@ def row_dict(row: ScoreRow) -> dict[str, Any]:
 
 
 def score_examples(
-    selector: Any, examples: Sequence[Example], ctx: ScoringContext, name: str | None = None
+    selector: Selector, examples: Sequence[Example], ctx: ScoringContext, name: str | None = None
 ) -> list[dict[str, Any]]:
     """Run one selector and check its output contract (see the module docstring); any breach or exception is one
     :class:`ScoreContractError` line naming the selector (``name``: as registered; default its ``name``) and the
@@ -166,14 +169,14 @@ def parts_dir(out: str | Path) -> Path:
 
 
 def score_pool(
-    cfg: Any,
+    cfg: Config,
     examples: Sequence[Example],
     out: str | Path,
     *,
     selector: str,
     checkpoint: str | Path | None = None,
     workdir: str | Path | None = None,
-    loader: Any = None,
+    loader: ModelLoader | None = None,
     source: str | None = None,
     data_sha256: str | None = None,
     overlap: dict[str, Any] | None = None,

@@ -36,13 +36,22 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from cpqs_bench import models, provenance, resources, templates
 from cpqs_bench.config import to_dict
 from cpqs_bench.evaluate import tasks_utils
 from cpqs_bench.evaluate.config import EvaluateConfig
 from cpqs_bench.io import read_json, read_jsonl, sha256_file, stable_hash, write_json, write_jsonl
+
+if TYPE_CHECKING:
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from cpqs_bench.config import Config
+
 
 TASKS_DIR_ENV = "CPQS_TASKS_DIR"
 PROBE_PROMPT = "Question: Tom has 3 apples and buys 4 more. How many apples does he have?\nAnswer:"
@@ -157,11 +166,11 @@ def built_task(name: str, src: TaskSource) -> Any:
     return task
 
 
-def _metric_name(metric: Any) -> str:
+def _metric_name(metric: object) -> str:
     return metric if isinstance(metric, str) else getattr(metric, "__name__", str(metric))
 
 
-def task_config_info(name: str, cfg: Any) -> dict[str, Any]:
+def task_config_info(name: str, cfg: object) -> dict[str, Any]:
     """What the harness needs to know about a task, from its config (YAML) alone."""
     meta = dict(getattr(cfg, "metadata", None) or {})
     metrics = list(getattr(cfg, "metric_list", None) or [])
@@ -211,7 +220,7 @@ def adapter_fingerprint(adapter: str) -> dict[str, Any]:
     return {"path": str(path.resolve()), "hash": stable_hash(files, length=16), "files": files}
 
 
-def adapter_logit_delta(model: Any, tokenizer: Any, prompt: str = PROBE_PROMPT) -> float:
+def adapter_logit_delta(model: PeftModel, tokenizer: PreTrainedTokenizerBase, prompt: str = PROBE_PROMPT) -> float:
     """Max |logit(adapted) - logit(base)| on a probe prompt, using the same PeftModel with the adapter disabled."""
     import torch
 
@@ -225,7 +234,9 @@ def adapter_logit_delta(model: Any, tokenizer: Any, prompt: str = PROBE_PROMPT) 
     return float((adapted - base).abs().max().item())
 
 
-def check_adapter_active(model: Any, tokenizer: Any, adapter: str, atol: float = 1e-6) -> float:
+def check_adapter_active(
+    model: PeftModel, tokenizer: PreTrainedTokenizerBase, adapter: str, atol: float = 1e-6
+) -> float:
     """Refuse an adapter whose logits equal the base model's (untrained LoRA, wrong target modules, not loaded)."""
     delta = adapter_logit_delta(model, tokenizer)
     if not delta > atol:
@@ -270,7 +281,7 @@ def _hflm_class() -> type:
     return HFLMOnce
 
 
-def build_lm(model: Any, tokenizer: Any, settings: EvaluateConfig) -> Any:
+def build_lm(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, settings: EvaluateConfig) -> HFLM:
     """lm-eval's HF backend over an already loaded model (plain or with a PEFT adapter attached), identical
     generation requests answered once."""
     return _hflm_class()(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size)
@@ -355,14 +366,14 @@ def cache_path(
 
 
 def _run_group(
-    lm: Any,
+    lm: HFLM,
     tasks: list[Any],
     chat: bool,
     limit: int | None,
     settings: EvaluateConfig,
     use_cache: str | None,
     system_instruction: str | None = None,
-    manager: Any = None,
+    manager: TaskManager | None = None,
 ) -> dict[str, Any]:
     """One ``simple_evaluate`` call over built ``tasks``. ``manager``: the TaskManager that built them; without one,
     lm-eval indexes its whole task tree (thousands of YAMLs, seconds per call) only to pass the objects through."""
@@ -436,7 +447,7 @@ def items_from_samples(task: str, samples: list[dict], info: dict[str, Any]) -> 
     return rows
 
 
-def _jsonable(obj: Any) -> Any:
+def _jsonable(obj: object) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
@@ -490,7 +501,7 @@ class Attached:
     (2-core CPU). The recipe trains under bf16 autocast, which runs the LoRA matmuls in bf16 too, so bf16 LoRA
     weights compute at evaluation what training computed; an fp32 base keeps fp32 adapters."""
 
-    def __init__(self, base: Any, adapter: str | None) -> None:
+    def __init__(self, base: PreTrainedModel, adapter: str | None) -> None:
         self.base, self.adapter, self.model = base, adapter, base
 
     def __enter__(self) -> Any:
@@ -506,14 +517,14 @@ class Attached:
                         param.data = param.data.to(dtype)
         return self.model
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.model is not self.base:
             self.model.unload()  # the LoRA modules out again: the cached base is the base model
             self.base.eval()
 
 
 def evaluate_model(
-    cfg: Any,
+    cfg: Config,
     out: str | Path,
     *,
     adapter: str | Path | None = None,

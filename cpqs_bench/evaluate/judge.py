@@ -40,9 +40,15 @@ import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-from cpqs_bench.judge.backends import generate, prompt_text
+from cpqs_bench.judge.backends import Judge, generate, prompt_text
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from cpqs_bench.config import Config
+
 
 PROMPT_VERSION = "cpqs-bench-pairwise-v1"
 SYSTEM = "You are a fair and exact reviewer of answers written by AI assistants."
@@ -110,7 +116,7 @@ def judge_pairs(
     questions: Sequence[str],
     answers: Sequence[str],
     reference: Sequence[str],
-    judge: Any,
+    judge: Judge,
     rule: str = "strict",
 ) -> list[Judgement]:
     """Both orders for every prompt in one batch of ``2 N`` judge calls (cached by the judge)."""
@@ -153,8 +159,8 @@ def summarize(judgements: Sequence[Judgement], n_boot: int = 2000, seed: int = 0
 
 
 def generate_answers(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     questions: Sequence[str],
     max_new_tokens: int = 256,
     batch_size: int = 8,
@@ -173,7 +179,7 @@ def evaluate_pairwise(
     questions: Sequence[str],
     arm: tuple[Any, Any],
     reference: tuple[Any, Any],
-    judge: Any,
+    judge: Judge,
     *,
     max_new_tokens: int = 256,
     batch_size: int = 8,
@@ -267,7 +273,7 @@ def load_prompt_sets(
 
 
 def answer_prompt_sets(
-    cfg: Any,
+    cfg: Config,
     prompts: Sequence[dict[str, str]],
     out: str | Path,
     *,
@@ -312,7 +318,7 @@ def answer_prompt_sets(
 def judge_answer_files(
     answers: str | Path,
     reference: str | Path,
-    judge: Any,
+    judge: Judge,
     out: str | Path,
     *,
     rule: str = "strict",
@@ -362,7 +368,7 @@ def judge_answer_files(
     return doc
 
 
-def judge_name(judge: Any) -> str:
+def judge_name(judge: Judge) -> str:
     """The judge model's short name (a local judge's model spec, an endpoint's model name)."""
     inner = getattr(judge, "judge", judge)
     name = getattr(inner, "spec", None) or getattr(inner, "model", None)

@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 ISOLATION_LEVELS = {"none": 0, "rlimits": 1, "namespaces": 2}
 _PR_SET_PDEATHSIG = 1
@@ -342,7 +342,7 @@ def _run(
         shutil.rmtree(workdir, onerror=_rmtree_onerror)
 
 
-def _rmtree_onerror(func, path, exc_info) -> None:
+def _rmtree_onerror(func: Callable[[str], object], path: str, exc_info: object) -> None:
     """The program may leave read-only dirs behind; make them writable and retry once, else let the error surface."""
     os.chmod(os.path.dirname(path), 0o700)
     try:
@@ -380,7 +380,7 @@ class Sandbox:
         *,
         timeout_s: float | None = None,
         collect: tuple[str, ...] = (),
-        **overrides: Any,
+        **overrides: float | int | None,
     ) -> SandboxResult:
         """Run ``main_source`` as ``__main__.py`` in a fresh work dir holding ``files``; return files in ``collect``.
 

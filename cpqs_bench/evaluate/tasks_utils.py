@@ -128,7 +128,7 @@ def _gsm8k_docs(name: str) -> list[dict]:
     return docs
 
 
-def load_gsm8k(splits: tuple[str, ...] | list[str] = ("test",), **_metadata: Any) -> dict[str, Any]:
+def load_gsm8k(splits: tuple[str, ...] | list[str] = ("test",), **_metadata: object) -> dict[str, Any]:
     """``custom_dataset`` for GSM8K: ``test`` (1319) and, for few-shot tasks, ``train`` (7473)."""
     import datasets
 
@@ -162,12 +162,12 @@ def _humaneval_dataset(plus: bool) -> dict[str, Any]:
     return {"test": datasets.Dataset.from_list(docs)}
 
 
-def load_humaneval(**_metadata: Any) -> dict[str, Any]:
+def load_humaneval(**_metadata: object) -> dict[str, Any]:
     """``custom_dataset`` for HumanEval (164)."""
     return _humaneval_dataset(plus=False)
 
 
-def load_humaneval_plus(**_metadata: Any) -> dict[str, Any]:
+def load_humaneval_plus(**_metadata: object) -> dict[str, Any]:
     """``custom_dataset`` for HumanEval+ v0.1.10 (164)."""
     return _humaneval_dataset(plus=True)
 
@@ -261,19 +261,19 @@ def _code_judge(
     return out
 
 
-def humaneval_judge(resps, docs):
+def humaneval_judge(resps: list[list[str]], docs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return _code_judge(resps, docs, False, completion_program)
 
 
-def humaneval_plus_judge(resps, docs):
+def humaneval_plus_judge(resps: list[list[str]], docs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return _code_judge(resps, docs, True, completion_program)
 
 
-def humaneval_instruct_judge(resps, docs):
+def humaneval_instruct_judge(resps: list[list[str]], docs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return _code_judge(resps, docs, False, instruct_program)
 
 
-def humaneval_plus_instruct_judge(resps, docs):
+def humaneval_plus_instruct_judge(resps: list[list[str]], docs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return _code_judge(resps, docs, True, instruct_program)
 
 

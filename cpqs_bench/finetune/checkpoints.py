@@ -18,9 +18,13 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cpqs_bench.io import read_json, sha256_file, write_json
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +128,14 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def callback(keep: int) -> Any:
+def callback(keep: int) -> TrainerCallback:
     """A ``TrainerCallback`` that marks each save complete, then prunes (built lazily: transformers is heavy)."""
     from transformers import TrainerCallback
 
     class CompleteMarker(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 (Trainer callback signature)
+        def on_save(
+            self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+        ) -> TrainerControl:  # Trainer callback signature
             _barrier()  # every rank has written its RNG state / shards before rank 0 checks the directory
             if state.is_world_process_zero:
                 path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -141,7 +147,7 @@ def callback(keep: int) -> Any:
     return CompleteMarker()
 
 
-def timed_saves(interval_s: float) -> Any:
+def timed_saves(interval_s: float) -> TrainerCallback:
     """A ``TrainerCallback`` asking for a checkpoint when ``interval_s`` seconds passed since the last one.
 
     Checkpoint cadence by time rather than by step count: a short arm (a handful of steps) pays for no checkpoint
@@ -155,17 +161,23 @@ def timed_saves(interval_s: float) -> Any:
         def __init__(self) -> None:
             self.last = time.monotonic()
 
-        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_train_begin(
+            self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+        ) -> TrainerControl:
             self.last = time.monotonic()
             return control
 
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_step_end(
+            self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+        ) -> TrainerControl:
             due = interval_s > 0 and time.monotonic() - self.last >= interval_s and state.global_step < state.max_steps
             if _broadcast_flag(due):
                 control.should_save = True
             return control
 
-        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_save(
+            self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+        ) -> TrainerControl:
             self.last = time.monotonic()
             return control
 

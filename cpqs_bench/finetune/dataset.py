@@ -17,11 +17,18 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import iter_jsonl_objects
 from cpqs_bench.prompts import LengthStats, render, right_pad
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from cpqs_bench.config import PromptConfig
+    from cpqs_bench.finetune.config import FinetuneConfig
+
 
 IGNORE_INDEX = -100
 
@@ -114,7 +121,9 @@ class TokenCache:
     def __init__(self) -> None:
         self._tables: dict[tuple, tuple[Any, dict[str, tuple[Any, LengthStats]]]] = {}
 
-    def table(self, tokenizer: Any, settings: tuple) -> dict[str, tuple[Any, LengthStats]]:
+    def table(
+        self, tokenizer: PreTrainedTokenizerBase, settings: tuple[object, ...]
+    ) -> dict[str, tuple[Any, LengthStats]]:
         key = (id(tokenizer), settings)
         hit = self._tables.get(key)
         if hit is None or hit[0] is not tokenizer:  # id reuse after the old tokenizer was freed
@@ -138,7 +147,7 @@ def _merge_stats(total: LengthStats, one: LengthStats) -> None:
 
 
 def tokenize(
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[Example],
     *,
     template: str,
@@ -187,7 +196,7 @@ def tokenize(
 
 
 def trained_token_counts(
-    examples: Sequence[Example], tokenizer: Any, prompt_cfg: Any, ft_cfg: Any
+    examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, prompt_cfg: PromptConfig, ft_cfg: FinetuneConfig
 ) -> dict[str, tuple[int, int]]:
     """``id -> (trained, supervised)`` tokens one epoch of SFT spends on each example, computed by the same
     :func:`tokenize` call that builds the trainer's rows (template and its special tokens, ``finetune.max_length``

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import TrainerControl, TrainerState, TrainingArguments
 
 
 def callback(enabled: bool = True) -> Any:
@@ -27,7 +30,9 @@ def callback(enabled: bool = True) -> Any:
             self.session_steps = 0
             self.session_tokens = 0
 
-        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_train_begin(
+            self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+        ) -> TrainerControl:
             self.t0 = time.perf_counter()
             self.tokens0 = state.num_input_tokens_seen
             self.step0 = state.global_step
@@ -44,14 +49,16 @@ def callback(enabled: bool = True) -> Any:
                 )
             return control
 
-        def _update(self, state) -> None:  # noqa: ANN001
+        def _update(self, state: TrainerState) -> None:
             self.seconds = time.perf_counter() - self.t0
             self.session_tokens = state.num_input_tokens_seen - self.tokens0
             self.session_steps = state.global_step - self.step0
             if self.seconds > 0 and self.session_tokens:
                 self.tokens_per_s = self.session_tokens / self.seconds
 
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_step_end(
+            self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+        ) -> TrainerControl:
             self._update(state)
             if self.bar is not None:
                 self.bar.update(state.global_step - self.bar.n)
@@ -61,7 +68,14 @@ def callback(enabled: bool = True) -> Any:
                 self.bar.set_postfix(post)
             return control
 
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        def on_log(
+            self,
+            args: TrainingArguments,
+            state: TrainerState,
+            control: TrainerControl,
+            logs: dict[str, float] | None = None,
+            **kwargs: object,
+        ) -> TrainerControl:
             if logs and "loss" in logs:
                 self.losses.append(
                     {
@@ -72,7 +86,9 @@ def callback(enabled: bool = True) -> Any:
                 )
             return control
 
-        def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_train_end(
+            self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+        ) -> TrainerControl:
             self._update(state)
             if self.bar is not None:
                 self.bar.close()

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from cpqs_bench.config import to_dict
 from cpqs_bench.io import stable_hash
+
+if TYPE_CHECKING:
+    from cpqs_bench.config import Config
+
 
 # Keys of the finetune section that do not change the trained adapter.
 OPERATIONAL_KEYS = frozenset(
@@ -36,7 +40,7 @@ class RecipeMismatch(ValueError):
     """Arms trained with different recipes: comparing them would confound the data with the recipe."""
 
 
-def recipe(cfg: Any, *, precision: str, model_revision: str | None) -> dict[str, Any]:
+def recipe(cfg: Config, *, precision: str, model_revision: str | None) -> dict[str, Any]:
     """The recipe mapping for a resolved :class:`cpqs_bench.config.Config`."""
     ft = {k: v for k, v in to_dict(cfg.finetune).items() if k not in OPERATIONAL_KEYS}
     if not ft.get("packing"):
@@ -77,7 +81,7 @@ def _load(m: Mapping[str, Any] | str | Path) -> tuple[str, Mapping[str, Any]]:
         return str(path), json.load(fh)
 
 
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+def _diff(a: object, b: object, prefix: str = "") -> list[str]:
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         out = []
         for k in sorted(set(a) | set(b), key=str):

@@ -61,7 +61,7 @@ class FileArtifact:
     info: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def of(cls, path: Path, **info: Any) -> FileArtifact:
+    def of(cls, path: Path, **info: object) -> FileArtifact:
         path = Path(path)
         return cls(path, folder_key(path) if path.is_dir() else sha256_file(path), info)
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from cpqs_bench.config import Config, to_dict
 
+T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
 
@@ -17,6 +18,27 @@ class Provides(Protocol[T_co]):
 
     @property
     def output(self) -> T_co: ...
+
+
+class StageNotRun(RuntimeError):
+    """A step's output read before the executor ran (or verified) its stage."""
+
+
+class Produces(Generic[T]):
+    """A step's artifact: set by the executor once the stage is finished (or verified), typed for the steps
+    downstream (``Provides[T]``); reading it earlier is an error naming the step, not a ``None`` passed on."""
+
+    _output: T | None = None
+
+    @property
+    def output(self) -> T:
+        if self._output is None:
+            raise StageNotRun(f"{getattr(self, 'name', type(self).__name__)}: output read before the stage ran")
+        return self._output
+
+    @output.setter
+    def output(self, value: T) -> None:
+        self._output = value
 
 
 class MetricsTracker(Protocol):

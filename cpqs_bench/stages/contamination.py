@@ -7,12 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cpqs_bench.config import Config
 from cpqs_bench.io import read_json, read_jsonl, write_json
 from cpqs_bench.rundir import Stage
+from cpqs_bench.stages.common import Produces
 from cpqs_bench.stages.evaluate import evaluation_files
+
+if TYPE_CHECKING:
+    from cpqs_bench.publish.tracking import Tracker
+    from cpqs_bench.stages.artifacts import PoolArtifact
+    from cpqs_bench.stages.common import Provides
+
 
 REPORT = "contamination.json"
 
@@ -25,20 +32,19 @@ def eval_items(cfg: Config) -> tuple[dict[str, list[Any]], dict[str, str]]:
 
 
 @dataclass
-class ContaminationStep:
+class ContaminationStep(Produces[dict[str, Any]]):
     cfg: Config
     sections: ClassVar[tuple[str, ...]] = ()  # config sections keyed whole (stages.common.section_key)
     reads: ClassVar[tuple[str, ...]] = (
         "data.contamination_n",
         "evaluate.tasks",
     )  # config fields the key reads besides them
-    pool: Any  # provider of the PoolArtifact
+    pool: Provides[PoolArtifact]  # provider of the PoolArtifact
     selections: dict[str, dict[int | None, Any]]  # arm -> seed -> provider of a SelectionArtifact
     name: str = "contamination"
     label: str = "contamination (pool and arms vs evaluation items)"
     code: Sequence[str] = ("cpqs_bench.contamination", "cpqs_bench.stages.contamination")
     track: bool = False
-    output: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.files = evaluation_files(self.cfg)
@@ -51,7 +57,7 @@ class ContaminationStep:
             "selections": {a: {str(s): p.output.key for s, p in by.items()} for a, by in self.selections.items()},
         }
 
-    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+    def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.contamination import ContaminationIndex, report
 
         items, unavailable = eval_items(self.cfg)

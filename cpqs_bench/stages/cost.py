@@ -9,7 +9,11 @@ the SFT template renders them — an estimate from the pool, not a count inside 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cpqs_bench.selectors.base import ModelLoader
+
 
 # forward passes of the scoring model over every pool example, per selector (the base name of BASE+STEP); a
 # selector not listed is charged one pass. random / longest run no model.
@@ -33,7 +37,7 @@ ESTIMATE_NOTE = "FLOPs estimated: forward passes × 2·N × pool tokens (SFT ren
 _PARAMS: dict[tuple[str, str | None], int] = {}
 
 
-def params_of(loader: Any, spec: str, revision: str | None, dtype: str = "auto") -> int:
+def params_of(loader: ModelLoader | None, spec: str, revision: str | None, dtype: str = "auto") -> int:
     """N (matmul parameters) of a model the stage ran: counted on the model the shared cache already holds (any
     dtype; never a second load), else loaded through ``loader`` once per process."""
     from cpqs_bench.compute import matmul_params

@@ -7,14 +7,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cpqs_bench.config import Config, validate_against_pool
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import sha256_file, write_jsonl
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import PoolArtifact
-from cpqs_bench.stages.common import section_key
+from cpqs_bench.stages.common import Produces, section_key
+
+if TYPE_CHECKING:
+    from cpqs_bench.publish.tracking import Tracker
 
 
 def messages_row(ex: Example) -> dict[str, Any]:
@@ -47,7 +50,7 @@ def _contamination() -> Any:
 
 
 @dataclass
-class DataStep:
+class DataStep(Produces[PoolArtifact]):
     cfg: Config
     sections: ClassVar[tuple[str, ...]] = ("data",)  # config sections keyed whole (stages.common.section_key)
     reads: ClassVar[tuple[str, ...]] = (
@@ -61,7 +64,6 @@ class DataStep:
     code: Sequence[str] = ("cpqs_bench.data.pool", "cpqs_bench.stages.data")
     files: Sequence[Path] = ()
     track: bool = False
-    output: PoolArtifact | None = None
     _source_hash: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -85,7 +87,7 @@ class DataStep:
             "evaluation_items": _contamination().items_key(self.cfg) if self.cfg.data.decontaminate == "drop" else None,
         }
 
-    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+    def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.data.pool import read_pool
 
         d, cq = self.cfg.data, self.cfg.selectors.cpqs

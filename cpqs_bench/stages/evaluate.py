@@ -6,13 +6,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cpqs_bench.config import Config, config_hash
 from cpqs_bench.io import read_json
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import EvalArtifact
-from cpqs_bench.stages.common import section_key, seed_label, seed_suffix
+from cpqs_bench.stages.common import Produces, section_key, seed_label, seed_suffix
+
+if TYPE_CHECKING:
+    from cpqs_bench.publish.tracking import Tracker
+    from cpqs_bench.selectors.base import ModelLoader
+    from cpqs_bench.stages.artifacts import AdapterArtifact
+    from cpqs_bench.stages.common import Provides
+
 
 EVAL_DATA = ("gsm8k", "humaneval", "humanevalplus", "general_eval")  # mirror folders the evaluation tasks read
 # the executor's own manifest keys: the evaluation record's fields of the same name are kept as evaluation_<key>
@@ -39,7 +46,7 @@ def evaluation_files(cfg: Config) -> list[Path]:
 
 
 @dataclass
-class EvaluateStep:
+class EvaluateStep(Produces[EvalArtifact]):
     cfg: Config
     sections: ClassVar[tuple[str, ...]] = (
         "evaluate",
@@ -48,14 +55,13 @@ class EvaluateStep:
     )  # config sections keyed whole (stages.common.section_key)
     arm: str
     seed: int | None
-    adapter: Any | None  # provider of an AdapterArtifact; None = the base model
+    adapter: Provides[AdapterArtifact] | None  # provider of an AdapterArtifact; None = the base model
     arm_info: dict[str, Any] = field(default_factory=dict)  # selection facts recorded with the results
     pool_sha256: str | None = None
-    loader: Any = None
+    loader: ModelLoader | None = None
     cache_root: Path | None = None
     code: Sequence[str] = ("cpqs_bench.evaluate.harness", "cpqs_bench.stages.evaluate")
     track: bool = True
-    output: EvalArtifact | None = None
 
     def __post_init__(self) -> None:
         self.name = f"evaluate/{self.arm}{seed_suffix(self.seed)}"
@@ -70,7 +76,7 @@ class EvaluateStep:
             **section_key(self.cfg, self.sections),
         }  # the arm's selection facts are recorded (run), not keyed: its adapter's content already is
 
-    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+    def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.evaluate.harness import EVALUATION_RECORD, evaluate_model
 
         cfg = self.cfg

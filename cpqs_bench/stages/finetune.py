@@ -5,15 +5,22 @@ tokens); the executor writes the manifest and ``DONE``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cpqs_bench.config import Config
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import AdapterArtifact, folder_key
-from cpqs_bench.stages.common import log_numbers, section_key
+from cpqs_bench.stages.common import Produces, log_numbers, section_key
+
+if TYPE_CHECKING:
+    from cpqs_bench.publish.tracking import Tracker
+    from cpqs_bench.selectors.base import ModelLoader
+    from cpqs_bench.stages.artifacts import PoolArtifact, SelectionArtifact
+    from cpqs_bench.stages.common import Provides
+
 
 ADAPTER = "adapter"
 _MANIFEST_KEYS = (
@@ -31,7 +38,7 @@ _MANIFEST_KEYS = (
 )
 
 
-def _numel(shape: Any) -> int:
+def _numel(shape: Iterable[int]) -> int:
     n = 1
     for d in shape:
         n *= int(d)
@@ -53,7 +60,7 @@ def training_facts(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
-class FinetuneStep:
+class FinetuneStep(Produces[AdapterArtifact]):
     cfg: Config
     sections: ClassVar[tuple[str, ...]] = (
         "finetune",
@@ -62,16 +69,15 @@ class FinetuneStep:
     )  # config sections keyed whole (stages.common.section_key)
     arm: str
     seed: int
-    pool: Any  # provider of the PoolArtifact the selection indexes
-    selection: Any  # provider of a SelectionArtifact (anything with ``.path`` and ``.key``)
-    loader: Any = None
+    pool: Provides[PoolArtifact]  # provider of the PoolArtifact the selection indexes
+    selection: Provides[SelectionArtifact]  # provider of a SelectionArtifact (or MoDS's seed set, a FileArtifact)
+    loader: ModelLoader | None = None
     merge: bool | None = None
     progress_bar: bool = True
     empty_ok: bool = False  # an empty selection gives no adapter (MoDS's seed set) instead of an error
     code: Sequence[str] = ("cpqs_bench.finetune.sft", "cpqs_bench.stages.finetune")
     files: Sequence[Path] = ()
     track: bool = True
-    output: AdapterArtifact | None = None
 
     def __post_init__(self) -> None:
         self.name = f"finetune/{self.arm}-s{self.seed}"
@@ -91,7 +97,7 @@ class FinetuneStep:
 
         return self.empty_ok and not any(r.get("kept") for r in read_jsonl(self.selection.output.path))
 
-    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+    def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.finetune.sft import finetune_arm
 
         if self._empty():

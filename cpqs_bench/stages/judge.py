@@ -7,13 +7,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cpqs_bench.config import Config, to_dict
 from cpqs_bench.io import sha256_file
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import FileArtifact
-from cpqs_bench.stages.common import log_numbers, section_key, seed_label, seed_suffix
+from cpqs_bench.stages.common import Produces, log_numbers, section_key, seed_label, seed_suffix
+
+if TYPE_CHECKING:
+    from cpqs_bench.publish.tracking import Tracker
+    from cpqs_bench.selectors.base import ModelLoader
+    from cpqs_bench.stages.artifacts import AdapterArtifact
+    from cpqs_bench.stages.common import Provides
+
 
 # the judge settings that do not change a judgement (how requests are sent and where answers are cached)
 _JUDGE_EXECUTION = (
@@ -59,7 +66,7 @@ def judge_pairs(
 
 
 @dataclass
-class AnswersStep:
+class AnswersStep(Produces[FileArtifact]):
     cfg: Config
     sections: ClassVar[tuple[str, ...]] = ("model", "prompt")  # config sections keyed whole (stages.common.section_key)
     reads: ClassVar[tuple[str, ...]] = (
@@ -69,12 +76,11 @@ class AnswersStep:
     )  # config fields the key reads besides them
     arm: str
     seed: int | None
-    adapter: Any | None  # provider of an AdapterArtifact; None = base
-    loader: Any = None
+    adapter: Provides[AdapterArtifact] | None  # provider of an AdapterArtifact; None = base
+    loader: ModelLoader | None = None
     code: Sequence[str] = ("cpqs_bench.evaluate.judge", "cpqs_bench.stages.judge")
     files: Sequence[Path] = ()
     track: bool = False
-    output: FileArtifact | None = None
 
     def __post_init__(self) -> None:
         self.name = f"answers/{self.arm}{seed_suffix(self.seed)}"
@@ -100,7 +106,7 @@ class AnswersStep:
             **section_key(cfg, self.sections),
         }
 
-    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+    def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.evaluate.judge import answer_prompt_sets, load_prompt_sets
 
         pw = self.cfg.evaluate.pairwise
@@ -113,7 +119,7 @@ class AnswersStep:
 
 
 @dataclass
-class JudgeStep:
+class JudgeStep(Produces[Path]):
     cfg: Config
     sections: ClassVar[tuple[str, ...]] = ()  # config sections keyed whole (stages.common.section_key)
     reads: ClassVar[tuple[str, ...]] = (
@@ -125,11 +131,10 @@ class JudgeStep:
     mine: AnswersStep
     theirs: AnswersStep
     cache_dir: Path
-    loader: Any = None
+    loader: ModelLoader | None = None
     code: Sequence[str] = ("cpqs_bench.evaluate.judge", "cpqs_bench.judge.backends", "cpqs_bench.stages.judge")
     files: Sequence[Path] = ()
     track: bool = True
-    output: Path | None = None
 
     def __post_init__(self) -> None:
         m, t = self.mine, self.theirs
@@ -150,7 +155,7 @@ class JudgeStep:
             "n_boot": pw.n_boot,
         }
 
-    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+    def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.evaluate.judge import judge_answer_files
         from cpqs_bench.judge.backends import make_judge
 

@@ -9,15 +9,21 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cpqs_bench.config import Config
 from cpqs_bench.io import write_jsonl
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import FileArtifact
-from cpqs_bench.stages.common import section_key
+from cpqs_bench.stages.common import Produces, section_key
 from cpqs_bench.stages.finetune import FinetuneStep
 from cpqs_bench.stages.score import log_scores, selector_code
+
+if TYPE_CHECKING:
+    from cpqs_bench.publish.tracking import Tracker
+    from cpqs_bench.selectors.base import ModelLoader
+    from cpqs_bench.stages.artifacts import PoolArtifact
+    from cpqs_bench.stages.common import Provides
 
 
 def builds_mods_seed(cfg: Config) -> bool:
@@ -26,18 +32,18 @@ def builds_mods_seed(cfg: Config) -> bool:
 
 
 @dataclass
-class ModsCoverageStep:
+class ModsCoverageStep(Produces[FileArtifact]):
     cfg: Config
     sections: ClassVar[tuple[str, ...]] = ("model",)  # config sections keyed whole (stages.common.section_key)
     reads: ClassVar[tuple[str, ...]] = ("selectors",)  # config fields the key reads besides them
-    pool: Any
-    loader: Any = None
+    pool: Provides[PoolArtifact]
+    loader: ModelLoader | None = None
     name: str = "score/mods-seed"
     label: str = "score mods seed set (quality + coverage)"
     code: Sequence[str] = ("cpqs_bench.selectors.mods", "cpqs_bench.stages.mods")
     files: Sequence[Path] = ()
     track: bool = False
-    output: FileArtifact | None = None  # the seed set as a selection file; info: coverage path, n_seed
+    # the seed set as a selection file; info: coverage path, n_seed
 
     def inputs(self) -> dict[str, Any]:
         from cpqs_bench.selectors import mods
@@ -50,7 +56,7 @@ class ModsCoverageStep:
             **section_key(self.cfg, self.sections),
         }
 
-    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+    def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.selectors import mods
         from cpqs_bench.selectors.base import ScoringContext
 
@@ -87,7 +93,9 @@ class ModsCoverageStep:
         )
 
 
-def seed_finetune_step(cfg: Config, pool: Any, coverage: ModsCoverageStep, loader: Any) -> FinetuneStep:
+def seed_finetune_step(
+    cfg: Config, pool: Provides[PoolArtifact], coverage: ModsCoverageStep, loader: ModelLoader | None
+) -> FinetuneStep:
     """The seed model: the frozen recipe on the seed set (no adapter when the seed set is empty)."""
     step = FinetuneStep(cfg, "mods-seed", cfg.experiment.seeds[0], pool, coverage, loader=loader, empty_ok=True)
     step.label = f"finetune mods seed set seed {step.seed}"
@@ -95,20 +103,19 @@ def seed_finetune_step(cfg: Config, pool: Any, coverage: ModsCoverageStep, loade
 
 
 @dataclass
-class ModsScoreStep:
+class ModsScoreStep(Produces[FileArtifact]):
     cfg: Config
     sections: ClassVar[tuple[str, ...]] = (
         "selectors",
         "model",
         "prompt",
     )  # config sections keyed whole (stages.common.section_key)
-    pool: Any
+    pool: Provides[PoolArtifact]
     selector: str  # mods or mods+STEP
     coverage: ModsCoverageStep
     seed_model: FinetuneStep
-    loader: Any = None
+    loader: ModelLoader | None = None
     track: bool = True
-    output: FileArtifact | None = None
 
     def __post_init__(self) -> None:
         own, self.files = selector_code(self.cfg, self.selector)
@@ -140,7 +147,7 @@ class ModsScoreStep:
             "mods_seed": {"coverage": self.coverage.output.info["coverage_key"], "adapter": self.seed_model.output.key},
         }
 
-    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+    def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.evaluate.harness import Attached
         from cpqs_bench.score import score_pool
         from cpqs_bench.selectors import mods

@@ -5,31 +5,35 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cpqs_bench.config import Config
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import FileArtifact, PoolArtifact, examples_key
-from cpqs_bench.stages.common import section_key
+from cpqs_bench.stages.common import Produces, section_key
+
+if TYPE_CHECKING:
+    from cpqs_bench.publish.tracking import Tracker
+    from cpqs_bench.selectors.base import ModelLoader
+    from cpqs_bench.stages.common import Provides
 
 
 @dataclass
-class NegativesStep:
+class NegativesStep(Produces[FileArtifact]):
     cfg: Config
     sections: ClassVar[tuple[str, ...]] = (
         "model",
         "prompt",
         "selectors.cpqs",
     )  # config sections keyed whole (stages.common.section_key)
-    pool: Any  # provider of a PoolArtifact whose ``pairs_pool`` holds the instructions to answer
-    loader: Any = None
+    pool: Provides[PoolArtifact]  # provider of a PoolArtifact whose ``pairs_pool`` holds the instructions to answer
+    loader: ModelLoader | None = None
     progress: bool = True
     name: str = "negatives"
     label: str = "negatives"
     code: Sequence[str] = ("cpqs_bench.selectors.cpqs.negatives",)
     files: Sequence[Path] = ()
     track: bool = False
-    output: FileArtifact | None = None
 
     def _prompts(self) -> PoolArtifact:
         return self.pool.output
@@ -42,7 +46,7 @@ class NegativesStep:
             **section_key(self.cfg, self.sections),
         }
 
-    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+    def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.selectors.cpqs.negatives import make_negatives
 
         summary = make_negatives(

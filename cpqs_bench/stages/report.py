@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from cpqs_bench.config import Config
 from cpqs_bench.io import read_json
@@ -42,7 +41,7 @@ def write_leaderboard(
     note: str | None = None,
     *,
     page: bool = True,
-    **options: Any,
+    **options: object,
 ) -> dict[str, Path]:
     """Statistics over the evaluations (directories, or run directories searched for them) + the pairwise
     judgements → Markdown, JSON, PNG and the HTML page. ``options``: :func:`cpqs_bench.leaderboard.main`'s

@@ -6,13 +6,21 @@ import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cpqs_bench.config import Config, replace
 from cpqs_bench.io import read_jsonl
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import FileArtifact
-from cpqs_bench.stages.common import section_key, seed_label, seed_suffix
+from cpqs_bench.stages.common import Produces, section_key, seed_label, seed_suffix
+
+if TYPE_CHECKING:
+    from cpqs_bench.publish.tracking import Tracker
+    from cpqs_bench.selectors.base import ModelLoader
+    from cpqs_bench.stages.artifacts import PoolArtifact
+    from cpqs_bench.stages.common import Provides
+    from cpqs_bench.stages.select import PoolTokens
+
 
 SCORES = "scores.jsonl"
 
@@ -52,13 +60,13 @@ def selector_sources(cfg: Config, name: str) -> dict[str, str]:
     return out
 
 
-def log_scores(tracker: Any, name: str, scores: Path) -> None:
+def log_scores(tracker: Tracker | None, name: str, scores: Path) -> None:
     if tracker is not None:
         tracker.log_histogram(f"scores/{name}", [r["score"] for r in read_jsonl(scores) if r.get("score") is not None])
 
 
 @dataclass
-class ScoreStep:
+class ScoreStep(Produces[FileArtifact]):
     cfg: Config
     sections: ClassVar[tuple[str, ...]] = (
         "selectors",
@@ -66,16 +74,15 @@ class ScoreStep:
         "prompt",
     )  # config sections keyed whole (stages.common.section_key)
     reads: ClassVar[tuple[str, ...]] = ("data.mirror",)  # config fields the key reads besides them
-    pool: Any  # provider of a PoolArtifact
+    pool: Provides[PoolArtifact]  # provider of a PoolArtifact
     selector: str
     seed: int | None = None  # random redrawn per experiment seed: that seed becomes selectors.seed
-    checkpoint: Any | None = None  # provider of the trained selector's FileArtifact (cpqs) or None
-    loader: Any = None
+    checkpoint: Provides[FileArtifact] | None = None  # provider of the trained selector's FileArtifact (cpqs) or None
+    loader: ModelLoader | None = None
     source: str | None = None  # how the pool was named (recorded in the summary)
-    tokens: Any | None = None  # PoolTokens: the pool's token counts, for the cost estimate
+    tokens: PoolTokens | None = None  # PoolTokens: the pool's token counts, for the cost estimate
     track: bool = True
     files: Sequence[Path] = ()
-    output: FileArtifact | None = None
 
     def __post_init__(self) -> None:
         if self.seed is not None:
@@ -94,7 +101,7 @@ class ScoreStep:
             "sources": selector_sources(self.cfg, self.selector) or None,
         }
 
-    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+    def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.score import score_pool
 
         pool = self.pool.output

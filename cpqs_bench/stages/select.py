@@ -5,13 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cpqs_bench.config import Config
 from cpqs_bench.io import read_json, read_jsonl, sha256_file, write_jsonl
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import SelectionArtifact
-from cpqs_bench.stages.common import seed_label, seed_suffix
+from cpqs_bench.stages.common import Produces, seed_label, seed_suffix
+
+if TYPE_CHECKING:
+    from cpqs_bench.publish.tracking import Tracker
+    from cpqs_bench.selectors.base import ModelLoader
+    from cpqs_bench.stages.artifacts import FileArtifact, PoolArtifact
+    from cpqs_bench.stages.common import Provides
+
 
 SELECTION = "selection.jsonl"
 
@@ -22,8 +29,8 @@ class PoolTokens:
     response tokens, counted once per run with the target tokenizer and shared by every selection that needs them."""
 
     cfg: Config
-    pool: Any  # provider of the PoolArtifact
-    loader: Any = None
+    pool: Provides[PoolArtifact]  # provider of the PoolArtifact
+    loader: ModelLoader | None = None
     _trained: dict[str, tuple[int, int]] | None = None
     _response: dict[str, int] | None = None
 
@@ -64,7 +71,7 @@ def length_spearman(scores: Path | None) -> float | None:
 
 
 @dataclass
-class SelectStep:
+class SelectStep(Produces[SelectionArtifact]):
     cfg: Config
     sections: ClassVar[tuple[str, ...]] = ()  # config sections keyed whole (stages.common.section_key)
     reads: ClassVar[tuple[str, ...]] = (
@@ -72,8 +79,8 @@ class SelectStep:
         "selectors.budget_unit",
     )  # config fields the key reads besides them
     arm: str
-    pool: Any  # provider of the PoolArtifact
-    scores: Any | None  # provider of the selector's scores FileArtifact; None = the full pool
+    pool: Provides[PoolArtifact]  # provider of the PoolArtifact
+    scores: Provides[FileArtifact] | None  # provider of the selector's scores FileArtifact; None = the full pool
     selector: str | None = None
     bottom: bool = False
     seed: int | None = None  # set when the scores were redrawn per experiment seed
@@ -82,7 +89,6 @@ class SelectStep:
     code: Sequence[str] = ("cpqs_bench.select", "cpqs_bench.stages.select")
     files: Sequence[Path] = ()
     track: bool = False
-    output: SelectionArtifact | None = None
 
     def __post_init__(self) -> None:
         self.name = f"select/{self.arm}{seed_suffix(self.seed)}"
@@ -110,7 +116,7 @@ class SelectStep:
             "tokens": self.tokens.key("trained") if self.by_tokens and self.tokens is not None else None,
         }
 
-    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+    def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.select import select_file, selection_summary
 
         if self.scores is None:  # the full pool: every example kept
@@ -167,7 +173,7 @@ class SelectStep:
 
 
 @dataclass
-class ControlStep:
+class ControlStep(Produces[SelectionArtifact]):
     """A matched random control arm (``random@tokens:ARM`` or ``random~ARM``), redrawn per experiment seed from the
     reference arm's selection of the same seed (:func:`cpqs_bench.selectors.matched.draw_control`)."""
 
@@ -175,13 +181,12 @@ class ControlStep:
     sections: ClassVar[tuple[str, ...]] = ()  # config sections keyed whole (stages.common.section_key)
     arm: str  # the control's name, e.g. random~cpqs
     seed: int
-    pool: Any
+    pool: Provides[PoolArtifact]
     reference: SelectStep  # ARM's selection step for this seed (or its one seed-independent selection)
     tokens: PoolTokens
     code: Sequence[str] = ("cpqs_bench.selectors.matched", "cpqs_bench.stages.select")
     files: Sequence[Path] = ()
     track: bool = False
-    output: SelectionArtifact | None = None
 
     def __post_init__(self) -> None:
         from cpqs_bench.selectors.matched import parse_control
@@ -202,7 +207,7 @@ class ControlStep:
             "counts": self.tokens.key("trained" if self.kind == "tokens" else "response"),
         }
 
-    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+    def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.select import selection_summary
         from cpqs_bench.selectors.matched import draw_control, matched_report
 

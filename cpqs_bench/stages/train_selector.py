@@ -8,36 +8,43 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cpqs_bench.config import Config
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import FileArtifact, examples_key
-from cpqs_bench.stages.common import log_numbers, section_key
+from cpqs_bench.stages.common import Produces, log_numbers, section_key
+
+if TYPE_CHECKING:
+    from cpqs_bench.publish.tracking import Tracker
+    from cpqs_bench.selectors.base import ModelLoader
+    from cpqs_bench.stages.artifacts import PoolArtifact
+    from cpqs_bench.stages.common import Provides
+    from cpqs_bench.stages.select import PoolTokens
+
 
 CHECKPOINT = "checkpoint"
 
 
 @dataclass
-class TrainSelectorStep:
+class TrainSelectorStep(Produces[FileArtifact]):
     cfg: Config
     sections: ClassVar[tuple[str, ...]] = (
         "selectors.cpqs",
         "model",
         "prompt",
     )  # config sections keyed whole (stages.common.section_key)
-    pool: Any | None  # provider of the PoolArtifact the selector will score (None: no overlap check)
-    negatives: Any | None = None  # provider of the negatives FileArtifact (pairs_source: generate)
+    pool: Provides[PoolArtifact] | None  # provider of the PoolArtifact the selector will score (None: no overlap check)
+    negatives: Provides[FileArtifact] | None = None  # provider of the negatives FileArtifact (pairs_source: generate)
     row_filter: dict[str, Sequence[Any]] | None = None
-    loader: Any = None
+    loader: ModelLoader | None = None
     progress: bool = True
-    tokens: Any | None = None  # PoolTokens: mean example tokens, for the cost estimate
+    tokens: PoolTokens | None = None  # PoolTokens: mean example tokens, for the cost estimate
     name: str = "train-selector"
     label: str = "train-selector"
     code: Sequence[str] = ("cpqs_bench.selectors.cpqs.train", "cpqs_bench.stages.train_selector")
     files: Sequence[Path] = ()
     track: bool = True
-    output: FileArtifact | None = None
     oof_scores: Path | None = field(default=None, repr=False)
 
     @property
@@ -58,7 +65,7 @@ class TrainSelectorStep:
             "row_filter": self.row_filter,
         }
 
-    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+    def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.selectors.cpqs import train as T
 
         t0 = time.monotonic()
@@ -76,7 +83,7 @@ class TrainSelectorStep:
                 negatives=negatives,
                 row_filter=self.row_filter,
                 loader=self.loader,
-                progress=self.progress,
+                options=T.TrainOptions(progress=self.progress),
             )
         else:
             metrics = T.train_selector(
@@ -87,7 +94,7 @@ class TrainSelectorStep:
                 exclude=pool.examples if pool is not None else None,
                 row_filter=self.row_filter,
                 loader=self.loader,
-                progress=self.progress,
+                options=T.TrainOptions(progress=self.progress),
             )
         log_numbers(tracker, metrics.get("val") or {}, "val/")
         keep = ("val", "train", "n_pairs", "pairs", "overlap", "length", "folds")

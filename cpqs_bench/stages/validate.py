@@ -6,19 +6,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cpqs_bench.config import Config
 from cpqs_bench.io import read_json
 from cpqs_bench.rundir import Stage
-from cpqs_bench.stages.common import section_key
+from cpqs_bench.stages.common import Produces, section_key
 from cpqs_bench.stages.score import selector_code
+
+if TYPE_CHECKING:
+    from cpqs_bench.publish.tracking import Tracker
+    from cpqs_bench.selectors.base import ModelLoader
+    from cpqs_bench.stages.artifacts import FileArtifact
+    from cpqs_bench.stages.common import Provides
+
 
 OUT = "validity.json"
 
 
 @dataclass
-class ValidateStep:
+class ValidateStep(Produces[dict[str, Any]]):
     cfg: Config
     sections: ClassVar[tuple[str, ...]] = (
         "validate",
@@ -27,12 +34,13 @@ class ValidateStep:
         "prompt",
     )  # config sections keyed whole (stages.common.section_key)
     selectors: Sequence[str]
-    checkpoint: Any | None = None  # provider of the CPQS checkpoint (train-selector), when cpqs is screened
-    loader: Any = None
+    checkpoint: Provides[FileArtifact] | None = (
+        None  # provider of the CPQS checkpoint (train-selector), when cpqs is screened
+    )
+    loader: ModelLoader | None = None
     name: str = "validate"
     label: str = "validate (selector validity tracks)"
     track: bool = False
-    output: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         code, files = ["cpqs_bench.validity.run", "cpqs_bench.stages.validate"], []
@@ -49,7 +57,7 @@ class ValidateStep:
             "checkpoint": self.checkpoint.output.key if self.checkpoint is not None else None,
         }
 
-    def run(self, st: Stage, tracker: Any) -> dict[str, Any]:
+    def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.validity.run import validate
 
         ckpt = self.checkpoint.output.path if self.checkpoint is not None else None

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from cpqs_bench.config import Config
-from cpqs_bench.pipeline import Pipeline
+from cpqs_bench.pipeline import Pipeline, Step
 
 
 def main_process() -> bool:
@@ -19,7 +19,7 @@ def main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def run_one(cfg: Config, step: Any, *, log: Any = print, main_process: bool = True) -> Any:
+def run_one(cfg: Config, step: Step, *, log: Callable[[str], None] = print, main_process: bool = True) -> Any:
     """Run ``step`` (and nothing else) as ``reproduce`` would; return its artifact."""
     pipe = Pipeline(Path(cfg.experiment.output_dir), cfg.experiment.name, log=log, main_process=main_process)
     pipe.run_all([step])
