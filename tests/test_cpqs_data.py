@@ -180,7 +180,11 @@ def test_train_from_the_official_fixture_then_score_a_pool_with_zero_overlap(tmp
         Example(f"n{i}", ({"role": "user", "content": f"Name a mountain {i}"},), "Everest. " * i) for i in range(1, 4)
     ]
     metrics = T.train_selector(
-        cfg, tmp_path / "ckpt", exclude=pool, loader=loader_of(backbone), progress=False, log=lambda _m: None
+        cfg,
+        tmp_path / "ckpt",
+        exclude=pool,
+        loader=loader_of(backbone),
+        options=T.TrainOptions(progress=False, log=lambda _m: None),
     )
     assert metrics["overlap"] == {"checked_against": 7, "dropped_pairs": 4, "overlap_in_training": 0}
     assert metrics["n_pairs"] == 12 and metrics["pairs"]["source"].startswith("official(")
@@ -193,7 +197,9 @@ def test_train_from_the_official_fixture_then_score_a_pool_with_zero_overlap(tmp
     rows = read_jsonl(tmp_path / "s.jsonl")
     assert [r["id"] for r in rows] == [ex.id for ex in pool] and all(0 < r["score"] < 1 for r in rows)
     # without the exclusion the same check finds the 4 shared instructions
-    T.train_selector(cfg, tmp_path / "ckpt2", loader=loader_of(backbone), progress=False, log=lambda _m: None)
+    T.train_selector(
+        cfg, tmp_path / "ckpt2", loader=loader_of(backbone), options=T.TrainOptions(progress=False, log=lambda _m: None)
+    )
     assert C.training_instruction_overlap(tmp_path / "ckpt2", pool) == {"pool": 7, "overlap": 4}
 
 
@@ -210,8 +216,7 @@ def test_out_of_fold_scores_a_pool_that_holds_training_instructions(tmp_path, ba
         pool,
         tmp_path / "oof.jsonl",
         loader=loader_of(backbone),
-        progress=False,
-        log=lambda _m: None,
+        options=T.TrainOptions(progress=False, log=lambda _m: None),
     )
     rows = read_jsonl(tmp_path / "oof.jsonl")
     assert [r["id"] for r in rows] == [ex.id for ex in pool] and all(0 < r["score"] < 1 for r in rows)
@@ -276,7 +281,9 @@ def test_scoring_refuses_other_feature_dtype_and_follows_feature_eot(tmp_path, b
 
     data = official_fixture(tmp_path / "cpqs_data", n=8)
     cfg = cfg_for(data, **{"selectors.cpqs.feature_eot": False, "prompt.train_eot": True})
-    T.train_selector(cfg, tmp_path / "ckpt", loader=loader_of(backbone), progress=False, log=lambda _m: None)
+    T.train_selector(
+        cfg, tmp_path / "ckpt", loader=loader_of(backbone), options=T.TrainOptions(progress=False, log=lambda _m: None)
+    )
     meta = read_json(tmp_path / "ckpt" / "selector.json")
     assert meta["train_eot"] is False and meta["feature_dtype"] == "torch.float32"
     fed = cfg_for(data)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -56,9 +56,7 @@ def trained(tmp_path_factory):
         CQ,
         F.FeatureSpec(max_length=128),
         root / "ckpt",
-        cache_root=root / "cache",
-        progress=False,
-        log=lambda _msg: None,
+        options=T.TrainOptions(progress=False, log=lambda _msg: None, cache_root=root / "cache"),
     )
     return model, tok, root, metrics
 
@@ -153,21 +151,13 @@ def test_training_resumes_per_epoch(trained, tmp_path):
     train, val = P.split_by_group(ps.items, 0.25, 0)
     cache = F.FeatureCache(root / "cache", F.model_identity(model, "r1"), F.FeatureSpec(max_length=128))
     cfg = T.textcnn_config(CQ, 3, 32)
-    kw = dict(
-        lr=1e-3,
-        grad_accum=2,
-        batch_size=2,
-        seed=0,
-        device=torch.device("cpu"),
-        amp=None,
-        progress=False,
-        log=lambda _msg: None,
-    )
+    quiet = T.TrainOptions(progress=False, log=lambda _msg: None)
 
     def run(epochs, state):
         torch.manual_seed(0)
         cnn = TextCNN(cfg)
-        hist = T.fit(cnn, cache, train, val, epochs=epochs, state_path=state, **kw)
+        cq = replace(CQ, lr=1e-3, grad_accum=2, batch_size=2, seed=0, epochs=epochs)
+        hist = T.fit(cnn, cache, train, val, cq, None, state_path=state, options=quiet)
         return cnn, hist
 
     straight, h1 = run(2, tmp_path / "s1.pt")

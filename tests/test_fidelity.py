@@ -173,11 +173,23 @@ def test_train_selector_exclude_path_meets_n_pairs(tmp_path, backbone):
     data = official_fixture(tmp_path / "cpqs_data", 16)
     pool = _positives(data)[:8]
     cfg = cfg_for(data, **{"selectors.cpqs.n_pairs": 8})
-    m = T.train_selector(cfg, tmp_path / "ck", exclude=pool, loader=loader_of(backbone), progress=False, log=print)
+    m = T.train_selector(
+        cfg,
+        tmp_path / "ck",
+        exclude=pool,
+        loader=loader_of(backbone),
+        options=T.TrainOptions(progress=False, log=print),
+    )
     assert m["n_pairs"] == 8 and m["overlap"]["dropped_pairs"] == 8
     assert "short_of_n_pairs" not in m["pairs"]["skipped"]
     cfg = cfg_for(data, **{"selectors.cpqs.n_pairs": 12})
-    m = T.train_selector(cfg, tmp_path / "ck2", exclude=pool, loader=loader_of(backbone), progress=False, log=print)
+    m = T.train_selector(
+        cfg,
+        tmp_path / "ck2",
+        exclude=pool,
+        loader=loader_of(backbone),
+        options=T.TrainOptions(progress=False, log=print),
+    )
     assert m["n_pairs"] == 8 and m["pairs"]["skipped"]["short_of_n_pairs"] == 4
 
 
@@ -189,7 +201,7 @@ def test_out_of_fold_drops_each_fold_before_drawing(tmp_path, backbone):
         cfg = cfg_for(data, **{"selectors.cpqs.n_pairs": n_pairs, "selectors.cpqs.oof_folds": 2})
         res = T.train_out_of_fold(
             cfg, tmp_path / f"oof{n_pairs}", pool, tmp_path / f"s{n_pairs}.jsonl", loader=loader_of(backbone),
-            progress=False, log=lambda _m: None,
+            options=T.TrainOptions(progress=False, log=lambda _m: None),
         )  # fmt: skip
         for f in res["folds"]:
             available = 16 - folds[f["fold"]]  # the fold's instructions leave first
@@ -472,7 +484,13 @@ def test_reference_span_checkpoint_and_scoring_refusal(tmp_path, backbone):
             "prompt.template": "chat",
         },
     )
-    m = T.train_selector(cfg, tmp_path / "ck", exclude=pool, loader=loader_of(backbone), progress=False, log=print)
+    m = T.train_selector(
+        cfg,
+        tmp_path / "ck",
+        exclude=pool,
+        loader=loader_of(backbone),
+        options=T.TrainOptions(progress=False, log=print),
+    )
     assert m["n_val"] == 0 and len(m["history"]) == 1 and m["n_train"] == 12
     meta = read_json(tmp_path / "ck" / "selector.json")
     assert (meta["feature_span"], meta["question_format"]) == ("reference", "project")

@@ -342,9 +342,7 @@ def train_tiny_selector(out: Path, cache: Path, **cq_changes) -> dict:
         cq,
         F.FeatureSpec(max_length=128),
         out,
-        cache_root=cache,
-        progress=False,
-        log=lambda _msg: None,
+        options=T.TrainOptions(progress=False, log=lambda _msg: None, cache_root=cache),
     )
 
 

@@ -51,9 +51,7 @@ def setup(tmp_path_factory):
         cq,
         F.FeatureSpec(max_length=128),
         root / "ckpt",
-        cache_root=root / "cache",
-        progress=False,
-        log=lambda _msg: None,
+        options=T.TrainOptions(progress=False, log=lambda _msg: None, cache_root=root / "cache"),
     )
     pool = root / "pool.jsonl"
     rows = [

@@ -130,7 +130,7 @@ def test_only_the_executor_writes_markers(world, tmp_path):
     """finetune_arm, evaluate_model and train_selector called outside any pipeline write their outputs only."""
     from cpqs_bench.evaluate.harness import evaluate_model
     from cpqs_bench.finetune.sft import finetune_arm
-    from cpqs_bench.selectors.cpqs.train import train_selector
+    from cpqs_bench.selectors.cpqs.train import TrainOptions, train_selector
 
     cfg, p = world["cfg"], world["plan"]
     loader = ModelCache(device="cpu")
@@ -146,7 +146,7 @@ def test_only_the_executor_writes_markers(world, tmp_path):
         negatives=p.checkpoint.negatives.output.path,
         exclude=p.data.output.examples,
         loader=loader,
-        progress=False,
+        options=TrainOptions(progress=False),
     )
     assert (tmp_path / "arm" / "adapter_model.safetensors").exists() and (tmp_path / "ev" / "items.jsonl").exists()
     assert markers_under(tmp_path) == []

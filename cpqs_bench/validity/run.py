@@ -199,12 +199,13 @@ def validate(
     needs_ckpt = [n for n, sel in built.items() if sel.needs is Needs.CHECKPOINT]
     if needs_ckpt:
         if checkpoint is None:
-            from cpqs_bench.selectors.cpqs.train import train_selector
+            from cpqs_bench.selectors.cpqs.train import TrainOptions, train_selector
 
             checkpoint = out / "cpqs_checkpoint"
             every = [*(planted.examples if planted else []), *(pairs.examples if pairs else [])]
             t0 = time.perf_counter()
-            trained = train_selector(cfg, checkpoint, exclude=every, loader=loader, progress=False, log=train_log)
+            options = TrainOptions(progress=False, log=train_log)
+            trained = train_selector(cfg, checkpoint, exclude=every, loader=loader, options=options)
             meta["cnn"] = {
                 "trained_here": True,
                 "seconds": time.perf_counter() - t0,

@@ -41,6 +41,7 @@ import math
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -228,28 +229,39 @@ def _save_state(
         )
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a training run goes about its work, never what it learns: progress bars, where log lines go, the
+    feature cache's root (None: the user cache) and how hidden states are taken (:data:`features.Method`)."""
+
+    progress: bool = True
+    log: Callable[[str], None] = print
+    cache_root: str | Path | None = None
+    method: feats.Method = "auto"
+
+
 def fit(
     cnn: TextCNN,
     cache: feats.FeatureCache,
     train: Sequence[Labelled],
     val: Sequence[Labelled],
-    *,
-    lr: float,
-    grad_accum: int,
-    batch_size: int,
-    epochs: int,
-    seed: int,
-    device: torch.device,
+    cq: CPQSConfig,
     amp: torch.dtype | None,
+    *,
     state_path: Path | None = None,
     state_key: str | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
+    options: TrainOptions = TrainOptions(),
 ) -> list[dict[str, Any]]:
-    """Train in place; returns per-epoch history (train loss, validation metrics). Resumes from ``state_path`` only
-    when it was saved under the same ``state_key`` (a hash of everything but the epoch count), so a changed
-    config in the same output directory never continues — or silently reuses — another run's weights."""
+    """Train ``cnn`` in place (on the device it is on) with ``cq``'s ``lr``, ``grad_accum``, ``batch_size``,
+    ``epochs`` and ``seed``; returns per-epoch history (train loss, validation metrics). Resumes from
+    ``state_path`` only when it was saved under the same ``state_key`` (a hash of everything but the epoch count),
+    so a changed config in the same output directory never continues — or silently reuses — another run's
+    weights."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    lr, grad_accum, batch_size, epochs, seed = cq.lr, cq.grad_accum, cq.batch_size, cq.epochs, cq.seed
+    device = next(cnn.parameters()).device
+    progress, log = options.progress, options.log
 
     if grad_accum < 1 or batch_size < 1 or epochs < 1:
         raise ValueError(f"grad_accum, batch_size and epochs must be >= 1 (got {grad_accum}, {batch_size}, {epochs})")
@@ -333,10 +345,7 @@ def fit_selector(
     spec: feats.FeatureSpec,
     out_dir: str | Path,
     *,
-    cache_root: str | Path | None = None,
-    progress: bool = True,
-    method: feats.Method = "auto",
-    log: Callable[[str], None] = print,
+    options: TrainOptions = TrainOptions(),
     extra_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train on ``pairset`` with the features of ``model`` and write the checkpoint into ``out_dir``.
@@ -346,6 +355,7 @@ def fit_selector(
     """
     from cpqs_bench.selectors.cpqs.pairs import split_by_group
 
+    cache_root, progress, method, log = options.cache_root, options.progress, options.method, options.log
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if getattr(cq, "composition", None) == "reference_mix":  # the reference's one pass, nothing held out
@@ -416,23 +426,7 @@ def fit_selector(
         },
         16,
     )
-    history = fit(
-        cnn,
-        cache,
-        train,
-        val,
-        lr=cq.lr,
-        grad_accum=cq.grad_accum,
-        batch_size=cq.batch_size,
-        epochs=cq.epochs,
-        seed=cq.seed,
-        device=device,
-        amp=amp,
-        state_path=out_dir / STATE,
-        state_key=state_key,
-        progress=progress,
-        log=log,
-    )
+    history = fit(cnn, cache, train, val, cq, amp, state_path=out_dir / STATE, state_key=state_key, options=options)
     train_s = time.perf_counter() - t1
     final = history[-1]["val"] if history else {}
     val_lengths: list[int] = []
@@ -573,9 +567,7 @@ def train_selector(
     exclude: Sequence[Example] | None = None,
     row_filter: dict[str, Sequence[Any]] | None = None,
     loader: ModelLoader | None = None,
-    progress: bool = True,
-    cache_root: str | Path | None = None,
-    log: Callable[[str], None] = print,
+    options: TrainOptions = TrainOptions(),
 ) -> dict[str, Any]:
     """Train the CPQS TextCNN of ``cfg`` into the checkpoint directory ``out``; returns its metrics.
 
@@ -583,8 +575,10 @@ def train_selector(
     (a make-negatives file) answers; None builds the configured source. ``exclude``: the pool the selector will
     score: every pair whose instruction it holds is dropped first, before ``n_pairs`` are drawn
     (``metrics["overlap"]`` records how many groups; ``overlap_in_training`` is then 0). ``row_filter``: ``{field: [values]}`` rows of a paired file to skip.
-    ``loader(spec, revision, dtype) -> (model, tokenizer, info)`` shares the target model with other stages.
+    ``loader(spec, revision, dtype) -> (model, tokenizer, info)`` shares the target model with other stages;
+    ``options``: progress, log lines, the feature cache's root (:class:`TrainOptions`).
     """
+    log = options.log
     pairset = build_pairs(cfg, pairs=pairs, negatives=negatives, row_filter=row_filter, avoid=exclude)
     dropped = int(pairset.skipped.get("overlap_with_pool", 0)) if exclude is not None else 0
     if dropped:
@@ -606,9 +600,7 @@ def train_selector(
         cfg.selectors.cpqs,
         spec,
         out,
-        cache_root=cache_root,
-        progress=progress,
-        log=log,
+        options=options,
         extra_meta={"overlap": overlap},
     )
     return {"checkpoint": str(out), "n_pairs": pairset.n_pairs, **metrics}
@@ -632,8 +624,7 @@ def train_out_of_fold(
     negatives: str | Path | None = None,
     row_filter: dict[str, Sequence[Any]] | None = None,
     loader: ModelLoader | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
+    options: TrainOptions = TrainOptions(),
 ) -> dict[str, Any]:
     """Score ``pool_examples`` out of fold: ``selectors.cpqs.oof_folds`` CNNs (``out/fold-K``), each trained on the
     pairs minus every instruction of fold K of the pool and scoring fold K. Writes ``score_out`` (one row per pool
@@ -681,8 +672,7 @@ def train_out_of_fold(
             cq,
             spec,
             ck,
-            progress=progress,
-            log=log,
+            options=options,
             extra_meta={
                 "overlap": {"checked_against": len(fold), "dropped_pairs": dropped, "overlap_in_training": 0},
                 "fold": k,
