@@ -136,11 +136,12 @@ def test_interrupted_scoring_resumes_with_identical_scores(trained, tmp_path):
     cnn, meta = C.load_checkpoint(root / "ckpt")
     exs = [x.example for x in _pairset(7).items]
     spec = S.spec_from_meta(meta)
-    full = S.score_resumable(cnn, model, tok, exs, spec, tmp_path / "a", 4, shard_size=4)
+    scorer = S.CNNScorer(cnn, model, tok, spec, 4)
+    full = scorer.resumable(exs, tmp_path / "a", shard_size=4)
     with pytest.raises(KeyboardInterrupt):
-        S.score_resumable(cnn, model, tok, exs, spec, tmp_path / "b", 4, shard_size=4, stop_after=2)
+        scorer.resumable(exs, tmp_path / "b", shard_size=4, stop_after=2)
     assert len(list((tmp_path / "b").glob("shard-*.jsonl"))) == 2
-    resumed = S.score_resumable(cnn, model, tok, exs, spec, tmp_path / "b", 4, shard_size=4)
+    resumed = scorer.resumable(exs, tmp_path / "b", shard_size=4)
     assert resumed == full
     assert len(list((tmp_path / "b").glob("shard-*.jsonl"))) == 4
 

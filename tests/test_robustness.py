@@ -555,7 +555,7 @@ def job_score(checkpoint: str, workdir: str) -> None:
     from cpqs_bench.io import write_jsonl
 
     cnn, meta = C.load_checkpoint(Path(checkpoint))
-    rows = S.score_resumable(cnn, model, tok, _examples(7), S.spec_from_meta(meta), Path(workdir), 2, shard_size=2)
+    rows = S.CNNScorer(cnn, model, tok, S.spec_from_meta(meta), 2).resumable(_examples(7), Path(workdir), shard_size=2)
     write_jsonl(Path(workdir).with_suffix(".scores.jsonl"), rows)
 
 

@@ -28,6 +28,7 @@ uninterrupted run.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -144,52 +145,61 @@ def score_chunk(
     return rows
 
 
-def score_resumable(
-    cnn: TextCNN,
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    examples: Sequence[Example],
-    spec: feats.FeatureSpec,
-    workdir: Path,
-    batch_size: int,
-    *,
-    shard_size: int = SHARD_SIZE,
-    progress: bool = False,
-    stop_after: int | None = None,
-    amp: torch.dtype | None = None,
-) -> list[dict[str, Any]]:
-    """Score chunk by chunk into ``workdir/shard-*.jsonl``; finished shards are reused. ``stop_after`` (shards)
-    simulates an interruption in tests (raises ``KeyboardInterrupt``)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+@dataclass(frozen=True)
+class CNNScorer:
+    """A trained TextCNN over a backbone's features: ``spec`` is the rendering and layers it was trained on, ``amp``
+    the autocast dtype it scores under, ``batch_size`` the feature-extraction batch."""
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    written = 0
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not progress,
-    ) as bar:
-        task = bar.add_task("cpqs", total=len(examples))
-        for i, start in enumerate(range(0, len(examples), shard_size)):
-            chunk = examples[start : start + shard_size]
-            name = f"shard-{i:05d}-{stable_hash([ex.id + ':' + ex.content_key() for ex in chunk], 12)}.jsonl"
-            path = workdir / name
-            if path.exists():
-                part = read_jsonl(path)
-            else:
-                if stop_after is not None and written >= stop_after:
-                    raise KeyboardInterrupt(f"stopped after {written} shards (test hook)")
-                part = score_chunk(cnn, model, tokenizer, chunk, spec, batch_size, amp=amp)
-                write_jsonl(path, part)
-                written += 1
-            if [r["id"] for r in part] != [ex.id for ex in chunk]:
-                raise RuntimeError(f"{path}: shard ids do not match the examples (delete the work directory)")
-            rows.extend(part)
-            bar.advance(task, len(chunk))
-    return rows
+    cnn: TextCNN
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    spec: feats.FeatureSpec
+    batch_size: int
+    amp: torch.dtype | None = None
+
+    def resumable(
+        self,
+        examples: Sequence[Example],
+        workdir: Path,
+        *,
+        shard_size: int = SHARD_SIZE,
+        progress: bool = False,
+        stop_after: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Score chunk by chunk into ``workdir/shard-*.jsonl``; finished shards are reused. ``stop_after`` (shards)
+        simulates an interruption in tests (raises ``KeyboardInterrupt``)."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        rows: list[dict[str, Any]] = []
+        written = 0
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            disable=not progress,
+        ) as bar:
+            task = bar.add_task("cpqs", total=len(examples))
+            for i, start in enumerate(range(0, len(examples), shard_size)):
+                chunk = examples[start : start + shard_size]
+                name = f"shard-{i:05d}-{stable_hash([ex.id + ':' + ex.content_key() for ex in chunk], 12)}.jsonl"
+                path = workdir / name
+                if path.exists():
+                    part = read_jsonl(path)
+                else:
+                    if stop_after is not None and written >= stop_after:
+                        raise KeyboardInterrupt(f"stopped after {written} shards (test hook)")
+                    part = score_chunk(
+                        self.cnn, self.model, self.tokenizer, chunk, self.spec, self.batch_size, amp=self.amp
+                    )
+                    write_jsonl(path, part)
+                    written += 1
+                if [r["id"] for r in part] != [ex.id for ex in chunk]:
+                    raise RuntimeError(f"{path}: shard ids do not match the examples (delete the work directory)")
+                rows.extend(part)
+                bar.advance(task, len(chunk))
+        return rows
 
 
 class CPQSSelector:
@@ -216,7 +226,7 @@ class CPQSSelector:
         key = {"meta": meta, "weights": weights_sha256(checkpoint), "n": len(examples), "autocast": str(amp)}
         workdir = Path(ctx.workdir) / f"cpqs-{stable_hash(key, 12)}"
         torch.manual_seed(ctx.seed)
-        rows = score_resumable(cnn, model, tokenizer, list(examples), spec, workdir, batch_size, amp=amp)
+        rows = CNNScorer(cnn, model, tokenizer, spec, batch_size, amp).resumable(list(examples), workdir)
         return [
             ScoreRow(
                 r["id"],
