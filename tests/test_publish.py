@@ -18,7 +18,7 @@ from huggingface_hub.repocard import metadata_load
 
 from cpqs_bench.publish import hub as P
 from cpqs_bench.publish.config import PublishConfig
-from cpqs_bench.publish.results_dataset import build_results_folder
+from cpqs_bench.publish.results_dataset import BoardFiles, build_results_folder
 from cpqs_bench.publish.run import publish_run
 
 CANARY = "hf_CANARYtoken0123456789abcdef"
@@ -142,15 +142,17 @@ def test_results_folder_rejects_bad_summary_and_keeps_old_folder(tmp_path):
     board = index["leaderboard"]
     facts = {t: {"dataset_id": None} for t in ("cpqs_gsm8k_chat", "cpqs_humaneval_instruct")}
     out = tmp_path / "res"
-    build_results_folder("exp", index["evaluations"], [board["md"]], board["json"], out, facts=facts)
+    build_results_folder("exp", index["evaluations"], BoardFiles(board["json"], [board["md"]]), out, facts=facts)
     before = (out / "data" / "runs.parquet").read_bytes()
     bad = tmp_path / "summary.json"
     bad.write_text("{broken")
     with pytest.raises(ValueError, match=r"summary\.json:1"):
-        build_results_folder("exp", index["evaluations"], [board["md"]], bad, out, facts=facts)
+        build_results_folder("exp", index["evaluations"], BoardFiles(bad, [board["md"]]), out, facts=facts)
     assert (out / "data" / "runs.parquet").read_bytes() == before  # failed rebuild left the old folder intact
     with pytest.raises(FileNotFoundError, match="missing"):
-        build_results_folder("exp", index["evaluations"], [tmp_path / "nope.md"], board["json"], out, facts=facts)
+        build_results_folder(
+            "exp", index["evaluations"], BoardFiles(board["json"], [tmp_path / "nope.md"]), out, facts=facts
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- pushing

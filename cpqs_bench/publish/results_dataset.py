@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -416,6 +417,25 @@ def _schema_table(schema: pa.Schema) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class OptionalConfigs:
+    """The rows of the dataset's optional configs; each is written (and described in the card) only when non-empty."""
+
+    pairwise: Sequence[Mapping[str, Any]] = ()
+    contamination: Sequence[Mapping[str, Any]] = ()
+    validity: Sequence[Mapping[str, Any]] = ()
+
+
+@dataclass(frozen=True)
+class BoardFiles:
+    """The leaderboard files a results dataset carries: its JSON (``summary.json``), the rendered leaderboards
+    (Markdown, PNG, ...: ``leaderboards/``) and, optionally, the HTML page (``page/index.html``)."""
+
+    summary_json: str | os.PathLike
+    leaderboards: Sequence[str | os.PathLike]
+    page: str | os.PathLike | None = None
+
+
 def build_results_card(
     experiment: str,
     runs: Sequence[Mapping[str, Any]],
@@ -423,13 +443,13 @@ def build_results_card(
     leaderboard_names: Sequence[str],
     pool: str | None = None,
     repo_id: str | None = None,
-    pairwise: Sequence[Mapping[str, Any]] = (),
     board: Mapping[str, Any] | None = None,
-    contamination: Sequence[Mapping[str, Any]] = (),
-    validity: Sequence[Mapping[str, Any]] = (),
+    optional: OptionalConfigs = OptionalConfigs(),
 ) -> DatasetCard:
     """The card. ``board``: the leaderboard JSON, whose per-domain sentences and forest plot (``leaderboards/<x>.png``
-    when among ``leaderboard_names``) open the card; ``contamination`` / ``validity``: rows of those configs."""
+    when among ``leaderboard_names``) open the card; ``optional``: the rows of the pairwise / contamination /
+    validity configs."""
+    pairwise, contamination, validity = optional.pairwise, optional.contamination, optional.validity
     tasks = sorted({r["task"] for r in runs})
     arms = sorted({r["arm"] for r in runs})
     data = DatasetCardData(
@@ -558,23 +578,22 @@ def build_results_card(
 def build_results_folder(
     experiment: str,
     eval_dirs: Sequence[str | os.PathLike],
-    leaderboard_files: Sequence[str | os.PathLike],
-    summary_json: str | os.PathLike,
+    files: BoardFiles,
     out_dir: str | os.PathLike,
     *,
     facts: Mapping[str, Mapping[str, Any]],
     adapter_repos: Mapping[str, str] | None = None,
-    page: str | os.PathLike | None = None,
     pool: str | None = None,
     repo_id: str | None = None,
     pairwise: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
-    """Assemble the results dataset folder (see the module docstring). ``pairwise``: the rows of the ``pairwise``
-    config (:func:`pairwise_rows` of the leaderboard JSON; none: no such config). Returns ``out_dir``."""
+    """Assemble the results dataset folder (see the module docstring) from the evaluations and the leaderboard
+    ``files``. ``pairwise``: the rows of the ``pairwise`` config (:func:`pairwise_rows` of the leaderboard JSON; none:
+    no such config). Returns ``out_dir``."""
     from cpqs_bench.publish.hub import _build_dir, _copy_file
 
-    out_dir, summary_json = Path(out_dir), Path(summary_json)
-    leaderboards = [Path(p) for p in leaderboard_files]
+    out_dir, summary_json, page = Path(out_dir), Path(files.summary_json), files.page
+    leaderboards = [Path(p) for p in files.leaderboards]
     for path in [summary_json, *leaderboards, *([Path(page)] if page else [])]:
         if not path.is_file():
             raise FileNotFoundError(f"results file missing: {path}")
@@ -590,7 +609,7 @@ def build_results_folder(
     validity = validity_rows(experiment, board.get("validity"), str(summary_json))
     runs, items = collect_rows(experiment, eval_dirs, facts, adapter_repos)
     card = build_results_card(
-        experiment, runs, facts, names, pool, repo_id, pairwise, board, contamination=contamination, validity=validity
+        experiment, runs, facts, names, pool, repo_id, board, OptionalConfigs(pairwise, contamination, validity)
     )
 
     def fill(tmp: Path) -> None:

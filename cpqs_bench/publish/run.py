@@ -31,7 +31,7 @@ from cpqs_bench.io import read_json
 from cpqs_bench.leaderboard_page import task_facts, write_pages
 from cpqs_bench.publish import hub
 from cpqs_bench.publish.config import PublishConfig
-from cpqs_bench.publish.results_dataset import build_results_folder, pairwise_rows
+from cpqs_bench.publish.results_dataset import BoardFiles, build_results_folder, pairwise_rows
 from cpqs_bench.publish.space import build_space_folder
 
 DRY_RUN_NAMESPACE = "dry-run"
@@ -120,12 +120,10 @@ def build_folders(run_dir: Path, namespace: str, *, space: bool = False) -> dict
     results = build_results_folder(
         experiment,
         list(evals.values()),
-        [board["md"], board["json"], board["png"]],
-        board_json,
+        BoardFiles(board_json, [board["md"], board["json"], board["png"]], page),
         stage_dir / "results",
         facts=facts,
         adapter_repos=adapter_repos,
-        page=page,
         repo_id=results_repo,
         pool=(index.get("data") or {}).get("pool_name") if isinstance(index.get("data"), dict) else None,
         pairwise=pairwise,
