@@ -128,6 +128,7 @@ def training_flops(
     Checkpointing adds a forward (``2·N`` + ``2·N_a``). ``attention_per_token``: the forward attention FLOPs per
     token (:func:`attention_flops_per_token`), charged 3× (+1× with checkpointing)."""
     t, n, a = _count("tokens", tokens), _count("n_params", n_params), _count("adapter_params", adapter_params)
+    per: float
     if method == "lora":
         per = LORA_TRAIN * n + FULL_TRAIN * a
     elif method == "full":

@@ -158,7 +158,7 @@ def _coerce(value: object, tp: object, where: str) -> Any:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}.{hint}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         return build(tp, value, where)
@@ -375,7 +375,7 @@ def _positive(value: object, key: str, *, allow_none: bool = False, allow_zero: 
     if value is None and allow_none:
         return
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
+    if not ok or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{key}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
 

@@ -172,7 +172,7 @@ def _capture_hooks(
         handles.append(blocks[i].register_forward_hook(make_hook(i)))
     try:
         out = base(input_ids=ids, attention_mask=mask, use_cache=False)
-        captured[n_blocks] = out.last_hidden_state if need_final else None  # type: ignore[assignment]
+        captured[n_blocks] = out.last_hidden_state if need_final else None
     except _StopForward:
         pass
     finally:

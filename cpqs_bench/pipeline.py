@@ -33,11 +33,22 @@ T = TypeVar("T")
 
 
 class Step(Protocol):
-    name: str  # run-directory name, e.g. "score/ifd"
-    label: str  # what the progress line says, e.g. "score ifd seed 1"
-    code: Sequence[str]  # entry modules whose import closure computes the output
-    files: Sequence[Path]  # extra files read (task YAMLs, evaluation data)
-    track: bool  # open a W&B tracker for this stage
+    # read-only members (a step may hold them as plain attributes of a narrower type, e.g. ``code`` as a list)
+    @property
+    def name(self) -> str: ...  # run-directory name, e.g. "score/ifd"
+
+    @property
+    def label(self) -> str: ...  # what the progress line says, e.g. "score ifd seed 1"
+
+    @property
+    def code(self) -> Sequence[str]: ...  # entry modules whose import closure computes the output
+
+    @property
+    def files(self) -> Sequence[Path]: ...  # extra files read (task YAMLs, evaluation data)
+
+    @property
+    def track(self) -> bool: ...  # open a W&B tracker for this stage
+
     output: Any  # the artifact, set by the executor once the stage is finished (or verified)
 
     def inputs(self) -> dict[str, Any]: ...  # called when every upstream step has its output

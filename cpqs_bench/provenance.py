@@ -72,7 +72,7 @@ def git_info() -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def package_versions() -> dict[str, str | None]:
-    out = {}
+    out: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             out[name] = importlib.metadata.version(name)

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from cpqs_bench import rundir
 from cpqs_bench.config import Config, config_hash, experiment_dir, to_dict
@@ -46,11 +46,12 @@ from cpqs_bench.stages.validate import ValidateStep
 
 if TYPE_CHECKING:
     from cpqs_bench.selectors.base import ModelLoader
-    from cpqs_bench.stages.artifacts import AdapterArtifact, SelectionArtifact
+    from cpqs_bench.stages.artifacts import AdapterArtifact, FileArtifact, SelectionArtifact
     from cpqs_bench.stages.common import Provides
 
 
 _S = TypeVar("_S")
+_P = TypeVar("_P", bound="Step | Always")
 
 
 def is_control(name: str) -> bool:
@@ -93,11 +94,11 @@ def score_seeds(cfg: Config, name: str) -> list[int | None]:
 class Plan:
     """The experiment's steps in execution order, and handles on the ones the index reports."""
 
-    steps: list[Any] = field(default_factory=list)
-    data: DataStep | None = None
+    data: DataStep
+    steps: list[Step | Always] = field(default_factory=list)
     checkpoint: TrainSelectorStep | None = None
-    scores: dict[str, dict[int | None, Any]] = field(default_factory=dict)
-    selections: dict[str, dict[int | None, Any]] = field(default_factory=dict)  # SelectStep / ControlStep
+    scores: dict[str, dict[int | None, ScoreStep | ModsScoreStep]] = field(default_factory=dict)
+    selections: dict[str, dict[int | None, SelectStep | ControlStep]] = field(default_factory=dict)
     contamination: ContaminationStep | None = None
     validity: ValidateStep | None = None
     less_warmup: LessWarmupStep | None = None
@@ -107,7 +108,7 @@ class Plan:
     mods_seed: tuple[ModsCoverageStep, FinetuneStep] | None = None
     board: Always | None = None
 
-    def add(self, step: _S) -> _S:
+    def add(self, step: _P) -> _P:
         self.steps.append(step)
         return step
 
@@ -122,8 +123,8 @@ def plan(
     log: Callable[[str], None] = print,
 ) -> Plan:
     """Every step of the experiment ``cfg`` describes, upstream before downstream."""
-    p = Plan()
-    data = p.data = p.add(DataStep(cfg))
+    p = Plan(DataStep(cfg))
+    data = p.add(p.data)
     tokens = PoolTokens(cfg, data, loader)
     negatives = p.add(NegativesStep(cfg, data, loader)) if generates_negatives(cfg) else None
     if "cpqs" in cfg.selectors.names:
@@ -138,7 +139,9 @@ def plan(
         if name.partition("+")[0] == "less" and p.less_warmup is None:  # its warm-up: a stage of its own
             p.less_warmup = p.add(LessWarmupStep(cfg, data, loader))
         for seed in score_seeds(cfg, name):
-            ckpt = p.checkpoint if name == "cpqs" else p.less_warmup if name.partition("+")[0] == "less" else None
+            # LessWarmupStep provides a FileArtifact too (its output is typed Optional until it joins Produces)
+            less = cast("Provides[FileArtifact] | None", p.less_warmup)
+            ckpt = p.checkpoint if name == "cpqs" else less if name.partition("+")[0] == "less" else None
             step = ScoreStep(
                 cfg, data, name, seed=seed, checkpoint=ckpt, loader=loader, source=cfg.data.pool, tokens=tokens
             )
@@ -149,28 +152,32 @@ def plan(
             if ref is None:
                 raise ValueError(f"selectors.names: control {arm!r} needs its reference arm in selectors.names")
             for seed in cfg.experiment.seeds:
-                step = ControlStep(cfg, arm, seed, data, ref.get(seed, ref.get(None)), tokens)
-                p.selections.setdefault(arm, {})[seed] = p.add(step)
+                control = ControlStep(cfg, arm, seed, data, _one(ref, seed, arm), tokens)
+                p.selections.setdefault(arm, {})[seed] = p.add(control)
             continue
-        sources = p.scores[selector] if selector else {None: None}
+        sources: dict[int | None, ScoreStep | ModsScoreStep | None] = (
+            dict(p.scores[selector]) if selector else {None: None}
+        )
         for seed, scores in sources.items():
-            step = SelectStep(
+            select = SelectStep(
                 cfg, arm, data, scores, selector=selector, bottom=bottom, seed=seed, tokens=tokens, log=log
             )
-            p.selections.setdefault(arm, {})[seed] = p.add(step)
-    p.contamination = p.add(ContaminationStep(cfg, data, p.selections))
+            p.selections.setdefault(arm, {})[seed] = p.add(select)
+    contamination = p.contamination = p.add(ContaminationStep(cfg, data, p.selections))
     if cfg.validate.enabled:  # screen the selectors on ground truth before any fine-tune
         p.validity = p.add(ValidateStep(cfg, scored(cfg), p.checkpoint, loader))
     for arm, by_seed in p.selections.items():
         for seed in cfg.experiment.seeds:
-            sel = by_seed.get(seed, by_seed.get(None))
+            sel = _one(by_seed, seed, arm)
             p.adapters[(arm, seed)] = p.add(FinetuneStep(cfg, arm, seed, data, sel, loader=loader))
     p.evaluations.append(p.add(_EvaluateAfter(cfg, "base", None, None, data, None, loader)))
     for (arm, seed), adapter in p.adapters.items():
-        sel = p.selections[arm].get(seed, p.selections[arm].get(None))
-        p.evaluations.append(p.add(_EvaluateAfter(cfg, arm, seed, adapter, data, sel, loader)))
+        arm_sel = p.selections[arm].get(seed, p.selections[arm].get(None))
+        p.evaluations.append(p.add(_EvaluateAfter(cfg, arm, seed, adapter, data, arm_sel, loader)))
     if cfg.evaluate.pairwise.enabled:
-        answers = {("base", None): p.add(AnswersStep(cfg, "base", None, None, loader))}
+        answers: dict[tuple[str, int | None], AnswersStep] = {
+            ("base", None): p.add(AnswersStep(cfg, "base", None, None, loader))
+        }
         for (arm, seed), adapter in p.adapters.items():
             answers[(arm, seed)] = p.add(AnswersStep(cfg, arm, seed, adapter, loader))
         cache = root / cfg.experiment.name / "cache" / "pairwise-judge"
@@ -186,7 +193,7 @@ def plan(
             cfg.experiment.name,
             cfg.experiment.description or None,
             references=cfg.leaderboard.references,
-            contamination=p.contamination.output,
+            contamination=contamination.output,
             validity=p.validity.output if p.validity is not None else None,
             compute=compute_by_arm(p),
         )
@@ -194,7 +201,7 @@ def plan(
             board = with_outcome_prediction(
                 board, p.validity.output, cfg, leaderboard_dir(cfg, root), [e.output.path for e in p.evaluations]
             )
-        p.board.output = board  # the index names the leaderboard files; publish reads the index
+        _board(p).output = board  # the index names the leaderboard files; publish reads the index
         write_json(root / cfg.experiment.name / "index.json", build_index(cfg, p, preset, overrides))
         return board
 
@@ -205,6 +212,20 @@ def plan(
         label = f"publish ({'dry run' if cfg.publish.dry_run else 'Hub'})"
         p.add(Always(label, lambda: publish_run(root / cfg.experiment.name, cfg.publish, dry_run=cfg.publish.dry_run)))
     return p
+
+
+def _one(by_seed: Mapping[int | None, _S], seed: int, arm: str) -> _S:
+    """An arm's step for ``seed``: its own, or its one seed-independent step."""
+    step = by_seed.get(seed, by_seed.get(None))
+    if step is None:
+        raise ValueError(f"arm {arm!r} has no selection for seed {seed}")
+    return step
+
+
+def _board(p: Plan) -> Always:
+    if p.board is None:
+        raise RuntimeError("the plan has no leaderboard step")
+    return p.board
 
 
 def with_outcome_prediction(
@@ -228,18 +249,22 @@ def with_outcome_prediction(
 def is_control_of(name: str) -> str:
     from cpqs_bench.selectors.matched import parse_control
 
-    return parse_control(name)[1]
+    parsed = parse_control(name)
+    if parsed is None:
+        raise ValueError(f"{name!r} is not a control arm (random@tokens:ARM or random~ARM)")
+    return parsed[1]
 
 
-def selection_stages(p: Plan, arm: str, seed: int) -> list[Any]:
+def selection_stages(p: Plan, arm: str, seed: int) -> list[Step]:
     """Every stage an arm's selection depends on, charged in full: its scoring (and the CPQS selector's training and
     negatives, MoDS's seed stages). A matched control's draw costs nothing (its reference arm pays its selection)."""
     sel = p.selections[arm].get(seed, p.selections[arm].get(None))
-    if not isinstance(sel, SelectStep) or sel.scores is None:
-        return []
-    out = [sel.scores]
+    if not isinstance(sel, SelectStep) or not isinstance(sel.scores, (ScoreStep, ModsScoreStep)):
+        return []  # the full pool, a control, or scores read at the edge (a verb's Given)
+    out: list[Step] = [sel.scores]
     if sel.selector == "cpqs" and p.checkpoint is not None:
-        out += [p.checkpoint] + ([p.checkpoint.negatives] if p.checkpoint.negatives is not None else [])
+        negatives = p.checkpoint.negatives
+        out += [p.checkpoint] + ([negatives] if isinstance(negatives, NegativesStep) else [])
     if sel.selector and sel.selector.partition("+")[0] == "less" and p.less_warmup is not None:
         out.append(p.less_warmup)
     if isinstance(sel.scores, ModsScoreStep):
@@ -360,7 +385,7 @@ def reproduce(
     loads = getattr(loader, "loads", None)
     if loads is not None:
         log(f"model loads in this process: {len(loads)} ({', '.join(k[0] for k in loads) or 'none'})")
-    print_summary(Path(p.board.output["json"]), log)
+    print_summary(Path(_board(p).output["json"]), log)
     published = p.steps[-1].output if cfg.publish.enabled else None
     return {
         "index": index,
@@ -391,7 +416,7 @@ def build_index(cfg: Config, p: Plan, preset: str | None, overrides: tuple[str, 
         },
         "adapters": {f"{a}-s{s}": str(step.output.path) for (a, s), step in p.adapters.items()},
         "evaluations": [str(e.output.path) for e in p.evaluations],
-        "leaderboard": {k: str(v) for k, v in p.board.output.items()},
+        "leaderboard": {k: str(v) for k, v in _board(p).output.items()},
         "checkpoint": str(p.checkpoint.output.path) if p.checkpoint is not None else None,
     }
     if p.judges:

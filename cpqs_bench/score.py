@@ -111,7 +111,7 @@ def score_examples(
     """Run one selector and check its output contract (see the module docstring); any breach or exception is one
     :class:`ScoreContractError` line naming the selector (``name``: as registered; default its ``name``) and the
     first offending row."""
-    name = name or getattr(selector, "name", type(selector).__name__)
+    name = name or str(getattr(selector, "name", type(selector).__name__))
     examples = list(examples)
     first = f" (first example {examples[0].id!r})" if examples else ""
     try:

@@ -19,11 +19,14 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from cpqs_bench.data.mirror import resolve_path
 from cpqs_bench.evaluate.sandbox import Sandbox, SandboxLimits, SandboxResult
 from cpqs_bench.io import iter_jsonl_objects, read_json, sha256_file, write_bytes, write_json
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 DEFAULT_MIN_TIME_LIMIT = 4.0  # EvalPlus config.DEFAULT_MIN_TIME_LIMIT
 DEFAULT_GT_TIME_LIMIT_FACTOR = 4.0  # EvalPlus config.DEFAULT_GT_TIME_LIMIT_FACTOR
@@ -198,7 +201,7 @@ def _gt_cache_files(cache_dir: Path, dataset_sha: str, task_id: str) -> tuple[Pa
 
 def compute_ground_truth(problem: Problem, sandbox: Sandbox, timeout_s: float = 300.0) -> GroundTruth:
     """Run the canonical solution on all inputs in the sandbox, timing each call like EvalPlus' trusted_exec."""
-    job = {
+    job: dict[str, Any] = {
         "mode": "groundtruth",
         "code": problem.prompt + problem.canonical_solution,
         "entry_point": problem.entry_point,
@@ -401,17 +404,17 @@ class _progress:
 
     def __init__(self, enabled: bool, total: int, label: str) -> None:
         self.enabled, self.total, self.label = enabled, total, label
-        self._bar = None
+        self._bar: Progress | None = None
 
     def __enter__(self) -> Callable[[], None]:
         if not self.enabled:
             return lambda: None
         from rich.progress import Progress
 
-        self._bar = Progress(transient=False)
-        self._bar.start()
-        task = self._bar.add_task(self.label, total=self.total)
-        return lambda: self._bar.advance(task)  # type: ignore[union-attr]
+        bar = self._bar = Progress(transient=False)
+        bar.start()
+        task = bar.add_task(self.label, total=self.total)
+        return lambda: bar.advance(task)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

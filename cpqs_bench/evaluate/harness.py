@@ -177,7 +177,7 @@ def task_config_info(name: str, cfg: object) -> dict[str, Any]:
     metric = meta.get("metric") or (_metric_name(metrics[0]["metric"]) if metrics else None)
     if metric is None:
         raise EvaluationError(f"task {name}: no metric (set metric_list, or metadata.metric, in its YAML)")
-    entry = next((m for m in metrics if _metric_name(m.get("metric")) == metric), {})
+    entry: dict[str, Any] = next((m for m in metrics if _metric_name(m.get("metric")) == metric), {})
     filters = list(getattr(cfg, "filter_list", None) or [])
     flt = meta.get("filter") or (filters[0]["name"] if filters and isinstance(filters[0], dict) else "none")
     return {
@@ -554,7 +554,7 @@ def evaluate_model(
     hub_revision = None if Path(path).is_dir() else model_rev
     fingerprint = adapter_fingerprint(adapter) if adapter else None
     prompt = to_dict(cfg.prompt)
-    inputs = {
+    inputs: dict[str, Any] = {
         "model": model_spec,
         "model_path": path,
         "model_revision": model_rev,

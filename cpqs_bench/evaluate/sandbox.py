@@ -307,6 +307,7 @@ def _run(
         finally:
             os.close(result_w)
         result_pipe = os.fdopen(result_r, "rb", buffering=0)
+        assert proc.stdout is not None and proc.stderr is not None  # both are pipes (stdout/stderr=PIPE)
         caps = {
             proc.stdout: limits.output_cap_bytes,
             proc.stderr: limits.output_cap_bytes,

@@ -17,7 +17,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence
 
 from cpqs_bench.data.example import Example
 from cpqs_bench.io import iter_jsonl_objects
@@ -154,7 +154,7 @@ def tokenize(
     system_prompt: str | None,
     train_eot: bool,
     max_length: int | None,
-    overflow: str,
+    overflow: Literal["truncate", "drop"],
     cache: TokenCache | None = TOKEN_CACHE,
 ) -> SFTData:
     """Render every example; labels are ``Rendered.labels()`` unchanged. ``cache`` (default: the process-wide
@@ -176,7 +176,7 @@ def tokenize(
                 max_length=max_length,
                 overflow=overflow,
                 stats=one,
-            )  # type: ignore[arg-type]
+            )
             hit = (r, one)
             if cache is not None:
                 table[key] = hit

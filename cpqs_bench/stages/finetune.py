@@ -18,7 +18,7 @@ from cpqs_bench.stages.common import Produces, log_numbers, section_key
 if TYPE_CHECKING:
     from cpqs_bench.publish.tracking import Tracker
     from cpqs_bench.selectors.base import ModelLoader
-    from cpqs_bench.stages.artifacts import PoolArtifact, SelectionArtifact
+    from cpqs_bench.stages.artifacts import FileArtifact, PoolArtifact, SelectionArtifact
     from cpqs_bench.stages.common import Provides
 
 
@@ -70,7 +70,7 @@ class FinetuneStep(Produces[AdapterArtifact]):
     arm: str
     seed: int
     pool: Provides[PoolArtifact]  # provider of the PoolArtifact the selection indexes
-    selection: Provides[SelectionArtifact]  # provider of a SelectionArtifact (or MoDS's seed set, a FileArtifact)
+    selection: Provides[SelectionArtifact | FileArtifact]  # the arm's selection (MoDS's seed set: a FileArtifact)
     loader: ModelLoader | None = None
     merge: bool | None = None
     progress_bar: bool = True

@@ -16,6 +16,9 @@ from cpqs_bench.stages.artifacts import FileArtifact
 from cpqs_bench.stages.common import Produces, log_numbers, section_key, seed_label, seed_suffix
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from cpqs_bench.models import ModelInfo
     from cpqs_bench.publish.tracking import Tracker
     from cpqs_bench.selectors.base import ModelLoader
     from cpqs_bench.stages.artifacts import AdapterArtifact
@@ -155,6 +158,12 @@ class JudgeStep(Produces[Path]):
             "n_boot": pw.n_boot,
         }
 
+    def _load(self, spec: str, revision: str | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]:
+        """A local judge's model through the run's loader, in the evaluation dtype."""
+        if self.loader is None:
+            raise ValueError(f"{self.label}: a local judge needs the run's model loader (JudgeStep.loader)")
+        return self.loader(spec, revision, self.cfg.evaluate.dtype)
+
     def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.evaluate.judge import judge_answer_files
         from cpqs_bench.judge.backends import make_judge
@@ -162,7 +171,7 @@ class JudgeStep(Produces[Path]):
         cfg, pw = self.cfg, self.cfg.evaluate.pairwise
         judge = make_judge(
             pw.judge,
-            lambda spec, rev: self.loader(spec, rev, cfg.evaluate.dtype),
+            self._load,
             target_spec=cfg.model.id,
             target_revision=cfg.model.revision,
             cache_dir=self.cache_dir,

@@ -5,9 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cpqs_bench.config import Config
 from cpqs_bench.io import read_json
+
+if TYPE_CHECKING:
+    from typing_extensions import TypedDict, Unpack
+
+    class LeaderboardOptions(TypedDict, total=False):
+        """The keyword options of :func:`cpqs_bench.leaderboard.main` a caller may pass on."""
+
+        references: Sequence[str]
+        n_boot: int
+        seed: int
+        compare_base: bool
+        contamination: dict[str, Any] | None
+        validity: dict[str, Any] | None
+        task_folders: Sequence[str | Path] | None
+        compute: dict[str, dict[str, dict[str, Any]]] | None
 
 
 def leaderboard_dir(cfg: Config, root: Path) -> Path:
@@ -41,7 +57,7 @@ def write_leaderboard(
     note: str | None = None,
     *,
     page: bool = True,
-    **options: object,
+    **options: Unpack[LeaderboardOptions],
 ) -> dict[str, Path]:
     """Statistics over the evaluations (directories, or run directories searched for them) + the pairwise
     judgements → Markdown, JSON, PNG and the HTML page. ``options``: :func:`cpqs_bench.leaderboard.main`'s

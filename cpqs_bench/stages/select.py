@@ -79,7 +79,7 @@ class SelectStep(Produces[SelectionArtifact]):
         "selectors.budget_unit",
     )  # config fields the key reads besides them
     arm: str
-    pool: Provides[PoolArtifact]  # provider of the PoolArtifact
+    pool: Provides[PoolArtifact | None]  # the pool; Given(None) where the scores hold every id (not read)
     scores: Provides[FileArtifact] | None  # provider of the selector's scores FileArtifact; None = the full pool
     selector: str | None = None
     bottom: bool = False
@@ -103,6 +103,12 @@ class SelectStep(Produces[SelectionArtifact]):
             return None
         return self.tokens.trained()
 
+    def _pool(self) -> PoolArtifact:
+        pool = self.pool.output
+        if pool is None:
+            raise ValueError(f"{self.label}: a selection without scores keeps the whole pool, and no pool was given")
+        return pool
+
     def inputs(self) -> dict[str, Any]:
         sel = self.cfg.selectors
         return {
@@ -111,7 +117,7 @@ class SelectStep(Produces[SelectionArtifact]):
             "budget_unit": sel.budget_unit if self.scores is not None else None,
             "bottom": self.bottom,
             # a selection from scores depends on the scores (which hold every pool id), not on how the pool was read
-            "pool": self.pool.output.key if self.scores is None else None,
+            "pool": self._pool().key if self.scores is None else None,
             "scores": self.scores.output.key if self.scores is not None else None,
             "tokens": self.tokens.key("trained") if self.by_tokens and self.tokens is not None else None,
         }
@@ -122,7 +128,7 @@ class SelectStep(Produces[SelectionArtifact]):
         if self.scores is None:  # the full pool: every example kept
             rows = [
                 {"id": ex.id, "score": None, "rank": k + 1, "kept": True, "reason": "full pool"}
-                for k, ex in enumerate(self.pool.output.examples)
+                for k, ex in enumerate(self._pool().examples)
             ]
             write_jsonl(st.file(SELECTION), rows)
             summary = {"pool": len(rows), "kept": len(rows), **selection_summary(rows, self._tokens())}
@@ -145,12 +151,12 @@ class SelectStep(Produces[SelectionArtifact]):
 
         m = st.manifest()
         if self.scores is None:
-            budget_k = len(self.pool.output.examples)
+            budget_k = len(self._pool().examples)
         elif self.by_tokens:  # the stop rule decides the count; the budget is in tokens
             budget_k = m["kept"]
         else:
             budget_k = budget_count(self.cfg.selectors.budget, m["total"])
-        info = {
+        info: dict[str, Any] = {
             "kept": m["kept"],
             "total": m["total"],
             "budget_k": budget_k,
@@ -182,7 +188,7 @@ class ControlStep(Produces[SelectionArtifact]):
     arm: str  # the control's name, e.g. random~cpqs
     seed: int
     pool: Provides[PoolArtifact]
-    reference: SelectStep  # ARM's selection step for this seed (or its one seed-independent selection)
+    reference: Provides[SelectionArtifact]  # ARM's selection step for this seed (or its one seed-independent selection)
     tokens: PoolTokens
     code: Sequence[str] = ("cpqs_bench.selectors.matched", "cpqs_bench.stages.select")
     files: Sequence[Path] = ()
@@ -234,7 +240,7 @@ class ControlStep(Produces[SelectionArtifact]):
 
     def collect(self, st: Stage) -> SelectionArtifact:
         m = st.manifest()
-        info = {
+        info: dict[str, Any] = {
             "kept": m["kept"],
             "total": m["total"],
             "budget_k": m["kept"],

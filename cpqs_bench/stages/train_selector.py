@@ -73,7 +73,7 @@ class TrainSelectorStep(Produces[FileArtifact]):
         pairs = (pool.pairs_pool or None) if pool is not None else None
         negatives = self.negatives.output.path if self.negatives is not None else self.cfg.selectors.cpqs.negatives
         out = st.path / CHECKPOINT
-        if self.out_of_fold:
+        if self.out_of_fold and pool is not None:  # out_of_fold: a pool with examples
             metrics = T.train_out_of_fold(
                 self.cfg,
                 out,
