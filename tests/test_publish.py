@@ -69,9 +69,9 @@ def _arm_folder(root: Path, manifest: dict | None = None, metrics: dict | None =
         "Qwen/Qwen2.5-0.5B",
         "exp1",
         root / "out" / "cpqs",
-        facts=FACTS,
-        eval_date="2026-12-01",
-        source_url="https://huggingface.co/datasets/cpqs-test/exp1-results",
+        P.CardFacts(
+            facts=FACTS, eval_date="2026-12-01", source_url="https://huggingface.co/datasets/cpqs-test/exp1-results"
+        ),
     )
 
 

@@ -101,32 +101,41 @@ def read_training_record(adapter_dir: str | os.PathLike) -> dict[str, Any]:
     )
 
 
+@dataclass(frozen=True)
+class CardFacts:
+    """What an arm's model card says besides its metrics: the tasks' facts
+    (:func:`cpqs_bench.leaderboard_page.task_facts`: dataset id, metric), the evaluation date, ``source_url`` (the
+    results dataset the numbers come from), per-task notes and this arm and seed's pairwise-judge rows
+    (:func:`cpqs_bench.publish.results_dataset.pairwise_rows`: the card's own table, not ``model-index``: the judge's
+    prompt sets are no Hub benchmark)."""
+
+    facts: Mapping[str, Mapping[str, Any]] | None = None
+    eval_date: str | None = None
+    source_url: str | None = None
+    notes: Mapping[str, str] | None = None
+    pairwise: Sequence[Mapping[str, Any]] = ()
+
+
 def build_arm_folder(
     arm: str,
     adapter_dir: str | os.PathLike,
     selection_path: str | os.PathLike,
-    manifest: dict,
+    manifest: dict[str, Any],
     metrics: Mapping[str, float],
     base_model: str,
     experiment: str,
     out_dir: str | os.PathLike,
-    *,
-    facts: Mapping[str, Mapping[str, Any]] | None = None,
-    eval_date: str | None = None,
-    source_url: str | None = None,
-    notes: Mapping[str, str] | None = None,
-    pairwise: Sequence[Mapping[str, Any]] = (),
+    card_facts: CardFacts = CardFacts(),
 ) -> Path:
     """Assemble the model repo for one arm: adapter files, ``selection.jsonl``, ``manifest.json``, ``README.md``
-    (model card with ``model-index``) and ``.eval_results/<task>.yaml`` (the Hub's Eval Results format).
-    ``pairwise``: this arm and seed's pairwise-judge rows (:func:`cpqs_bench.publish.results_dataset.pairwise_rows`),
-    shown in the card's own table (not in ``model-index``: the judge's prompt sets are no Hub benchmark).
+    (model card with ``model-index``) and ``.eval_results/<task>.yaml`` (the Hub's Eval Results format); what the
+    card says besides the metrics comes from ``card_facts``.
 
-    ``facts`` are the tasks' facts (:func:`cpqs_bench.leaderboard_page.task_facts`: dataset id, metric); ``source_url``
-    the results dataset the numbers come from. The folder is built in a temporary sibling and swapped in at the end,
-    so ``out_dir`` is either the previous complete folder or the new complete one. PEFT's own ``README.md`` is
-    replaced by our card.
+    The folder is built in a temporary sibling and swapped in at the end, so ``out_dir`` is either the previous
+    complete folder or the new complete one. PEFT's own ``README.md`` is replaced by our card.
     """
+    facts, eval_date, source_url = card_facts.facts, card_facts.eval_date, card_facts.source_url
+    notes, pairwise = card_facts.notes, card_facts.pairwise
     adapter_dir, selection_path, out_dir = Path(adapter_dir), Path(selection_path), Path(out_dir)
     adapter_files = _adapter_files(adapter_dir)
     n_selected = _count_jsonl(selection_path)

@@ -106,11 +106,7 @@ def build_folders(run_dir: Path, namespace: str, *, space: bool = False) -> dict
             base_model,
             experiment,
             stage_dir / key,
-            facts=facts,
-            eval_date=_eval_date(ev),
-            source_url=source_url,
-            notes=notes,
-            pairwise=mine,
+            hub.CardFacts(facts=facts, eval_date=_eval_date(ev), source_url=source_url, notes=notes, pairwise=mine),
         )
         folders[adapter_repos[key]] = (folder, "model")
 
