@@ -91,20 +91,20 @@ def loader_of(backbone):
 
 def test_official_source_paired_and_reference_compositions(tmp_path):
     data = official_fixture(tmp_path / "cpqs_data")
-    paired = P.from_official(str(data))
+    paired = P.from_official(P.OfficialFiles(str(data)))
     s = paired.summary()
     assert s["pairs"] == 16 and s["positives"] == s["negatives"] == 16  # 1:1, one negative per instruction
     sets = {x.example.metadata["negative_set"] for x in paired.items if x.label == 0}
     assert sets == {"alpaca_gpt4_data_llama.json", "alpaca_gpt4_data_qwen251.json"}  # both sets used (rotation)
-    ref = P.from_official(str(data), composition="reference").summary()
+    ref = P.from_official(P.OfficialFiles(str(data)), composition="reference").summary()
     # the reference's union: every positive and both negative sets (instruction 1 lacks the second negative)
     assert ref["positives"] == 16 and ref["negatives"] == 31 and ref["groups"] == 16
-    assert P.from_official(str(data), n_pairs=5).n_pairs == 5
+    assert P.from_official(P.OfficialFiles(str(data)), n_pairs=5).n_pairs == 5
 
 
 def test_reference_question_format(tmp_path):
     data = official_fixture(tmp_path / "cpqs_data")
-    ps = P.from_official(str(data), question_format="reference")
+    ps = P.from_official(P.OfficialFiles(str(data)), question_format="reference")
     texts = {x.example.prompt[0]["content"] for x in ps.items}
     assert "Describe sea creature number 0\nInput:in one paragraph" in texts
     assert "Describe sea creature number 2\nInput:" in texts  # the Input: line even with an empty input

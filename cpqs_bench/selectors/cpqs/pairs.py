@@ -462,12 +462,20 @@ def _compose(group: str, pos: Example, negs: Sequence[Example], composition: str
     return items
 
 
+@dataclass(frozen=True)
+class OfficialFiles:
+    """The reference's training files: a dataset (``renlll/CPQS_data``) or local folder ``source``, its positives'
+    file and the negative files whose ``negative_field`` holds the weak answers."""
+
+    source: str = "cpqs_data"
+    positives: str = "alpaca_gpt4_data.json"
+    negatives: Sequence[str] = ("alpaca_gpt4_data_llama.json", "alpaca_gpt4_data_qwen251.json")
+    negative_field: str = "模型输出"
+
+
 def from_official(
-    source: str = "cpqs_data",
-    positives: str = "alpaca_gpt4_data.json",
-    negatives: Sequence[str] = ("alpaca_gpt4_data_llama.json", "alpaca_gpt4_data_qwen251.json"),
+    files: OfficialFiles = OfficialFiles(),
     *,
-    negative_field: str = "模型输出",
     composition: str = "paired",
     question_format: str = "project",
     drop_identical: bool = True,
@@ -476,9 +484,12 @@ def from_official(
     avoid: Iterable[Example] | None = None,
     mirror: str | os.PathLike | None = None,
 ) -> PairSet:
-    """The reference's training data (``renlll/CPQS_data``; ``source`` may also be a local folder of those files):
-    positives' ``output`` vs each negative file's ``negative_field``, joined on instruction + input."""
+    """The reference's training data (``files``: ``renlll/CPQS_data`` or a local folder of those files): positives'
+    ``output`` vs each negative file's ``negative_field``, joined on instruction + input."""
     from cpqs_bench.data.mirror import dataset_files
+
+    source, positives, negatives = files.source, files.positives, files.negatives
+    negative_field = files.negative_field
 
     if not negatives:
         raise PairsError("official pairs need at least one negative file (selectors.cpqs.official_negatives)")
@@ -667,10 +678,7 @@ def _build(
         )
     if src == "official":
         return from_official(
-            cfg.pairs,
-            cfg.official_positives,
-            cfg.official_negatives,
-            negative_field=cfg.official_negative_field,
+            OfficialFiles(cfg.pairs, cfg.official_positives, cfg.official_negatives, cfg.official_negative_field),
             composition=composition,
             question_format=cfg.question_format,
             drop_identical=cfg.drop_identical,
