@@ -40,13 +40,9 @@ def test_resume_after_interruption(tmp_path):
         model,
         tok,
         out,
-        generator="tiny",
-        max_new_tokens=4,
-        batch_size=2,
-        part_size=4,
+        N.GenerationSettings(generator="tiny", max_new_tokens=4, batch_size=2, part_size=4, drop_unfinished=False),
         progress=False,
         stop_after=1,
-        drop_unfinished=False,
     )
     assert first == {"complete": False, "generated": 2, "total": 7} and not out.exists()
     done_before = N.done_rows(out)
@@ -55,12 +51,8 @@ def test_resume_after_interruption(tmp_path):
         model,
         tok,
         out,
-        generator="tiny",
-        max_new_tokens=4,
-        batch_size=2,
-        part_size=4,
+        N.GenerationSettings(generator="tiny", max_new_tokens=4, batch_size=2, part_size=4, drop_unfinished=False),
         progress=False,
-        drop_unfinished=False,
     )
     assert summary["complete"] and summary["total"] == 7
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -74,16 +66,17 @@ def test_resume_after_interruption(tmp_path):
         model,
         tok,
         fresh,
-        generator="tiny",
-        max_new_tokens=4,
-        batch_size=2,
-        part_size=4,
+        N.GenerationSettings(generator="tiny", max_new_tokens=4, batch_size=2, part_size=4, drop_unfinished=False),
         progress=False,
-        drop_unfinished=False,
     )
     assert fresh.read_text() == out.read_text()  # interrupted + resumed == one go
     again = N.generate_negatives(
-        exs, model, tok, out, generator="tiny", max_new_tokens=4, batch_size=2, progress=False, drop_unfinished=False
+        exs,
+        model,
+        tok,
+        out,
+        N.GenerationSettings(generator="tiny", max_new_tokens=4, batch_size=2, drop_unfinished=False),
+        progress=False,
     )
     assert again["total"] == 7 and len(list(N.parts_dir(out).glob("part-*.jsonl"))) == 3  # nothing regenerated
 

@@ -150,14 +150,16 @@ def test_vllm_sampling_seeds_and_resume(tmp_path, fake_vllm):
         llm,
         tok,
         out,
-        generator="small@rev-small",
-        max_new_tokens=3,
-        part_size=2,
-        sampling=sampling,
+        N.GenerationSettings(
+            generator="small@rev-small",
+            max_new_tokens=3,
+            part_size=2,
+            sampling=sampling,
+            drop_unfinished=False,
+            backend="vllm",
+        ),
         progress=False,
         stop_after=1,
-        drop_unfinished=False,
-        backend="vllm",
     )
     assert first == {"complete": False, "generated": 2, "total": 6}
     requests, params = llm.calls[0]
@@ -199,7 +201,12 @@ def test_vllm_matches_hf_rows_when_answers_agree(tmp_path, fake_vllm, monkeypatc
     exs = _pool(5)
     hf_out = tmp_path / "hf.jsonl"
     N.generate_negatives(
-        exs, model, tok, hf_out, generator="g", max_new_tokens=4, batch_size=2, progress=False, drop_unfinished=False
+        exs,
+        model,
+        tok,
+        hf_out,
+        N.GenerationSettings(generator="g", max_new_tokens=4, batch_size=2, drop_unfinished=False),
+        progress=False,
     )
     hf = {r["id"]: r for r in _rows(hf_out)}
     stop = min(N._stop_ids(tok))
@@ -227,11 +234,8 @@ def test_vllm_matches_hf_rows_when_answers_agree(tmp_path, fake_vllm, monkeypatc
         Replay(),
         tok,
         vl_out,
-        generator="g",
-        max_new_tokens=4,
+        N.GenerationSettings(generator="g", max_new_tokens=4, drop_unfinished=False, backend="vllm"),
         progress=False,
-        drop_unfinished=False,
-        backend="vllm",
     )
     for r in _rows(vl_out):
         h = hf[r["id"]]

@@ -475,10 +475,7 @@ def test_changed_generation_settings_in_the_same_negatives_output_are_refused(tm
         model,
         tok,
         out,
-        drop_unfinished=False,
-        generator="tiny",
-        max_new_tokens=4,
-        batch_size=3,
+        N.GenerationSettings(drop_unfinished=False, generator="tiny", max_new_tokens=4, batch_size=3),
         progress=False,
     )
     first = out.read_bytes()
@@ -487,7 +484,12 @@ def test_changed_generation_settings_in_the_same_negatives_output_are_refused(tm
         key = next(iter(changed))
         with pytest.raises(ValueError, match=rf"neg\.jsonl\.parts holds answers made with different {key}"):
             N.generate_negatives(
-                _examples(3), model, tok, out, drop_unfinished=False, batch_size=3, progress=False, **kwargs
+                _examples(3),
+                model,
+                tok,
+                out,
+                N.GenerationSettings(drop_unfinished=False, batch_size=3, **kwargs),
+                progress=False,
             )
     assert out.read_bytes() == first
     # the same settings resume (nothing regenerated; a different batch size is not a different setting)
@@ -496,10 +498,7 @@ def test_changed_generation_settings_in_the_same_negatives_output_are_refused(tm
         model,
         tok,
         out,
-        drop_unfinished=False,
-        generator="tiny",
-        max_new_tokens=4,
-        batch_size=1,
+        N.GenerationSettings(drop_unfinished=False, generator="tiny", max_new_tokens=4, batch_size=1),
         progress=False,
     )
     assert out.read_bytes() == first
@@ -568,11 +567,7 @@ def job_negatives(out: str) -> None:
         model,
         tok,
         out,
-        drop_unfinished=False,
-        generator="tiny",
-        max_new_tokens=6,
-        batch_size=2,
-        part_size=2,
+        N.GenerationSettings(drop_unfinished=False, generator="tiny", max_new_tokens=6, batch_size=2, part_size=2),
         progress=False,
     )
 

@@ -45,6 +45,7 @@ import gc
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -256,32 +257,45 @@ def load_vllm(spec: str, dtype: str, seed: int, device: str = "cuda") -> tuple[L
     return llm, tok, models.ModelInfo(spec=spec, path=path, revision=rev, dtype=dtype, device=device)
 
 
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How one generator answers: ``generator`` (its name as recorded), the prompt ``template`` / ``system_prompt``,
+    ``max_new_tokens``, ``sampling`` (greedy unless ``{"do_sample": True, "temperature": t, "top_p": p}``) and its
+    ``seed``, the ``backend`` (``hf``: a transformers model; ``vllm``: a ``vllm.LLM``, one call per part); how it
+    batches (``batch_size``, ``part_size``: rows per part file, None: the backend's default) and whether unfinished
+    answers (no stop token within ``max_new_tokens``) are left out of the output (``drop_unfinished``)."""
+
+    generator: str
+    template: str = "chat"
+    system_prompt: str | None = None
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    part_size: int | None = None
+    sampling: dict[str, Any] | None = None
+    seed: int = 0
+    drop_unfinished: bool = True
+    backend: str = "hf"
+
+
 def generate_negatives(
     examples: Sequence[Example],
     model: PreTrainedModel | LLM,
     tokenizer: PreTrainedTokenizerBase,
     out: str | os.PathLike,
+    gen: GenerationSettings,
     *,
-    generator: str,
-    template: str = "chat",
-    system_prompt: str | None = None,
-    max_new_tokens: int = 256,
-    batch_size: int = 8,
-    part_size: int | None = None,
-    sampling: dict[str, Any] | None = None,
-    seed: int = 0,
-    drop_unfinished: bool = True,
     progress: bool = True,
     stop_after: int | None = None,
-    backend: str = "hf",
 ) -> dict[str, Any]:
-    """One generator's answers: generate missing ones into part files, then assemble ``out`` in pool order.
+    """One generator's answers (``gen``): generate missing ones into part files, then assemble ``out`` in pool order.
 
-    ``backend``: ``hf`` (``model`` is a transformers model) or ``vllm`` (``model`` is a ``vllm.LLM``; one call per
-    part). Unfinished answers (no stop token within ``max_new_tokens``) stay in the parts but are left out of ``out``
-    and counted when ``drop_unfinished``. ``stop_after`` (generate calls) exists for tests of resumption: the run
-    stops as if interrupted. Returns a summary.
+    Unfinished answers stay in the parts but are left out of ``out`` and counted when ``gen.drop_unfinished``.
+    ``stop_after`` (generate calls) exists for tests of resumption: the run stops as if interrupted. Returns a
+    summary.
     """
+    generator, template, system_prompt = gen.generator, gen.template, gen.system_prompt
+    max_new_tokens, batch_size, part_size, sampling = gen.max_new_tokens, gen.batch_size, gen.part_size, gen.sampling
+    seed, drop_unfinished, backend = gen.seed, gen.drop_unfinished, gen.backend
     if backend not in ("hf", "vllm"):
         raise ValueError(f"generate_negatives: backend must be 'hf' or 'vllm', got {backend!r}")
     import torch
@@ -437,11 +451,7 @@ def make_negatives(
         else:
             model, tok, info = models.load(name, dtype=cfg.model.dtype, device=cfg.model.device)
         target = out if len(names) == 1 else out.with_name(f"{out.name}.by-generator") / f"{_slug(name)}.jsonl"
-        per[name] = generate_negatives(
-            examples,
-            model,
-            tok,
-            target,
+        gen = GenerationSettings(
             generator=f"{info.spec}@{info.revision}",
             template=cfg.prompt.template,
             system_prompt=cfg.prompt.system_prompt,
@@ -450,9 +460,9 @@ def make_negatives(
             sampling=sampling,
             seed=cq.seed,
             drop_unfinished=cq.generation_drop_unfinished,
-            progress=progress,
             backend=backend,
         )
+        per[name] = generate_negatives(examples, model, tok, target, gen, progress=progress)
         files.append(target)
         if backend == "vllm":  # free the engine's GPU memory before the next generator's engine starts
             del model
