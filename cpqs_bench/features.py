@@ -401,21 +401,17 @@ def extract(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     examples: Iterable[Example],
-    template: str = "chat",
-    layers: str = "all",
-    max_length: int = 2048,
+    spec: FeatureSpec = FeatureSpec(),
     batch_size: int = 8,
     *,
-    system_prompt: str | None = None,
-    train_eot: bool = True,
     window: int | None = None,
     method: Method = "auto",
     out_dtype: torch.dtype | None = None,
     stats: ExtractStats | None = None,
 ) -> Iterator[tuple[str, torch.Tensor | None]]:
     """Yield ``(id, features (T_resp, L, H))`` in input order; ``None`` features for examples the length policy
-    dropped (reason counted in ``stats``). Streams window by window."""
-    spec = FeatureSpec(template, layers, max_length, system_prompt, train_eot)
+    dropped (reason counted in ``stats``). Streams window by window. ``spec``: template, layers, length policy (the
+    defaults: the chat template, every layer, 2048 tokens)."""
     window = window or 16 * batch_size
     for chunk in _windows(examples, window):
         got: dict[str, torch.Tensor] = {}

@@ -55,7 +55,7 @@ def test_resolve_layers():
 def test_batched_equals_manual_response_slice(tiny_model, method, layers):
     model, tok, template = tiny_model
     exs = _examples()
-    got = dict(F.extract(model, tok, exs, template, layers=layers, batch_size=4, method=method))
+    got = dict(F.extract(model, tok, exs, F.FeatureSpec(template, layers), batch_size=4, method=method))
     assert list(got) == [ex.id for ex in exs]
     for ex in exs:
         ref, r = _manual(model, tok, ex, template, layers)
@@ -70,7 +70,7 @@ def test_hidden_states_capture_with_and_without_index_selection(tiny_model, monk
     model, tok, template = tiny_model
     monkeypatch.setattr(F, "selective_hidden_states", lambda: selective)
     exs = _examples()
-    got = dict(F.extract(model, tok, exs, template, layers="0,2,-1", batch_size=4, method="hidden_states"))
+    got = dict(F.extract(model, tok, exs, F.FeatureSpec(template, "0,2,-1"), batch_size=4, method="hidden_states"))
     for ex in exs:
         ref, _ = _manual(model, tok, ex, template, "0,2,-1")
         torch.testing.assert_close(got[ex.id], ref, atol=2e-5, rtol=1e-4)
@@ -79,8 +79,8 @@ def test_hidden_states_capture_with_and_without_index_selection(tiny_model, monk
 def test_batch_size_does_not_change_features(tiny_model):
     model, tok, template = tiny_model
     exs = _examples()
-    one = dict(F.extract(model, tok, exs, template, batch_size=1))
-    many = dict(F.extract(model, tok, exs, template, batch_size=5, window=6))
+    one = dict(F.extract(model, tok, exs, F.FeatureSpec(template), batch_size=1))
+    many = dict(F.extract(model, tok, exs, F.FeatureSpec(template), batch_size=5, window=6))
     for ex in exs:
         torch.testing.assert_close(one[ex.id], many[ex.id], atol=2e-5, rtol=1e-4)
 
@@ -91,7 +91,7 @@ def test_order_kept_and_dropped_examples_reported():
     exs = _examples(4)[:2] + [long_prompt] + _examples(4)[2:]
     room = max(len(prompts.render(tok, ex, "chat").input_ids) for ex in exs if ex.id != "long")
     stats = F.ExtractStats()
-    out = list(F.extract(model, tok, exs, "chat", max_length=room, batch_size=2, stats=stats))
+    out = list(F.extract(model, tok, exs, F.FeatureSpec("chat", max_length=room), batch_size=2, stats=stats))
     assert [i for i, _ in out] == [ex.id for ex in exs]
     assert dict(out)["long"] is None and stats.lengths.dropped_prompt_too_long == 1
     assert all(t is not None for i, t in out if i != "long")
@@ -113,7 +113,7 @@ def test_feature_cache_round_trip_and_cap(tmp_path):
     assert F.cached_features(model, tok, exs, spec, cache, 2) == 0  # everything reused
     again = F.FeatureCache(tmp_path, F.model_identity(model, None), spec, max_gb=1.0)  # index re-read from disk
     got = again.get_many([ex.content_key() for ex in exs])
-    direct = dict(F.extract(model, tok, exs, "chat", max_length=128))
+    direct = dict(F.extract(model, tok, exs, F.FeatureSpec("chat", max_length=128)))
     for ex in exs:
         torch.testing.assert_close(got[ex.content_key()], direct[ex.id], atol=2e-5, rtol=1e-4)
     other = F.FeatureCache(tmp_path, F.model_identity(model, None), F.FeatureSpec(max_length=64), max_gb=1.0)
