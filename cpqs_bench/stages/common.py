@@ -78,7 +78,11 @@ def section_key(
 ) -> dict[str, Any]:
     """The config part of a step's stage key: every field of each section in ``sections`` (dotted paths, keyed by
     their last component unless ``names`` renames one) but the :data:`NOT_KEYED` ones and those ``drop`` names for
-    that section (a step whose outputs do not depend on them)."""
+    that section (a step whose outputs do not depend on them).
+
+    Each step class declares ``sections`` (the config sections its key holds whole, through this function) and, where
+    other parts of its key read single config fields (a derived setting, a file's content), ``reads`` (those
+    fields' dotted paths); ``tests/test_stage_keys.py`` checks that no other config field changes a step's key."""
     out: dict[str, Any] = {}
     for path in sections:
         values = to_dict(section_of(cfg, path))

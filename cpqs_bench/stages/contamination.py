@@ -34,11 +34,8 @@ def eval_items(cfg: Config) -> tuple[dict[str, list[Any]], dict[str, str]]:
 @dataclass
 class ContaminationStep(Produces[dict[str, Any]]):
     cfg: Config
-    sections: ClassVar[tuple[str, ...]] = ()  # config sections keyed whole (stages.common.section_key)
-    reads: ClassVar[tuple[str, ...]] = (
-        "data.contamination_n",
-        "evaluate.tasks",
-    )  # config fields the key reads besides them
+    sections: ClassVar[tuple[str, ...]] = ()
+    reads: ClassVar[tuple[str, ...]] = ("data.contamination_n", "evaluate.tasks")
     pool: Provides[PoolArtifact]  # provider of the PoolArtifact
     selections: dict[str, dict[int | None, Any]]  # arm -> seed -> provider of a SelectionArtifact
     name: str = "contamination"

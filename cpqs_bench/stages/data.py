@@ -52,13 +52,13 @@ def _contamination() -> Any:
 @dataclass
 class DataStep(Produces[PoolArtifact]):
     cfg: Config
-    sections: ClassVar[tuple[str, ...]] = ("data",)  # config sections keyed whole (stages.common.section_key)
+    sections: ClassVar[tuple[str, ...]] = ("data",)
     reads: ClassVar[tuple[str, ...]] = (
         "selectors.cpqs.pairs_source",
         "selectors.cpqs.n_pairs",
         "selectors.cpqs.pairs",
         "evaluate",
-    )  # config fields the key reads besides them
+    )
     name: str = "data"
     label: str = "data"
     code: Sequence[str] = ("cpqs_bench.data.pool", "cpqs_bench.stages.data")

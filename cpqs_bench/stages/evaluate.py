@@ -48,11 +48,7 @@ def evaluation_files(cfg: Config) -> list[Path]:
 @dataclass
 class EvaluateStep(Produces[EvalArtifact]):
     cfg: Config
-    sections: ClassVar[tuple[str, ...]] = (
-        "evaluate",
-        "model",
-        "prompt",
-    )  # config sections keyed whole (stages.common.section_key)
+    sections: ClassVar[tuple[str, ...]] = ("evaluate", "model", "prompt")
     arm: str
     seed: int | None
     adapter: Provides[AdapterArtifact] | None  # provider of an AdapterArtifact; None = the base model

@@ -62,11 +62,7 @@ def training_facts(manifest: dict[str, Any]) -> dict[str, Any]:
 @dataclass
 class FinetuneStep(Produces[AdapterArtifact]):
     cfg: Config
-    sections: ClassVar[tuple[str, ...]] = (
-        "finetune",
-        "model",
-        "prompt",
-    )  # config sections keyed whole (stages.common.section_key)
+    sections: ClassVar[tuple[str, ...]] = ("finetune", "model", "prompt")
     arm: str
     seed: int
     pool: Provides[PoolArtifact]  # provider of the PoolArtifact the selection indexes

@@ -71,12 +71,8 @@ def judge_pairs(
 @dataclass
 class AnswersStep(Produces[FileArtifact]):
     cfg: Config
-    sections: ClassVar[tuple[str, ...]] = ("model", "prompt")  # config sections keyed whole (stages.common.section_key)
-    reads: ClassVar[tuple[str, ...]] = (
-        "evaluate.pairwise",
-        "evaluate.dtype",
-        "data.mirror",
-    )  # config fields the key reads besides them
+    sections: ClassVar[tuple[str, ...]] = ("model", "prompt")
+    reads: ClassVar[tuple[str, ...]] = ("evaluate.pairwise", "evaluate.dtype", "data.mirror")
     arm: str
     seed: int | None
     adapter: Provides[AdapterArtifact] | None  # provider of an AdapterArtifact; None = base
@@ -124,13 +120,8 @@ class AnswersStep(Produces[FileArtifact]):
 @dataclass
 class JudgeStep(Produces[Path]):
     cfg: Config
-    sections: ClassVar[tuple[str, ...]] = ()  # config sections keyed whole (stages.common.section_key)
-    reads: ClassVar[tuple[str, ...]] = (
-        "evaluate.pairwise",
-        "evaluate.dtype",
-        "model.id",
-        "model.revision",
-    )  # config fields the key reads besides them
+    sections: ClassVar[tuple[str, ...]] = ()
+    reads: ClassVar[tuple[str, ...]] = ("evaluate.pairwise", "evaluate.dtype", "model.id", "model.revision")
     mine: AnswersStep
     theirs: AnswersStep
     cache_dir: Path

@@ -34,8 +34,8 @@ def builds_mods_seed(cfg: Config) -> bool:
 @dataclass
 class ModsCoverageStep(Produces[FileArtifact]):
     cfg: Config
-    sections: ClassVar[tuple[str, ...]] = ("model",)  # config sections keyed whole (stages.common.section_key)
-    reads: ClassVar[tuple[str, ...]] = ("selectors",)  # config fields the key reads besides them
+    sections: ClassVar[tuple[str, ...]] = ("model",)
+    reads: ClassVar[tuple[str, ...]] = ("selectors",)
     pool: Provides[PoolArtifact]
     loader: ModelLoader | None = None
     name: str = "score/mods-seed"
@@ -105,11 +105,7 @@ def seed_finetune_step(
 @dataclass
 class ModsScoreStep(Produces[FileArtifact]):
     cfg: Config
-    sections: ClassVar[tuple[str, ...]] = (
-        "selectors",
-        "model",
-        "prompt",
-    )  # config sections keyed whole (stages.common.section_key)
+    sections: ClassVar[tuple[str, ...]] = ("selectors", "model", "prompt")
     pool: Provides[PoolArtifact]
     selector: str  # mods or mods+STEP
     coverage: ModsCoverageStep

@@ -21,11 +21,7 @@ if TYPE_CHECKING:
 @dataclass
 class NegativesStep(Produces[FileArtifact]):
     cfg: Config
-    sections: ClassVar[tuple[str, ...]] = (
-        "model",
-        "prompt",
-        "selectors.cpqs",
-    )  # config sections keyed whole (stages.common.section_key)
+    sections: ClassVar[tuple[str, ...]] = ("model", "prompt", "selectors.cpqs")
     pool: Provides[PoolArtifact]  # provider of a PoolArtifact whose ``pairs_pool`` holds the instructions to answer
     loader: ModelLoader | None = None
     progress: bool = True

@@ -68,12 +68,8 @@ def log_scores(tracker: Tracker | None, name: str, scores: Path) -> None:
 @dataclass
 class ScoreStep(Produces[FileArtifact]):
     cfg: Config
-    sections: ClassVar[tuple[str, ...]] = (
-        "selectors",
-        "model",
-        "prompt",
-    )  # config sections keyed whole (stages.common.section_key)
-    reads: ClassVar[tuple[str, ...]] = ("data.mirror",)  # config fields the key reads besides them
+    sections: ClassVar[tuple[str, ...]] = ("selectors", "model", "prompt")
+    reads: ClassVar[tuple[str, ...]] = ("data.mirror",)
     pool: Provides[PoolArtifact]  # provider of a PoolArtifact
     selector: str
     seed: int | None = None  # random redrawn per experiment seed: that seed becomes selectors.seed

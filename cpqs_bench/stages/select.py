@@ -73,11 +73,8 @@ def length_spearman(scores: Path | None) -> float | None:
 @dataclass
 class SelectStep(Produces[SelectionArtifact]):
     cfg: Config
-    sections: ClassVar[tuple[str, ...]] = ()  # config sections keyed whole (stages.common.section_key)
-    reads: ClassVar[tuple[str, ...]] = (
-        "selectors.budget",
-        "selectors.budget_unit",
-    )  # config fields the key reads besides them
+    sections: ClassVar[tuple[str, ...]] = ()
+    reads: ClassVar[tuple[str, ...]] = ("selectors.budget", "selectors.budget_unit")
     arm: str
     pool: Provides[PoolArtifact | None]  # the pool; Given(None) where the scores hold every id (not read)
     scores: Provides[FileArtifact] | None  # provider of the selector's scores FileArtifact; None = the full pool
@@ -184,7 +181,7 @@ class ControlStep(Produces[SelectionArtifact]):
     reference arm's selection of the same seed (:func:`cpqs_bench.selectors.matched.draw_control`)."""
 
     cfg: Config
-    sections: ClassVar[tuple[str, ...]] = ()  # config sections keyed whole (stages.common.section_key)
+    sections: ClassVar[tuple[str, ...]] = ()
     arm: str  # the control's name, e.g. random~cpqs
     seed: int
     pool: Provides[PoolArtifact]

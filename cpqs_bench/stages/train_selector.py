@@ -29,11 +29,7 @@ CHECKPOINT = "checkpoint"
 @dataclass
 class TrainSelectorStep(Produces[FileArtifact]):
     cfg: Config
-    sections: ClassVar[tuple[str, ...]] = (
-        "selectors.cpqs",
-        "model",
-        "prompt",
-    )  # config sections keyed whole (stages.common.section_key)
+    sections: ClassVar[tuple[str, ...]] = ("selectors.cpqs", "model", "prompt")
     pool: Provides[PoolArtifact] | None  # provider of the PoolArtifact the selector will score (None: no overlap check)
     negatives: Provides[FileArtifact] | None = None  # provider of the negatives FileArtifact (pairs_source: generate)
     row_filter: dict[str, Sequence[Any]] | None = None

@@ -27,12 +27,7 @@ OUT = "validity.json"
 @dataclass
 class ValidateStep(Produces[dict[str, Any]]):
     cfg: Config
-    sections: ClassVar[tuple[str, ...]] = (
-        "validate",
-        "selectors",
-        "model",
-        "prompt",
-    )  # config sections keyed whole (stages.common.section_key)
+    sections: ClassVar[tuple[str, ...]] = ("validate", "selectors", "model", "prompt")
     selectors: Sequence[str]
     checkpoint: Provides[FileArtifact] | None = (
         None  # provider of the CPQS checkpoint (train-selector), when cpqs is screened
