@@ -48,7 +48,9 @@ def test_pairwise_off_leaves_the_committed_presets_stage_inputs_unchanged():
         assert "pairwise" not in evaluation_settings(cfg)
         on = replace(cfg, **{"evaluate.pairwise.sets": ["vicuna"]})
         assert evaluation_settings(on) == evaluation_settings(cfg)
-        models = len(cfg.experiment.seeds) * (cfg.selectors.full_arm + len(cfg.selectors.names) + len(cfg.selectors.bottom_arms))
+        models = len(cfg.experiment.seeds) * (
+            cfg.selectors.full_arm + len(cfg.selectors.names) + len(cfg.selectors.bottom_arms)
+        )
         assert count_stages(on) == n + (1 + models) + models
 
 
