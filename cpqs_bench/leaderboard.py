@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 SCHEMA = "cpqs-bench/leaderboard/v1"
-PACKAGES = ("torch", "transformers", "peft", "trl", "lm_eval")
+PACKAGES = ("torch", "transformers", "peft", "lm_eval")
 MISSING = "missing"
 UP, DOWN = "▲", "▼"
 

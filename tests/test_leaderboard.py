@@ -277,7 +277,6 @@ def test_provenance_accepts_rundir_manifest_layout(tmp_path):
         "torch": "2.13.0",
         "transformers": "missing",
         "peft": "missing",
-        "trl": "missing",
         "lm_eval": "0.4.13",
     }
     results = [ArmResult("random", 1, "r", m, {"t": {"0": 1.0}}, {})]

@@ -12,26 +12,6 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "cpqs_bench"
 MAX_TYPE_IGNORES = 9  # the package's count when issue #31 was opened
 
-# Until both halves of the typing work land, the scan is enforced on these paths only (files, or folders ending in
-# "/"), relative to cpqs_bench/; every other file's findings are printed. Widened to the whole package at integration.
-ENFORCED = (
-    "config.py",
-    "pipeline.py",
-    "rundir.py",
-    "reproduce.py",
-    "score.py",
-    "features.py",
-    "compute.py",
-    "provenance.py",
-    "models.py",
-    "model_cache.py",
-    "stages/",
-    "finetune/",
-    "evaluate/",
-)
-# files inside the enforced folders that another engineer types (widened away at integration)
-NOT_YET = ("stages/less.py", "finetune/less_warmup.py")
-
 
 def _library_files() -> list[Path]:
     return sorted(p for p in PKG.rglob("*.py") if "cli" not in p.relative_to(PKG).parts[:1])
@@ -65,12 +45,6 @@ def untyped_params(source: str, filename: str) -> list[str]:
     return found
 
 
-def _enforced(rel: str) -> bool:
-    if rel in NOT_YET:
-        return False
-    return any(rel == e or (e.endswith("/") and rel.startswith(e)) for e in ENFORCED)
-
-
 def test_scan_finds_bare_any_and_missing_annotations() -> None:
     src = (
         "from typing import Any\n"
@@ -94,14 +68,11 @@ def test_scan_finds_bare_any_and_missing_annotations() -> None:
 
 
 def test_no_bare_any_or_unannotated_parameter_outside_cli() -> None:
-    enforced, reported = [], []
+    hits = []
     for path in _library_files():
         rel = path.relative_to(PKG).as_posix()
-        hits = untyped_params(path.read_text(encoding="utf-8"), f"cpqs_bench/{rel}")
-        (enforced if _enforced(rel) else reported).extend(hits)
-    if reported:
-        print(f"{len(reported)} untyped parameters in files not yet enforced:\n" + "\n".join(reported))
-    assert not enforced, f"{len(enforced)} parameters bare Any or unannotated:\n" + "\n".join(enforced)
+        hits.extend(untyped_params(path.read_text(encoding="utf-8"), f"cpqs_bench/{rel}"))
+    assert not hits, f"{len(hits)} parameters bare Any or unannotated:\n" + "\n".join(hits)
 
 
 def _type_ignores(path: Path) -> int:
