@@ -332,3 +332,30 @@ def test_validate_verb_flags_are_config_aliases():
     )
     cfg = resolve(args).cfg
     assert cfg.validate.tracks == ("planted",) and cfg.validate.seed == 3 and cfg.validate.n_clean == 5
+
+
+def test_validate_verb_records_what_produced_the_table(tmp_path, monkeypatch):
+    """The verb's validity.json names its command, config hash, seed, fixture sha256, git and package versions."""
+    import argparse
+    from pathlib import Path
+
+    from cpqs_bench.cli import validate as verb
+    from cpqs_bench.io import read_json, write_json
+    from cpqs_bench.validity import run as vrun
+
+    def fake_validate(cfg, selectors, out_dir, **kw):
+        write_json(Path(out_dir) / "fixture.json", {"rows": [1, 2]})
+        doc = {"model": "m", "tracks": {}, "cost": {}}
+        write_json(Path(out_dir) / "validity.json", doc)
+        return doc
+
+    monkeypatch.setattr(vrun, "validate", fake_validate)
+    p = argparse.ArgumentParser()
+    verb.add_arguments(p)
+    out = tmp_path / "v"
+    args = p.parse_intermixed_args(["--selectors", "ifd", "--out", str(out), "--seed", "4", "validate.n_clean=5"])
+    assert verb.run(args) == 0
+    prov = read_json(out / "validity.json")["provenance"]
+    assert prov["command"].startswith("cpqs-bench validate --selectors ifd") and "validate.n_clean=5" in prov["command"]
+    assert prov["seed"] == 4 and len(prov["config_hash"]) >= 8 and len(prov["fixture_sha256"]) == 64
+    assert {"git", "packages", "hardware"} <= set(prov)

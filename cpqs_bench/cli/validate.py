@@ -49,8 +49,27 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         loader=ModelCache(device=cfg.model.device, capacity=2),
     )
+    from cpqs_bench.config import config_hash
+    from cpqs_bench.io import sha256_file, write_json
+    from cpqs_bench.provenance import collect
     from cpqs_bench.validity.report import markdown
 
+    out = Path(args.out)
+    # what produced this table (the reproduce stage gets the same from the executor's manifest)
+    doc["provenance"] = {
+        "command": " ".join(
+            ["cpqs-bench validate", f"--selectors {args.selectors}", f"--config {args.config}" if args.config else ""]
+            + ([f"--selector {args.checkpoint}"] if args.checkpoint else [])
+            + list(args.overrides)
+        ).replace("  ", " "),
+        "config_hash": config_hash(cfg),
+        "seed": cfg.validate.seed,
+        "model_id": cfg.model.id,
+        "fixture_sha256": sha256_file(out / "fixture.json"),
+        "seconds": round(time.perf_counter() - t0, 1),
+        **collect(),
+    }
+    write_json(out / "validity.json", doc)
     print(markdown(doc))
     print(f"wrote {Path(args.out) / 'validity.md'}, validity.json, validity.png in {time.perf_counter() - t0:.0f} s")
     return 0
