@@ -403,6 +403,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"selectors.names={list(sel.names)} repeats a selector")
     if sel.external.label is not None:
         check_segment(sel.external.label, "selectors.external.label")
+    pw = cfg.evaluate.pairwise
+    if pw.enabled and pw.reference == "full" and not sel.full_arm:
+        raise ConfigError(
+            "evaluate.pairwise.reference=full but selectors.full_arm=false: there is no full arm to compare with "
+            "(set evaluate.pairwise.reference=base, or selectors.full_arm=true)"
+        )
     data = cfg.data
     if not 0 <= data.max_rejected_fraction <= 1:
         raise ConfigError(f"data.max_rejected_fraction={data.max_rejected_fraction!r} must be in [0, 1]")

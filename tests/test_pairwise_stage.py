@@ -46,7 +46,9 @@ def test_pairwise_off_leaves_the_committed_presets_stage_inputs_unchanged():
         assert not cfg.evaluate.pairwise.enabled
         n = count_stages(cfg)
         assert "pairwise" not in evaluation_settings(cfg)
-        on = replace(cfg, **{"evaluate.pairwise.sets": ["vicuna"]})
+        # a preset without the full arm (cpu_study) compares with base; the judged pairs are counted the same way
+        ref = {} if cfg.selectors.full_arm else {"evaluate.pairwise.reference": "base"}
+        on = replace(cfg, **{"evaluate.pairwise.sets": ["vicuna"], **ref})
         assert evaluation_settings(on) == evaluation_settings(cfg)
         models = len(cfg.experiment.seeds) * (
             cfg.selectors.full_arm + len(cfg.selectors.names) + len(cfg.selectors.bottom_arms)
@@ -63,6 +65,14 @@ def test_pairwise_config_is_checked_at_the_edge():
         load_config(None, ["evaluate.pairwise.reference=random"])
     with pytest.raises(ConfigError, match="Did you mean"):
         load_config(None, ["evaluate.pairwise.judge.modle=x"])
+    with pytest.raises(ConfigError, match="no full arm"):
+        load_config(None, ["evaluate.pairwise.sets=[vicuna]", "selectors.full_arm=false"])
+    assert (
+        load_config(
+            None, ["evaluate.pairwise.sets=[vicuna]", "selectors.full_arm=false", "evaluate.pairwise.reference=base"]
+        ).evaluate.pairwise.reference
+        == "base"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- tiny runs

@@ -48,11 +48,12 @@ class MetricsTracker(Protocol):
 
 
 # What no stage's outputs depend on, per config section: dropped from the key wherever a step declares the section.
-#   selectors: which selectors run, the budget and the bottom arms decide which stages exist, not what a score is
+#   selectors: which selectors run, the budget, the bottom arms and the full arm decide which stages exist, not what a
+#     score is
 #   evaluate.pairwise: the pairwise judge evaluation has stages of its own (answers, judge); turning it on or off
 #     leaves every lm-eval stage's key as it was
 NOT_KEYED: dict[str, tuple[str, ...]] = {
-    "selectors": ("names", "budget", "budget_unit", "bottom_arms"),
+    "selectors": ("names", "budget", "budget_unit", "bottom_arms", "full_arm"),
     "evaluate": ("pairwise",),
 }
 

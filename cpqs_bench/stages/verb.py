@@ -20,10 +20,12 @@ def main_process() -> bool:
 
 
 def run_one(cfg: Config, step: Step, *, log: Callable[[str], None] = print, main_process: bool = True) -> Any:
-    """Run ``step`` (and nothing else) as ``reproduce`` would; return its artifact."""
+    """Run ``step`` (and nothing else) as ``reproduce`` would; return its artifact (None on a process other than the
+    main one under ``accelerate launch`` / ``torch.distributed.run``: that rank ran its slice, the main one records
+    and delivers)."""
     pipe = Pipeline(Path(cfg.experiment.output_dir), cfg.experiment.name, log=log, main_process=main_process)
     pipe.run_all([step])
-    return step.output
+    return step.output if main_process else None
 
 
 def deliver_file(src: Path, out: str | os.PathLike, *extra_suffixes: str) -> Path:
