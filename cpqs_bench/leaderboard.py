@@ -442,7 +442,9 @@ def domain_sentence(domain: str, ref: str | None, verdicts: Sequence[tuple[str, 
     if not parts:
         return f"{domain}: no arm has a verdict vs {ref} on any metric."
     rest = "" if n_with == n_all else "; no other arm × metric has a verdict"
-    return f"{domain}: vs {ref}, " + "; ".join(parts) + rest + "."
+    # "(vs REF):" keeps the reference apart from the list of arms (a reference named like an arm list, e.g.
+    # "random@tokens:cpqs, random~cpqs and cpqs are worse", read as one more arm)
+    return f"{domain} (vs {ref}): " + "; ".join(parts) + rest + "."
 
 
 def at_a_glance(

@@ -334,7 +334,7 @@ def test_summary_sentence_says_exactly_the_verdicts(board):
     by_domain = {g["domain"]: g["sentence"] for g in doc["glance"]}
     # ▲ and ▼ (cpqs better, longest worse on the proxy; ifd and base differ without a verdict)
     assert by_domain["math"] == (
-        "math: vs random, cpqs is better (▲) on toy_nll; longest is worse (▼) on toy_nll; "
+        "math (vs random): cpqs is better (▲) on toy_nll; longest is worse (▼) on toy_nll; "
         "no other arm × metric has a verdict."
     )
     # no verdict at all
@@ -356,11 +356,11 @@ def test_summary_sentence_says_exactly_the_verdicts(board):
     [
         (
             [("a", [("t", "▲")]), ("b", [("t", "")])],
-            "d: vs r, a is better (▲) on t; no other arm × metric has a verdict.",
+            "d (vs r): a is better (▲) on t; no other arm × metric has a verdict.",
         ),
         ([("a", [("t", "")]), ("b", [("t", "")])], "d: no arm has a verdict vs r on any metric."),
-        ([("a", [("t", "▼"), ("u", "▼")])], "d: vs r, a is worse (▼) on t, u."),
-        ([("a", [("t", "▲")]), ("b", [("t", "▲")])], "d: vs r, a and b are better (▲) on t."),
+        ([("a", [("t", "▼"), ("u", "▼")])], "d (vs r): a is worse (▼) on t, u."),
+        ([("a", [("t", "▲")]), ("b", [("t", "▲")])], "d (vs r): a and b are better (▲) on t."),
     ],
 )
 def test_domain_sentence_cases(verdicts, want):
