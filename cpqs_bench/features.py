@@ -9,9 +9,8 @@ the hidden states of the selected layers over the response tokens only. This mod
   rendering (ChatML: the full dialog with ``add_generation_prompt=True``, every token after the prompt; Llama:
   ``"<s> [INST] {q} [/INST] {a} </s>"`` with the tokenizer's BOS);
 * examples are rendered, then sorted by length inside a bounded *window* (length bucketing: batches hold similar
-  lengths, little padding), right-padded (no attention mask: :func:`cpqs_bench.prompts.causal_forward_mask`), run
-  through the backbone only (no LM head: the ``vocab x hidden`` projection is wasted work here), and each row's
-  response span is sliced out;
+  lengths, little padding), right-padded with an attention mask, run through the backbone only (no LM head: the
+  ``vocab x hidden`` projection is wasted work here), and each row's response span is sliced out;
 * only the requested layers are kept. Two capture methods exist, both giving exactly the tensors
   ``output_hidden_states`` defines (index 0 = input of block 0, index i = output of block i-1, last index = the
   final-norm output): ``"hooks"`` registers forward hooks on the needed blocks and stops the forward after the
@@ -141,7 +140,7 @@ class _StopForward(Exception):
 
 
 def _capture_hooks(
-    base: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor | None, layers: list[int], n_blocks: int
+    base: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, layers: list[int], n_blocks: int
 ) -> list[torch.Tensor]:
     """Selected hidden states via forward hooks, stopping after the deepest needed block."""
     blocks = _blocks(base, n_blocks)
@@ -196,7 +195,7 @@ def selective_hidden_states() -> bool:
 
 
 def _capture_hidden_states(
-    base: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor | None, layers: list[int], n_blocks: int
+    base: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, layers: list[int], n_blocks: int
 ) -> list[torch.Tensor]:
     selective = selective_hidden_states() and len(set(layers)) < n_blocks + 1
     out = base(
@@ -320,7 +319,7 @@ def _forward_batch(
     """Right-padded forward of one batch; returns each row's ``(T_resp, L, H)`` response slice (contiguous)."""
     device = next(base.parameters()).device
     ids, mask = prompts.right_pad([r.input_ids for r in rendered], pad_id)
-    ids, mask = ids.to(device), prompts.causal_forward_mask(mask.to(device))
+    ids, mask = ids.to(device), mask.to(device)
     if method == "auto":
         method = "hidden_states" if n_blocks in layers else "hooks"
     if method == "hooks":

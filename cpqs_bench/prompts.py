@@ -420,21 +420,6 @@ def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return int(pid)
 
 
-def causal_forward_mask(mask: torch.Tensor) -> torch.Tensor | None:
-    """The ``attention_mask`` to give a causal LM's forward over a batch built by :func:`right_pad`: ``None`` when
-    every row is right-padded (its ones a prefix), else ``mask`` itself.
-
-    Why ``None`` is exact: with right padding every pad comes after all of its row's real tokens, so causal attention
-    alone keeps real tokens from seeing pads, and real tokens' positions are ``0..n-1`` either way. What differs is
-    the kernel: given a mask, SDPA runs its masked path over the whole ``T x T`` square; without one it takes the
-    causal kernel, which skips the upper triangle (SmolLM2-135M in bf16 on this 2-core CPU: a 16 x 320 forward
-    ~20 % faster, real tokens' hidden states and logits bitwise equal; ``docs/performance.md``). Pad positions'
-    outputs change (they now attend to their row's real tokens); callers read real positions only. Not for
-    generation, where the KV cache and left padding need the mask."""
-    right_padded = bool((mask.cummin(dim=1).values == mask).all())
-    return None if right_padded else mask
-
-
 @overload
 def right_pad(
     sequences: Sequence[Sequence[int]], pad_id: int, fill: None = None, fill_pad: int = -100

@@ -1,7 +1,6 @@
 """The response span is token-exact for every tokenizer family, at awkward boundaries, under every length policy."""
 
 import pytest
-import torch
 
 from cpqs_bench import prompts, tiny
 from cpqs_bench.data.example import Example
@@ -119,30 +118,3 @@ def test_right_pad_keeps_real_tokens_at_the_start_and_pads_labels():
     with pytest.raises(ValueError, match="row 1: 1 input ids but 2 labels"):
         prompts.right_pad([[1], [2]], 0, fill=[[1], [2, 3]])
     assert prompts.pad_token_id(tiny.tokenizer("gpt2")) == tiny.tokenizer("gpt2").eos_token_id
-
-
-def test_causal_forward_mask_drops_a_right_padding_mask_only():
-    _, mask = prompts.right_pad([[5, 6, 7], [8], [9, 9]], pad_id=0)
-    assert prompts.causal_forward_mask(mask) is None
-    left = torch.tensor([[0, 1, 1], [1, 1, 1]])  # left padding: the mask is needed
-    assert prompts.causal_forward_mask(left) is left
-    holes = torch.tensor([[1, 0, 1]])
-    assert prompts.causal_forward_mask(holes) is holes
-
-
-@pytest.mark.parametrize("family", tiny.FAMILIES)
-def test_a_right_padded_forward_without_the_mask_gives_real_tokens_the_same_states(family):
-    """What lets IFD and the CPQS features skip the mask: real tokens' hidden states and logits of a right-padded
-    batch are the same with the mask and without it (causal attention never reaches a later pad)."""
-    model, _ = tiny.model(family, num_layers=3)
-    lengths = [9, 4, 1, 7]
-    ids, mask = prompts.right_pad([[3 + (7 * r + t) % 50 for t in range(n)] for r, n in enumerate(lengths)], 0)
-    with torch.inference_mode():
-        a = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        b = model(input_ids=ids, attention_mask=prompts.causal_forward_mask(mask), output_hidden_states=True)
-    for row, n in enumerate(lengths):
-        for x, y in zip(a.hidden_states, b.hidden_states, strict=True):
-            torch.testing.assert_close(x[row, :n], y[row, :n], rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(a.logits[row, :n], b.logits[row, :n], rtol=1e-5, atol=1e-6)
-    # the pads themselves do change (they attend to their row's tokens now): the test would notice a no-op
-    assert not torch.allclose(a.logits[1, 4:], b.logits[1, 4:])

@@ -57,9 +57,8 @@ written atomically to ``ctx.workdir/ifd-<fingerprint>/shard-NNNNN.jsonl`` and re
 covers model, revision, dtype, template, length policy, the direct-answer context ids and the code; a shard is
 reused only if its ids match).
 Inside a shard both passes of all examples are sorted by length and run in batches of at most
-``2 * selectors.batch_size`` sequences and ``selectors.batch_size * max_length`` padded tokens, right-padded, forwarded
-without an attention mask (causal attention makes right padding invisible to real tokens, and the causal kernel is
-faster: :func:`cpqs_bench.prompts.causal_forward_mask`).
+``2 * selectors.batch_size`` sequences and ``selectors.batch_size * max_length`` padded tokens, right-padded with an
+attention mask (causal attention makes right padding invisible to real tokens).
 The model runs in its loaded dtype (bf16 where the hardware supports it); the LM head is applied only at the
 response positions, in chunks of :func:`head_chunk` positions, and the cross-entropy is taken on the logits as they
 come out of the head: the log-softmax kernel accumulates in fp32, the per-token losses are rounded to the logits'
@@ -253,7 +252,7 @@ def sequence_losses(
         positions += range(start - 1, len(ids) - 1)  # logits at t-1 predict token t
         targets += ids[start:]
         owner += [b] * n
-    input_ids, mask = input_ids.to(device), prompts.causal_forward_mask(mask.to(device))
+    input_ids, mask = input_ids.to(device), mask.to(device)
     rows_t = torch.tensor(rows, device=device)
     pos_t = torch.tensor(positions, device=device)
     tgt_t = torch.tensor(targets, device=device)
