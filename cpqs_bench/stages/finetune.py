@@ -123,7 +123,7 @@ class FinetuneStep(Produces[AdapterArtifact]):
     def cost(self, manifest: dict[str, Any], facts: dict[str, Any], adapter: Path) -> dict[str, Any]:
         from safetensors import safe_open
 
-        from cpqs_bench.compute import StageCost
+        from cpqs_bench.compute import StageCost, TrainingWork
         from cpqs_bench.models import pick_device
         from cpqs_bench.stages.cost import params_of
 
@@ -137,10 +137,12 @@ class FinetuneStep(Produces[AdapterArtifact]):
             float(tr.get("wall_seconds") or 0.0),
             pick_device(self.cfg.model.device),
             params_of(self.loader, self.cfg.model.id, self.cfg.model.revision),
-            trained_tokens=int(facts.get("trained_tokens") or 0),
-            method="lora",
-            adapter_params=n_adapter,
-            gradient_checkpointing=self.cfg.finetune.gradient_checkpointing,
+            training=TrainingWork(
+                tokens=int(facts.get("trained_tokens") or 0),
+                method="lora",
+                adapter_params=n_adapter,
+                gradient_checkpointing=self.cfg.finetune.gradient_checkpointing,
+            ),
         )
         return {**cost.as_dict(), "estimate": "FLOPs estimated (LoRA: 4·N + 6·N_a per trained token); tokens counted"}
 
