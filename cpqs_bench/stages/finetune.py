@@ -94,20 +94,19 @@ class FinetuneStep(Produces[AdapterArtifact]):
         return self.empty_ok and not any(r.get("kept") for r in read_jsonl(self.selection.output.path))
 
     def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
-        from cpqs_bench.finetune.sft import finetune_arm
+        from cpqs_bench.finetune.sft import ArmConfig, ArmOptions, finetune_arm
 
         if self._empty():
             return {"arm": self.arm, "seed": self.seed, "adapter": None, "recipe_hash": None}
         manifest = finetune_arm(
-            self.cfg,
+            ArmConfig.of(self.cfg),
             Path(self.selection.output.path),
             self.pool.output.examples,
             st.path / ADAPTER,
             seed=self.seed,
             arm=self.arm,
             loader=self.loader,
-            merge=self.merge,
-            progress_bar=self.progress_bar,
+            options=ArmOptions(merge=self.merge, progress_bar=self.progress_bar),
             pool_summary=self.pool.output.summary or None,
         )
         log_numbers(tracker, manifest)
