@@ -185,16 +185,20 @@ def plan(
     n_evals = len(p.evaluations)
 
     def report() -> dict[str, Path]:
+        from cpqs_bench.leaderboard import BoardBlocks, StatsOptions
+
         board = write_leaderboard(
             [e.output.path for e in p.evaluations],
             [j.output for j in p.judges],
             leaderboard_dir(cfg, root),
             cfg.experiment.name,
             cfg.experiment.description or None,
-            references=cfg.leaderboard.references,
-            contamination=contamination.output,
-            validity=p.validity.output if p.validity is not None else None,
-            compute=compute_by_arm(p),
+            stats=StatsOptions(references=cfg.leaderboard.references),
+            blocks=BoardBlocks(
+                contamination=contamination.output,
+                validity=p.validity.output if p.validity is not None else None,
+                compute=compute_by_arm(p),
+            ),
         )
         if p.validity is not None:  # does the screen predict the fine-tuned outcome? (re-rendered with the answer)
             board = with_outcome_prediction(
