@@ -98,7 +98,7 @@ def run_c(cnn, model, tok, exs, spec, batch_sizes):
         key=lambda r: len(r.input_ids),
     )
     pad = tok.pad_token_id
-    feats = [f for b in F.iter_batches(model, tok, exs, spec, 8) for f in b.features]
+    feats = [f for b in F.iter_batches(model, tok, exs, spec, F.ExtractOptions(8)) for f in b.features]
     feats.sort(key=lambda f: f.shape[0])
     best_bb, best_cnn = {}, {}
     for bs in batch_sizes:

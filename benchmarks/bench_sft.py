@@ -150,14 +150,28 @@ def main() -> None:
         for rnd in range(args.rounds):
             t0 = time.perf_counter()
             manifest = sft.finetune_arm(
-                cfg, sel, pool, Path(tmp) / f"arm{rnd}", seed=0, arm="bench", loader=cache, progress_bar=False
+                sft.ArmConfig.of(cfg),
+                sel,
+                pool,
+                Path(tmp) / f"arm{rnd}",
+                seed=0,
+                arm="bench",
+                loader=cache,
+                options=sft.ArmOptions(progress_bar=False),
             )
             call = time.perf_counter() - t0
             loop = manifest["training"]["wall_seconds"]
             if args.padded:
                 cfg_pad = load_config("smoke", [*overrides, "finetune.packing=false"])
                 padded = sft.finetune_arm(
-                    cfg_pad, sel, pool, Path(tmp) / f"pad{rnd}", seed=0, arm="bench", loader=cache, progress_bar=False
+                    sft.ArmConfig.of(cfg_pad),
+                    sel,
+                    pool,
+                    Path(tmp) / f"pad{rnd}",
+                    seed=0,
+                    arm="bench",
+                    loader=cache,
+                    options=sft.ArmOptions(progress_bar=False),
                 )["training"]["wall_seconds"]
                 print(f"[round {rnd}] project loop with packing=false {padded:.2f} s", flush=True)
                 best["padded"] = min(best.get("padded", padded), padded)

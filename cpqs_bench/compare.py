@@ -63,6 +63,17 @@ class TieredPool:
     sources: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class CompareSettings:
+    """The comparison's own knobs: the top-``budget`` whose overlap (Jaccard, contamination) is reported, the
+    bootstrap's ``n_boot`` for pairwise accuracy and the ``seed`` (scoring and bootstrap); ``None``: the config's
+    ``selectors.budget`` / ``selectors.seed``."""
+
+    budget: float | None = None
+    n_boot: int = 2000
+    seed: int | None = None
+
+
 # ------------------------------------------------------------------------------------------------ pools
 def _label(spec: str) -> str:
     name = Path(spec).name
@@ -444,15 +455,15 @@ def compare_selectors(
     out: str | Path,
     *,
     pool: TieredPool,
-    budget: float | None = None,
+    settings: CompareSettings = CompareSettings(),
     scores: dict[str, str] | None = None,
     checkpoints: dict[str, str] | None = None,
-    n_boot: int = 2000,
-    seed: int | None = None,
     loader: ModelLoader | None = None,
     contamination: ContaminationIndex | None = None,
 ) -> dict[str, Any]:
     """Score (or read) each selector on ``pool`` and write the comparison report to ``out``; returns the JSON.
+    ``settings``: budget, bootstrap size and seed (:class:`CompareSettings`); ``scores`` / ``checkpoints``: per
+    selector, a scores file read instead of scoring / the checkpoint it scores with.
     ``contamination``: an index of the evaluation items; the report then holds, per task, the items overlapping the
     pool and each selector's top-k (``result["contamination"]``, :func:`cpqs_bench.contamination.report`)."""
     from cpqs_bench import provenance
@@ -464,8 +475,9 @@ def compare_selectors(
         raise CompareError("--selectors is empty")
     if len(set(selectors)) != len(selectors):
         raise CompareError(f"--selectors lists a name twice: {list(selectors)}")
-    seed = cfg.selectors.seed if seed is None else seed
-    budget = cfg.selectors.budget if budget is None else budget
+    seed = cfg.selectors.seed if settings.seed is None else settings.seed
+    budget = cfg.selectors.budget if settings.budget is None else settings.budget
+    n_boot = settings.n_boot
     out = Path(out)
     rows, base = score_all(
         selectors,

@@ -143,6 +143,18 @@ def training_flops(
     return t * per
 
 
+@dataclass(frozen=True)
+class TrainingWork:
+    """The training a stage did, as :func:`training_flops` charges it: ``tokens`` trained (summed over epochs), the
+    ``method``, the adapter's size (``adapter_params``, LoRA) and whether activations were recomputed
+    (``gradient_checkpointing``)."""
+
+    tokens: int = 0
+    method: TrainMethod = "lora"
+    adapter_params: int = 0
+    gradient_checkpointing: bool = False
+
+
 def matmul_params(model: torch.nn.Module) -> tuple[int, int]:
     """``(N, N_a)`` of a torch model: weights of every linear layer (``nn.Linear``, GPT-2's ``Conv1D``) plus the
     output embedding (counted once even when tied to the input embedding); ``N_a`` the LoRA adapter's (peft's
@@ -206,25 +218,22 @@ class StageCost:
         forward_tokens: int = 0,
         prompt_tokens: int = 0,
         generated_tokens: int = 0,
-        trained_tokens: int = 0,
-        method: TrainMethod = "lora",
-        adapter_params: int = 0,
-        gradient_checkpointing: bool = False,
+        training: TrainingWork = TrainingWork(),
         attention_per_token: float = 0.0,
     ) -> StageCost:
         """A stage cost with its FLOPs estimated: ``forward_tokens`` scored, ``prompt_tokens`` +
-        ``generated_tokens`` generated, ``trained_tokens`` trained (``method``, adapter, checkpointing as
+        ``generated_tokens`` generated, ``training.tokens`` trained (method, adapter, checkpointing as
         :func:`training_flops`). ``forward_tokens`` recorded = scored + prompt tokens."""
         flops = forward_flops(forward_tokens, model_params, attention_per_token=attention_per_token)
         flops += generation_flops(
             prompt_tokens, generated_tokens, model_params, attention_per_token=attention_per_token
         )
         flops += training_flops(
-            trained_tokens,
+            training.tokens,
             model_params,
-            method=method,
-            adapter_params=adapter_params,
-            gradient_checkpointing=gradient_checkpointing,
+            method=training.method,
+            adapter_params=training.adapter_params,
+            gradient_checkpointing=training.gradient_checkpointing,
             attention_per_token=attention_per_token,
         )
         return cls(
@@ -234,7 +243,7 @@ class StageCost:
             model_params=model_params,
             forward_tokens=forward_tokens + prompt_tokens,
             generated_tokens=generated_tokens,
-            trained_tokens=trained_tokens,
+            trained_tokens=training.tokens,
             flops=flops,
         )
 

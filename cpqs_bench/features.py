@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Sequence
 
@@ -258,6 +258,19 @@ class FeatureSpec:
         return out
 
 
+@dataclass(frozen=True)
+class ExtractOptions:
+    """How features are computed, never which ones (that is the :class:`FeatureSpec` and the weights):
+    ``batch_size`` examples per forward pass, ``window`` examples rendered and length-sorted together (default
+    ``16 * batch_size``), how hidden states are taken (:data:`Method`) and the dtype they are handed back in
+    (``out_dtype``; None: the model's)."""
+
+    batch_size: int = 8
+    window: int | None = None
+    method: Method = "auto"
+    out_dtype: torch.dtype | None = None
+
+
 def _render(
     tokenizer: PreTrainedTokenizerBase, ex: Example, spec: FeatureSpec, stats: ExtractStats
 ) -> prompts.Rendered | None:
@@ -352,19 +365,17 @@ def iter_batches(
     tokenizer: PreTrainedTokenizerBase,
     examples: Iterable[Example],
     spec: FeatureSpec = FeatureSpec(),
-    batch_size: int = 8,
+    options: ExtractOptions = ExtractOptions(),
     *,
-    window: int | None = None,
-    method: Method = "auto",
-    out_dtype: torch.dtype | None = None,
     stats: ExtractStats | None = None,
     dropped: list[tuple[str, str]] | None = None,
 ) -> Iterator[FeatureBatch]:
     """Stream feature batches in length-bucketed order (fastest; consumers keyed by id need nothing more).
 
-    ``window`` examples (default ``16 * batch_size``) are rendered and sorted by length together, so memory is
-    bounded by one window. Examples the length policy drops are appended to ``dropped`` as ``(id, reason)``.
+    ``options.window`` examples (default ``16 * batch_size``) are rendered and sorted by length together, so memory
+    is bounded by one window. Examples the length policy drops are appended to ``dropped`` as ``(id, reason)``.
     """
+    batch_size, window, method, out_dtype = options.batch_size, options.window, options.method, options.out_dtype
     if batch_size < 1:
         raise FeatureError(f"batch_size must be >= 1, got {batch_size}")
     stats = stats if stats is not None else ExtractStats()
@@ -402,22 +413,17 @@ def extract(
     tokenizer: PreTrainedTokenizerBase,
     examples: Iterable[Example],
     spec: FeatureSpec = FeatureSpec(),
-    batch_size: int = 8,
+    options: ExtractOptions = ExtractOptions(),
     *,
-    window: int | None = None,
-    method: Method = "auto",
-    out_dtype: torch.dtype | None = None,
     stats: ExtractStats | None = None,
 ) -> Iterator[tuple[str, torch.Tensor | None]]:
     """Yield ``(id, features (T_resp, L, H))`` in input order; ``None`` features for examples the length policy
     dropped (reason counted in ``stats``). Streams window by window. ``spec``: template, layers, length policy (the
-    defaults: the chat template, every layer, 2048 tokens)."""
-    window = window or 16 * batch_size
+    defaults: the chat template, every layer, 2048 tokens); ``options``: batch size, window, method, dtype."""
+    window = options.window or 16 * options.batch_size
     for chunk in _windows(examples, window):
         got: dict[str, torch.Tensor] = {}
-        for batch in iter_batches(
-            model, tokenizer, chunk, spec, batch_size, window=window, method=method, out_dtype=out_dtype, stats=stats
-        ):
+        for batch in iter_batches(model, tokenizer, chunk, spec, replace(options, window=window), stats=stats):
             got.update(zip(batch.ids, batch.features))
         for ex in chunk:
             yield ex.id, got.pop(ex.id, None)
@@ -500,10 +506,8 @@ def cached_features(
     examples: Sequence[Example],
     spec: FeatureSpec,
     cache: FeatureCache | None,
-    batch_size: int = 8,
+    options: ExtractOptions = ExtractOptions(),
     *,
-    method: Method = "auto",
-    out_dtype: torch.dtype | None = None,
     stats: ExtractStats | None = None,
     dropped: list[tuple[str, str]] | None = None,
     progress: Callable[[int], object] | None = None,
@@ -520,9 +524,7 @@ def cached_features(
     pending: dict[str, torch.Tensor] = {}
     pending_bytes = 0
     shard_bytes = 256 << 20
-    for batch in iter_batches(
-        model, tokenizer, todo, spec, batch_size, method=method, out_dtype=out_dtype, stats=stats, dropped=dropped
-    ):
+    for batch in iter_batches(model, tokenizer, todo, spec, options, stats=stats, dropped=dropped):
         for ex_id, feat in zip(batch.ids, batch.features):
             pending[key_of[ex_id]] = feat
             pending_bytes += feat.numel() * feat.element_size()

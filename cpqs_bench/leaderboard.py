@@ -1528,37 +1528,55 @@ def _check_section(name: str, section: object, keys: Sequence[str]) -> dict[str,
     return section
 
 
+@dataclass(frozen=True)
+class StatsOptions:
+    """How :func:`main` computes the statistics: ``references``, the reference arms (the first is the one at a
+    glance and in the figure; ``base`` when it is absent), the bootstrap's ``n_boot`` and ``seed``, and whether every
+    arm is also compared with ``base`` when present (``compare_base``)."""
+
+    references: Sequence[str] = ("random",)
+    n_boot: int = 10_000
+    seed: int = 0
+    compare_base: bool = True
+
+
+@dataclass(frozen=True)
+class BoardBlocks:
+    """What other stages produced, joined into the board by :func:`main`: ``contamination`` / ``validity``, the
+    optional blocks (shapes in :func:`contamination_table` / :func:`validity_tables`), rendered and kept in the JSON;
+    ``compute``: arm → seed → the compute fields (:data:`COMPUTE_KEYS`) the pipeline recorded, merged into each
+    result's ``arm_info``."""
+
+    contamination: dict[str, Any] | None = None
+    validity: dict[str, Any] | None = None
+    compute: dict[str, dict[str, dict[str, Any]]] | None = None
+
+
 def main(
     inputs: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     experiment: str,
     title_note: str | None = None,
     *,
-    references: Sequence[str] = ("random",),
-    n_boot: int = 10_000,
-    seed: int = 0,
-    compare_base: bool = True,
+    stats: StatsOptions = StatsOptions(),
     pairwise: Sequence[str | Path] = (),
-    contamination: dict[str, Any] | None = None,
-    validity: dict[str, Any] | None = None,
+    blocks: BoardBlocks = BoardBlocks(),
     task_folders: Sequence[str | Path] | None = None,
-    compute: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> dict[str, Path]:
     """``cpqs-bench leaderboard``: load evaluation results, compute statistics, write the leaderboard files.
 
     ``inputs`` is one or more evaluation directories or run directories (searched recursively for evaluation
-    directories); every arm is also compared with ``base`` when present unless ``compare_base`` is false.
-    ``compute``: arm → seed → the compute fields (:data:`COMPUTE_KEYS`) the pipeline recorded, merged into each
-    result's ``arm_info``. ``references``: the reference arms (the first is the one at a glance and in the figure; ``base`` when it is
-    absent). Metric direction and unit come from the task YAMLs in ``task_folders`` (default: the project's) and the
-    manifests (:func:`cpqs_bench.stats.metric_facts`). ``pairwise``: pairwise judge stage directories (the "general
-    (pairwise judge)" section). ``contamination`` / ``validity``: the optional blocks other stages produce (shapes in
-    :func:`contamination_table` / :func:`validity_tables`), rendered and kept in the JSON. Raises ``RecipeMismatch``
-    if fine-tuned arms disagree on the recipe and ``ValueError`` / ``FileNotFoundError`` for malformed or missing
-    inputs. Returns ``{"md"|"json"|"png": path}``.
+    directories). ``stats``: reference arms, bootstrap size and seed, comparison with ``base``
+    (:class:`StatsOptions`). Metric direction and unit come from the task YAMLs in ``task_folders`` (default: the
+    project's) and the manifests (:func:`cpqs_bench.stats.metric_facts`). ``pairwise``: pairwise judge stage
+    directories (the "general (pairwise judge)" section). ``blocks``: contamination, validity and compute from other
+    stages (:class:`BoardBlocks`). Raises ``RecipeMismatch`` if fine-tuned arms disagree on the recipe and
+    ``ValueError`` / ``FileNotFoundError`` for malformed or missing inputs. Returns ``{"md"|"json"|"png": path}``.
     """
-    contamination = _check_section("contamination", contamination, ("tasks",))
-    validity = _check_section("validity", validity, ("tracks",))
+    references, n_boot, seed, compare_base = stats.references, stats.n_boot, stats.seed, stats.compare_base
+    compute = blocks.compute
+    contamination = _check_section("contamination", blocks.contamination, ("tasks",))
+    validity = _check_section("validity", blocks.validity, ("tracks",))
     results = [load_arm_result(d) for d in find_eval_dirs(inputs)]
     for r in results:  # compute recorded by the pipeline (arm -> seed -> fields of COMPUTE_KEYS) joins arm_info
         extra = ((compute or {}).get(r.arm) or {}).get(str(r.seed))

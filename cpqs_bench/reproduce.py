@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cpqs_bench import rundir
 from cpqs_bench.config import Config, config_hash, experiment_dir, to_dict
@@ -46,7 +46,7 @@ from cpqs_bench.stages.validate import ValidateStep
 
 if TYPE_CHECKING:
     from cpqs_bench.selectors.base import ModelLoader
-    from cpqs_bench.stages.artifacts import AdapterArtifact, FileArtifact, SelectionArtifact
+    from cpqs_bench.stages.artifacts import AdapterArtifact, SelectionArtifact
     from cpqs_bench.stages.common import Provides
 
 
@@ -139,9 +139,8 @@ def plan(
         if name.partition("+")[0] == "less" and p.less_warmup is None:  # its warm-up: a stage of its own
             p.less_warmup = p.add(LessWarmupStep(cfg, data, loader))
         for seed in score_seeds(cfg, name):
-            # LessWarmupStep provides a FileArtifact too (its output is typed Optional until it joins Produces)
-            less = cast("Provides[FileArtifact] | None", p.less_warmup)
-            ckpt = p.checkpoint if name == "cpqs" else less if name.partition("+")[0] == "less" else None
+            less = p.less_warmup if name.partition("+")[0] == "less" else None
+            ckpt = p.checkpoint if name == "cpqs" else less
             step = ScoreStep(
                 cfg, data, name, seed=seed, checkpoint=ckpt, loader=loader, source=cfg.data.pool, tokens=tokens
             )
@@ -186,16 +185,20 @@ def plan(
     n_evals = len(p.evaluations)
 
     def report() -> dict[str, Path]:
+        from cpqs_bench.leaderboard import BoardBlocks, StatsOptions
+
         board = write_leaderboard(
             [e.output.path for e in p.evaluations],
             [j.output for j in p.judges],
             leaderboard_dir(cfg, root),
             cfg.experiment.name,
             cfg.experiment.description or None,
-            references=cfg.leaderboard.references,
-            contamination=contamination.output,
-            validity=p.validity.output if p.validity is not None else None,
-            compute=compute_by_arm(p),
+            stats=StatsOptions(references=cfg.leaderboard.references),
+            blocks=BoardBlocks(
+                contamination=contamination.output,
+                validity=p.validity.output if p.validity is not None else None,
+                compute=compute_by_arm(p),
+            ),
         )
         if p.validity is not None:  # does the screen predict the fine-tuned outcome? (re-rendered with the answer)
             board = with_outcome_prediction(

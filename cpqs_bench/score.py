@@ -26,6 +26,7 @@ import json
 import math
 import numbers
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -168,6 +169,17 @@ def parts_dir(out: str | Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
+@dataclass(frozen=True)
+class PoolFacts:
+    """What a score summary says about the pool it scored: ``source`` (the summary's ``data``), its ``sha256``
+    (``data_sha256``) and, when given, ``overlap`` (e.g. a selector's training overlap with this pool), recorded as
+    is; none of them changes a score."""
+
+    source: str | None = None
+    sha256: str | None = None
+    overlap: dict[str, Any] | None = None
+
+
 def score_pool(
     cfg: Config,
     examples: Sequence[Example],
@@ -177,13 +189,10 @@ def score_pool(
     checkpoint: str | Path | None = None,
     workdir: str | Path | None = None,
     loader: ModelLoader | None = None,
-    source: str | None = None,
-    data_sha256: str | None = None,
-    overlap: dict[str, Any] | None = None,
+    facts: PoolFacts = PoolFacts(),
 ) -> dict[str, Any]:
     """Score ``examples`` with the registered ``selector`` into ``out`` (one row per example, pool order); returns the
-    summary (rank 0) or this rank's part info. ``source`` / ``data_sha256`` describe the pool in the summary;
-    ``overlap`` (e.g. a selector's training overlap with this pool) is recorded in it as given."""
+    summary (rank 0) or this rank's part info. ``facts`` describe the pool in the summary (:class:`PoolFacts`)."""
     from cpqs_bench.selectors import registry
 
     examples = list(examples)
@@ -221,8 +230,8 @@ def score_pool(
     n = write_jsonl(out, rows)
     summary = {
         "selector": selector,
-        "data": source,
-        "data_sha256": data_sha256,
+        "data": facts.source,
+        "data_sha256": facts.sha256,
         "n": n,
         "excluded": sum(1 for r in rows if r.get("exclude") is not None),
         "processes": world,
@@ -231,8 +240,8 @@ def score_pool(
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "degeneracy": degeneracy.report(rows),
     }  # ties, distinct values, NaN count, Spearman with length
-    if overlap is not None:
-        summary["overlap"] = overlap
+    if facts.overlap is not None:
+        summary["overlap"] = facts.overlap
     elif checkpoint is not None and selector == "cpqs":
         summary["overlap"] = training_overlap(checkpoint, examples)
     write_json(out.with_name(out.name + ".summary.json"), summary)

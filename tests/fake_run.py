@@ -116,10 +116,8 @@ def make_run(
         run / "leaderboards",
         experiment,
         "Test run on a fake model: not a result.",
-        n_boot=200,
-        seed=0,
-        contamination=contamination,
-        validity=validity,
+        stats=leaderboard.StatsOptions(n_boot=200, seed=0),
+        blocks=leaderboard.BoardBlocks(contamination=contamination, validity=validity),
     )
     _write(
         run / "index.json",

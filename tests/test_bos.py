@@ -88,7 +88,7 @@ def test_first_token_of_every_path(tmp_path, monkeypatch, family, template, expe
         return real_forward(base, rendered, *args, **kwargs)
 
     monkeypatch.setattr(F, "_forward_batch", spy_forward)
-    dict(F.extract(model, tok, POOL, F.FeatureSpec(template, "last"), batch_size=2))
+    dict(F.extract(model, tok, POOL, F.FeatureSpec(template, "last"), F.ExtractOptions(batch_size=2)))
     assert len(seen_features) == 2 and {ids[0] for ids in seen_features} == firsts
 
     # 3. both IFD passes, for both direct-answer contexts

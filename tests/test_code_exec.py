@@ -13,7 +13,13 @@ os.environ.setdefault("CPQS_DATA_MIRROR", str(Path(__file__).resolve().parents[2
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from cpqs_bench.evaluate import code_exec  # noqa: E402
-from cpqs_bench.evaluate.code_exec import evaluate_humaneval, load_problems, pass_at_k, summarize  # noqa: E402
+from cpqs_bench.evaluate.code_exec import (  # noqa: E402
+    TimeLimits,
+    evaluate_humaneval,
+    load_problems,
+    pass_at_k,
+    summarize,
+)
 from cpqs_bench.evaluate.sandbox import Sandbox, SandboxLimits  # noqa: E402
 
 # Cheap tasks covering: plain ints, float atol (2), find_zero (32), tuples (8), strings (163).
@@ -163,7 +169,11 @@ def test_timeout_is_retried_alone(box, problems_base, problems_plus, gt_cache):
     hang = "    while True:\n        pass\n"
     t0 = time.monotonic()
     base = evaluate_humaneval(
-        [{"task_id": "HumanEval/0", "completion": hang}], plus=False, sandbox=box, problems=problems_base, timeout_s=2.0
+        [{"task_id": "HumanEval/0", "completion": hang}],
+        plus=False,
+        sandbox=box,
+        problems=problems_base,
+        limits=TimeLimits(timeout_s=2.0),
     )
     plus = evaluate_humaneval(
         [{"task_id": "HumanEval/0", "completion": hang}],
@@ -171,7 +181,7 @@ def test_timeout_is_retried_alone(box, problems_base, problems_plus, gt_cache):
         sandbox=box,
         problems=problems_plus,
         cache_dir=gt_cache,
-        min_time_limit=1.0,
+        limits=TimeLimits(min_time_limit=1.0),
     )
     for r in base + plus:
         assert r["status"] == "timeout" and r["retried"] and r["first_status"] == "timeout" and not r["passed"]
@@ -202,7 +212,7 @@ def test_all_164_canonical_solutions_pass(plus, tmp_path):
         sandbox=box,
         problems=problems,
         cache_dir=tmp_path,
-        timeout_s=60.0,
+        limits=TimeLimits(timeout_s=60.0),
     )
     failed = [(r["task_id"], r["status"], r["detail"]) for r in res if not r["passed"]]
     assert failed == [] and summarize(res)["pass@1"] == 1.0 and summarize(res)["n_tasks"] == 164

@@ -16,10 +16,11 @@ from cpqs_bench.selectors.base import Needs, ScoreRow, ScoringContext
 from cpqs_bench.testing import contract_config, tiny_loader
 
 
-def run_compare(selectors, out, *, cfg, tiers=None, limit=None, **kw):
+def run_compare(selectors, out, *, cfg, tiers=None, limit=None, budget=None, n_boot=2000, **kw):
     """What the CLI does: build the tiered pool, then one library call."""
     pool = compare.tiered_pool(cfg.data, tiers=tiers, limit=limit)
-    return compare.compare_selectors(cfg, selectors, out, pool=pool, **kw)
+    settings = compare.CompareSettings(budget=budget, n_boot=n_boot)
+    return compare.compare_selectors(cfg, selectors, out, pool=pool, settings=settings, **kw)
 
 
 torch.set_num_threads(1)
@@ -218,7 +219,7 @@ def test_contamination_of_each_top_budget(tmp_path):
         ["dirty", "clean"],
         tmp_path / "out",
         pool=compare.tiered_pool(cfg.data, examples=pool, source="synthetic"),
-        budget=3,
+        settings=compare.CompareSettings(budget=3),
         scores={"dirty": dirty, "clean": clean},
         loader=tiny_loader(),
         contamination=index,
@@ -236,7 +237,7 @@ def test_contamination_of_each_top_budget(tmp_path):
         ["dirty"],
         tmp_path / "out2",
         pool=compare.tiered_pool(cfg.data, examples=pool, source="synthetic"),
-        budget=3,
+        settings=compare.CompareSettings(budget=3),
         scores={"dirty": dirty},
         loader=tiny_loader(),
     )

@@ -11,6 +11,7 @@ import pytest
 from cpqs_bench.compute import (
     CostError,
     StageCost,
+    TrainingWork,
     attention_flops_per_token,
     attention_shape,
     forward_flops,
@@ -277,12 +278,12 @@ def test_generation_and_stage_costs_add_up():
     gen = StageCost.estimate("negatives", 12.0, "cpu", 100, prompt_tokens=10, generated_tokens=5)
     assert (gen.forward_tokens, gen.generated_tokens, gen.flops) == (10, 5, 3000)
     score = StageCost.estimate("score/cpqs", 3.0, "cpu", 100, forward_tokens=50)
-    train_sel = StageCost.estimate("train-selector", 5.0, "cpu", 40, trained_tokens=20, method="full")
+    train_sel = StageCost.estimate("train-selector", 5.0, "cpu", 40, training=TrainingWork(20, method="full"))
     assert score.flops == 2 * 100 * 50 and train_sel.flops == 6 * 40 * 20
     sel = selection_cost([gen, score, train_sel, score.as_dict()])  # listed twice: one stage, charged once
     assert sel["flops"] == 3000 + 10_000 + 4800 and sel["wall_seconds"] == 20.0
     assert [s["stage"] for s in sel["stages"]] == ["negatives", "score/cpqs", "train-selector"]
-    ft = StageCost.estimate("finetune/cpqs-s0", 30.0, "cpu", 100, trained_tokens=1000, adapter_params=10)
+    ft = StageCost.estimate("finetune/cpqs-s0", 30.0, "cpu", 100, training=TrainingWork(1000, adapter_params=10))
     assert ft.flops == 1000 * (4 * 100 + 6 * 10)
     tot = total_compute(sel, ft)
     assert tot["total"]["flops"] == sel["flops"] + ft.flops and tot["total"]["trained_tokens"] == 1020

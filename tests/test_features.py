@@ -55,7 +55,7 @@ def test_resolve_layers():
 def test_batched_equals_manual_response_slice(tiny_model, method, layers):
     model, tok, template = tiny_model
     exs = _examples()
-    got = dict(F.extract(model, tok, exs, F.FeatureSpec(template, layers), batch_size=4, method=method))
+    got = dict(F.extract(model, tok, exs, F.FeatureSpec(template, layers), F.ExtractOptions(4, method=method)))
     assert list(got) == [ex.id for ex in exs]
     for ex in exs:
         ref, r = _manual(model, tok, ex, template, layers)
@@ -70,7 +70,9 @@ def test_hidden_states_capture_with_and_without_index_selection(tiny_model, monk
     model, tok, template = tiny_model
     monkeypatch.setattr(F, "selective_hidden_states", lambda: selective)
     exs = _examples()
-    got = dict(F.extract(model, tok, exs, F.FeatureSpec(template, "0,2,-1"), batch_size=4, method="hidden_states"))
+    got = dict(
+        F.extract(model, tok, exs, F.FeatureSpec(template, "0,2,-1"), F.ExtractOptions(4, method="hidden_states"))
+    )
     for ex in exs:
         ref, _ = _manual(model, tok, ex, template, "0,2,-1")
         torch.testing.assert_close(got[ex.id], ref, atol=2e-5, rtol=1e-4)
@@ -79,8 +81,8 @@ def test_hidden_states_capture_with_and_without_index_selection(tiny_model, monk
 def test_batch_size_does_not_change_features(tiny_model):
     model, tok, template = tiny_model
     exs = _examples()
-    one = dict(F.extract(model, tok, exs, F.FeatureSpec(template), batch_size=1))
-    many = dict(F.extract(model, tok, exs, F.FeatureSpec(template), batch_size=5, window=6))
+    one = dict(F.extract(model, tok, exs, F.FeatureSpec(template), F.ExtractOptions(1)))
+    many = dict(F.extract(model, tok, exs, F.FeatureSpec(template), F.ExtractOptions(5, window=6)))
     for ex in exs:
         torch.testing.assert_close(one[ex.id], many[ex.id], atol=2e-5, rtol=1e-4)
 
@@ -91,7 +93,7 @@ def test_order_kept_and_dropped_examples_reported():
     exs = _examples(4)[:2] + [long_prompt] + _examples(4)[2:]
     room = max(len(prompts.render(tok, ex, "chat").input_ids) for ex in exs if ex.id != "long")
     stats = F.ExtractStats()
-    out = list(F.extract(model, tok, exs, F.FeatureSpec("chat", max_length=room), batch_size=2, stats=stats))
+    out = list(F.extract(model, tok, exs, F.FeatureSpec("chat", max_length=room), F.ExtractOptions(2), stats=stats))
     assert [i for i, _ in out] == [ex.id for ex in exs]
     assert dict(out)["long"] is None and stats.lengths.dropped_prompt_too_long == 1
     assert all(t is not None for i, t in out if i != "long")
@@ -99,7 +101,7 @@ def test_order_kept_and_dropped_examples_reported():
 
 def test_iter_batches_buckets_by_length():
     model, tok = tiny.model("chatml", num_layers=2)
-    batches = list(F.iter_batches(model, tok, _examples(8), F.FeatureSpec(), batch_size=4))
+    batches = list(F.iter_batches(model, tok, _examples(8), F.FeatureSpec(), F.ExtractOptions(4)))
     lengths = [n for b in batches for n in b.n_tokens]
     assert lengths == sorted(lengths)  # one window: globally sorted, so padding is minimal
 
@@ -109,8 +111,8 @@ def test_feature_cache_round_trip_and_cap(tmp_path):
     spec = F.FeatureSpec(max_length=128)
     exs = _examples(5)
     cache = F.FeatureCache(tmp_path, F.model_identity(model, None), spec, max_gb=1.0)
-    assert F.cached_features(model, tok, exs, spec, cache, 2) == 5
-    assert F.cached_features(model, tok, exs, spec, cache, 2) == 0  # everything reused
+    assert F.cached_features(model, tok, exs, spec, cache, F.ExtractOptions(2)) == 5
+    assert F.cached_features(model, tok, exs, spec, cache, F.ExtractOptions(2)) == 0  # everything reused
     again = F.FeatureCache(tmp_path, F.model_identity(model, None), spec, max_gb=1.0)  # index re-read from disk
     got = again.get_many([ex.content_key() for ex in exs])
     direct = dict(F.extract(model, tok, exs, F.FeatureSpec("chat", max_length=128)))
@@ -120,4 +122,4 @@ def test_feature_cache_round_trip_and_cap(tmp_path):
     assert other.path != cache.path and ex.content_key() not in other
     tiny_cap = F.FeatureCache(tmp_path / "cap", F.model_identity(model, None), spec, max_gb=1e-9)
     with pytest.raises(F.FeatureError, match="full"):
-        F.cached_features(model, tok, exs, spec, tiny_cap, 2)
+        F.cached_features(model, tok, exs, spec, tiny_cap, F.ExtractOptions(2))

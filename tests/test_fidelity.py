@@ -258,7 +258,7 @@ def test_chatml_reference_span_equals_the_oracle(instruction, extra, answer):
     # features over that span: one row per span token
     model, _ = tiny.model("chatml")
     spec = F.FeatureSpec(template="chat", max_length=256, span="reference")
-    [batch] = list(F.iter_batches(model, tok, [ex], spec, 1))
+    [batch] = list(F.iter_batches(model, tok, [ex], spec, F.ExtractOptions(1)))
     assert batch.features[0].shape[0] == len(want) and spec.as_dict()["span"] == "reference"
 
 

@@ -74,17 +74,19 @@ def pool_examples():
     return read_pool("alpaca_gpt4", limit=24).examples
 
 
-def train(env: Path, out: Path, ov: list[str], *, seed: int = 0, loader=None, **kw) -> dict:
-    """The library entry as the CLI calls it: a resolved Config, the pool's Examples, the selection file."""
+def train(
+    env: Path, out: Path, ov: list[str], *, seed: int = 0, loader=None, arm=None, keep_epoch_checkpoints=False
+) -> dict:
+    """The library entry as the CLI calls it: a resolved Config's sections, the pool's Examples, the selection file."""
     return sft.finetune_arm(
-        load_config("smoke", ov),
+        sft.ArmConfig.of(load_config("smoke", ov)),
         env / "sel.jsonl",
         pool_examples(),
         out,
         seed=seed,
+        arm=arm,
         loader=loader,
-        progress_bar=False,
-        **kw,
+        options=sft.ArmOptions(progress_bar=False, keep_epoch_checkpoints=keep_epoch_checkpoints),
     )
 
 
@@ -201,7 +203,8 @@ from cpqs_bench.config import load_config
 from cpqs_bench.data.pool import read_pool
 from cpqs_bench.finetune import sft
 pool = read_pool("alpaca_gpt4", limit=24).examples
-sft.finetune_arm(load_config("smoke", json.loads(sys.argv[3])), sys.argv[1], pool, sys.argv[2], seed=0, progress_bar=False)
+sft.finetune_arm(sft.ArmConfig.of(load_config("smoke", json.loads(sys.argv[3]))), sys.argv[1], pool, sys.argv[2], seed=0,
+                 options=sft.ArmOptions(progress_bar=False))
 """
 
 
@@ -336,8 +339,8 @@ from cpqs_bench.config import load_config
 from cpqs_bench.data.pool import read_pool
 from cpqs_bench.finetune import sft
 sel, out, seed, ov = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
-sft.finetune_arm(load_config("smoke", ov), sel, read_pool("alpaca_gpt4", limit=24).examples, out, seed=seed,
-                 progress_bar=False)
+sft.finetune_arm(sft.ArmConfig.of(load_config("smoke", ov)), sel, read_pool("alpaca_gpt4", limit=24).examples, out,
+                 seed=seed, options=sft.ArmOptions(progress_bar=False))
 """
 
 
@@ -357,13 +360,13 @@ def test_arms_in_one_process_equal_separate_runs_and_the_base_stays_clean(env, t
     before = {k: v.clone() for k, v in base.state_dict().items()}
     for k, (sel, seed) in enumerate(arms):
         sft.finetune_arm(
-            load_config("smoke", ov),
+            sft.ArmConfig.of(load_config("smoke", ov)),
             sel,
             pool_examples(),
             tmp_path / f"shared{k}",
             seed=seed,
             loader=cache,
-            progress_bar=False,
+            options=sft.ArmOptions(progress_bar=False),
         )
     assert len(cache.loads) == 1
     assert not any("lora" in n for n, _ in base.named_modules())

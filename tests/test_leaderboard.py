@@ -237,12 +237,14 @@ def test_main_discovers_eval_dirs_in_run_dir(tmp_path):
         _write_eval(run / f"{r.arm}-{r.seed}" / "eval", r)
     (run / "cpqs-1" / "train").mkdir()
     (run / "cpqs-1" / "train" / "manifest.json").write_text("{}")  # not an eval dir: must be ignored
-    paths = leaderboard.main(run, tmp_path / "out", "cli", NOTE, n_boot=100)
+    paths = leaderboard.main(run, tmp_path / "out", "cli", NOTE, stats=leaderboard.StatsOptions(n_boot=100))
     doc = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert doc["arms"] == ["base", "full", "random", "cpqs", "my-plugin"]
     assert len(doc["provenance"]) == 13  # base + 4 arms × 3 seeds
     # one eval dir given directly works too, and a default note is factual
-    single = leaderboard.main([run / "random-1" / "eval"], tmp_path / "out1", "one", n_boot=50)
+    single = leaderboard.main(
+        [run / "random-1" / "eval"], tmp_path / "out1", "one", stats=leaderboard.StatsOptions(n_boot=50)
+    )
     text = single["md"].read_text(encoding="utf-8")
     assert "HuggingFaceTB/SmolLM2-135M" in text.splitlines()[2]
 
@@ -254,7 +256,7 @@ def test_main_propagates_recipe_mismatch_and_missing_inputs(tmp_path):
     _write_eval(run / "a", a)
     _write_eval(run / "b", b)
     with pytest.raises(RecipeMismatch, match="other"):
-        leaderboard.main(run, tmp_path / "out", "bad", NOTE, n_boot=10)
+        leaderboard.main(run, tmp_path / "out", "bad", NOTE, stats=leaderboard.StatsOptions(n_boot=10))
     assert not (tmp_path / "out").exists()
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -168,10 +168,9 @@ def board(tmp_path_factory, tasks_dir):
         out,
         "glance",
         NOTE,
-        n_boot=400,
+        stats=leaderboard.StatsOptions(n_boot=400),
         task_folders=[tasks_dir],
-        contamination=CONTAMINATION,
-        validity=VALIDITY,
+        blocks=leaderboard.BoardBlocks(contamination=CONTAMINATION, validity=VALIDITY),
     )
     page = write_pages(paths["json"], out)
     doc = json.loads(paths["json"].read_text(encoding="utf-8"))
@@ -402,7 +401,9 @@ def test_contamination_and_validity_blocks_on_every_page(board):
 
 def test_compute_block_and_the_delta_against_compute_panel(tmp_path, tasks_dir):
     run = _write_run(tmp_path / "run", compute=True)
-    paths = leaderboard.main(run, tmp_path / "out", "comp", NOTE, n_boot=200, task_folders=[tasks_dir])
+    paths = leaderboard.main(
+        run, tmp_path / "out", "comp", NOTE, stats=leaderboard.StatsOptions(n_boot=200), task_folders=[tasks_dir]
+    )
     doc = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert doc["compute"]["cpqs"]["trained_tokens"] == pytest.approx(3002.0)  # mean over seeds 1, 2, 3
     assert doc["compute"]["cpqs"]["target_aware"] is False and "base" not in doc["compute"]
@@ -420,7 +421,12 @@ def test_compute_block_and_the_delta_against_compute_panel(tmp_path, tasks_dir):
 def test_reference_falls_back_to_base_and_says_so(tmp_path, tasks_dir):
     run = _write_run(tmp_path / "run")
     paths = leaderboard.main(
-        run, tmp_path / "out", "fb", NOTE, n_boot=100, task_folders=[tasks_dir], references=("random~cpqs",)
+        run,
+        tmp_path / "out",
+        "fb",
+        NOTE,
+        stats=leaderboard.StatsOptions(references=("random~cpqs",), n_boot=100),
+        task_folders=[tasks_dir],
     )
     doc = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert doc["reference"]["arm"] == "base" and "'random~cpqs' is not in this run" in doc["reference"]["note"]
@@ -431,9 +437,9 @@ def test_reference_falls_back_to_base_and_says_so(tmp_path, tasks_dir):
 def test_bad_blocks_are_rejected(tmp_path, tasks_dir):
     run = _write_run(tmp_path / "run")
     with pytest.raises(ValueError, match="contamination: expected a JSON object"):
-        leaderboard.main(run, tmp_path / "o", "x", NOTE, contamination=[1])  # type: ignore[arg-type]
+        leaderboard.main(run, tmp_path / "o", "x", NOTE, blocks=leaderboard.BoardBlocks(contamination=[1]))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="validity: missing key"):
-        leaderboard.main(run, tmp_path / "o", "x", NOTE, validity={"model": "m"})
+        leaderboard.main(run, tmp_path / "o", "x", NOTE, blocks=leaderboard.BoardBlocks(validity={"model": "m"}))
 
 
 # ---------------------------------------------------------------------------------------------------- from-json

@@ -253,7 +253,9 @@ class _Pairwise(HTMLParser):
 def board(run, tmp_path_factory):
     root, dirs = run
     out = tmp_path_factory.mktemp("board")
-    paths = leaderboard.main(_evals(root), out, "pw", "Test run: not a result.", n_boot=200, pairwise=dirs)
+    paths = leaderboard.main(
+        _evals(root), out, "pw", "Test run: not a result.", stats=leaderboard.StatsOptions(n_boot=200), pairwise=dirs
+    )
     return paths, json.loads(paths["json"].read_text())
 
 
@@ -354,7 +356,12 @@ def published(run, tmp_path_factory):
         index[key] = {k: str(pub / Path(v).relative_to(root)) for k, v in index[key].items()}
     judge_dirs = [pub / d.relative_to(root) for d in dirs]
     board = leaderboard.main(
-        index["evaluations"], pub / "leaderboards", "exp", "Test run: not a result.", n_boot=200, pairwise=judge_dirs
+        index["evaluations"],
+        pub / "leaderboards",
+        "exp",
+        "Test run: not a result.",
+        stats=leaderboard.StatsOptions(n_boot=200),
+        pairwise=judge_dirs,
     )
     index["leaderboard"] = {k: str(v) for k, v in board.items()}
     index["pairwise"] = [str(d) for d in judge_dirs]

@@ -84,8 +84,8 @@ def test_plugin_runs_through_compare(installed_plugin, tmp_path):
         cfg,
         ["vocab_diversity", "longest"],
         tmp_path / "out",
-        budget=3,
         pool=compare.tiered_pool(cfg.data, examples=read_pool(str(pool)).examples),
+        settings=compare.CompareSettings(budget=3),
         loader=tiny_loader(),
     )
     assert result["selectors"]["vocab_diversity"]["eligible"] == 8

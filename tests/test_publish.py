@@ -75,10 +75,11 @@ def _arm_folder(root: Path, manifest: dict | None = None, metrics: dict | None =
     )
 
 
-def _push(hub: HubStandIn, folder: Path, **kw):
-    kw.setdefault("backoff_base_s", 0.001)
-    kw.setdefault("max_wait_s", 0.01)
-    return P.publish({REPO: (folder, "model")}, False, None, endpoint=hub.endpoint, **kw)
+def _push(hub: HubStandIn, folder: Path, *, delete_extra: bool = False, **conn):
+    conn.setdefault("backoff_base_s", 0.001)
+    conn.setdefault("max_wait_s", 0.01)
+    connection = P.HubConnection(endpoint=hub.endpoint, **conn)
+    return P.publish({REPO: (folder, "model")}, False, None, connection, delete_extra=delete_extra)
 
 
 def _local_bytes(folder: Path) -> dict[str, bytes]:
@@ -261,7 +262,7 @@ def test_client_errors_are_not_retried(hub, tmp_path):
 def test_dry_run_writes_exactly_what_a_push_sends(hub, tmp_path):
     folder = _arm_folder(tmp_path)
     dry = tmp_path / "dry"
-    report = P.publish({REPO: (folder, "model")}, True, dry, endpoint=hub.endpoint)
+    report = P.publish({REPO: (folder, "model")}, True, dry, P.HubConnection(endpoint=hub.endpoint))
     assert hub.requests == []  # a dry run talks to nobody
     plan = json.loads((dry / "plan.json").read_text())
     assert plan == json.loads(json.dumps(report))
@@ -276,7 +277,7 @@ def test_dry_run_writes_exactly_what_a_push_sends(hub, tmp_path):
 def test_token_never_written_and_sent_only_as_header(hub, tmp_path):
     folder = _arm_folder(tmp_path)
     dry = tmp_path / "dry"
-    P.publish({REPO: (folder, "model")}, True, dry, endpoint=hub.endpoint)
+    P.publish({REPO: (folder, "model")}, True, dry, P.HubConnection(endpoint=hub.endpoint))
     _push(hub, folder)
     api_requests = [r for r in hub.requests if r.auth_ok is not None]
     assert api_requests and all(r.auth_ok for r in api_requests)
@@ -306,7 +307,7 @@ def test_error_messages_are_scrubbed_of_the_token():
 def test_offline_mode_refuses_real_push(tmp_path, monkeypatch):
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(P.PublishError, match="HF_HUB_OFFLINE"):
-        P.publish({REPO: (_arm_folder(tmp_path), "model")}, False, None, endpoint="http://127.0.0.1:9")
+        P.publish({REPO: (_arm_folder(tmp_path), "model")}, False, None, P.HubConnection(endpoint="http://127.0.0.1:9"))
 
 
 def test_routes_already_retried_by_huggingface_hub_are_not_retried_again():

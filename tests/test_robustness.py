@@ -112,7 +112,14 @@ def test_sample_longer_than_model_context_is_truncated_and_counted_and_scoring_a
     # CPQS features: the spec asks for 2048 tokens; extraction caps at the model's context instead of crashing.
     ex_stats = F.ExtractStats()
     batches = list(
-        F.iter_batches(model, tok, [long, short], F.FeatureSpec(template="alpaca", max_length=2048), 2, stats=ex_stats)
+        F.iter_batches(
+            model,
+            tok,
+            [long, short],
+            F.FeatureSpec(template="alpaca", max_length=2048),
+            F.ExtractOptions(2),
+            stats=ex_stats,
+        )
     )
     assert sorted(i for b in batches for i in b.ids) == ["ex0", "long"]
     assert ex_stats.lengths.truncated == 1 and max(ex_stats.lengths.lengths) == context
@@ -168,7 +175,14 @@ def test_sample_longer_than_model_context_is_truncated_and_counted_and_scoring_a
             "finetune.measure_train_loss=false",
         ],
     )
-    manifest = sft.finetune_arm(cfg, sel, read_pool(str(pool)).examples, root / "out", seed=0, progress_bar=False)
+    manifest = sft.finetune_arm(
+        sft.ArmConfig.of(cfg),
+        sel,
+        read_pool(str(pool)).examples,
+        root / "out",
+        seed=0,
+        options=sft.ArmOptions(progress_bar=False),
+    )
     assert (root / "out" / sft.TRAINING_RECORD).exists()  # the record marks the adapter complete (no DONE: #25)
     assert manifest["data"]["length_stats"]["truncated"] == 1 and manifest["dropped_ids"] == []
 
@@ -543,7 +557,7 @@ def job_features(cache_root: str) -> None:
     model, tok = tiny_backbone()
     spec = F.FeatureSpec(max_length=128)
     cache = F.FeatureCache(cache_root, F.model_identity(model, "r1"), spec)
-    F.cached_features(model, tok, _examples(6), spec, cache, batch_size=2)
+    F.cached_features(model, tok, _examples(6), spec, cache, F.ExtractOptions(batch_size=2))
 
 
 def job_score(checkpoint: str, workdir: str) -> None:

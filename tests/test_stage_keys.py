@@ -1,7 +1,7 @@
 """A step's stage key is built from the config sections it declares (``sections``, through
 :func:`cpqs_bench.stages.common.section_key`) and nothing else of the config (issue #31): for every step kind of a
-small plan, changing a field outside its sections (and outside the fields its derived key parts read, ``reads``)
-leaves the key as it was, and changing any keyed field inside them changes it. No stage runs: the upstream steps get
+small plan, changing a field outside its sections (or one of them it ``drop``s, and outside the fields its derived
+key parts read, ``reads``) leaves the key as it was, and changing any keyed field inside them changes it. No stage runs: the upstream steps get
 stand-in outputs with fixed content keys."""
 
 from __future__ import annotations
@@ -23,12 +23,10 @@ from cpqs_bench.stages import select as select_stage
 from cpqs_bench.stages.common import NOT_KEYED, section_key
 
 OVERRIDES = [
-    "selectors.names=[random,longest,ifd,cpqs,random~cpqs,mods,random@tokens:cpqs]",
+    "selectors.names=[random,longest,ifd,cpqs,random~cpqs,mods,less,random@tokens:cpqs]",
     "selectors.bottom_arms=[ifd]",
     "evaluate.pairwise.sets=[vicuna]",
 ]
-# step kinds typed by another part of issue #31 (their key joins section_key at integration)
-NOT_YET = {"LessWarmupStep"}
 
 
 def _leaves(obj: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -68,10 +66,12 @@ def _under(path: str, prefixes: typing.Iterable[str]) -> bool:
     return any(path == p or path.startswith(p + ".") for p in prefixes)
 
 
-def _keyed(path: str, sections: tuple[str, ...]) -> bool:
-    """``path`` is keyed by ``section_key(cfg, sections)``: inside a declared section, not a NOT_KEYED field."""
+def _keyed(path: str, sections: tuple[str, ...], drop: typing.Mapping[str, tuple[str, ...]]) -> bool:
+    """``path`` is keyed by ``section_key(cfg, sections, drop=drop)``: inside a declared section, neither a NOT_KEYED
+    field nor one the step drops."""
     for sec in sections:
-        if _under(path, [sec]) and not _under(path, [f"{sec}.{k}" for k in NOT_KEYED.get(sec, ())]):
+        unkeyed = (*NOT_KEYED.get(sec, ()), *drop.get(sec, ()))
+        if _under(path, [sec]) and not _under(path, [f"{sec}.{k}" for k in unkeyed]):
             return True
     return False
 
@@ -124,11 +124,10 @@ def test_plan_has_every_step_kind(steps: tuple[Config, dict[str, Any]]) -> None:
     _, kinds = steps
     expected = {"DataStep", "NegativesStep", "TrainSelectorStep", "ScoreStep", "ModsCoverageStep", "ModsScoreStep"}
     expected |= {"SelectStep", "ControlStep", "ContaminationStep", "FinetuneStep", "EvaluateStep", "ValidateStep"}
-    expected |= {"AnswersStep", "JudgeStep"}
+    expected |= {"AnswersStep", "JudgeStep", "LessWarmupStep"}
     assert expected <= set(kinds)
     for name, step in kinds.items():
-        if name not in NOT_YET:
-            assert isinstance(type(step).sections, tuple), f"{name} declares no config sections"
+        assert isinstance(type(step).sections, tuple), f"{name} declares no config sections"
 
 
 def test_key_follows_declared_sections_only(steps: tuple[Config, dict[str, Any]]) -> None:
@@ -137,14 +136,13 @@ def test_key_follows_declared_sections_only(steps: tuple[Config, dict[str, Any]]
     probes = [(p, v) for p, v in probes if v is not None]
     wrong: list[str] = []
     for name, step in kinds.items():
-        if name in NOT_YET:
-            continue
         sections, reads = type(step).sections, getattr(type(step), "reads", ())
+        drop = getattr(type(step), "drop", {})
         base = _key(step, cfg)
         inside = outside = 0
         for path, value in probes:
             changed = _key(step, _with(cfg, path, value)) != base
-            if _keyed(path, sections):
+            if _keyed(path, sections, drop):
                 inside += 1
                 if not changed:
                     wrong.append(f"{name}: {path} is in its sections {sections} but the key ignores it")

@@ -129,14 +129,21 @@ def test_verbs_reach_the_stages_reproduce_ran(world, capsys):
 def test_only_the_executor_writes_markers(world, tmp_path):
     """finetune_arm, evaluate_model and train_selector called outside any pipeline write their outputs only."""
     from cpqs_bench.evaluate.harness import evaluate_model
-    from cpqs_bench.finetune.sft import finetune_arm
+    from cpqs_bench.finetune.sft import ArmConfig, ArmOptions, finetune_arm
     from cpqs_bench.selectors.cpqs.train import TrainOptions, train_selector
 
     cfg, p = world["cfg"], world["plan"]
     loader = ModelCache(device="cpu")
     sel = p.selections["longest"][None].output.path
     finetune_arm(
-        cfg, sel, p.data.output.examples, tmp_path / "arm", seed=0, arm="longest", loader=loader, progress_bar=False
+        ArmConfig.of(cfg),
+        sel,
+        p.data.output.examples,
+        tmp_path / "arm",
+        seed=0,
+        arm="longest",
+        loader=loader,
+        options=ArmOptions(progress_bar=False),
     )
     evaluate_model(cfg, tmp_path / "ev", adapter=tmp_path / "arm", loader=loader)
     train_selector(

@@ -56,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpqs_bench.compare import CompareError, compare_selectors, markdown, tiered_pool
+    from cpqs_bench.compare import CompareError, CompareSettings, compare_selectors, markdown, tiered_pool
 
     fields = csv(args.pair_fields)
     if len(fields) != 2:
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         pool=pool,
         scores=key_values(args.scores, "--scores"),
         checkpoints=key_values(args.selector_checkpoint, "--selector-checkpoint"),
-        n_boot=args.n_boot,
+        settings=CompareSettings(n_boot=args.n_boot),
         contamination=index,
     )
     print(markdown(result))

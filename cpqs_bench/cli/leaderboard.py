@@ -132,11 +132,8 @@ def run(args: argparse.Namespace) -> int:
         experiment,
         args.note,
         page=not args.no_page,
-        references=references,
-        n_boot=args.n_boot,
-        seed=args.seed,
-        contamination=contamination,
-        validity=validity,
+        stats=leaderboard.StatsOptions(references=references, n_boot=args.n_boot, seed=args.seed),
+        blocks=leaderboard.BoardBlocks(contamination=contamination, validity=validity),
     )
     if not args.no_page:
         paths["index"] = Path(args.out_dir) / "index.html"

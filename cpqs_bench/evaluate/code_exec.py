@@ -286,6 +286,18 @@ def _classify(res: SandboxResult, sentinel: str) -> tuple[bool, str]:
     return False, "fail"
 
 
+@dataclass(frozen=True)
+class TimeLimits:
+    """How long a program may run: ``timeout_s`` for a HumanEval check (and the default sandbox's limit); for
+    HumanEval+ each input's limit ``max(min_time_limit, gt_time_limit_factor * canonical time)``, the run capped at
+    ``max_timeout_s``."""
+
+    timeout_s: float = 20.0
+    min_time_limit: float = DEFAULT_MIN_TIME_LIMIT
+    gt_time_limit_factor: float = DEFAULT_GT_TIME_LIMIT_FACTOR
+    max_timeout_s: float = 300.0
+
+
 def _time_limits(gt: GroundTruth, min_time_limit: float, factor: float) -> list[float]:
     return [max(min_time_limit, factor * t) for t in gt.times]
 
@@ -297,29 +309,26 @@ def check_sample(
     *,
     plus: bool,
     gt: GroundTruth | None = None,
-    timeout_s: float = 20.0,
-    min_time_limit: float = DEFAULT_MIN_TIME_LIMIT,
-    gt_time_limit_factor: float = DEFAULT_GT_TIME_LIMIT_FACTOR,
-    max_timeout_s: float = 300.0,
+    limits: TimeLimits = TimeLimits(),
 ) -> dict[str, Any]:
-    """Run one program against one task; returns {passed, status, detail, wall_s}."""
+    """Run one program against one task (within ``limits``); returns {passed, status, detail, wall_s}."""
     sentinel = secrets.token_hex(16)
     files: dict[str, str | bytes]
     if plus:
         if gt is None:
             raise ValueError(f"{problem.task_id}: HumanEval+ check needs ground-truth outputs")
-        limits = _time_limits(gt, min_time_limit, gt_time_limit_factor)
+        per_input = _time_limits(gt, limits.min_time_limit, limits.gt_time_limit_factor)
         job = {
             "mode": "plus",
             "code": code,
             "entry_point": problem.entry_point,
             "inputs": problem.inputs,
-            "time_limits": limits,
+            "time_limits": per_input,
             "atol": problem.atol,
             "sentinel": sentinel,
         }
         files = {"job.json": json.dumps(job), "expected.pkl.z": gt.expected_blob}
-        timeout = min(max_timeout_s, sum(limits) + _STARTUP_SLACK_S)
+        timeout = min(limits.max_timeout_s, sum(per_input) + _STARTUP_SLACK_S)
     else:
         job = {
             "mode": "base",
@@ -329,7 +338,7 @@ def check_sample(
             "sentinel": sentinel,
         }
         files = {"job.json": json.dumps(job)}
-        timeout = timeout_s
+        timeout = limits.timeout_s
     res = sandbox.run(_RUNNER, files, timeout_s=timeout)
     passed, status = _classify(res, sentinel)
     detail = "" if passed else (res.stderr.strip().splitlines() or [""])[-1][:500]
@@ -345,18 +354,16 @@ def evaluate_humaneval(
     problems: dict[str, Problem] | None = None,
     cache_dir: str | Path | None = None,
     dataset_path: str | Path | None = None,
-    timeout_s: float = 20.0,
-    min_time_limit: float = DEFAULT_MIN_TIME_LIMIT,
-    gt_time_limit_factor: float = DEFAULT_GT_TIME_LIMIT_FACTOR,
-    max_timeout_s: float = 300.0,
+    limits: TimeLimits = TimeLimits(),
     progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Check every sample (``task_id`` + ``solution`` or ``completion``); one result dict per sample, in order.
+    ``limits``: how long each may run (:class:`TimeLimits`).
 
     Result: {task_id, sample_index, passed, status, detail, wall_s, retried}. ``status`` is one of pass, fail,
     timeout, output_limit, early_exit. Samples that time out in the parallel pass are re-run once, alone.
     """
-    sandbox = sandbox or Sandbox(SandboxLimits(timeout_s=timeout_s))
+    sandbox = sandbox or Sandbox(SandboxLimits(timeout_s=limits.timeout_s))
     problems = problems if problems is not None else load_problems(plus, dataset_path)
     unknown = sorted({str(s.get("task_id")) for s in samples} - set(problems))
     if unknown:
@@ -375,10 +382,7 @@ def evaluate_humaneval(
             sandbox,
             plus=plus,
             gt=gts.get(task),
-            timeout_s=timeout_s,
-            min_time_limit=min_time_limit,
-            gt_time_limit_factor=gt_time_limit_factor,
-            max_timeout_s=max_timeout_s,
+            limits=limits,
         )
         return {"task_id": task, "sample_index": i, **r, "retried": False}
 

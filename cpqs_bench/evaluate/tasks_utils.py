@@ -245,7 +245,7 @@ def _code_judge(
         sandbox=_sandbox(),
         problems=problems(plus),
         cache_dir=expected_cache_dir(settings) if plus else None,
-        timeout_s=settings.timeout_s,
+        limits=code_exec.TimeLimits(timeout_s=settings.timeout_s),
     )
     out: list[list[dict]] = [[] for _ in docs]
     for sample, owner_idx, v in zip(samples, owner, verdicts, strict=True):

@@ -1,5 +1,5 @@
 """The LESS warm-up (``selectors.less``): LoRA on a seeded fraction of the pool, every epoch's adapter and optimizer
-state kept, through :func:`cpqs_bench.finetune.sft.finetune_arm` (``keep_epoch_checkpoints=True``).
+state kept, through :func:`cpqs_bench.finetune.sft.finetune_arm` (``ArmOptions(keep_epoch_checkpoints=True)``).
 
 Reference: ``princeton-nlp/LESS`` ``less/scripts/train/base_training_args.sh`` + ``warmup_lora_train.sh`` (LoRA r 128,
 α 512, dropout 0.1 on q/k/v/o projections; lr 2e-5, linear schedule, warm-up ratio 0.03, weight decay 0; effective
@@ -22,7 +22,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from cpqs_bench.data.example import Example
-from cpqs_bench.finetune.sft import epoch_checkpoints, finetune_arm
+from cpqs_bench.finetune.sft import ArmConfig, ArmOptions, epoch_checkpoints, finetune_arm
 from cpqs_bench.io import sha256_file, write_json, write_jsonl
 from cpqs_bench.selectors.base import is_empty_response
 from cpqs_bench.selectors.less import WARMUP_RECORD
@@ -117,15 +117,14 @@ def warmup(
     selection = out / "warmup_selection.jsonl"
     write_jsonl(selection, [{"id": ex.id, "kept": True} for ex in chosen])
     record = finetune_arm(
-        warmup_config(cfg),
+        ArmConfig.of(warmup_config(cfg)),
         selection,
         chosen,
         out / "adapter",
         seed=seed,
         arm="less-warmup",
         loader=_info_loader(loader),
-        progress_bar=False,
-        keep_epoch_checkpoints=True,
+        options=ArmOptions(progress_bar=False, keep_epoch_checkpoints=True),
     )
     ckpts = epoch_checkpoints(out / "adapter")  # from disk (the record's paths are those of the training run)
     if len(ckpts) != lc.warmup_epochs:

@@ -12,13 +12,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
 
 from cpqs_bench.config import to_dict
 from cpqs_bench.io import stable_hash
 
 if TYPE_CHECKING:
-    from cpqs_bench.config import Config
+    from cpqs_bench.config import ModelConfig, PromptConfig
+    from cpqs_bench.finetune.config import FinetuneConfig
+
+
+class RecipeSections(Protocol):
+    """The config sections the recipe is made of: a whole :class:`cpqs_bench.config.Config` or the sections an arm's
+    training gets (:class:`cpqs_bench.finetune.sft.ArmConfig`)."""
+
+    @property
+    def model(self) -> ModelConfig: ...
+
+    @property
+    def prompt(self) -> PromptConfig: ...
+
+    @property
+    def finetune(self) -> FinetuneConfig: ...
 
 
 # Keys of the finetune section that do not change the trained adapter.
@@ -40,8 +55,9 @@ class RecipeMismatch(ValueError):
     """Arms trained with different recipes: comparing them would confound the data with the recipe."""
 
 
-def recipe(cfg: Config, *, precision: str, model_revision: str | None) -> dict[str, Any]:
-    """The recipe mapping for a resolved :class:`cpqs_bench.config.Config`."""
+def recipe(cfg: RecipeSections, *, precision: str, model_revision: str | None) -> dict[str, Any]:
+    """The recipe mapping for a resolved :class:`cpqs_bench.config.Config` (its model, prompt and finetune
+    sections)."""
     ft = {k: v for k, v in to_dict(cfg.finetune).items() if k not in OPERATIONAL_KEYS}
     if not ft.get("packing"):
         ft.pop("packing", None)  # padded = the recipe as it was before finetune.packing existed (same hash)

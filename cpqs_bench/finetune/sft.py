@@ -15,7 +15,7 @@ pipeline's executor (issue #25); it returns the record, and a rerun into a folde
 adapter weights match it returns the record as is. ``train_loss`` is the mean over *all* optimizer steps, also after a
 resume (the running loss sum is saved in every checkpoint, :data:`LOSS_SUM`).
 
-Library entry: :func:`finetune_arm` (resolved ``Config``, the selection file, the pool as ``Example`` objects, an
+Library entry: :func:`finetune_arm` (the config sections it reads, :class:`ArmConfig`, the selection file, the pool as ``Example`` objects, an
 optional ``loader``). With a shared loader (the pipeline's model cache) the base model is loaded once per process for
 all arms: each arm adds a fresh LoRA (seeded, so identical to a separate process) and removes it again before
 returning, so the cached base stays clean. Rows are tokenised once per process (:data:`dataset.TOKEN_CACHE`),
@@ -62,7 +62,7 @@ from cpqs_bench.finetune.dataset import (
     read_selection,
     tokenize,
 )
-from cpqs_bench.finetune.recipe import RecipeMismatch, recipe, recipe_hash
+from cpqs_bench.finetune.recipe import RecipeMismatch, RecipeSections, recipe, recipe_hash
 from cpqs_bench.io import read_json, sha256_file, write_json, write_text
 from cpqs_bench.prompts import pad_token_id
 
@@ -79,7 +79,9 @@ if TYPE_CHECKING:
         TrainingArguments,
     )
 
+    from cpqs_bench.config import ModelConfig, PromptConfig
     from cpqs_bench.finetune.config import FinetuneConfig
+    from cpqs_bench.publish.config import PublishConfig
 
 log = logging.getLogger(__name__)
 
@@ -414,7 +416,7 @@ def pool_fingerprint(pool: Sequence[Example]) -> dict[str, Any]:
 
 
 def build_data(
-    cfg: Config,
+    cfg: RecipeSections,
     selection: Path,
     pool: Sequence[Example],
     tokenizer: PreTrainedTokenizerBase,
@@ -487,8 +489,52 @@ def epoch_checkpoints(out: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 # -------------------------------------------------------------------------------------------------------- main
+@dataclass(frozen=True)
+class ConfigRecord:
+    """What an arm's training record keeps of the experiment it belongs to, none of it read by the training: the
+    experiment's name (the run name's prefix), the whole resolved config (``training_config.yaml`` and the record's
+    ``config``) and its hash (``config_hash``)."""
+
+    experiment: str
+    config: dict[str, Any]
+    config_hash: str
+
+    @classmethod
+    def of(cls, cfg: Config) -> ConfigRecord:
+        return cls(cfg.experiment.name, to_dict(cfg), config_hash(cfg))
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    """The config an arm's training reads: the recipe's sections (``model``, ``prompt``, ``finetune``), W&B's
+    (``publish``) and what its training record keeps of the whole config (:class:`ConfigRecord`)."""
+
+    model: ModelConfig
+    prompt: PromptConfig
+    finetune: FinetuneConfig
+    publish: PublishConfig
+    record: ConfigRecord
+
+    @classmethod
+    def of(cls, cfg: Config) -> ArmConfig:
+        return cls(cfg.model, cfg.prompt, cfg.finetune, cfg.publish, ConfigRecord.of(cfg))
+
+
+@dataclass(frozen=True)
+class ArmOptions:
+    """How an arm's training goes about its work, never what it learns (none of it is part of the recipe):
+    ``merge`` also writes merged full weights (None: ``finetune.merge``), ``progress_bar``, and
+    ``keep_epoch_checkpoints`` (LESS's warm-up uses it): save a checkpoint at the end of every epoch (instead of by
+    step count / time) and keep all of them, adapter *and* optimizer state, after training
+    (:func:`epoch_checkpoints` lists them)."""
+
+    merge: bool | None = None
+    progress_bar: bool = True
+    keep_epoch_checkpoints: bool = False
+
+
 def finetune_arm(
-    cfg: Config,
+    cfg: ArmConfig,
     selection: str | os.PathLike,
     pool: Sequence[Example],
     out: str | os.PathLike,
@@ -496,23 +542,21 @@ def finetune_arm(
     seed: int,
     arm: str | None = None,
     loader: Loader | None = None,
-    merge: bool | None = None,
-    progress_bar: bool = True,
+    options: ArmOptions = ArmOptions(),
     pool_summary: dict[str, Any] | None = None,
-    keep_epoch_checkpoints: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune one arm; return its training record (also written to ``out/training.json``, last). A folder whose
     record is complete (:func:`finished_record`) is returned as is. Writes no ``DONE`` / ``manifest.json``.
 
-    ``cfg``: the resolved :class:`cpqs_bench.config.Config`. ``selection``: a ``cpqs-bench select`` file whose ids
-    index ``pool`` (``Example`` objects, e.g. :func:`cpqs_bench.data.pool.read_project_pool`). ``loader(spec,
-    revision, dtype) -> (model, tokenizer, info)``: where the base model comes from (default: a fresh load). A
-    loaded base may be shared: the LoRA is added for this arm and removed before returning (also on error).
-    ``pool_summary``: the pool reader's counts, recorded in the manifest (default: size + content hash).
-    ``keep_epoch_checkpoints`` (a library option, not part of the recipe; LESS's warm-up uses it): save a checkpoint
-    at the end of every epoch (instead of by step count / time) and keep all of them, adapter *and* optimizer state,
-    after training (:func:`epoch_checkpoints` lists them).
+    ``cfg``: the sections of the resolved config the training reads (``ArmConfig.of(cfg)``). ``selection``: a
+    ``cpqs-bench select`` file whose ids index ``pool`` (``Example`` objects, e.g.
+    :func:`cpqs_bench.data.pool.read_project_pool`). ``loader(spec, revision, dtype) -> (model, tokenizer, info)``:
+    where the base model comes from (default: a fresh load). A loaded base may be shared: the LoRA is added for this
+    arm and removed before returning (also on error). ``options``: merge, progress bar, epoch checkpoints
+    (:class:`ArmOptions`). ``pool_summary``: the pool reader's counts, recorded in the manifest (default: size +
+    content hash).
     """
+    merge, progress_bar, keep_epoch_checkpoints = options.merge, options.progress_bar, options.keep_epoch_checkpoints
     out, selection = Path(out), Path(selection)
     done = finished_record(out)
     if done is not None:
@@ -535,7 +579,7 @@ def finetune_arm(
     run_id = {"recipe_hash": rhash, "seed": seed, "selection_sha256": selection_sha, "data_sha256": data.sha256()}
     processes = world_size()
     accum = grad_accum(ft.batch_size, ft.micro_batch_size, processes)
-    run_name = f"{cfg.experiment.name}-{arm or selection.stem}-s{seed}"
+    run_name = f"{cfg.record.experiment}-{arm or selection.stem}-s{seed}"
 
     args = training_arguments(ft, out / CKPT_DIR, seed, precision, accum, run_name, keep_epoch_checkpoints)
     _guard_out_dir(out, run_id)  # every rank checks (read-only), so a refusal cannot strand the others at a barrier
@@ -585,7 +629,7 @@ class _ArmRun:
     """One arm's training, everything :func:`finetune_arm` resolved before the Trainer runs (model with its fresh
     LoRA, tokenised data, Trainer arguments, the recipe and where it resumes from)."""
 
-    cfg: Config
+    cfg: ArmConfig
     peft_model: PeftModel
     tok: PreTrainedTokenizerBase
     info: models.ModelInfo
@@ -708,7 +752,7 @@ class _ArmRun:
 
         t_save = time.perf_counter()
         trainer.save_model(str(out))  # adapter_config.json + adapter_model.safetensors + tokenizer files
-        write_text(out / "training_config.yaml", to_yaml(cfg))
+        write_text(out / "training_config.yaml", to_yaml(cfg.record.config))
         write_json(out / "recipe.json", {"recipe_hash": rhash, "recipe": rec})
         loss = {}
         if ft.measure_train_loss:
@@ -725,8 +769,8 @@ class _ArmRun:
             "seed": seed,
             "recipe_hash": rhash,
             "recipe": rec,
-            "config_hash": config_hash(cfg),
-            "config": to_dict(cfg),
+            "config_hash": cfg.record.config_hash,
+            "config": cfg.record.config,
             "model_id": cfg.model.id,
             "model_path": info.path,
             "model_revision": info.revision,

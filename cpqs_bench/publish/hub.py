@@ -455,21 +455,31 @@ def _scrubbed(err: BaseException, context: str, secrets: Sequence[str]) -> Publi
 
 
 # ============================================================================ publishing
+@dataclass(frozen=True)
+class HubConnection:
+    """How :func:`publish` talks to the Hub: ``endpoint`` (None: huggingface_hub's), ``token`` (None: the logged-in
+    one), at most ``timeout_s`` per connect / read / write, and a failed request retried up to ``max_retries`` times
+    with exponential backoff from ``backoff_base_s``, each wait capped at ``max_wait_s`` (a Retry-After too) and slept
+    with ``sleep``."""
+
+    endpoint: str | None = None
+    token: str | None = None
+    timeout_s: float = DEFAULT_HUB_TIMEOUT_S
+    max_retries: int = 5
+    backoff_base_s: float = 1.0
+    max_wait_s: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+
+
 def publish(
     folders: Mapping[str, tuple[str | os.PathLike, str]],
     dry_run: bool,
     dry_run_dir: str | os.PathLike | None,
-    token: str | None = None,
-    endpoint: str | None = None,
-    max_retries: int = 5,
+    connection: HubConnection = HubConnection(),
     *,
     delete_extra: bool = False,
     private: bool = True,
     commit_message: str = "cpqs-bench: publish results",
-    backoff_base_s: float = 1.0,
-    max_wait_s: float = 30.0,
-    sleep: Callable[[float], None] = time.sleep,
-    timeout_s: float = DEFAULT_HUB_TIMEOUT_S,
     state_path: str | os.PathLike | None = None,
     recheck: bool = False,
 ) -> dict[str, Any]:
@@ -478,17 +488,19 @@ def publish(
     Returns a report ``{"dry_run", "endpoint", "repos": {repo_id: {...}}}``; each repo entry has ``action``
     (``planned`` / ``committed`` / ``unchanged`` / ``live``: recorded in ``state_path`` as pushed with these exact
     files, not asked again unless ``recheck``), ``uploaded``, ``deleted``, ``commit`` (oid or None), ``attempts`` and
-    ``waits`` (seconds slept between retries). Every request waits at most ``timeout_s`` per connect / read / write.
+    ``waits`` (seconds slept between retries). ``connection``: endpoint, token, timeout and retries
+    (:class:`HubConnection`); every request waits at most its ``timeout_s`` per connect / read / write.
     """
+    token = connection.token
     plan = _plan(folders, delete_extra)
-    endpoint = (endpoint or hf_constants.ENDPOINT).rstrip("/")
+    endpoint = (connection.endpoint or hf_constants.ENDPOINT).rstrip("/")
     if dry_run:
         if dry_run_dir is None:
             raise ValueError("dry_run=True needs dry_run_dir")
         return _dry_run(plan, Path(dry_run_dir), endpoint)
     if hf_constants.is_offline_mode():
         raise PublishError("HF_HUB_OFFLINE is set: refusing to push (unset it, or use dry_run=True)")
-    bound_hub_requests(timeout_s)
+    bound_hub_requests(connection.timeout_s)
     secrets = [s for s in (token, get_token()) if s]
     api = HfApi(endpoint=endpoint, token=token)
     report: dict[str, Any] = {"dry_run": False, "endpoint": endpoint, "repos": {}}
@@ -499,7 +511,7 @@ def publish(
             report["repos"][repo_id] = live
             log.info("%s: live (recorded in %s at %s; recheck to ask the Hub)", repo_id, state.path, live["at"])
             continue
-        policy = RetryPolicy(max_retries, backoff_base_s, max_wait_s, sleep)
+        policy = RetryPolicy(connection.max_retries, connection.backoff_base_s, connection.max_wait_s, connection.sleep)
         try:
             result = _push_repo(api, repo_id, entry, delete_extra, private, commit_message, policy, secrets)
         except PublishError as err:

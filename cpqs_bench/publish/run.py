@@ -155,10 +155,8 @@ def publish_run(
         folders,
         dry_run=dry_run,
         dry_run_dir=run_dir / "publish" / "dry-run" if dry_run else None,
-        endpoint=endpoint,
+        connection=hub.HubConnection(endpoint=endpoint, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries),
         private=cfg.private,
-        max_retries=cfg.max_retries,
-        timeout_s=cfg.timeout_s,
         state_path=None if dry_run else run_dir / "publish" / "state.json",
         recheck=recheck,
     )

@@ -180,7 +180,9 @@ def _embed(todo: Sequence[Example], ctx: ScoringContext) -> dict[str, np.ndarray
         train_eot=False,
     )
     out: dict[str, np.ndarray] = {}
-    for batch in features.iter_batches(model, tok, todo, spec, dcfg.batch_size, window=max(1, len(todo))):
+    for batch in features.iter_batches(
+        model, tok, todo, spec, features.ExtractOptions(dcfg.batch_size, window=max(1, len(todo)))
+    ):
         for ex_id, feat in zip(batch.ids, batch.features):
             if feat.shape[0] == 0:
                 continue

@@ -8,7 +8,7 @@ query set (``selectors.less.queries``: a named dev set, never evaluation items) 
   0.1, on q/k/v/o projections), lr 2e-5, linear schedule, warm-up ratio 0.03, weight decay 0, effective batch 32,
   AdamW, 4 epochs, a checkpoint (adapter + optimizer state) saved at the end of every epoch, trained on a random
   ``warmup_fraction`` (5 %) of the pool. Here through the project's own fine-tuning code
-  (:func:`cpqs_bench.finetune.sft.finetune_arm` with ``keep_epoch_checkpoints=True``):
+  (:func:`cpqs_bench.finetune.sft.finetune_arm` with ``ArmOptions(keep_epoch_checkpoints=True)``):
   :func:`cpqs_bench.finetune.less_warmup.warmup` (in the finetune layer: a selector may not import it).
 * gradients: ``less/data_selection/collect_grad_reps.py`` — one example per backward pass, the mean token loss over
   the response, the gradient of every trainable (LoRA) parameter concatenated in ``named_parameters`` order; training

@@ -81,8 +81,9 @@ def section_key(
     their last component unless ``names`` renames one) but the :data:`NOT_KEYED` ones and those ``drop`` names for
     that section (a step whose outputs do not depend on them).
 
-    Each step class declares ``sections`` (the config sections its key holds whole, through this function) and, where
-    other parts of its key read single config fields (a derived setting, a file's content), ``reads`` (those
+    Each step class declares ``sections`` (the config sections its key holds whole, through this function), where
+    its outputs do not depend on some fields of a section, ``drop`` (passed on here: section -> those fields) and,
+    where other parts of its key read single config fields (a derived setting, a file's content), ``reads`` (those
     fields' dotted paths); ``tests/test_stage_keys.py`` checks that no other config field changes a step's key."""
     out: dict[str, Any] = {}
     for path in sections:

@@ -94,20 +94,19 @@ class FinetuneStep(Produces[AdapterArtifact]):
         return self.empty_ok and not any(r.get("kept") for r in read_jsonl(self.selection.output.path))
 
     def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
-        from cpqs_bench.finetune.sft import finetune_arm
+        from cpqs_bench.finetune.sft import ArmConfig, ArmOptions, finetune_arm
 
         if self._empty():
             return {"arm": self.arm, "seed": self.seed, "adapter": None, "recipe_hash": None}
         manifest = finetune_arm(
-            self.cfg,
+            ArmConfig.of(self.cfg),
             Path(self.selection.output.path),
             self.pool.output.examples,
             st.path / ADAPTER,
             seed=self.seed,
             arm=self.arm,
             loader=self.loader,
-            merge=self.merge,
-            progress_bar=self.progress_bar,
+            options=ArmOptions(merge=self.merge, progress_bar=self.progress_bar),
             pool_summary=self.pool.output.summary or None,
         )
         log_numbers(tracker, manifest)
@@ -123,7 +122,7 @@ class FinetuneStep(Produces[AdapterArtifact]):
     def cost(self, manifest: dict[str, Any], facts: dict[str, Any], adapter: Path) -> dict[str, Any]:
         from safetensors import safe_open
 
-        from cpqs_bench.compute import StageCost
+        from cpqs_bench.compute import StageCost, TrainingWork
         from cpqs_bench.models import pick_device
         from cpqs_bench.stages.cost import params_of
 
@@ -137,10 +136,12 @@ class FinetuneStep(Produces[AdapterArtifact]):
             float(tr.get("wall_seconds") or 0.0),
             pick_device(self.cfg.model.device),
             params_of(self.loader, self.cfg.model.id, self.cfg.model.revision),
-            trained_tokens=int(facts.get("trained_tokens") or 0),
-            method="lora",
-            adapter_params=n_adapter,
-            gradient_checkpointing=self.cfg.finetune.gradient_checkpointing,
+            training=TrainingWork(
+                tokens=int(facts.get("trained_tokens") or 0),
+                method="lora",
+                adapter_params=n_adapter,
+                gradient_checkpointing=self.cfg.finetune.gradient_checkpointing,
+            ),
         )
         return {**cost.as_dict(), "estimate": "FLOPs estimated (LoRA: 4·N + 6·N_a per trained token); tokens counted"}
 

@@ -4,19 +4,21 @@ optimizer state kept; the ``less`` scoring stage reads it as its checkpoint."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from cpqs_bench.config import Config, to_dict
+from cpqs_bench.config import Config
 from cpqs_bench.rundir import Stage
 from cpqs_bench.stages.artifacts import FileArtifact
+from cpqs_bench.stages.common import Produces, section_key
 
 if TYPE_CHECKING:
-    from cpqs_bench.pipeline import Given, Step
     from cpqs_bench.publish.tracking import Tracker
     from cpqs_bench.selectors.base import ModelLoader
+    from cpqs_bench.stages.artifacts import PoolArtifact
+    from cpqs_bench.stages.common import Provides
 
 WARMUP = "warmup"
 _QUERY_FIELDS = (
@@ -29,26 +31,20 @@ _QUERY_FIELDS = (
 
 
 @dataclass
-class LessWarmupStep:
+class LessWarmupStep(Produces[FileArtifact]):
     cfg: Config
-    pool: Step | Given  # provider of the PoolArtifact
+    sections: ClassVar[tuple[str, ...]] = ("selectors.less", "model", "prompt", "finetune")
+    drop: ClassVar[Mapping[str, tuple[str, ...]]] = {"selectors.less": _QUERY_FIELDS}
+    pool: Provides[PoolArtifact]
     loader: ModelLoader | None = None
     name: str = "less-warmup"
     label: str = "less warm-up (LoRA on a random share of the pool)"
     code: Sequence[str] = ("cpqs_bench.finetune.less_warmup", "cpqs_bench.stages.less")
     files: Sequence[Path] = ()
     track: bool = True
-    output: FileArtifact | None = None
 
     def inputs(self) -> dict[str, Any]:
-        less = {k: v for k, v in to_dict(self.cfg.selectors.less).items() if k not in _QUERY_FIELDS}
-        return {
-            "pool": self.pool.output.key,
-            "less": less,
-            "model": to_dict(self.cfg.model),
-            "prompt": to_dict(self.cfg.prompt),
-            "finetune": to_dict(self.cfg.finetune),
-        }
+        return {"pool": self.pool.output.key, **section_key(self.cfg, self.sections, drop=self.drop)}
 
     def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
         from cpqs_bench.finetune.less_warmup import warmup

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cpqs_bench.config import Config
 from cpqs_bench.io import read_json
@@ -13,17 +13,14 @@ from cpqs_bench.io import read_json
 if TYPE_CHECKING:
     from typing_extensions import TypedDict, Unpack
 
+    from cpqs_bench.leaderboard import BoardBlocks, StatsOptions
+
     class LeaderboardOptions(TypedDict, total=False):
         """The keyword options of :func:`cpqs_bench.leaderboard.main` a caller may pass on."""
 
-        references: Sequence[str]
-        n_boot: int
-        seed: int
-        compare_base: bool
-        contamination: dict[str, Any] | None
-        validity: dict[str, Any] | None
+        stats: StatsOptions
+        blocks: BoardBlocks
         task_folders: Sequence[str | Path] | None
-        compute: dict[str, dict[str, dict[str, Any]]] | None
 
 
 def leaderboard_dir(cfg: Config, root: Path) -> Path:
@@ -61,7 +58,7 @@ def write_leaderboard(
 ) -> dict[str, Path]:
     """Statistics over the evaluations (directories, or run directories searched for them) + the pairwise
     judgements → Markdown, JSON, PNG and the HTML page. ``options``: :func:`cpqs_bench.leaderboard.main`'s
-    (references, n_boot, seed, contamination, validity, compute). The one path for ``reproduce`` and the verb."""
+    (stats, blocks, task_folders). The one path for ``reproduce`` and the verb."""
     from cpqs_bench import leaderboard
     from cpqs_bench.leaderboard_page import write_pages
 

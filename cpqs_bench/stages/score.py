@@ -98,7 +98,7 @@ class ScoreStep(Produces[FileArtifact]):
         }
 
     def run(self, st: Stage, tracker: Tracker | None) -> dict[str, Any]:
-        from cpqs_bench.score import score_pool
+        from cpqs_bench.score import PoolFacts, score_pool
 
         pool = self.pool.output
         summary = score_pool(
@@ -109,8 +109,7 @@ class ScoreStep(Produces[FileArtifact]):
             checkpoint=self.checkpoint.output.path if self.checkpoint is not None else None,
             workdir=st.path / "work",
             loader=self.loader,
-            source=self.source,
-            data_sha256=pool.sha256,
+            facts=PoolFacts(source=self.source, sha256=pool.sha256),
         )
         if summary.get("rank", 0) != 0:
             return {"summary": summary}

@@ -163,7 +163,7 @@ def validate(
     ``validity.md``, ``validity.png``, ``fixture.json`` and the per-selector scores (``scores/``) into ``out_dir``
     (and, when a CNN is trained here, its checkpoint under ``cpqs_checkpoint/``). Returns the ``validity.json``
     document. ``planted`` / ``pairs`` replace the fixtures the config names (tests, the contract kit)."""
-    from cpqs_bench.score import score_pool
+    from cpqs_bench.score import PoolFacts, score_pool
     from cpqs_bench.selectors import registry
     from cpqs_bench.selectors.base import Needs
     from cpqs_bench.validity import report, tracks
@@ -244,7 +244,7 @@ def validate(
             checkpoint=checkpoint if name in needs_ckpt else None,
             workdir=out / "work",
             loader=loader,
-            source="validity fixture",
+            facts=PoolFacts(source="validity fixture"),
         )
         scored = read_jsonl(path)
         by_id = {r["id"]: r for r in scored}

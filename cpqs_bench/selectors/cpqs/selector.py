@@ -128,7 +128,9 @@ def score_chunk(
     dropped: list[tuple[str, str]] = []
     got: dict[str, dict[str, Any]] = {}
     eligible = [ex for ex in examples if not is_empty_response(ex)]
-    for batch in feats.iter_batches(model, tokenizer, eligible, spec, batch_size, method=method, dropped=dropped):
+    for batch in feats.iter_batches(
+        model, tokenizer, eligible, spec, feats.ExtractOptions(batch_size, method=method), dropped=dropped
+    ):
         x, lengths = collate(batch.features)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             probs = cnn.score(x.to(device), lengths.to(device)).tolist()
