@@ -30,16 +30,21 @@ PAIRWISE = [
 
 
 # ------------------------------------------------------------------------------------------- off = nothing changes
+NLL_TASKS = ("cpqs_gsm8k_chat_nll", "cpqs_humaneval_instruct_nll")
+
+
 def test_pairwise_off_leaves_the_committed_presets_stage_inputs_unchanged():
     """Golden values from before the pairwise section existed: the number of stages and the evaluation stages'
     ``evaluate`` input; turning pairwise on adds stages but changes no existing input."""
     from cpqs_bench.reproduce import stage_count as count_stages
     from cpqs_bench.stages.evaluate import evaluation_settings
 
-    # the preset as it was when the golden hash was taken (it has since cut max_new_tokens to 128 for time): 60
-    # stages (49, + the random~cpqs control's 3 selections, 3 fine-tunes, 3 evaluations, + the contamination
-    # stage, + validate), its evaluation stages' `evaluate` input as before the pairwise section existed
-    smoke = load_config("smoke", ["evaluate.max_new_tokens=192"])
+    # the preset as it was when the golden hash was taken (it has since cut max_new_tokens to 128 and the NLL items
+    # from 50 to 30 for time): 60 stages (49, + the random~cpqs control's 3 selections, 3 fine-tunes, 3 evaluations,
+    # + the contamination stage, + validate), its evaluation stages' `evaluate` input as before the pairwise section
+    # existed
+    as_then = ["evaluate.max_new_tokens=192"] + [f"evaluate.task_limits.{t}=50" for t in NLL_TASKS]
+    smoke = load_config("smoke", as_then)
     assert count_stages(smoke) == 60 and stable_hash(evaluation_settings(smoke)) == "426225fe3230"
     for preset in ("smoke", "cpu_study"):
         cfg = load_config(preset)
