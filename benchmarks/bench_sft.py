@@ -147,32 +147,27 @@ def main() -> None:
         bare_loop(model, ft, bare_rows[: ft.micro_batch_size], precision, 1, 0)  # warm-up (kernels, allocator)
         grouped = length_grouped_order([len(r["input_ids"]) for r in data.rows], ft.micro_batch_size, 0, 0)
         best: dict[str, Any] = {}
-        for rnd in range(args.rounds):
-            t0 = time.perf_counter()
-            manifest = sft.finetune_arm(
-                sft.ArmConfig.of(cfg),
+
+        def train(c: Any, out: Path) -> dict[str, Any]:  # the project's path: one arm through finetune_arm
+            return sft.finetune_arm(
+                sft.ArmConfig.of(c),
                 sel,
                 pool,
-                Path(tmp) / f"arm{rnd}",
+                out,
                 seed=0,
                 arm="bench",
                 loader=cache,
                 options=sft.ArmOptions(progress_bar=False),
             )
+
+        for rnd in range(args.rounds):
+            t0 = time.perf_counter()
+            manifest = train(cfg, Path(tmp) / f"arm{rnd}")
             call = time.perf_counter() - t0
             loop = manifest["training"]["wall_seconds"]
             if args.padded:
                 cfg_pad = load_config("smoke", [*overrides, "finetune.packing=false"])
-                padded = sft.finetune_arm(
-                    sft.ArmConfig.of(cfg_pad),
-                    sel,
-                    pool,
-                    Path(tmp) / f"pad{rnd}",
-                    seed=0,
-                    arm="bench",
-                    loader=cache,
-                    options=sft.ArmOptions(progress_bar=False),
-                )["training"]["wall_seconds"]
+                padded = train(cfg_pad, Path(tmp) / f"pad{rnd}")["training"]["wall_seconds"]
                 print(f"[round {rnd}] project loop with packing=false {padded:.2f} s", flush=True)
                 best["padded"] = min(best.get("padded", padded), padded)
             bare = bare_loop(model, ft, bare_rows, precision, accum, 0)
