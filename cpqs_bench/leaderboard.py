@@ -1261,11 +1261,7 @@ def render_png(doc: dict[str, Any]) -> bytes:
     compute = forest.get("compute") or []
     # one row of panels per domain (its drawn metrics), then one row of compute panels
     grid = [[p for p in drawn if p["domain"] == d] for d in dict.fromkeys(p["domain"] for p in drawn)]
-    planted = [
-        r
-        for r in (((doc.get("validity") or {}).get("tracks") or {}).get("planted") or {}).get("rows") or []
-        if isinstance(r.get("paired_auc"), (int, float))
-    ]
+    planted = figure_validity_rows(doc)
     grid = (
         [row for row in grid if row] + ([compute] if compute else []) + ([[{"validity": planted}]] if planted else [])
     )
@@ -1317,6 +1313,13 @@ def render_png(doc: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
+def figure_validity_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The planted-defect rows the figure draws: each selector's ``overall`` paired AUC (the per-kind rows, 8 per
+    selector, made the panel unreadable; they are in the validity table and the validate figure)."""
+    rows = (((doc.get("validity") or {}).get("tracks") or {}).get("planted") or {}).get("rows") or []
+    return [r for r in rows if isinstance(r.get("paired_auc"), (int, float)) and r.get("kind") == "overall"]
+
+
 def _panel_title(p: dict[str, Any], width_in: float) -> str:
     arrow = "higher is better" if p["higher_is_better"] else "lower is better (axis reversed)"
     sub = f"{p['metric']}{' (proxy)' if p['proxy'] else ''} in {p['unit_label']}, {arrow}"
@@ -1365,6 +1368,13 @@ def _compute_panel(ax: Axes, c: dict[str, Any], ref: str | None, width_in: float
         )
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_xscale("log")
+    from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
+
+    # labels at 1, 2 and 5 x 10^k only: matplotlib's default labelled every minor tick of a short range (2, 3, 4, 6 x
+    # 10^k ran into each other) and none at all when the range holds no power of ten
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     xs = [pt["total_flops"] for pt in c["points"] if pt["total_flops"] and pt["total_flops"] > 0]
     if xs:  # room for the labels right of the points, in decades
         lo, hi = math.log10(min(xs)), math.log10(max(xs))
@@ -1385,7 +1395,7 @@ def _compute_panel(ax: Axes, c: dict[str, Any], ref: str | None, width_in: float
 
 
 def _validity_panel(ax: Axes, rows: list[dict[str, Any]], width_in: float) -> None:
-    """Planted-defect paired AUC per selector × kind with its CI; the chance line at 0.5."""
+    """Planted-defect paired AUC per selector (the ``overall`` rows) with its CI; the chance line at 0.5."""
     ys = list(range(len(rows)))[::-1]
     for y, r in zip(ys, rows):
         ci = r.get("paired_ci")
@@ -1395,12 +1405,14 @@ def _validity_panel(ax: Axes, rows: list[dict[str, Any]], width_in: float) -> No
     ax.axvline(0.5, color="black", lw=0.8, ls="--")
     ax.set_xlim(0, 1)
     ax.set_yticks(ys)
-    ax.set_yticklabels([f"{r.get('kind')} · {r.get('selector')}" for r in rows], fontsize=7.5)
+    ax.set_yticklabels([str(r.get("selector")) for r in rows], fontsize=8.5)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.set_xlabel("paired AUC (0.5 = chance; 1 = every planted defect scored below its clean source)", fontsize=8)
     ax.tick_params(axis="x", labelsize=7.5)
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(_wrap("Selector validity: planted defects", int(width_in * 11)), fontsize=8.5, loc="left")
+    n = max((int(r.get("n") or 0) for r in rows), default=0)
+    title = f"Selector validity: planted defects, all kinds (n={n}); per kind in the validity table"
+    ax.set_title(_wrap(title, int(width_in * 11)), fontsize=8.5, loc="left")
 
 
 def _wrap(text: str, width: int) -> str:

@@ -432,3 +432,17 @@ def test_proxy_cells_show_four_decimals_and_tiny_p_values_are_floored():
     assert fmt_value(0.5, "pct") == "50.0" and fmt_delta(0.012, "pct") == "+1.2"
     assert fmt_p(1.6e-58) == "< 1e-10" and fmt_p(2.9e-9) == "2.9e-09" and fmt_p(0.25) == "0.250"
     assert fmt_p(None) == "—"
+
+
+def test_the_figure_draws_one_planted_defect_row_per_selector():
+    """The glance figure's validity panel holds each selector's overall paired AUC, not its 8 per-kind rows."""
+    rows = [
+        {"selector": sel, "kind": kind, "paired_auc": auc, "paired_ci": [0.1, 0.9], "n": 14 if kind == "overall" else 2}
+        for sel in ("random", "cpqs")
+        for kind, auc in (("truncated", 1.0), ("padded", 0.0), ("overall", 0.5))
+    ]
+    rows.append({"selector": "ifd", "kind": "overall", "paired_auc": None, "n": 14})  # no AUC: not drawn
+    doc = {"validity": {"tracks": {"planted": {"rows": rows}}}}
+    got = leaderboard.figure_validity_rows(doc)
+    assert [(r["selector"], r["kind"]) for r in got] == [("random", "overall"), ("cpqs", "overall")]
+    assert leaderboard.figure_validity_rows({}) == []
