@@ -437,10 +437,20 @@ def model_identity(model: PreTrainedModel, revision: str | None) -> dict[str, An
     return {"revision": revision, "config": stable_hash(cfg, 16), "dtype": str(next(model.parameters()).dtype)}
 
 
+def cache_code() -> dict[str, object]:
+    """The code record (:func:`cpqs_bench.code_version.code_version`) of this module and what it imports: part of
+    :class:`FeatureCache`'s key."""
+    from cpqs_bench.code_version import code_version
+
+    return code_version([__name__])
+
+
 class FeatureCache:
     """Feature tensors on disk as safetensors shards under ``root/<key>/``, with an index and a size cap.
 
-    The key hashes the model identity (revision) and the :class:`FeatureSpec`; tensors are stored per example
+    The key hashes the model identity (revision), the :class:`FeatureSpec` and the code that computes the features
+    (:func:`cache_code`: this module's import closure), so a changed extraction never reads an older one's tensors
+    from the user-level cache; tensors are stored per example
     *content* hash (prompt + response), so any data subset reuses what is there and changed data never hits a
     stale entry. Shards and the index are written atomically (a crash loses at most the shard being written).
     A shard that would push the cache past its cap is not written: ``put`` returns False and sets ``full``, and
@@ -450,7 +460,7 @@ class FeatureCache:
     INDEX = "index.json"
 
     def __init__(self, root: str | Path, model_id: dict[str, Any], spec: FeatureSpec, max_gb: float = 20.0):
-        self.key = stable_hash({"model": model_id, "spec": spec.as_dict(), "format": 1}, 16)
+        self.key = stable_hash({"model": model_id, "spec": spec.as_dict(), "format": 1, "code": cache_code()}, 16)
         self.path = Path(root) / self.key
         self.max_bytes = int(max_gb * (1 << 30))
         self.full = False

@@ -7,6 +7,7 @@ import torch
 
 from cpqs_bench import features as F
 from cpqs_bench import prompts, tiny
+from cpqs_bench.code_version import closure
 from cpqs_bench.data.example import Example
 
 torch.set_num_threads(1)
@@ -123,3 +124,17 @@ def test_feature_cache_round_trip_and_cap(tmp_path):
     tiny_cap = F.FeatureCache(tmp_path / "cap", F.model_identity(model, None), spec, max_gb=1e-9)
     with pytest.raises(F.FeatureError, match="full"):
         F.cached_features(model, tok, exs, spec, tiny_cap, F.ExtractOptions(2))
+
+
+def test_feature_cache_is_keyed_on_the_extraction_code(tmp_path, monkeypatch):
+    """A changed extraction (features.py or anything it imports) never reads the older code's tensors: the cache key
+    holds the code record, and the record covers this module."""
+    model, tok = tiny.model("chatml", num_layers=2)
+    spec, exs = F.FeatureSpec(max_length=128), _examples(2)
+    cache = F.FeatureCache(tmp_path, F.model_identity(model, None), spec, max_gb=1.0)
+    assert F.cached_features(model, tok, exs, spec, cache, F.ExtractOptions(2)) == 2
+    assert {"cpqs_bench.features", "cpqs_bench.prompts"} <= set(closure([F.__name__]))  # what the record hashes
+    monkeypatch.setattr(F, "cache_code", lambda: {"modules": "an edited features.py"})
+    edited = F.FeatureCache(tmp_path, F.model_identity(model, None), spec, max_gb=1.0)
+    assert edited.path != cache.path and exs[0].content_key() not in edited
+    assert F.cached_features(model, tok, exs, spec, edited, F.ExtractOptions(2)) == 2  # computed again
